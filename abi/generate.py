@@ -1,0 +1,197 @@
+"""Generates the checked-in artifacts of the ABI table.
+
+    python -m picoproc.abi.generate           # rewrite abi/picoproc_abi.h and docs/ABI.md
+    python -m picoproc.abi.generate --check   # exit 1 if either is out of date
+
+The BPF program is not checked in: it is compiled from the same table at run
+time (picoproc.abi.bpf), so it cannot drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from .table import ABITable, load_table
+
+HEADER_PATH = pathlib.Path("abi/picoproc_abi.h")
+DOCS_PATH = pathlib.Path("docs/ABI.md")
+GENERATED_BY = "python -m picoproc.abi.generate"
+
+
+def _c_ident(name: str) -> str:
+    return name.upper().replace(".", "_")
+
+
+def render_header(table: ABITable) -> str:
+    out = [
+        f"/* GENERATED from abi/abi_v1.toml by `{GENERATED_BY}`: do not edit. */",
+        "/* The picoproc ABI v%d for C: the monitor (native/), the library OS (libos/)" % table.version,
+        " * and freestanding guests include this one header. */",
+        "#ifndef PICOPROC_ABI_H",
+        "#define PICOPROC_ABI_H",
+        "",
+        "#include <stddef.h>",
+        "",
+        f"#define PICO_ABI_VERSION {table.version}",
+        f"#define PICO_MEDIATED_BASE {table.mediated_base}",
+        f"#define PICO_MEDIATED_COUNT {len(table.mediated)}",
+        f"#define PICO_DIRECT_COUNT {len(table.direct)}",
+        f"#define PICO_LOADER_FD {table.loader_fd}",
+        f"#define PICO_MAX_PATH {table.max_path}",
+        f"#define PICO_MAX_URI {table.max_uri}",
+        "",
+    ]
+    for name, value in table.constants.items():
+        if name.startswith("PICO_"):
+            out.append(f"#define {name} {value:#x}")
+    out += ["", "/* Mediated call numbers (the guest issues them as syscalls). */"]
+    for m in table.mediated:
+        out.append(f"#define PICO_NR_{_c_ident(m.name)} {m.nr}")
+    out += [
+        "",
+        "/* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each",
+        " * mediated call. */",
+        "#define PICO_DIRECT_CALLS(X) \\",
+    ]
+    out += [f"\tX({d.name}, {d.nr}) \\" for d in table.direct]
+    out += ["", "#define PICO_MEDIATED_CALLS(X) \\"]
+    out += [f"\tX({m.name}, {m.nr}, {len(m.args)}) \\" for m in table.mediated]
+    out += [
+        "",
+        "#if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)",
+        "/* Raw system call with up to six arguments; no libc, no errno: returns -errno. */",
+        "static inline long pico_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)",
+        "{",
+        "\tlong ret;",
+        "\tregister long r10 __asm__(\"r10\") = a3;",
+        "\tregister long r8 __asm__(\"r8\") = a4;",
+        "\tregister long r9 __asm__(\"r9\") = a5;",
+        "\t__asm__ volatile(\"syscall\"",
+        "\t\t\t : \"=a\"(ret)",
+        "\t\t\t : \"a\"(nr), \"D\"(a0), \"S\"(a1), \"d\"(a2), \"r\"(r10), \"r\"(r8), \"r\"(r9)",
+        "\t\t\t : \"rcx\", \"r11\", \"memory\");",
+        "\treturn ret;",
+        "}",
+        "",
+        "struct statx;",
+        "struct statfs;",
+        "struct timespec;",
+        "",
+        "/* One typed wrapper per mediated call: pico_<name>(args...). */",
+    ]
+    for m in table.mediated:
+        params = ", ".join(f"{a.ctype}{'' if a.ctype.endswith('*') else ' '}{a.name}" for a in m.args)
+        regs = [f"(long){a.name}" for a in m.args] + ["0"] * (6 - len(m.args))
+        out.append(f"static inline long pico_{m.name}({params or 'void'})")
+        out.append("{")
+        out.append(f"\treturn pico_syscall6(PICO_NR_{_c_ident(m.name)}, {', '.join(regs)});")
+        out.append("}")
+    out += [
+        "#endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */",
+        "",
+        "#endif /* PICOPROC_ABI_H */",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_docs(table: ABITable) -> str:
+    out = [
+        f"<!-- GENERATED from abi/abi_v1.toml by `{GENERATED_BY}`: do not edit. -->",
+        f"# picoproc ABI v{table.version}",
+        "",
+        "What a picoprocess may ask of the host kernel. The seccomp filter is compiled from",
+        "the same table by libseccomp (binary-tree optimised) each time picoproc starts.",
+        "",
+        "| kind | count | filter action |",
+        "|---|---|---|",
+        f"| direct | {len(table.direct)} (limit 60) | `SECCOMP_RET_ALLOW` when the argument rules hold |",
+        f"| answered by errno | {len(table.errno_calls)} | `SECCOMP_RET_ERRNO` |",
+        f"| mediated | {len(table.mediated)} (limit 20) | `SECCOMP_RET_USER_NOTIF` to the monitor |",
+        "| anything else | — | `SECCOMP_RET_TRAP` to the library OS; `SECCOMP_RET_KILL_PROCESS` in raw mode |",
+        "| another architecture (i386, x32) | — | `SECCOMP_RET_KILL_PROCESS` |",
+        "",
+        f"Mediated calls are numbered from {table.mediated_base} (`PICO_MEDIATED_BASE`), clear of",
+        "the Linux range and of the x32 bit. The only `execveat` allowed is on the loader fd",
+        f"{table.loader_fd} (`PICO_LOADER_FD`) with `AT_EMPTY_PATH`. Paths are at most",
+        f"{table.max_path} bytes, URIs {table.max_uri}.",
+        "",
+        "## Direct calls",
+        "",
+        "Argument rules compare the full 64-bit register; a call is allowed when any rule",
+        "holds, and otherwise treated like a call outside the ABI (trapped or killed).",
+        "",
+        "| call | nr | group | allowed when | why it is safe |",
+        "|---|---|---|---|---|",
+    ]
+    for d in table.direct:
+        when = " or ".join(f"`{r.text}`" for r in d.rules) if d.rules else "always"
+        out.append(f"| `{d.name}` | {d.nr} | {d.group} | {_md_escape(when)} | {_md_escape(d.why)} |")
+    out += ["", "## Answered with an errno", "", "| call | nr | errno | why |", "|---|---|---|---|"]
+    for e in table.errno_calls:
+        out.append(f"| `{e.name}` | {e.nr} | `{e.errno_name}` | {_md_escape(e.why)} |")
+    out += ["", "## Mediated calls", ""]
+    for m in table.mediated:
+        sig = ", ".join(f"{a.ctype} {a.name}" for a in m.args)
+        out += [
+            f"### `{m.name}` — nr {m.nr} (`PICO_NR_{_c_ident(m.name)}`)",
+            "",
+            m.purpose,
+            "",
+            f"`long pico_{m.name}({sig})`",
+            "",
+        ]
+        out += [f"* `{a.name}` ({a.ctype}) — {a.doc}" for a in m.args]
+        out += ["", f"**Result:** {m.result}.", "", "**Errors:**", ""]
+        out += [f"* {e}" for e in m.errors]
+        out.append("")
+    out += [
+        "## Constants",
+        "",
+        "| name | value |",
+        "|---|---|",
+    ]
+    out += [f"| `{k}` | `{v:#x}` |" for k, v in table.constants.items()]
+    out.append("")
+    return "\n".join(out)
+
+
+def outputs(table: ABITable | None = None) -> dict[pathlib.Path, str]:
+    """Relative path -> expected content, for every checked-in generated file."""
+    table = table or load_table()
+    return {HEADER_PATH: render_header(table), DOCS_PATH: render_docs(table)}
+
+
+def stale_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return [
+        path
+        for path, text in outputs().items()
+        if not (root / path).exists() or (root / path).read_text() != text
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."), help="source tree root")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files(args.root)
+        for path in stale:
+            print(f"out of date: {path} (run `{GENERATED_BY}`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs().items():
+        (args.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (args.root / path).write_text(text)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+/* GENERATED from abi/abi_v1.toml by `python -m picoproc.abi.generate`: do not edit. */
+/* The picoproc ABI v1 for C: the monitor (native/), the library OS (libos/)
+ * and freestanding guests include this one header. */
+#ifndef PICOPROC_ABI_H
+#define PICOPROC_ABI_H
+
+#include <stddef.h>
+
+#define PICO_ABI_VERSION 1
+#define PICO_MEDIATED_BASE 4096
+#define PICO_MEDIATED_COUNT 15
+#define PICO_DIRECT_COUNT 59
+#define PICO_LOADER_FD 1023
+#define PICO_MAX_PATH 4096
+#define PICO_MAX_URI 4200
+
+#define PICO_OPEN_EXEC 0x40000000
+
+/* Mediated call numbers (the guest issues them as syscalls). */
+#define PICO_NR_OPEN 4096
+#define PICO_NR_STAT 4097
+#define PICO_NR_READLINK 4098
+#define PICO_NR_ACCESS 4099
+#define PICO_NR_MKDIR 4100
+#define PICO_NR_UNLINK 4101
+#define PICO_NR_RENAME 4102
+#define PICO_NR_SYMLINK 4103
+#define PICO_NR_LINK 4104
+#define PICO_NR_CHMOD 4105
+#define PICO_NR_CHOWN 4106
+#define PICO_NR_UTIMENS 4107
+#define PICO_NR_TRUNCATE 4108
+#define PICO_NR_STATFS 4109
+#define PICO_NR_NOTE_UNSUPPORTED 4110
+
+/* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
+ * mediated call. */
+#define PICO_DIRECT_CALLS(X) \
+	X(read, 0) \
+	X(write, 1) \
+	X(readv, 19) \
+	X(writev, 20) \
+	X(pread64, 17) \
+	X(pwrite64, 18) \
+	X(lseek, 8) \
+	X(close, 3) \
+	X(dup3, 292) \
+	X(fcntl, 72) \
+	X(ioctl, 16) \
+	X(fstat, 5) \
+	X(ftruncate, 77) \
+	X(fsync, 74) \
+	X(getdents64, 217) \
+	X(pipe2, 293) \
+	X(socketpair, 53) \
+	X(sendmsg, 46) \
+	X(recvmsg, 47) \
+	X(sendto, 44) \
+	X(recvfrom, 45) \
+	X(shutdown, 48) \
+	X(accept4, 288) \
+	X(getsockname, 51) \
+	X(setsockopt, 54) \
+	X(getsockopt, 55) \
+	X(eventfd2, 290) \
+	X(ppoll, 271) \
+	X(epoll_create1, 291) \
+	X(epoll_ctl, 233) \
+	X(epoll_pwait, 281) \
+	X(mmap, 9) \
+	X(munmap, 11) \
+	X(mprotect, 10) \
+	X(mremap, 25) \
+	X(madvise, 28) \
+	X(brk, 12) \
+	X(clone, 56) \
+	X(execveat, 322) \
+	X(exit, 60) \
+	X(exit_group, 231) \
+	X(wait4, 61) \
+	X(futex, 202) \
+	X(set_tid_address, 218) \
+	X(set_robust_list, 273) \
+	X(gettid, 186) \
+	X(getpid, 39) \
+	X(getppid, 110) \
+	X(arch_prctl, 158) \
+	X(rt_sigaction, 13) \
+	X(rt_sigprocmask, 14) \
+	X(rt_sigreturn, 15) \
+	X(sigaltstack, 131) \
+	X(kill, 62) \
+	X(tgkill, 234) \
+	X(restart_syscall, 219) \
+	X(clock_gettime, 228) \
+	X(clock_nanosleep, 230) \
+	X(getrandom, 318) \
+
+#define PICO_MEDIATED_CALLS(X) \
+	X(open, 4096, 4) \
+	X(stat, 4097, 4) \
+	X(readlink, 4098, 4) \
+	X(access, 4099, 4) \
+	X(mkdir, 4100, 3) \
+	X(unlink, 4101, 3) \
+	X(rename, 4102, 5) \
+	X(symlink, 4103, 4) \
+	X(link, 4104, 5) \
+	X(chmod, 4105, 4) \
+	X(chown, 4106, 5) \
+	X(utimens, 4107, 4) \
+	X(truncate, 4108, 3) \
+	X(statfs, 4109, 3) \
+	X(note_unsupported, 4110, 2) \
+
+#if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
+/* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
+static inline long pico_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+{
+	long ret;
+	register long r10 __asm__("r10") = a3;
+	register long r8 __asm__("r8") = a4;
+	register long r9 __asm__("r9") = a5;
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+struct statx;
+struct statfs;
+struct timespec;
+
+/* One typed wrapper per mediated call: pico_<name>(args...). */
+static inline long pico_open(const char *uri, size_t uri_len, int flags, unsigned int mode)
+{
+	return pico_syscall6(PICO_NR_OPEN, (long)uri, (long)uri_len, (long)flags, (long)mode, 0, 0);
+}
+static inline long pico_stat(const char *path, size_t path_len, int flags, struct statx *buf)
+{
+	return pico_syscall6(PICO_NR_STAT, (long)path, (long)path_len, (long)flags, (long)buf, 0, 0);
+}
+static inline long pico_readlink(const char *path, size_t path_len, char *buf, size_t buf_len)
+{
+	return pico_syscall6(PICO_NR_READLINK, (long)path, (long)path_len, (long)buf, (long)buf_len, 0, 0);
+}
+static inline long pico_access(const char *path, size_t path_len, int mode, int flags)
+{
+	return pico_syscall6(PICO_NR_ACCESS, (long)path, (long)path_len, (long)mode, (long)flags, 0, 0);
+}
+static inline long pico_mkdir(const char *path, size_t path_len, unsigned int mode)
+{
+	return pico_syscall6(PICO_NR_MKDIR, (long)path, (long)path_len, (long)mode, 0, 0, 0);
+}
+static inline long pico_unlink(const char *path, size_t path_len, int flags)
+{
+	return pico_syscall6(PICO_NR_UNLINK, (long)path, (long)path_len, (long)flags, 0, 0, 0);
+}
+static inline long pico_rename(const char *old, size_t old_len, const char *new, size_t new_len, unsigned int flags)
+{
+	return pico_syscall6(PICO_NR_RENAME, (long)old, (long)old_len, (long)new, (long)new_len, (long)flags, 0);
+}
+static inline long pico_symlink(const char *target, size_t target_len, const char *path, size_t path_len)
+{
+	return pico_syscall6(PICO_NR_SYMLINK, (long)target, (long)target_len, (long)path, (long)path_len, 0, 0);
+}
+static inline long pico_link(const char *old, size_t old_len, const char *new, size_t new_len, int flags)
+{
+	return pico_syscall6(PICO_NR_LINK, (long)old, (long)old_len, (long)new, (long)new_len, (long)flags, 0);
+}
+static inline long pico_chmod(const char *path, size_t path_len, unsigned int mode, int flags)
+{
+	return pico_syscall6(PICO_NR_CHMOD, (long)path, (long)path_len, (long)mode, (long)flags, 0, 0);
+}
+static inline long pico_chown(const char *path, size_t path_len, unsigned int uid, unsigned int gid, int flags)
+{
+	return pico_syscall6(PICO_NR_CHOWN, (long)path, (long)path_len, (long)uid, (long)gid, (long)flags, 0);
+}
+static inline long pico_utimens(const char *path, size_t path_len, const struct timespec *times, int flags)
+{
+	return pico_syscall6(PICO_NR_UTIMENS, (long)path, (long)path_len, (long)times, (long)flags, 0, 0);
+}
+static inline long pico_truncate(const char *path, size_t path_len, long length)
+{
+	return pico_syscall6(PICO_NR_TRUNCATE, (long)path, (long)path_len, (long)length, 0, 0, 0);
+}
+static inline long pico_statfs(const char *path, size_t path_len, struct statfs *buf)
+{
+	return pico_syscall6(PICO_NR_STATFS, (long)path, (long)path_len, (long)buf, 0, 0, 0);
+}
+static inline long pico_note_unsupported(long linux_nr, long arg0)
+{
+	return pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
+}
+#endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
+
+#endif /* PICOPROC_ABI_H */

@@ -1,0 +1,49 @@
+"""cffi build script for ``picoproc._native`` (out-of-line API mode).
+
+The C lives in real ``native/*.c`` files.  Each unit's public interface is in
+its ``native/<unit>.h``; the part of that header between the markers
+``/* cffi:begin */`` and ``/* cffi:end */`` is what cffi parses (cffi cannot
+read preprocessor conditionals, so keep that part to plain declarations and
+``#define NAME <integer>`` lines).  Adding a unit = adding a .c/.h pair here.
+"""
+
+import pathlib
+import re
+
+from cffi import FFI
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+# Bumped whenever the C interface changes; picoproc/native.py refuses a
+# stale build so an old .so is never silently used with new Python code.
+NATIVE_VERSION = 1
+
+_MARKED = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
+
+
+def _cdef_of(header: pathlib.Path) -> str:
+    parts = _MARKED.findall(header.read_text())
+    return "\n".join(parts)
+
+
+def _units():
+    return sorted(p for p in HERE.glob("*.c"))
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(f"#define PICO_NATIVE_VERSION {NATIVE_VERSION}\n")
+for _h in sorted(HERE.glob("*.h")):
+    ffibuilder.cdef(_cdef_of(_h))
+
+ffibuilder.set_source(
+    "picoproc._native",
+    f"#define PICO_NATIVE_VERSION {NATIVE_VERSION}\n"
+    + "".join(f'#include "{h.name}"\n' for h in sorted(HERE.glob("*.h"))),
+    sources=[str(p.relative_to(ROOT)) for p in _units()],
+    include_dirs=[str(HERE), str(ROOT / "abi")],
+    libraries=["seccomp"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-std=gnu11"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

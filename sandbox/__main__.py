@@ -1,0 +1,5 @@
+import sys
+
+from picoproc.cli import main
+
+sys.exit(main())

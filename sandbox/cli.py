@@ -1,0 +1,131 @@
+"""The ``picoproc`` command line: a thin layer over the Python API.
+
+Every user error ends in one line on stderr naming the problem and a non-zero
+exit (2 for usage, 127 for a program that cannot be run), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_USAGE = 2
+EXIT_CANNOT_RUN = 127
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and raise instead of exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _cmd_abi(args) -> int:
+    from picoproc.abi import load_table
+
+    table = load_table()
+    if args.json:
+        doc = {
+            "version": table.version,
+            "mediated_base": table.mediated_base,
+            "loader_fd": table.loader_fd,
+            "direct_count": len(table.direct),
+            "calls": [
+                {
+                    "name": d.name, "nr": d.nr, "kind": "direct", "group": d.group,
+                    "constraints": [r.text for r in d.rules], "why": d.why,
+                }
+                for d in table.direct
+            ]
+            + [
+                {"name": e.name, "nr": e.nr, "kind": "errno", "errno": e.errno_name,
+                 "constraints": [], "why": e.why}
+                for e in table.errno_calls
+            ]
+            + [
+                {"name": m.name, "nr": m.nr, "kind": "mediated",
+                 "args": [{"name": a.name, "type": a.ctype, "doc": a.doc} for a in m.args],
+                 "result": m.result, "errors": list(m.errors), "constraints": [], "why": m.purpose}
+                for m in table.mediated
+            ],
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"picoproc ABI v{table.version}: {len(table.direct)} direct, "
+          f"{len(table.errno_calls)} errno, {len(table.mediated)} mediated "
+          f"(base {table.mediated_base}); everything else traps (or kills in raw mode)")
+    for d in table.direct:
+        rule = " or ".join(r.text for r in d.rules) if d.rules else "any arguments"
+        print(f"  direct    {d.nr:4d} {d.name:16s} {rule}")
+    for e in table.errno_calls:
+        print(f"  errno     {e.nr:4d} {e.name:16s} -> {e.errno_name}")
+    for m in table.mediated:
+        sig = ", ".join(a.name for a in m.args)
+        print(f"  mediated  {m.nr:4d} {m.name:16s} ({sig})")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from picoproc.image import ImageError
+    from picoproc.raw import SpawnError, run_raw
+
+    if not args.command:
+        raise UsageError("picoproc run: no program given (usage: picoproc run [options] -- PROG [ARGS...])")
+    if not args.raw:
+        raise UsageError("picoproc run: only --raw is available in this build (the library OS is not built yet)")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"picoproc run: --env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    try:
+        result = run_raw(args.command, env)
+    except ImageError as exc:
+        print(f"picoproc: cannot run {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except SpawnError as exc:
+        print(f"picoproc: could not start the picoprocess: {exc.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if result.signal is not None:
+        print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+    return result.status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a program in a picoprocess")
+    run.add_argument("--raw", action="store_true",
+                     help="no library OS: a static program under the filter alone; any call outside the ABI kills it")
+    run.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable in the guest")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
+    run.set_defaults(func=_cmd_run)
+
+    abi = sub.add_parser("abi", help="print the ABI table")
+    abi.add_argument("--json", action="store_true", help="machine-readable")
+    abi.set_defaults(func=_cmd_abi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "command", None) and args.command[0] == "--":
+            args.command = args.command[1:]
+        if not getattr(args, "func", None):
+            raise UsageError("picoproc: no command given (see picoproc --help)")
+        return args.func(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up picoproc on a fresh Debian machine of this kind (run as root):
+# the system packages its build, tests and comparison peers need, then the
+# package itself (editable, with the C module built by cffi).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(
+  gcc make libseccomp-dev         # build: cffi module, library OS, test guests
+  busybox-static sqlite3 strace   # real programs the tests run
+  bubblewrap crun runsc           # comparison backends (peers)
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+make -s -C tests/guests
