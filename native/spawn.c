@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,10 +28,13 @@ struct child_error {
 	int err;
 };
 
-/* The write end of the error pipe sits just below the loader fd so that the
- * close-everything-else sweep can keep it; it is close-on-exec, so a
- * successful exec closes it and the parent reads EOF. */
-#define ERROR_PIPE_FD (PICO_LOADER_FD - 1)
+/* The child's end of the report channel (an AF_UNIX SOCK_SEQPACKET pair)
+ * sits just below the loader fd so that the close-everything-else sweep can
+ * keep it.  It is close-on-exec: a successful exec closes it and the parent
+ * reads EOF.  Before that the child may send two kinds of message:
+ *   - {PICO_STEP_NONE, 0} carrying the seccomp listener fd (SCM_RIGHTS);
+ *   - {step, errno} when a step failed (then the child exits 127). */
+#define REPORT_FD (PICO_LOADER_FD - 1)
 
 static long raw(long nr, long a, long b, long c, long d, long e)
 {
@@ -41,7 +45,7 @@ static void __attribute__((noreturn)) child_fail(int step)
 {
 	struct child_error ce = {step, errno};
 	/* Best effort: if this write fails the parent still sees a short read. */
-	ssize_t n = write(ERROR_PIPE_FD, &ce, sizeof(ce));
+	ssize_t n = write(REPORT_FD, &ce, sizeof(ce));
 	(void)n;
 	_exit(127);
 }
@@ -60,6 +64,49 @@ static int reset_signals(void)
 	}
 	uint64_t empty = 0;
 	return (int)raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);
+}
+
+static int send_listener(int fd)
+{
+	struct child_error ce = {PICO_STEP_NONE, 0};
+	struct iovec iov = {&ce, sizeof(ce)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	return sendmsg(REPORT_FD, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(ce) ? 0 : -1;
+}
+
+/* Reads one report; returns its size (0 at EOF) and stores a passed fd. */
+static ssize_t recv_report(int sock, struct child_error *ce, int *fd_out)
+{
+	struct iovec iov = {ce, sizeof(*ce)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+			    c->cmsg_len == CMSG_LEN(sizeof(int)))
+				memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+		}
+	}
+	return n;
 }
 
 static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *spec, pid_t parent)
@@ -94,7 +141,7 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 			child_fail(PICO_STEP_STDIO);
 
 	/* Nothing else is inherited (invariant 5). */
-	if (raw(SYS_close_range, 3, ERROR_PIPE_FD - 1, 0, 0, 0) < 0 ||
+	if (raw(SYS_close_range, 3, REPORT_FD - 1, 0, 0, 0) < 0 ||
 	    raw(SYS_close_range, PICO_LOADER_FD + 1, ~0U, 0, 0, 0) < 0)
 		child_fail(PICO_STEP_CLOSE_FDS);
 
@@ -108,8 +155,15 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 		.len = (unsigned short)spec->filter_len,
 		.filter = (struct sock_filter *)spec->filter,
 	};
-	if (raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, spec->seccomp_flags, (long)&prog, 0, 0) < 0)
+	long listener = raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, spec->seccomp_flags, (long)&prog, 0, 0);
+	if (listener < 0)
 		child_fail(PICO_STEP_SECCOMP);
+	if (spec->seccomp_flags & SECCOMP_FILTER_FLAG_NEW_LISTENER) {
+		/* sendmsg is a direct call, so the filter already in force allows it. */
+		if (send_listener((int)listener) < 0)
+			child_fail(PICO_STEP_SECCOMP);
+		raw(SYS_close, listener, 0, 0, 0, 0);
+	}
 
 	/* The only exec the filter allows: the loader fd, empty path. */
 	raw(SYS_execveat, PICO_LOADER_FD, (long)"", (long)spec->argv, (long)spec->envp,
@@ -119,13 +173,14 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 
 int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result)
 {
-	int pipefd[2];
+	int sv[2];
 	memset(result, 0, sizeof(*result));
+	result->listener_fd = -1;
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS) {
 		result->err = EINVAL;
 		return -1;
 	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		result->err = errno;
 		return -1;
 	}
@@ -134,39 +189,56 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	long pid = raw(SYS_clone, SIGCHLD, 0, 0, 0, 0);
 	if (pid < 0) {
 		result->err = errno;
-		close(pipefd[0]);
-		close(pipefd[1]);
+		close(sv[0]);
+		close(sv[1]);
 		return -1;
 	}
 	if (pid == 0) {
-		close(pipefd[0]);
-		if (pipefd[1] != ERROR_PIPE_FD) {
-			if (raw(SYS_dup3, pipefd[1], ERROR_PIPE_FD, O_CLOEXEC, 0, 0) < 0)
+		close(sv[0]);
+		if (sv[1] != REPORT_FD) {
+			if (raw(SYS_dup3, sv[1], REPORT_FD, O_CLOEXEC, 0, 0) < 0)
 				_exit(127);
 		}
 		child_main(spec, parent);
 	}
-	close(pipefd[1]);
-	struct child_error ce;
-	ssize_t n;
-	do
-		n = read(pipefd[0], &ce, sizeof(ce));
-	while (n < 0 && errno == EINTR);
-	close(pipefd[0]);
-	if (n == 0) {
+	close(sv[1]);
+	struct child_error ce = {PICO_STEP_NONE, 0};
+	int failed = 0;
+	for (;;) {
+		int fd = -1;
+		ssize_t n = recv_report(sv[0], &ce, &fd);
+		if (n == 0)
+			break; /* exec succeeded: the child's end closed */
+		if (n == (ssize_t)sizeof(ce) && ce.step == PICO_STEP_NONE && fd >= 0 &&
+		    result->listener_fd < 0) {
+			result->listener_fd = fd;
+			continue;
+		}
+		if (fd >= 0)
+			close(fd);
+		failed = 1;
+		if (n != (ssize_t)sizeof(ce)) {
+			ce.step = PICO_STEP_NONE;
+			ce.err = n < 0 ? errno : EIO;
+		}
+		break;
+	}
+	close(sv[0]);
+	if (!failed) {
 		result->pid = (int)pid;
 		return 0;
 	}
-	/* The child failed before exec: reap it so nothing is left behind. */
+	/* The child failed before exec: make sure it is gone and reaped so that
+	 * nothing is left behind. */
+	kill((pid_t)pid, SIGKILL);
 	int status;
 	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (n == (ssize_t)sizeof(ce)) {
-		result->step = ce.step;
-		result->err = ce.err;
-	} else {
-		result->step = PICO_STEP_NONE;
-		result->err = EIO;
+	if (result->listener_fd >= 0) {
+		close(result->listener_fd);
+		result->listener_fd = -1;
 	}
+	result->step = ce.step;
+	result->err = ce.err;
 	return -1;
 }

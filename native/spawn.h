@@ -34,6 +34,8 @@ struct pico_spawn_spec {
 
 struct pico_spawn_result {
 	int pid;       /* > 0 on success */
+	int listener_fd; /* the seccomp user-notification fd when seccomp_flags asked
+			  * for SECCOMP_FILTER_FLAG_NEW_LISTENER, else -1; the caller owns it */
 	int step;      /* PICO_STEP_* that failed, or PICO_STEP_NONE */
 	int err;       /* errno of that failure */
 };
