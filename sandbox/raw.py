@@ -64,9 +64,18 @@ def _cstrings(items: list[str]):
     return array, bufs
 
 
+@dataclasses.dataclass(frozen=True)
+class Spawned:
+    pid: int
+    listener_fd: int  # seccomp user-notification fd (owned by the caller), or -1
+
+
 def spawn_raw(argv: list[str], env: dict[str, str] | None = None, stdio=(0, 1, 2), *, mode: str = "raw",
-              keep_image_fd: bool = False, seccomp_flags: int = 0) -> int:
-    """Starts argv[0] (a static ELF) confined by the ``mode`` filter; returns its pid."""
+              keep_image_fd: bool = False, seccomp_flags: int = 0) -> Spawned:
+    """Starts argv[0] (a static ELF) confined by the ``mode`` filter.
+
+    With SECCOMP_FILTER_FLAG_NEW_LISTENER in ``seccomp_flags`` the returned
+    listener fd receives the guest's mediated calls."""
     path = resolve_program(argv[0])
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -91,7 +100,7 @@ def spawn_raw(argv: list[str], env: dict[str, str] | None = None, stdio=(0, 1, 2
         if lib.pico_spawn(spec, result) < 0:
             raise SpawnError(result.err, f"{STEP_NAMES.get(result.step, 'spawn')}: {os.strerror(result.err)}")
         del keep_a, keep_e
-        return result.pid
+        return Spawned(result.pid, result.listener_fd)
     finally:
         os.close(fd)
 
@@ -105,7 +114,7 @@ def wait_raw(pid: int) -> RawResult:
 
 def run_raw(argv: list[str], env: dict[str, str] | None = None, stdio=(0, 1, 2)) -> RawResult:
     """Runs a static program under the raw filter and waits for it."""
-    pid = spawn_raw(argv, env, stdio)
+    pid = spawn_raw(argv, env, stdio).pid
     try:
         return wait_raw(pid)
     except BaseException:
