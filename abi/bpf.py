@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 
 from picoproc.native import ffi, lib
 
@@ -72,8 +73,53 @@ def _add_rule(ctx, action: int, nr: int, comparisons) -> None:
     _check(lib.seccomp_rule_add_exact_array(ctx, action, nr, len(comparisons), cmps), f"rule for syscall {nr}")
 
 
+AUDIT_ARCH_X86_64 = 0xC000003E
+NR_RT_SIGACTION = 13
+# struct seccomp_data offsets (<linux/seccomp.h>)
+_OFF_NR, _OFF_ARCH, _OFF_IP_LO, _OFF_IP_HI = 0, 4, 8, 12
+# classic BPF opcodes (<linux/filter.h>)
+_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_RET_K = 0x06  # BPF_RET | BPF_K
+_INSN = struct.Struct("<HBBI")
+
+
+def loader_sigaction_prefix(table: ABITable) -> bytes:
+    """BPF that allows rt_sigaction when the calling instruction lies in the
+    loader's fixed text range, and otherwise falls through to the program that
+    follows.  libseccomp cannot express instruction-pointer checks, so these few
+    instructions are written by hand; classic BPF jumps are relative, so
+    prepending them leaves libseccomp's program intact."""
+    start = table.loader_text_start
+    end = start + table.loader_text_size
+    hi, lo_start, lo_end = start >> 32, start & 0xFFFFFFFF, end & 0xFFFFFFFF
+    # A jump's target is (its index + 1 + offset); OUT is index 10, the first
+    # instruction of the program that follows.
+    insns = [
+        (_LD_W_ABS, 0, 0, _OFF_ARCH),  # 0
+        (_JEQ_K, 0, 8, AUDIT_ARCH_X86_64),  # 1: foreign arch -> OUT
+        (_LD_W_ABS, 0, 0, _OFF_NR),  # 2
+        (_JEQ_K, 0, 6, NR_RT_SIGACTION),  # 3: another call -> OUT
+        (_LD_W_ABS, 0, 0, _OFF_IP_HI),  # 4
+        (_JEQ_K, 0, 4, hi),  # 5: another 4 GiB block -> OUT
+        (_LD_W_ABS, 0, 0, _OFF_IP_LO),  # 6
+        (_JGE_K, 0, 2, lo_start),  # 7: below start -> OUT
+        (_JGE_K, 1, 0, lo_end),  # 8: at or above end -> OUT
+        (_RET_K, 0, 0, RET_ALLOW),  # 9
+    ]
+    return b"".join(_INSN.pack(*i) for i in insns)
+
+
 def compile_filter(table: ABITable, mode: str) -> bytes:
     """Returns the BPF program (struct sock_filter[]) for ``mode``."""
+    program = _compile_with_libseccomp(table, mode)
+    if mode == "libos":
+        program = loader_sigaction_prefix(table) + program
+    return program
+
+
+def _compile_with_libseccomp(table: ABITable, mode: str) -> bytes:
     ctx = lib.seccomp_init(default_action(mode))
     if ctx == ffi.NULL:
         raise FilterBuildError("libseccomp: seccomp_init failed")

@@ -113,6 +113,8 @@ class ABITable:
     version: int
     mediated_base: int
     loader_fd: int
+    loader_text_start: int
+    loader_text_size: int
     max_path: int
     max_uri: int
     constants: dict[str, int]
@@ -173,13 +175,14 @@ def parse_table(text: str) -> ABITable:
     raw = tomllib.loads(text)
     known_top = {
         "version", "mediated_base", "loader_fd", "max_path", "max_uri",
+        "loader_text_start", "loader_text_size",
         "constants", "direct", "errno", "mediated",
     }
     unknown = set(raw) - known_top
     if unknown:
         raise ABITableError(f"unknown top-level keys: {sorted(unknown)}")
     names: dict[str, int] = {}
-    for key in ("mediated_base", "loader_fd", "max_path", "max_uri"):
+    for key in ("mediated_base", "loader_fd", "max_path", "max_uri", "loader_text_start", "loader_text_size"):
         names[key] = _require(raw, key, int, "table")
     for key, value in raw.get("constants", {}).items():
         if not isinstance(value, int):
@@ -250,6 +253,11 @@ def parse_table(text: str) -> ABITable:
                 tuple(_require(entry, "errors", list, where)),
             )
         )
+    start, size = names["loader_text_start"], names["loader_text_size"]
+    if size <= 0 or (start >> 32) != ((start + size) >> 32):
+        # The BPF compares the high half once and the low halves as unsigned
+        # 32-bit numbers, so the end must not reach the next 4 GiB block.
+        raise ABITableError("loader text range must be non-empty and end inside its 4 GiB-aligned block")
     if len(mediated) > MEDIATED_LIMIT:
         raise ABITableError(f"{len(mediated)} mediated calls; the limit is {MEDIATED_LIMIT}")
     if names["mediated_base"] <= max(linux.SYSCALLS_BY_NAME.values()):
@@ -261,6 +269,8 @@ def parse_table(text: str) -> ABITable:
         version=_require(raw, "version", int, "table"),
         mediated_base=names["mediated_base"],
         loader_fd=names["loader_fd"],
+        loader_text_start=names["loader_text_start"],
+        loader_text_size=names["loader_text_size"],
         max_path=names["max_path"],
         max_uri=names["max_uri"],
         constants={k: v for k, v in raw.get("constants", {}).items()},
