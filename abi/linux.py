@@ -2,9 +2,9 @@
 
 Source: the kernel's arch/x86/entry/syscalls/syscall_64.tbl, as shipped in
 linux-libc-dev 6.1 (<asm/unistd_64.h>, numbers 0-450) plus the calls added up to
-Linux 6.18 (451 cachestat ... 469 file_setattr).  Only the common/64-bit entries;
-x32 entries (512-547) are reached only with the x32 bit set and are refused as a
-foreign ABI by the filter.
+Linux 6.18 (335 uretprobe, 336 uprobe, 451 cachestat ... 469 file_setattr).  Only
+the common/64-bit entries; x32 entries (512-547) are reached only with the x32 bit
+set and are refused as a foreign ABI by the filter.
 """
 
 import errno as _errno
@@ -347,6 +347,8 @@ SYSCALLS_BY_NAME = {
     "statx": 332,
     "io_pgetevents": 333,
     "rseq": 334,
+    "uretprobe": 335,  # Linux 6.11
+    "uprobe": 336,  # Linux 6.16
     "pidfd_send_signal": 424,
     "io_uring_setup": 425,
     "io_uring_enter": 426,
@@ -396,6 +398,14 @@ SYSCALLS_BY_NAME = {
 }
 
 SYSCALLS_BY_NR = {v: k for k, v in SYSCALLS_BY_NAME.items()}
+
+# Calls the kernel runs WITHOUT consulting seccomp (kernel/seccomp.c,
+# "passthrough uretprobe/uprobe systemcall without filtering", 6.14/6.16):
+# the uprobe trampolines issue them, and a filter must not break probing.
+# No filter can refuse them; they are harmless because each acts only when
+# called from the kernel-installed trampoline (uretprobe otherwise raises
+# SIGILL, uprobe returns -ENXIO).  Found by the exhaustive filter test.
+SECCOMP_PASSTHROUGH = {"uretprobe": 335, "uprobe": 336}
 
 # errno names to numbers, as this platform defines them.
 ERRNO = {name: getattr(_errno, name) for name in dir(_errno) if name.startswith("E") and name.isupper()}

@@ -1,0 +1,150 @@
+"""Shared fixtures for picoproc's test suites.
+
+* ``repo_root``      the source tree (a pathlib.Path).
+* ``guest_bin``      builds tests/guests once per session (``make -C tests/guests``)
+                     and returns the directory of the freestanding guest binaries.
+* ``picoproc_exe``   the installed ``picoproc`` console script.
+* ``run_picoproc``   runs that script as a subprocess, always with a timeout.
+* ``raw_run``        runs a guest through the Python API (picoproc.raw.spawn_raw)
+                     and waits for it with a timeout: a hung guest fails the test
+                     instead of hanging the suite (also importable as
+                     ``conftest.run_raw_guest`` for module-scoped fixtures).
+* ``wait_with_timeout(pid, timeout)``  waitpid through a pidfd that kills and
+                     reaps the process instead of waiting forever.
+
+Every wait here has a timeout: a bug must fail a test, never hang CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+GUESTS_DIR = REPO_ROOT / "tests" / "guests"
+# Generous: a guest that runs longer than this is hung, not slow.
+GUEST_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def guest_bin() -> pathlib.Path:
+    """Builds every tests/guests/*.c (once per session) and returns bin/."""
+    if shutil.which("make") is None or shutil.which(os.environ.get("CC", "gcc")) is None:
+        pytest.skip("make and a C compiler are needed to build the test guests")
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(GUESTS_DIR)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"building the test guests failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return GUESTS_DIR / "bin"
+
+
+@pytest.fixture(scope="session")
+def picoproc_exe() -> str:
+    """The console script installed with the package (next to this interpreter
+    first, so a pyenv shim or another installation on PATH is not picked up)."""
+    beside = pathlib.Path(sys.executable).parent / "picoproc"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("picoproc")
+    if found is None:
+        pytest.fail("the picoproc console script is not installed (run ./setup.sh)", pytrace=False)
+    return found
+
+
+@pytest.fixture
+def run_picoproc(picoproc_exe):
+    """run_picoproc(*args, stdin=None, env=None, cwd=None, timeout=GUEST_TIMEOUT)
+    -> subprocess.CompletedProcess with text stdout/stderr."""
+
+    def run(*args, stdin=subprocess.DEVNULL, env=None, cwd=None, timeout=GUEST_TIMEOUT,
+            preexec_fn=None):
+        return subprocess.run(
+            [picoproc_exe, *map(str, args)],
+            stdin=stdin, capture_output=True, text=True, env=env, cwd=cwd,
+            timeout=timeout, preexec_fn=preexec_fn, check=False,
+        )
+
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestRun:
+    """What a guest run through the Python API did."""
+
+    pid: int
+    exit_code: int | None
+    signal: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def status(self) -> int:
+        return self.exit_code if self.signal is None else 128 + self.signal
+
+
+def wait_with_timeout(pid: int, timeout: float) -> int:
+    """waitpid(pid) that gives up after ``timeout`` seconds: the process is then
+    killed, reaped, and TimeoutError raised.  Returns the raw wait status."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise TimeoutError(f"pid {pid} still running after {timeout} s (killed)")
+        _, status = os.waitpid(pid, 0)
+        return status
+    finally:
+        os.close(pidfd)
+
+
+def _read_all(f) -> str:
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")
+
+
+def run_raw_guest(argv, env=None, stdin=None, timeout=GUEST_TIMEOUT) -> GuestRun:
+    """Runs argv through picoproc.raw.spawn_raw (the same path as
+    ``picoproc run --raw``) and waits at most ``timeout`` seconds (then the
+    run is killed and TimeoutError raised).  stdout and stderr go to temporary
+    files (a pipe could fill up and deadlock); stdin is /dev/null unless an fd
+    is given."""
+    from picoproc import raw
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            open(os.devnull, "rb") as devnull:
+        stdin_fd = devnull.fileno() if stdin is None else stdin
+        spawned = raw.spawn_raw([str(a) for a in argv], env or {},
+                                (stdin_fd, out.fileno(), err.fileno()))
+        try:
+            result = raw.wait_raw(spawned.pid, timeout=timeout)
+        except TimeoutError:
+            os.kill(spawned.pid, signal.SIGKILL)
+            raw.wait_raw(spawned.pid)
+            raise
+        return GuestRun(spawned.pid, result.exit_code, result.signal,
+                        _read_all(out), _read_all(err))
+
+
+@pytest.fixture
+def raw_run():
+    """raw_run(argv, env=None, stdin=None, timeout=GUEST_TIMEOUT) -> GuestRun
+    (see run_raw_guest)."""
+    return run_raw_guest
