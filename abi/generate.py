@@ -128,7 +128,7 @@ def render_docs(table: ABITable) -> str:
         "so the loader can re-install its handler after each exec.",
         "",
         "Two calls bypass every seccomp filter by the kernel's own design: `uretprobe` (335) and",
-        "`uprobe` (336), which the kernel's uprobe trampolines issue (Linux 6.11+/6.16+). Outside a",
+        "`uprobe` (336), which the kernel's uprobe trampolines issue (exempt since Linux 6.14 and 6.16). Outside a",
         "trampoline they do nothing but signal the caller (SIGILL / ENXIO); no filter can close them,",
         "and the test over every syscall number expects exactly these two.",
         "",
