@@ -71,6 +71,12 @@ def _cmd_abi(args) -> int:
     return 0
 
 
+def _cmd_doctor(args) -> int:
+    from picoproc.doctor import report
+
+    return report(sys.stdout, sys.stderr, as_json=args.json)
+
+
 def _cmd_run(args) -> int:
     from picoproc.image import ImageError
     from picoproc.raw import SpawnError, run_raw
@@ -112,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     abi = sub.add_parser("abi", help="print the ABI table")
     abi.add_argument("--json", action="store_true", help="machine-readable")
     abi.set_defaults(func=_cmd_abi)
+
+    doctor = sub.add_parser("doctor", help="probe kernel features and comparison backends")
+    doctor.add_argument("--json", action="store_true", help="machine-readable")
+    doctor.set_defaults(func=_cmd_doctor)
     return parser
 
 
@@ -127,5 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except ImportError as exc:
+        # A missing or stale C module (picoproc.native.NativeModuleError) is an
+        # installation problem: one line saying so, not a traceback.
+        print(f"picoproc: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
