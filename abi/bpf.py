@@ -75,6 +75,7 @@ def _add_rule(ctx, action: int, nr: int, comparisons) -> None:
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 NR_RT_SIGACTION = 13
+NR_RT_SIGPROCMASK = 14
 # struct seccomp_data offsets (<linux/seccomp.h>)
 _OFF_NR, _OFF_ARCH, _OFF_IP_LO, _OFF_IP_HI = 0, 4, 8, 12
 # classic BPF opcodes (<linux/filter.h>)
@@ -86,27 +87,41 @@ _INSN = struct.Struct("<HBBI")
 
 
 def loader_sigaction_prefix(table: ABITable) -> bytes:
-    """BPF that allows rt_sigaction when the calling instruction lies in the
-    loader's fixed text range, and otherwise falls through to the program that
-    follows.  libseccomp cannot express instruction-pointer checks, so these few
+    """BPF for the two signal calls the library OS must own in "libos" mode:
+    rt_sigaction and rt_sigprocmask are allowed when the calling instruction
+    lies in the loader's fixed text range and trap (SIGSYS) anywhere else;
+    every other call falls through to the program that follows.
+
+    Why both: SIGSYS is how the library OS receives traps, and a seccomp
+    SIGSYS that arrives while SIGSYS is blocked makes the kernel reset its
+    handler and kill the process (force_sig_info_to_task).  Programs block
+    every signal routinely (sigfillset + sigprocmask in posix_spawn and
+    pthread_create, sigfillset(&sa_mask) in handlers), so the library OS
+    serves these calls itself and removes SIGSYS from every mask before making
+    the real call from its own range.  (The library OS is untrusted like the
+    program: this is not a security boundary.)
+
+    libseccomp cannot express instruction-pointer checks, so these few
     instructions are written by hand; classic BPF jumps are relative, so
     prepending them leaves libseccomp's program intact."""
     start = table.loader_text_start
     end = start + table.loader_text_size
     hi, lo_start, lo_end = start >> 32, start & 0xFFFFFFFF, end & 0xFFFFFFFF
-    # A jump's target is (its index + 1 + offset); OUT is index 10, the first
-    # instruction of the program that follows.
+    # A jump's target is (its index + 1 + offset).  ALLOW is index 10, TRAP 11
+    # and OUT 12, the first instruction of the program that follows.
     insns = [
         (_LD_W_ABS, 0, 0, _OFF_ARCH),  # 0
-        (_JEQ_K, 0, 8, AUDIT_ARCH_X86_64),  # 1: foreign arch -> OUT
+        (_JEQ_K, 0, 10, AUDIT_ARCH_X86_64),  # 1: foreign arch -> OUT
         (_LD_W_ABS, 0, 0, _OFF_NR),  # 2
-        (_JEQ_K, 0, 6, NR_RT_SIGACTION),  # 3: another call -> OUT
-        (_LD_W_ABS, 0, 0, _OFF_IP_HI),  # 4
-        (_JEQ_K, 0, 4, hi),  # 5: another 4 GiB block -> OUT
-        (_LD_W_ABS, 0, 0, _OFF_IP_LO),  # 6
-        (_JGE_K, 0, 2, lo_start),  # 7: below start -> OUT
-        (_JGE_K, 1, 0, lo_end),  # 8: at or above end -> OUT
-        (_RET_K, 0, 0, RET_ALLOW),  # 9
+        (_JEQ_K, 1, 0, NR_RT_SIGACTION),  # 3: rt_sigaction -> 5
+        (_JEQ_K, 0, 7, NR_RT_SIGPROCMASK),  # 4: another call -> OUT
+        (_LD_W_ABS, 0, 0, _OFF_IP_HI),  # 5
+        (_JEQ_K, 0, 4, hi),  # 6: another 4 GiB block -> TRAP
+        (_LD_W_ABS, 0, 0, _OFF_IP_LO),  # 7
+        (_JGE_K, 0, 2, lo_start),  # 8: below start -> TRAP
+        (_JGE_K, 1, 0, lo_end),  # 9: at or above end -> TRAP
+        (_RET_K, 0, 0, RET_ALLOW),  # 10
+        (_RET_K, 0, 0, RET_TRAP),  # 11
     ]
     return b"".join(_INSN.pack(*i) for i in insns)
 

@@ -1,0 +1,344 @@
+/* Old or convenience forms of direct calls, rewritten onto the direct call
+ * the ABI keeps (poll -> ppoll, dup2 -> dup3, pipe -> pipe2, ...), and small
+ * virtual answers (sched_yield, process groups, rseq). */
+#include "libos.h"
+
+#define POLLIN_SET (POLLIN | POLLHUP | POLLERR)
+#define POLLOUT_SET (POLLOUT | POLLERR)
+#define POLLEX_SET (POLLPRI)
+/* select() sets on the stack up to this many fds; more use a scratch mmap
+ * (the handler may be running on a small sigaltstack). */
+#define SELECT_STACK_FDS 64
+
+/* Implements Linux syscall nanosleep(2) (on the monotonic clock, as Linux). */
+LIBOS_SYSCALL(nanosleep)
+{
+	return sys4(__NR_clock_nanosleep, CLOCK_MONOTONIC, 0, a0, a1);
+}
+
+/* Implements Linux syscall poll(2). */
+LIBOS_SYSCALL(poll)
+{
+	int timeout_ms = (int)a2;
+	struct __kernel_timespec ts, *tsp = NULL;
+	if (timeout_ms >= 0) {
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+		tsp = &ts;
+	}
+	return sys5(__NR_ppoll, a0, a1, tsp, 0, sizeof(uint64_t));
+}
+
+/* The shared body of select(2) and pselect6(2): fd sets -> pollfd array ->
+ * ppoll -> fd sets. */
+static long select_via_ppoll(int nfds, unsigned long *rset, unsigned long *wset, unsigned long *eset,
+			     struct __kernel_timespec *tsp, const uint64_t *sigmask)
+{
+	const size_t word_bits = 8 * sizeof(unsigned long);
+	if (nfds < 0 || nfds > LIBOS_FD_SETSIZE)
+		return -EINVAL;
+	size_t words = ((size_t)nfds + word_bits - 1) / word_bits;
+	unsigned long sets[3][LIBOS_FD_SETSIZE / (8 * sizeof(unsigned long))];
+	unsigned long *user[3] = {rset, wset, eset};
+	for (int k = 0; k < 3; k++) {
+		memset(sets[k], 0, sizeof(sets[k]));
+		if (user[k]) {
+			long r = libos_copy_from_guest(sets[k], user[k], words * sizeof(unsigned long));
+			if (r < 0)
+				return r;
+		}
+	}
+	size_t count = 0;
+	for (int fd = 0; fd < nfds; fd++)
+		if ((sets[0][fd / word_bits] | sets[1][fd / word_bits] | sets[2][fd / word_bits]) &
+		    (1UL << (fd % word_bits)))
+			count++;
+	struct pollfd small[SELECT_STACK_FDS];
+	struct pollfd *pfds = small;
+	size_t map_len = 0;
+	if (count > SELECT_STACK_FDS) {
+		map_len = (count * sizeof(struct pollfd) + PAGE_SIZE_K - 1) & ~(PAGE_SIZE_K - 1);
+		long m = sys6(__NR_mmap, 0, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m < 0)
+			return m;
+		pfds = (struct pollfd *)m;
+	}
+	size_t i = 0;
+	for (int fd = 0; fd < nfds; fd++) {
+		unsigned long bit = 1UL << (fd % word_bits);
+		short ev = 0;
+		if (sets[0][fd / word_bits] & bit)
+			ev |= POLLIN;
+		if (sets[1][fd / word_bits] & bit)
+			ev |= POLLOUT;
+		if (sets[2][fd / word_bits] & bit)
+			ev |= POLLPRI;
+		if (ev) {
+			pfds[i].fd = fd;
+			pfds[i].events = ev;
+			pfds[i].revents = 0;
+			i++;
+		}
+	}
+	long r = sys5(__NR_ppoll, pfds, count, tsp, sigmask, sizeof(uint64_t));
+	if (r >= 0) {
+		long ready = 0;
+		for (int k = 0; k < 3; k++)
+			memset(sets[k], 0, sizeof(sets[k]));
+		for (i = 0; i < count; i++) {
+			int fd = pfds[i].fd;
+			unsigned long bit = 1UL << (fd % word_bits);
+			short re = pfds[i].revents;
+			if (re & POLLNVAL) {
+				r = -EBADF;
+				break;
+			}
+			if ((re & POLLIN_SET) && (pfds[i].events & POLLIN)) {
+				sets[0][fd / word_bits] |= bit;
+				ready++;
+			}
+			if ((re & POLLOUT_SET) && (pfds[i].events & POLLOUT)) {
+				sets[1][fd / word_bits] |= bit;
+				ready++;
+			}
+			if ((re & POLLEX_SET) && (pfds[i].events & POLLPRI)) {
+				sets[2][fd / word_bits] |= bit;
+				ready++;
+			}
+		}
+		if (r >= 0) {
+			r = ready;
+			for (int k = 0; k < 3 && r >= 0; k++)
+				if (user[k]) {
+					long w = libos_copy_to_guest(user[k], sets[k], words * sizeof(unsigned long));
+					if (w < 0)
+						r = w;
+				}
+		}
+	}
+	if (map_len)
+		sys2(__NR_munmap, pfds, map_len);
+	return r;
+}
+
+/* Implements Linux syscall select(2).  (Linux also writes back the time
+ * left; this does not.) */
+LIBOS_SYSCALL(select)
+{
+	struct __kernel_timespec ts, *tsp = NULL;
+	if (a4) {
+		struct __kernel_old_timeval tv;
+		long r = libos_copy_from_guest(&tv, (const void *)a4, sizeof(tv));
+		if (r < 0)
+			return r;
+		if (tv.tv_sec < 0 || tv.tv_usec < 0)
+			return -EINVAL;
+		ts.tv_sec = tv.tv_sec + tv.tv_usec / 1000000;
+		ts.tv_nsec = (tv.tv_usec % 1000000) * 1000;
+		tsp = &ts;
+	}
+	return select_via_ppoll((int)a0, (unsigned long *)a1, (unsigned long *)a2, (unsigned long *)a3, tsp, NULL);
+}
+
+/* Implements Linux syscall pselect6(2). */
+LIBOS_SYSCALL(pselect6)
+{
+	struct __kernel_timespec ts, *tsp = NULL;
+	uint64_t mask, *maskp = NULL;
+	if (a4) {
+		long r = libos_copy_from_guest(&ts, (const void *)a4, sizeof(ts));
+		if (r < 0)
+			return r;
+		tsp = &ts;
+	}
+	if (a5) {
+		struct {
+			const uint64_t *set;
+			size_t size;
+		} arg;
+		long r = libos_copy_from_guest(&arg, (const void *)a5, sizeof(arg));
+		if (r < 0)
+			return r;
+		if (arg.set) {
+			if (arg.size != sizeof(uint64_t))
+				return -EINVAL;
+			r = libos_copy_from_guest(&mask, arg.set, sizeof(mask));
+			if (r < 0)
+				return r;
+			/* SIGSYS must stay deliverable: a trap while it is blocked
+			 * kills the process. */
+			mask &= ~(1ULL << (SIGSYS - 1));
+			maskp = &mask;
+		}
+	}
+	return select_via_ppoll((int)a0, (unsigned long *)a1, (unsigned long *)a2, (unsigned long *)a3, tsp, maskp);
+}
+
+/* Implements Linux syscall dup(2). */
+LIBOS_SYSCALL(dup) { return sys3(__NR_fcntl, a0, F_DUPFD, 0); }
+
+/* Implements Linux syscall dup2(2): dup3 refuses old == new, dup2 checks the
+ * fd and returns it. */
+LIBOS_SYSCALL(dup2)
+{
+	if (a0 == a1) {
+		long r = sys2(__NR_fcntl, a0, F_GETFD);
+		return r < 0 ? r : a1;
+	}
+	return sys3(__NR_dup3, a0, a1, 0);
+}
+
+/* Implements Linux syscall pipe(2). */
+LIBOS_SYSCALL(pipe) { return sys2(__NR_pipe2, a0, 0); }
+
+/* Implements Linux syscall epoll_wait(2). */
+LIBOS_SYSCALL(epoll_wait) { return sys6(__NR_epoll_pwait, a0, a1, a2, a3, 0, sizeof(uint64_t)); }
+
+/* Implements Linux syscall epoll_create(2): size is obsolete but must be > 0. */
+LIBOS_SYSCALL(epoll_create)
+{
+	if ((int)a0 <= 0)
+		return -EINVAL;
+	return sys1(__NR_epoll_create1, 0);
+}
+
+/* Implements Linux syscall sched_yield(2): a hint; the trap round trip that
+ * brought us here already gave the scheduler a chance. */
+LIBOS_SYSCALL(sched_yield) { return 0; }
+
+/* Implements Linux syscall rseq(2): not offered; glibc then runs without it. */
+LIBOS_SYSCALL(rseq) { return -ENOSYS; }
+
+/* Implements Linux syscall time(2) on clock_gettime. */
+LIBOS_SYSCALL(time)
+{
+	struct __kernel_timespec ts;
+	long r = sys2(__NR_clock_gettime, CLOCK_REALTIME, &ts);
+	if (r < 0)
+		return r;
+	if (a0) {
+		long t = ts.tv_sec;
+		r = libos_copy_to_guest((void *)a0, &t, sizeof(t));
+		if (r < 0)
+			return r;
+	}
+	return ts.tv_sec;
+}
+
+/* Implements Linux syscall gettimeofday(2) on clock_gettime (the time zone
+ * argument is obsolete; it reads as UTC). */
+LIBOS_SYSCALL(gettimeofday)
+{
+	struct __kernel_timespec ts;
+	long r = sys2(__NR_clock_gettime, CLOCK_REALTIME, &ts);
+	if (r < 0)
+		return r;
+	if (a0) {
+		struct __kernel_old_timeval tv = {ts.tv_sec, ts.tv_nsec / 1000};
+		r = libos_copy_to_guest((void *)a0, &tv, sizeof(tv));
+		if (r < 0)
+			return r;
+	}
+	if (a1) {
+		int tz[2] = {0, 0};
+		r = libos_copy_to_guest((void *)a1, tz, sizeof(tz));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- process groups and sessions: virtual ----
+ * The picoprocess is one session with no controlling terminal.  A process's
+ * own group and session ids are tracked (fork copies them, exec passes them
+ * on); asking about or moving another process answers as if it were in the
+ * caller's group. */
+static long own_pid(void) { return sys0(__NR_getpid); }
+
+static long process_exists(long pid)
+{
+	long r = sys2(__NR_kill, pid, 0);
+	return r == -EPERM ? 0 : r;
+}
+
+/* Implements Linux syscall getpgrp(2). */
+LIBOS_SYSCALL(getpgrp) { return libos_pgid; }
+
+/* Implements Linux syscall getpgid(2). */
+LIBOS_SYSCALL(getpgid)
+{
+	if (a0 < 0)
+		return -EINVAL;
+	if (a0 == 0 || a0 == own_pid())
+		return libos_pgid;
+	long r = process_exists(a0);
+	return r < 0 ? r : libos_pgid;
+}
+
+/* Implements Linux syscall setpgid(2). */
+LIBOS_SYSCALL(setpgid)
+{
+	long pid = a0, pgid = a1;
+	if (pid < 0 || pgid < 0)
+		return -EINVAL;
+	long self = own_pid();
+	if (pid == 0 || pid == self) {
+		if (libos_sid == self)
+			return -EPERM; /* a session leader cannot change group */
+		libos_pgid = pgid ? pgid : self;
+		return 0;
+	}
+	return process_exists(pid);
+}
+
+/* Implements Linux syscall getsid(2). */
+LIBOS_SYSCALL(getsid)
+{
+	if (a0 < 0)
+		return -EINVAL;
+	if (a0 == 0 || a0 == own_pid())
+		return libos_sid;
+	long r = process_exists(a0);
+	return r < 0 ? r : libos_sid;
+}
+
+/* Implements Linux syscall setsid(2). */
+LIBOS_SYSCALL(setsid)
+{
+	long self = own_pid();
+	if (libos_pgid == self)
+		return -EPERM; /* already a group leader */
+	libos_pgid = libos_sid = self;
+	return self;
+}
+
+/* close_range(2) flags (<linux/close_range.h>) */
+#define CLOSE_RANGE_UNSHARE_K (1U << 1)
+#define CLOSE_RANGE_CLOEXEC_K (1U << 2)
+/* Above the loader fd, fds are closed one by one up to this bound: the
+ * library OS cannot list the fd table, and the guest's fd limit (virtual) is
+ * below the loader fd anyway. */
+#define CLOSE_RANGE_SCAN_ABOVE_LOADER 1024
+
+/* Implements Linux syscall close_range(2) with close/fcntl on each fd,
+ * sparing the loader fd (execve needs it). */
+LIBOS_SYSCALL(close_range)
+{
+	unsigned first = (unsigned)a0, last = (unsigned)a1, flags = (unsigned)a2;
+	if (flags & ~(CLOSE_RANGE_UNSHARE_K | CLOSE_RANGE_CLOEXEC_K))
+		return -EINVAL;
+	if (first > last)
+		return -EINVAL;
+	unsigned end = PICO_LOADER_FD + CLOSE_RANGE_SCAN_ABOVE_LOADER;
+	if (last > end)
+		last = end;
+	for (unsigned fd = first; fd <= last; fd++) {
+		if (fd == PICO_LOADER_FD)
+			continue;
+		if (flags & CLOSE_RANGE_CLOEXEC_K)
+			sys3(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC);
+		else
+			sys1(__NR_close, fd);
+	}
+	return 0;
+}

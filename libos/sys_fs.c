@@ -1,0 +1,362 @@
+/* Path-based file calls: the library OS owns cwd and umask, makes every path
+ * absolute and hands it to the monitor through a mediated call; calls on an
+ * fd the guest holds go to the host directly. */
+#include "libos.h"
+
+#define AT_VALID_STAT (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)
+
+/* A guest path argument, copied and made absolute in the handler's frame
+ * (the trap path allocates nothing).  `room` lets a URI scheme be written
+ * just before the path, so "file:/path" needs no second copy; the frame stays
+ * near 4 KiB, which matters on a guest's small sigaltstack. */
+#define SCHEME_ROOM 8
+struct guest_path {
+	char room[SCHEME_ROOM];
+	char abs[PICO_MAX_PATH];
+	size_t len;
+};
+
+static long fetch_path(int dirfd, long user_ptr, struct guest_path *out)
+{
+	char first;
+	long r = libos_copy_from_guest(&first, (const void *)user_ptr, 1);
+	if (r < 0)
+		return r;
+	if (first == 0)
+		return -ENOENT;
+	size_t used = 0;
+	if (first != '/') {
+		if (dirfd != AT_FDCWD)
+			return -ENOSYS; /* directory fds do not remember their paths yet */
+		r = libos_cwd_get(out->abs, sizeof(out->abs));
+		if (r < 0)
+			return r;
+		used = (size_t)r;
+		if (used > 1)
+			out->abs[used++] = '/';
+	}
+	r = libos_copy_string_from_guest(out->abs + used, (const char *)user_ptr, sizeof(out->abs) - used);
+	if (r < 0)
+		return r;
+	out->len = used + (size_t)r;
+	return 0;
+}
+
+/* "scheme:" + the path, in place; returns the URI and its length. */
+static const char *uri_of(struct guest_path *p, const char *scheme, size_t *len)
+{
+	size_t n = libos_strlen(scheme);
+	char *uri = p->abs - n;
+	memcpy(uri, scheme, n);
+	*len = n + p->len;
+	return uri;
+}
+
+/* ---- cwd and umask ---- */
+
+/* Implements Linux syscall getcwd(2): returns the length including the NUL. */
+LIBOS_SYSCALL(getcwd)
+{
+	char cwd[PICO_MAX_PATH];
+	long n = libos_cwd_get(cwd, sizeof(cwd));
+	if (n < 0)
+		return n;
+	if ((unsigned long)a1 < (unsigned long)n + 1)
+		return -ERANGE;
+	long r = libos_copy_to_guest((void *)a0, cwd, (size_t)n + 1);
+	return r < 0 ? r : n + 1;
+}
+
+/* Implements Linux syscall chdir(2): the directory must exist (asked of the
+ * monitor); the cwd is kept lexically normalised, like a shell's $PWD. */
+LIBOS_SYSCALL(chdir)
+{
+	struct guest_path p;
+	struct statx stx;
+	long r = fetch_path(AT_FDCWD, a0, &p);
+	if (r < 0)
+		return r;
+	libos_normalise_path(p.abs);
+	p.len = libos_strlen(p.abs);
+	r = pico_stat(p.abs, p.len, 0, &stx);
+	if (r < 0)
+		return r;
+	if ((stx.stx_mode & S_IFMT) != S_IFDIR)
+		return -ENOTDIR;
+	r = pico_access(p.abs, p.len, 1 /* X_OK: search permission */, 0);
+	if (r < 0)
+		return r;
+	return libos_cwd_set(p.abs);
+}
+
+/* Implements Linux syscall fchdir(2): not yet, fds do not remember paths. */
+LIBOS_SYSCALL(fchdir) { return -ENOSYS; }
+
+/* Implements Linux syscall umask(2). */
+LIBOS_SYSCALL(umask)
+{
+	return __atomic_exchange_n(&libos_umask_value, (unsigned)a0 & 0777, __ATOMIC_RELAXED);
+}
+
+/* ---- access ---- */
+
+/* Implements Linux syscall faccessat2(2). */
+LIBOS_SYSCALL(faccessat2)
+{
+	int dirfd = (int)a0, mode = (int)a2, flags = (int)a3;
+	struct guest_path p;
+	if (mode & ~7)
+		return -EINVAL;
+	if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EACCESS | AT_EMPTY_PATH))
+		return -EINVAL;
+	long r = fetch_path(dirfd, a1, &p);
+	if (r < 0)
+		return r;
+	return pico_access(p.abs, p.len, mode, flags & AT_SYMLINK_NOFOLLOW);
+}
+
+/* Implements Linux syscall faccessat(2) (no flags argument). */
+LIBOS_SYSCALL(faccessat) { return libos_sys_faccessat2(a0, a1, a2, 0, 0, 0, uc); }
+
+/* Implements Linux syscall access(2). */
+LIBOS_SYSCALL(access) { return libos_sys_faccessat2(AT_FDCWD, a0, a1, 0, 0, 0, uc); }
+
+/* ---- the stat family ---- */
+
+static void stat_from_statx(struct stat *st, const struct statx *x)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_dev = ((unsigned long)x->stx_dev_major << 8) | x->stx_dev_minor;
+	st->st_ino = x->stx_ino;
+	st->st_nlink = x->stx_nlink;
+	st->st_mode = x->stx_mode;
+	st->st_uid = x->stx_uid;
+	st->st_gid = x->stx_gid;
+	st->st_rdev = ((unsigned long)x->stx_rdev_major << 8) | x->stx_rdev_minor;
+	st->st_size = (long)x->stx_size;
+	st->st_blksize = x->stx_blksize;
+	st->st_blocks = (long)x->stx_blocks;
+	st->st_atime = x->stx_atime.tv_sec;
+	st->st_atime_nsec = x->stx_atime.tv_nsec;
+	st->st_mtime = x->stx_mtime.tv_sec;
+	st->st_mtime_nsec = x->stx_mtime.tv_nsec;
+	st->st_ctime = x->stx_ctime.tv_sec;
+	st->st_ctime_nsec = x->stx_ctime.tv_nsec;
+}
+
+static void statx_from_stat(struct statx *x, const struct stat *st)
+{
+	memset(x, 0, sizeof(*x));
+	x->stx_mask = STATX_BASIC_STATS;
+	x->stx_blksize = (uint32_t)st->st_blksize;
+	x->stx_nlink = (uint32_t)st->st_nlink;
+	x->stx_uid = st->st_uid;
+	x->stx_gid = st->st_gid;
+	x->stx_mode = (uint16_t)st->st_mode;
+	x->stx_ino = st->st_ino;
+	x->stx_size = (uint64_t)st->st_size;
+	x->stx_blocks = (uint64_t)st->st_blocks;
+	x->stx_atime.tv_sec = (long)st->st_atime;
+	x->stx_atime.tv_nsec = (uint32_t)st->st_atime_nsec;
+	x->stx_mtime.tv_sec = (long)st->st_mtime;
+	x->stx_mtime.tv_nsec = (uint32_t)st->st_mtime_nsec;
+	x->stx_ctime.tv_sec = (long)st->st_ctime;
+	x->stx_ctime.tv_nsec = (uint32_t)st->st_ctime_nsec;
+	x->stx_rdev_major = (uint32_t)(st->st_rdev >> 8);
+	x->stx_rdev_minor = (uint32_t)(st->st_rdev & 0xff);
+	x->stx_dev_major = (uint32_t)(st->st_dev >> 8);
+	x->stx_dev_minor = (uint32_t)(st->st_dev & 0xff);
+}
+
+/* Is the path argument "" (or NULL, which Linux 6.11 accepts) with
+ * AT_EMPTY_PATH?  Then the call is about dirfd itself: a direct fstat. */
+static int empty_path_call(long user_ptr, int flags, long *err)
+{
+	char c;
+	*err = 0;
+	if (!(flags & AT_EMPTY_PATH))
+		return 0;
+	if (user_ptr == 0)
+		return 1;
+	long r = libos_copy_from_guest(&c, (const void *)user_ptr, 1);
+	if (r < 0) {
+		*err = r;
+		return 1;
+	}
+	return c == 0;
+}
+
+/* Implements Linux syscall newfstatat(2). */
+LIBOS_SYSCALL(newfstatat)
+{
+	int dirfd = (int)a0, flags = (int)a3;
+	struct stat st;
+	struct statx stx;
+	struct guest_path p;
+	long r;
+	if (flags & ~AT_VALID_STAT)
+		return -EINVAL;
+	if (empty_path_call(a1, flags, &r)) {
+		if (r < 0)
+			return r;
+		if (dirfd != AT_FDCWD) {
+			r = sys2(__NR_fstat, dirfd, &st);
+			if (r < 0)
+				return r;
+			return libos_copy_to_guest((void *)a2, &st, sizeof(st));
+		}
+		p.len = (size_t)libos_cwd_get(p.abs, sizeof(p.abs));
+	} else if ((r = fetch_path(dirfd, a1, &p)) < 0) {
+		return r;
+	}
+	r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
+	if (r < 0)
+		return r;
+	stat_from_statx(&st, &stx);
+	return libos_copy_to_guest((void *)a2, &st, sizeof(st));
+}
+
+/* Implements Linux syscalls stat(2) and lstat(2). */
+LIBOS_SYSCALL(stat) { return libos_sys_newfstatat(AT_FDCWD, a0, a1, 0, 0, 0, uc); }
+LIBOS_SYSCALL(lstat) { return libos_sys_newfstatat(AT_FDCWD, a0, a1, AT_SYMLINK_NOFOLLOW, 0, 0, uc); }
+
+/* Implements Linux syscall statx(2). */
+LIBOS_SYSCALL(statx)
+{
+	int dirfd = (int)a0, flags = (int)a2;
+	unsigned mask = (unsigned)a3;
+	struct statx stx;
+	struct guest_path p;
+	long r;
+	if (flags & ~AT_VALID_STAT)
+		return -EINVAL;
+	if (mask & STATX__RESERVED)
+		return -EINVAL;
+	if (empty_path_call(a1, flags, &r)) {
+		if (r < 0)
+			return r;
+		if (dirfd != AT_FDCWD) {
+			struct stat st;
+			r = sys2(__NR_fstat, dirfd, &st);
+			if (r < 0)
+				return r;
+			statx_from_stat(&stx, &st);
+			return libos_copy_to_guest((void *)a4, &stx, sizeof(stx));
+		}
+		p.len = (size_t)libos_cwd_get(p.abs, sizeof(p.abs));
+	} else if ((r = fetch_path(dirfd, a1, &p)) < 0) {
+		return r;
+	}
+	r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
+	if (r < 0)
+		return r;
+	return libos_copy_to_guest((void *)a4, &stx, sizeof(stx));
+}
+
+/* ---- open ---- */
+
+/* Flags with no meaning in a picoprocess, dropped before the monitor sees
+ * them: O_NOCTTY (there is no controlling terminal to acquire) and
+ * O_LARGEFILE (implied on 64-bit). */
+#define OPEN_FLAGS_DROPPED (O_NOCTTY | 0100000)
+
+/* Implements Linux syscall openat(2). */
+LIBOS_SYSCALL(openat)
+{
+	int dirfd = (int)a0, flags = (int)a2;
+	unsigned mode = (unsigned)a3;
+	struct guest_path p;
+	size_t uri_len;
+	long r = fetch_path(dirfd, a1, &p);
+	if (r < 0)
+		return r;
+	flags &= ~OPEN_FLAGS_DROPPED;
+	if (flags & O_CREAT)
+		mode &= ~libos_umask_value & 07777;
+	else
+		mode = 0;
+	const char *uri = uri_of(&p, (flags & O_DIRECTORY) ? "dir:" : "file:", &uri_len);
+	r = pico_open(uri, uri_len, flags, mode);
+	if (r == -EISDIR && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT)) {
+		/* open(dir, O_RDONLY) without O_DIRECTORY: a directory stream. */
+		uri = uri_of(&p, "dir:", &uri_len);
+		r = pico_open(uri, uri_len, flags | O_DIRECTORY, 0);
+	}
+	return r;
+}
+
+/* Implements Linux syscalls open(2) and creat(2). */
+LIBOS_SYSCALL(open) { return libos_sys_openat(AT_FDCWD, a0, a1, a2, 0, 0, uc); }
+LIBOS_SYSCALL(creat) { return libos_sys_openat(AT_FDCWD, a0, O_CREAT | O_WRONLY | O_TRUNC, a1, 0, 0, uc); }
+
+/* ---- readlink ---- */
+
+static int is_proc_self_exe(const char *abs)
+{
+	if (libos_streq(abs, "/proc/self/exe"))
+		return 1;
+	/* "/proc/<own pid>/exe" */
+	if (!libos_startswith(abs, "/proc/"))
+		return 0;
+	char pid[24];
+	size_t n = libos_format_ulong(pid, (unsigned long)sys0(__NR_getpid));
+	return memcmp(abs + 6, pid, n) == 0 && libos_streq(abs + 6 + n, "/exe");
+}
+
+/* Implements Linux syscall readlinkat(2); /proc/self/exe names the program
+ * (virtual: the host has the loader there). */
+LIBOS_SYSCALL(readlinkat)
+{
+	int dirfd = (int)a0;
+	long size = a3;
+	struct guest_path p;
+	if (size <= 0)
+		return -EINVAL;
+	long r = fetch_path(dirfd, a1, &p);
+	if (r < 0)
+		return r;
+	if (is_proc_self_exe(p.abs)) {
+		size_t n = libos_strlen(libos_exe_path);
+		if ((unsigned long)size < n)
+			n = (size_t)size;
+		r = libos_copy_to_guest((void *)a2, libos_exe_path, n);
+		return r < 0 ? r : (long)n;
+	}
+	/* The monitor writes straight into the guest's buffer (it answers EFAULT
+	 * for a bad one). */
+	return pico_readlink(p.abs, p.len, (char *)a2, size > PICO_MAX_PATH ? PICO_MAX_PATH : (size_t)size);
+}
+
+/* Implements Linux syscall readlink(2). */
+LIBOS_SYSCALL(readlink) { return libos_sys_readlinkat(AT_FDCWD, a0, a1, a2, 0, 0, uc); }
+
+/* ---- names ---- */
+
+/* Implements Linux syscall mkdirat(2). */
+LIBOS_SYSCALL(mkdirat)
+{
+	struct guest_path p;
+	long r = fetch_path((int)a0, a1, &p);
+	if (r < 0)
+		return r;
+	return pico_mkdir(p.abs, p.len, (unsigned)a2 & ~libos_umask_value & 07777);
+}
+
+/* Implements Linux syscall mkdir(2). */
+LIBOS_SYSCALL(mkdir) { return libos_sys_mkdirat(AT_FDCWD, a0, a1, 0, 0, 0, uc); }
+
+/* Implements Linux syscall unlinkat(2). */
+LIBOS_SYSCALL(unlinkat)
+{
+	struct guest_path p;
+	if (a2 & ~AT_REMOVEDIR)
+		return -EINVAL;
+	long r = fetch_path((int)a0, a1, &p);
+	if (r < 0)
+		return r;
+	return pico_unlink(p.abs, p.len, (int)a2);
+}
+
+/* Implements Linux syscalls unlink(2) and rmdir(2). */
+LIBOS_SYSCALL(unlink) { return libos_sys_unlinkat(AT_FDCWD, a0, 0, 0, 0, 0, uc); }
+LIBOS_SYSCALL(rmdir) { return libos_sys_unlinkat(AT_FDCWD, a0, AT_REMOVEDIR, 0, 0, 0, uc); }

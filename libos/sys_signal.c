@@ -1,0 +1,128 @@
+/* SIGSYS belongs to the library OS (it is how traps arrive), so the guest's
+ * SIGSYS disposition is virtual: recorded here, never installed on the host,
+ * and honoured for SIGSYS signals that do not come from the filter. */
+#include "libos.h"
+
+#define SIGSYS_BIT (1ULL << (SIGSYS - 1))
+
+static struct kernel_sigaction guest_sigsys; /* SIG_DFL initially */
+static int guest_sigsys_lock;
+
+/* Implements Linux syscall rt_sigaction(2).  In "libos" mode the filter
+ * traps every rt_sigaction made outside the library OS: SIGSYS is virtual,
+ * and for any other signal the handler's mask loses SIGSYS (a trap while
+ * SIGSYS is blocked would kill the process) before the real call. */
+LIBOS_SYSCALL(rt_sigaction)
+{
+	int sig = (int)a0;
+	struct kernel_sigaction act, old;
+	long r;
+	if ((size_t)a3 != sizeof(uint64_t))
+		return -EINVAL;
+	if (a1) {
+		r = libos_copy_from_guest(&act, (const void *)a1, sizeof(act));
+		if (r < 0)
+			return r;
+		act.mask &= ~SIGSYS_BIT;
+	}
+	/* The kernel takes the signal as an int: decide on the same value, so
+	 * garbage in the upper half cannot smuggle a real SIGSYS handler in. */
+	if (sig != SIGSYS) {
+		r = sys4(__NR_rt_sigaction, sig, a1 ? &act : NULL, a2 ? &old : NULL, sizeof(uint64_t));
+		if (r < 0 || !a2)
+			return r;
+		return libos_copy_to_guest((void *)a2, &old, sizeof(old));
+	}
+	while (__atomic_exchange_n(&guest_sigsys_lock, 1, __ATOMIC_ACQUIRE))
+		__asm__ volatile("pause");
+	old = guest_sigsys;
+	if (a1)
+		guest_sigsys = act;
+	__atomic_store_n(&guest_sigsys_lock, 0, __ATOMIC_RELEASE);
+	if (a2) {
+		r = libos_copy_to_guest((void *)a2, &old, sizeof(old));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Implements Linux syscall rt_sigprocmask(2), except that SIGSYS is never
+ * blocked (see rt_sigaction).  The thread is inside the SIGSYS handler, and
+ * rt_sigreturn will install the mask saved in its signal frame: so the
+ * change is made there, and takes effect (delivering any signal it
+ * unblocks) as the guest resumes. */
+LIBOS_SYSCALL(rt_sigprocmask)
+{
+	int how = (int)a0;
+	uint64_t set = 0, old = uc->uc_sigmask;
+	long r;
+	if ((size_t)a3 != sizeof(uint64_t))
+		return -EINVAL;
+	if (a1) {
+		r = libos_copy_from_guest(&set, (const void *)a1, sizeof(set));
+		if (r < 0)
+			return r;
+		if (how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
+			return -EINVAL;
+	}
+	if (a2) {
+		r = libos_copy_to_guest((void *)a2, &old, sizeof(old));
+		if (r < 0)
+			return r;
+	}
+	if (a1) {
+		uint64_t now = how == SIG_BLOCK ? old | set : how == SIG_UNBLOCK ? old & ~set : set;
+		/* SIGKILL and SIGSTOP cannot be blocked either. */
+		now &= ~(SIGSYS_BIT | (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1)));
+		uc->uc_sigmask = now;
+	}
+	return 0;
+}
+
+void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc)
+{
+	struct kernel_sigaction act = guest_sigsys;
+	if (act.handler == (void *)SIG_IGN)
+		return;
+	if (act.handler == (void *)SIG_DFL) {
+		/* Default action: the process dies of SIGSYS.  Reset the host
+		 * disposition (allowed: this code is in the loader's range) and
+		 * send it again; it is delivered when this handler returns. */
+		struct kernel_sigaction dfl = {0};
+		sys4(__NR_rt_sigaction, SIGSYS, &dfl, 0, sizeof(uint64_t));
+		sys3(__NR_tgkill, sys0(__NR_getpid), sys0(__NR_gettid), SIGSYS);
+		return;
+	}
+	if (act.flags & SA_SIGINFO)
+		((void (*)(int, siginfo_t *, void *))act.handler)(sig, si, uc);
+	else
+		((void (*)(int))act.handler)(sig);
+}
+
+/* Implements Linux syscall rt_sigsuspend(2) on ppoll with a signal mask
+ * (SIGSYS kept deliverable). */
+LIBOS_SYSCALL(rt_sigsuspend)
+{
+	uint64_t mask;
+	if ((size_t)a1 != sizeof(uint64_t))
+		return -EINVAL;
+	long r = libos_copy_from_guest(&mask, (const void *)a0, sizeof(mask));
+	if (r < 0)
+		return r;
+	mask &= ~SIGSYS_BIT;
+	do
+		r = sys5(__NR_ppoll, 0, 0, 0, &mask, sizeof(mask));
+	while (r >= 0);
+	return r;
+}
+
+/* Implements Linux syscall pause(2). */
+LIBOS_SYSCALL(pause)
+{
+	long r;
+	do
+		r = sys5(__NR_ppoll, 0, 0, 0, 0, sizeof(uint64_t));
+	while (r >= 0);
+	return r;
+}
