@@ -3,17 +3,34 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "picoproc_abi.h"
+
+#ifndef CLONE_NEWCGROUP
+#define CLONE_NEWCGROUP 0x02000000
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
 
 /* The kernel's struct for rt_sigaction (glibc's struct sigaction differs). */
 struct kernel_sigaction {
@@ -23,18 +40,20 @@ struct kernel_sigaction {
 	uint64_t mask;
 };
 
-struct child_error {
+/* One message on the report channel (AF_UNIX SOCK_SEQPACKET):
+ *   parent -> reaper: one byte, "the id maps and cgroups are in place, go on";
+ *   guest  -> parent: {PICO_STEP_NONE, 0} once its filter is installed, with
+ *                     the listener fd (SCM_RIGHTS) if one was asked for; the
+ *                     kernel attaches the sender's credentials (SO_PASSCRED on
+ *                     the parent's end), which is how the parent learns the
+ *                     guest's host pid;
+ *   reaper or guest -> parent: {step, errno} when a step failed.
+ * The channel is close-on-exec in the guest and the reaper closes its copy
+ * once it has confined itself, so EOF after the hello means "exec done". */
+struct child_report {
 	int step;
 	int err;
 };
-
-/* The child's end of the report channel (an AF_UNIX SOCK_SEQPACKET pair)
- * sits just below the loader fd so that the close-everything-else sweep can
- * keep it.  It is close-on-exec: a successful exec closes it and the parent
- * reads EOF.  Before that the child may send two kinds of message:
- *   - {PICO_STEP_NONE, 0} carrying the seccomp listener fd (SCM_RIGHTS);
- *   - {step, errno} when a step failed (then the child exits 127). */
-#define REPORT_FD (PICO_LOADER_FD - 1)
 
 static long raw(long nr, long a, long b, long c, long d, long e)
 {
@@ -43,11 +62,53 @@ static long raw(long nr, long a, long b, long c, long d, long e)
 
 static void __attribute__((noreturn)) child_fail(int step)
 {
-	struct child_error ce = {step, errno};
-	/* Best effort: if this write fails the parent still sees a short read. */
-	ssize_t n = write(REPORT_FD, &ce, sizeof(ce));
+	struct child_report rep = {step, errno};
+	/* Best effort: if this write fails the parent still sees no hello. */
+	ssize_t n = write(PICO_REPORT_FD, &rep, sizeof(rep));
 	(void)n;
 	_exit(127);
+}
+
+/* Writes a whole small buffer to a file (no libc stdio: async-signal-safe). */
+static int write_file(const char *path, const char *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, data, len);
+	int saved = errno;
+	close(fd);
+	if (n != (ssize_t)len) {
+		errno = n < 0 ? saved : EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* Decimal (or octal) text of v into buf; returns the length.  Used where
+ * snprintf is not async-signal-safe (children of a threaded interpreter). */
+static size_t format_uint(char *buf, uint64_t v, unsigned base)
+{
+	char tmp[24];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = tmp[n - 1 - i];
+	buf[n] = 0;
+	return n;
+}
+
+/* "<id> <id> 1\n": the guest's id inside the namespace is its host id. */
+static size_t format_id_map(char *buf, unsigned id)
+{
+	size_t n = format_uint(buf, id, 10);
+	buf[n++] = ' ';
+	n += format_uint(buf + n, id, 10);
+	memcpy(buf + n, " 1\n", 4);
+	return n + 3;
 }
 
 /* Python ignores SIGPIPE and may block signals in the calling thread; an
@@ -66,31 +127,36 @@ static int reset_signals(void)
 	return (int)raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);
 }
 
-static int send_listener(int fd)
+/* The guest's first message: "my filter is in force" (+ the listener). */
+static int send_hello(int listener)
 {
-	struct child_error ce = {PICO_STEP_NONE, 0};
-	struct iovec iov = {&ce, sizeof(ce)};
+	struct child_report rep = {PICO_STEP_NONE, 0};
+	struct iovec iov = {&rep, sizeof(rep)};
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	memset(&u, 0, sizeof(u));
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-	cmsg->cmsg_level = SOL_SOCKET;
-	cmsg->cmsg_type = SCM_RIGHTS;
-	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-	return sendmsg(REPORT_FD, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(ce) ? 0 : -1;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (listener >= 0) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = sizeof(u.buf);
+		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
+	}
+	return sendmsg(PICO_REPORT_FD, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : -1;
 }
 
-/* Reads one report; returns its size (0 at EOF) and stores a passed fd. */
-static ssize_t recv_report(int sock, struct child_error *ce, int *fd_out)
+/* Reads one report; returns its size (0 at EOF), stores a passed fd and the
+ * sender's pid (in our pid namespace) from its credentials. */
+static ssize_t recv_report(int sock, struct child_report *rep, int *fd_out, pid_t *sender)
 {
-	struct iovec iov = {ce, sizeof(*ce)};
+	struct iovec iov = {rep, sizeof(*rep)};
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 4)];
 		struct cmsghdr align;
 	} u;
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
@@ -99,26 +165,101 @@ static ssize_t recv_report(int sock, struct child_error *ce, int *fd_out)
 	do
 		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
-	if (n > 0) {
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-			    c->cmsg_len == CMSG_LEN(sizeof(int)))
-				memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+	if (n <= 0)
+		return n;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET)
+			continue;
+		if (c->cmsg_type == SCM_RIGHTS) {
+			/* Take the first fd; close any extra (never expected). */
+			size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < count; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (*fd_out < 0)
+					*fd_out = fd;
+				else
+					close(fd);
+			}
+		} else if (c->cmsg_type == SCM_CREDENTIALS &&
+			   c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred cred;
+			memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+			*sender = cred.pid;
 		}
 	}
+	if (msg.msg_flags & MSG_CTRUNC)
+		return -2; /* more fds than we have room for: treat as a broken peer */
 	return n;
 }
 
-static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *spec, pid_t parent)
-{
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-		child_fail(PICO_STEP_PDEATHSIG);
-	/* The monitor may have died between fork and prctl. */
-	if (getppid() != parent) {
-		errno = ESRCH;
-		child_fail(PICO_STEP_PDEATHSIG);
-	}
+/* ---- the reaper's confinement steps -------------------------------------- */
 
+/* An empty root: make every inherited mount private (so nothing we do here
+ * propagates to the host), attach a read-only empty tmpfs on top of "/",
+ * pivot into it and lazily detach the old root with everything under it.
+ * Afterwards the mount namespace holds exactly one mount, and it is empty. */
+static int make_empty_root(void)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -1;
+	int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0555", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+		close(fs);
+		return -1;
+	}
+	int mnt = fsmount(fs, FSMOUNT_CLOEXEC,
+			  MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	close(fs);
+	if (mnt < 0)
+		return -1;
+	/* Path lookup of "/" starts at the process root and does not follow a
+	 * mount stacked on it, so old_root is the old root even after this. */
+	int old_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int rc = -1;
+	if (old_root < 0)
+		goto out;
+	if (move_mount(mnt, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0 || fchdir(mnt) < 0)
+		goto out;
+	/* new_root == put_old: the old root ends up stacked on the new one. */
+	if (raw(SYS_pivot_root, (long)".", (long)".", 0, 0, 0) < 0)
+		goto out;
+	if (fchdir(old_root) < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		goto out;
+	rc = 0;
+out:
+	if (old_root >= 0)
+		close(old_root);
+	close(mnt);
+	return rc;
+}
+
+/* No capabilities at all, in any set, for the reaper and (by inheritance)
+ * the guest; the bounding set is emptied first while CAP_SETPCAP remains. */
+static int drop_capabilities(void)
+{
+	for (int cap = 0; cap < 64; cap++) {
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break; /* past the kernel's last capability */
+			return -1;
+		}
+	}
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -1;
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	return (int)raw(SYS_capset, (long)&hdr, (long)data, 0, 0, 0);
+}
+
+/* Moves the image to the loader fd and the granted stdio to 0..2, and
+ * closes every other fd except the report channel and the status pipe. */
+static void place_fds(const struct pico_spawn_spec *spec)
+{
 	/* Move the image fd out of the way first: it may sit on 0..2. */
 	int image_flags = spec->keep_image_fd ? 0 : O_CLOEXEC;
 	if (spec->image_fd != PICO_LOADER_FD) {
@@ -127,7 +268,6 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 	} else if (fcntl(PICO_LOADER_FD, F_SETFD, image_flags ? FD_CLOEXEC : 0) < 0) {
 		child_fail(PICO_STEP_LOADER_FD);
 	}
-
 	/* stdio: dup every source to a high scratch number first so that a
 	 * permutation such as {1, 0, 2} cannot clobber a source early. */
 	int tmp[3];
@@ -139,18 +279,62 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 	for (int i = 0; i < 3; i++)
 		if (raw(SYS_dup3, tmp[i], i, 0, 0, 0) < 0)
 			child_fail(PICO_STEP_STDIO);
-
 	/* Nothing else is inherited (invariant 5). */
-	if (raw(SYS_close_range, 3, REPORT_FD - 1, 0, 0, 0) < 0 ||
+	if (raw(SYS_close_range, 3, PICO_STATUS_FD - 1, 0, 0, 0) < 0 ||
 	    raw(SYS_close_range, PICO_LOADER_FD + 1, ~0U, 0, 0, 0) < 0)
 		child_fail(PICO_STEP_CLOSE_FDS);
+}
 
-	if (reset_signals() < 0)
-		child_fail(PICO_STEP_SIGNALS);
+/* The reaper's own filter, written by hand because it is tiny and fixed:
+ * after it has forked the guest the reaper only waits, forwards signals,
+ * reports a status and exits.  Anything else kills it (and so the run). */
+#define ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+static const struct sock_filter reaper_filter[] = {
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	ALLOW_NR(__NR_wait4),
+	ALLOW_NR(__NR_kill),
+	ALLOW_NR(__NR_rt_sigreturn),
+	ALLOW_NR(__NR_restart_syscall),
+	ALLOW_NR(__NR_write),
+	ALLOW_NR(__NR_close),
+	ALLOW_NR(__NR_exit_group),
+	ALLOW_NR(__NR_exit),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+};
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		child_fail(PICO_STEP_NO_NEW_PRIVS);
+/* Signals the reaper passes on to the guest.  As pid 1 of its namespace the
+ * reaper would otherwise ignore them (init gets only signals it handles). */
+static const int forwarded_signals[] = {SIGHUP,	 SIGINT,  SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM,
+					SIGTERM, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH,
+					SIGXCPU, SIGVTALRM, SIGPROF};
 
+static volatile pid_t reaper_guest_pid;
+
+static void forward_signal(int sig)
+{
+	int saved = errno;
+	if (reaper_guest_pid > 0)
+		kill(reaper_guest_pid, sig);
+	errno = saved;
+}
+
+static void __attribute__((noreturn)) guest_main(const struct pico_spawn_spec *spec)
+{
+	/* The reaper's forwarding handlers are installed only after this fork,
+	 * so every disposition here is already the default. */
+
+	/* rlimits for the guest only: the reaper still shares the monitor's
+	 * large address space (RLIMIT_AS would choke it) and never forks again.
+	 * After the fds are placed: a low RLIMIT_NOFILE would refuse dup3 to the
+	 * loader fd, but fds already above the limit stay valid. */
+	for (int i = 0; i < spec->n_rlimits; i++) {
+		struct rlimit64 rl = {spec->rlimits[i].soft, spec->rlimits[i].hard};
+		if (raw(SYS_prlimit64, 0, spec->rlimits[i].resource, (long)&rl, 0, 0) < 0)
+			child_fail(PICO_STEP_RLIMITS);
+	}
 	struct sock_fprog prog = {
 		.len = (unsigned short)spec->filter_len,
 		.filter = (struct sock_filter *)spec->filter,
@@ -158,87 +342,458 @@ static void __attribute__((noreturn)) child_main(const struct pico_spawn_spec *s
 	long listener = raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, spec->seccomp_flags, (long)&prog, 0, 0);
 	if (listener < 0)
 		child_fail(PICO_STEP_SECCOMP);
-	if (spec->seccomp_flags & SECCOMP_FILTER_FLAG_NEW_LISTENER) {
-		/* sendmsg is a direct call, so the filter already in force allows it. */
-		if (send_listener((int)listener) < 0)
-			child_fail(PICO_STEP_SECCOMP);
+	if (!(spec->seccomp_flags & SECCOMP_FILTER_FLAG_NEW_LISTENER))
+		listener = -1;
+	/* sendmsg is a direct call, so the filter already in force allows it. */
+	if (send_hello((int)listener) < 0)
+		child_fail(PICO_STEP_SECCOMP);
+	if (listener >= 0)
 		raw(SYS_close, listener, 0, 0, 0, 0);
+	/* The only exec the filter allows: the loader fd, empty path. */
+	raw(SYS_execveat, PICO_LOADER_FD, (long)"", (long)spec->argv, (long)spec->envp, AT_EMPTY_PATH);
+	child_fail(PICO_STEP_EXEC);
+}
+
+#define GUEST_SETUP_STACK (64 * 1024)
+
+static int guest_entry(void *spec)
+{
+	guest_main((const struct pico_spawn_spec *)spec);
+}
+
+static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *spec, int parent_pidfd)
+{
+	/* Into the run's cgroup before anything else, so that nothing we do
+	 * or fork escapes it.  The fds were opened by the monitor: the kernel
+	 * checks the opener's credentials, not ours. */
+	if (spec->cgroup_join_self) {
+		for (int i = 0; i < spec->n_cgroup_procs_fds; i++)
+			if (pwrite(spec->cgroup_procs_fds[i], "0", 1, 0) != 1)
+				child_fail(PICO_STEP_CGROUP);
 	}
 
-	/* The only exec the filter allows: the loader fd, empty path. */
-	raw(SYS_execveat, PICO_LOADER_FD, (long)"", (long)spec->argv, (long)spec->envp,
-	    AT_EMPTY_PATH);
-	child_fail(PICO_STEP_EXEC);
+	/* Wait until the parent has written the id maps (and, unless we joined
+	 * ourselves, put us into the run's cgroup): before that we have no
+	 * identity to switch to. */
+	char go;
+	ssize_t n;
+	do
+		n = recv(PICO_REPORT_FD, &go, 1, 0);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		_exit(127); /* the parent gave up on us (or died): nothing to report to */
+
+	if (spec->identity_mode == PICO_IDENTITY_SWITCH && (spec->clone_flags & CLONE_NEWUSER)) {
+		/* raw calls: glibc's set*id broadcast to the threads it believes exist,
+		 * and after a raw clone of a threaded interpreter they do not. */
+		if (raw(SYS_setgroups, 0, 0, 0, 0, 0) < 0 ||
+		    raw(SYS_setresgid, spec->guest_gid, spec->guest_gid, spec->guest_gid, 0, 0) < 0 ||
+		    raw(SYS_setresuid, spec->guest_uid, spec->guest_uid, spec->guest_uid, 0, 0) < 0)
+			child_fail(PICO_STEP_IDENTITY);
+	}
+
+	/* After the identity switch: a change of euid clears the parent-death
+	 * signal.  The monitor may have died before prctl; its pidfd (opened
+	 * before clone: getppid() is 0 for a namespace's init) says so. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		child_fail(PICO_STEP_PDEATHSIG);
+	if (parent_pidfd >= 0) {
+		struct pollfd p = {parent_pidfd, POLLIN, 0};
+		if (poll(&p, 1, 0) != 0) {
+			errno = ESRCH;
+			child_fail(PICO_STEP_PDEATHSIG);
+		}
+	}
+
+	if (spec->cgroup_ns && unshare(CLONE_NEWCGROUP) < 0)
+		child_fail(PICO_STEP_CGROUP_NS);
+	if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+		child_fail(PICO_STEP_HOSTNAME);
+	if (spec->empty_root && make_empty_root() < 0)
+		child_fail(PICO_STEP_EMPTY_ROOT);
+
+	place_fds(spec);
+
+	if (drop_capabilities() < 0)
+		child_fail(PICO_STEP_CAPS);
+	if (reset_signals() < 0)
+		child_fail(PICO_STEP_SIGNALS);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(PICO_STEP_NO_NEW_PRIVS);
+
+	/* vfork-style (CLONE_VM | CLONE_VFORK, own stack): copying the page
+	 * tables of the interpreter's address space a second time would cost
+	 * more than the rest of the spawn.  The guest only reads the spec and
+	 * makes raw calls until it execs; we resume when it has.  glibc's
+	 * clone() is a bare wrapper: no atfork handlers run. */
+	void *stack = mmap(NULL, GUEST_SETUP_STACK, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		child_fail(PICO_STEP_FORK_GUEST);
+	int guest = clone(guest_entry, (char *)stack + GUEST_SETUP_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD,
+			  (void *)spec);
+	if (guest < 0)
+		child_fail(PICO_STEP_FORK_GUEST);
+	reaper_guest_pid = (pid_t)guest;
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward_signal;
+	sa.sa_flags = SA_RESTART;
+	for (size_t i = 0; i < sizeof(forwarded_signals) / sizeof(forwarded_signals[0]); i++)
+		if (sigaction(forwarded_signals[i], &sa, NULL) < 0)
+			child_fail(PICO_STEP_SIGNALS);
+
+	struct sock_fprog prog = {
+		.len = (unsigned short)(sizeof(reaper_filter) / sizeof(reaper_filter[0])),
+		.filter = (struct sock_filter *)reaper_filter,
+	};
+	if (raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0, 0) < 0)
+		child_fail(PICO_STEP_REAPER_FILTER);
+
+	/* From here on the reaper holds only the status pipe. */
+	close(PICO_REPORT_FD);
+	close(PICO_LOADER_FD);
+	close(0);
+	close(1);
+	close(2);
+
+	for (;;) {
+		int status;
+		pid_t pid = (pid_t)raw(SYS_wait4, -1, (long)&status, __WALL, 0, 0);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(127); /* ECHILD without the guest: cannot happen */
+		}
+		if (pid != reaper_guest_pid)
+			continue; /* an orphan re-parented to us: reaped, nothing else */
+		/* The monitor decodes the guest's own status from the pipe: pid 1
+		 * cannot re-raise a fatal signal on itself. */
+		ssize_t w = write(PICO_STATUS_FD, &status, sizeof(status));
+		(void)w;
+		/* Exiting kills whatever is left in the namespace. */
+		if (WIFEXITED(status))
+			_exit(WEXITSTATUS(status));
+		_exit(128 + WTERMSIG(status));
+	}
+}
+
+/* ---- the parent side ----------------------------------------------------- */
+
+static int write_id_maps(pid_t pid, const struct pico_spawn_spec *spec)
+{
+	char path[64];
+	char map[64];
+	size_t len;
+	if (spec->identity_mode == PICO_IDENTITY_SELF) {
+		/* An unprivileged writer may map only its own ids, and the gid map
+		 * only once setgroups is denied. */
+		snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+		if (write_file(path, "deny", 4) < 0)
+			return -1;
+	}
+	len = format_id_map(map, (unsigned)spec->guest_uid);
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	if (write_file(path, map, len) < 0)
+		return -1;
+	len = format_id_map(map, (unsigned)spec->guest_gid);
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	return write_file(path, map, len);
+}
+
+static int join_cgroups(pid_t pid, const struct pico_spawn_spec *spec)
+{
+	char buf[24];
+	size_t len = format_uint(buf, (uint64_t)pid, 10);
+	for (int i = 0; i < spec->n_cgroup_procs_fds; i++) {
+		if (pwrite(spec->cgroup_procs_fds[i], buf, len, 0) != (ssize_t)len)
+			return -1;
+	}
+	return 0;
+}
+
+static int fd_is_reserved(int fd)
+{
+	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD;
 }
 
 int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result)
 {
-	int sv[2];
+	int sv[2] = {-1, -1}, st[2] = {-1, -1}, parent_pidfd = -1;
 	memset(result, 0, sizeof(*result));
 	result->listener_fd = -1;
-	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS) {
+	result->status_fd = -1;
+	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
+	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
+	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS))) {
+		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		result->err = errno;
+	/* The reaper places its report/status ends on fixed numbers first; an
+	 * fd it must keep that already sits there would be clobbered. */
+	if (fd_is_reserved(spec->image_fd) || fd_is_reserved(spec->stdio[0]) ||
+	    fd_is_reserved(spec->stdio[1]) || fd_is_reserved(spec->stdio[2])) {
+		result->step = PICO_STEP_SETUP;
+		result->err = EBADF;
 		return -1;
 	}
-	pid_t parent = getpid();
+	parent_pidfd = (int)raw(SYS_pidfd_open, getpid(), 0, 0, 0, 0);
+	if (parent_pidfd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
+	    pipe2(st, O_CLOEXEC) < 0)
+		goto setup_failed;
+	int one = 1;
+	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
+		goto setup_failed;
+	if (fd_is_reserved(sv[1]) || fd_is_reserved(st[1]) || fd_is_reserved(parent_pidfd)) {
+		errno = EMFILE; /* only when ~1020 fds are open: refuse rather than clobber */
+		goto setup_failed;
+	}
+
 	/* A raw clone, not fork(3): no atfork handlers run in the child. */
-	long pid = raw(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+	long pid = raw(SYS_clone, (long)(spec->clone_flags | SIGCHLD), 0, 0, 0, 0);
 	if (pid < 0) {
+		result->step = PICO_STEP_CLONE;
 		result->err = errno;
-		close(sv[0]);
-		close(sv[1]);
-		return -1;
+		goto close_all;
 	}
 	if (pid == 0) {
-		close(sv[0]);
-		if (sv[1] != REPORT_FD) {
-			if (raw(SYS_dup3, sv[1], REPORT_FD, O_CLOEXEC, 0, 0) < 0)
-				_exit(127);
-		}
-		child_main(spec, parent);
+		if (sv[1] != PICO_REPORT_FD && raw(SYS_dup3, sv[1], PICO_REPORT_FD, O_CLOEXEC, 0, 0) < 0)
+			_exit(127);
+		if (st[1] != PICO_STATUS_FD && raw(SYS_dup3, st[1], PICO_STATUS_FD, O_CLOEXEC, 0, 0) < 0)
+			_exit(127);
+		reaper_main(spec, parent_pidfd);
 	}
 	close(sv[1]);
-	struct child_error ce = {PICO_STEP_NONE, 0};
+	close(st[1]);
+	close(parent_pidfd);
+	sv[1] = st[1] = parent_pidfd = -1;
+
+	struct child_report rep = {PICO_STEP_NONE, 0};
 	int failed = 0;
-	for (;;) {
+	if ((spec->clone_flags & CLONE_NEWUSER) && write_id_maps((pid_t)pid, spec) < 0) {
+		rep.step = PICO_STEP_ID_MAP;
+		rep.err = errno;
+		failed = 1;
+	} else if (!spec->cgroup_join_self && join_cgroups((pid_t)pid, spec) < 0) {
+		rep.step = PICO_STEP_CGROUP;
+		rep.err = errno;
+		failed = 1;
+	} else if (send(sv[0], "g", 1, MSG_NOSIGNAL) != 1) {
+		rep.step = PICO_STEP_HANDSHAKE;
+		rep.err = errno;
+		failed = 1;
+	}
+	int hello = 0;
+	while (!failed) {
 		int fd = -1;
-		ssize_t n = recv_report(sv[0], &ce, &fd);
-		if (n == 0)
-			break; /* exec succeeded: the child's end closed */
-		if (n == (ssize_t)sizeof(ce) && ce.step == PICO_STEP_NONE && fd >= 0 &&
-		    result->listener_fd < 0) {
+		pid_t sender = 0;
+		ssize_t n = recv_report(sv[0], &rep, &fd, &sender);
+		if (n == 0) {
+			if (!hello) {
+				/* Both ends closed without a hello: something died. */
+				rep.step = PICO_STEP_HANDSHAKE;
+				rep.err = ECHILD;
+				failed = 1;
+			}
+			break;
+		}
+		if (n == (ssize_t)sizeof(rep) && rep.step == PICO_STEP_NONE && !hello) {
+			hello = 1;
+			result->guest_pid = (int)sender;
 			result->listener_fd = fd;
 			continue;
 		}
 		if (fd >= 0)
 			close(fd);
 		failed = 1;
-		if (n != (ssize_t)sizeof(ce)) {
-			ce.step = PICO_STEP_NONE;
-			ce.err = n < 0 ? errno : EIO;
+		if (n != (ssize_t)sizeof(rep) || rep.step == PICO_STEP_NONE) {
+			rep.err = n == -1 ? errno : EIO;
+			rep.step = PICO_STEP_HANDSHAKE;
 		}
-		break;
 	}
 	close(sv[0]);
 	if (!failed) {
 		result->pid = (int)pid;
+		result->status_fd = st[0];
 		return 0;
 	}
-	/* The child failed before exec: make sure it is gone and reaped so that
+	/* Killing the reaper (pid 1) kills its whole namespace; reap it so
 	 * nothing is left behind. */
 	kill((pid_t)pid, SIGKILL);
 	int status;
 	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (result->listener_fd >= 0) {
+	if (result->listener_fd >= 0)
 		close(result->listener_fd);
-		result->listener_fd = -1;
-	}
-	result->step = ce.step;
-	result->err = ce.err;
+	result->listener_fd = -1;
+	result->guest_pid = 0;
+	close(st[0]);
+	result->step = rep.step;
+	result->err = rep.err;
 	return -1;
+
+setup_failed:
+	result->step = PICO_STEP_SETUP;
+	result->err = errno;
+close_all:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0)
+			close(sv[i]);
+		if (st[i] >= 0)
+			close(st[i]);
+	}
+	if (parent_pidfd >= 0)
+		close(parent_pidfd);
+	return -1;
+}
+
+/* ---- scratch tmpfs -------------------------------------------------------- */
+
+/* Creates the tmpfs and returns an O_DIRECTORY fd on its root, or -1. */
+static int tmpfs_dir_fd(uint64_t size_bytes, unsigned int mode, int uid, int gid, int noexec)
+{
+	char buf[24];
+	int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1, dir = -1;
+	format_uint(buf, size_bytes, 10);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "size", buf, 0) < 0)
+		goto out;
+	format_uint(buf, mode & 07777, 8);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "mode", buf, 0) < 0)
+		goto out;
+	if (uid >= 0) {
+		format_uint(buf, (uint64_t)uid, 10);
+		if (fsconfig(fs, FSCONFIG_SET_STRING, "uid", buf, 0) < 0)
+			goto out;
+	}
+	if (gid >= 0) {
+		format_uint(buf, (uint64_t)gid, 10);
+		if (fsconfig(fs, FSCONFIG_SET_STRING, "gid", buf, 0) < 0)
+			goto out;
+	}
+	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto out;
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC,
+		      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (noexec ? MOUNT_ATTR_NOEXEC : 0));
+	if (mnt < 0)
+		goto out;
+	/* A real directory fd (the fsmount fd is O_PATH): it keeps the
+	 * detached mount alive on its own once the fsmount fd is closed. */
+	dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+out:;
+	int saved = errno;
+	if (mnt >= 0)
+		close(mnt);
+	close(fs);
+	errno = saved;
+	return dir;
+}
+
+static int send_fd(int sock, int fd, int err)
+{
+	struct iovec iov = {&err, sizeof(err)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = sizeof(u.buf);
+		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	}
+	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(err) ? 0 : -1;
+}
+
+int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, int in_userns,
+		    int noexec, int *dir_fd_out)
+{
+	*dir_fd_out = -1;
+	if (size_bytes == 0)
+		return -EINVAL;
+	if (!in_userns) {
+		int dir = tmpfs_dir_fd(size_bytes, mode, uid, gid, noexec);
+		if (dir < 0)
+			return -errno;
+		*dir_fd_out = dir;
+		return 0;
+	}
+	/* Unprivileged: a helper in its own user+mount namespace may create a
+	 * tmpfs.  It maps the caller's ids to themselves (files the monitor
+	 * creates there must have mapped owners, or creation fails with
+	 * EOVERFLOW), makes the detached mount and passes its fd back. */
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	uid_t euid = geteuid();
+	gid_t egid = getegid();
+	long pid = raw(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0);
+	if (pid < 0) {
+		int err = errno;
+		close(sv[0]);
+		close(sv[1]);
+		return -err;
+	}
+	if (pid == 0) {
+		char map[64];
+		size_t len;
+		int dir = -1;
+		if (write_file("/proc/self/setgroups", "deny", 4) < 0)
+			goto helper_fail;
+		len = format_id_map(map, (unsigned)euid);
+		if (write_file("/proc/self/uid_map", map, len) < 0)
+			goto helper_fail;
+		len = format_id_map(map, (unsigned)egid);
+		if (write_file("/proc/self/gid_map", map, len) < 0)
+			goto helper_fail;
+		dir = tmpfs_dir_fd(size_bytes, mode, uid, gid, noexec);
+		if (dir < 0)
+			goto helper_fail;
+		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);
+	helper_fail:
+		send_fd(sv[1], -1, errno ? errno : EIO);
+		_exit(1);
+	}
+	close(sv[1]);
+	int err = 0, fd = -1;
+	struct iovec iov = {&err, sizeof(err)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+	do
+		n = recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	int recv_errno = errno;
+	if (n > 0) {
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	}
+	close(sv[0]);
+	int status;
+	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(err) || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		if (n < 0)
+			return -recv_errno;
+		return -(err > 0 ? err : EIO);
+	}
+	*dir_fd_out = fd;
+	return 0;
 }

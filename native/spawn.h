@@ -1,16 +1,30 @@
-/* Creating a picoprocess: fork, confine, enter the image through the loader fd.
+/* Creating a picoprocess: clone into fresh namespaces, confine, enter the
+ * image through the loader fd.
  *
- * Everything between fork and exec happens in C with raw system calls only:
+ * Everything between clone and exec happens in C with raw system calls only:
  * after the filter is installed the child could not run the Python
  * interpreter anyway, and before it, a forked copy of a multi-threaded
- * interpreter may only make async-signal-safe calls. */
+ * interpreter may only make async-signal-safe calls.
+ *
+ * Shape of a picoprocess (host view):
+ *
+ *   monitor ──clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS)──▶ reaper (pid 1 inside)
+ *                                                                          │ clone
+ *                                                                          ▼
+ *                                                                        guest (pid 2 inside) ──execveat(1023)
+ *
+ * The reaper forwards signals to the guest, reaps every orphan, writes the
+ * guest's raw wait status to the status pipe and exits; the kernel then kills
+ * whatever is left in the pid namespace.  The reaper has PR_SET_PDEATHSIG
+ * (SIGKILL) on the monitor, so when the monitor dies the reaper dies and with
+ * it the whole namespace. */
 #ifndef PICO_SPAWN_H
 #define PICO_SPAWN_H
 #include <stddef.h>
 #include <stdint.h>
 
 /* cffi:begin */
-/* Where a child-side failure happened (reported through the error pipe). */
+/* Where a spawn failure happened (parent side, reaper or guest before exec). */
 #define PICO_STEP_NONE 0
 #define PICO_STEP_PDEATHSIG 1
 #define PICO_STEP_STDIO 2
@@ -20,29 +34,87 @@
 #define PICO_STEP_NO_NEW_PRIVS 6
 #define PICO_STEP_SECCOMP 7
 #define PICO_STEP_EXEC 8
+#define PICO_STEP_CLONE 9        /* creating the reaper in new namespaces */
+#define PICO_STEP_ID_MAP 10      /* writing /proc/<reaper>/{setgroups,uid_map,gid_map} */
+#define PICO_STEP_CGROUP 11      /* writing the reaper's pid to cgroup.procs */
+#define PICO_STEP_IDENTITY 12    /* setgroups/setresgid/setresuid in the reaper */
+#define PICO_STEP_HOSTNAME 13    /* sethostname in the new UTS namespace */
+#define PICO_STEP_EMPTY_ROOT 14  /* private mounts, read-only empty tmpfs, pivot_root */
+#define PICO_STEP_RLIMITS 15     /* setrlimit */
+#define PICO_STEP_CAPS 16        /* dropping the bounding, ambient and permitted sets */
+#define PICO_STEP_FORK_GUEST 17  /* the reaper creating the guest */
+#define PICO_STEP_REAPER_FILTER 18 /* the reaper's own seccomp filter */
+#define PICO_STEP_HANDSHAKE 19   /* the report channel broke before exec */
+#define PICO_STEP_CGROUP_NS 20   /* unshare(CLONE_NEWCGROUP) after joining the run's cgroup */
+#define PICO_STEP_SETUP 21       /* parent-side pipes/sockets or an fd clash */
+
+/* The reaper's end of the report channel and of the status pipe live just
+ * below the loader fd (1023); the caller's fds must not use these numbers. */
+#define PICO_REPORT_FD 1022
+#define PICO_STATUS_FD 1021
+
+/* Who writes the guest's identity (struct pico_spawn_spec.identity_mode). */
+#define PICO_IDENTITY_SWITCH 0 /* monitor is root: map guest_uid/gid to themselves,
+				* the reaper drops supplementary groups and switches */
+#define PICO_IDENTITY_SELF 1   /* monitor unprivileged: map its own uid/gid to
+				* themselves (setgroups deny); no switch */
+
+struct pico_rlimit {
+	int resource; /* RLIMIT_* */
+	uint64_t soft;
+	uint64_t hard;
+};
 
 struct pico_spawn_spec {
 	int image_fd;		   /* the image to enter; becomes the loader fd */
 	int keep_image_fd;	   /* 1: the loader fd survives exec (library OS), 0: close-on-exec */
-	int stdio[3];		   /* fds that become 0, 1 and 2 in the child */
+	int stdio[3];		   /* fds that become 0, 1 and 2 in the guest */
 	const char *const *argv;   /* NULL-terminated */
 	const char *const *envp;   /* NULL-terminated */
 	const void *filter;	   /* struct sock_filter[filter_len] */
 	size_t filter_len;	   /* number of BPF instructions */
 	unsigned int seccomp_flags;/* SECCOMP_FILTER_FLAG_* */
+
+	unsigned long clone_flags; /* CLONE_NEW* for the reaper (0: no namespaces, for probes only) */
+	int identity_mode;	   /* PICO_IDENTITY_* */
+	int guest_uid;		   /* host uid = uid inside the user namespace */
+	int guest_gid;		   /* host gid = gid inside */
+	const char *hostname;	   /* NULL: keep (only meaningful with CLONE_NEWUTS) */
+	int empty_root;		   /* 1: pivot_root into an empty read-only tmpfs (needs CLONE_NEWNS) */
+	int cgroup_ns;		   /* 1: unshare(CLONE_NEWCGROUP) after joining the run's cgroup */
+	int cgroup_procs_fds[4];   /* open O_WRONLY cgroup.procs (or v1 "tasks") files to join */
+	int n_cgroup_procs_fds;
+	int cgroup_join_self;	   /* 0: the parent writes the reaper's pid (cgroup.procs);
+				    * 1: the reaper writes "0" itself first thing (v1 "tasks":
+				    * moving only the calling thread skips the global
+				    * threadgroup lock and its RCU grace period, ~ms) */
+	struct pico_rlimit rlimits[16];
+	int n_rlimits;
 };
 
 struct pico_spawn_result {
-	int pid;       /* > 0 on success */
+	int pid;	 /* the reaper's host pid (wait for this one); > 0 on success */
+	int guest_pid;	 /* the guest's host pid (as reported by the kernel), or 0 */
 	int listener_fd; /* the seccomp user-notification fd when seccomp_flags asked
 			  * for SECCOMP_FILTER_FLAG_NEW_LISTENER, else -1; the caller owns it */
-	int step;      /* PICO_STEP_* that failed, or PICO_STEP_NONE */
-	int err;       /* errno of that failure */
+	int status_fd;	 /* read end of the status pipe: the reaper writes the guest's
+			  * raw wait status (4 bytes) there before exiting; caller owns it */
+	int step;	 /* PICO_STEP_* that failed, or PICO_STEP_NONE */
+	int err;	 /* errno of that failure */
 };
 
 /* Returns 0 with result->pid set, or -1 with result->step/err describing the
- * failure (in the parent or in the child before exec). */
+ * failure (in the parent, the reaper or the guest before exec).  On failure
+ * no process is left behind. */
 int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result);
+
+/* A size-limited tmpfs as a detached mount (no path, in no visible mount
+ * table): *dir_fd_out is an O_DIRECTORY fd on its root.  in_userns: create
+ * it in a short-lived helper with its own user+mount namespace (works
+ * unprivileged); otherwise directly (needs CAP_SYS_ADMIN).  uid/gid < 0:
+ * owner is the caller.  noexec: MOUNT_ATTR_NOEXEC.  Returns 0 or -errno. */
+int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, int in_userns,
+		    int noexec, int *dir_fd_out);
 /* cffi:end */
 
 #endif
