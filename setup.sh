@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
   gcc make libseccomp-dev         # build: cffi module, library OS, test guests
+  python3-cffi-backend            # the unprivileged half of the tests runs /usr/bin/python3
   busybox-static sqlite3 strace   # real programs the tests run
   bubblewrap crun runsc           # comparison backends (peers)
 )

@@ -7,8 +7,11 @@ exit (2 for usage, 127 for a program that cannot be run), never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+
+from picoproc.manifest import add_cli_options
 
 EXIT_USAGE = 2
 EXIT_CANNOT_RUN = 127
@@ -79,29 +82,64 @@ def _cmd_doctor(args) -> int:
 
 def _cmd_run(args) -> int:
     from picoproc.image import ImageError
-    from picoproc.raw import SpawnError, run_raw
+    from picoproc.manifest import ManifestError, manifest_from_cli_args
 
     if not args.command:
         raise UsageError("picoproc run: no program given (usage: picoproc run [options] -- PROG [ARGS...])")
-    if not args.raw:
-        raise UsageError("picoproc run: only --raw is available in this build (the library OS is not built yet)")
-    env = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"picoproc run: --env {item!r}: expected KEY=VALUE")
-        env[key] = value
     try:
-        result = run_raw(args.command, env)
-    except ImageError as exc:
+        manifest = manifest_from_cli_args(args)
+    except ManifestError as exc:
+        print(f"picoproc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.backend != "pico":
+        return _run_with_backend(args, manifest)
+
+    from picoproc.api import Sandbox, SandboxError
+    from picoproc.spawn import ConfigError, SpawnError
+
+    try:
+        result = Sandbox(manifest, raw=args.raw, audit=args.audit).run(args.command, stdin=0)
+    except (ImageError, SandboxError, ConfigError) as exc:
         print(f"picoproc: cannot run {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except SpawnError as exc:
         print(f"picoproc: could not start the picoprocess: {exc.strerror}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    if result.signal is not None:
+    except OSError as exc:
+        print(f"picoproc: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.json:
+        _write_json(args.json, result.to_dict())
+    if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
     return result.status
+
+
+def _write_json(target: str, doc: dict) -> None:
+    text = json.dumps(doc, indent=2, default=str) + "\n"
+    if target == "-":
+        sys.stderr.write(text)
+        return
+    with open(target, "w") as f:
+        f.write(text)
+
+
+def _run_with_backend(args, manifest) -> int:
+    """Runs the same manifest and command under a comparison backend."""
+    from picoproc.backends import BackendUnavailable, run_with_backend
+
+    if args.raw:
+        raise UsageError("picoproc run: --raw applies to the pico backend only")
+    try:
+        result = run_with_backend(args.backend, manifest, args.command, capture=False)
+    except BackendUnavailable as exc:
+        print(f"picoproc: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyError as exc:
+        raise UsageError(f"picoproc run: unknown backend {exc.args[0]!r}") from None
+    if args.json:
+        _write_json(args.json, result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
+    return result.exit_code if result.signal is None else 128 + result.signal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a program in a picoprocess")
     run.add_argument("--raw", action="store_true",
                      help="no library OS: a static program under the filter alone; any call outside the ABI kills it")
-    run.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable in the guest")
+    run.add_argument("--backend", default="pico", metavar="NAME",
+                     help="pico (default), or a comparison backend: native, container, bwrap, gvisor, ptrace, ...")
+    run.add_argument("--audit", metavar="FILE", help="write every mediated call's audit record (JSONL)")
+    run.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stderr)")
+    add_cli_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     run.set_defaults(func=_cmd_run)
 
