@@ -135,8 +135,8 @@ def _run_with_backend(args, manifest) -> int:
     except BackendUnavailable as exc:
         print(f"picoproc: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    except KeyError as exc:
-        raise UsageError(f"picoproc run: unknown backend {exc.args[0]!r}") from None
+    except (KeyError, ValueError) as exc:
+        raise UsageError(f"picoproc run: {exc.args[0]}") from None
     if args.json:
         _write_json(args.json, result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
     return result.exit_code if result.signal is None else 128 + result.signal

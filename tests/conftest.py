@@ -148,3 +148,62 @@ def raw_run():
     """raw_run(argv, env=None, stdin=None, timeout=GUEST_TIMEOUT) -> GuestRun
     (see run_raw_guest)."""
     return run_raw_guest
+
+
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+UNPRIV_TIMEOUT = 20.0
+
+
+@pytest.fixture(scope="session")
+def unpriv_env(guest_bin, tmp_path_factory):
+    """The unprivileged half of the suite: a world-readable copy of the package
+    (monitor, ABI, library OS with its loader), the spawn helper and the guests,
+    and the command prefix that runs /usr/bin/python3 as uid/gid 65534.
+
+    Root's own Python cannot serve: it lives under /root (mode 0700).  Copies,
+    not symlinks, so this works wherever the checkout is."""
+    if not (os.geteuid() == 0):
+        pytest.skip("the suite already runs unprivileged: the in-process tests cover that path")
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK) or shutil.which("setpriv") is None:
+        pytest.skip("needs /usr/bin/python3 and setpriv (util-linux)")
+    probe = subprocess.run(
+        [python, "-c", "import _cffi_backend, sys; assert sys.version_info >= (3, 11)"],
+        capture_output=True,
+        check=False,
+        timeout=UNPRIV_TIMEOUT,
+    )
+    if probe.returncode:
+        pytest.skip(
+            "/usr/bin/python3 lacks cffi (apt package python3-cffi-backend) or is older than 3.11"
+        )
+    root = pathlib.Path(tempfile.mkdtemp(prefix="picoproc-unpriv-"))
+    try:
+        root.chmod(0o755)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(_REPO / "sandbox", root / "picoproc", ignore=ignore)
+        shutil.copytree(_REPO / "abi", root / "picoproc" / "abi", ignore=ignore)
+        # The library OS package, with its built loader image.
+        shutil.copytree(_REPO / "libos", root / "picoproc" / "libos", ignore=ignore)
+        shutil.copytree(guest_bin, root / "guests")
+        shutil.copy(_REPO / "tests" / "spawn_monitor_helper.py", root / "helper.py")
+        for dirpath, dirnames, filenames in os.walk(root):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            for f in filenames:
+                p = os.path.join(dirpath, f)
+                os.chmod(p, 0o755 if os.access(p, os.X_OK) else 0o644)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+        userns = subprocess.run(
+            prefix + ["unshare", "-U", "true"], capture_output=True, check=False, timeout=UNPRIV_TIMEOUT
+        )
+        if userns.returncode:
+            pytest.skip("unprivileged user namespaces are disabled on this machine")
+        yield {
+            "root": root,
+            "prefix": prefix,
+            "python": python,
+            "env": {"PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "PATH": os.defpath},
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,235 @@
+"""End-to-end runs through the Python API and the CLI (issue 3, items 4-5).
+
+Real programs under the embedded default manifest: how a run ends (exit code,
+signal, which limit), what it used, its audit, and that the manifest's grants
+and refusals hold.  The unprivileged half runs the CLI as uid 65534.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+from picoproc.api import Sandbox, SandboxError, resolve_guest_program
+from picoproc.manifest import Limits, apply_overrides, default_manifest
+
+TIMEOUT = 60
+BUSYBOX = "/bin/busybox"
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    before = _children()
+    yield
+    left = _children() - before
+    assert not left, f"processes left behind: {left}"
+
+
+def target(record: dict) -> str | None:
+    """The guest path an audit record names (open records carry a file: URI)."""
+    uri = record.get("uri")
+    if uri and uri.startswith("file:"):
+        return uri[len("file:"):]
+    return record.get("path")
+
+
+def run(argv, manifest=None, **kw):
+    kw.setdefault("capture", True)
+    return Sandbox(manifest).run(argv, **kw)
+
+
+def test_python_runs_under_the_default_manifest():
+    result = run(["python3", "-c", "import json, sys; print(json.dumps({'v': sys.version_info[0]}))"])
+    assert result.stdout == b'{"v": 3}\n', result.stderr
+    assert (result.exit_code, result.signal, result.limit) == (0, None, None)
+    assert result.status == 0 and result.reason == "exited with status 0"
+    assert result.calls["mediated"] > 0  # python opened its modules through the monitor
+
+
+def test_exit_code_and_fatal_signal_are_the_guests():
+    assert run(["/bin/sh", "-c", "exit 7"]).status == 7
+    killed = run(["/bin/sh", "-c", "kill -TERM $$"])
+    assert killed.signal == 15 and killed.status == 143 and "SIGTERM" in killed.reason
+
+
+def test_stdin_reaches_the_guest():
+    r, w = os.pipe()
+    os.write(w, b"through the pipe\n")
+    os.close(w)
+    try:
+        result = run(["/bin/cat"], stdin=r)
+    finally:
+        os.close(r)
+    assert result.stdout == b"through the pipe\n"
+
+
+def test_secrets_are_refused_and_audited():
+    result = run(["/bin/cat", "/etc/shadow"])
+    assert result.exit_code != 0
+    assert b"hunter" not in result.stdout
+    shadow = [d for d in result.denials if target(d) == "/etc/shadow"]
+    assert shadow, result.audit
+    assert shadow[0]["errno"] != 0 and shadow[0]["call"] == "open"
+
+
+def test_system_directories_are_read_only_and_scratch_is_private():
+    first = run(["/bin/sh", "-c", "echo canary > /tmp/mine && cat /tmp/mine; echo x > /usr/escape"])
+    assert first.stdout == b"canary\n"
+    assert b"Read-only file system" in first.stderr
+    assert not os.path.exists("/usr/escape")
+    second = run(["/bin/sh", "-c", "ls -A /tmp"])
+    assert second.stdout == b"", "scratch must be empty at the start of every run"
+
+
+def test_no_network_by_default():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        code = (
+            "import socket,sys\n"
+            "try:\n"
+            f"    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+            "    print('connected')\n"
+            "except OSError as e:\n"
+            "    print('refused', e.errno)\n"
+        )
+        result = run(["python3", "-c", code])
+        assert result.stdout.startswith(b"refused"), (result.stdout, result.stderr)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever reached the host listener
+    finally:
+        listener.close()
+
+
+def test_wall_time_limit_ends_the_run():
+    result = run(["/bin/sh", "-c", "while :; do :; done"], timeout=1.0)
+    assert result.limit == "wall_time"
+    assert result.signal == 9 and "wall-time" in result.reason
+
+
+def test_output_limit_ends_the_run():
+    m = apply_overrides(default_manifest(), output="64K")
+    result = run([BUSYBOX, "yes", "spam"], m)
+    assert result.limit == "output"
+    assert result.output_bytes == 64 * 1024
+    assert len(result.stdout) == 64 * 1024
+
+
+def test_memory_limit_is_named():
+    m = apply_overrides(default_manifest(), memory="64M")
+    result = run(["python3", "-c", "x = bytearray(400 << 20); print('allocated')"], m)
+    assert b"allocated" not in result.stdout
+    assert result.status != 0
+    if "cgroup" in result.enforcement.get("memory", ""):
+        # A cgroup memory limit: the kernel's OOM killer ends it, named as such.
+        assert result.limit == "memory", (result.reason, result.stderr)
+    else:
+        # RLIMIT_AS: the allocation itself fails inside the guest.
+        assert b"MemoryError" in result.stderr
+
+
+def test_pids_limit_contains_a_fork_loop():
+    m = apply_overrides(default_manifest(), pids="16")
+    script = "i=0; while [ $i -lt 64 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo spawned; kill 0"
+    result = run(["/bin/sh", "-c", script], m, timeout=30)
+    assert result.limit != "wall_time"
+    # The shell hits the limit (fork fails) long before 64 children.
+    assert b"spawned" in result.stdout or result.status != 0
+
+
+def test_audit_jsonl_and_json_result_from_the_cli(tmp_path):
+    audit, result_file = tmp_path / "audit.jsonl", tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "picoproc", "run", "--audit", str(audit), "--json", str(result_file),
+         "--", "/bin/cat", "/etc/hostname", "/etc/shadow"],
+        capture_output=True, timeout=TIMEOUT, check=False,
+    )
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert any(target(r) == "/etc/shadow" and r["decision"] == "deny" for r in records)
+    assert any(target(r) == "/etc/hostname" and r["decision"] == "allow" for r in records)
+    for r in records:
+        assert {"time_ns", "pid", "call", "decision", "errno"} <= r.keys()
+    doc = json.loads(result_file.read_text())
+    assert doc["exit_code"] == proc.returncode == 1
+    assert doc["calls"]["mediated_denied"] >= 1
+    assert doc["reason"] == "exited with status 1"
+
+
+def test_cli_default_manifest_main_job():
+    proc = subprocess.run([sys.executable, "-m", "picoproc", "run", "--", "python3", "-c", "print(1)"],
+                          capture_output=True, timeout=TIMEOUT, check=False)
+    assert (proc.returncode, proc.stdout) == (0, b"1\n"), proc.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[mount]]\nguest = '/x'\nhots = '/usr'\n")
+    for args, needle in (
+        (["--manifest", str(bad), "--", "/bin/true"], "mount[0].hots"),
+        (["--", "no-such-program-anywhere"], "not found"),
+        (["--memory", "12Q", "--", "/bin/true"], "memory"),
+        (["--backend", "no-such-backend", "--", "/bin/true"], "no-such-backend"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "picoproc", "run", *args],
+                              capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_program_resolution_uses_the_guest_view():
+    m = default_manifest()
+    assert resolve_guest_program(m, "sh").endswith("/sh")
+    assert resolve_guest_program(m, "/opt/x") == "/opt/x"
+    with pytest.raises(SandboxError, match="not found"):
+        resolve_guest_program(m, "definitely-not-a-program")
+    no_path = dataclasses.replace(m, env=(("PATH", "/nowhere"),))
+    with pytest.raises(SandboxError):
+        resolve_guest_program(no_path, "sh")
+
+
+def test_raw_mode_through_the_api(guest_bin):
+    m = dataclasses.replace(default_manifest(), limits=Limits())
+    result = Sandbox(m, raw=True).run([str(guest_bin / "hello")], capture=True)
+    assert result.stdout == b"hello from a picoprocess\n" and result.mode == "raw"
+
+
+def test_many_runs_share_one_monitor_and_leak_no_fds():
+    def fds():
+        return set(os.listdir("/proc/self/fd"))
+
+    run(["/bin/true"])  # the shared monitor is up
+    before = fds()
+    for _ in range(5):
+        assert run(["/bin/sh", "-c", "cat /etc/hostname >/dev/null; echo ok"]).stdout == b"ok\n"
+    assert fds() == before
+
+
+def test_cli_as_an_unprivileged_user(unpriv_env):
+    env = dict(unpriv_env["env"])
+    proc = subprocess.run(
+        [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc", "run", "--",
+         "python3", "-c", "import os; print(os.getuid(), open('/etc/hostname').read() != '')"],
+        capture_output=True, timeout=TIMEOUT, env=env, cwd="/", check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"65534 True\n"
+    shadow = subprocess.run(
+        [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc", "run", "--", "/bin/cat", "/etc/shadow"],
+        capture_output=True, timeout=TIMEOUT, env=env, cwd="/", check=False,
+    )
+    assert shadow.returncode == 1 and shadow.stdout == b""
