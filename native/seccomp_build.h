@@ -42,6 +42,12 @@ int seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr, uint32_t v
 int seccomp_rule_add_exact_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
 				 unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
 int seccomp_syscall_resolve_name(const char *name);
+/* For filters that cover several architectures (the container backend's
+ * copy of Docker's profile adds x86 and x32, as Docker does). */
+uint32_t seccomp_arch_resolve_name(const char *arch_name);
+int seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
+int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
+			   unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
 char *seccomp_syscall_resolve_num_arch(uint32_t arch_token, int num);
 int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
 struct scmp_version {

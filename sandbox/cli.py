@@ -126,20 +126,25 @@ def _write_json(target: str, doc: dict) -> None:
 
 def _run_with_backend(args, manifest) -> int:
     """Runs the same manifest and command under a comparison backend."""
-    from picoproc.backends import BackendUnavailable, run_with_backend
+    from picoproc.backends import BackendUnavailable, ManifestNotExpressible, run_with_backend
 
     if args.raw:
         raise UsageError("picoproc run: --raw applies to the pico backend only")
     try:
         result = run_with_backend(args.backend, manifest, args.command, capture=False)
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, ManifestNotExpressible) as exc:
         print(f"picoproc: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except (KeyError, ValueError) as exc:
         raise UsageError(f"picoproc run: {exc.args[0]}") from None
     if args.json:
         _write_json(args.json, result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
-    return result.exit_code if result.signal is None else 128 + result.signal
+    # One line naming what this backend could not enforce of the manifest
+    # (details: --json, docs/BACKENDS.md), so a user never mistakes it for picoproc.
+    unenforced = [n.split(":", 1)[0] for n in result.notes if ":" in n]
+    if unenforced:
+        print(f"picoproc: backend {args.backend} does not enforce: {', '.join(unenforced)}", file=sys.stderr)
+    return result.returncode
 
 
 def build_parser() -> argparse.ArgumentParser:

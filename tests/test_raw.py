@@ -519,7 +519,7 @@ def test_cli_program_without_exec_bit(run_picoproc, guest_bin, tmp_path):
 @pytest.mark.parametrize("args,flag", [
     (["run", "--no-such-flag", "--", "x"], "--no-such-flag"),
     (["--no-such-flag"], "--no-such-flag"),
-    (["run", "--raw", "--env", "NOEQUALS", "--", "x"], "NOEQUALS"),
+    (["run", "--raw", "--env", "=oops", "--", "x"], "--env"),
 ])
 def test_cli_bad_flag(run_picoproc, args, flag):
     assert_one_line_error(run_picoproc(*args), flag)
@@ -581,14 +581,18 @@ def test_guest_inherits_only_stdio_api(guest_bin, raw_run, inheritable_fds):
 
 def test_guest_inherits_only_stdio_cli(guest_bin, run_picoproc, inheritable_fds):
     """Through the CLI: the monitor's own environment (PATH, HOME, a secret)
-    does not reach the guest; only --env does."""
+    does not reach the guest; only the manifest's env and --env do."""
     host_env = dict(os.environ, PICOPROC_TEST_SECRET="do-not-leak")
     proc = run_picoproc("run", "--raw", "--env", "K=V=W", "--", guest_bin / "introspect",
                         env=host_env)
     assert proc.returncode == 0, proc.stderr
     fds, _, env = _introspect(proc.stdout)
     assert fds == [0, 1, 2]
-    assert env == ["K=V=W"]
+    from picoproc.manifest import default_manifest
+
+    expected = [f"{k}={v}" for k, v in default_manifest().env] + ["K=V=W"]
+    assert sorted(env) == sorted(expected)
+    assert not any("do-not-leak" in e for e in env)
 
 
 def test_no_processes_left_after_runs(guest_bin, raw_run, run_picoproc):
