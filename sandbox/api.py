@@ -308,7 +308,7 @@ class Sandbox:
             os.close(err_w)
             pipes = [out_r, err_r]
             try:
-                handle = monitor.add_guest(spawned.listener_fd, spawned.pid, policy, net)
+                handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net)
             finally:
                 os.close(spawned.listener_fd)
             router.open(handle, sink)

@@ -1,0 +1,1361 @@
+/* The monitor's event loop and the dispatcher of mediated calls (loop.h). */
+#define _GNU_SOURCE
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "picoproc_abi.h"
+
+/* Linux 6.6; older headers lack them. */
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+#ifndef SECCOMP_ADDFD_FLAG_SEND
+#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* The network seam.  native/net.c (another unit) implements the network  */
+/* schemes; until it is linked in, the weak references are NULL and those */
+/* schemes are refused with EACCES.                                        */
+
+struct pico_net_policy;
+#if __has_include("net.h")
+#include "net.h"
+#endif
+int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_len, int flags,
+		   int *fd_out) __attribute__((weak));
+int pico_net_finish(int fd) __attribute__((weak));
+
+/* ---------------------------------------------------------------------- */
+
+#define EVENTS_PER_WAIT 64
+
+/* epoll data: what an event is about. */
+enum ev_kind { EV_WAKE = 0, EV_GUEST = 1, EV_CONNECT = 2 };
+#define EV_DATA(kind, gen, idx) \
+	(((uint64_t)(kind) << 62) | ((uint64_t)(gen) << 32) | (uint32_t)(idx))
+#define EV_KIND(d) ((int)((d) >> 62))
+#define EV_GEN(d) ((uint32_t)(((d) >> 32) & 0x3fffffff))
+#define EV_IDX(d) ((uint32_t)(d))
+#define GEN_MASK 0x3fffffffu
+
+struct guest {
+	int in_use;
+	uint32_t gen;
+	int listener; /* the loop's duplicate; -1 once hung up */
+	int32_t pid;
+	const struct pico_fs_policy *fs;
+	const struct pico_net_policy *net;
+	struct pico_guest_stats stats;
+};
+
+/* A tcp:/udp: connect that is in progress: the guest's call is answered
+ * when the socket becomes writable. */
+struct pending_connect {
+	int in_use;
+	uint32_t gen;
+	int fd;
+	uint32_t guest_idx;
+	uint32_t guest_gen;
+	uint64_t notif_id;
+	int cloexec;
+	struct pico_audit_record rec;
+};
+
+enum cmd_kind { CMD_ADD, CMD_REMOVE, CMD_STATS };
+
+struct cmd {
+	enum cmd_kind kind;
+	int listener_fd;
+	int32_t pid;
+	const struct pico_fs_policy *fs;
+	const void *net;
+	int64_t handle;
+	struct pico_guest_stats *stats;
+	int64_t result;
+	int done;
+	struct cmd *next;
+};
+
+enum run_state { STOPPED, STARTING, RUNNING };
+
+struct pico_loop {
+	int epfd;
+	int wakefd;
+	int audit_efd;
+
+	pthread_mutex_t lock; /* commands, run state */
+	pthread_cond_t cond;
+	struct cmd *cmds;
+	enum run_state state;
+	int run_error;
+	int stop;
+
+	struct guest *guests;
+	unsigned int max_guests;
+	unsigned int nguests;
+
+	struct pending_connect *connects;
+	unsigned int max_connects;
+	unsigned int nconnects;
+
+	pthread_mutex_t audit_lock;
+	struct pico_audit_record *ring;
+	size_t ring_cap, ring_head, ring_count;
+	int audit_signalled;
+
+	struct seccomp_notif *notif; /* sized as the kernel says */
+	size_t notif_size;
+	struct seccomp_notif_resp *resp;
+	size_t resp_size;
+
+	/* The URI or first path, then a second path (rename, link, symlink). */
+	char scratch[2 * (PICO_MAX_URI + 1)];
+
+	/* Direct mode (see run_loop): with a single live guest the loop
+	 * blocks in NOTIF_RECV itself instead of in epoll_wait. */
+	int direct_ok;	     /* the wake-up signal's handler is ours */
+	int in_direct;	     /* blocked (or about to block) in NOTIF_RECV; under lock */
+	pid_t tid;	     /* the loop thread, to interrupt it */
+	unsigned int nlive;  /* guests whose listener is open */
+
+	/* Counters: written by the loop thread, read by anyone. */
+	uint64_t notifications, abandoned, audit_dropped, recv_errors;
+	int sync_wakeup;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t handle_of(uint32_t idx, uint32_t gen)
+{
+	return ((int64_t)gen << 32) | (int64_t)(idx + 1);
+}
+
+static struct guest *guest_of_handle(struct pico_loop *l, int64_t handle)
+{
+	if (handle <= 0)
+		return NULL;
+	uint32_t idx = (uint32_t)(handle & 0xffffffff) - 1;
+	uint32_t gen = (uint32_t)(handle >> 32);
+	if (idx >= l->max_guests || !l->guests[idx].in_use || l->guests[idx].gen != gen)
+		return NULL;
+	return &l->guests[idx];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Audit ring                                                              */
+
+static void audit_push(struct pico_loop *l, const struct pico_audit_record *rec)
+{
+	int signal_consumer = 0;
+
+	pthread_mutex_lock(&l->audit_lock);
+	if (l->ring_count == l->ring_cap) {
+		l->audit_dropped++;
+	} else {
+		l->ring[(l->ring_head + l->ring_count) % l->ring_cap] = *rec;
+		l->ring_count++;
+		if (l->ring_count * 2 >= l->ring_cap && !l->audit_signalled) {
+			l->audit_signalled = 1;
+			signal_consumer = 1;
+		}
+	}
+	pthread_mutex_unlock(&l->audit_lock);
+	if (signal_consumer) {
+		uint64_t one = 1;
+		ssize_t n = write(l->audit_efd, &one, sizeof(one));
+		(void)n; /* a full counter is already a signal */
+	}
+}
+
+size_t pico_loop_drain_audit(struct pico_loop *l, struct pico_audit_record *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&l->audit_lock);
+	while (n < max && l->ring_count > 0) {
+		out[n++] = l->ring[l->ring_head];
+		l->ring_head = (l->ring_head + 1) % l->ring_cap;
+		l->ring_count--;
+	}
+	if (l->ring_count * 2 < l->ring_cap)
+		l->audit_signalled = 0;
+	pthread_mutex_unlock(&l->audit_lock);
+	return n;
+}
+
+int pico_loop_audit_eventfd(struct pico_loop *l)
+{
+	return l->audit_efd;
+}
+
+/* ---------------------------------------------------------------------- */
+/* One mediated call                                                       */
+
+struct call {
+	struct pico_loop *loop;
+	struct guest *guest;
+	const struct seccomp_notif *n;
+	struct pico_audit_record rec;
+	int gone;	  /* the notification is no longer valid: do not answer */
+	int denied;	  /* the refusal is a policy decision */
+	int install_fd;	  /* >= 0: answer by installing this fd in the guest */
+	int install_cloexec;
+	int deferred;	  /* answered later (a connect in progress) */
+};
+
+/* Is the notification still pending?  After every read of guest memory:
+ * the pid the read used could otherwise have been recycled. */
+static int still_valid(struct call *c)
+{
+	uint64_t id = c->n->id;
+	if (ioctl(c->guest->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0)
+		return 1;
+	c->gone = 1;
+	return 0;
+}
+
+/* Copies len bytes from the guest: 0, -EFAULT, or -ECANCELED (gone). */
+static int guest_read(struct call *c, uint64_t addr, void *buf, size_t len)
+{
+	struct iovec local = {buf, len};
+	struct iovec remote = {(void *)(uintptr_t)addr, len};
+
+	if (addr + len < addr)
+		return -EFAULT;
+	if (c->n->pid <= 0)
+		return -EPERM; /* the caller is not visible in the monitor's pid namespace */
+	ssize_t got = process_vm_readv(c->n->pid, &local, 1, &remote, 1, 0);
+	int err = got == (ssize_t)len ? 0 : -EFAULT;
+	if (got < 0 && errno == ESRCH)
+		err = -ECANCELED;
+	if (!still_valid(c))
+		return -ECANCELED;
+	return err;
+}
+
+static int guest_write(struct call *c, uint64_t addr, const void *buf, size_t len)
+{
+	struct iovec local = {(void *)buf, len};
+	struct iovec remote = {(void *)(uintptr_t)addr, len};
+
+	if (addr + len < addr)
+		return -EFAULT;
+	if (c->n->pid <= 0)
+		return -EPERM;
+	ssize_t put = process_vm_writev(c->n->pid, &local, 1, &remote, 1, 0);
+	int err = put == (ssize_t)len ? 0 : -EFAULT;
+	if (!still_valid(c))
+		return -ECANCELED;
+	return err;
+}
+
+static void keep_text(char *dst, uint32_t *kept, uint32_t *full, const char *src, size_t len)
+{
+	size_t n = len < PICO_AUDIT_TEXT ? len : PICO_AUDIT_TEXT;
+	memcpy(dst, src, n);
+	*kept = (uint32_t)n;
+	*full = (uint32_t)len;
+}
+
+/* Copies a (pointer, length) string argument: 1..max bytes (0: EINVAL, above
+ * max: ENAMETOOLONG), no NUL inside (EINVAL).  The audit record keeps the
+ * very bytes the call then uses. */
+static int fetch_string(struct call *c, uint64_t addr, uint64_t len, size_t max, char *buf,
+			int second)
+{
+	if (len == 0)
+		return -EINVAL;
+	if (len > max)
+		return -ENAMETOOLONG;
+	int err = guest_read(c, addr, buf, len);
+	if (err < 0)
+		return err;
+	buf[len] = '\0';
+	if (second)
+		keep_text(c->rec.text2, &c->rec.text2_len, &c->rec.text2_full, buf, len);
+	else
+		keep_text(c->rec.text, &c->rec.text_len, &c->rec.text_full, buf, len);
+	if (memchr(buf, '\0', len))
+		return -EINVAL;
+	return 0;
+}
+
+/* An int / unsigned int argument: the upper half of the register must be 0
+ * (or the sign extension of a negative int where one is meaningful). */
+static int int_arg(uint64_t v, uint32_t *out)
+{
+	if (v >> 32)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+#define ARG(i) (c->n->data.args[i])
+
+/* Implements pico_open(uri, uri_len, flags, mode). */
+static long serve_open(struct call *c, char *uri)
+{
+	uint32_t flags, mode;
+	size_t len = ARG(1);
+	long ret;
+
+	if (int_arg(ARG(2), &flags) || int_arg(ARG(3), &mode))
+		return -EINVAL;
+	c->rec.arg = flags;
+	ret = fetch_string(c, ARG(0), len, PICO_MAX_URI, uri, 0);
+	if (ret < 0)
+		return ret;
+	const char *colon = memchr(uri, ':', len < 16 ? len : 16);
+	if (!colon)
+		return -EINVAL;
+	size_t scheme = (size_t)(colon - uri);
+	const char *rest = colon + 1;
+	size_t rest_len = len - scheme - 1;
+	int dir = 0;
+
+	if ((scheme == 4 && !memcmp(uri, "file", 4)) || (dir = (scheme == 3 && !memcmp(uri, "dir", 3)))) {
+		if (rest_len > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		if (rest_len == 0 || rest[0] != '/')
+			return -EINVAL;
+		ret = pico_fs_open(c->guest->fs, rest, rest_len, (int)flags, mode, dir, &c->denied);
+		if (ret >= 0) {
+			c->install_fd = (int)ret;
+			c->install_cloexec = !!(flags & O_CLOEXEC);
+			return 0;
+		}
+		return ret;
+	}
+	if ((scheme == 3 && (!memcmp(uri, "tcp", 3) || !memcmp(uri, "udp", 3))) ||
+	    (scheme == 7 && !memcmp(uri, "tcp.srv", 7)) || (scheme == 4 && !memcmp(uri, "unix", 4))) {
+		int fd = -1;
+		if (!pico_net_start || !pico_net_finish || !c->guest->net) {
+			c->denied = 1;
+			return -EACCES;
+		}
+		ret = pico_net_start(c->guest->net, uri, len, (int)flags, &fd);
+		if (ret >= 0) {
+			c->install_fd = (int)ret;
+			c->install_cloexec = !!(flags & O_CLOEXEC);
+			return 0;
+		}
+		if (ret == -EINPROGRESS && fd >= 0) {
+			c->install_fd = fd;
+			c->install_cloexec = !!(flags & O_CLOEXEC);
+			c->deferred = 1;
+			return 0;
+		}
+		if (ret == -EACCES)
+			c->denied = 1;
+		return ret;
+	}
+	return -EINVAL;
+}
+
+/* Implements pico_stat(path, path_len, flags, buf). */
+static long serve_stat(struct call *c, char *path)
+{
+	struct statx stx;
+	uint32_t flags;
+	long ret;
+
+	if (int_arg(ARG(2), &flags))
+		return -EINVAL;
+	c->rec.arg = flags;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	if (ARG(3) == 0)
+		return -EFAULT;
+	memset(&stx, 0, sizeof(stx));
+	ret = pico_fs_stat(c->guest->fs, path, ARG(1), (int)flags, &stx, &c->denied);
+	if (ret < 0)
+		return ret;
+	return guest_write(c, ARG(3), &stx, sizeof(stx));
+}
+
+/* Implements pico_readlink(path, path_len, buf, buf_len). */
+static long serve_readlink(struct call *c, char *path)
+{
+	char target[PICO_MAX_PATH];
+	long ret;
+
+	if (ARG(3) == 0 || ARG(3) > PICO_MAX_PATH)
+		return -EINVAL;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	ret = pico_fs_readlink(c->guest->fs, path, ARG(1), target, ARG(3), &c->denied);
+	if (ret <= 0)
+		return ret;
+	int err = guest_write(c, ARG(2), target, (size_t)ret);
+	return err < 0 ? err : ret;
+}
+
+/* Implements pico_access(path, path_len, mode, flags). */
+static long serve_access(struct call *c, char *path)
+{
+	uint32_t mode, flags;
+	long ret;
+
+	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
+		return -EINVAL;
+	c->rec.arg = mode;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_access(c->guest->fs, path, ARG(1), (int)mode, (int)flags, &c->denied);
+}
+
+/* Implements pico_mkdir(path, path_len, mode). */
+static long serve_mkdir(struct call *c, char *path)
+{
+	uint32_t mode;
+	long ret;
+
+	if (int_arg(ARG(2), &mode))
+		return -EINVAL;
+	c->rec.arg = mode;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_mkdir(c->guest->fs, path, ARG(1), mode, &c->denied);
+}
+
+/* Implements pico_unlink(path, path_len, flags). */
+static long serve_unlink(struct call *c, char *path)
+{
+	uint32_t flags;
+	long ret;
+
+	if (int_arg(ARG(2), &flags))
+		return -EINVAL;
+	c->rec.arg = flags;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags, &c->denied);
+}
+
+/* Implements pico_rename(old, old_len, new, new_len, flags) and pico_link. */
+static long serve_two_paths(struct call *c, char *path, int is_link)
+{
+	char *second = path + PICO_MAX_URI + 1;
+	uint32_t flags;
+	long ret;
+
+	if (int_arg(ARG(4), &flags))
+		return -EINVAL;
+	c->rec.arg = flags;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	ret = fetch_string(c, ARG(2), ARG(3), PICO_MAX_PATH, second, 1);
+	if (ret < 0)
+		return ret;
+	if (is_link)
+		return pico_fs_link(c->guest->fs, path, ARG(1), second, ARG(3), (int)flags, &c->denied);
+	return pico_fs_rename(c->guest->fs, path, ARG(1), second, ARG(3), flags, &c->denied);
+}
+
+/* Implements pico_symlink(target, target_len, path, path_len). */
+static long serve_symlink(struct call *c, char *path)
+{
+	char *target = path + PICO_MAX_URI + 1;
+	long ret;
+
+	/* The link's name is the record's path; its target the second text. */
+	ret = fetch_string(c, ARG(2), ARG(3), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, target, 1);
+	if (ret < 0)
+		return ret;
+	return pico_fs_symlink(c->guest->fs, target, ARG(1), path, ARG(3), &c->denied);
+}
+
+/* Implements pico_chmod(path, path_len, mode, flags). */
+static long serve_chmod(struct call *c, char *path)
+{
+	uint32_t mode, flags;
+	long ret;
+
+	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
+		return -EINVAL;
+	c->rec.arg = mode;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_chmod(c->guest->fs, path, ARG(1), mode, (int)flags, &c->denied);
+}
+
+/* Implements pico_chown(path, path_len, uid, gid, flags). */
+static long serve_chown(struct call *c, char *path)
+{
+	uint32_t uid, gid, flags;
+	long ret;
+
+	if (int_arg(ARG(2), &uid) || int_arg(ARG(3), &gid) || int_arg(ARG(4), &flags))
+		return -EINVAL;
+	c->rec.arg = uid;
+	c->rec.arg2 = gid;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_chown(c->guest->fs, path, ARG(1), uid, gid, (int)flags, &c->denied);
+}
+
+/* Implements pico_utimens(path, path_len, times, flags). */
+static long serve_utimens(struct call *c, char *path)
+{
+	struct timespec times[2];
+	uint32_t flags;
+	long ret;
+
+	if (int_arg(ARG(3), &flags))
+		return -EINVAL;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	if (ARG(2)) {
+		ret = guest_read(c, ARG(2), times, sizeof(times));
+		if (ret < 0)
+			return ret;
+	}
+	return pico_fs_utimens(c->guest->fs, path, ARG(1), ARG(2) ? times : NULL, (int)flags,
+			       &c->denied);
+}
+
+/* Implements pico_truncate(path, path_len, length). */
+static long serve_truncate(struct call *c, char *path)
+{
+	long ret;
+
+	c->rec.arg = (int64_t)ARG(2);
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_truncate(c->guest->fs, path, ARG(1), (long)ARG(2), &c->denied);
+}
+
+/* Implements pico_statfs(path, path_len, buf). */
+static long serve_statfs(struct call *c, char *path)
+{
+	struct statfs sfs;
+	long ret;
+
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	if (ARG(2) == 0)
+		return -EFAULT;
+	memset(&sfs, 0, sizeof(sfs));
+	ret = pico_fs_statfs(c->guest->fs, path, ARG(1), &sfs, &c->denied);
+	if (ret < 0)
+		return ret;
+	return guest_write(c, ARG(2), &sfs, sizeof(sfs));
+}
+
+/* Implements pico_note_unsupported(linux_nr, arg0): an audit record only. */
+static long serve_note_unsupported(struct call *c, char *path)
+{
+	c->rec.arg = (int64_t)ARG(0);
+	c->rec.arg2 = (int64_t)ARG(1);
+	return -ENOSYS;
+}
+
+/* Indexed by mediated call number; PICO_MEDIATED_CALLS is the ABI's order. */
+typedef long (*serve_fn)(struct call *c, char *scratch);
+
+static long serve_rename(struct call *c, char *path)
+{
+	return serve_two_paths(c, path, 0);
+}
+
+static long serve_link(struct call *c, char *path)
+{
+	return serve_two_paths(c, path, 1);
+}
+
+static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
+	[PICO_NR_OPEN - PICO_MEDIATED_BASE] = serve_open,
+	[PICO_NR_STAT - PICO_MEDIATED_BASE] = serve_stat,
+	[PICO_NR_READLINK - PICO_MEDIATED_BASE] = serve_readlink,
+	[PICO_NR_ACCESS - PICO_MEDIATED_BASE] = serve_access,
+	[PICO_NR_MKDIR - PICO_MEDIATED_BASE] = serve_mkdir,
+	[PICO_NR_UNLINK - PICO_MEDIATED_BASE] = serve_unlink,
+	[PICO_NR_RENAME - PICO_MEDIATED_BASE] = serve_rename,
+	[PICO_NR_SYMLINK - PICO_MEDIATED_BASE] = serve_symlink,
+	[PICO_NR_LINK - PICO_MEDIATED_BASE] = serve_link,
+	[PICO_NR_CHMOD - PICO_MEDIATED_BASE] = serve_chmod,
+	[PICO_NR_CHOWN - PICO_MEDIATED_BASE] = serve_chown,
+	[PICO_NR_UTIMENS - PICO_MEDIATED_BASE] = serve_utimens,
+	[PICO_NR_TRUNCATE - PICO_MEDIATED_BASE] = serve_truncate,
+	[PICO_NR_STATFS - PICO_MEDIATED_BASE] = serve_statfs,
+	[PICO_NR_NOTE_UNSUPPORTED - PICO_MEDIATED_BASE] = serve_note_unsupported,
+};
+
+/* Answers with a value or -errno.  Returns 0, or -ECANCELED when the
+ * notification had gone (the guest was killed or interrupted). */
+static int send_answer(struct pico_loop *l, int listener, uint64_t id, long ret)
+{
+	struct seccomp_notif_resp *resp = l->resp;
+
+	memset(resp, 0, l->resp_size);
+	resp->id = id;
+	if (ret < 0)
+		resp->error = (int32_t)ret;
+	else
+		resp->val = ret;
+	if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0)
+		return -ECANCELED; /* ENOENT: gone; nothing else is possible */
+	return 0;
+}
+
+/* Installs fd in the guest and answers with its number, atomically.
+ * Returns the guest's fd number, -ECANCELED (gone), or -errno after having
+ * answered the guest with it (EMFILE: the guest's fd table is full). */
+static long install_fd(struct pico_loop *l, int listener, uint64_t id, int fd, int cloexec)
+{
+	struct seccomp_notif_addfd addfd = {
+		.id = id,
+		.flags = SECCOMP_ADDFD_FLAG_SEND,
+		.srcfd = (uint32_t)fd,
+		.newfd = 0,
+		.newfd_flags = cloexec ? O_CLOEXEC : 0,
+	};
+	long ret = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+	if (ret >= 0)
+		return ret;
+	int err = errno;
+	if (err == ENOENT)
+		return -ECANCELED;
+	/* Not installed: the call is still pending; answer it. */
+	if (send_answer(l, listener, id, -err) < 0)
+		return -ECANCELED;
+	return -err;
+}
+
+static void account(struct pico_loop *l, struct guest *g, struct pico_audit_record *rec)
+{
+	g->stats.calls++;
+	switch (rec->decision) {
+	case PICO_DECISION_ALLOW:
+		g->stats.allowed++;
+		break;
+	case PICO_DECISION_DENY:
+		g->stats.denied++;
+		break;
+	case PICO_DECISION_ABANDONED:
+		g->stats.abandoned++;
+		l->abandoned++;
+		break;
+	default:
+		g->stats.errors++;
+		break;
+	}
+	rec->time_ns = now_ns();
+	audit_push(l, rec);
+}
+
+static void finish_record(struct pico_audit_record *rec, long ret, int denied)
+{
+	if (ret == -ECANCELED) {
+		rec->decision = PICO_DECISION_ABANDONED;
+		rec->err = ECANCELED;
+		rec->result = 0;
+	} else if (ret < 0) {
+		rec->decision = denied ? PICO_DECISION_DENY : PICO_DECISION_ERROR;
+		rec->err = (int32_t)-ret;
+		rec->result = ret;
+	} else {
+		rec->decision = PICO_DECISION_ALLOW;
+		rec->err = 0;
+		rec->result = ret;
+	}
+}
+
+static int defer_connect(struct pico_loop *l, struct call *c);
+
+/* Serves the notification just received in l->notif. */
+static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
+{
+	char *scratch = l->scratch;
+	struct seccomp_notif *n = l->notif;
+	struct call c;
+	long ret;
+
+	l->notifications++;
+	memset(&c, 0, sizeof(c));
+	c.loop = l;
+	c.guest = g;
+	c.n = n;
+	c.install_fd = -1;
+	c.rec.guest = handle_of(idx, g->gen);
+	c.rec.pid = (int32_t)n->pid;
+
+	uint32_t nr = (uint32_t)n->data.nr - PICO_MEDIATED_BASE;
+	if (n->data.arch != AUDIT_ARCH_X86_64 || nr >= PICO_MEDIATED_COUNT) {
+		/* The filter routes only the mediated numbers here. */
+		c.rec.call = -1;
+		c.rec.arg = n->data.nr;
+		ret = -ENOSYS;
+	} else {
+		c.rec.call = (int32_t)nr;
+		ret = serve_table[nr](&c, scratch);
+	}
+
+	if (ret == -ECANCELED || c.gone) {
+		ret = -ECANCELED;
+		if (c.install_fd >= 0)
+			close(c.install_fd);
+	} else if (c.deferred) {
+		if (defer_connect(l, &c) == 0)
+			return; /* answered when the connect completes */
+		close(c.install_fd);
+		ret = send_answer(l, g->listener, n->id, -EAGAIN);
+		if (ret == 0)
+			ret = -EAGAIN;
+	} else if (ret >= 0 && c.install_fd >= 0) {
+		ret = install_fd(l, g->listener, n->id, c.install_fd, c.install_cloexec);
+		close(c.install_fd);
+	} else {
+		int err = send_answer(l, g->listener, n->id, ret);
+		if (err < 0)
+			ret = err;
+	}
+	finish_record(&c.rec, ret, c.denied);
+	account(l, g, &c.rec);
+}
+
+/* Receives: 0, or -errno (ENOENT: the caller vanished since the wake-up;
+ * EINTR: interrupted). */
+static int receive(struct pico_loop *l, struct guest *g)
+{
+	memset(l->notif, 0, l->notif_size);
+	if (ioctl(g->listener, SECCOMP_IOCTL_NOTIF_RECV, l->notif) < 0) {
+		int err = errno;
+		if (err != ENOENT && err != EINTR)
+			l->recv_errors++;
+		return -err;
+	}
+	return 0;
+}
+
+static void serve_notification(struct pico_loop *l, struct guest *g, uint32_t idx)
+{
+	if (receive(l, g) == 0)
+		serve_received(l, g, idx);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connects in progress                                                    */
+
+static int defer_connect(struct pico_loop *l, struct call *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < l->max_connects; i++)
+		if (!l->connects[i].in_use)
+			break;
+	if (i == l->max_connects)
+		return -EAGAIN;
+	struct pending_connect *pc = &l->connects[i];
+	pc->gen = (pc->gen + 1) & GEN_MASK;
+	struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = EV_DATA(EV_CONNECT, pc->gen, i)};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->install_fd, &ev) < 0)
+		return -errno;
+	pc->in_use = 1;
+	pc->fd = c->install_fd;
+	pc->guest_idx = (uint32_t)(c->guest - l->guests);
+	pc->guest_gen = c->guest->gen;
+	pc->notif_id = c->n->id;
+	pc->cloexec = c->install_cloexec;
+	pc->rec = c->rec;
+	l->nconnects++;
+	return 0;
+}
+
+static void drop_connect(struct pico_loop *l, struct pending_connect *pc)
+{
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, pc->fd, NULL);
+	close(pc->fd);
+	pc->in_use = 0;
+	l->nconnects--;
+}
+
+static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
+{
+	if (idx >= l->max_connects || !l->connects[idx].in_use || l->connects[idx].gen != gen)
+		return;
+	struct pending_connect *pc = &l->connects[idx];
+	struct guest *g = &l->guests[pc->guest_idx];
+	long ret;
+
+	if (!g->in_use || g->gen != pc->guest_gen || g->listener < 0) {
+		drop_connect(l, pc);
+		return;
+	}
+	ret = pico_net_finish(pc->fd);
+	if (ret == -EINPROGRESS)
+		return; /* not yet: wait for the next EPOLLOUT */
+	if (ret == 0)
+		ret = install_fd(l, g->listener, pc->notif_id, pc->fd, pc->cloexec);
+	else if (send_answer(l, g->listener, pc->notif_id, ret) < 0)
+		ret = -ECANCELED;
+	finish_record(&pc->rec, ret, 0);
+	account(l, g, &pc->rec);
+	drop_connect(l, pc);
+}
+
+static void drop_connects_of(struct pico_loop *l, uint32_t guest_idx)
+{
+	for (unsigned int i = 0; i < l->max_connects; i++)
+		if (l->connects[i].in_use && l->connects[i].guest_idx == guest_idx)
+			drop_connect(l, &l->connects[i]);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Guests                                                                  */
+
+/* Every process of the guest is gone: its listener hung up. */
+static void guest_hung_up(struct pico_loop *l, struct guest *g)
+{
+	if (g->listener < 0)
+		return;
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, g->listener, NULL);
+	close(g->listener);
+	g->listener = -1;
+	g->stats.alive = 0;
+	l->nlive--;
+	drop_connects_of(l, (uint32_t)(g - l->guests));
+}
+
+static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
+{
+	unsigned int i;
+
+	if (!cmd->fs)
+		return -EINVAL;
+	for (i = 0; i < l->max_guests; i++)
+		if (!l->guests[i].in_use)
+			break;
+	if (i == l->max_guests)
+		return -ENOSPC;
+	int fd = fcntl(cmd->listener_fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -errno;
+	struct guest *g = &l->guests[i];
+	uint32_t gen = ((g->gen + 1) & GEN_MASK) ?: 1;
+	/* Synchronous wake-ups: the guest blocks at once when it notifies, so
+	 * the kernel may run the loop on the guest's CPU and back. */
+	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
+		l->sync_wakeup = 1;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUEST, gen, i)};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = errno;
+		close(fd);
+		return -err;
+	}
+	memset(g, 0, sizeof(*g));
+	g->in_use = 1;
+	g->gen = gen;
+	g->listener = fd;
+	g->pid = cmd->pid;
+	g->fs = cmd->fs;
+	g->net = cmd->net;
+	g->stats.handle = handle_of(i, gen);
+	g->stats.pid = cmd->pid;
+	g->stats.alive = 1;
+	l->nguests++;
+	l->nlive++;
+	return g->stats.handle;
+}
+
+static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
+{
+	struct guest *g = guest_of_handle(l, cmd->handle);
+	if (!g)
+		return -ENOENT;
+	guest_hung_up(l, g);
+	if (cmd->stats)
+		*cmd->stats = g->stats;
+	g->in_use = 0;
+	l->nguests--;
+	return 0;
+}
+
+static int64_t do_stats(struct pico_loop *l, struct cmd *cmd)
+{
+	struct guest *g = guest_of_handle(l, cmd->handle);
+	if (!g)
+		return -ENOENT;
+	*cmd->stats = g->stats;
+	return 0;
+}
+
+static int64_t run_cmd(struct pico_loop *l, struct cmd *cmd)
+{
+	switch (cmd->kind) {
+	case CMD_ADD:
+		return do_add(l, cmd);
+	case CMD_REMOVE:
+		return do_remove(l, cmd);
+	default:
+		return do_stats(l, cmd);
+	}
+}
+
+/* The signal that interrupts the loop thread's NOTIF_RECV in direct mode. */
+static int wake_signal(void)
+{
+	return SIGRTMIN + 3;
+}
+
+static void wake_handler(int sig)
+{
+	(void)sig; /* only there to interrupt the system call */
+}
+
+/* With l->lock held: makes the loop thread look at its queue and flags.
+ * In direct mode it is blocked in NOTIF_RECV, which only a signal ends. */
+static void kick(struct pico_loop *l)
+{
+	uint64_t one = 1;
+	ssize_t n = write(l->wakefd, &one, sizeof(one));
+	(void)n; /* a saturated eventfd is still readable */
+	if (l->in_direct)
+		syscall(SYS_tgkill, getpid(), l->tid, wake_signal());
+}
+
+/* Runs cmd on the loop thread if it runs, here otherwise. */
+static int64_t submit(struct pico_loop *l, struct cmd *cmd)
+{
+	pthread_mutex_lock(&l->lock);
+	if (l->state != RUNNING) {
+		/* STARTING counts as running: the loop thread is about to
+		 * serve and will run queued commands. */
+		if (l->state == STOPPED) {
+			cmd->result = run_cmd(l, cmd);
+			pthread_mutex_unlock(&l->lock);
+			return cmd->result;
+		}
+	}
+	cmd->done = 0;
+	cmd->next = l->cmds;
+	l->cmds = cmd;
+	kick(l);
+	while (!cmd->done) {
+		/* The signal can land just before the loop thread enters
+		 * NOTIF_RECV (no ioctl takes a signal mask): kick again until
+		 * the command is done. */
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += 20 * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT && !cmd->done)
+			kick(l);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return cmd->result;
+}
+
+/* With l->lock held. */
+static void run_queued(struct pico_loop *l)
+{
+	while (l->cmds) {
+		struct cmd *cmd = l->cmds;
+		l->cmds = cmd->next;
+		cmd->result = run_cmd(l, cmd);
+		cmd->done = 1;
+	}
+	pthread_cond_broadcast(&l->cond);
+}
+
+int64_t pico_loop_add_guest(struct pico_loop *l, int listener_fd, int32_t pid,
+			    const struct pico_fs_policy *fs, const void *net)
+{
+	struct cmd cmd = {.kind = CMD_ADD, .listener_fd = listener_fd, .pid = pid, .fs = fs, .net = net};
+	return submit(l, &cmd);
+}
+
+int pico_loop_remove_guest(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
+{
+	struct cmd cmd = {.kind = CMD_REMOVE, .handle = handle, .stats = out};
+	return (int)submit(l, &cmd);
+}
+
+int pico_loop_guest_stats(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
+{
+	struct cmd cmd = {.kind = CMD_STATS, .handle = handle, .stats = out};
+	return (int)submit(l, &cmd);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The loop                                                                */
+
+struct pico_loop *pico_loop_new(unsigned int max_guests, unsigned int audit_capacity)
+{
+	struct seccomp_notif_sizes sizes;
+	struct pico_loop *l;
+
+	if (max_guests == 0 || max_guests > (1u << 20) || audit_capacity == 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
+		return NULL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->epfd = l->wakefd = l->audit_efd = -1;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->audit_lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	l->max_guests = max_guests;
+	l->max_connects = max_guests;
+	l->ring_cap = audit_capacity;
+	l->notif_size = sizes.seccomp_notif > sizeof(struct seccomp_notif) ? sizes.seccomp_notif
+									    : sizeof(struct seccomp_notif);
+	l->resp_size = sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp)
+			       ? sizes.seccomp_notif_resp
+			       : sizeof(struct seccomp_notif_resp);
+	l->guests = calloc(max_guests, sizeof(*l->guests));
+	l->connects = calloc(l->max_connects, sizeof(*l->connects));
+	l->ring = calloc(audit_capacity, sizeof(*l->ring));
+	l->notif = calloc(1, l->notif_size);
+	l->resp = calloc(1, l->resp_size);
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	l->audit_efd = eventfd(0, EFD_CLOEXEC);
+	if (!l->guests || !l->connects || !l->ring || !l->notif || !l->resp || l->epfd < 0 ||
+	    l->wakefd < 0 || l->audit_efd < 0)
+		goto fail;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_WAKE, 0, 0)};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0)
+		goto fail;
+	return l;
+fail:
+	{
+		int err = errno ?: ENOMEM;
+		pico_loop_free(l);
+		errno = err;
+		return NULL;
+	}
+}
+
+void pico_loop_free(struct pico_loop *l)
+{
+	if (!l)
+		return;
+	for (unsigned int i = 0; l->connects && i < l->max_connects; i++)
+		if (l->connects[i].in_use)
+			close(l->connects[i].fd);
+	for (unsigned int i = 0; l->guests && i < l->max_guests; i++)
+		if (l->guests[i].in_use && l->guests[i].listener >= 0)
+			close(l->guests[i].listener);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	if (l->wakefd >= 0)
+		close(l->wakefd);
+	if (l->audit_efd >= 0)
+		close(l->audit_efd);
+	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->audit_lock);
+	pthread_cond_destroy(&l->cond);
+	free(l->guests);
+	free(l->connects);
+	free(l->ring);
+	free(l->notif);
+	free(l->resp);
+	free(l);
+}
+
+/* The identity file operations run under, for this thread only.  glibc's
+ * setgroups() would change every thread of the process (the Python
+ * interpreter's too): raw system calls change the calling thread alone. */
+#define NGROUPS_SMALL 64
+
+struct identity {
+	uint32_t fsuid, fsgid;
+	gid_t groups[NGROUPS_SMALL];
+	int ngroups;
+	int umask_set;
+	mode_t umask;
+};
+
+static int take_identity(uint32_t fsuid, uint32_t fsgid, const uint32_t *groups, size_t ngroups,
+			 struct identity *saved)
+{
+	saved->fsuid = (uint32_t)syscall(SYS_setfsuid, -1);
+	saved->fsgid = (uint32_t)syscall(SYS_setfsgid, -1);
+	saved->ngroups = (int)syscall(SYS_getgroups, NGROUPS_SMALL, saved->groups);
+	/* A private umask (and cwd, root): the library OS already applied
+	 * the guest's umask to every mode the guest passes. */
+	saved->umask_set = 0;
+	if (unshare(CLONE_FS) < 0)
+		return -errno;
+	saved->umask = umask(0);
+	saved->umask_set = 1;
+	if (ngroups > NGROUPS_SMALL)
+		return -EINVAL;
+	gid_t gids[NGROUPS_SMALL];
+	for (size_t i = 0; i < ngroups; i++)
+		gids[i] = groups[i];
+	int same_groups = saved->ngroups == (int)ngroups &&
+			  !memcmp(gids, saved->groups, ngroups * sizeof(gid_t));
+	if (!same_groups && syscall(SYS_setgroups, ngroups, gids) < 0)
+		return -errno;
+	syscall(SYS_setfsgid, fsgid);
+	syscall(SYS_setfsuid, fsuid);
+	/* setfsuid/setfsgid report no error: read the values back. */
+	if ((uint32_t)syscall(SYS_setfsuid, -1) != fsuid || (uint32_t)syscall(SYS_setfsgid, -1) != fsgid)
+		return -EPERM;
+	return 0;
+}
+
+static void restore_identity(const struct identity *saved)
+{
+	syscall(SYS_setfsuid, saved->fsuid);
+	syscall(SYS_setfsgid, saved->fsgid);
+	if (saved->ngroups >= 0)
+		syscall(SYS_setgroups, saved->ngroups, saved->groups);
+	if (saved->umask_set)
+		umask(saved->umask);
+}
+
+/* Direct mode needs the wake-up signal to interrupt NOTIF_RECV: a handler
+ * (no SA_RESTART) that does nothing, and the signal unblocked in the loop
+ * thread.  If someone else already handles that signal, no direct mode. */
+static int install_wake_handler(void)
+{
+	struct sigaction sa, old;
+	sigset_t set;
+
+	if (sigaction(wake_signal(), NULL, &old) < 0)
+		return 0;
+	if (old.sa_handler != SIG_DFL && old.sa_handler != wake_handler)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = wake_handler;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(wake_signal(), &sa, NULL) < 0)
+		return 0;
+	sigemptyset(&set);
+	sigaddset(&set, wake_signal());
+	return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0;
+}
+
+static void dispatch(struct pico_loop *l, const struct epoll_event *ev)
+{
+	uint64_t d = ev->data.u64;
+	uint32_t idx = EV_IDX(d);
+
+	switch (EV_KIND(d)) {
+	case EV_WAKE: {
+		uint64_t v;
+		ssize_t n = read(l->wakefd, &v, sizeof(v));
+		(void)n;
+		pthread_mutex_lock(&l->lock);
+		run_queued(l);
+		pthread_mutex_unlock(&l->lock);
+		break;
+	}
+	case EV_GUEST: {
+		if (idx >= l->max_guests)
+			break;
+		struct guest *g = &l->guests[idx];
+		if (!g->in_use || g->gen != EV_GEN(d) || g->listener < 0)
+			break;
+		if (ev->events & EPOLLIN)
+			serve_notification(l, g, idx);
+		if (ev->events & (EPOLLHUP | EPOLLERR))
+			guest_hung_up(l, g);
+		break;
+	}
+	case EV_CONNECT:
+		finish_connect(l, idx, EV_GEN(d));
+		break;
+	}
+}
+
+int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uint32_t *groups,
+		  size_t ngroups)
+{
+	struct epoll_event events[EVENTS_PER_WAIT];
+	struct identity saved;
+	int ret = 0;
+
+	pthread_mutex_lock(&l->lock);
+	if (l->state != STOPPED) {
+		pthread_mutex_unlock(&l->lock);
+		return -EBUSY;
+	}
+	l->state = STARTING;
+	l->run_error = 0;
+	pthread_mutex_unlock(&l->lock);
+
+	ret = take_identity(fsuid, fsgid, groups, ngroups, &saved);
+	pthread_mutex_lock(&l->lock);
+	if (ret < 0) {
+		l->state = STOPPED;
+		l->run_error = ret;
+		run_queued(l);
+		pthread_mutex_unlock(&l->lock);
+		restore_identity(&saved);
+		return ret;
+	}
+	l->tid = (pid_t)syscall(SYS_gettid);
+	l->direct_ok = install_wake_handler();
+	l->state = RUNNING;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+
+	for (int use_epoll = 1;;) {
+		struct guest *direct = NULL;
+
+		pthread_mutex_lock(&l->lock);
+		if (l->stop) {
+			pthread_mutex_unlock(&l->lock);
+			break;
+		}
+		/* Direct mode: with one live guest and nothing else to watch,
+		 * block in NOTIF_RECV on its listener.  A guest's call then
+		 * wakes the loop on the guest's own CPU when the listener has
+		 * SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (epoll waiters are woken
+		 * the ordinary way, often on the other CPU), and the answer
+		 * wakes the guest the same way: the round trip costs a few
+		 * context switches instead of cross-CPU wake-ups.  Commands and
+		 * stop interrupt it with a signal (kick). */
+		if (!use_epoll && l->direct_ok && !l->cmds && l->nlive == 1 && l->nconnects == 0) {
+			for (unsigned int i = 0; i < l->max_guests; i++) {
+				if (l->guests[i].in_use && l->guests[i].listener >= 0) {
+					direct = &l->guests[i];
+					break;
+				}
+			}
+			l->in_direct = direct != NULL;
+		}
+		pthread_mutex_unlock(&l->lock);
+
+		if (direct) {
+			int err = receive(l, direct);
+			pthread_mutex_lock(&l->lock);
+			l->in_direct = 0;
+			pthread_mutex_unlock(&l->lock);
+			if (err == 0)
+				serve_received(l, direct, (uint32_t)(direct - l->guests));
+			/* Interrupted, or the listener misbehaves (e.g. every
+			 * guest process is gone): look at everything once. */
+			use_epoll = err != 0;
+			continue;
+		}
+		int n = epoll_wait(l->epfd, events, EVENTS_PER_WAIT, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			break;
+		}
+		for (int i = 0; i < n; i++)
+			dispatch(l, &events[i]);
+		use_epoll = 0;
+	}
+
+	restore_identity(&saved);
+	pthread_mutex_lock(&l->lock);
+	l->state = STOPPED;
+	l->stop = 0;
+	run_queued(l);
+	pthread_mutex_unlock(&l->lock);
+	return ret;
+}
+
+int pico_loop_wait_running(struct pico_loop *l, int timeout_ms)
+{
+	struct timespec deadline;
+	int ret;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&l->lock);
+	while (l->state != RUNNING && l->run_error == 0) {
+		if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT)
+			break;
+	}
+	ret = l->state == RUNNING ? 1 : l->run_error;
+	pthread_mutex_unlock(&l->lock);
+	return ret;
+}
+
+void pico_loop_stop(struct pico_loop *l)
+{
+	pthread_mutex_lock(&l->lock);
+	if (l->state != STOPPED)
+		l->stop = 1;
+	/* Kick until the loop has stopped: a signal that lands just before
+	 * NOTIF_RECV in direct mode is lost (see submit). */
+	while (l->state != STOPPED) {
+		struct timespec deadline;
+		kick(l);
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += 20 * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&l->cond, &l->lock, &deadline);
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
+void pico_loop_get_counters(struct pico_loop *l, struct pico_loop_counters *out)
+{
+	pthread_mutex_lock(&l->lock);
+	out->notifications = __atomic_load_n(&l->notifications, __ATOMIC_RELAXED);
+	out->abandoned = __atomic_load_n(&l->abandoned, __ATOMIC_RELAXED);
+	out->recv_errors = __atomic_load_n(&l->recv_errors, __ATOMIC_RELAXED);
+	out->guests = (int32_t)l->nguests;
+	out->sync_wakeup = l->sync_wakeup;
+	out->running = l->state == RUNNING;
+	out->pending_connects = (int32_t)l->nconnects;
+	pthread_mutex_unlock(&l->lock);
+	pthread_mutex_lock(&l->audit_lock);
+	out->audit_dropped = l->audit_dropped;
+	pthread_mutex_unlock(&l->audit_lock);
+}

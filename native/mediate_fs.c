@@ -1,0 +1,1141 @@
+/* File mediation: resolving guest paths in the guest's view and performing
+ * the file-system mediated calls on host fds.  See mediate_fs.h. */
+#define _GNU_SOURCE
+#include "mediate_fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <stdio.h> /* renameat2 */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "picoproc_abi.h"
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+/* fchmodat2(2), Linux 6.6: the only chmod that takes AT_EMPTY_PATH, so an
+ * O_PATH fd of the resolved object can be changed without a path the host
+ * kernel would resolve again. */
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* Every host lookup: stay under the mount's directory fd, never follow a
+ * symbolic link (the monitor resolves links itself, in the guest's view),
+ * never cross into another host mount (a granted directory does not grant
+ * what the host mounted below it, e.g. a /proc). */
+#define HOST_RESOLVE \
+	(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+
+/* Resolution is retried this often when a concurrent change (another guest
+ * thread replacing a directory with a link) makes the final host lookup meet
+ * a link that the guest-view walk did not see. */
+#define RESOLVE_ATTEMPTS 4
+
+struct fs_mount {
+	char *guest;	  /* normalised guest path: "/" or "/a/b" */
+	size_t guest_len;
+	int dirfd;	  /* O_PATH | O_DIRECTORY host directory (a file mount: its parent) */
+	char *leaf;	  /* file mounts: the file's name in dirfd; NULL for directories */
+	int writable;
+	int exec;
+};
+
+struct hidden_inode {
+	dev_t dev;
+	ino_t ino;
+};
+
+struct pico_fs_policy {
+	struct fs_mount *mounts;
+	size_t nmounts;
+	char **hidden; /* normalised guest paths */
+	size_t *hidden_len;
+	size_t nhidden;
+	struct hidden_inode *hidden_inodes;
+	size_t nhidden_inodes;
+};
+
+/* A guest path after resolution: `canon` names it in the guest's view with
+ * no `.`, `..` or symbolic link (the last component may be a link when the
+ * call does not follow it); `rel` is what to open under mount->dirfd. */
+struct resolved {
+	const struct fs_mount *mount; /* NULL: an ancestor of mount points only */
+	char canon[PICO_MAX_PATH + 1];
+	size_t canon_len;
+	const char *rel;
+	int trailing_slash;
+};
+
+/* Set when the current call's refusal is a policy decision (for the audit
+ * log): a host EACCES (permission bits) is an error, a path outside the
+ * manifest is a denial.  Per thread: policies are built in Python threads
+ * while the loop thread serves calls. */
+static __thread int call_denied;
+
+static long deny(long err)
+{
+	call_denied = 1;
+	return err;
+}
+
+static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode)
+{
+	struct open_how how = {.flags = flags, .mode = mode, .resolve = HOST_RESOLVE};
+	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	if (fd >= 0)
+		return fd;
+	/* Relative paths here never hold `..`: EXDEV means the lookup met a
+	 * host mount point below the granted directory. */
+	return errno == EXDEV ? deny(-EACCES) : -errno;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The policy                                                              */
+
+struct pico_fs_policy *pico_fs_policy_new(void)
+{
+	return calloc(1, sizeof(struct pico_fs_policy));
+}
+
+void pico_fs_policy_free(struct pico_fs_policy *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		close(p->mounts[i].dirfd);
+		free(p->mounts[i].guest);
+		free(p->mounts[i].leaf);
+	}
+	for (size_t i = 0; i < p->nhidden; i++)
+		free(p->hidden[i]);
+	free(p->mounts);
+	free(p->hidden);
+	free(p->hidden_len);
+	free(p->hidden_inodes);
+	free(p);
+}
+
+size_t pico_fs_policy_mount_count(const struct pico_fs_policy *p)
+{
+	return p->nmounts;
+}
+
+/* Lexical normalisation: collapses `//` and `.`; `..` is left to the walk
+ * (it is only lexical where no link precedes it).  Returns 1 when the path
+ * holds a `..` component, 0 when `out` is the normalised path, or -errno. */
+static int normalise(const char *path, size_t len, char *out, size_t *out_len, int *trailing_slash)
+{
+	size_t o = 0, i = 0;
+
+	if (len == 0 || path[0] != '/')
+		return -EINVAL;
+	*trailing_slash = path[len - 1] == '/' ||
+			  (len >= 2 && path[len - 1] == '.' && path[len - 2] == '/');
+	while (i < len) {
+		while (i < len && path[i] == '/')
+			i++;
+		size_t start = i;
+		while (i < len && path[i] != '/')
+			i++;
+		size_t n = i - start;
+		if (n == 0 || (n == 1 && path[start] == '.'))
+			continue;
+		if (n == 2 && path[start] == '.' && path[start + 1] == '.')
+			return 1;
+		if (n > NAME_MAX)
+			return -ENAMETOOLONG;
+		if (o + 1 + n > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		out[o++] = '/';
+		memcpy(out + o, path + start, n);
+		o += n;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+	*out_len = o;
+	return 0;
+}
+
+/* Is `path` equal to `prefix` or below it? (both normalised) */
+static int path_within(const char *path, size_t len, const char *prefix, size_t plen)
+{
+	if (plen == 1)
+		return 1; /* "/" */
+	return len >= plen && memcmp(path, prefix, plen) == 0 && (len == plen || path[plen] == '/');
+}
+
+static const struct fs_mount *find_mount(const struct pico_fs_policy *p, const char *canon,
+					 size_t len)
+{
+	const struct fs_mount *best = NULL;
+
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		if ((!best || m->guest_len > best->guest_len) &&
+		    path_within(canon, len, m->guest, m->guest_len))
+			best = m;
+	}
+	return best;
+}
+
+/* Does some mount point lie strictly below `canon`? (then `canon` exists in
+ * the guest's view as a directory that only leads to mounts) */
+static int is_mount_ancestor(const struct pico_fs_policy *p, const char *canon, size_t len)
+{
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		if (m->guest_len > len && path_within(m->guest, m->guest_len, canon, len))
+			return 1;
+	}
+	return 0;
+}
+
+static int is_hidden_path(const struct pico_fs_policy *p, const char *canon, size_t len)
+{
+	for (size_t i = 0; i < p->nhidden; i++)
+		if (path_within(canon, len, p->hidden[i], p->hidden_len[i]))
+			return 1;
+	return 0;
+}
+
+/* Does a hidden path lie strictly below `canon`?  Renaming such a directory
+ * would carry the hidden object to a name that is not hidden. */
+static int holds_hidden_path(const struct pico_fs_policy *p, const char *canon, size_t len)
+{
+	for (size_t i = 0; i < p->nhidden; i++)
+		if (p->hidden_len[i] > len && path_within(p->hidden[i], p->hidden_len[i], canon, len))
+			return 1;
+	return 0;
+}
+
+static int is_hidden_inode(const struct pico_fs_policy *p, const struct stat *st)
+{
+	for (size_t i = 0; i < p->nhidden_inodes; i++)
+		if (p->hidden_inodes[i].dev == st->st_dev && p->hidden_inodes[i].ino == st->st_ino)
+			return 1;
+	return 0;
+}
+
+/* Sets r->mount and r->rel from r->canon. */
+static int locate(const struct pico_fs_policy *p, struct resolved *r)
+{
+	r->mount = find_mount(p, r->canon, r->canon_len);
+	if (!r->mount)
+		return is_mount_ancestor(p, r->canon, r->canon_len) ? 0 : deny(-EACCES);
+	if (r->mount->leaf) {
+		if (r->canon_len != r->mount->guest_len)
+			return -ENOTDIR; /* a path below a file */
+		r->rel = r->mount->leaf;
+	} else if (r->canon_len == r->mount->guest_len) {
+		r->rel = ".";
+	} else {
+		size_t skip = r->mount->guest_len == 1 ? 1 : r->mount->guest_len + 1;
+		r->rel = r->canon + skip;
+	}
+	return 0;
+}
+
+int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t guest_len,
+			     int host_dirfd, const char *leaf, int writable, int exec)
+{
+	char norm[PICO_MAX_PATH + 1];
+	size_t norm_len;
+	int trailing;
+	struct stat st;
+
+	if (normalise(guest, guest_len, norm, &norm_len, &trailing) != 0)
+		return -EINVAL;
+	if (leaf && (!*leaf || strchr(leaf, '/') || !strcmp(leaf, ".") || !strcmp(leaf, "..")))
+		return -EINVAL;
+	if (fstat(host_dirfd, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	/* procfs is never shown: its magic links and per-process files are
+	 * views of the host (the monitor's own /proc/self among them). */
+	struct statfs sfs;
+	if (fstatfs(host_dirfd, &sfs) < 0)
+		return -errno;
+	if (sfs.f_type == PROC_SUPER_MAGIC)
+		return -EPERM;
+	for (size_t i = 0; i < p->nmounts; i++)
+		if (p->mounts[i].guest_len == norm_len && !memcmp(p->mounts[i].guest, norm, norm_len))
+			return -EEXIST;
+	struct fs_mount *grown = realloc(p->mounts, (p->nmounts + 1) * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	p->mounts = grown;
+	struct fs_mount *m = &p->mounts[p->nmounts];
+	memset(m, 0, sizeof(*m));
+	m->guest = strndup(norm, norm_len);
+	m->leaf = leaf ? strdup(leaf) : NULL;
+	m->dirfd = fcntl(host_dirfd, F_DUPFD_CLOEXEC, 3);
+	if (!m->guest || (leaf && !m->leaf) || m->dirfd < 0) {
+		int err = m->dirfd < 0 ? errno : ENOMEM;
+		if (m->dirfd >= 0)
+			close(m->dirfd);
+		free(m->guest);
+		free(m->leaf);
+		return -err;
+	}
+	m->guest_len = norm_len;
+	m->writable = !!writable;
+	m->exec = !!exec;
+	p->nmounts++;
+	return 0;
+}
+
+static long resolve(const struct pico_fs_policy *p, const char *path, size_t len, int follow,
+		    struct resolved *r);
+
+int pico_fs_policy_add_hidden(struct pico_fs_policy *p, const char *guest, size_t guest_len)
+{
+	char norm[PICO_MAX_PATH + 1];
+	size_t norm_len;
+	int trailing;
+
+	if (normalise(guest, guest_len, norm, &norm_len, &trailing) != 0)
+		return -EINVAL;
+	char *copy = strndup(norm, norm_len);
+	char **hidden = realloc(p->hidden, (p->nhidden + 1) * sizeof(*hidden));
+	if (hidden)
+		p->hidden = hidden;
+	size_t *lens = realloc(p->hidden_len, (p->nhidden + 1) * sizeof(*lens));
+	if (lens)
+		p->hidden_len = lens;
+	if (!copy || !hidden || !lens) {
+		free(copy);
+		return -ENOMEM;
+	}
+
+	/* Resolve it now, before it is hidden, to learn which object it is. */
+	struct resolved *r = malloc(sizeof(*r));
+	if (!r) {
+		free(copy);
+		return -ENOMEM;
+	}
+	if (resolve(p, norm, norm_len, 1, r) == 0 && r->mount) {
+		long fd = sys_openat2(r->mount->dirfd, r->rel, O_PATH | O_CLOEXEC, 0);
+		struct stat st;
+		if (fd >= 0 && fstat((int)fd, &st) == 0) {
+			struct hidden_inode *inodes = realloc(
+				p->hidden_inodes, (p->nhidden_inodes + 1) * sizeof(*inodes));
+			if (!inodes) {
+				close((int)fd);
+				free(r);
+				free(copy);
+				return -ENOMEM;
+			}
+			p->hidden_inodes = inodes;
+			inodes[p->nhidden_inodes].dev = st.st_dev;
+			inodes[p->nhidden_inodes].ino = st.st_ino;
+			p->nhidden_inodes++;
+		}
+		if (fd >= 0)
+			close((int)fd);
+	}
+	free(r);
+	p->hidden[p->nhidden] = copy;
+	p->hidden_len[p->nhidden] = norm_len;
+	p->nhidden++;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Resolution                                                              */
+
+/* The component walk: resolves `path` in the guest's view, one component at
+ * a time, reading each symbolic link's text and continuing with it as a
+ * guest path.  With follow == 0 the last component is not followed. */
+static long walk(const struct pico_fs_policy *p, const char *path, size_t len, int follow,
+		 struct resolved *r)
+{
+	/* pending[pos..plen) is what remains to resolve; a link's target is
+	 * spliced in front of the remainder. */
+	char pending[2 * PICO_MAX_PATH + 2];
+	char target[PICO_MAX_PATH + 1];
+	size_t pos = 0, plen = len;
+	int links = 0;
+
+	memcpy(pending, path, len);
+	r->canon_len = 0;
+	for (;;) {
+		while (pos < plen && pending[pos] == '/')
+			pos++;
+		if (pos == plen)
+			break;
+		size_t start = pos;
+		while (pos < plen && pending[pos] != '/')
+			pos++;
+		size_t n = pos - start;
+		size_t next = pos;
+		while (next < plen && pending[next] == '/')
+			next++;
+		int is_last = next == plen;
+
+		if (n == 1 && pending[start] == '.')
+			continue;
+		if (n == 2 && pending[start] == '.' && pending[start + 1] == '.') {
+			/* The canonical path has no links: `..` is its parent,
+			 * and the parent of a mount root is its guest parent. */
+			while (r->canon_len > 0 && r->canon[r->canon_len - 1] != '/')
+				r->canon_len--;
+			if (r->canon_len > 0)
+				r->canon_len--;
+			continue;
+		}
+		if (n > NAME_MAX)
+			return -ENAMETOOLONG;
+		if (r->canon_len + 1 + n > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		r->canon[r->canon_len++] = '/';
+		memcpy(r->canon + r->canon_len, pending + start, n);
+		r->canon_len += n;
+		r->canon[r->canon_len] = '\0';
+		/* Refuse at once, so that even passing through a hidden
+		 * directory (`/root/../etc`) reveals nothing about it. */
+		if (is_hidden_path(p, r->canon, r->canon_len))
+			return deny(-EACCES);
+		if (is_last && !follow)
+			break;
+
+		long err = locate(p, r);
+		if (err < 0)
+			return err;
+		if (!r->mount)
+			continue; /* an ancestor of mount points: a directory */
+		long fd = sys_openat2(r->mount->dirfd, r->rel, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+		if (fd == -ENOENT && is_last)
+			break; /* the call may create it */
+		if (fd < 0)
+			return fd;
+		struct stat st;
+		if (fstat((int)fd, &st) < 0) {
+			err = -errno;
+			close((int)fd);
+			return err;
+		}
+		if (!S_ISLNK(st.st_mode)) {
+			close((int)fd);
+			if (!is_last && !S_ISDIR(st.st_mode))
+				return -ENOTDIR;
+			continue;
+		}
+		if (++links > PICO_FS_MAX_LINKS) {
+			close((int)fd);
+			return -ELOOP;
+		}
+		ssize_t tlen = readlinkat((int)fd, "", target, sizeof(target));
+		err = tlen < 0 ? -errno : 0;
+		close((int)fd);
+		if (err < 0)
+			return err;
+		if (tlen == 0)
+			return -ENOENT;
+		if ((size_t)tlen >= sizeof(target))
+			return -ENAMETOOLONG;
+		/* Drop the link's own name; an absolute target restarts at
+		 * the guest's root. */
+		while (r->canon_len > 0 && r->canon[r->canon_len - 1] != '/')
+			r->canon_len--;
+		if (r->canon_len > 0)
+			r->canon_len--;
+		if (target[0] == '/')
+			r->canon_len = 0;
+		size_t rest = plen - pos;
+		if ((size_t)tlen + 1 + rest > sizeof(pending))
+			return -ENAMETOOLONG;
+		memmove(pending + tlen + 1, pending + pos, rest);
+		memcpy(pending, target, (size_t)tlen);
+		pending[tlen] = '/';
+		plen = (size_t)tlen + 1 + rest;
+		pos = 0;
+		/* A link as the last component: "name/" must stay a
+		 * directory; the appended '/' is harmless otherwise. */
+	}
+	if (r->canon_len == 0) {
+		r->canon[0] = '/';
+		r->canon_len = 1;
+	}
+	r->canon[r->canon_len] = '\0';
+	if (is_hidden_path(p, r->canon, r->canon_len))
+		return deny(-EACCES);
+	return locate(p, r);
+}
+
+/* The fast path: a path without `..` is looked up as written; if the host
+ * lookup then meets a link (ELOOP from RESOLVE_NO_SYMLINKS), the caller
+ * falls back to the walk. */
+static long resolve_lexical(const struct pico_fs_policy *p, const char *path, size_t len,
+			    struct resolved *r)
+{
+	int ret = normalise(path, len, r->canon, &r->canon_len, &r->trailing_slash);
+	if (ret != 0)
+		return ret; /* 1: holds `..` */
+	if (is_hidden_path(p, r->canon, r->canon_len))
+		return deny(-EACCES);
+	return locate(p, r);
+}
+
+static long resolve(const struct pico_fs_policy *p, const char *path, size_t len, int follow,
+		    struct resolved *r)
+{
+	int trailing = len > 0 && path[len - 1] == '/';
+	long ret = walk(p, path, len, follow || trailing, r);
+	r->trailing_slash = trailing;
+	return ret;
+}
+
+/* Runs op on the resolved path: first lexically, then (on `..`, or when the
+ * host lookup met a link) through the walk, retrying the walk a few times
+ * when the tree changes under it. */
+typedef long (*resolved_op)(const struct pico_fs_policy *p, const struct resolved *r, void *arg);
+
+static long with_path(const struct pico_fs_policy *p, const char *path, size_t len, int follow,
+		      resolved_op op, void *arg)
+{
+	struct resolved r;
+	long ret = resolve_lexical(p, path, len, &r);
+
+	if (ret == 0) {
+		ret = op(p, &r, arg);
+		if (ret != -ELOOP)
+			return ret;
+	} else if (ret < 0) {
+		return ret;
+	}
+	for (int attempt = 0; attempt < RESOLVE_ATTEMPTS; attempt++) {
+		ret = resolve(p, path, len, follow, &r);
+		if (ret < 0)
+			return ret;
+		ret = op(p, &r, arg);
+		if (ret != -ELOOP)
+			return ret;
+	}
+	return ret;
+}
+
+/* Opens the resolved object (never following a link on the host). */
+static long open_resolved(const struct resolved *r, int flags, unsigned int mode)
+{
+	if (!r->mount)
+		return deny(-EACCES);
+	if (r->trailing_slash && !(flags & O_PATH))
+		flags |= O_DIRECTORY;
+	return sys_openat2(r->mount->dirfd, r->rel, (uint64_t)(flags | O_CLOEXEC), mode);
+}
+
+/* Opens the resolved object O_PATH and refuses it when hidden. */
+static long open_checked_path(const struct pico_fs_policy *p, const struct resolved *r,
+			      int nofollow)
+{
+	long fd = open_resolved(r, O_PATH | (nofollow ? O_NOFOLLOW : 0), 0);
+	if (fd < 0)
+		return fd;
+	if (p->nhidden_inodes) {
+		struct stat st;
+		if (fstat((int)fd, &st) < 0 || is_hidden_inode(p, &st)) {
+			close((int)fd);
+			return deny(-EACCES);
+		}
+	}
+	return fd;
+}
+
+/* For calls on a name (mkdir, unlink, rename, symlink, link): the resolved
+ * path's parent directory, opened, and its last component. */
+struct parent {
+	int fd;
+	char name[NAME_MAX + 1];
+};
+
+static long open_parent(const struct resolved *r, struct parent *out, int root_err)
+{
+	char dir[PICO_MAX_PATH + 1];
+	const char *name;
+
+	if (!r->mount)
+		return deny(-EACCES);
+	if (r->mount->leaf) {
+		name = r->mount->leaf;
+		strcpy(dir, ".");
+	} else {
+		if (!strcmp(r->rel, "."))
+			return root_err; /* the mount point itself */
+		const char *slash = strrchr(r->rel, '/');
+		if (slash) {
+			memcpy(dir, r->rel, (size_t)(slash - r->rel));
+			dir[slash - r->rel] = '\0';
+			name = slash + 1;
+		} else {
+			strcpy(dir, ".");
+			name = r->rel;
+		}
+	}
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	strcpy(out->name, name);
+	long fd = sys_openat2(r->mount->dirfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return fd;
+	out->fd = (int)fd;
+	return 0;
+}
+
+/* Refuses a name whose object is hidden (a hard link of a hidden file). */
+static long check_name_not_hidden(const struct pico_fs_policy *p, const struct parent *pa)
+{
+	struct stat st;
+	if (p->nhidden_inodes && fstatat(pa->fd, pa->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    is_hidden_inode(p, &st))
+		return deny(-EACCES);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The calls                                                               */
+
+
+/* Each entry point clears the denial flag, serves, and reports it. */
+#define SERVE(denied, expr)              \
+	({                               \
+		call_denied = 0;         \
+		long __ret = (expr);     \
+		*(denied) = call_denied; \
+		__ret;                   \
+	})
+
+#define OPEN_KNOWN_FLAGS                                                                          \
+	(O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NONBLOCK | O_DIRECTORY | O_NOFOLLOW | \
+	 O_CLOEXEC | O_PATH | O_NOCTTY | O_LARGEFILE | O_DSYNC | O_SYNC | PICO_OPEN_EXEC)
+
+static int opens_for_writing(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC));
+}
+
+struct open_arg {
+	int flags;
+	unsigned int mode;
+};
+
+static long open_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct open_arg *a = varg;
+	int flags = a->flags;
+	int exec = flags & PICO_OPEN_EXEC;
+	struct stat st;
+	long ret;
+
+	if (!r->mount)
+		return deny(-EACCES);
+	if (opens_for_writing(flags) && !r->mount->writable)
+		return deny(-EROFS);
+	if (exec && !r->mount->exec)
+		return deny(-EACCES);
+	/* Opened non-blocking so that a FIFO or a device never blocks the
+	 * loop; O_TRUNC is applied only after the hidden-inode check. */
+	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
+	unsigned int mode = (flags & O_CREAT) ? a->mode : 0;
+	long fd = open_resolved(r, host_flags, mode);
+	if (fd < 0)
+		return fd;
+	/* The common case (no hidden inode anywhere, plain open) needs no
+	 * look at what was opened. */
+	if (!p->nhidden_inodes && !exec && !(flags & O_TRUNC))
+		goto opened;
+	if (fstat((int)fd, &st) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (is_hidden_inode(p, &st)) {
+		ret = deny(-EACCES);
+		goto fail;
+	}
+	/* PICO_OPEN_EXEC: a regular file the guest identity may execute. */
+	if (exec && (!S_ISREG(st.st_mode) ||
+		     faccessat((int)fd, "", X_OK, AT_EMPTY_PATH | AT_EACCESS) < 0)) {
+		ret = -EACCES;
+		goto fail;
+	}
+	if ((flags & O_TRUNC) && S_ISREG(st.st_mode) && ftruncate((int)fd, 0) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+opened:
+	if (!(flags & (O_NONBLOCK | O_PATH)) && fcntl((int)fd, F_SETFL, flags & O_APPEND) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	return fd;
+fail:
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		  unsigned int mode, int directory_only, int *denied)
+{
+	*denied = 0;
+	if (flags & ~OPEN_KNOWN_FLAGS)
+		return -EINVAL;
+	if ((flags & O_ACCMODE) == O_ACCMODE)
+		return -EINVAL;
+	if (mode & ~07777u)
+		return -EINVAL;
+	if ((flags & O_PATH) && (flags & (O_CREAT | O_TRUNC | PICO_OPEN_EXEC)))
+		return -EINVAL;
+	if ((flags & O_TRUNC) && (flags & O_ACCMODE) == O_RDONLY)
+		return -EINVAL; /* Linux leaves it unspecified; refuse it */
+	if (directory_only) {
+		/* dir: is a read-only listing. */
+		if (opens_for_writing(flags) || (flags & PICO_OPEN_EXEC))
+			return -EINVAL;
+		flags |= O_DIRECTORY;
+	}
+	struct open_arg a = {.flags = flags, .mode = mode};
+	return SERVE(denied, with_path(p, path, len, !(flags & O_NOFOLLOW), open_op, &a));
+}
+
+struct stat_arg {
+	int nofollow;
+	struct statx *out;
+};
+
+static long stat_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct stat_arg *a = varg;
+	long fd = open_checked_path(p, r, a->nofollow);
+	if (fd < 0)
+		return fd;
+	long ret = 0;
+	if (statx((int)fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, a->out) < 0)
+		ret = -errno;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		  struct statx *out, int *denied)
+{
+	*denied = 0;
+	if (flags & ~AT_SYMLINK_NOFOLLOW)
+		return -EINVAL;
+	struct stat_arg a = {.nofollow = !!(flags & AT_SYMLINK_NOFOLLOW), .out = out};
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, stat_op, &a));
+}
+
+struct readlink_arg {
+	char *out;
+	size_t cap;
+};
+
+static long readlink_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct readlink_arg *a = varg;
+	struct stat st;
+	long ret;
+	long fd = open_checked_path(p, r, 1);
+
+	if (fd < 0)
+		return fd;
+	if (fstat((int)fd, &st) < 0)
+		ret = -errno;
+	else if (!S_ISLNK(st.st_mode))
+		ret = -EINVAL;
+	else if ((ret = readlinkat((int)fd, "", a->out, a->cap)) < 0)
+		ret = -errno;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_readlink(const struct pico_fs_policy *p, const char *path, size_t len, char *out,
+		      size_t cap, int *denied)
+{
+	*denied = 0;
+	if (cap == 0 || cap > PICO_MAX_PATH)
+		return -EINVAL;
+	struct readlink_arg a = {.out = out, .cap = cap};
+	return SERVE(denied, with_path(p, path, len, 0, readlink_op, &a));
+}
+
+struct access_arg {
+	int mode;
+	int nofollow;
+};
+
+static long access_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct access_arg *a = varg;
+
+	if (r->mount && (a->mode & W_OK) && !r->mount->writable)
+		return deny(-EROFS);
+	if (r->mount && (a->mode & X_OK) && !r->mount->exec)
+		return deny(-EACCES);
+	long fd = open_checked_path(p, r, a->nofollow);
+	if (fd < 0)
+		return fd;
+	/* AT_EACCESS: check with the thread's fsuid/fsgid (the guest's
+	 * identity); without it the kernel would check the real uid. */
+	long ret = faccessat((int)fd, "", a->mode, AT_EMPTY_PATH | AT_EACCESS) < 0 ? -errno : 0;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len, int mode,
+		    int flags, int *denied)
+{
+	*denied = 0;
+	if (mode & ~(R_OK | W_OK | X_OK))
+		return -EINVAL;
+	if (flags & ~AT_SYMLINK_NOFOLLOW)
+		return -EINVAL;
+	struct access_arg a = {.mode = mode, .nofollow = !!(flags & AT_SYMLINK_NOFOLLOW)};
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, access_op, &a));
+}
+
+/* Calls that change a name need a writable mount and the parent directory. */
+static long writable_parent(const struct resolved *r, struct parent *pa, int root_err)
+{
+	if (!r->mount)
+		return deny(-EACCES);
+	if (!r->mount->writable)
+		return deny(-EROFS);
+	return open_parent(r, pa, root_err);
+}
+
+struct name_arg {
+	unsigned int mode;
+	int flags;
+	const char *target; /* symlink */
+};
+
+static long mkdir_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct name_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EEXIST);
+	if (ret < 0)
+		return ret;
+	ret = mkdirat(pa.fd, pa.name, a->mode) < 0 ? -errno : 0;
+	close(pa.fd);
+	return ret;
+}
+
+long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied)
+{
+	*denied = 0;
+	if (mode & ~07777u)
+		return -EINVAL;
+	struct name_arg a = {.mode = mode};
+	return SERVE(denied, with_path(p, path, len, 0, mkdir_op, &a));
+}
+
+static long unlink_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct name_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EBUSY);
+	if (ret < 0)
+		return ret;
+	ret = check_name_not_hidden(p, &pa);
+	if (ret == 0 && unlinkat(pa.fd, pa.name, a->flags) < 0)
+		ret = -errno;
+	close(pa.fd);
+	return ret;
+}
+
+long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		    int *denied)
+{
+	*denied = 0;
+	if (flags & ~AT_REMOVEDIR)
+		return -EINVAL;
+	struct name_arg a = {.flags = flags};
+	return SERVE(denied, with_path(p, path, len, 0, unlink_op, &a));
+}
+
+static long symlink_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct name_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EEXIST);
+	if (ret < 0)
+		return ret;
+	/* Stored verbatim: the monitor resolves it later in the guest's
+	 * view; the host kernel never follows it (RESOLVE_NO_SYMLINKS). */
+	ret = symlinkat(a->target, pa.fd, pa.name) < 0 ? -errno : 0;
+	close(pa.fd);
+	return ret;
+}
+
+long pico_fs_symlink(const struct pico_fs_policy *p, const char *target, size_t target_len,
+		     const char *path, size_t len, int *denied)
+{
+	char text[PICO_MAX_PATH + 1];
+
+	*denied = 0;
+	if (target_len == 0)
+		return -EINVAL;
+	if (target_len > PICO_MAX_PATH)
+		return -ENAMETOOLONG;
+	if (memchr(target, '\0', target_len))
+		return -EINVAL;
+	memcpy(text, target, target_len);
+	text[target_len] = '\0';
+	struct name_arg a = {.target = text};
+	return SERVE(denied, with_path(p, path, len, 0, symlink_op, &a));
+}
+
+/* rename and link: two names, both resolved, on one writable mount. */
+struct two_names {
+	struct resolved old;
+	struct resolved new;
+};
+
+typedef long (*two_op)(struct parent *o, struct parent *n, unsigned int flags);
+
+static long serve_two_names(const struct pico_fs_policy *p, const char *old, size_t old_len,
+			    int follow_old, const char *new, size_t new_len, unsigned int flags,
+			    two_op op)
+{
+	struct two_names *t = malloc(sizeof(*t));
+	struct parent po, pn;
+	long ret = -ELOOP;
+
+	if (!t)
+		return -ENOMEM;
+	for (int attempt = 0; attempt < RESOLVE_ATTEMPTS && ret == -ELOOP; attempt++) {
+		ret = resolve(p, old, old_len, follow_old, &t->old);
+		if (ret == 0)
+			ret = resolve(p, new, new_len, 0, &t->new);
+		if (ret < 0)
+			break;
+		if (!t->old.mount || !t->new.mount) {
+			ret = deny(-EACCES);
+			break;
+		}
+		if (t->old.mount != t->new.mount) {
+			ret = -EXDEV;
+			break;
+		}
+		if (holds_hidden_path(p, t->old.canon, t->old.canon_len) ||
+		    holds_hidden_path(p, t->new.canon, t->new.canon_len)) {
+			ret = deny(-EACCES);
+			break;
+		}
+		ret = writable_parent(&t->old, &po, -EBUSY);
+		if (ret < 0)
+			continue;
+		ret = open_parent(&t->new, &pn, -EBUSY);
+		if (ret < 0) {
+			close(po.fd);
+			continue;
+		}
+		ret = check_name_not_hidden(p, &po);
+		if (ret == 0)
+			ret = check_name_not_hidden(p, &pn);
+		if (ret == 0)
+			ret = op(&po, &pn, flags);
+		close(po.fd);
+		close(pn.fd);
+	}
+	free(t);
+	return ret;
+}
+
+static long rename_names(struct parent *o, struct parent *n, unsigned int flags)
+{
+	return renameat2(o->fd, o->name, n->fd, n->name, flags) < 0 ? -errno : 0;
+}
+
+long pico_fs_rename(const struct pico_fs_policy *p, const char *old, size_t old_len,
+		    const char *new, size_t new_len, unsigned int flags, int *denied)
+{
+	*denied = 0;
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+		return -EINVAL;
+	return SERVE(denied, serve_two_names(p, old, old_len, 0, new, new_len, flags, rename_names));
+}
+
+static long link_names(struct parent *o, struct parent *n, unsigned int flags)
+{
+	/* Never AT_SYMLINK_FOLLOW on the host: a followed link was already
+	 * resolved in the guest's view. */
+	return linkat(o->fd, o->name, n->fd, n->name, 0) < 0 ? -errno : 0;
+}
+
+long pico_fs_link(const struct pico_fs_policy *p, const char *old, size_t old_len, const char *new,
+		  size_t new_len, int flags, int *denied)
+{
+	*denied = 0;
+	if (flags & ~AT_SYMLINK_FOLLOW)
+		return -EINVAL;
+	return SERVE(denied, serve_two_names(p, old, old_len, !!(flags & AT_SYMLINK_FOLLOW), new,
+					     new_len, 0, link_names));
+}
+
+/* Attribute changes on the resolved object, through an O_PATH fd: no host
+ * path is resolved again, so a name swapped for a link meanwhile cannot
+ * redirect the change. */
+enum attr_change { ATTR_CHMOD, ATTR_CHOWN, ATTR_UTIMENS };
+
+struct attr_arg {
+	enum attr_change which;
+	int nofollow;
+	unsigned int mode;
+	unsigned int uid, gid;
+	const struct timespec *times;
+};
+
+static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct attr_arg *a = varg;
+	long ret;
+
+	if (!r->mount)
+		return deny(-EACCES);
+	if (!r->mount->writable)
+		return deny(-EROFS);
+	long fd = open_checked_path(p, r, a->nofollow);
+	if (fd < 0)
+		return fd;
+	switch (a->which) {
+	case ATTR_CHMOD:
+		ret = syscall(SYS_fchmodat2, (int)fd, "", a->mode, AT_EMPTY_PATH);
+		break;
+	case ATTR_CHOWN:
+		ret = fchownat((int)fd, "", a->uid, a->gid, AT_EMPTY_PATH);
+		break;
+	default:
+		ret = utimensat((int)fd, "", a->times, AT_EMPTY_PATH);
+		break;
+	}
+	ret = ret < 0 ? -errno : 0;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_chmod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int flags, int *denied)
+{
+	*denied = 0;
+	if ((mode & ~07777u) || (flags & ~AT_SYMLINK_NOFOLLOW))
+		return -EINVAL;
+	struct attr_arg a = {.which = ATTR_CHMOD, .nofollow = !!(flags & AT_SYMLINK_NOFOLLOW),
+			     .mode = mode};
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, attr_op, &a));
+}
+
+long pico_fs_chown(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int uid,
+		   unsigned int gid, int flags, int *denied)
+{
+	*denied = 0;
+	if (flags & ~AT_SYMLINK_NOFOLLOW)
+		return -EINVAL;
+	struct attr_arg a = {.which = ATTR_CHOWN, .nofollow = !!(flags & AT_SYMLINK_NOFOLLOW),
+			     .uid = uid, .gid = gid};
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, attr_op, &a));
+}
+
+static int valid_nsec(long nsec)
+{
+	return (nsec >= 0 && nsec <= 999999999) || nsec == UTIME_NOW || nsec == UTIME_OMIT;
+}
+
+long pico_fs_utimens(const struct pico_fs_policy *p, const char *path, size_t len,
+		     const struct timespec *times, int flags, int *denied)
+{
+	*denied = 0;
+	if (flags & ~AT_SYMLINK_NOFOLLOW)
+		return -EINVAL;
+	if (times && (!valid_nsec(times[0].tv_nsec) || !valid_nsec(times[1].tv_nsec)))
+		return -EINVAL;
+	struct attr_arg a = {.which = ATTR_UTIMENS, .nofollow = !!(flags & AT_SYMLINK_NOFOLLOW),
+			     .times = times};
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, attr_op, &a));
+}
+
+static long truncate_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	long length = *(long *)varg;
+	struct stat before, st;
+	long ret = 0;
+
+	if (!r->mount)
+		return deny(-EACCES);
+	if (!r->mount->writable)
+		return deny(-EROFS);
+	/* Look before opening for writing: truncate(2) refuses anything but a
+	 * regular file, and opening a FIFO or a device for writing could have
+	 * effects of its own. */
+	long fd = open_checked_path(p, r, 0);
+	if (fd < 0)
+		return fd;
+	ret = fstat((int)fd, &before) < 0 ? -errno : 0;
+	close((int)fd);
+	if (ret < 0)
+		return ret;
+	if (S_ISDIR(before.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(before.st_mode))
+		return -EINVAL;
+	/* Non-blocking in case the name was swapped for a FIFO meanwhile; the
+	 * object opened must be the one checked. */
+	fd = open_resolved(r, O_WRONLY | O_NONBLOCK | O_NOCTTY, 0);
+	if (fd < 0)
+		return fd;
+	if (fstat((int)fd, &st) < 0)
+		ret = -errno;
+	else if (st.st_dev != before.st_dev || st.st_ino != before.st_ino)
+		ret = -EAGAIN;
+	else if (ftruncate((int)fd, length) < 0)
+		ret = -errno;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t len, long length,
+		      int *denied)
+{
+	*denied = 0;
+	if (length < 0)
+		return -EINVAL;
+	return SERVE(denied, with_path(p, path, len, 1, truncate_op, &length));
+}
+
+static long statfs_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	long fd = open_checked_path(p, r, 0);
+	if (fd < 0)
+		return fd;
+	long ret = fstatfs((int)fd, (struct statfs *)varg) < 0 ? -errno : 0;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len,
+		    struct statfs *out, int *denied)
+{
+	*denied = 0;
+	return SERVE(denied, with_path(p, path, len, 1, statfs_op, out));
+}

@@ -1,0 +1,90 @@
+/* File mediation: the monitor's view of the guest's file system.
+ *
+ * A policy is a mount table (guest path -> host directory fd, read-only or
+ * writable, exec allowed or not) plus hidden guest paths.  Every file-system
+ * mediated call resolves its guest path here, in the guest's view, and
+ * performs the operation itself on host fds (DESIGN.md invariant 3):
+ *
+ *   - each mount is a directory fd opened once (O_PATH | O_DIRECTORY) when the
+ *     policy is built; a file mount is its parent directory plus a fixed name;
+ *   - the operation always runs as openat2(mount_fd, relative_path) with
+ *     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV, so the host
+ *     kernel never follows a symbolic link and never leaves the mount;
+ *   - when the path holds `..` or a symbolic link, a component walk resolves
+ *     it first in the guest's view (a link's text is a guest path, absolute
+ *     targets start at the guest's root, at most PICO_FS_MAX_LINKS links),
+ *     producing a canonical guest path free of links that the operation then
+ *     uses (and which is checked against the hidden paths);
+ *   - hidden paths are refused by their canonical guest path and also by the
+ *     (st_dev, st_ino) of what was actually reached, so a hard link or an
+ *     alias mount of a hidden file is refused too.
+ *
+ * Refusals by policy answer EACCES (outside every mount, hidden: the same
+ * answer whether or not the host object exists) or EROFS (a modifying call
+ * on a read-only mount) and are flagged as denials for the audit log.
+ *
+ * The functions below take arguments the loop has already copied out of the
+ * guest and validated for length and NULs; they validate flags themselves. */
+#ifndef PICO_MEDIATE_FS_H
+#define PICO_MEDIATE_FS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define PICO_FS_MAX_LINKS 40
+
+struct statx;
+struct statfs;
+struct timespec;
+
+/* cffi:begin */
+struct pico_fs_policy;
+
+/* An empty policy (no mounts: every path is refused), or NULL on ENOMEM. */
+struct pico_fs_policy *pico_fs_policy_new(void);
+void pico_fs_policy_free(struct pico_fs_policy *policy);
+/* Shows host_dirfd (a directory; the policy keeps its own duplicate) at the
+ * absolute guest path `guest`.  With leaf != NULL the mount is the single
+ * file `leaf` inside host_dirfd.  Returns 0 or -errno (EINVAL: bad guest
+ * path or leaf, EEXIST: that guest path is already mounted, EPERM: a procfs
+ * directory, which is never shown). */
+int pico_fs_policy_add_mount(struct pico_fs_policy *policy, const char *guest, size_t guest_len,
+			     int host_dirfd, const char *leaf, int writable, int exec);
+/* Refuses the guest path (and everything under it).  Call after the mounts:
+ * the object the path reaches now is also refused by (st_dev, st_ino). */
+int pico_fs_policy_add_hidden(struct pico_fs_policy *policy, const char *guest, size_t guest_len);
+size_t pico_fs_policy_mount_count(const struct pico_fs_policy *policy);
+/* cffi:end */
+
+/* Serving the calls (used by the loop).  Each returns >= 0 or -errno and
+ * sets *denied to 1 when the refusal is a policy decision. */
+long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		  unsigned int mode, int directory_only, int *denied);
+long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		  struct statx *out, int *denied);
+long pico_fs_readlink(const struct pico_fs_policy *p, const char *path, size_t len, char *out,
+		      size_t cap, int *denied);
+long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len, int mode,
+		    int flags, int *denied);
+long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied);
+long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
+		    int *denied);
+long pico_fs_rename(const struct pico_fs_policy *p, const char *old, size_t old_len,
+		    const char *new, size_t new_len, unsigned int flags, int *denied);
+long pico_fs_symlink(const struct pico_fs_policy *p, const char *target, size_t target_len,
+		     const char *path, size_t len, int *denied);
+long pico_fs_link(const struct pico_fs_policy *p, const char *old, size_t old_len, const char *new,
+		  size_t new_len, int flags, int *denied);
+long pico_fs_chmod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int flags, int *denied);
+long pico_fs_chown(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int uid,
+		   unsigned int gid, int flags, int *denied);
+/* times: NULL for "now", else two timespecs already copied from the guest. */
+long pico_fs_utimens(const struct pico_fs_policy *p, const char *path, size_t len,
+		     const struct timespec *times, int flags, int *denied);
+long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t len, long length,
+		      int *denied);
+long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len,
+		    struct statfs *out, int *denied);
+
+#endif

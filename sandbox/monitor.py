@@ -1,0 +1,432 @@
+"""The security monitor's driver: the C event loop that serves mediated calls.
+
+``Monitor`` runs one C loop (native/loop.c) in a Python thread; the loop waits
+on the seccomp listener of every guest added to it and serves each mediated
+call in C (no Python per notification; cffi releases the GIL while the loop
+runs).  Python composes the policies, adds and removes guests while the loop
+runs, and drains the audit records in batches.
+
+``FsPolicy`` is the file half of a guest's policy: the manifest's mount table
+as directory fds opened once (O_PATH), the scratch tmpfs mounts as the
+directory fds ``picoproc.scratch`` made, and the hidden paths.
+
+Typical use::
+
+    with Monitor() as mon, FsPolicy.from_manifest(manifest, scratch) as fs:
+        guest = spawn_raw(argv, seccomp_flags=GUEST_SECCOMP_FLAGS)
+        handle = mon.add_guest(guest.listener_fd, guest.pid, fs)
+        os.close(guest.listener_fd)      # the loop keeps its own copy
+        ... wait for the guest ...
+        stats = mon.remove_guest(handle)
+        records = mon.drain_audit()
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Self
+
+from picoproc.abi.table import load_table
+from picoproc.native import ffi, lib
+
+# <linux/seccomp.h>
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5  # Linux 5.19
+# What spawn must pass to seccomp(2) for a guest served by a Monitor: a
+# listener for the monitor, and (WAIT_KILLABLE_RECV) once the monitor has
+# received a call, only a fatal signal can make the guest abandon it, so a
+# call the monitor performs (a file created, a socket connected) is never
+# lost to a stray signal.
+GUEST_SECCOMP_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+
+DECISIONS = {
+    lib.PICO_DECISION_ALLOW: "allow",
+    lib.PICO_DECISION_DENY: "deny",
+    lib.PICO_DECISION_ERROR: "error",
+    lib.PICO_DECISION_ABANDONED: "abandoned",
+}
+
+_TABLE = load_table()
+CALL_NAMES = {m.index: m.name for m in _TABLE.mediated}
+_DRAIN_BATCH = 1024
+
+
+class MonitorError(OSError):
+    """The monitor could not do what was asked; the message says what."""
+
+
+def guest_identity() -> tuple[int, int, tuple[int, ...]]:
+    """The host identity file operations run under: nobody (no supplementary
+    groups) for a root monitor, otherwise the invoking user."""
+    if os.geteuid() == 0:
+        return 65534, 65534, ()
+    return os.geteuid(), os.getegid(), tuple(os.getgroups())
+
+
+def escape_bytes(data: bytes) -> str:
+    """Text for a guest-supplied name: UTF-8 as is, every other byte as
+    \\xNN and a backslash as \\\\, so distinct names stay distinct."""
+    out = []
+    text = data.decode("utf-8", "surrogateescape")
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _raise_errno(ret: int, what: str) -> None:
+    if ret < 0:
+        raise MonitorError(-ret, f"{what}: {os.strerror(-ret)}")
+
+
+class FsPolicy:
+    """A guest's file policy (native/mediate_fs.c).  Build it, then hand it
+    to Monitor.add_guest; close it only after the guest is removed."""
+
+    def __init__(self) -> None:
+        self._p = lib.pico_fs_policy_new()
+        if self._p == ffi.NULL:
+            raise MemoryError("pico_fs_policy_new")
+        self._mounts: list[tuple[str, str | None]] = []  # (guest, host real path)
+        self._in_use = False
+
+    @property
+    def pointer(self):
+        if self._p is None:
+            raise MonitorError(errno_mod.EBADF, "the file policy is closed")
+        return self._p
+
+    def _building(self):
+        # The loop thread reads the policy without a lock: it must not
+        # change (or move in memory) once a guest uses it.
+        if self._in_use:
+            raise MonitorError(errno_mod.EBUSY, "the file policy is in use by a guest: build a new one")
+        return self.pointer
+
+    def add_mount(self, guest: str, host: str, *, writable: bool = False, exec: bool = True) -> None:
+        """Shows the host directory (or file) ``host`` at ``guest``."""
+        real = os.path.realpath(host)
+        leaf = None
+        try:
+            if os.path.isdir(real):
+                fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                if not os.path.lexists(real):
+                    raise MonitorError(errno_mod.ENOENT, f"mount {guest}: host path {host} does not exist")
+                parent, leaf = os.path.split(real)
+                fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MonitorError(errno_mod.ENOENT, f"mount {guest}: host path {host} does not exist") from None
+        try:
+            self._add_fd(guest, fd, leaf, writable, exec)
+        finally:
+            os.close(fd)
+        self._mounts.append((guest, real if leaf is None else None))
+
+    def add_mount_fd(self, guest: str, dir_fd: int, *, writable: bool = True, exec: bool = True) -> None:
+        """Shows the directory open on ``dir_fd`` (e.g. a scratch tmpfs) at
+        ``guest``; the policy keeps its own duplicate of the fd."""
+        self._add_fd(guest, dir_fd, None, writable, exec)
+        self._mounts.append((guest, None))
+
+    def _add_fd(self, guest: str, fd: int, leaf: str | None, writable: bool, exec: bool) -> None:
+        g = guest.encode("utf-8", "surrogateescape")
+        c_leaf = ffi.NULL if leaf is None else ffi.new("char[]", leaf.encode("utf-8", "surrogateescape"))
+        ret = lib.pico_fs_policy_add_mount(self._building(), g, len(g), fd, c_leaf, int(writable), int(exec))
+        _raise_errno(ret, f"mount {guest}")
+
+    def add_hidden(self, guest: str) -> None:
+        """Refuses ``guest`` and everything under it (call after the mounts)."""
+        g = guest.encode("utf-8", "surrogateescape")
+        _raise_errno(lib.pico_fs_policy_add_hidden(self._building(), g, len(g)), f"hidden path {guest}")
+
+    def hide_with_aliases(self, guest: str) -> None:
+        """Hides ``guest`` and every other guest path whose mount shows the
+        same host directory tree (two mounts of overlapping host paths)."""
+        self.add_hidden(guest)
+        host = self._host_of(guest)
+        if host is None:
+            return
+        for other_guest, other_host in self._mounts:
+            if other_host is None:
+                continue
+            if host == other_host or host.startswith(other_host.rstrip("/") + "/"):
+                rest = host[len(other_host):].lstrip("/")
+                alias = other_guest.rstrip("/") + "/" + rest if rest else other_guest
+                alias = alias or "/"
+                if alias != guest:
+                    self.add_hidden(alias)
+
+    def _host_of(self, guest: str) -> str | None:
+        best = None
+        for g, h in self._mounts:
+            if h is None:
+                continue
+            inside = guest == g or g == "/" or guest.startswith(g.rstrip("/") + "/")
+            if inside and (best is None or len(g) > len(best[0])):
+                best = (g, h)
+        if best is None:
+            return None
+        rest = guest[len(best[0]):].lstrip("/") if best[0] != "/" else guest.lstrip("/")
+        return os.path.realpath(os.path.join(best[1], rest)) if rest else best[1]
+
+    @classmethod
+    def from_manifest(cls, manifest, scratch_fds: Mapping[str, int] | None = None) -> FsPolicy:
+        """The manifest's mounts and hidden paths; ``scratch_fds`` maps each
+        tmpfs guest path to the directory fd of its scratch tmpfs
+        (picoproc.scratch.make_scratch(...).dir_fd)."""
+        scratch_fds = dict(scratch_fds or {})
+        policy = cls()
+        try:
+            for m in manifest.mounts:
+                policy.add_mount(m.guest, m.host, writable=m.writable, exec=m.exec)
+            for t in manifest.tmpfs:
+                if t.guest not in scratch_fds:
+                    raise MonitorError(errno_mod.EINVAL, f"tmpfs {t.guest}: no scratch directory fd given")
+                policy.add_mount_fd(t.guest, scratch_fds.pop(t.guest), writable=True, exec=True)
+            if scratch_fds:
+                raise MonitorError(errno_mod.EINVAL, f"scratch fds for paths the manifest has no tmpfs at: "
+                                   f"{', '.join(sorted(scratch_fds))}")
+            for h in manifest.hidden:
+                policy.hide_with_aliases(h)
+        except BaseException:
+            policy.close()
+            raise
+        return policy
+
+    def close(self) -> None:
+        """Frees the policy: only once no guest uses it (Monitor.remove_guest)."""
+        if self._p is not None:
+            p, self._p = self._p, None
+            lib.pico_fs_policy_free(p)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stats_dict(s) -> dict:
+    return {
+        "handle": s.handle, "pid": s.pid, "alive": bool(s.alive), "calls": s.calls,
+        "allowed": s.allowed, "denied": s.denied, "errors": s.errors, "abandoned": s.abandoned,
+    }
+
+
+def _record_dict(r) -> dict:
+    call = CALL_NAMES.get(r.call, "unknown")
+    rec = {
+        "time_ns": r.time_ns,
+        "guest": r.guest,
+        "pid": r.pid,
+        "call": call,
+        "decision": DECISIONS.get(r.decision, str(r.decision)),
+        "errno": r.err,
+        "errno_name": errno_mod.errorcode.get(r.err, "") if r.err else "",
+        "result": r.result,
+    }
+    if call == "note_unsupported":
+        rec["linux_nr"] = r.arg
+        rec["arg0"] = r.arg2
+    elif call == "unknown":
+        rec["nr"] = r.arg
+    else:
+        rec["arg"] = r.arg
+    if r.text_full:
+        key = "uri" if call == "open" else "path"
+        rec[key] = escape_bytes(bytes(ffi.buffer(r.text, r.text_len)))
+        if r.text_len < r.text_full:
+            rec[key + "_truncated_from"] = r.text_full
+    if r.text2_full:
+        key = "target" if call == "symlink" else "new_path"
+        rec[key] = escape_bytes(bytes(ffi.buffer(r.text2, r.text2_len)))
+        if r.text2_len < r.text2_full:
+            rec[key + "_truncated_from"] = r.text2_full
+    return rec
+
+
+class AuditJsonlWriter:
+    """Appends audit records to a file, one JSON object per line
+    (``picoproc run --audit FILE``).  Usable as a Monitor audit_sink."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._lock = threading.Lock()
+
+    def __call__(self, records: Iterable[dict]) -> None:
+        with self._lock:
+            for rec in records:
+                self._file.write(json.dumps(rec, sort_keys=True) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class Monitor:
+    """One C loop serving the mediated calls of many guests.
+
+    ``audit_sink``: a callable given each batch of records (lists of dicts)
+    from a drainer thread; without one, call ``drain_audit()`` yourself often
+    enough that the ring (``audit_capacity`` records) does not fill (dropped
+    records are counted in ``counters()['audit_dropped']``)."""
+
+    def __init__(self, *, identity: tuple[int, int, Iterable[int]] | None = None, max_guests: int = 1024,
+                 audit_capacity: int = 65536, audit_sink: Callable[[list[dict]], None] | None = None) -> None:
+        self._loop = lib.pico_loop_new(max_guests, audit_capacity)
+        if self._loop == ffi.NULL:
+            e = ffi.errno
+            raise MonitorError(e, f"creating the monitor loop: {os.strerror(e)}")
+        uid, gid, groups = identity if identity is not None else guest_identity()
+        self.identity = (uid, gid, tuple(groups))
+        self._thread: threading.Thread | None = None
+        self._run_result: int | None = None
+        self._sink = audit_sink
+        self._drainer: threading.Thread | None = None
+        self._draining = False
+        self._lock = threading.Lock()
+        self._handles: set[int] = set()
+        self._policies: dict[int, object] = {}  # keeps each guest's policy alive
+
+    # -- running -----------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            raise MonitorError(errno_mod.EBUSY, "the monitor is already running")
+        uid, gid, groups = self.identity
+        c_groups = ffi.new("uint32_t[]", list(groups) or [0])
+
+        def serve():
+            self._run_result = lib.pico_loop_run(self._loop, uid, gid, c_groups, len(groups))
+
+        self._thread = threading.Thread(target=serve, name="picoproc-monitor", daemon=True)
+        self._thread.start()
+        ret = lib.pico_loop_wait_running(self._loop, int(timeout * 1000))
+        if ret != 1:
+            self._thread.join(timeout)
+            self._thread = None
+            err = -ret if ret < 0 else errno_mod.ETIMEDOUT
+            raise MonitorError(err, f"starting the monitor loop as {uid}:{gid}: {os.strerror(err)}")
+        if self._sink is not None:
+            self._draining = True
+            self._drainer = threading.Thread(target=self._drain_forever, name="picoproc-audit", daemon=True)
+            self._drainer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        lib.pico_loop_stop(self._loop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise MonitorError(errno_mod.ETIMEDOUT, "the monitor loop did not stop")
+        self._thread = None
+        if self._drainer is not None:
+            self._draining = False
+            os.eventfd_write(lib.pico_loop_audit_eventfd(self._loop), 1)
+            self._drainer.join(timeout)
+            self._drainer = None
+        if self._sink is not None:
+            self._flush_to_sink()
+        if self._run_result:
+            raise MonitorError(-self._run_result, f"the monitor loop failed: {os.strerror(-self._run_result)}")
+
+    def close(self) -> None:
+        """Stops the loop and frees it; every guest still registered loses
+        the monitor (its pending and later mediated calls fail)."""
+        self.stop()
+        if self._loop is not None:
+            loop, self._loop = self._loop, None
+            lib.pico_loop_free(loop)
+            self._policies.clear()
+            self._handles.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- guests ------------------------------------------------------------------
+
+    def add_guest(self, listener_fd: int, pid: int, policy: FsPolicy, net_policy=None) -> int:
+        """Starts serving the guest behind ``listener_fd`` (the loop keeps its
+        own duplicate; the caller may close its fd).  ``net_policy``: a
+        picoproc.netpolicy.NetPolicy (its ``handle`` is the C policy), or
+        None (network URIs refused).  Returns the guest's handle."""
+        net = ffi.NULL if net_policy is None else net_policy.handle
+        handle = lib.pico_loop_add_guest(self._loop, listener_fd, pid, policy.pointer, net)
+        _raise_errno(handle, f"adding guest pid {pid}")
+        policy._in_use = True
+        with self._lock:
+            self._handles.add(handle)
+            self._policies[handle] = (policy, net_policy)
+        return handle
+
+    def remove_guest(self, handle: int) -> dict:
+        """Stops serving the guest; returns its final counts."""
+        out = ffi.new("struct pico_guest_stats *")
+        _raise_errno(lib.pico_loop_remove_guest(self._loop, handle, out), f"removing guest {handle}")
+        with self._lock:
+            self._handles.discard(handle)
+            self._policies.pop(handle, None)
+        return _stats_dict(out)
+
+    def guest_stats(self, handle: int) -> dict:
+        out = ffi.new("struct pico_guest_stats *")
+        _raise_errno(lib.pico_loop_guest_stats(self._loop, handle, out), f"guest {handle}")
+        return _stats_dict(out)
+
+    @property
+    def stats(self) -> dict[int, dict]:
+        """Counts (calls served, allowed, denied, ...) of every registered guest."""
+        with self._lock:
+            handles = sorted(self._handles)
+        return {h: self.guest_stats(h) for h in handles}
+
+    def counters(self) -> dict:
+        c = ffi.new("struct pico_loop_counters *")
+        lib.pico_loop_get_counters(self._loop, c)
+        return {
+            "notifications": c.notifications, "abandoned": c.abandoned, "audit_dropped": c.audit_dropped,
+            "recv_errors": c.recv_errors, "guests": c.guests, "sync_wakeup": bool(c.sync_wakeup),
+            "running": bool(c.running), "pending_connects": c.pending_connects,
+        }
+
+    # -- audit -------------------------------------------------------------------
+
+    def drain_audit(self) -> list[dict]:
+        """Every audit record not yet drained, oldest first."""
+        out: list[dict] = []
+        buf = ffi.new("struct pico_audit_record[]", _DRAIN_BATCH)
+        while True:
+            n = lib.pico_loop_drain_audit(self._loop, buf, _DRAIN_BATCH)
+            out.extend(_record_dict(buf[i]) for i in range(n))
+            if n < _DRAIN_BATCH:
+                return out
+
+    def _flush_to_sink(self) -> None:
+        records = self.drain_audit()
+        if records:
+            self._sink(records)
+
+    def _drain_forever(self) -> None:
+        efd = lib.pico_loop_audit_eventfd(self._loop)
+        while self._draining:
+            os.eventfd_read(efd)  # the loop signals a half-full ring; stop() signals too
+            self._flush_to_sink()
