@@ -1,0 +1,947 @@
+/* Network mediation for the mediated `open` call: tcp:, udp:, tcp.srv:, unix:.
+ * The contract (URI syntax, errnos, why udp: is relayed) is in net.h. */
+#define _GNU_SOURCE
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "picoproc_abi.h"
+
+_Static_assert(PICO_NET_MAX_URI == PICO_MAX_URI, "net.h must follow the ABI table's max_uri");
+
+/* The open flags that mean something for a socket; everything else
+ * (O_CREAT, O_TRUNC, O_PATH, PICO_OPEN_EXEC, ...) is a caller bug. */
+#define NET_OPEN_FLAGS (O_ACCMODE | O_NONBLOCK | O_CLOEXEC)
+
+struct inet_addr {
+	int family;		/* AF_INET (also for v4-mapped v6) or AF_INET6 */
+	unsigned char bytes[16];
+};
+
+struct net_grant {
+	int kind;		/* PICO_NET_* */
+	struct inet_addr addr;	/* inet kinds */
+	int port;		/* 0 = any */
+	char *path;		/* PICO_NET_UNIX: canonical host path */
+	size_t path_len;
+	bool prefix;		/* path ends with '/': a directory grant */
+};
+
+struct pico_net_policy {
+	struct net_grant *grants;
+	size_t count;
+	size_t cap;
+};
+
+/* ---- the audit line ---------------------------------------------------- */
+
+static __thread char decision[256];
+
+static void __attribute__((format(printf, 1, 2))) decide(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(decision, sizeof(decision), fmt, ap);
+	va_end(ap);
+}
+
+const char *pico_net_last_decision(void)
+{
+	return decision;
+}
+
+/* Guest bytes go into the audit line only escaped and truncated. */
+static void printable(char *out, size_t out_size, const char *s, size_t len)
+{
+	size_t o = 0, i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bool plain = c >= 0x20 && c < 0x7f && c != '\\';
+
+		/* Keep room for "..." and the NUL. */
+		if (o + (plain ? 1 : 4) + 4 > out_size)
+			break;
+		if (plain)
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, out_size - o, "\\x%02x", c);
+	}
+	if (i < len) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+static void format_endpoint(char *out, size_t out_size, const struct inet_addr *a, int port)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (!inet_ntop(a->family, a->bytes, text, sizeof(text)))
+		snprintf(text, sizeof(text), "?");
+	if (a->family == AF_INET6)
+		snprintf(out, out_size, "[%s]:%d", text, port);
+	else
+		snprintf(out, out_size, "%s:%d", text, port);
+}
+
+/* ---- parsing ----------------------------------------------------------- */
+
+/* A decimal port: 1..5 digits, no sign, no leading zero (one spelling per
+ * port), at most 65535; 0 only where allow_zero. */
+static int parse_port(const char *s, size_t len, bool allow_zero)
+{
+	int port = 0;
+
+	if (len == 0 || len > 5 || (len > 1 && s[0] == '0'))
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		port = port * 10 + (s[i] - '0');
+	}
+	if (port > 65535 || (port == 0 && !allow_zero))
+		return -EINVAL;
+	return port;
+}
+
+/* A literal address: IPv4 dotted quad, or IPv6.  An IPv4-mapped IPv6
+ * address is stored as the IPv4 address it maps, so both spellings of one
+ * destination compare equal. */
+static int parse_inet_addr(const char *s, size_t len, bool want_v4, bool want_v6,
+			   struct inet_addr *a)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (len == 0 || len >= sizeof(text))
+		return -EINVAL;
+	memcpy(text, s, len);
+	text[len] = '\0';
+	memset(a, 0, sizeof(*a));
+	if (want_v4 && inet_pton(AF_INET, text, a->bytes) == 1) {
+		a->family = AF_INET;
+		return 0;
+	}
+	if (want_v6 && inet_pton(AF_INET6, text, a->bytes) == 1) {
+		struct in6_addr v6;
+
+		memcpy(&v6, a->bytes, sizeof(v6));
+		if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+			memmove(a->bytes, a->bytes + 12, 4);
+			memset(a->bytes + 4, 0, 12);
+			a->family = AF_INET;
+		} else {
+			a->family = AF_INET6;
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* "A.B.C.D:PORT" or "[V6]:PORT" (the text after the scheme). */
+static int parse_host_port(const char *s, size_t len, bool allow_port_zero,
+			   struct inet_addr *a, int *port)
+{
+	const char *host, *colon;
+	size_t host_len;
+	bool bracketed = len > 0 && s[0] == '[';
+	int ret;
+
+	if (bracketed) {
+		const char *close = memchr(s, ']', len);
+
+		if (!close)
+			return -EINVAL;
+		host = s + 1;
+		host_len = (size_t)(close - host);
+		colon = close + 1;
+		if (colon >= s + len || *colon != ':')
+			return -EINVAL;
+	} else {
+		colon = memchr(s, ':', len);
+		if (!colon)
+			return -EINVAL;
+		host = s;
+		host_len = (size_t)(colon - s);
+	}
+	/* An IPv6 address must be bracketed (its colons would be ambiguous with
+	 * the port's), an IPv4 address must not be. */
+	ret = parse_inet_addr(host, host_len, !bracketed, bracketed, a);
+	if (ret)
+		return ret;
+	ret = parse_port(colon + 1, (size_t)(s + len - (colon + 1)), allow_port_zero);
+	if (ret < 0)
+		return ret;
+	*port = ret;
+	return 0;
+}
+
+static socklen_t to_sockaddr(const struct inet_addr *a, int port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (a->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		memcpy(&sin->sin_addr, a->bytes, 4);
+		return sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		memcpy(&sin6->sin6_addr, a->bytes, 16);
+		return sizeof(*sin6);
+	}
+}
+
+/* A unix: path must be absolute and canonical: no empty, "." or ".."
+ * components and no trailing slash, so that the grant check (a byte
+ * comparison) and the kernel's resolution see the same path. */
+static int check_canonical_path(const char *path, size_t len)
+{
+	size_t start = 1;
+
+	if (len == 0 || path[0] != '/')
+		return -EINVAL;
+	if (len >= PATH_MAX)
+		return -ENAMETOOLONG;
+	if (len == 1)
+		return -EINVAL;		/* "/" is a directory, never a socket */
+	for (size_t i = 1; i <= len; i++) {
+		if (i < len && path[i] != '/')
+			continue;
+		size_t clen = i - start;
+
+		if (clen == 0)
+			return -EINVAL;
+		if (clen > NAME_MAX)
+			return -ENAMETOOLONG;
+		if ((clen == 1 && path[start] == '.') ||
+		    (clen == 2 && path[start] == '.' && path[start + 1] == '.'))
+			return -EINVAL;
+		start = i + 1;
+	}
+	return 0;
+}
+
+/* ---- the policy -------------------------------------------------------- */
+
+struct pico_net_policy *pico_net_policy_new(void)
+{
+	return calloc(1, sizeof(struct pico_net_policy));
+}
+
+void pico_net_policy_free(struct pico_net_policy *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->count; i++)
+		free(p->grants[i].path);
+	free(p->grants);
+	free(p);
+}
+
+int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port)
+{
+	struct net_grant g;
+
+	if (!p || !addr)
+		return -EINVAL;
+	memset(&g, 0, sizeof(g));
+	g.kind = kind;
+	switch (kind) {
+	case PICO_NET_TCP_CONNECT:
+	case PICO_NET_UDP_CONNECT:
+	case PICO_NET_TCP_LISTEN:
+		if (port < 0 || port > 65535)
+			return -EINVAL;
+		if (parse_inet_addr(addr, strlen(addr), true, true, &g.addr))
+			return -EINVAL;
+		g.port = port;
+		break;
+	case PICO_NET_UNIX: {
+		size_t len = strlen(addr);
+		bool prefix = len > 1 && addr[len - 1] == '/';
+
+		if (port != 0)
+			return -EINVAL;
+		if (len == 1 && addr[0] == '/')
+			prefix = true;	/* "/": every socket on the host */
+		else if (check_canonical_path(addr, prefix ? len - 1 : len))
+			return -EINVAL;
+		g.path = strdup(addr);
+		if (!g.path)
+			return -ENOMEM;
+		g.path_len = len;
+		g.prefix = prefix;
+		break;
+	}
+	default:
+		return -EINVAL;
+	}
+	if (p->count == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 8;
+		struct net_grant *grants = realloc(p->grants, cap * sizeof(*grants));
+
+		if (!grants) {
+			free(g.path);
+			return -ENOMEM;
+		}
+		p->grants = grants;
+		p->cap = cap;
+	}
+	p->grants[p->count++] = g;
+	return 0;
+}
+
+static bool inet_granted(const struct pico_net_policy *p, int kind, const struct inet_addr *a,
+			 int port)
+{
+	size_t len = a->family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < p->count; i++) {
+		const struct net_grant *g = &p->grants[i];
+
+		if (g->kind == kind && g->addr.family == a->family &&
+		    memcmp(g->addr.bytes, a->bytes, len) == 0 && (g->port == 0 || g->port == port))
+			return true;
+	}
+	return false;
+}
+
+/* The grant path ends with '/' for a directory, so a prefix match always
+ * stops at a component boundary ("/run/a/" does not grant "/run/ab"). */
+static bool unix_granted(const struct pico_net_policy *p, const char *path, size_t len)
+{
+	for (size_t i = 0; i < p->count; i++) {
+		const struct net_grant *g = &p->grants[i];
+
+		if (g->kind != PICO_NET_UNIX)
+			continue;
+		if (g->prefix && len > g->path_len && memcmp(path, g->path, g->path_len) == 0)
+			return true;
+		if (!g->prefix && len == g->path_len && memcmp(path, g->path, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- connects in progress ---------------------------------------------- */
+
+/* pico_net_finish gets only the fd, but must know what the guest asked for
+ * (O_NONBLOCK) and where the socket connects (to re-issue connect).  A short
+ * table keyed by the monitor's fd number keeps that; the inode check catches
+ * an fd number that was closed and reused for something else.  An entry the
+ * caller abandons (it closed the fd without finishing) is overwritten when
+ * its fd number comes back, so the table never outgrows the number of fds
+ * the monitor has had connecting at once. */
+struct pending_connect {
+	int fd;			/* -1: free slot */
+	bool nonblock;
+	dev_t dev;
+	ino_t ino;
+	socklen_t len;
+	struct sockaddr_storage peer;
+};
+
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pending_connect *pending;
+static size_t pending_count, pending_cap;
+
+/* Called with pending_lock held. */
+static struct pending_connect *pending_slot(int fd)
+{
+	for (size_t i = 0; i < pending_count; i++)
+		if (pending[i].fd == fd)
+			return &pending[i];
+	return NULL;
+}
+
+static int remember_pending(int fd, bool nonblock, const struct sockaddr_storage *peer,
+			    socklen_t len)
+{
+	struct pending_connect *slot;
+	struct stat st;
+	int ret = 0;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	pthread_mutex_lock(&pending_lock);
+	slot = pending_slot(fd);
+	if (!slot)
+		slot = pending_slot(-1);
+	if (!slot) {
+		if (pending_count == pending_cap) {
+			size_t cap = pending_cap ? 2 * pending_cap : 16;
+			struct pending_connect *grown = realloc(pending, cap * sizeof(*grown));
+
+			if (!grown) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			pending = grown;
+			pending_cap = cap;
+		}
+		slot = &pending[pending_count++];
+	}
+	*slot = (struct pending_connect){
+		.fd = fd, .nonblock = nonblock, .dev = st.st_dev, .ino = st.st_ino, .len = len,
+	};
+	memcpy(&slot->peer, peer, sizeof(*peer));
+out:
+	pthread_mutex_unlock(&pending_lock);
+	return ret;
+}
+
+static int lookup_pending(int fd, struct pending_connect *out)
+{
+	struct pending_connect *slot;
+	struct stat st;
+	int ret = -EBADF;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -EBADF;
+	pthread_mutex_lock(&pending_lock);
+	slot = pending_slot(fd);
+	if (slot && slot->dev == st.st_dev && slot->ino == st.st_ino) {
+		*out = *slot;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&pending_lock);
+	return ret;
+}
+
+static void forget_pending(int fd)
+{
+	struct pending_connect *slot;
+
+	pthread_mutex_lock(&pending_lock);
+	slot = pending_slot(fd);
+	if (slot)
+		slot->fd = -1;
+	pthread_mutex_unlock(&pending_lock);
+}
+
+static int set_nonblock(int fd, bool nonblock)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	fl = nonblock ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+	if (fcntl(fd, F_SETFL, fl) < 0)
+		return -errno;
+	return 0;
+}
+
+/* ---- tcp: -------------------------------------------------------------- */
+
+static int tcp_connect(const struct inet_addr *a, int port, bool nonblock, int *fd_out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = to_sockaddr(a, port, &ss);
+	int fd, ret;
+
+	/* Always non-blocking here: the monitor never waits on the network. */
+	fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&ss, len) == 0) {
+		ret = set_nonblock(fd, nonblock);
+		if (ret)
+			goto fail;
+		*fd_out = fd;
+		return fd;
+	}
+	if (errno != EINPROGRESS) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = remember_pending(fd, nonblock, &ss, len);
+	if (ret)
+		goto fail;
+	*fd_out = fd;
+	return -EINPROGRESS;
+fail:
+	close(fd);
+	return ret;
+}
+
+int pico_net_finish(int fd)
+{
+	struct pending_connect pc;
+	int err = 0, ret;
+	socklen_t err_len = sizeof(err);
+
+	if (lookup_pending(fd, &pc)) {
+		decide("finish fd %d: no connect in progress on it", fd);
+		return -EBADF;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) < 0) {
+		ret = -errno;
+		goto done;
+	}
+	if (err) {
+		ret = -err;
+		goto done;
+	}
+	/* Connect again: the kernel moves a socket from "connecting" to
+	 * "connected" only then.  A socket left "connecting" becomes a free
+	 * socket after a reset (sendto(MSG_FASTOPEN) would then connect it to
+	 * any address); a "connected" one answers EISCONN for ever. */
+	if (connect(fd, (struct sockaddr *)&pc.peer, pc.len) < 0 && errno != EISCONN) {
+		if (errno == EALREADY || errno == EINPROGRESS) {
+			decide("finish fd %d: still connecting", fd);
+			return -EINPROGRESS;
+		}
+		ret = -errno;
+		goto done;
+	}
+	ret = set_nonblock(fd, pc.nonblock);
+done:
+	forget_pending(fd);
+	if (ret)
+		decide("finish fd %d: connect failed: %s", fd, strerror(-ret));
+	else
+		decide("finish fd %d: connected", fd);
+	return ret;
+}
+
+static int tcp_listen(const struct inet_addr *a, int port, bool nonblock)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = to_sockaddr(a, port, &ss);
+	int one = 1, fd, ret;
+
+	fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		goto fail;
+	/* "::" must not silently take the IPv4 wildcard too. */
+	if (a->family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+		goto fail;
+	if (listen(fd, PICO_NET_LISTEN_BACKLOG) < 0)
+		goto fail;
+	return fd;
+fail:
+	ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* ---- udp: a connected UDP socket behind a relay ------------------------ */
+
+static atomic_int udp_relays;
+
+struct udp_relay {
+	int local;		/* the monitor's end of the guest's SOCK_SEQPACKET pair */
+	int udp;		/* the connected UDP socket */
+	char buf[PICO_NET_UDP_MAX_DATAGRAM];
+};
+
+int pico_net_udp_relay_count(void)
+{
+	return atomic_load(&udp_relays);
+}
+
+/* Moves one datagram; one that does not fit the buffer is dropped whole
+ * rather than truncated.  Returns recv's result (the datagram's length). */
+static ssize_t forward_datagram(struct udp_relay *r, int from, int to, int send_flags)
+{
+	ssize_t n = recv(from, r->buf, sizeof(r->buf), MSG_DONTWAIT | MSG_TRUNC);
+
+	if (n >= 0 && (size_t)n <= sizeof(r->buf))
+		(void)send(to, r->buf, (size_t)n, MSG_DONTWAIT | send_flags);
+	return n;
+}
+
+/* Copies whole datagrams both ways until the guest closes (or shuts down
+ * for writing) its end.  Sends never wait: a datagram that does not fit is
+ * dropped, as UDP would. */
+static void *udp_relay_main(void *arg)
+{
+	struct udp_relay *r = arg;
+	struct pollfd pfd[2] = {
+		{.fd = r->local, .events = POLLIN | POLLRDHUP},
+		{.fd = r->udp, .events = POLLIN},
+	};
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[0].revents & (POLLERR | POLLNVAL))
+			break;
+		if (pfd[0].revents & (POLLHUP | POLLRDHUP)) {
+			/* The guest sends no more: pass on what it sent
+			 * before (recv gives the queued datagrams, then 0;
+			 * a zero-length datagram reads like that end, so what
+			 * follows one is lost) and stop. */
+			while (forward_datagram(r, r->local, r->udp, 0) > 0)
+				;
+			break;
+		}
+		if ((pfd[0].revents & POLLIN) && forward_datagram(r, r->local, r->udp, 0) < 0 &&
+		    errno != EAGAIN && errno != EINTR)
+			break;
+		/* Errors (an ICMP port unreachable shows as ECONNREFUSED) are
+		 * consumed by recv and the relay goes on, like a UDP socket
+		 * whose owner never asks for its error. */
+		if (pfd[1].revents & (POLLIN | POLLERR))
+			forward_datagram(r, r->udp, r->local, MSG_NOSIGNAL);
+	}
+	close(r->local);
+	close(r->udp);
+	free(r);
+	atomic_fetch_sub(&udp_relays, 1);
+	return NULL;
+}
+
+static int start_udp_relay(int local, int udp)
+{
+	struct udp_relay *r;
+	pthread_attr_t attr;
+	pthread_t thread;
+	sigset_t all, old;
+	int err;
+
+	if (atomic_fetch_add(&udp_relays, 1) >= PICO_NET_MAX_UDP_RELAYS) {
+		atomic_fetch_sub(&udp_relays, 1);
+		return -ENFILE;
+	}
+	r = malloc(sizeof(*r));
+	if (!r) {
+		atomic_fetch_sub(&udp_relays, 1);
+		return -ENOMEM;
+	}
+	r->local = local;
+	r->udp = udp;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	/* The relay must never take the monitor's signals (Python's handlers
+	 * expect them on the main thread); it inherits this mask. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&thread, &attr, udp_relay_main, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (err) {
+		free(r);
+		atomic_fetch_sub(&udp_relays, 1);
+		return -err;
+	}
+	return 0;
+}
+
+static int udp_connect(const struct inet_addr *a, int port, bool nonblock)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = to_sockaddr(a, port, &ss);
+	int udp, pair[2] = {-1, -1}, ret;
+
+	udp = socket(a->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (udp < 0)
+		return -errno;
+	if (connect(udp, (struct sockaddr *)&ss, len) < 0)
+		goto fail_errno;
+	/* SOCK_SEQPACKET: datagram boundaries are kept and an address given to
+	 * sendto/sendmsg is ignored (SOCK_DGRAM would look it up). */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		goto fail_errno;
+	ret = set_nonblock(pair[0], nonblock);
+	if (ret)
+		goto fail;
+	ret = start_udp_relay(pair[1], udp);
+	if (ret)
+		goto fail;
+	return pair[0];
+fail_errno:
+	ret = -errno;
+fail:
+	if (pair[0] >= 0) {
+		close(pair[0]);
+		close(pair[1]);
+	}
+	close(udp);
+	return ret;
+}
+
+/* ---- unix: ------------------------------------------------------------- */
+
+/* The server end of a unix socket learns who connected (SO_PEERCRED: the
+ * effective uid and gid) and many servers grant by it (D-Bus, systemd, ...).
+ * The event loop runs with the guest's identity as the thread's fsuid/fsgid
+ * (so path resolution and the socket's write permission are checked as the
+ * guest); the connect also takes it as the effective identity, so a root
+ * monitor never lends uid 0 to a guest.  Raw system calls: they change the
+ * calling thread only (glibc's wrappers would change every thread). */
+struct thread_identity {
+	uid_t euid, fsuid;
+	gid_t egid, fsgid;
+	bool switched;
+};
+
+static int take_fs_identity(struct thread_identity *saved)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+
+	saved->switched = false;
+	if (getresuid(&ruid, &euid, &suid) < 0 || getresgid(&rgid, &egid, &sgid) < 0)
+		return -errno;
+	saved->euid = euid;
+	saved->egid = egid;
+	saved->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
+	saved->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
+	if (saved->fsuid == euid && saved->fsgid == egid)
+		return 0;
+	/* Only switch when the way back is certain (euid is the real or the
+	 * saved uid): a thread stuck as the guest would fail every later call. */
+	if (euid != ruid && euid != suid)
+		return -EPERM;
+	if (syscall(SYS_setresgid, -1, saved->fsgid, -1) < 0)
+		return -errno;
+	if (syscall(SYS_setresuid, -1, saved->fsuid, -1) < 0) {
+		int ret = -errno;
+
+		syscall(SYS_setresgid, -1, saved->egid, -1);
+		syscall(SYS_setfsgid, saved->fsgid);
+		return ret;
+	}
+	saved->switched = true;
+	return 0;
+}
+
+static void restore_identity(const struct thread_identity *saved)
+{
+	if (!saved->switched)
+		return;
+	/* uid first: it gives back the capabilities needed for the gid. */
+	syscall(SYS_setresuid, -1, saved->euid, -1);
+	syscall(SYS_setresgid, -1, saved->egid, -1);
+	/* Changing the effective ids reset the fs ids to them. */
+	syscall(SYS_setfsuid, saved->fsuid);
+	syscall(SYS_setfsgid, saved->fsgid);
+}
+
+/* Connects to the socket inode itself, never to a name that could change
+ * under us: the path is resolved once with openat2 (no symlink anywhere,
+ * so a swapped-in symlink fails with ELOOP), the O_PATH fd pins that
+ * inode, and connect goes through its /proc/self/fd magic link. */
+static int unix_connect(const char *path, size_t len, bool nonblock)
+{
+	char text[PATH_MAX];
+	struct open_how how = {
+		.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct thread_identity ids;
+	struct stat st;
+	int pathfd, fd = -1, ret;
+
+	memcpy(text, path, len);
+	text[len] = '\0';
+	pathfd = (int)syscall(SYS_openat2, AT_FDCWD, text, &how, sizeof(how));
+	if (pathfd < 0)
+		return -errno;
+	if (fstat(pathfd, &st) < 0)
+		goto fail_errno;
+	if (S_ISLNK(st.st_mode)) {
+		ret = -ELOOP;
+		goto fail;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		ret = -ECONNREFUSED;	/* what connect(2) says for a non-socket */
+		goto fail;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/proc/self/fd/%d", pathfd);
+	ret = take_fs_identity(&ids);
+	if (ret)
+		goto fail;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a full backlog is -EAGAIN instead of a wait. */
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+		ret = -errno;
+	restore_identity(&ids);
+	if (ret)
+		goto fail;
+	ret = set_nonblock(fd, nonblock);
+	if (ret)
+		goto fail;
+	close(pathfd);
+	return fd;
+fail_errno:
+	ret = -errno;
+fail:
+	if (fd >= 0)
+		close(fd);
+	close(pathfd);
+	return ret;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static bool has_prefix(const char *s, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+int pico_net_is_network_uri(const char *uri, size_t uri_len)
+{
+	if (!uri)
+		return 0;
+	return has_prefix(uri, uri_len, "tcp:") || has_prefix(uri, uri_len, "udp:") ||
+	       has_prefix(uri, uri_len, "tcp.srv:") || has_prefix(uri, uri_len, "unix:");
+}
+
+static int start_inet(const struct pico_net_policy *p, int kind, const char *scheme,
+		      const char *rest, size_t rest_len, bool nonblock, int *fd_out)
+{
+	const char *what = kind == PICO_NET_TCP_LISTEN ? "listen" : "connect";
+	char where[INET6_ADDRSTRLEN + 16];
+	struct inet_addr a;
+	int port, ret;
+
+	if (parse_host_port(rest, rest_len, kind == PICO_NET_TCP_LISTEN, &a, &port)) {
+		char shown[96];
+
+		printable(shown, sizeof(shown), rest, rest_len);
+		decide("%s %s: malformed: want a literal IPv4 address or [IPv6], and a port; "
+		       "got '%s'", scheme, what, shown);
+		return -EINVAL;
+	}
+	format_endpoint(where, sizeof(where), &a, port);
+	if (!inet_granted(p, kind, &a, port)) {
+		decide("%s %s %s: not granted", scheme, what, where);
+		return -EACCES;
+	}
+	switch (kind) {
+	case PICO_NET_TCP_CONNECT:
+		ret = tcp_connect(&a, port, nonblock, fd_out);
+		break;
+	case PICO_NET_UDP_CONNECT:
+		ret = udp_connect(&a, port, nonblock);
+		break;
+	default:
+		ret = tcp_listen(&a, port, nonblock);
+		break;
+	}
+	if (ret >= 0)
+		decide("%s %s %s: granted", scheme, what, where);
+	else if (ret == -EINPROGRESS)
+		decide("%s %s %s: granted, connecting", scheme, what, where);
+	else
+		decide("%s %s %s: granted, failed: %s", scheme, what, where, strerror(-ret));
+	return ret;
+}
+
+static int start_unix(const struct pico_net_policy *p, const char *path, size_t len,
+		      bool nonblock)
+{
+	char shown[128];
+	int ret;
+
+	printable(shown, sizeof(shown), path, len);
+	if (len > 0 && (path[0] == '@' || path[0] == '\0')) {
+		decide("unix connect '%s': abstract sockets are never granted", shown);
+		return -EINVAL;
+	}
+	ret = check_canonical_path(path, len);
+	if (ret) {
+		decide("unix connect '%s': malformed: want an absolute path without "
+		       "'.', '..' or '//'", shown);
+		return ret;
+	}
+	if (!unix_granted(p, path, len)) {
+		decide("unix connect '%s': not granted", shown);
+		return -EACCES;
+	}
+	ret = unix_connect(path, len, nonblock);
+	if (ret >= 0)
+		decide("unix connect '%s': granted", shown);
+	else
+		decide("unix connect '%s': granted, failed: %s", shown, strerror(-ret));
+	return ret;
+}
+
+int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_len, int flags,
+		   int *fd_out)
+{
+	bool nonblock = flags & O_NONBLOCK;
+	int ignored, ret;
+
+	if (!fd_out)
+		fd_out = &ignored;
+	*fd_out = -1;
+	if (!p || !uri || uri_len == 0) {
+		decide("open: empty URI");
+		return -EINVAL;
+	}
+	if (uri_len > PICO_NET_MAX_URI) {
+		decide("open: URI of %zu bytes is longer than %d", uri_len, PICO_NET_MAX_URI);
+		return -ENAMETOOLONG;
+	}
+	if ((flags & ~NET_OPEN_FLAGS) || (flags & O_ACCMODE) == O_ACCMODE) {
+		decide("open: flags %#x not valid for a socket", (unsigned int)flags);
+		return -EINVAL;
+	}
+	if (memchr(uri, '\0', uri_len)) {
+		decide("open: URI contains a NUL byte");
+		return -EINVAL;
+	}
+	if (has_prefix(uri, uri_len, "tcp:"))
+		ret = start_inet(p, PICO_NET_TCP_CONNECT, "tcp", uri + 4, uri_len - 4, nonblock,
+				 fd_out);
+	else if (has_prefix(uri, uri_len, "udp:"))
+		ret = start_inet(p, PICO_NET_UDP_CONNECT, "udp", uri + 4, uri_len - 4, nonblock,
+				 fd_out);
+	else if (has_prefix(uri, uri_len, "tcp.srv:"))
+		ret = start_inet(p, PICO_NET_TCP_LISTEN, "tcp.srv", uri + 8, uri_len - 8, nonblock,
+				 fd_out);
+	else if (has_prefix(uri, uri_len, "unix:"))
+		ret = start_unix(p, uri + 5, uri_len - 5, nonblock);
+	else {
+		char shown[64];
+
+		printable(shown, sizeof(shown), uri, uri_len < 16 ? uri_len : 16);
+		decide("open: unknown scheme in '%s'", shown);
+		return -EINVAL;
+	}
+	if (ret >= 0)
+		*fd_out = ret;
+	return ret;
+}
