@@ -786,11 +786,18 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 
 	if (r->mount && (a->mode & W_OK) && !r->mount->writable)
 		return deny(-EROFS);
-	if (r->mount && (a->mode & X_OK) && !r->mount->exec)
-		return deny(-EACCES);
 	long fd = open_checked_path(p, r, a->nofollow);
 	if (fd < 0)
 		return fd;
+	/* A no-exec mount refuses executing files, not searching directories
+	 * (as MS_NOEXEC): cd into /etc must work. */
+	if (r->mount && (a->mode & X_OK) && !r->mount->exec) {
+		struct stat st;
+		if (fstat((int)fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			close((int)fd);
+			return deny(-EACCES);
+		}
+	}
 	/* AT_EACCESS: check with the thread's fsuid/fsgid (the guest's
 	 * identity); without it the kernel would check the real uid. */
 	long ret = faccessat((int)fd, "", a->mode, AT_EMPTY_PATH | AT_EACCESS) < 0 ? -errno : 0;

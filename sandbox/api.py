@@ -293,6 +293,11 @@ class Sandbox:
             for t in manifest.tmpfs:
                 scratches.append((t.guest, make_scratch(t.size_bytes)))
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
+            skeleton = _mount_point_skeleton(manifest)
+            if skeleton is not None:
+                scratches.append(("/", skeleton))
+                # exec only lets directories be searched: the skeleton holds no files.
+                policy.add_mount_fd("/", skeleton.dir_fd, writable=False, exec=True)
             net = _net_policy(manifest)
 
             if stdin is None:
@@ -421,6 +426,35 @@ class Sandbox:
             keep_image_fd=True,
             **common,
         )
+
+
+# The skeleton is a few empty directories: a small tmpfs holds them.
+_SKELETON_BYTES = 256 * 1024
+
+
+def _mount_point_skeleton(manifest: Manifest):
+    """A read-only directory tree shown at / beneath every mount: the
+    directories that lead to the mount points (and the mount points
+    themselves), empty.  Without it, ``ls /`` or ``cd /`` fails although
+    /usr is mounted: no host directory is shown there, and the guest must not
+    see the host's root.  Returns a Scratch, or None when / is mounted."""
+    points = [m.guest for m in manifest.mounts] + [t.guest for t in manifest.tmpfs]
+    if "/" in points:
+        return None
+    skeleton = make_scratch(_SKELETON_BYTES, mode=0o755)
+    try:
+        made = set()
+        for point in sorted(points):
+            parts = [p for p in point.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                rel = "/".join(parts[:i])
+                if rel not in made:
+                    os.mkdir(rel, 0o755, dir_fd=skeleton.dir_fd)
+                    made.add(rel)
+    except BaseException:
+        skeleton.close()
+        raise
+    return skeleton
 
 
 def _net_policy(manifest: Manifest):
