@@ -233,3 +233,17 @@ def test_cli_as_an_unprivileged_user(unpriv_env):
         capture_output=True, timeout=TIMEOUT, env=env, cwd="/", check=False,
     )
     assert shadow.returncode == 1 and shadow.stdout == b""
+
+
+def test_root_shows_only_the_mount_points_and_no_exec_dirs_are_searchable():
+    result = run(["/bin/sh", "-c", "ls -A /; cd / && cd /etc && pwd"])
+    names = result.stdout.decode().split()
+    assert names[-1] == "/etc", result.stderr
+    listed = set(names[:-1])
+    m = default_manifest()
+    expected = {p.strip("/").split("/")[0] for p in [x.guest for x in m.mounts] + [t.guest for t in m.tmpfs]}
+    assert listed == expected
+    assert not {"root", "home", "proc"} & listed
+    # The skeleton is read-only: nothing can be created beside the mounts.
+    made = run(["/bin/sh", "-c", "mkdir /newdir"])
+    assert made.status != 0
