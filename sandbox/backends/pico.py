@@ -57,7 +57,14 @@ class PicoBackend(Backend):
             if stdin_fd >= 0:
                 os.close(stdin_fd)
         reason = {"wall_time": "wall_time", "output": "output_bytes"}.get(result.limit or "")
-        notes = [f"limit: {result.reason}"] if result.limit else []
+        # Same "feature key: what happened" shape as the other backends' notes.
+        limit_notes = {
+            "output": f"limits.output_bytes: killed after more than {_output_limit(manifest)} bytes of output",
+            "wall_time": "limits.wall_time: killed at the wall-time limit",
+            "memory": "limits.memory: killed by the run's memory limit (OOM)",
+            "cpu_time": "limits.cpu_time: killed at the CPU-time limit",
+        }
+        notes = [limit_notes[result.limit]] if result.limit in limit_notes else []
         notes += [f"denied: {d.get('call')} {d.get('uri') or d.get('path')}" for d in result.denials]
         return BackendResult(
             backend=self.name,
@@ -73,3 +80,6 @@ class PicoBackend(Backend):
             notes=notes,
         )
 
+
+def _output_limit(manifest) -> int | None:
+    return manifest.limits.output_bytes
