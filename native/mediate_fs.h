@@ -17,7 +17,23 @@
  *     uses (and which is checked against the hidden paths);
  *   - hidden paths are refused by their canonical guest path and also by the
  *     (st_dev, st_ino) of what was actually reached, so a hard link or an
- *     alias mount of a hidden file is refused too.
+ *     alias mount of a hidden file is refused too;
+ *   - hidden names (file-name patterns, the manifest's hidden_names) are
+ *     refused in every directory: a call is refused when any component of
+ *     the canonical guest path matches one, whether the component is an
+ *     intermediate directory, the name a link's text leads to, or the last
+ *     name of a call that creates, renames, links or symlinks (creating an
+ *     `id_rsa` is refused too: the guest could never open it again, and a
+ *     refusal that depends only on the name is the same for every call).
+ *     The rule is Python's fnmatch.fnmatchcase on the UTF-8 text (undecodable
+ *     bytes are characters of their own, as with surrogateescape), not
+ *     glibc's fnmatch(3), which differs on `[^...]`, `\`, `[[:class:]]` and
+ *     with the locale; manifest.hidden_name_matches is the reference.
+ *     Unlike hidden paths, names are not also refused by inode: a file the
+ *     host linked under an innocent name is reachable by that name (finding
+ *     every name-matching file would mean walking every mounted tree).
+ *     Directory listings (getdents64 on a dir: fd, a direct call) still show
+ *     hidden names; they are listable but not openable, as hidden paths are.
  *
  * Refusals by policy answer EACCES (outside every mount, hidden: the same
  * answer whether or not the host object exists) or EROFS (a modifying call
@@ -37,6 +53,10 @@ struct statfs;
 struct timespec;
 
 /* cffi:begin */
+/* Bound on a policy's hidden names (each is matched against every
+ * component of every path a call resolves). */
+#define PICO_FS_MAX_HIDDEN_NAMES 256
+
 struct pico_fs_policy;
 
 /* An empty policy (no mounts: every path is refused), or NULL on ENOMEM. */
@@ -52,6 +72,17 @@ int pico_fs_policy_add_mount(struct pico_fs_policy *policy, const char *guest, s
 /* Refuses the guest path (and everything under it).  Call after the mounts:
  * the object the path reaches now is also refused by (st_dev, st_ino). */
 int pico_fs_policy_add_hidden(struct pico_fs_policy *policy, const char *guest, size_t guest_len);
+/* Refuses every guest path with a component matching the file-name pattern
+ * (`*`, `?`, `[...]` as in Python's fnmatch.fnmatchcase).  Returns 0 or
+ * -errno: EINVAL for an empty pattern, one holding '/' or NUL, "." or "..",
+ * or one that is not UTF-8; ENAMETOOLONG past NAME_MAX bytes; E2BIG past
+ * PICO_FS_MAX_HIDDEN_NAMES patterns. */
+int pico_fs_policy_add_hidden_name(struct pico_fs_policy *policy, const char *pattern, size_t len);
+/* Whether the single file name `name` matches `pattern` under the rule
+ * above: 1, 0, or -errno for a pattern add_hidden_name would refuse
+ * (for tests that compare the C rule with Python's). */
+int pico_fs_hidden_name_matches(const char *pattern, size_t pattern_len, const char *name,
+				size_t name_len);
 size_t pico_fs_policy_mount_count(const struct pico_fs_policy *policy);
 /* cffi:end */
 

@@ -8,7 +8,8 @@ runs, and drains the audit records in batches.
 
 ``FsPolicy`` is the file half of a guest's policy: the manifest's mount table
 as directory fds opened once (O_PATH), the scratch tmpfs mounts as the
-directory fds ``picoproc.scratch`` made, and the hidden paths.
+directory fds ``picoproc.scratch`` made, the hidden paths and the hidden
+file names.
 
 Typical use::
 
@@ -144,10 +145,38 @@ class FsPolicy:
         ret = lib.pico_fs_policy_add_mount(self._building(), g, len(g), fd, c_leaf, int(writable), int(exec))
         _raise_errno(ret, f"mount {guest}")
 
+    # Host devices the library OS's /dev/NAME opens through pico_open (libos/
+    # special.c): stateless, hold no host data, and every other call on them
+    # runs under the guest's unprivileged identity (host permissions on /dev
+    # refuse unlink, chmod, rename).  Single-file mounts: nothing else of the
+    # host's /dev is visible.
+    LIBRARY_OS_DEVICES = ("null", "zero", "full", "random", "urandom")
+
+    def add_library_os_devices(self) -> None:
+        """Mounts /dev/null, zero, full, random and urandom (read-write, no exec)."""
+        for name in self.LIBRARY_OS_DEVICES:
+            if os.path.exists(f"/dev/{name}"):
+                self.add_mount(f"/dev/{name}", f"/dev/{name}", writable=True, exec=False)
+
     def add_hidden(self, guest: str) -> None:
         """Refuses ``guest`` and everything under it (call after the mounts)."""
         g = guest.encode("utf-8", "surrogateescape")
         _raise_errno(lib.pico_fs_policy_add_hidden(self._building(), g, len(g)), f"hidden path {guest}")
+
+    def add_hidden_name(self, pattern: str) -> None:
+        """Refuses every guest path that has a component matching the file-name
+        ``pattern`` (manifest ``hidden_names``: the rule of
+        picoproc.manifest.hidden_name_matches, enforced in C), in every
+        directory, for every file call, including names the guest would create."""
+        p = pattern.encode("utf-8", "surrogateescape")
+        ret = lib.pico_fs_policy_add_hidden_name(self._building(), p, len(p))
+        if ret == -errno_mod.E2BIG:
+            raise MonitorError(errno_mod.E2BIG, f"hidden name {pattern!r}: more than "
+                               f"{lib.PICO_FS_MAX_HIDDEN_NAMES} hidden names")
+        if ret == -errno_mod.EINVAL:
+            raise MonitorError(errno_mod.EINVAL, f"hidden name {pattern!r}: not a file-name pattern "
+                               "(it must be non-empty UTF-8 without '/' or NUL, and not '.' or '..')")
+        _raise_errno(ret, f"hidden name {pattern!r}")
 
     def hide_with_aliases(self, guest: str) -> None:
         """Hides ``guest`` and every other guest path whose mount shows the
@@ -181,7 +210,7 @@ class FsPolicy:
 
     @classmethod
     def from_manifest(cls, manifest, scratch_fds: Mapping[str, int] | None = None) -> FsPolicy:
-        """The manifest's mounts and hidden paths; ``scratch_fds`` maps each
+        """The manifest's mounts, hidden paths and hidden names; ``scratch_fds`` maps each
         tmpfs guest path to the directory fd of its scratch tmpfs
         (picoproc.scratch.make_scratch(...).dir_fd)."""
         scratch_fds = dict(scratch_fds or {})
@@ -196,8 +225,13 @@ class FsPolicy:
             if scratch_fds:
                 raise MonitorError(errno_mod.EINVAL, f"scratch fds for paths the manifest has no tmpfs at: "
                                    f"{', '.join(sorted(scratch_fds))}")
+            policy.add_library_os_devices()
             for h in manifest.hidden:
                 policy.hide_with_aliases(h)
+            # After the hidden paths: those resolve their path once to learn
+            # its inode, which a name refused earlier would prevent.
+            for pattern in manifest.hidden_names:
+                policy.add_hidden_name(pattern)
         except BaseException:
             policy.close()
             raise

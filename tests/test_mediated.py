@@ -808,3 +808,258 @@ def test_renaming_a_directory_that_holds_a_hidden_path_is_refused(guest_bin, mon
     assert run.lines == ["rename: " + err(errno.EACCES), "read: " + err(errno.ENOENT), "read: " + err(errno.EACCES),
                          "link: " + err(errno.EACCES), "write: ok 2"]
     assert "SECRET" not in run.out
+
+
+# ---------------------------------------------------------------------------
+# Hidden names (manifest hidden_names): file-name patterns refused in every
+# directory by the monitor's C path check.
+#
+#   /keys -> keys/ read-only:  id_rsa, server.key, .ssh/config (secrets),
+#            notes.txt, id_rsa.pub, sub/ (innocent), innocent -> id_rsa,
+#            abs_innocent -> /keys/server.key, sshdir -> .ssh (links with
+#            innocent names), link.key -> notes.txt (a key-named link),
+#            copy.key (a host hard link of notes.txt: key-named),
+#            notes_copy (a host hard link of id_rsa: innocent name)
+
+KEY_NAMES = ("id_rsa", "*.key", ".ssh")
+
+
+@pytest.fixture(scope="module")
+def keys_root():
+    with tempfile.TemporaryDirectory(prefix="picoproc-keys-") as d:
+        root = pathlib.Path(d)
+        os.chmod(root, 0o755)
+        keys = root / "keys"
+        for sub in (keys, keys / ".ssh", keys / "sub"):
+            sub.mkdir()
+            os.chmod(sub, 0o755)
+        for name, text in {"id_rsa": "SECRET rsa", "server.key": "SECRET server",
+                           ".ssh/config": "SECRET config", "notes.txt": "notes",
+                           "id_rsa.pub": "public"}.items():
+            (keys / name).write_text(text)
+            os.chmod(keys / name, 0o644)
+        os.symlink("id_rsa", keys / "innocent")
+        os.symlink("/keys/server.key", keys / "abs_innocent")
+        os.symlink(".ssh", keys / "sshdir")
+        os.symlink("notes.txt", keys / "link.key")
+        os.link(keys / "notes.txt", keys / "copy.key")
+        os.link(keys / "id_rsa", keys / "notes_copy")
+        yield root
+
+
+@pytest.fixture
+def key_policy(keys_root, scratch):
+    p = FsPolicy()
+    p.add_mount("/keys", str(keys_root / "keys"))
+    p.add_mount_fd("/tmp", scratch.dir_fd, writable=True)
+    for pattern in KEY_NAMES:
+        p.add_hidden_name(pattern)
+    yield p
+    p.close()
+
+
+def _c_name_matches(pattern: str, name: bytes) -> int:
+    from picoproc.native import lib
+
+    p = pattern.encode("utf-8", "surrogateescape")
+    return lib.pico_fs_hidden_name_matches(p, len(p), name, len(name))
+
+
+def _python_name_matches(pattern: str, name: bytes) -> bool:
+    from picoproc.manifest import hidden_name_matches
+
+    # A host name reaches Python as os.fsdecode gives it (undecodable bytes
+    # as surrogates), which is how the C side reads it too.
+    return hidden_name_matches(pattern, "/" + os.fsdecode(name))
+
+
+# Patterns that exercise every corner of Python's fnmatch.translate; several
+# are read differently by glibc's fnmatch(3) ("[^ab]" negates there, "\\*" is
+# an escaped star there, "[[:alpha:]]" a class), which is why the C side
+# implements Python's rule rather than calling fnmatch(3).
+AGREEMENT_PATTERNS = [
+    "id_rsa", "*.key", ".ssh", "*", "?", "??", "*?", "a*", "*a*", "**a", "a*b*c", "*.[ch]",
+    "[ab]", "[!ab]", "[^ab]", "[a-c]", "[c-a]", "[!c-a]", "[a-]", "[-a]", "[!-a]", "[]a]", "[!]a]",
+    "[!]", "[]", "[", "[a", "a[", "a]", "\\*", "[\\]", "[\\-a]", "[[:alpha:]]", "[a-c-e]",
+    "[z-ab-c]", "[z-a!b]", "[z-a!]", "[z-a^b]", "[a--]", "[--a]", "[&&]", "[~|]", "[!!]",
+    "é*", "?é", "[é-ê]", "[!é]", "ssh_host_*_key", ".*", "*.", "[.]*",
+]
+AGREEMENT_NAMES = [
+    b"a", b"b", b"c", b"d", b"e", b"z", b"^", b"-", b"]", b"[", b"!", b"\\", b"\\x", b"*", b":", b"&",
+    b"~", b"|", b"..x", b".x", b"id_rsa", b"id_rsa.pub", b"ID_RSA", b"a.key", b".key", b"a.KEY",
+    b"x.c", b"x.h", b"abc", b"aXbYc", b"ab", b".ssh", b".sshx", b"ssh_host_rsa_key", b"\n",
+    "é".encode(), "éa".encode(), "ê".encode(), "aé".encode(), b"\xc3", b"\xff", b"a\xffb",
+    b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x9f\x98\x80",
+]
+
+
+def test_hidden_name_rule_agrees_with_python_on_a_table():
+    disagreements = [(p, n, _python_name_matches(p, n), _c_name_matches(p, n))
+                     for p in AGREEMENT_PATTERNS for n in AGREEMENT_NAMES
+                     if _c_name_matches(p, n) != int(_python_name_matches(p, n))]
+    assert disagreements == []
+    # A few answers spelled out, so that the rule itself (not only the
+    # agreement) is pinned down.
+    assert _c_name_matches("[^ab]", b"^") == 1 and _c_name_matches("[^ab]", b"c") == 0
+    assert _c_name_matches("\\*", b"\\x") == 1 and _c_name_matches("\\*", b"*") == 0
+    assert _c_name_matches("*.key", b".key") == 1  # '*' matches a leading dot
+    assert _c_name_matches("*.key", b"a.KEY") == 0  # case-sensitive
+    assert _c_name_matches("?", "é".encode()) == 1  # one character, not one byte
+    assert _c_name_matches("?", b"\xff") == 1 and _c_name_matches("??", b"\xc3\x28") == 1
+
+
+def test_hidden_name_rule_agrees_with_python_on_generated_pairs():
+    import random
+
+    rnd = random.Random(20261125)
+    pattern_chars = list("abc-!^][*?\\.") + ["é", "\U0001F600"]
+    name_pieces = [b"a", b"b", b"c", b"-", b"!", b"^", b"]", b"[", b"\\", b".", b"\xc3", b"\xa9",
+                   b"\xe2", b"\x82", b"\xff", b"\xed", b"\xa0", b"\x80", b"\xf0", b"\x9f",
+                   "é".encode(), "\U0001F600".encode()]
+    checked = matched = 0
+    disagreements = []
+    for _ in range(20000):
+        pattern = "".join(rnd.choice(pattern_chars) for _ in range(rnd.randint(1, 7)))
+        if pattern in (".", ".."):
+            continue
+        name = b"".join(rnd.choice(name_pieces) for _ in range(rnd.randint(1, 4)))
+        if name in (b".", b".."):
+            continue
+        py = _python_name_matches(pattern, name)
+        checked += 1
+        matched += py
+        if _c_name_matches(pattern, name) != int(py):
+            disagreements.append((pattern, name, py))
+    assert disagreements[:10] == []
+    assert checked > 19000 and matched > 100  # the pairs do exercise matches
+
+
+def test_add_hidden_name_validates_the_pattern():
+    with FsPolicy() as p:
+        for bad in ("", "a/b", "/", ".", "..", "a\x00b", "\udcff"):
+            with pytest.raises(MonitorError) as e:
+                p.add_hidden_name(bad)
+            assert e.value.errno == errno.EINVAL and "not a file-name pattern" in str(e.value)
+        with pytest.raises(MonitorError) as e:
+            p.add_hidden_name("x" * 256)
+        assert e.value.errno == errno.ENAMETOOLONG
+        from picoproc.native import lib
+
+        for i in range(lib.PICO_FS_MAX_HIDDEN_NAMES):
+            p.add_hidden_name(f"n{i}")
+        with pytest.raises(MonitorError) as e:
+            p.add_hidden_name("one-more")
+        assert e.value.errno == errno.E2BIG and "more than 256 hidden names" in str(e.value)
+    assert _c_name_matches("a", b"x/y") == -errno.EINVAL
+    assert _c_name_matches("a", b"x" * 256) == -errno.ENAMETOOLONG
+
+
+def test_hidden_names_in_a_read_only_mount(guest_bin, monitor, key_policy):
+    refused = ["read", "/keys/id_rsa", "read", "/keys/server.key", "stat", "/keys/id_rsa",
+               "lstat", "/keys/server.key", "readlink", "/keys/link.key", "access", "/keys/id_rsa", "4",
+               "rename", "/keys/id_rsa", "/keys/free", "0", "link", "/keys/id_rsa", "/keys/free",
+               "read", "/keys/.ssh/config", "list", "/keys/.ssh",
+               "read", "/keys/innocent", "read", "/keys/abs_innocent", "read", "/keys/sshdir/config",
+               "read", "/keys/sub/../id_rsa", "read", "/keys/.ssh/../notes.txt", "read", "/keys/copy.key",
+               "rename", "/keys/notes.txt", "/keys/x.key", "0"]
+    allowed = ["read", "/keys/notes.txt", "read", "/keys/id_rsa.pub", "readlink", "/keys/innocent",
+               "lstat", "/keys/sshdir", "read", "/keys/sub/../notes.txt", "list", "/keys"]
+    run = med_fs(guest_bin, monitor, key_policy, *refused, *allowed)
+    calls = ["read", "read", "stat", "lstat", "readlink", "access", "rename", "link", "read", "list",
+             "read", "read", "read", "read", "read", "read", "rename"]
+    # EACCES (the name is refused), never EROFS: the policy refuses the name
+    # before looking at what the call would do.
+    assert run.lines[:len(calls)] == [f"{c}: " + err(errno.EACCES) for c in calls]
+    denied = run.records[:len(calls)]
+    assert all(r["decision"] == "deny" and r["errno_name"] == "EACCES" for r in denied)
+    assert run.stats["denied"] == len(calls)
+    ok = run.lines[len(calls):]
+    assert ok[:4] == ["read: ok notes", "read: ok public", "readlink: ok id_rsa", ok[3]]
+    assert ok[3].startswith("lstat: ok ") and " mode=120777 " in ok[3]
+    assert ok[4] == "read: ok notes"
+    # Directory listings are a direct call on the dir fd: hidden names stay
+    # listable, but not openable.
+    assert ok[5].startswith("list: ok ") and " id_rsa " in ok[5] + " " and " .ssh " in ok[5] + " "
+    assert [r["decision"] for r in run.records[len(calls):]] == ["allow"] * 6
+    assert "SECRET" not in run.out
+
+
+def test_hidden_names_in_scratch(guest_bin, monitor, key_policy, scratch):
+    uid, gid, _ = guest_identity()
+    for d in ("d", ".ssh"):
+        os.mkdir(d, 0o755, dir_fd=scratch.dir_fd)
+        os.chown(d, uid, gid, dir_fd=scratch.dir_fd)
+    for name, text in (("id_rsa", b"SECRET scratch rsa"), (".ssh/config", b"SECRET scratch config"),
+                       ("notes.txt", b"notes")):
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=scratch.dir_fd)
+        os.write(fd, text)
+        os.close(fd)
+        os.chown(name, uid, gid, dir_fd=scratch.dir_fd)
+    os.symlink("notes.txt", "link.key", dir_fd=scratch.dir_fd)
+    refused = [
+        # the existing key and the directory holding one
+        "read", "/tmp/id_rsa", "stat", "/tmp/id_rsa", "access", "/tmp/id_rsa", "4",
+        "readlink", "/tmp/link.key", "chmod", "/tmp/id_rsa", "0666", "truncate", "/tmp/id_rsa", "0",
+        "unlink", "/tmp/id_rsa", "rename", "/tmp/id_rsa", "/tmp/free", "0",
+        "link", "/tmp/id_rsa", "/tmp/free", "write", "/tmp/.ssh/config", "x",
+        "read", "/tmp/d/../id_rsa", "rename", "/tmp/.ssh", "/tmp/open", "0",
+        # creating a key name, by every call that makes a name
+        "write", "/tmp/new.key", "x", "mkdir", "/tmp/d/.ssh", "0700", "symlink", "notes.txt", "/tmp/d/id_rsa",
+        "rename", "/tmp/notes.txt", "/tmp/d/id_rsa", "0", "link", "/tmp/notes.txt", "/tmp/stolen.key",
+    ]
+    rest = [
+        # links the guest plants with innocent names lead to refused names
+        "symlink", "id_rsa", "/tmp/innocent", "symlink", "/tmp/.ssh", "/tmp/dirlink",
+        "read", "/tmp/innocent", "read", "/tmp/dirlink/config", "linkf", "/tmp/innocent", "/tmp/free",
+        "readlink", "/tmp/innocent",
+        # innocent names still work
+        "write", "/tmp/d/ok.txt", "fine", "rename", "/tmp/d/ok.txt", "/tmp/d/ok2.txt", "0",
+        "read", "/tmp/d/ok2.txt", "link", "/tmp/notes.txt", "/tmp/d/notes2",
+    ]
+    run = med_fs(guest_bin, monitor, key_policy, *refused, *rest)
+    calls = ["read", "stat", "access", "readlink", "chmod", "truncate", "unlink", "rename", "link", "write",
+             "read", "rename", "write", "mkdir", "symlink", "rename", "link"]
+    assert run.lines[:len(calls)] == [f"{c}: " + err(errno.EACCES) for c in calls]
+    assert all(r["decision"] == "deny" and r["errno"] == errno.EACCES for r in run.records[:len(calls)])
+    assert run.lines[len(calls):] == [
+        "symlink: ok", "symlink: ok", "read: " + err(errno.EACCES), "read: " + err(errno.EACCES),
+        "linkf: " + err(errno.EACCES), "readlink: ok id_rsa",
+        "write: ok 4", "rename: ok", "read: ok fine", "link: ok"]
+    assert "SECRET" not in run.out
+    # Nothing changed or appeared under a key name on the host side.
+    assert scratch_read(scratch, "id_rsa") == b"SECRET scratch rsa"
+    assert stat.S_IMODE(os.stat("id_rsa", dir_fd=scratch.dir_fd).st_mode) == 0o644
+    assert sorted(os.listdir(scratch.dir_fd)) == [".ssh", "d", "dirlink", "id_rsa", "innocent", "link.key",
+                                                 "notes.txt"]
+    for directory, names in ((".ssh", ["config"]), ("d", ["notes2", "ok2.txt"])):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY, dir_fd=scratch.dir_fd)
+        try:
+            assert sorted(os.listdir(fd)) == names
+        finally:
+            os.close(fd)
+
+
+def test_hidden_names_are_names_not_inodes(guest_bin, monitor, key_policy):
+    # A host hard link is another name for the same file: key-named, it is
+    # refused (copy.key shows the innocent notes.txt); innocent-named, it is
+    # not (notes_copy shows id_rsa's content).  That second case is the
+    # documented limit of name patterns (mediate_fs.h, docs/MANIFEST.md):
+    # refusing it would mean finding every matching file in every mounted
+    # tree; a secret the host links under an innocent name needs `hidden`.
+    run = med_fs(guest_bin, monitor, key_policy, "read", "/keys/copy.key", "read", "/keys/notes.txt",
+                 "read", "/keys/notes_copy")
+    assert run.lines == ["read: " + err(errno.EACCES), "read: ok notes", "read: ok SECRET rsa"]
+
+
+def test_hidden_names_from_the_manifest(guest_bin, monitor, keys_root, scratch):
+    manifest = Manifest(
+        mounts=(Mount("/keys", str(keys_root / "keys")),),
+        tmpfs=(Tmpfs("/tmp", SCRATCH_BYTES),),
+        hidden_names=("id_rsa", "*.key"),
+    )
+    with FsPolicy.from_manifest(manifest, {"/tmp": scratch.dir_fd}) as p:
+        run = med_fs(guest_bin, monitor, p, "read", "/keys/id_rsa", "read", "/keys/abs_innocent",
+                     "read", "/keys/.ssh/config", "write", "/tmp/a.key", "x")
+    # .ssh is not in this manifest's names: its config is readable.
+    assert run.lines == ["read: " + err(errno.EACCES), "read: " + err(errno.EACCES),
+                         "read: ok SECRET config", "write: " + err(errno.EACCES)]

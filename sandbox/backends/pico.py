@@ -2,16 +2,16 @@
 benchmarks and the security corpus compare like with like.
 
 A thin adapter over picoproc.api.Sandbox: the manifest is picoproc's own, so
-nothing is lost in translation; the one thing not yet expressed is listed.
+nothing is lost in translation (``unsupported`` is empty).
 """
 
 from __future__ import annotations
 
 import os
-
 from typing import ClassVar
 
 from ._base import Backend, BackendResult, BackendUnavailable
+
 
 class PicoBackend(Backend):
     name = "pico"
@@ -19,9 +19,7 @@ class PicoBackend(Backend):
     # pids are enforced by picoproc's own per-run cgroup (or RLIMIT_NPROC in
     # its user namespace), not by the shared backend launcher.
     enforces_pids_itself: ClassVar[bool] = True
-    unsupported: ClassVar[dict[str, str]] = {
-        "hidden.names": "file-name patterns (hidden_names) are not yet enforced by the monitor's C path check",
-    }
+    unsupported: ClassVar[dict[str, str]] = {}
 
     def _check_available(self) -> str:
         try:
