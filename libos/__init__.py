@@ -6,6 +6,7 @@ The C sources in this folder build one static ELF, ``picoproc-loader``
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 LOADER_NAME = "picoproc-loader"
@@ -18,7 +19,7 @@ def loader_path() -> pathlib.Path:
 
 def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | None = None,
                 gid: int | None = None, hostname: str | None = None, release: str | None = None,
-                umask: int | None = None) -> list[str]:
+                umask: int | None = None, limits=None, cpus: int | None = None) -> list[str]:
     """The argv the monitor gives the loader image in "libos" mode:
 
         picoproc-loader [--option=value ...] -- PROGRAM ARGV0 ARGS...
@@ -28,7 +29,9 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
     program's own argv, argv[0] included.  The options set the library OS's
     initial state (the virtual identity uname/getuid report, the cwd, the
     umask); omitted ones keep the loader's defaults (uid/gid 1000, hostname
-    "picoproc", umask 022)."""
+    "picoproc", umask 022).  ``limits`` (a manifest Limits) makes getrlimit
+    report the limits spawn sets (open files, CPU time, processes); ``cpus``
+    is the CPU count the guest sees (default: the CPUs this process may use)."""
     if not cwd.startswith("/"):
         raise ValueError(f"cwd must be an absolute guest path, not {cwd!r}")
     opts = [f"--cwd={cwd}"]
@@ -48,7 +51,34 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
         if not 0 <= umask <= 0o777:
             raise ValueError("umask must be within 0..0o777")
         opts.append(f"--umask={umask:03o}")
+    opts.extend(_rlimit_options(limits))
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0))
+    if not 1 <= int(cpus) <= 1024:
+        raise ValueError("cpus must be within 1..1024")
+    opts.append(f"--cpus={int(cpus)}")
     return [str(loader_path()), *opts, "--", program, *argv]
+
+
+def _rlimit_options(limits) -> list[str]:
+    """--rlimit=RES:SOFT:HARD for the limits picoproc.spawn sets as rlimits
+    (the same values, so that getrlimit tells the guest the truth)."""
+    import math
+    import resource
+
+    if limits is None:
+        return []
+    out = []
+    if getattr(limits, "open_files", None) is not None:
+        n = int(limits.open_files)
+        out.append(f"--rlimit={resource.RLIMIT_NOFILE}:{n}:{n}")
+    if getattr(limits, "cpu_time_s", None) is not None:
+        soft = max(1, math.ceil(limits.cpu_time_s))
+        out.append(f"--rlimit={resource.RLIMIT_CPU}:{soft}:{soft + 1}")
+    if getattr(limits, "pids", None) is not None:
+        n = int(limits.pids) + 1
+        out.append(f"--rlimit={resource.RLIMIT_NPROC}:{n}:{n}")
+    return out
 
 
 def emulated_syscalls() -> frozenset[str]:
@@ -62,3 +92,90 @@ def emulated_syscalls() -> frozenset[str]:
     block = text[text.index("#define LIBOS_HANDLERS(X)"):]
     block = block[: block.index("#define LIBOS_DECLARE")]
     return frozenset(re.findall(r"X\((\w+)\)", block))
+
+
+# Which mediated calls back each emulated Linux call (the rest of the emulated
+# calls are served by the library OS alone, on direct calls).
+MEDIATED_BY = {
+    "open": ("open",), "openat": ("open",), "creat": ("open",),
+    "execve": ("open",), "execveat": ("open",),
+    "stat": ("stat",), "lstat": ("stat",), "newfstatat": ("stat",), "statx": ("stat",),
+    "access": ("access",), "faccessat": ("access",), "faccessat2": ("access",),
+    "chdir": ("stat", "access"), "fchdir": ("access",),
+    "readlink": ("readlink",), "readlinkat": ("readlink",),
+    "mkdir": ("mkdir",), "mkdirat": ("mkdir",),
+    "unlink": ("unlink",), "unlinkat": ("unlink",), "rmdir": ("unlink",),
+    "rename": ("rename",), "renameat": ("rename",), "renameat2": ("rename",),
+    "link": ("link",), "linkat": ("link",),
+    "symlink": ("symlink",), "symlinkat": ("symlink",),
+    "chmod": ("chmod",), "fchmod": ("chmod",), "fchmodat": ("chmod",), "fchmodat2": ("chmod",),
+    "chown": ("chown", "stat"), "fchown": ("chown", "stat"), "lchown": ("chown", "stat"),
+    "fchownat": ("chown", "stat"),
+    "utimensat": ("utimens",), "utimes": ("utimens",), "utime": ("utimens",), "futimesat": ("utimens",),
+    "truncate": ("truncate",),
+    "statfs": ("statfs",), "fstatfs": ("statfs",),
+    "connect": ("open",), "listen": ("open",),
+}
+
+# Emulated calls whose handler refuses on purpose (no audit record).
+DELIBERATELY_REFUSED = {"rseq": "ENOSYS"}
+
+# Direct calls that the filter also traps when their rules do not match, so
+# that the library OS emulates the other forms.
+DIRECT_AND_EMULATED_NOTES = {
+    "rt_sigaction": "direct from the library OS's own code range; emulated for the program (SIGSYS is virtual)",
+    "rt_sigprocmask": "direct from the library OS's own code range; emulated for the program (SIGSYS stays deliverable)",
+    "execveat": "direct only on the loader fd; every program exec is emulated by re-entering the loader",
+    "close": "direct on every fd but the loader fd; the library OS answers EBADF for it",
+    "dup3": "direct onto every fd but the loader fd; the library OS answers EBADF for it",
+}
+
+
+def linux_table() -> list[dict]:
+    """How picoproc handles every x86-64 Linux syscall (``picoproc abi --linux``).
+
+    One dict per syscall, by number: ``name``, ``nr``, ``handling`` (one of
+    "direct", "emulated", "mediated", "refused"), ``rules`` (direct: the
+    argument rules, [] when unconditional), ``mediated`` (the mediated calls
+    that back it), ``errno`` (refused: the errno the program sees), ``by``
+    (who decides: "filter", "library OS", "kernel") and ``note``."""
+    from picoproc.abi.linux import SECCOMP_PASSTHROUGH, SYSCALLS_BY_NAME
+    from picoproc.abi.table import load_table
+
+    table = load_table()
+    direct = {d.name: d for d in table.direct}
+    refused_by_filter = {e.name: e for e in table.errno_calls}
+    mediated_names = {m.name for m in table.mediated}
+    emulated = emulated_syscalls()
+    rows = []
+    for name, nr in sorted(SYSCALLS_BY_NAME.items(), key=lambda kv: kv[1]):
+        row = {"name": name, "nr": nr, "handling": "", "rules": [], "mediated": [], "errno": None,
+               "by": "", "note": ""}
+        if name in direct:
+            d = direct[name]
+            row.update(handling="direct", by="filter", rules=[r.text for r in d.rules], note=d.why)
+            if name in emulated:
+                row["note"] = DIRECT_AND_EMULATED_NOTES.get(name, "") or d.why
+                row["mediated"] = list(MEDIATED_BY.get(name, ()))
+        elif name in refused_by_filter:
+            e = refused_by_filter[name]
+            row.update(handling="refused", errno=e.errno_name, by="filter", note=e.why)
+        elif name in SECCOMP_PASSTHROUGH:
+            row.update(handling="refused", errno=None, by="kernel",
+                       note="the kernel exempts it from seccomp; it only works from a uprobe trampoline, "
+                            "which a picoprocess cannot install")
+        elif name in DELIBERATELY_REFUSED:
+            row.update(handling="refused", errno=DELIBERATELY_REFUSED[name], by="library OS",
+                       note="refused on purpose (the C library then runs without it); not audited")
+        elif name in emulated:
+            backing = MEDIATED_BY.get(name, ())
+            unknown = set(backing) - mediated_names
+            if unknown:
+                raise RuntimeError(f"{name}: backed by unknown mediated calls {sorted(unknown)}")
+            row.update(handling="mediated" if backing else "emulated", by="library OS",
+                       mediated=list(backing))
+        else:
+            row.update(handling="refused", errno="ENOSYS", by="library OS",
+                       note="not implemented: the library OS answers ENOSYS and leaves an audit record naming it")
+        rows.append(row)
+    return rows

@@ -97,6 +97,65 @@ long libos_cwd_set(const char *abs_path);
  * repeated slashes lexically.  Returns the length or -errno. */
 long libos_resolve_path(int dirfd, const char *path, char *out, size_t cap);
 void libos_rlimits_init(void);
+/* Lowers RLIMIT_NOFILE to the real one (probed) unless an option set it. */
+void libos_rlimits_probe(int nofile_given);
+
+/* ---- fdtable.c: which guest path each fd names ----
+ * Entries are validated by (st_dev, st_ino) on every lookup: close, dup3 and
+ * fcntl(F_DUPFD) are direct calls, so the table may be stale. */
+void libos_fd_remember(long fd, const char *abs);
+void libos_fd_copy(long from, long to);
+/* The path of fd into out (st receives its fstat): the length, -EBADF (not
+ * open), or -ENOSYS (open, but the library OS never learnt its path). */
+long libos_fd_path(long fd, char *out, size_t cap, struct stat *st);
+size_t libos_fd_exec_options(char *buf, size_t cap, const char **opts, size_t max_opts);
+/* Collapses "//", "/./" and a trailing slash; keeps "..". Returns the length. */
+size_t libos_tidy_path(char *p);
+
+/* ---- guest path arguments (sys_fs.c) ----
+ * A guest path copied and made absolute in the handler's frame (the trap
+ * path allocates nothing).  `room` lets a URI scheme be written just before
+ * the path, so "file:/path" needs no second copy. */
+#define LIBOS_SCHEME_ROOM 8
+struct guest_path {
+	char room[LIBOS_SCHEME_ROOM];
+	char abs[PICO_MAX_PATH];
+	size_t len;
+};
+/* The path argument at user_ptr, absolute against dirfd (AT_FDCWD: the cwd;
+ * a directory fd: its remembered path). */
+long libos_fetch_path(int dirfd, long user_ptr, struct guest_path *out);
+/* Same, but with AT_EMPTY_PATH in flags and an empty (or NULL) path: the
+ * object dirfd itself (its remembered path; AT_FDCWD: the cwd). */
+long libos_fetch_target(int dirfd, long user_ptr, int flags, struct guest_path *out);
+
+/* ---- special.c: the library OS's own /dev and /proc ---- */
+/* Each returns 1 when the path is one the library OS answers itself (the
+ * answer in *result), 0 when it belongs to the monitor.  p->abs may be
+ * normalised in place (p->len updated), only for paths under /dev and /proc;
+ * the scheme room in front of it may be used for a URI. */
+int libos_special_open(struct guest_path *p, int flags, long *result);
+int libos_special_stat(struct guest_path *p, int nofollow, struct statx *out, long *result);
+/* Copies at most size bytes of the link's target to the guest's buf. */
+int libos_special_readlink(struct guest_path *p, char *guest_buf, size_t size, long *result);
+int libos_special_access(struct guest_path *p, int mode, long *result);
+/* What the loader learnt that /proc/self shows (set once per image). */
+struct libos_proc_info {
+	const char *const *argv; /* the program's argv on its initial stack */
+	long argc;
+	uint64_t stack_top, stack_low;
+	int stack_prot;
+	uint64_t vdso;
+	struct {
+		uint64_t start, end, offset;
+		uint64_t dev, ino;
+		int prot;
+		const char *path;
+	} maps[24];
+	int nmaps;
+	unsigned cpus;
+};
+extern struct libos_proc_info libos_proc;
 
 /* ---- trap.c ---- */
 struct ucontext;
@@ -125,7 +184,16 @@ extern unsigned long libos_trap_count;
 	X(rt_sigsuspend) X(pause) X(access) X(faccessat) X(faccessat2) X(stat)    \
 	X(lstat) X(newfstatat) X(statx) X(open) X(openat) X(creat) X(readlink)             \
 	X(readlinkat) X(execve) X(execveat) X(fork) X(vfork) X(time) X(gettimeofday)       \
-	X(sethostname) X(close_range) X(mkdir) X(mkdirat) X(unlink) X(unlinkat) X(rmdir)
+	X(sethostname) X(close_range) X(mkdir) X(mkdirat) X(unlink) X(unlinkat) X(rmdir)   \
+	X(rename) X(renameat) X(renameat2) X(link) X(linkat) X(symlink) X(symlinkat)       \
+	X(chmod) X(fchmod) X(fchmodat) X(fchmodat2) X(chown) X(fchown) X(lchown)           \
+	X(fchownat) X(utimensat) X(utimes) X(utime) X(futimesat) X(truncate) X(statfs)     \
+	X(fstatfs) X(fdatasync) X(sync) X(syncfs) X(sched_getaffinity) X(sched_setaffinity) \
+	X(getcpu) X(sendfile) X(prctl) X(fadvise64) X(copy_file_range) X(getrusage) X(times) \
+	X(getxattr) X(lgetxattr) X(fgetxattr) X(listxattr) X(llistxattr) X(flistxattr)      \
+	X(setxattr) X(lsetxattr) X(fsetxattr) X(removexattr) X(lremovexattr) X(fremovexattr) \
+	X(flock) X(alarm) X(getitimer) X(setitimer) X(close) X(dup3) X(socket) X(connect)     \
+	X(bind) X(listen) X(getpeername) X(accept)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 

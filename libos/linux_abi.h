@@ -28,6 +28,17 @@
 
 #define RLIMIT_NLIMITS_K RLIM_NLIMITS
 
+/* Calls newer than the 6.1 UAPI headers. */
+#ifndef __NR_fchmodat2
+#define __NR_fchmodat2 452
+#endif
+/* <linux/fs.h> renameat2 flags */
+#define RENAME_NOREPLACE_K (1 << 0)
+#define RENAME_EXCHANGE_K (1 << 1)
+#define RENAME_WHITEOUT_K (1 << 2)
+/* <asm/ioctls.h> */
+#define TCGETS_K 0x5401
+
 /* <linux/seccomp.h> si_code of a seccomp SIGSYS */
 #define SYS_SECCOMP_K 1
 #define AUDIT_ARCH_X86_64_K 0xC000003EU

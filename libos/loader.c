@@ -35,6 +35,7 @@ void loader_main(uint64_t *orig_sp) __attribute__((noreturn, used));
 
 struct image {
 	const char *path;	/* as given, for messages */
+	const char *abs;	/* absolute guest path (for /proc/self/maps) */
 	int fd;
 	uint64_t file_size;
 	Elf64_Ehdr eh;
@@ -221,6 +222,49 @@ static uint64_t random_u64(void)
 	return v;
 }
 
+/* For /proc/self/maps: the library OS lists what its loader mapped. */
+static void remember_mapping(uint64_t start, uint64_t end, int prot, uint64_t offset, uint64_t dev, uint64_t ino,
+			     const char *path)
+{
+	int n = libos_proc.nmaps;
+	if (n >= (int)(sizeof(libos_proc.maps) / sizeof(libos_proc.maps[0])))
+		return;
+	libos_proc.maps[n].start = start;
+	libos_proc.maps[n].end = end;
+	libos_proc.maps[n].prot = prot;
+	libos_proc.maps[n].offset = offset;
+	libos_proc.maps[n].dev = dev;
+	libos_proc.maps[n].ino = ino;
+	libos_proc.maps[n].path = path;
+	libos_proc.nmaps = n + 1;
+}
+
+/* The extent of the vDSO image at ehdr (its PT_LOAD span). */
+static uint64_t vdso_size(uint64_t ehdr)
+{
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)ehdr;
+	uint64_t hi = 0;
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phnum > 16)
+		return PAGE_SIZE_K;
+	const Elf64_Phdr *ph = (const Elf64_Phdr *)(ehdr + eh->e_phoff);
+	for (unsigned i = 0; i < eh->e_phnum; i++)
+		if (ph[i].p_type == PT_LOAD && ph[i].p_vaddr + ph[i].p_memsz > hi)
+			hi = ph[i].p_vaddr + ph[i].p_memsz;
+	return hi ? page_up(hi) : PAGE_SIZE_K;
+}
+
+/* The top of the kernel's stack mapping: the first unreadable page above sp
+ * (the argument and environment strings sit just below it). */
+static uint64_t stack_top_above(uint64_t sp)
+{
+	struct __kernel_timespec zero = {0, 0};
+	uint64_t page = page_down(sp) + PAGE_SIZE_K;
+	for (int i = 0; i < 4096 && page < USER_SPACE_END; i++, page += PAGE_SIZE_K)
+		if (sys6(__NR_futex, page, FUTEX_WAIT_PRIVATE, 0x5a5a5a5a, (long)&zero, 0, 0) == -EFAULT)
+			break;
+	return page;
+}
+
 /* Maps the PT_LOAD segments: one PROT_NONE reservation of the whole span (so
  * that the image lands in one piece and nothing else sits in its holes), then
  * each segment over it with MAP_FIXED, then the bss. */
@@ -274,11 +318,16 @@ static void map_image(struct image *img, int is_main)
 		bias = base - lo;
 	}
 
+	struct stat img_st;
+	if (sys2(__NR_fstat, img->fd, &img_st) < 0)
+		memset(&img_st, 0, sizeof(img_st));
 	for (unsigned i = 0; i < eh->e_phnum; i++) {
 		const Elf64_Phdr *p = &img->ph[i];
 		if (p->p_type != PT_LOAD || p->p_memsz == 0)
 			continue;
 		int prot = prot_of(p->p_flags);
+		remember_mapping(page_down(bias + p->p_vaddr), page_up(bias + p->p_vaddr + p->p_memsz), prot,
+				 page_down(p->p_offset), img_st.st_dev, img_st.st_ino, img->abs);
 		uint64_t seg_start = bias + p->p_vaddr;
 		uint64_t map_start = page_down(seg_start);
 		uint64_t file_end = seg_start + p->p_filesz;
@@ -416,6 +465,44 @@ static const char *parse_shebang(char *line, long n, char **interp, char **arg)
 
 /* ---- options: library-OS state from the previous image or the monitor ---- */
 static int image_fd_option = -1;
+static int nofile_option_given;
+
+/* "--rlimit=RES:SOFT:HARD" (decimal; 18446744073709551615 is infinity). */
+static void apply_rlimit_option(const char *val)
+{
+	char part[3][24];
+	int k = 0;
+	size_t n = 0;
+	for (const char *q = val;; q++) {
+		if (*q == ':' || *q == 0) {
+			if (k >= 3 || n == 0)
+				die(NULL, "bad --rlimit option (RES:SOFT:HARD)", 0);
+			part[k++][n] = 0;
+			n = 0;
+			if (*q == 0)
+				break;
+			continue;
+		}
+		if (n >= sizeof(part[0]) - 1)
+			die(NULL, "bad --rlimit option (RES:SOFT:HARD)", 0);
+		part[k < 3 ? k : 2][n++] = *q;
+	}
+	unsigned long res, soft, hard;
+	if (k != 3 || libos_parse_ulong(part[0], 10, &res) || res >= RLIMIT_NLIMITS_K ||
+	    libos_parse_ulong(part[1], 10, &soft) || libos_parse_ulong(part[2], 10, &hard) || soft > hard)
+		die(NULL, "bad --rlimit option (RES:SOFT:HARD)", 0);
+	if (res == RLIMIT_NOFILE) {
+		/* Never at or above the loader fd: "close every fd below the
+		 * limit" loops must spare it. */
+		if (hard > PICO_LOADER_FD)
+			hard = PICO_LOADER_FD;
+		if (soft > hard)
+			soft = hard;
+		nofile_option_given = 1;
+	}
+	libos_rlimits[res].rlim_cur = soft;
+	libos_rlimits[res].rlim_max = hard;
+}
 
 static void apply_option(const char *opt)
 {
@@ -456,6 +543,25 @@ static void apply_option(const char *opt)
 		if (n >= sizeof(libos_release))
 			die(NULL, "--release longer than 64 bytes", 0);
 		memcpy(libos_release, val, n + 1);
+	} else if (VALUE_OF("--rlimit")) {
+		apply_rlimit_option(val);
+	} else if (VALUE_OF("--cpus")) {
+		if (libos_parse_ulong(val, 10, &v) || v == 0 || v > 1024)
+			die(NULL, "bad --cpus option (1..1024)", 0);
+		libos_proc.cpus = (unsigned)v;
+	} else if (VALUE_OF("--fd-path")) {
+		/* N:PATH -- an fd the previous image had open, and what it names
+		 * (fdtable.c validates it against the fd before trusting it). */
+		char num[12];
+		size_t i = 0;
+		while (val[i] && val[i] != ':' && i < sizeof(num) - 1) {
+			num[i] = val[i];
+			i++;
+		}
+		num[i] = 0;
+		if (val[i] != ':' || libos_parse_ulong(num, 10, &v) || v >= PICO_LOADER_FD || val[i + 1] != '/')
+			die(NULL, "bad --fd-path option (N:/path)", 0);
+		libos_fd_remember((long)v, val + i + 1);
 	} else if (VALUE_OF("--pgid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --pgid option", 0);
@@ -480,6 +586,7 @@ static void open_and_read(struct image *img, const char *path, char *abs, char *
 			  int use_fd)
 {
 	img->path = path;
+	img->abs = abs;
 	if (use_fd >= 0) {
 		img->fd = use_fd;
 		long n = libos_resolve_path(AT_FDCWD, path, abs, PICO_MAX_PATH);
@@ -636,6 +743,7 @@ void loader_main(uint64_t *orig_sp)
 			break;
 		apply_option(argv[i]);
 	}
+	libos_rlimits_probe(nofile_option_given);
 	if (i + 1 >= argc)
 		die(NULL, "usage: " LOADER_NAME " [--option=value ...] -- PATH [ARGV0 ARGS...]", 0);
 	const char *path = argv[i + 1];
@@ -723,5 +831,38 @@ void loader_main(uint64_t *orig_sp)
 	struct auxv_in in;
 	read_own_auxv(auxv, &in);
 	uint64_t *sp = build_stack(orig_sp, pre, npre, rest, nrest, envp, &in, &main_image, interp, execfn);
+	{
+		extern char __executable_start[], _end[];
+		remember_mapping((uint64_t)__executable_start, page_up((uint64_t)_end), PROT_READ | PROT_EXEC, 0, 0,
+				 0, "[picoproc-libos]");
+		if (in.have_sysinfo)
+			remember_mapping(in.sysinfo_ehdr, in.sysinfo_ehdr + vdso_size(in.sysinfo_ehdr),
+					 PROT_READ | PROT_EXEC, 0, 0, 0, "[vdso]");
+		libos_proc.argc = (long)sp[0];
+		libos_proc.argv = (const char *const *)(sp + 1);
+		libos_proc.stack_top = stack_top_above((uint64_t)orig_sp);
+		/* Like the kernel's initial stack mapping: at least 128 KiB. */
+		uint64_t low = page_down((uint64_t)sp);
+		if (libos_proc.stack_top - low < (128UL << 10))
+			low = libos_proc.stack_top - (128UL << 10);
+		libos_proc.stack_low = low;
+		/* PT_GNU_STACK: as the kernel, an executable stack when the program
+		 * asks for one (PF_X) or says nothing (old toolchains).  The stack
+		 * is the kernel's (this image's own is not executable); the change
+		 * extends down the whole growsdown mapping. */
+		int exec_stack = 1;
+		for (unsigned k = 0; k < main_image.eh.e_phnum; k++)
+			if (main_image.ph[k].p_type == PT_GNU_STACK)
+				exec_stack = (main_image.ph[k].p_flags & PF_X) != 0;
+		if (exec_stack) {
+			long r = sys3(__NR_mprotect, page_down((uint64_t)sp), PAGE_SIZE_K,
+				      PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN);
+			if (r < 0)
+				die(path, "cannot make the stack executable (PT_GNU_STACK)", r);
+			libos_proc.stack_prot = PROT_READ | PROT_WRITE | PROT_EXEC;
+		} else {
+			libos_proc.stack_prot = PROT_READ | PROT_WRITE;
+		}
+	}
 	libos_enter_guest(interp ? interp->entry : main_image.entry, sp);
 }

@@ -43,6 +43,47 @@ void libos_rlimits_init(void)
 	libos_rlimits[RLIMIT_RTPRIO].rlim_max = 0;
 }
 
+/* The real RLIMIT_NOFILE soft limit, found without prlimit (not in the ABI):
+ * fcntl(F_DUPFD, n) fails with EINVAL exactly when n >= the limit. */
+static unsigned long probe_nofile(void)
+{
+	unsigned long lo = 1, hi = PICO_LOADER_FD; /* the answer is in [lo, hi] */
+	int fd = -1;
+	for (int k = 0; k < 3 && fd < 0; k++)
+		if (sys2(__NR_fcntl, k, F_GETFD) >= 0)
+			fd = k;
+	if (fd < 0)
+		return PICO_LOADER_FD;
+	while (lo < hi) {
+		unsigned long mid = lo + (hi - lo + 1) / 2; /* is the limit >= mid? */
+		long r = sys3(__NR_fcntl, fd, F_DUPFD, mid - 1);
+		if (r >= 0) {
+			sys1(__NR_close, r);
+			lo = mid;
+		} else if (r == -EINVAL) {
+			hi = mid - 1;
+		} else {
+			/* EMFILE: every fd from mid-1 up is taken; the limit is
+			 * at least mid. */
+			lo = mid;
+		}
+	}
+	return lo;
+}
+
+/* Called after the options: the guest is told the real open-file limit when
+ * it is below the loader fd and no option said otherwise. */
+void libos_rlimits_probe(int nofile_given)
+{
+	if (nofile_given)
+		return;
+	unsigned long n = probe_nofile();
+	if (n < libos_rlimits[RLIMIT_NOFILE].rlim_cur) {
+		libos_rlimits[RLIMIT_NOFILE].rlim_cur = n;
+		libos_rlimits[RLIMIT_NOFILE].rlim_max = n;
+	}
+}
+
 /* ---- the current directory: two buffers and a sequence number ----
  * A reader takes seq, copies buffer (seq & 1) and retries if seq moved.  A
  * writer fills the other buffer and then bumps seq, so a reader never sees a
@@ -125,13 +166,18 @@ long libos_resolve_path(int dirfd, const char *path, char *out, size_t cap)
 		return -ENOENT;
 	sb_init(&sb, out, cap);
 	if (path[0] != '/') {
-		if (dirfd != AT_FDCWD)
-			return -ENOSYS; /* directory fds are not tracked yet */
-		char cwd[PICO_MAX_PATH];
-		long r = libos_cwd_get(cwd, sizeof(cwd));
+		long r;
+		if (dirfd == AT_FDCWD) {
+			r = libos_cwd_get(out, cap);
+		} else {
+			struct stat st;
+			r = libos_fd_path(dirfd, out, cap, &st);
+			if ((r >= 0 || r == -ENOSYS) && (st.st_mode & S_IFMT) != S_IFDIR)
+				return -ENOTDIR;
+		}
 		if (r < 0)
 			return r;
-		sb_add(&sb, cwd);
+		sb.len = (size_t)r;
 		if (sb.len > 1)
 			sb_add(&sb, "/");
 	}
@@ -189,6 +235,10 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_add(&sb, libos_release);
 	sb_end_string(&sb);
 	OPT_BEGIN();
+	sb_add(&sb, "--cpus=");
+	sb_addnum(&sb, libos_proc.cpus);
+	sb_end_string(&sb);
+	OPT_BEGIN();
 	sb_add(&sb, "--pgid=");
 	sb_addnum(&sb, (unsigned long)libos_pgid);
 	sb_end_string(&sb);
@@ -196,6 +246,17 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_add(&sb, "--sid=");
 	sb_addnum(&sb, (unsigned long)libos_sid);
 	sb_end_string(&sb);
+	/* Limits the program set survive exec, as on Linux. */
+	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {
+		OPT_BEGIN();
+		sb_add(&sb, "--rlimit=");
+		sb_addnum(&sb, (unsigned long)i);
+		sb_add(&sb, ":");
+		sb_addnum(&sb, libos_rlimits[i].rlim_cur);
+		sb_add(&sb, ":");
+		sb_addnum(&sb, libos_rlimits[i].rlim_max);
+		sb_end_string(&sb);
+	}
 #undef OPT_BEGIN
 	if (sb.overflow)
 		return 0;

@@ -174,18 +174,61 @@ LIBOS_SYSCALL(pselect6)
 	return select_via_ppoll((int)a0, (unsigned long *)a1, (unsigned long *)a2, (unsigned long *)a3, tsp, maskp);
 }
 
-/* Implements Linux syscall dup(2). */
-LIBOS_SYSCALL(dup) { return sys3(__NR_fcntl, a0, F_DUPFD, 0); }
+/* Implements Linux syscall dup(2); the copy names what the original does. */
+LIBOS_SYSCALL(dup)
+{
+	long r = sys3(__NR_fcntl, (unsigned)a0, F_DUPFD, 0);
+	if (r >= 0)
+		libos_fd_copy((unsigned)a0, r);
+	return r;
+}
 
 /* Implements Linux syscall dup2(2): dup3 refuses old == new, dup2 checks the
- * fd and returns it. */
+ * fd and returns it.  As on Linux, a target at or above RLIMIT_NOFILE is
+ * EBADF: the virtual limit is the loader fd's number, so a guest can never
+ * replace the loader fd (execve needs it) through dup2. */
 LIBOS_SYSCALL(dup2)
 {
-	if (a0 == a1) {
-		long r = sys2(__NR_fcntl, a0, F_GETFD);
-		return r < 0 ? r : a1;
+	unsigned oldfd = (unsigned)a0, newfd = (unsigned)a1;
+	if (newfd >= PICO_LOADER_FD || newfd >= libos_rlimits[RLIMIT_NOFILE].rlim_cur)
+		return -EBADF;
+	if (oldfd == newfd) {
+		long r = sys2(__NR_fcntl, oldfd, F_GETFD);
+		return r < 0 ? r : newfd;
 	}
-	return sys3(__NR_dup3, a0, a1, 0);
+	long r = sys3(__NR_dup3, oldfd, newfd, 0);
+	if (r >= 0)
+		libos_fd_copy(oldfd, newfd);
+	return r;
+}
+
+/* The highest fd number an int can hold: the filter allows close and dup3
+ * on every fd up to it except the loader fd. */
+#define FD_MAX_K 0x7fffffffU
+
+/* Implements Linux syscall close(2) for the forms the filter traps: the
+ * loader fd (it lies beyond the guest's RLIMIT_NOFILE, so it "is not open":
+ * EBADF) and values with garbage in the upper half, which the kernel takes
+ * as an unsigned int, as here. */
+LIBOS_SYSCALL(close)
+{
+	unsigned fd = (unsigned)a0;
+	if (fd == PICO_LOADER_FD || fd > FD_MAX_K)
+		return -EBADF;
+	return sys1(__NR_close, fd);
+}
+
+/* Implements Linux syscall dup3(2) for the forms the filter traps (newfd the
+ * loader fd, or garbage in the upper half of an argument). */
+LIBOS_SYSCALL(dup3)
+{
+	unsigned oldfd = (unsigned)a0, newfd = (unsigned)a1;
+	if (newfd == PICO_LOADER_FD || newfd > FD_MAX_K)
+		return -EBADF;
+	long r = sys3(__NR_dup3, oldfd, newfd, (int)a2);
+	if (r >= 0)
+		libos_fd_copy(oldfd, newfd);
+	return r;
 }
 
 /* Implements Linux syscall pipe(2). */
@@ -341,4 +384,164 @@ LIBOS_SYSCALL(close_range)
 			sys1(__NR_close, fd);
 	}
 	return 0;
+}
+
+/* ---- CPUs: virtual, the count the monitor chose (--cpus) ---- */
+
+/* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1, for the
+ * caller or any process of the picoprocess. */
+LIBOS_SYSCALL(sched_getaffinity)
+{
+	size_t len = (size_t)a1;
+	uint64_t mask[16];
+	unsigned cpus = libos_proc.cpus;
+	if (a0 < 0)
+		return -ESRCH;
+	if (a0 && a0 != sys0(__NR_getpid) && sys2(__NR_kill, a0, 0) == -ESRCH)
+		return -ESRCH;
+	size_t need = (((size_t)cpus + 63) / 64) * 8;
+	if (len < need || (len & 7))
+		return -EINVAL;
+	memset(mask, 0, sizeof(mask));
+	for (unsigned i = 0; i < cpus && i < 1024; i++)
+		mask[i / 64] |= 1ULL << (i % 64);
+	long r = libos_copy_to_guest((void *)a2, mask, need);
+	return r < 0 ? r : (long)need;
+}
+
+/* Implements Linux syscall sched_setaffinity(2): accepted when the mask
+ * names at least one of the picoprocess's CPUs; placement stays the host's. */
+LIBOS_SYSCALL(sched_setaffinity)
+{
+	size_t len = (size_t)a1;
+	uint64_t word = 0;
+	if (a0 < 0)
+		return -ESRCH;
+	if (len < 8)
+		return -EINVAL;
+	long r = libos_copy_from_guest(&word, (const void *)a2, sizeof(word));
+	if (r < 0)
+		return r;
+	unsigned cpus = libos_proc.cpus < 64 ? libos_proc.cpus : 64;
+	uint64_t ours = cpus == 64 ? ~0ULL : ((1ULL << cpus) - 1);
+	return (word & ours) ? 0 : -EINVAL;
+}
+
+/* Implements Linux syscall getcpu(2): CPU 0, node 0 (the vDSO normally
+ * answers this without a trap). */
+LIBOS_SYSCALL(getcpu)
+{
+	unsigned zero = 0;
+	long r;
+	if (a0 && (r = libos_copy_to_guest((void *)a0, &zero, sizeof(zero))) < 0)
+		return r;
+	if (a1 && (r = libos_copy_to_guest((void *)a1, &zero, sizeof(zero))) < 0)
+		return r;
+	return 0;
+}
+
+/* Implements Linux syscall sendfile(2) with pread/read and write through a
+ * bounce buffer on the stack (a short count is what sendfile may return). */
+LIBOS_SYSCALL(sendfile)
+{
+	int out_fd = (int)a0, in_fd = (int)a1;
+	long *offp = (long *)a2;
+	size_t count = (size_t)a3;
+	char buf[2048];
+	long off = 0, r;
+	if (offp) {
+		r = libos_copy_from_guest(&off, offp, sizeof(off));
+		if (r < 0)
+			return r;
+		if (off < 0)
+			return -EINVAL;
+	}
+	size_t done = 0;
+	while (done < count) {
+		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+		long n = offp ? sys4(__NR_pread64, in_fd, buf, want, off) : sys3(__NR_read, in_fd, buf, want);
+		if (n <= 0) {
+			if (done == 0 && n < 0)
+				return n;
+			break;
+		}
+		long w = sys3(__NR_write, out_fd, buf, (size_t)n);
+		if (w <= 0) {
+			if (done == 0)
+				return w < 0 ? w : -EIO;
+			break;
+		}
+		if (!offp && w < n)
+			sys3(__NR_lseek, in_fd, w - n, 1 /* SEEK_CUR */); /* give back what was not written */
+		done += (size_t)w;
+		off += w;
+		if (w < n)
+			break;
+	}
+	if (offp && (r = libos_copy_to_guest(offp, &off, sizeof(off))) < 0)
+		return r;
+	return (long)done;
+}
+
+/* prctl(2) options (<linux/prctl.h>) */
+#define PR_SET_PDEATHSIG_K 1
+#define PR_GET_PDEATHSIG_K 2
+#define PR_GET_DUMPABLE_K 3
+#define PR_SET_DUMPABLE_K 4
+#define PR_SET_NAME_K 15
+#define PR_GET_NAME_K 16
+#define PR_CAPBSET_READ_K 23
+#define PR_SET_NO_NEW_PRIVS_K 38
+#define PR_GET_NO_NEW_PRIVS_K 39
+
+/* The process name (comm) is virtual: recorded, never the host's. */
+static char prctl_name[16] = "";
+
+/* Implements Linux syscall prctl(2) for the options programs use to name
+ * themselves and query their state; the rest answer EINVAL (as Linux does
+ * for an option it does not know). */
+LIBOS_SYSCALL(prctl)
+{
+	switch ((int)a0) {
+	case PR_SET_NAME_K: {
+		char name[16];
+		long r = libos_copy_string_from_guest(name, (const char *)a1, sizeof(name));
+		if (r == -ENAMETOOLONG) {
+			/* Linux truncates to 15 bytes. */
+			r = libos_copy_from_guest(name, (const void *)a1, 15);
+			name[15] = 0;
+		}
+		if (r < 0)
+			return r;
+		memcpy(prctl_name, name, sizeof(name));
+		return 0;
+	}
+	case PR_GET_NAME_K: {
+		char name[16];
+		memset(name, 0, sizeof(name));
+		if (prctl_name[0]) {
+			memcpy(name, prctl_name, sizeof(name));
+		} else {
+			const char *base = libos_exe_path;
+			for (const char *q = libos_exe_path; *q; q++)
+				if (*q == '/')
+					base = q + 1;
+			memcpy(name, base, libos_strnlen(base, 15));
+		}
+		return libos_copy_to_guest((void *)a1, name, sizeof(name));
+	}
+	case PR_SET_PDEATHSIG_K:
+		/* The monitor already kills every guest process when it dies. */
+		return (unsigned long)a1 <= 64 ? 0 : -EINVAL;
+	case PR_GET_PDEATHSIG_K: {
+		int zero = 0;
+		return libos_copy_to_guest((void *)a1, &zero, sizeof(zero));
+	}
+	case PR_GET_DUMPABLE_K: return 0;
+	case PR_SET_DUMPABLE_K: return (unsigned long)a1 <= 1 ? 0 : -EINVAL;
+	case PR_CAPBSET_READ_K: return (unsigned long)a1 < 64 ? 0 : -EINVAL;
+	case PR_SET_NO_NEW_PRIVS_K: return a1 == 1 ? 0 : -EINVAL; /* already set */
+	case PR_GET_NO_NEW_PRIVS_K: return 1;
+	default: return -EINVAL;
+	}
 }

@@ -5,18 +5,24 @@
 
 #define AT_VALID_STAT (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)
 
-/* A guest path argument, copied and made absolute in the handler's frame
- * (the trap path allocates nothing).  `room` lets a URI scheme be written
- * just before the path, so "file:/path" needs no second copy; the frame stays
- * near 4 KiB, which matters on a guest's small sigaltstack. */
-#define SCHEME_ROOM 8
-struct guest_path {
-	char room[SCHEME_ROOM];
-	char abs[PICO_MAX_PATH];
-	size_t len;
-};
+/* Makes out->abs the directory the relative name is taken against: the
+ * cwd, or the remembered path of a directory fd. */
+static long base_of(int dirfd, struct guest_path *out, int need_dir)
+{
+	long r;
+	if (dirfd == AT_FDCWD)
+		return libos_cwd_get(out->abs, sizeof(out->abs));
+	struct stat st;
+	r = libos_fd_path(dirfd, out->abs, sizeof(out->abs), &st);
+	if (r == -ENOSYS || r >= 0) {
+		/* fstat succeeded: the fd is open. */
+		if (need_dir && (st.st_mode & S_IFMT) != S_IFDIR)
+			return -ENOTDIR;
+	}
+	return r;
+}
 
-static long fetch_path(int dirfd, long user_ptr, struct guest_path *out)
+long libos_fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 {
 	char first;
 	long r = libos_copy_from_guest(&first, (const void *)user_ptr, 1);
@@ -26,9 +32,7 @@ static long fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 		return -ENOENT;
 	size_t used = 0;
 	if (first != '/') {
-		if (dirfd != AT_FDCWD)
-			return -ENOSYS; /* directory fds do not remember their paths yet */
-		r = libos_cwd_get(out->abs, sizeof(out->abs));
+		r = base_of(dirfd, out, 1);
 		if (r < 0)
 			return r;
 		used = (size_t)r;
@@ -41,6 +45,29 @@ static long fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 	out->len = used + (size_t)r;
 	return 0;
 }
+
+long libos_fetch_target(int dirfd, long user_ptr, int flags, struct guest_path *out)
+{
+	if (flags & AT_EMPTY_PATH) {
+		char first = 0;
+		if (user_ptr) {
+			long r = libos_copy_from_guest(&first, (const void *)user_ptr, 1);
+			if (r < 0)
+				return r;
+		}
+		if (first == 0) {
+			long r = base_of(dirfd, out, 0);
+			if (r < 0)
+				return r;
+			out->len = (size_t)r;
+			return 0;
+		}
+	}
+	return libos_fetch_path(dirfd, user_ptr, out);
+}
+
+#define fetch_path libos_fetch_path
+#define SCHEME_ROOM LIBOS_SCHEME_ROOM
 
 /* "scheme:" + the path, in place; returns the URI and its length. */
 static const char *uri_of(struct guest_path *p, const char *scheme, size_t *len)
@@ -89,8 +116,25 @@ LIBOS_SYSCALL(chdir)
 	return libos_cwd_set(p.abs);
 }
 
-/* Implements Linux syscall fchdir(2): not yet, fds do not remember paths. */
-LIBOS_SYSCALL(fchdir) { return -ENOSYS; }
+/* Implements Linux syscall fchdir(2): the fd's remembered path becomes the
+ * cwd (the fd must still name a directory we may search). */
+LIBOS_SYSCALL(fchdir)
+{
+	struct guest_path p;
+	struct stat st;
+	long r = libos_fd_path((int)a0, p.abs, sizeof(p.abs), &st);
+	if (r == -ENOSYS && (st.st_mode & S_IFMT) != S_IFDIR)
+		return -ENOTDIR;
+	if (r < 0)
+		return r;
+	if ((st.st_mode & S_IFMT) != S_IFDIR)
+		return -ENOTDIR;
+	p.len = (size_t)r;
+	r = pico_access(p.abs, p.len, 1 /* X_OK */, 0);
+	if (r < 0)
+		return r;
+	return libos_cwd_set(p.abs);
+}
 
 /* Implements Linux syscall umask(2). */
 LIBOS_SYSCALL(umask)
@@ -109,8 +153,10 @@ LIBOS_SYSCALL(faccessat2)
 		return -EINVAL;
 	if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EACCESS | AT_EMPTY_PATH))
 		return -EINVAL;
-	long r = fetch_path(dirfd, a1, &p);
+	long r = libos_fetch_target(dirfd, a1, flags, &p);
 	if (r < 0)
+		return r;
+	if (libos_special_access(&p, mode, &r))
 		return r;
 	return pico_access(p.abs, p.len, mode, flags & AT_SYMLINK_NOFOLLOW);
 }
@@ -209,7 +255,8 @@ LIBOS_SYSCALL(newfstatat)
 	} else if ((r = fetch_path(dirfd, a1, &p)) < 0) {
 		return r;
 	}
-	r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
+	if (!libos_special_stat(&p, flags & AT_SYMLINK_NOFOLLOW, &stx, &r))
+		r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
 	if (r < 0)
 		return r;
 	stat_from_statx(&st, &stx);
@@ -247,7 +294,8 @@ LIBOS_SYSCALL(statx)
 	} else if ((r = fetch_path(dirfd, a1, &p)) < 0) {
 		return r;
 	}
-	r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
+	if (!libos_special_stat(&p, flags & AT_SYMLINK_NOFOLLOW, &stx, &r))
+		r = pico_stat(p.abs, p.len, flags & AT_SYMLINK_NOFOLLOW, &stx);
 	if (r < 0)
 		return r;
 	return libos_copy_to_guest((void *)a4, &stx, sizeof(stx));
@@ -271,6 +319,8 @@ LIBOS_SYSCALL(openat)
 	if (r < 0)
 		return r;
 	flags &= ~OPEN_FLAGS_DROPPED;
+	if (libos_special_open(&p, flags, &r))
+		return r;
 	if (flags & O_CREAT)
 		mode &= ~libos_umask_value & 07777;
 	else
@@ -282,6 +332,8 @@ LIBOS_SYSCALL(openat)
 		uri = uri_of(&p, "dir:", &uri_len);
 		r = pico_open(uri, uri_len, flags | O_DIRECTORY, 0);
 	}
+	if (r >= 0)
+		libos_fd_remember(r, p.abs);
 	return r;
 }
 
@@ -291,20 +343,9 @@ LIBOS_SYSCALL(creat) { return libos_sys_openat(AT_FDCWD, a0, O_CREAT | O_WRONLY 
 
 /* ---- readlink ---- */
 
-static int is_proc_self_exe(const char *abs)
-{
-	if (libos_streq(abs, "/proc/self/exe"))
-		return 1;
-	/* "/proc/<own pid>/exe" */
-	if (!libos_startswith(abs, "/proc/"))
-		return 0;
-	char pid[24];
-	size_t n = libos_format_ulong(pid, (unsigned long)sys0(__NR_getpid));
-	return memcmp(abs + 6, pid, n) == 0 && libos_streq(abs + 6 + n, "/exe");
-}
-
-/* Implements Linux syscall readlinkat(2); /proc/self/exe names the program
- * (virtual: the host has the loader there). */
+/* Implements Linux syscall readlinkat(2); the links under /proc/self are
+ * the library OS's (/proc/self/exe names the program, not the loader the
+ * host has there). */
 LIBOS_SYSCALL(readlinkat)
 {
 	int dirfd = (int)a0;
@@ -315,13 +356,8 @@ LIBOS_SYSCALL(readlinkat)
 	long r = fetch_path(dirfd, a1, &p);
 	if (r < 0)
 		return r;
-	if (is_proc_self_exe(p.abs)) {
-		size_t n = libos_strlen(libos_exe_path);
-		if ((unsigned long)size < n)
-			n = (size_t)size;
-		r = libos_copy_to_guest((void *)a2, libos_exe_path, n);
-		return r < 0 ? r : (long)n;
-	}
+	if (libos_special_readlink(&p, (char *)a2, (size_t)size, &r))
+		return r;
 	/* The monitor writes straight into the guest's buffer (it answers EFAULT
 	 * for a bad one). */
 	return pico_readlink(p.abs, p.len, (char *)a2, size > PICO_MAX_PATH ? PICO_MAX_PATH : (size_t)size);

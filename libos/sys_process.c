@@ -11,15 +11,20 @@ LIBOS_SYSCALL(fork) { return sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0); }
 LIBOS_SYSCALL(vfork) { return sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0); }
 
 #define LOADER_ARGV0 "picoproc-loader"
-#define MAX_STATE_OPTS 16
+#define MAX_STATE_OPTS 32
+/* fds whose paths follow the program across exec (--fd-path=N:PATH). */
+#define MAX_FD_OPTS 32
 
 /* Scratch for one execve, mmap'd (the handler may run on a small stack). */
 struct exec_scratch {
 	char room[8];
 	char abs[PICO_MAX_PATH];
-	char opt_text[PICO_MAX_PATH + 512];
+	char opt_text[PICO_MAX_PATH + 2048];
 	char fd_opt[32];
+	char rel[PICO_MAX_PATH];
 	const char *opts[MAX_STATE_OPTS];
+	char fd_path_text[4 * PICO_MAX_PATH];
+	const char *fd_path_opts[MAX_FD_OPTS];
 };
 
 /* Counts the guest's argv (validating the pointer array page by page); the
@@ -57,7 +62,7 @@ LIBOS_SYSCALL(execveat)
 	long argc = count_argv(argv);
 	if (argc < 0)
 		return argc;
-	size_t scratch_len = sizeof(struct exec_scratch) + ((size_t)argc + MAX_STATE_OPTS + 8) * sizeof(char *);
+	size_t scratch_len = sizeof(struct exec_scratch) + ((size_t)argc + MAX_STATE_OPTS + MAX_FD_OPTS + 8) * sizeof(char *);
 	scratch_len = (scratch_len + PAGE_SIZE_K - 1) & ~(PAGE_SIZE_K - 1);
 	long m = sys6(__NR_mmap, 0, scratch_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m < 0)
@@ -73,19 +78,27 @@ LIBOS_SYSCALL(execveat)
 	if (r < 0)
 		goto out;
 	if (first == 0) {
-		/* fexecve: needs the path of dirfd, not tracked yet. */
-		r = (flags & AT_EMPTY_PATH) ? -ENOSYS : -ENOENT;
-		goto out;
-	}
-	r = libos_copy_string_from_guest(s->abs, (const char *)a1, sizeof(s->abs));
-	if (r < 0)
-		goto out;
-	if (first != '/') {
-		char rel[PICO_MAX_PATH];
-		memcpy(rel, s->abs, (size_t)r + 1);
-		r = libos_resolve_path(dirfd, rel, s->abs, sizeof(s->abs));
+		/* fexecve: the image is the one dirfd names (its remembered path,
+		 * opened again with the execute check). */
+		if (!(flags & AT_EMPTY_PATH)) {
+			r = -ENOENT;
+			goto out;
+		}
+		struct stat st;
+		r = libos_fd_path(dirfd, s->abs, sizeof(s->abs), &st);
 		if (r < 0)
 			goto out;
+		a1 = (long)s->abs; /* becomes AT_EXECFN */
+	} else {
+		r = libos_copy_string_from_guest(s->abs, (const char *)a1, sizeof(s->abs));
+		if (r < 0)
+			goto out;
+		if (first != '/') {
+			memcpy(s->rel, s->abs, (size_t)r + 1);
+			r = libos_resolve_path(dirfd, s->rel, s->abs, sizeof(s->abs));
+			if (r < 0)
+				goto out;
+		}
 	}
 	self_exe = libos_streq(s->abs, "/proc/self/exe");
 	if (self_exe) {
@@ -126,6 +139,12 @@ LIBOS_SYSCALL(execveat)
 	for (size_t i = 0; i < nopts; i++)
 		new_argv[k++] = s->opts[i];
 	new_argv[k++] = s->fd_opt;
+	{
+		size_t nfd = libos_fd_exec_options(s->fd_path_text, sizeof(s->fd_path_text), s->fd_path_opts,
+						   MAX_FD_OPTS);
+		for (size_t i = 0; i < nfd; i++)
+			new_argv[k++] = s->fd_path_opts[i];
+	}
 	new_argv[k++] = "--";
 	/* The path as the program gave it: it becomes AT_EXECFN (but the next
 	 * instance must learn the real path behind /proc/self/exe). */

@@ -1,12 +1,13 @@
 /* Freestanding string and memory helpers (the library OS has no libc). */
 #include "libos.h"
 
+/* rep movsb / rep stosb: fast on every x86-64 with ERMS, and the handler's
+ * copies (struct utsname, paths, stat buffers) were a measurable part of an
+ * emulated call with byte loops. */
 void *memcpy(void *dst, const void *src, size_t n)
 {
-	unsigned char *d = dst;
-	const unsigned char *s = src;
-	while (n--)
-		*d++ = *s++;
+	void *d = dst;
+	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
 	return dst;
 }
 
@@ -26,9 +27,8 @@ void *memmove(void *dst, const void *src, size_t n)
 
 void *memset(void *dst, int c, size_t n)
 {
-	unsigned char *d = dst;
-	while (n--)
-		*d++ = (unsigned char)c;
+	void *d = dst;
+	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
 	return dst;
 }
 

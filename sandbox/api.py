@@ -420,7 +420,8 @@ class Sandbox:
         uid = 65534 if os.geteuid() == 0 else os.geteuid()
         gid = 65534 if os.geteuid() == 0 else os.getegid()
         return SpawnConfig(
-            argv=loader_argv(program, argv, cwd=m.cwd, uid=uid, gid=gid, hostname=m.hostname),
+            argv=loader_argv(program, argv, cwd=m.cwd, uid=uid, gid=gid, hostname=m.hostname,
+                             limits=m.limits),
             image_path=str(loader_path()),
             mode="libos",
             keep_image_fd=True,

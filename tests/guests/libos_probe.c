@@ -23,6 +23,17 @@
 #include <poll.h>
 #include <sys/select.h>
 #include <spawn.h>
+#include <dirent.h>
+#include <sched.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
+#include <sys/times.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/xattr.h>
+#include <sys/socket.h>
 
 /* Prints "name=<result> errno=<errno>" (evaluated in that order). */
 #define SHOW(name, expr)                                                   \
@@ -422,6 +433,415 @@ static int cmd_bench(void)
 	return 0;
 }
 
+
+/* fd -> path tracking: *at calls with a real directory fd, fchdir, dup'ed
+ * fds, a dirfd whose number was reused, fexecve.  argv: a writable dir. */
+static int cmd_dirfd(const char *dir)
+{
+	char buf[4096];
+	int d = open(dir, O_RDONLY | O_DIRECTORY);
+	printf("open_dir_ok=%d\n", d >= 0);
+	SHOW("mkdirat", mkdirat(d, "sub", 0755));
+	int sub = openat(d, "sub", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	printf("openat_sub_ok=%d\n", sub >= 0);
+	int f = openat(sub, "file.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	printf("openat_create_ok=%d\n", f >= 0);
+	SHOW("write", write(f, "hello\n", 6));
+	close(f);
+	struct stat st;
+	SHOW("fstatat_rel", fstatat(sub, "file.txt", &st, 0));
+	printf("size=%ld\n", (long)st.st_size);
+	SHOW("faccessat_rel", faccessat(d, "sub/file.txt", R_OK, 0));
+	/* A direct dup3 and F_DUPFD the library OS never sees: the copy still
+	 * resolves (by st_dev/st_ino). */
+	int copy = fcntl(sub, F_DUPFD_CLOEXEC, 100);
+	SHOW("fstatat_via_fdupfd", fstatat(copy, "file.txt", &st, 0));
+	SHOW("dup3", dup3(sub, 200, O_CLOEXEC));
+	SHOW("fstatat_via_dup3", fstatat(200, "file.txt", &st, 0));
+	/* readlink of /proc/self/fd/N names the directory. */
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", sub);
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	printf("fd_link=%s\n", buf);
+	/* Reuse: close the dir fd and put a pipe on its number. */
+	int keep = sub;
+	close(sub);
+	int pfd[2];
+	pipe(pfd);
+	if (pfd[0] != keep)
+		dup2(pfd[0], keep);
+	SHOW("openat_on_reused_pipe", openat(keep, "file.txt", O_RDONLY));
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", keep);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	printf("pipe_link_prefix=%.6s\n", buf);
+	SHOW("openat_bad_fd", openat(987, "x", O_RDONLY));
+	SHOW("openat_absolute_ignores_dirfd", openat(987, "/", O_RDONLY | O_DIRECTORY) >= 0);
+	/* fchdir, then a relative open. */
+	int sub2 = openat(d, "sub", O_RDONLY | O_DIRECTORY);
+	SHOW("fchdir", fchdir(sub2));
+	getcwd(buf, sizeof(buf));
+	printf("cwd=%s\n", buf);
+	SHOW("fchdir_file", fchdir(0) == 0 ? 0 : (errno == ENOTDIR || errno == ENOTTY || errno == EBADF) ? -2 : -3);
+	int rel = open("file.txt", O_RDONLY);
+	n = read(rel, buf, sizeof(buf));
+	printf("rel_read=%.*s", (int)(n > 0 ? n : 0), buf);
+	close(rel);
+	/* getdents64 on a directory fd. */
+	DIR *dp = fdopendir(openat(d, "sub", O_RDONLY | O_DIRECTORY));
+	int found = 0;
+	struct dirent *de;
+	while (dp && (de = readdir(dp)))
+		found += !strcmp(de->d_name, "file.txt");
+	printf("readdir_found=%d\n", found);
+	if (dp)
+		closedir(dp);
+	/* Hostile: a negative fd that is not AT_FDCWD, a name that overflows
+	 * once the directory's path is put in front, a bad pointer, a huge fd. */
+	SHOW("openat_negative_fd", openat(-5, "x", O_RDONLY));
+	static char longname[4100];
+	memset(longname, 'a', 4090);
+	longname[4090] = 0;
+	SHOW("openat_too_long", openat(d, longname, O_RDONLY));
+	SHOW("openat_efault", openat(d, (const char *)16, O_RDONLY));
+	SHOW("readlink_fd_huge", readlink("/proc/self/fd/99999999999", buf, sizeof(buf)));
+	SHOW("socket_connect_efault", connect(socket(AF_INET, SOCK_STREAM, 0), (void *)16, 16));
+	SHOW("socket_connect_badlen", connect(socket(AF_INET, SOCK_STREAM, 0), (void *)buf, 100000));
+	SHOW("socket_bad_family", socket(12345, SOCK_STREAM, 0));
+	/* renameat/unlinkat with dirfds. */
+	SHOW("renameat", renameat(d, "sub/file.txt", sub2, "moved.txt"));
+	SHOW("fstatat_moved", fstatat(d, "sub/moved.txt", &st, 0));
+	SHOW("unlinkat", unlinkat(sub2, "moved.txt", 0));
+	SHOW("unlinkat_dir", unlinkat(d, "sub", AT_REMOVEDIR));
+	return 0;
+}
+
+/* The name and attribute calls.  argv: a writable dir. */
+static int cmd_names(const char *dir)
+{
+	char path[512], other[512], buf[512];
+	struct stat st;
+	SHOW("chdir", chdir(dir));
+	SHOW("mkdir_p", mkdir("a", 0777));
+	SHOW("mkdir_exists", mkdir("a", 0777));
+	int fd = creat("a/f", 0666);
+	printf("creat_ok=%d\n", fd >= 0);
+	SHOW("write", write(fd, "0123456789", 10));
+	SHOW("stat_umask", stat("a/f", &st));
+	printf("mode=%o\n", st.st_mode & 0777); /* 0666 & ~022 */
+	SHOW("chmod", chmod("a/f", 0600));
+	stat("a/f", &st);
+	printf("mode_after_chmod=%o\n", st.st_mode & 0777);
+	SHOW("fchmod", fchmod(fd, 0640));
+	fstat(fd, &st);
+	printf("mode_after_fchmod=%o\n", st.st_mode & 0777);
+	SHOW("fchmodat_nofollow", fchmodat(AT_FDCWD, "a/f", 0644, 0));
+	SHOW("chown_self", chown("a/f", getuid(), getgid()));
+	SHOW("chown_root", chown("a/f", 0, 0));
+	SHOW("fchown_self", fchown(fd, -1, getgid()));
+	SHOW("truncate", truncate("a/f", 4));
+	fstat(fd, &st);
+	printf("size_after_truncate=%ld\n", (long)st.st_size);
+	SHOW("truncate_negative", truncate("a/f", -1));
+	struct timespec ts[2] = {{1000000000, 0}, {1234567890, 500}};
+	SHOW("utimensat", utimensat(AT_FDCWD, "a/f", ts, 0));
+	stat("a/f", &st);
+	printf("mtime=%ld\n", (long)st.st_mtime);
+	struct timeval tv[2] = {{100, 0}, {2000000000, 0}};
+	SHOW("utimes", utimes("a/f", tv));
+	stat("a/f", &st);
+	printf("mtime_utimes=%ld\n", (long)st.st_mtime);
+	ts[1].tv_sec = 1500000000;
+	SHOW("futimens", futimens(fd, ts));
+	fstat(fd, &st);
+	printf("mtime_futimens=%ld\n", (long)st.st_mtime);
+	struct timespec bad[2] = {{0, 2000000000L}, {0, 0}};
+	SHOW("utimensat_bad_nsec", utimensat(AT_FDCWD, "a/f", bad, 0));
+	SHOW("link", link("a/f", "a/hard"));
+	stat("a/f", &st);
+	printf("nlink=%ld\n", (long)st.st_nlink);
+	SHOW("symlink", symlink("f", "a/soft"));
+	ssize_t n = readlink("a/soft", buf, sizeof(buf));
+	printf("readlink=%.*s\n", (int)(n > 0 ? n : 0), buf);
+	SHOW("lstat_soft", lstat("a/soft", &st));
+	printf("soft_is_link=%d\n", S_ISLNK(st.st_mode));
+	SHOW("stat_soft", stat("a/soft", &st));
+	printf("soft_size=%ld\n", (long)st.st_size);
+	SHOW("rename", rename("a/hard", "a/renamed"));
+	SHOW("rename_missing", rename("a/missing", "a/x"));
+	SHOW("renameat2_noreplace", syscall(SYS_renameat2, AT_FDCWD, "a/renamed", AT_FDCWD, "a/f", 1));
+	SHOW("renameat2_exchange", syscall(SYS_renameat2, AT_FDCWD, "a/renamed", AT_FDCWD, "a/soft", 2));
+	SHOW("renameat2_badflags", syscall(SYS_renameat2, AT_FDCWD, "a/renamed", AT_FDCWD, "a/x", 64));
+	struct statfs sfs;
+	SHOW("statfs", statfs(".", &sfs));
+	SHOW("fstatfs", fstatfs(fd, &sfs));
+	SHOW("fdatasync", fdatasync(fd));
+	SHOW("access_w", access("a/f", W_OK));
+	SHOW("faccessat2_empty", syscall(439, fd, "", R_OK, AT_EMPTY_PATH));
+	SHOW("rmdir_notempty", rmdir("a"));
+	SHOW("unlink", unlink("a/f"));
+	SHOW("unlink_renamed", unlink("a/renamed"));
+	SHOW("unlink_soft", unlink("a/soft"));
+	SHOW("rmdir", rmdir("a"));
+	snprintf(path, sizeof(path), "%s/..", dir);
+	snprintf(other, sizeof(other), "/usr/x");
+	SHOW("rename_readonly", rename(path, other));
+	SHOW("symlink_readonly", symlink("x", "/usr/new-link"));
+	SHOW("chmod_readonly", chmod("/usr/bin", 0777));
+	SHOW("truncate_readonly", truncate("/etc/hostname", 0));
+	SHOW("efault_rename", rename((const char *)8, "x"));
+	SHOW("efault_utimensat", syscall(SYS_utimensat, AT_FDCWD, "x", (void *)8, 0));
+	close(fd);
+	return 0;
+}
+
+static void show_file(const char *path, int lines)
+{
+	char buf[65536];
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		printf("%s: open errno=%d\n", path, errno);
+		return;
+	}
+	size_t total = 0;
+	ssize_t n;
+	while ((n = read(fd, buf + total, sizeof(buf) - 1 - total)) > 0)
+		total += (size_t)n;
+	buf[total] = 0;
+	close(fd);
+	printf("%s: bytes=%zu\n", path, total);
+	char *p = buf;
+	for (int i = 0; i < lines && p && *p; i++) {
+		char *nl = strchr(p, '\n');
+		printf("  %.*s\n", (int)(nl ? nl - p : (long)strlen(p)), p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/* /dev and /proc. */
+static int cmd_special(void)
+{
+	char buf[4096];
+	int fd = open("/dev/null", O_RDWR);
+	printf("null_open=%d\n", fd >= 0);
+	SHOW("null_write", write(fd, "x", 1));
+	SHOW("null_read", read(fd, buf, 10));
+	close(fd);
+	fd = open("/dev/zero", O_RDONLY);
+	memset(buf, 1, 16);
+	SHOW("zero_read", read(fd, buf, 16));
+	printf("zero_bytes_zero=%d\n", buf[0] == 0 && buf[15] == 0);
+	close(fd);
+	fd = open("/dev/urandom", O_RDONLY);
+	SHOW("urandom_read", read(fd, buf, 32));
+	close(fd);
+	struct stat st;
+	SHOW("stat_null", stat("/dev/null", &st));
+	printf("null_chr=%d rdev=%u:%u\n", S_ISCHR(st.st_mode), major(st.st_rdev), minor(st.st_rdev));
+	SHOW("tty_open", open("/dev/tty", O_RDWR));
+	/* /dev/stdout is fd 1 (a file here: re-opened by path) */
+	fd = open("/dev/stdout", O_WRONLY);
+	printf("stdout_open=%d\n", fd >= 0);
+	if (fd >= 0) {
+		write(fd, "via-dev-stdout\n", 15);
+		close(fd);
+	}
+	int p[2];
+	pipe(p);
+	write(p[1], "pipe-data", 9);
+	char path[64];
+	snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+	fd = open(path, O_RDONLY);
+	memset(buf, 0, 16);
+	SHOW("devfd_pipe_read", read(fd, buf, 9));
+	printf("devfd_pipe=%s\n", buf);
+	SHOW("devfd_closed", open("/dev/fd/900", O_RDONLY));
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	printf("exe=%s\n", buf);
+	n = readlink("/proc/self", buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	printf("self_is_pid=%d\n", atoi(buf) == getpid());
+	n = readlink("/proc/self/cwd", buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	printf("cwd_link=%s\n", buf);
+	show_file("/proc/self/cmdline", 0);
+	fd = open("/proc/self/cmdline", O_RDONLY);
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	for (ssize_t i = 0; i < n; i++)
+		if (!buf[i])
+			buf[i] = '|';
+	printf("cmdline=%.*s\n", (int)(n > 0 ? n : 0), buf);
+	show_file("/proc/self/status", 1);
+	fd = open("/proc/self/status", O_RDONLY);
+	n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	close(fd);
+	char *u = strstr(buf, "\nUid:\t");
+	printf("status_uid=%ld\n", u ? strtol(u + 6, NULL, 10) : -1);
+	show_file("/proc/self/stat", 0);
+	fd = open("/proc/self/stat", O_RDONLY);
+	n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	close(fd);
+	printf("stat_pid_ok=%d\n", atoi(buf) == getpid());
+	show_file("/proc/self/maps", 0);
+	fd = open("/proc/self/maps", O_RDONLY);
+	n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = 0;
+	close(fd);
+	printf("maps_has_stack=%d maps_has_exe=%d\n", strstr(buf, "[stack]") != NULL,
+	       strstr(buf, "libos_probe") != NULL);
+	/* glibc finds the main thread's stack through /proc/self/maps. */
+	pthread_attr_t attr;
+	void *stackaddr = NULL;
+	size_t stacksize = 0;
+	int rc = pthread_getattr_np(pthread_self(), &attr);
+	if (rc == 0)
+		pthread_attr_getstack(&attr, &stackaddr, &stacksize);
+	int local;
+	printf("getattr_np=%d stack_contains_local=%d\n", rc,
+	       rc == 0 && (char *)&local >= (char *)stackaddr && (char *)&local < (char *)stackaddr + stacksize);
+	show_file("/proc/meminfo", 1);
+	show_file("/proc/cpuinfo", 1);
+	show_file("/proc/stat", 1);
+	printf("nprocs=%d\n", get_nprocs());
+	cpu_set_t set;
+	SHOW("getaffinity", sched_getaffinity(0, sizeof(set), &set));
+	printf("affinity_count=%d\n", CPU_COUNT(&set));
+	SHOW("write_proc", open("/proc/self/status", O_WRONLY));
+	SHOW("proc_other_pid", open("/proc/1/status", O_RDONLY));
+	SHOW("proc_other_pid_exe", readlink("/proc/1/exe", buf, sizeof(buf)));
+	SHOW("proc_unknown", open("/proc/sys/kernel/hostname", O_RDONLY));
+	SHOW("proc_lseek", lseek(open("/proc/meminfo", O_RDONLY), 0, SEEK_SET));
+	SHOW("access_proc_r", access("/proc/self/status", R_OK));
+	SHOW("access_proc_w", access("/proc/self/status", W_OK));
+	SHOW("stat_proc_dir", stat("/proc/self/fd", &st));
+	printf("proc_fd_is_dir=%d\n", S_ISDIR(st.st_mode));
+	return 0;
+}
+
+/* The loader fd (1023) is out of reach of dup2 and close_range. */
+static int cmd_loaderfd(void)
+{
+	SHOW("dup2_onto_loader", dup2(1, 1023));
+	SHOW("dup2_above", dup2(1, 5000));
+	SHOW("close_range_all", syscall(SYS_close_range, 3, ~0U, 0));
+	SHOW("close_loader", close(1023));
+	SHOW("close_truncated", syscall(SYS_close, (1L << 32) | 1023));
+	SHOW("dup3_onto_loader", dup3(1, 1023, 0));
+	SHOW("dup3_truncated", syscall(SYS_dup3, 1, (1L << 32) | 1023, 0));
+	SHOW("dup3_high", dup3(1, 3000, 0));
+	SHOW("close_high_ok", close(3000));
+	printf("loader_fd_open=%d\n", fcntl(1023, F_GETFD) >= 0);
+	return 0;
+}
+
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) { (void)sig; alarms++; }
+
+/* Timers, resource usage, flock, copies, prctl, xattrs.  argv: a writable dir. */
+static int cmd_misc(const char *dir)
+{
+	char path[512], path2[512], buf[64];
+	signal(SIGALRM, on_alarm);
+	SHOW("alarm_first", alarm(100));
+	SHOW("alarm_replace", alarm(0)); /* returns the seconds left: 100 */
+	struct itimerval it = {{0, 20000}, {0, 20000}}, cur;
+	SHOW("setitimer", setitimer(ITIMER_REAL, &it, NULL));
+	sigset_t none;
+	sigemptyset(&none);
+	while (alarms < 3)
+		sigsuspend(&none);
+	printf("alarms_ge3=%d\n", alarms >= 3);
+	SHOW("getitimer", getitimer(ITIMER_REAL, &cur));
+	printf("interval_us=%ld\n", (long)cur.it_interval.tv_usec);
+	struct itimerval off = {{0, 0}, {0, 0}};
+	SHOW("setitimer_off", setitimer(ITIMER_REAL, &off, NULL));
+	SHOW("getitimer_virtual", getitimer(ITIMER_VIRTUAL, &cur));
+	alarm(50);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(alarm(0)); /* the child has no alarm of its parent's */
+	int st;
+	waitpid(pid, &st, 0);
+	printf("child_alarm_left=%d\n", WEXITSTATUS(st));
+	SHOW("parent_alarm_left", alarm(0));
+	printf("wait_no_helper=%d\n", waitpid(-1, &st, WNOHANG) == -1 && errno == ECHILD);
+	struct rusage ru;
+	SHOW("getrusage", getrusage(RUSAGE_SELF, &ru));
+	struct tms t;
+	printf("times_ok=%d\n", times(&t) != (clock_t)-1);
+	snprintf(path, sizeof(path), "%s/src", dir);
+	snprintf(path2, sizeof(path2), "%s/dst", dir);
+	int a = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	write(a, "copy me please\n", 15);
+	int b = open(path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	loff_t in_off = 5;
+	SHOW("copy_file_range", copy_file_range(a, &in_off, b, NULL, 100, 0));
+	printf("in_off=%ld\n", (long)in_off);
+	off_t so = 0;
+	SHOW("sendfile", sendfile(b, a, &so, 4));
+	pread(b, buf, 14, 0);
+	printf("dst=%.14s\n", buf);
+	SHOW("fadvise", posix_fadvise(a, 0, 0, POSIX_FADV_SEQUENTIAL));
+	SHOW("flock_ex", flock(a, LOCK_EX | LOCK_NB));
+	int a2 = open(path, O_RDONLY);
+	SHOW("flock_conflict", flock(a2, LOCK_SH | LOCK_NB));
+	SHOW("flock_un", flock(a, LOCK_UN));
+	SHOW("flock_sh_now", flock(a2, LOCK_SH | LOCK_NB));
+	SHOW("getxattr", getxattr(path, "user.x", buf, sizeof(buf)));
+	SHOW("prctl_set_name", prctl(PR_SET_NAME, "renamed-task"));
+	memset(buf, 0, sizeof(buf));
+	prctl(PR_GET_NAME, buf);
+	printf("prctl_name=%s\n", buf);
+	unlink(path);
+	unlink(path2);
+	return 0;
+}
+
+/* Threads opening directories and names relative to them at once: every
+ * relative open must land in the thread's own directory although fd numbers
+ * are recycled between threads all the time.  argv: a dir holding t0..t3,
+ * each with a file "who" containing its own name. */
+static const char *race_dir;
+static int race_bad;
+
+static void *race_thread(void *arg)
+{
+	long id = (long)arg;
+	char path[512], want[8], got[8];
+	snprintf(path, sizeof(path), "%s/t%ld", race_dir, id);
+	snprintf(want, sizeof(want), "t%ld", id);
+	for (int i = 0; i < 300; i++) {
+		int d = open(path, O_RDONLY | O_DIRECTORY);
+		int dd = fcntl(d, F_DUPFD, 10); /* a copy the library OS never sees */
+		close(d);
+		int f = openat(dd, "who", O_RDONLY);
+		ssize_t n = f >= 0 ? read(f, got, sizeof(got) - 1) : -1;
+		if (n != 2 || memcmp(got, want, 2))
+			__atomic_fetch_add(&race_bad, 1, __ATOMIC_RELAXED);
+		if (f >= 0)
+			close(f);
+		close(dd);
+	}
+	return NULL;
+}
+
+static int cmd_fdrace(const char *dir)
+{
+	pthread_t t[4];
+	race_dir = dir;
+	for (long i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, race_thread, (void *)i);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	printf("race_bad=%d\n", race_bad);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -442,6 +862,18 @@ int main(int argc, char **argv)
 		return cmd_nested();
 	if (!strcmp(cmd, "sigmask"))
 		return cmd_sigmask();
+	if (!strcmp(cmd, "dirfd") && argc == 3)
+		return cmd_dirfd(argv[2]);
+	if (!strcmp(cmd, "names") && argc == 3)
+		return cmd_names(argv[2]);
+	if (!strcmp(cmd, "misc") && argc == 3)
+		return cmd_misc(argv[2]);
+	if (!strcmp(cmd, "fdrace") && argc == 3)
+		return cmd_fdrace(argv[2]);
+	if (!strcmp(cmd, "special"))
+		return cmd_special();
+	if (!strcmp(cmd, "loaderfd"))
+		return cmd_loaderfd();
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench();
 	fprintf(stderr, "libos_probe: unknown command %s\n", cmd);
