@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from picoproc.manifest import add_cli_options
@@ -28,9 +29,37 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _cmd_abi_linux(args) -> int:
+    """How picoproc handles every x86-64 Linux syscall (gVisor's linux64.go style)."""
+    from picoproc.libos import linux_table
+
+    rows = linux_table()
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["handling"]] = counts.get(r["handling"], 0) + 1
+    print(f"{len(rows)} x86-64 Linux syscalls: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    for r in rows:
+        if r["handling"] == "mediated":
+            how = "via " + ", ".join(r["mediated"])
+        elif r["handling"] == "refused":
+            how = f"{r['errno']} ({r['by']})"
+        elif r["handling"] == "direct" and r["rules"]:
+            how = f"when {r['rules'][0]}" + (f" (+{len(r['rules']) - 1} more rules)" if len(r["rules"]) > 1 else "")
+        else:
+            how = ""
+        print(f"  {r['nr']:4d} {r['name']:24s} {r['handling']:9s} {how}")
+    return 0
+
+
 def _cmd_abi(args) -> int:
     from picoproc.abi import load_table
 
+    if args.linux:
+        return _cmd_abi_linux(args)
     table = load_table()
     if args.json:
         doc = {
@@ -164,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     abi = sub.add_parser("abi", help="print the ABI table")
     abi.add_argument("--json", action="store_true", help="machine-readable")
+    abi.add_argument("--linux", action="store_true",
+                     help="how every x86-64 Linux syscall is handled: direct, emulated, mediated or refused")
     abi.set_defaults(func=_cmd_abi)
 
     doctor = sub.add_parser("doctor", help="probe kernel features and comparison backends")
@@ -191,3 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `picoproc abi --linux | head`): not an
+        # error worth a traceback; silence the final flush too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

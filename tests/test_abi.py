@@ -524,3 +524,36 @@ def test_int80_control_writes_natively(guest_bin):
     proc = _skip_without_int80(guest_bin)
     assert proc.returncode == 0
     assert "INT80-WROTE" in proc.stdout
+
+
+def test_abi_linux_covers_every_syscall_with_one_handling(run_picoproc):
+    """`picoproc abi --linux --json`: every x86-64 syscall exactly once, each
+    direct / emulated / mediated / refused, agreeing with the ABI table."""
+    from picoproc.abi.linux import SECCOMP_PASSTHROUGH, SYSCALLS_BY_NAME
+    from picoproc.abi.table import load_table
+
+    proc = run_picoproc("abi", "--linux", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert sorted(r["name"] for r in rows) == sorted(SYSCALLS_BY_NAME)
+    table = load_table()
+    direct = {d.name for d in table.direct}
+    for r in rows:
+        assert r["handling"] in {"direct", "emulated", "mediated", "refused"}, r
+        assert (r["handling"] == "direct") == (r["name"] in direct), r
+        if r["handling"] == "refused":
+            # uprobe/uretprobe pass every seccomp filter by the kernel's design:
+            # the table must say the kernel, not picoproc, answers them.
+            if r["name"] in SECCOMP_PASSTHROUGH:
+                assert r["by"] == "kernel", r
+            else:
+                assert r["errno"], r
+        if r["handling"] == "mediated":
+            assert set(r["mediated"]) <= {m.name for m in table.mediated}, r
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["clone3"]["handling"] == "refused" and by_name["clone3"]["errno"] == "ENOSYS"
+    assert by_name["io_uring_setup"]["handling"] == "refused"
+    assert by_name["openat"]["handling"] == "mediated"
+    assert by_name["uname"]["handling"] == "emulated"
+    human = run_picoproc("abi", "--linux")
+    assert human.returncode == 0 and f"{len(rows)} x86-64 Linux syscalls" in human.stdout
