@@ -868,14 +868,24 @@ def report(
     on `err`)."""
     probes = list(run_probes() if probes is None else probes)
     missing = missing_core(probes, pretend_missing=pretend_missing)
+    backends = backend_rows()
     if as_json:
-        json.dump(_document(probes, missing), out, indent=2)
+        doc = _document(probes, missing)
+        doc["backends"] = backends
+        json.dump(doc, out, indent=2)
         out.write("\n")
     else:
         uname = platform.uname()
         out.write(f"picoproc doctor: Linux {uname.release} {uname.machine}, euid {os.geteuid()}\n")
         for line in _table(probes):
             out.write(line.rstrip() + "\n")
+        out.write("comparison backends (picoproc run --backend NAME):\n")
+        width = max((len(b["name"]) for b in backends), default=0)
+        for b in backends:
+            state = "available" if b["available"] else "unavailable"
+            out.write(f"  {b['name']:{width}s}  {state:11s}  {b['reason']}\n")
+            if b["available"] and b["cannot_express"]:
+                out.write(f"  {'':{width}s}  {'':11s}  does not enforce: {', '.join(b['cannot_express'])}\n")
         out.write(
             "core features: "
             + ("all present\n" if not missing else f"missing {', '.join(missing)}\n")
@@ -884,6 +894,22 @@ def report(
         err.write(f"picoproc doctor: missing core features: {_missing_reasons(probes, missing)}\n")
         return EXIT_MISSING_CORE
     return 0
+
+
+def backend_rows() -> list[dict]:
+    """Each comparison backend: available or not (with the reason), and what
+    of a manifest it cannot enforce on this machine (feature key -> why)."""
+    try:
+        from picoproc.backends import all_backends
+    except ImportError as exc:  # pragma: no cover - a broken installation
+        return [{"name": "?", "available": False, "reason": f"backends not importable: {exc}",
+                 "cannot_express": {}}]
+    rows = []
+    for backend in all_backends():
+        ok, reason = backend.available()
+        rows.append({"name": backend.name, "available": ok, "reason": reason,
+                     "cannot_express": backend.cannot_express()})
+    return rows
 
 
 def _missing_reasons(probes: Sequence[Probe], missing: Sequence[str]) -> str:

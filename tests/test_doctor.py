@@ -913,3 +913,31 @@ def test_doctor_as_an_unprivileged_user():
     ):
         assert by_name[name]["ok"] == root[name].ok, (name, by_name[name], root[name])
     assert proc.returncode == (0 if doc["ok"] else doctor.EXIT_MISSING_CORE), proc.stderr
+
+
+def test_doctor_lists_every_backend_with_availability_and_what_it_cannot_enforce():
+    """Issue 5: doctor names each comparison backend, available or not with the
+    reason, and what of a manifest it cannot enforce here."""
+    import subprocess
+    import sys
+
+    from picoproc.backends import all_backends
+
+    proc = subprocess.run([sys.executable, "-m", "picoproc", "doctor", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    doc = json.loads(proc.stdout)
+    rows = {b["name"]: b for b in doc["backends"]}
+    assert set(rows) == {b.name for b in all_backends()}
+    for backend in all_backends():
+        ok, reason = backend.available()
+        row = rows[backend.name]
+        assert (row["available"], row["reason"]) == (ok, reason)
+        assert row["cannot_express"] == backend.cannot_express()
+        assert row["reason"], "a backend's state always comes with a reason"
+    # No isolation at all is never presented as enforcing anything.
+    assert "fs.view" in rows["native"]["cannot_express"]
+    human = subprocess.run([sys.executable, "-m", "picoproc", "doctor"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert "comparison backends" in human.stdout
+    for name in rows:
+        assert f"  {name} " in human.stdout
