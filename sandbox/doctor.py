@@ -906,9 +906,17 @@ def backend_rows() -> list[dict]:
                  "cannot_express": {}}]
     rows = []
     for backend in all_backends():
-        ok, reason = backend.available()
-        rows.append({"name": backend.name, "available": ok, "reason": reason,
-                     "cannot_express": backend.cannot_express()})
+        # A probe that breaks (e.g. doctor itself runs confined) makes that
+        # backend unavailable with the reason, never the whole report.
+        try:
+            ok, reason = backend.available()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            ok, reason = False, f"probe failed: {type(exc).__name__}: {exc}"
+        try:
+            cannot = backend.cannot_express()
+        except Exception as exc:  # noqa: BLE001
+            cannot = {"?": f"could not be determined: {exc}"}
+        rows.append({"name": backend.name, "available": ok, "reason": reason, "cannot_express": cannot})
     return rows
 
 
