@@ -295,7 +295,6 @@ class Sandbox:
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
             skeleton = _mount_point_skeleton(manifest)
             if skeleton is not None:
-                scratches.append(("/", skeleton))
                 # exec only lets directories be searched: the skeleton holds no files.
                 policy.add_mount_fd("/", skeleton.dir_fd, writable=False, exec=True)
             net = _net_policy(manifest)
@@ -438,14 +437,30 @@ def _mount_point_skeleton(manifest: Manifest):
     directories that lead to the mount points (and the mount points
     themselves), empty.  Without it, ``ls /`` or ``cd /`` fails although
     /usr is mounted: no host directory is shown there, and the guest must not
-    see the host's root.  Returns a Scratch, or None when / is mounted."""
-    points = [m.guest for m in manifest.mounts] + [t.guest for t in manifest.tmpfs]
+    see the host's root.  Returns a Scratch (shared: do not close it), or
+    None when / is mounted."""
+    points = tuple(sorted({m.guest for m in manifest.mounts} | {t.guest for t in manifest.tmpfs}))
     if "/" in points:
         return None
+    # Read-only to every guest and the same for the same mount points, so
+    # runs share one (kept for the life of the process) instead of paying
+    # for a new tmpfs each time.
+    with _skeleton_lock:
+        skeleton = _skeletons.get(points)
+        if skeleton is None:
+            skeleton = _skeletons[points] = _make_skeleton(points)
+    return skeleton
+
+
+_skeleton_lock = threading.Lock()
+_skeletons: dict[tuple[str, ...], object] = {}
+
+
+def _make_skeleton(points: tuple[str, ...]):
     skeleton = make_scratch(_SKELETON_BYTES, mode=0o755)
     try:
         made = set()
-        for point in sorted(points):
+        for point in points:
             parts = [p for p in point.split("/") if p]
             for i in range(1, len(parts) + 1):
                 rel = "/".join(parts[:i])

@@ -25,6 +25,7 @@ Typical use::
 from __future__ import annotations
 
 import errno as errno_mod
+import functools
 import json
 import os
 import threading
@@ -87,6 +88,43 @@ def escape_bytes(data: bytes) -> str:
 def _raise_errno(ret: int, what: str) -> None:
     if ret < 0:
         raise MonitorError(-ret, f"{what}: {os.strerror(-ret)}")
+
+
+def _host_of(mounts: tuple[tuple[str, str | None], ...], guest: str) -> str | None:
+    """The host path ``guest`` shows under the directory mounts (longest match)."""
+    best = None
+    for g, h in mounts:
+        if h is None:
+            continue
+        if guest == g or g == "/" or guest.startswith(g.rstrip("/") + "/"):
+            if best is None or len(g) > len(best[0]):
+                best = (g, h)
+    if best is None:
+        return None
+    rest = guest[len(best[0]):].lstrip("/") if best[0] != "/" else guest.lstrip("/")
+    return os.path.realpath(os.path.join(best[1], rest)) if rest else best[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str) -> tuple[str, ...]:
+    """``guest`` and every other guest path showing the same host tree.
+
+    Cached: every run of a manifest asks the same question, and the answer
+    (realpath of host directories) costs a millisecond or two per run."""
+    out = [guest]
+    host = _host_of(mounts, guest)
+    if host is None:
+        return tuple(out)
+    for other_guest, other_host in mounts:
+        if other_host is None:
+            continue
+        if host == other_host or host.startswith(other_host.rstrip("/") + "/"):
+            rest = host[len(other_host):].lstrip("/")
+            alias = other_guest.rstrip("/") + "/" + rest if rest else other_guest
+            alias = alias or "/"
+            if alias not in out:
+                out.append(alias)
+    return tuple(out)
 
 
 class FsPolicy:
@@ -181,32 +219,8 @@ class FsPolicy:
     def hide_with_aliases(self, guest: str) -> None:
         """Hides ``guest`` and every other guest path whose mount shows the
         same host directory tree (two mounts of overlapping host paths)."""
-        self.add_hidden(guest)
-        host = self._host_of(guest)
-        if host is None:
-            return
-        for other_guest, other_host in self._mounts:
-            if other_host is None:
-                continue
-            if host == other_host or host.startswith(other_host.rstrip("/") + "/"):
-                rest = host[len(other_host):].lstrip("/")
-                alias = other_guest.rstrip("/") + "/" + rest if rest else other_guest
-                alias = alias or "/"
-                if alias != guest:
-                    self.add_hidden(alias)
-
-    def _host_of(self, guest: str) -> str | None:
-        best = None
-        for g, h in self._mounts:
-            if h is None:
-                continue
-            inside = guest == g or g == "/" or guest.startswith(g.rstrip("/") + "/")
-            if inside and (best is None or len(g) > len(best[0])):
-                best = (g, h)
-        if best is None:
-            return None
-        rest = guest[len(best[0]):].lstrip("/") if best[0] != "/" else guest.lstrip("/")
-        return os.path.realpath(os.path.join(best[1], rest)) if rest else best[1]
+        for path in _hidden_aliases(tuple(self._mounts), guest):
+            self.add_hidden(path)
 
     @classmethod
     def from_manifest(cls, manifest, scratch_fds: Mapping[str, int] | None = None) -> FsPolicy:
