@@ -7,6 +7,7 @@ import package ``picoproc`` is assembled from those folders:
     picoproc.abi      <- abi/       the ABI table and its generators
     picoproc._native  <- native/    C hot path, built with cffi (API mode)
     picoproc.libos    <- libos/     the library OS; build_py builds its loader image
+    picoproc.bench    <- benchmarks/ performance and security suites (``picoproc bench``)
 """
 
 import importlib.util
@@ -31,11 +32,15 @@ class build_py_with_libos(build_py):
 
 
 setup(
-    packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.libos"],
+    packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.libos",
+              "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf"],
     package_dir={"picoproc": "sandbox", "picoproc.abi": "abi", "picoproc.backends": "sandbox/backends",
-                 "picoproc.libos": "libos"},
+                 "picoproc.libos": "libos", "picoproc.bench": "benchmarks",
+                 "picoproc.bench.security": "benchmarks/security",
+                 "picoproc.bench.perf": "benchmarks/perf"},
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
-                  "picoproc.libos": ["picoproc-loader", "*.h"]},
+                  "picoproc.libos": ["picoproc-loader", "*.h"], "picoproc.bench.security": ["guests/*.c"],
+                  "picoproc.bench": ["guests/*.c"]},
     cmdclass={"build_py": build_py_with_libos},
     cffi_modules=["native/build_native.py:ffibuilder"],
     zip_safe=False,

@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="probe kernel features and comparison backends")
     doctor.add_argument("--json", action="store_true", help="machine-readable")
     doctor.set_defaults(func=_cmd_doctor)
+
+    # picoproc bench surface|security|perf: the suites live in benchmarks/
+    # (picoproc.bench) and register their own parsers.
+    from picoproc.bench.perf.cli import add_perf_parser
+    from picoproc.bench.security.cli import add_bench_parsers
+
+    add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser])
     return parser
 
 

@@ -1,0 +1,609 @@
+"""The measurements: call classes, start-up, applications, scale.
+
+Every measurement runs one backend at a time through one interface
+(:class:`BackendRunner`): picoproc through its Python API (``Sandbox``, one
+shared monitor for the whole suite), the peers through ``Backend.run``.  All
+of them get the same manifest: the embedded default plus the suite's work
+directory mounted read-only at the same path (identity, so that the
+path-checking peers can express it too).  Programs write only into the
+manifest's scratch ``/tmp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import random
+import secrets
+import selectors
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from . import stats
+
+# Peers whose every system call leaves the process (a ptrace stop, a gVisor
+# Sentry round trip): they get fewer batches and repetitions so that a run
+# finishes in minutes, which their spread reflects.
+SLOW_BACKENDS = frozenset({"gvisor", "ptrace"})
+
+CALL_CLASSES = ("getppid", "uname", "getcwd", "openclose", "stat", "read4k")
+CALL_CLASS_KIND = {"getppid": "direct", "uname": "emulated", "getcwd": "emulated",
+                   "openclose": "mediated", "stat": "mediated", "read4k": "direct"}
+CALL_CLASS_LABEL = {"getppid": "getppid", "uname": "uname", "getcwd": "getcwd",
+                    "openclose": "open+close", "stat": "stat", "read4k": "read 4 KiB"}
+
+RUN_TIMEOUT_S = 600.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One run of one program under one backend."""
+
+    ok: bool
+    status: int
+    wall_s: float  # measured here, around the whole call (spawn to reap)
+    stdout: bytes
+    stderr: bytes
+    why: str | None = None  # set when not ok: one line
+    mediated_calls: int | None = None  # pico only: calls the monitor served for this run
+
+    def fail_reason(self) -> str:
+        return self.why or "failed"
+
+
+@dataclasses.dataclass
+class Profile:
+    """How much to measure: the quick profile (CI smoke, < 2 min on
+    native+pico) or the full one (docs/PERFORMANCE.md)."""
+
+    name: str
+    call_target_ns: int  # length of one batch of calls
+    call_rounds: int  # runs of the call-class guest per backend, round-robin; batches are split over them
+    call_batches: int
+    call_batches_slow: int
+    startup_runs: int
+    startup_runs_slow: int
+    cli_runs: int
+    app_runs: int
+    app_runs_slow: int
+    sqlite_rows: int
+    tar_files: int
+    gcc_functions: int
+    scale_ns: tuple[int, ...]
+    scale_calls: int  # per client
+
+
+QUICK = Profile("quick", call_target_ns=2_000_000, call_rounds=1, call_batches=7, call_batches_slow=3,
+                startup_runs=8, startup_runs_slow=3, cli_runs=3, app_runs=2, app_runs_slow=1,
+                sqlite_rows=5_000, tar_files=40, gcc_functions=40, scale_ns=(1, 8, 32),
+                scale_calls=1_000)
+FULL = Profile("full", call_target_ns=10_000_000, call_rounds=3, call_batches=21, call_batches_slow=7,
+               startup_runs=40, startup_runs_slow=10, cli_runs=10, app_runs=7, app_runs_slow=3,
+               sqlite_rows=50_000, tar_files=400, gcc_functions=150, scale_ns=(1, 8, 32),
+               scale_calls=20_000)
+
+
+def scaled(profile: Profile, factor: float) -> Profile:
+    """``profile`` with every repetition count multiplied by ``factor`` (at
+    least one of each): the smoke test runs the plumbing with tiny counts."""
+    def n(x: int) -> int:
+        return max(1, int(x * factor))
+
+    return dataclasses.replace(
+        profile, name=f"{profile.name}x{factor:g}", call_target_ns=n(profile.call_target_ns),
+        call_rounds=n(profile.call_rounds),
+        call_batches=n(profile.call_batches), call_batches_slow=n(profile.call_batches_slow),
+        startup_runs=n(profile.startup_runs), startup_runs_slow=n(profile.startup_runs_slow),
+        cli_runs=n(profile.cli_runs), app_runs=n(profile.app_runs), app_runs_slow=n(profile.app_runs_slow),
+        sqlite_rows=n(profile.sqlite_rows), tar_files=n(profile.tar_files),
+        gcc_functions=n(profile.gcc_functions), scale_calls=max(10, n(profile.scale_calls)))
+
+
+# ---------------------------------------------------------------------------
+# The work directory: guests and inputs, mounted read-only in every backend.
+
+
+def make_workdir(profile: Profile) -> pathlib.Path:
+    """A fresh directory outside /tmp (which every sandbox replaces with its
+    scratch) holding the guests and generated inputs, readable by the
+    unprivileged guest identity."""
+    base = os.environ.get("PICOPROC_PERF_WORKDIR", "/var/tmp")
+    if not os.path.isdir(base):
+        raise RuntimeError(f"work directory base {base} does not exist (set PICOPROC_PERF_WORKDIR)")
+    import tempfile
+
+    from .guests import install_guests
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="picoproc-perf-", dir=base))
+    os.chmod(work, 0o755)
+    install_guests(work / "bin")
+    data = work / "data"
+    data.mkdir()
+    (data / "file").write_bytes(random.Random(7).randbytes(64 * 1024))
+    _write_sqlite_script(work / "inserts.sql", profile.sqlite_rows)
+    _write_tree(work / "tree", profile.tar_files)
+    _write_c_program(work / "prog.c", profile.gcc_functions)
+    for path in [work, *work.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
+    return work
+
+
+def _write_sqlite_script(path: pathlib.Path, rows: int) -> None:
+    # synchronous=OFF and an in-memory journal: the scratch of each backend
+    # lives on different storage (host disk for native, tmpfs elsewhere);
+    # without fsync the workload measures the sandbox, not the disk.
+    rng = random.Random(11)
+    lines = ["PRAGMA synchronous=OFF;", "PRAGMA journal_mode=MEMORY;", "BEGIN;",
+             "CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, price REAL);"]
+    for i in range(rows):
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
+        lines.append(f"INSERT INTO item(name, qty, price) VALUES('{name}', {rng.randint(0, 999)}, "
+                     f"{rng.random() * 100:.2f});")
+    lines += ["COMMIT;", "CREATE INDEX item_name ON item(name);",
+              "SELECT count(*), sum(qty) FROM item;"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_tree(root: pathlib.Path, files: int) -> None:
+    rng = random.Random(13)
+    words = [bytes(rng.choice(b"abcdefghij klmnop\n") for _ in range(16)) for _ in range(64)]
+    for i in range(files):
+        d = root / f"d{i % 8}" / f"e{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        # Compressible text (like sources), 8 KiB per file.
+        (d / f"f{i}.txt").write_bytes(b"".join(rng.choice(words) for _ in range(512)))
+
+
+def _write_c_program(path: pathlib.Path, functions: int) -> None:
+    out = ["#include <stdio.h>", "#include <string.h>", ""]
+    for i in range(functions):
+        out.append(f"static unsigned f{i}(const char *s, unsigned k) {{ unsigned h = {i}u + k;"
+                   f" for (size_t j = 0; j < strlen(s); j++) h = h * 31u + (unsigned)s[j] + (h >> {i % 7 + 1});"
+                   f" return h ^ (k << {i % 5}); }}")
+    out.append("int main(int argc, char **argv) { unsigned h = 0; const char *s = argc > 1 ? argv[1] : \"x\";")
+    out += [f"  h += f{i}(s, h);" for i in range(functions)]
+    out.append('  printf("%u\\n", h); return 0; }')
+    path.write_text("\n".join(out) + "\n")
+
+
+def suite_manifest(work: pathlib.Path):
+    from picoproc.manifest import apply_overrides, default_manifest
+
+    return apply_overrides(default_manifest(), mounts=[f"{work}={work}:ro"])
+
+
+# ---------------------------------------------------------------------------
+# Running one program under one backend.
+
+
+class BackendRunner:
+    """Runs programs under one backend with one manifest; picoproc through
+    its Sandbox API (the shared monitor), the peers through Backend.run."""
+
+    def __init__(self, name: str, manifest) -> None:
+        self.name = name
+        self.manifest = manifest
+        if name == "pico":
+            from picoproc.api import Sandbox
+
+            self._sandbox = Sandbox(manifest)
+        else:
+            from picoproc.backends import get_backend
+
+            self._backend = get_backend(name)
+
+    def run(self, argv: Sequence[str], timeout: float = RUN_TIMEOUT_S) -> Outcome:
+        t0 = time.perf_counter()
+        try:
+            if self.name == "pico":
+                r = self._sandbox.run(list(argv), capture=True, timeout=timeout)
+                wall = time.perf_counter() - t0
+                status, out, err = r.status, r.stdout or b"", r.stderr or b""
+                timed_out = r.limit == "wall_time"
+                why_end = r.reason
+                mediated = r.calls.get("mediated")
+            else:
+                r = self._backend.run(self.manifest, list(argv), capture=True, timeout=timeout)
+                wall = time.perf_counter() - t0
+                status, out, err = r.returncode, r.stdout or b"", r.stderr or b""
+                timed_out = r.timed_out
+                why_end = f"exit status {status}"
+                mediated = None
+        except Exception as exc:  # noqa: BLE001 -- a backend that cannot run this is a result, not a crash
+            return Outcome(False, -1, time.perf_counter() - t0, b"", b"",
+                           f"{type(exc).__name__}: {_one_line(str(exc))}")
+        if timed_out:
+            return Outcome(False, status, wall, out, err, f"timed out after {timeout:g} s")
+        if status != 0:
+            return Outcome(False, status, wall, out, err, f"{why_end}: {_last_line(err) or _last_line(out)}")
+        return Outcome(True, status, wall, out, err, mediated_calls=mediated)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _last_line(data: bytes) -> str:
+    lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return _one_line(lines[-1]) if lines else ""
+
+
+# ---------------------------------------------------------------------------
+# Call classes.
+
+
+def parse_callclass_output(text: str) -> dict:
+    """The guest's lines -> {"vdso": bool, class: {"iters": n, "per_call_ns": [...]}}."""
+    doc: dict = {}
+    for line in text.splitlines():
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if "vdso" in fields:
+            doc["vdso"] = fields["vdso"] == "1"
+        elif "class" in fields:
+            batches = [int(x) / 1000.0 for x in fields["ps"].split(",") if x]
+            doc[fields["class"]] = {"iters": int(fields["iters"]), "per_call_ns": batches}
+    return doc
+
+
+def run_call_classes_once(runner: BackendRunner, work: pathlib.Path, profile: Profile, batches: int) -> dict:
+    """One run of the call-class guest: {"vdso", class: {"iters", "per_call_ns"}} and "error" if it failed."""
+    argv = [str(work / "bin" / "callclass"), str(work / "data" / "file"), str(profile.call_target_ns),
+            str(batches), *CALL_CLASSES]
+    outcome = runner.run(argv)
+    parsed = parse_callclass_output(outcome.stdout.decode("utf-8", "replace"))
+    if not outcome.ok:
+        parsed["error"] = outcome.fail_reason()
+    return parsed
+
+
+def measure_call_classes(names: Sequence[str], runners: dict[str, BackendRunner], work: pathlib.Path,
+                         profile: Profile, progress: Callable[[str], None] | None = None) -> dict:
+    """Per backend and class: median/p10/p90 of the batches' per-call ns, or
+    an error.  The guest runs ``profile.call_rounds`` times per backend,
+    round-robin over the backends (each run calibrates again and adds its
+    batches), so a burst of other load cannot land on one backend only."""
+    batches: dict[str, dict[str, list[float]]] = {n: {c: [] for c in CALL_CLASSES} for n in names}
+    iters: dict[str, dict[str, int]] = {n: {} for n in names}
+    vdso: dict[str, bool | None] = {n: None for n in names}
+    errors: dict[str, str] = {}
+    for r in range(profile.call_rounds):
+        for n in names:
+            if n in errors:
+                continue
+            per_round = max(1, (profile.call_batches_slow if n in SLOW_BACKENDS else profile.call_batches)
+                            // profile.call_rounds)
+            t = time.monotonic()
+            parsed = run_call_classes_once(runners[n], work, profile, per_round)
+            vdso[n] = parsed.get("vdso", vdso[n])
+            for cls in CALL_CLASSES:
+                if cls in parsed:
+                    batches[n][cls] += parsed[cls]["per_call_ns"]
+                    iters[n][cls] = parsed[cls]["iters"]
+            if "error" in parsed:
+                errors[n] = parsed["error"]
+            if progress:
+                progress(f"call classes round {r + 1}/{profile.call_rounds} x {n}: "
+                         + (f"FAILED: {errors[n]}" if n in errors else "done") + f" in {time.monotonic() - t:.1f} s")
+    out = {}
+    for n in names:
+        result: dict = {"vdso": vdso[n], "classes": {}}
+        for cls in CALL_CLASSES:
+            # The guest stops at the first class whose call fails: the
+            # classes it reached keep their numbers, the rest get the error.
+            if batches[n][cls] and not (n in errors and cls not in iters[n]):
+                s = stats.summary(batches[n][cls])
+                s["iters"] = iters[n][cls]
+                result["classes"][cls] = s
+            else:
+                result["classes"][cls] = {"error": errors.get(n, "no output")}
+        if n in errors:
+            result["error"] = errors[n]
+        out[n] = result
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Start-up.
+
+
+def run_true(runner: BackendRunner) -> Outcome:
+    """One spawn-to-exit of /bin/true."""
+    return runner.run(["/bin/true"])
+
+
+def picoproc_cli() -> list[str]:
+    """How to start the ``picoproc`` command: its console script if it is on
+    PATH, else ``python -m picoproc``."""
+    script = shutil.which("picoproc")
+    return [script] if script else [sys.executable, "-m", "picoproc"]
+
+
+def measure_startup_cli(backend: str, runs: int) -> dict:
+    """``picoproc run --backend B -- /bin/true`` as a subprocess: includes the
+    CLI's own Python start-up and imports, which a user pays per run."""
+    cmd = [*picoproc_cli(), "run", "--backend", backend, "--", "/bin/true"]
+    walls = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S,
+                               check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {RUN_TIMEOUT_S:g} s"}
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            return {"error": f"exit status {p.returncode}: {_last_line(p.stderr)}"}
+        if i:  # the first run warms the page cache for the CLI's imports
+            walls.append(wall * 1000.0)
+    return {"ms": stats.summary(walls), "command": " ".join(cmd[:1] + cmd[1:])}
+
+
+# ---------------------------------------------------------------------------
+# Applications.
+
+
+@dataclasses.dataclass
+class App:
+    key: str
+    label: str
+    argv: Callable[[pathlib.Path, str], list[str]]  # (work dir, unique token) -> argv
+    check: Callable[[bytes], bool]  # accepts the program's stdout
+    scratch: Callable[[str], list[str]]  # token -> paths it leaves in scratch /tmp
+    skip: str | None = None  # reason it cannot run on this machine
+
+
+_PY_IMPORTS = ("import json, re, hashlib, sqlite3, subprocess, collections, datetime, decimal, "
+               "email.parser, urllib.parse, pathlib, tempfile, argparse, logging, csv; print('ok')")
+# A small, self-contained module of CPython's own regression suite.
+PY_TEST_MODULE = "test_json"
+
+
+def _guest_program(name: str, manifest) -> str | None:
+    """The absolute path of ``name`` on the manifest's PATH (as the guest
+    would find it), if the host has it."""
+    path = dict(manifest.env).get("PATH", "/usr/bin:/bin")
+    found = shutil.which(name, path=path)
+    return os.path.abspath(found) if found else None
+
+
+def applications(manifest) -> list[App]:
+    python3 = _guest_program("python3", manifest)
+    sqlite3 = _guest_program("sqlite3", manifest)
+    busybox = _guest_program("busybox", manifest)
+    gcc = _guest_program("gcc", manifest)
+    apps = [
+        App("py_imports", "python3 -c imports",
+            lambda w, t: [python3, "-c", _PY_IMPORTS], lambda out: out.strip() == b"ok", lambda t: [],
+            None if python3 else "python3 is not installed"),
+        App("py_regrtest", f"python3 -m test {PY_TEST_MODULE}",
+            lambda w, t: [python3, "-m", "test", "-q", PY_TEST_MODULE],
+            lambda out: b"SUCCESS" in out, lambda t: [], _regrtest_skip_reason(python3)),
+        App("sqlite_inserts", "sqlite3 bulk inserts",
+            lambda w, t: [sqlite3, f"/tmp/perf-{t}.db", f".read {w}/inserts.sql"],
+            lambda out: b"|" in out, lambda t: [f"/tmp/perf-{t}.db"],
+            None if sqlite3 else "the sqlite3 command is not installed (Debian: sqlite3)"),
+        App("tar_czf", "busybox tar czf",
+            lambda w, t: [busybox, "tar", "czf", f"/tmp/perf-{t}.tgz", "-C", str(w), "tree"],
+            lambda out: True, lambda t: [f"/tmp/perf-{t}.tgz"],
+            None if busybox else "busybox is not installed (Debian: busybox-static)"),
+        App("gcc_compile", "gcc -O2 compile+link",
+            lambda w, t: [gcc, "-O2", "-o", f"/tmp/perf-{t}", f"{w}/prog.c"],
+            lambda out: True, lambda t: [f"/tmp/perf-{t}"],
+            None if gcc else "gcc is not installed"),
+    ]
+    return apps
+
+
+def _regrtest_skip_reason(python3: str | None) -> str | None:
+    if not python3:
+        return "python3 is not installed"
+    probe = subprocess.run([python3, "-c", f"import test.{PY_TEST_MODULE}"], capture_output=True, timeout=60,
+                           check=False)
+    if probe.returncode != 0:
+        ver = subprocess.run([python3, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=60, check=False).stdout.strip()
+        return (f"CPython's regression tests are not installed for {python3} "
+                f"(Debian: libpython{ver}-testsuite)")
+    return None
+
+
+def run_app_once(runner: BackendRunner, app: App, work: pathlib.Path) -> Outcome:
+    """One run of ``app``; a wrong output makes it a failed run."""
+    token = secrets.token_hex(6)
+    try:
+        o = runner.run(app.argv(work, token))
+    finally:
+        # Backends without a private scratch (native, ptrace, sandlock)
+        # write to the host's /tmp: leave nothing behind there.
+        for p in app.scratch(token):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+    if o.ok and not app.check(o.stdout):
+        o.ok, o.why = False, f"unexpected output {_last_line(o.stdout)!r}"
+    return o
+
+
+def interleaved(names: Sequence[str], runs_of: Callable[[str], int], once: Callable[[str], Outcome],
+                progress: Callable[[str], None] | None = None, what: str = "",
+                scale: float = 1.0, unit: str = "s") -> dict[str, dict]:
+    """Runs ``once(backend)`` round-robin: round r runs every backend that
+    still needs a run, so load from anything else on the machine falls on
+    every backend alike instead of on whichever ran during it.  A backend's
+    first failure ends its runs and becomes its result."""
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    mediated: dict[str, list[int]] = {n: [] for n in names}
+    failed: dict[str, str] = {}
+    rounds = max((runs_of(n) for n in names), default=0)
+    for r in range(rounds):
+        parts = []
+        for n in names:
+            if n in failed or r >= runs_of(n):
+                continue
+            o = once(n)
+            if not o.ok:
+                failed[n] = "fails: " + o.fail_reason()
+                parts.append(f"{n} FAILED")
+                continue
+            walls[n].append(o.wall_s * scale)
+            if o.mediated_calls is not None:
+                mediated[n].append(o.mediated_calls)
+            parts.append(f"{n} {o.wall_s * scale:.{1 if scale > 1 else 2}f}{unit}")
+        if progress:
+            progress(f"{what} round {r + 1}/{rounds}: " + ", ".join(parts))
+    out = {}
+    for n in names:
+        if n in failed:
+            out[n] = {"error": failed[n]}
+        elif walls[n]:
+            out[n] = {unit: stats.summary(walls[n])}
+            if mediated[n]:
+                out[n]["mediated_calls"] = int(stats.percentile(mediated[n], 50))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Scale: N concurrent clients of one monitor.
+
+
+def _parse_statloop(line: str) -> dict:
+    fields = dict(kv.split("=", 1) for kv in line.split())
+    return {"calls": int(fields["calls"]), "start": int(fields["start"]), "end": int(fields["end"]),
+            "vdso": fields.get("vdso") == "1", "hist": stats.parse_hist(fields.get("hist", ""))}
+
+
+class _ReadyBarrier:
+    """Collects each client's stdout; knows when all have printed "ready"."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.bufs = {fd: bytearray() for fd in fds}
+        self.open = set(fds)
+        self.sel = selectors.DefaultSelector()
+        for fd in fds:
+            self.sel.register(fd, selectors.EVENT_READ)
+
+    def ready_count(self) -> int:
+        return sum(1 for b in self.bufs.values() if b.startswith(b"ready\n"))
+
+    def waiting(self) -> int:
+        """Clients still starting: not ready yet and not gone (a client that
+        failed to start closes its pipe without "ready")."""
+        return sum(1 for fd in self.open if not self.bufs[fd].startswith(b"ready\n"))
+
+    def pump(self, deadline: float) -> None:
+        for key, _ in self.sel.select(max(0.0, min(0.5, deadline - time.monotonic()))):
+            data = os.read(key.fd, 65536)
+            if data:
+                self.bufs[key.fd] += data
+            else:
+                self.sel.unregister(key.fd)
+                self.open.discard(key.fd)
+
+    def close(self) -> None:
+        self.sel.close()
+
+
+def measure_scale(backend: str, manifest, work: pathlib.Path, n: int, calls: int,
+                  timeout: float = RUN_TIMEOUT_S) -> dict:
+    """``n`` clients, released together, each timing ``calls`` stat calls.
+
+    pico: ``n`` Sandbox runs in threads of this process, all served by the
+    one shared monitor.  native: ``n`` plain processes (the reference)."""
+    argv = [str(work / "bin" / "statloop"), str(work / "data" / "file"), str(calls)]
+    go_r, go_w = os.pipe()
+    outs = [os.pipe() for _ in range(n)]
+    errors: list[str] = []
+    threads: list[threading.Thread] = []
+    procs: list[subprocess.Popen] = []
+    results: list = [None] * n
+    barrier = _ReadyBarrier([r for r, _ in outs])
+    cpu0 = os.times()
+    t_start = time.monotonic()
+    try:
+        if backend == "pico":
+            from picoproc.api import Sandbox
+
+            def client(i: int) -> None:
+                try:
+                    results[i] = Sandbox(manifest).run(argv, stdin=go_r, stdout=outs[i][1], stderr=outs[i][1],
+                                                       timeout=timeout)
+                except Exception as exc:  # noqa: BLE001 -- reported as this client's failure
+                    errors.append(f"client {i}: {type(exc).__name__}: {_one_line(str(exc))}")
+                finally:
+                    os.close(outs[i][1])
+
+            for i in range(n):
+                t = threading.Thread(target=client, args=(i,), daemon=True)
+                t.start()
+                threads.append(t)
+        elif backend == "native":
+            for i in range(n):
+                procs.append(subprocess.Popen(argv, stdin=go_r, stdout=outs[i][1], stderr=outs[i][1],
+                                              env=dict(manifest.env), cwd="/"))
+                os.close(outs[i][1])
+        else:
+            raise ValueError(f"scale is measured for pico and native only, not {backend}")
+        deadline = time.monotonic() + timeout
+        while barrier.waiting() and time.monotonic() < deadline:
+            barrier.pump(deadline)
+        ready = barrier.ready_count()
+        os.write(go_w, b"g" * n)  # releases every client (one byte each)
+        spawn_s = time.monotonic() - t_start
+        while barrier.open and time.monotonic() < deadline:
+            barrier.pump(deadline)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            p.wait(max(0.1, deadline - time.monotonic()))
+    finally:
+        barrier.close()
+        for fd in (go_r, go_w):
+            os.close(fd)
+        for r, _ in outs:
+            os.close(r)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    cpu1 = os.times()
+    if ready < n:
+        errors.append(f"only {ready} of {n} clients started")
+    clients = []
+    for i, (r, _) in enumerate(outs):
+        text = barrier.bufs[r].decode("utf-8", "replace")
+        line = next((ln for ln in text.splitlines() if ln.startswith("calls=")), None)
+        if line is None:
+            errors.append(f"client {i}: {_one_line(text) or 'no output'}")
+            continue
+        clients.append(_parse_statloop(line))
+    if errors or not clients:
+        return {"error": "fails: " + "; ".join(errors[:3])}
+    hist = stats.merge_hists(c["hist"] for c in clients)
+    total = sum(c["calls"] for c in clients)
+    span_ns = max(c["end"] for c in clients) - min(c["start"] for c in clients)
+    doc = {
+        "clients": n,
+        "calls": total,
+        "span_s": span_ns / 1e9,
+        "calls_per_s": total / (span_ns / 1e9),
+        "p50_ns": stats.hist_percentile(hist, 50),
+        "p90_ns": stats.hist_percentile(hist, 90),
+        "p99_ns": stats.hist_percentile(hist, 99),
+        "max_ns": stats.hist_bucket_mid(max(hist)),
+        "spawn_s": spawn_s,
+        "vdso": all(c["vdso"] for c in clients),
+    }
+    if backend == "pico":
+        # The monitor runs in this process: its CPU time over the run, per
+        # served call (the C loop thread; the Python threads only wait).
+        used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        doc["harness_cpu_s"] = used
+        doc["guest_cpu_s"] = sum((r.cpu_user_s + r.cpu_system_s) for r in results if r is not None)
+    return doc

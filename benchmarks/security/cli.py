@@ -1,0 +1,134 @@
+"""``picoproc bench surface`` and ``picoproc bench security``.
+
+sandbox/cli.py calls :func:`add_bench_parsers` with its subparsers object
+(or :func:`add_security_suites` with the subparsers of its own ``bench``
+parser); ``python -m picoproc.bench.security`` runs the same commands standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_USAGE = 2
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"empty list {value!r}")
+    return items
+
+
+def _write_json(target: str, doc) -> None:
+    with open(target, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_surface(args) -> int:
+    from . import surface
+
+    try:
+        results = surface.run_surface(_split(args.backends), log=_log if args.verbose else None)
+    except ValueError as exc:
+        print(f"picoproc bench surface: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(surface.markdown(results))
+    if args.list:
+        print(surface.reachable_lists(results))
+    if args.json:
+        _write_json(args.json, {"suite": "surface", "results": [r.to_json() for r in results]})
+    return 0
+
+
+def cmd_security(args) -> int:
+    from . import corpus
+
+    try:
+        results = corpus.run_security(
+            _split(args.backends),
+            _split(args.cases),
+            quick=args.quick,
+            log=_log if args.verbose else None,
+        )
+    except ValueError as exc:
+        print(f"picoproc bench security: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(corpus.markdown(results))
+    if args.evidence:
+        print()
+        print(corpus.evidence_markdown(results))
+    if args.json:
+        _write_json(
+            args.json,
+            {"suite": "security", "quick": args.quick, "results": [r.to_json() for r in results]},
+        )
+    return 0
+
+
+def add_security_suites(bench_subparsers) -> None:
+    """Adds ``surface`` and ``security`` to a ``picoproc bench`` subparsers object."""
+    sub = bench_subparsers
+    surface = sub.add_parser(
+        "surface", help="host syscalls a confined program reaches, per backend"
+    )
+    surface.add_argument(
+        "--backends", metavar="A,B", help="default: pico-raw and every available backend"
+    )
+    surface.add_argument(
+        "--json", metavar="FILE", help="write every number's observation and class as JSON"
+    )
+    surface.add_argument(
+        "--list", action="store_true", help="also list the reachable calls of each backend"
+    )
+    surface.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    surface.set_defaults(func=cmd_surface)
+
+    security = sub.add_parser("security", help="escape and abuse corpus, per backend")
+    security.add_argument("--backends", metavar="A,B", help="default: every available backend")
+    security.add_argument(
+        "--cases", metavar="X,Y", help="default: every case (see docs/SECURITY.md)"
+    )
+    security.add_argument("--json", metavar="FILE", help="write outcomes and evidence as JSON")
+    security.add_argument("--quick", action="store_true", help="smaller bounded attacks (CI)")
+    security.add_argument(
+        "--evidence", action="store_true", help="also print the evidence per case"
+    )
+    security.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    security.set_defaults(func=cmd_security)
+
+
+def add_bench_parsers(subparsers, parser_class=None, extra=()) -> argparse.ArgumentParser:
+    """Adds ``bench`` to a ``picoproc`` subparsers object, with the
+    ``surface`` and ``security`` suites and every ``extra`` adder (e.g.
+    picoproc.bench.perf.cli.add_perf_parser); each suite sets ``func``
+    (args -> exit status)."""
+    kw = {"parser_class": parser_class} if parser_class else {}
+    bench = subparsers.add_parser("bench", help="benchmarks (picoproc bench SUITE --help)")
+    sub = bench.add_subparsers(dest="bench_cmd", metavar="SUITE", **kw)
+    add_security_suites(sub)
+    for adder in extra:
+        adder(sub)
+
+    def no_suite(_args) -> int:
+        bench.print_usage(sys.stderr)
+        print("picoproc bench: name a suite: " + ", ".join(sub.choices), file=sys.stderr)
+        return EXIT_USAGE
+
+    bench.set_defaults(func=no_suite)
+    return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m picoproc.bench.security")
+    add_bench_parsers(parser.add_subparsers(dest="cmd", metavar="COMMAND"))
+    args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
