@@ -202,11 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_cmd_doctor)
 
     # picoproc bench surface|security|perf: the suites live in benchmarks/
-    # (picoproc.bench) and register their own parsers.
-    from picoproc.bench.perf.cli import add_perf_parser
-    from picoproc.bench.security.cli import add_bench_parsers
+    # (picoproc.bench) and register their own parsers.  A copy of picoproc
+    # without them (e.g. only the monitor) still runs everything else.
+    try:
+        from picoproc.bench.perf.cli import add_perf_parser
+        from picoproc.bench.security.cli import add_bench_parsers
+    except ImportError as exc:
+        missing = sub.add_parser("bench", help="benchmarks (not installed in this copy)")
+        reason = f"picoproc bench: the benchmark suites are not installed ({exc})"
 
-    add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser])
+        def _no_bench(_args) -> int:
+            print(reason, file=sys.stderr)
+            return 1
+
+        missing.set_defaults(func=_no_bench)
+    else:
+        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser])
     return parser
 
 

@@ -185,6 +185,7 @@ def unpriv_env(guest_bin, tmp_path_factory):
         shutil.copytree(_REPO / "abi", root / "picoproc" / "abi", ignore=ignore)
         # The library OS package, with its built loader image.
         shutil.copytree(_REPO / "libos", root / "picoproc" / "libos", ignore=ignore)
+        shutil.copytree(_REPO / "benchmarks", root / "picoproc" / "bench", ignore=ignore)
         shutil.copytree(guest_bin, root / "guests")
         shutil.copy(_REPO / "tests" / "spawn_monitor_helper.py", root / "helper.py")
         for dirpath, dirnames, filenames in os.walk(root):
