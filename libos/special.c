@@ -186,6 +186,9 @@ static void classify(struct guest_path *p, struct special *sp)
 	if (!component(a + 1, "proc") && !component(a + 1, "dev"))
 		return;
 	p->len = libos_normalise_path(p->abs);
+	/* ".." may have climbed out: /proc/../etc/x is the monitor's /etc/x. */
+	if (!component(a + 1, "proc") && !component(a + 1, "dev"))
+		return;
 	sp->ino = hash_ino(p->abs);
 	const char *r;
 	if ((r = component(a + 1, "dev"))) {

@@ -247,3 +247,18 @@ def test_root_shows_only_the_mount_points_and_no_exec_dirs_are_searchable():
     # The skeleton is read-only: nothing can be created beside the mounts.
     made = run(["/bin/sh", "-c", "mkdir /newdir"])
     assert made.status != 0
+
+
+@pytest.mark.parametrize("path", [
+    "/proc/self/cwd/../../../../etc/hostname",
+    "/dev/../../etc/hostname",
+    "/proc/../etc/hostname",
+    "/proc/self/fd/../../../../etc/hostname",
+])
+def test_dotdot_out_of_the_library_os_views_is_a_plain_path(path):
+    """`..` climbing out of /proc or /dev lands on an ordinary guest path that
+    the monitor resolves (regression: the library OS crashed with SIGSEGV)."""
+    result = run(["/bin/cat", path])
+    assert result.signal is None, result.reason
+    with open("/etc/hostname", "rb") as f:
+        assert result.stdout == f.read()

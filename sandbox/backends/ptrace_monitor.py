@@ -281,7 +281,9 @@ class Monitor:
                 chunk_len = 4096 - ((addr + len(out)) & 4095)
                 try:
                     chunk = os.pread(fd, chunk_len, addr + len(out))
-                except OSError:
+                except (OSError, OverflowError, ValueError):
+                    # A faulting or absurd pointer (e.g. -1, beyond off_t):
+                    # the kernel would answer EFAULT; never kill the monitor.
                     return None
                 if not chunk:
                     return None
