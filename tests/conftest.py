@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -208,3 +209,53 @@ def unpriv_env(guest_bin, tmp_path_factory):
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def picoproc_cgroup_dirs(owner: int | None = None) -> set[str]:
+    """Run cgroups whose name says they belong to ``owner`` (default: this process)."""
+    from picoproc import cgroups
+
+    owner = os.getpid() if owner is None else owner
+    found = set()
+    unified, v1 = cgroups._mounts()
+    for mount in [*v1.values(), *([unified] if unified else [])]:
+        for dirpath, dirnames, _ in os.walk(mount):
+            for d in dirnames:
+                if d.startswith(f"picoproc-{owner}-"):
+                    found.add(os.path.join(dirpath, d))
+    return found
+
+
+def _live_children(exclude: set[int]) -> list:
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.pid not in exclude and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """Invariant 6, after every test of the suite: no process, run cgroup or
+    mount left behind by whatever the test ran (picoproc or a peer)."""
+    import psutil
+
+    before_children = {p.pid for p in psutil.Process().children(recursive=True)}
+    before_mounts = pathlib.Path("/proc/self/mountinfo").read_text()
+    yield
+    deadline = time.monotonic() + 5.0
+    left = _live_children(before_children)
+    while left and time.monotonic() < deadline:
+        # A peer's own helper may still be exiting after its result came
+        # back: wait on those processes (bounded), never sleep blindly.
+        psutil.wait_procs(left, timeout=0.2)
+        left = _live_children(before_children)
+    left = sorted(p.pid for p in left)
+    assert not left, f"processes left behind: {left}"
+    assert picoproc_cgroup_dirs() == set(), "run cgroups left behind"
+    assert pathlib.Path("/proc/self/mountinfo").read_text() == before_mounts, "mounts changed"
