@@ -76,30 +76,64 @@ def _add_rule(ctx, action: int, nr: int, comparisons) -> None:
 AUDIT_ARCH_X86_64 = 0xC000003E
 NR_RT_SIGACTION = 13
 NR_RT_SIGPROCMASK = 14
-# struct seccomp_data offsets (<linux/seccomp.h>)
+NR_PPOLL = 271
+NR_EPOLL_PWAIT = 281
+# struct seccomp_data offsets (<linux/seccomp.h>): arguments are 64-bit, low half first.
 _OFF_NR, _OFF_ARCH, _OFF_IP_LO, _OFF_IP_HI = 0, 4, 8, 12
+
+
+def _off_arg_lo(i: int) -> int:
+    return 16 + 8 * i
+
+
 # classic BPF opcodes (<linux/filter.h>)
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 _RET_K = 0x06  # BPF_RET | BPF_K
 _INSN = struct.Struct("<HBBI")
+# A jump target of the prefix: "next" is the following instruction, any other
+# name the instruction carrying that label; OUT is the first instruction of
+# the program that follows.
+_NEXT, _OUT = "next", "OUT"
+
+
+def _assemble(listing) -> bytes:
+    """(label, opcode, jump-if-true, jump-if-false, k) rows -> BPF.  Classic
+    BPF jumps are relative (target = index + 1 + offset), so the jumps are
+    written as label names and the offsets computed here."""
+    where = {row[0]: i for i, row in enumerate(listing) if row[0]}
+    where[_OUT] = len(listing)
+
+    def offset(i: int, target) -> int:
+        if target in (0, _NEXT):
+            return 0
+        off = where[target] - i - 1
+        if not 0 <= off <= 255:
+            raise FilterBuildError(f"prefix jump from {i} to {target} out of range")
+        return off
+
+    return b"".join(_INSN.pack(op, offset(i, jt), offset(i, jf), k)
+                    for i, (_, op, jt, jf, k) in enumerate(listing))
 
 
 def loader_sigaction_prefix(table: ABITable) -> bytes:
-    """BPF for the two signal calls the library OS must own in "libos" mode:
-    rt_sigaction and rt_sigprocmask are allowed when the calling instruction
+    """BPF for the signal-mask calls the library OS must own in "libos" mode:
+    rt_sigaction and rt_sigprocmask, and ppoll and epoll_pwait with a signal
+    mask (a3 resp. a4 not NULL), are allowed when the calling instruction
     lies in the loader's fixed text range and trap (SIGSYS) anywhere else;
-    every other call falls through to the program that follows.
+    every other call (ppoll and epoll_pwait without a mask included) falls
+    through to the program that follows.
 
-    Why both: SIGSYS is how the library OS receives traps, and a seccomp
-    SIGSYS that arrives while SIGSYS is blocked makes the kernel reset its
-    handler and kill the process (force_sig_info_to_task).  Programs block
-    every signal routinely (sigfillset + sigprocmask in posix_spawn and
-    pthread_create, sigfillset(&sa_mask) in handlers), so the library OS
-    serves these calls itself and removes SIGSYS from every mask before making
-    the real call from its own range.  (The library OS is untrusted like the
-    program: this is not a security boundary.)
+    Why: SIGSYS is how the library OS receives traps, and a seccomp SIGSYS
+    that arrives while SIGSYS is blocked makes the kernel reset its handler
+    and kill the process (force_sig_info_to_task).  Programs block every
+    signal routinely (sigfillset + sigprocmask in posix_spawn and
+    pthread_create, sigfillset(&sa_mask) in handlers, a full mask for the
+    duration of a ppoll or epoll_pwait in event loops), so the library OS
+    serves these calls itself and removes SIGSYS from every mask before
+    making the real call from its own range.  (The library OS is untrusted
+    like the program: this is not a security boundary.)
 
     libseccomp cannot express instruction-pointer checks, so these few
     instructions are written by hand; classic BPF jumps are relative, so
@@ -107,23 +141,36 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
     start = table.loader_text_start
     end = start + table.loader_text_size
     hi, lo_start, lo_end = start >> 32, start & 0xFFFFFFFF, end & 0xFFFFFFFF
-    # A jump's target is (its index + 1 + offset).  ALLOW is index 10, TRAP 11
-    # and OUT 12, the first instruction of the program that follows.
-    insns = [
-        (_LD_W_ABS, 0, 0, _OFF_ARCH),  # 0
-        (_JEQ_K, 0, 10, AUDIT_ARCH_X86_64),  # 1: foreign arch -> OUT
-        (_LD_W_ABS, 0, 0, _OFF_NR),  # 2
-        (_JEQ_K, 1, 0, NR_RT_SIGACTION),  # 3: rt_sigaction -> 5
-        (_JEQ_K, 0, 7, NR_RT_SIGPROCMASK),  # 4: another call -> OUT
-        (_LD_W_ABS, 0, 0, _OFF_IP_HI),  # 5
-        (_JEQ_K, 0, 4, hi),  # 6: another 4 GiB block -> TRAP
-        (_LD_W_ABS, 0, 0, _OFF_IP_LO),  # 7
-        (_JGE_K, 0, 2, lo_start),  # 8: below start -> TRAP
-        (_JGE_K, 1, 0, lo_end),  # 9: at or above end -> TRAP
-        (_RET_K, 0, 0, RET_ALLOW),  # 10
-        (_RET_K, 0, 0, RET_TRAP),  # 11
+    ppoll_mask, epoll_mask = _off_arg_lo(3), _off_arg_lo(4)
+    listing = [
+        # label        opcode     if true      if false     k
+        ("", _LD_W_ABS, 0, 0, _OFF_ARCH),
+        ("", _JEQ_K, _NEXT, _OUT, AUDIT_ARCH_X86_64),  # foreign arch: libseccomp kills it
+        ("", _LD_W_ABS, 0, 0, _OFF_NR),
+        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGACTION),
+        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGPROCMASK),
+        ("", _JEQ_K, "PPOLL", _NEXT, NR_PPOLL),
+        ("", _JEQ_K, "EPOLL", _OUT, NR_EPOLL_PWAIT),  # another call: not ours
+        # The mask pointer is a 64-bit argument: NULL only if both halves are 0.
+        ("PPOLL", _LD_W_ABS, 0, 0, ppoll_mask),
+        ("", _JEQ_K, _NEXT, "FROM_LOADER", 0),  # a mask: only from the loader
+        ("", _LD_W_ABS, 0, 0, ppoll_mask + 4),
+        ("", _JEQ_K, _OUT, "FROM_LOADER", 0),  # no mask: the table's rule allows it
+        ("EPOLL", _LD_W_ABS, 0, 0, epoll_mask),
+        ("", _JEQ_K, _NEXT, "FROM_LOADER", 0),
+        ("", _LD_W_ABS, 0, 0, epoll_mask + 4),
+        ("", _JEQ_K, _OUT, "FROM_LOADER", 0),
+        # Is the calling instruction in [start, end)?  (The range does not
+        # cross a 4 GiB boundary, so one comparison of the high half does.)
+        ("FROM_LOADER", _LD_W_ABS, 0, 0, _OFF_IP_HI),
+        ("", _JEQ_K, _NEXT, "TRAP", hi),  # another 4 GiB block
+        ("", _LD_W_ABS, 0, 0, _OFF_IP_LO),
+        ("", _JGE_K, _NEXT, "TRAP", lo_start),  # below start
+        ("", _JGE_K, "TRAP", _NEXT, lo_end),  # at or above end
+        ("", _RET_K, 0, 0, RET_ALLOW),
+        ("TRAP", _RET_K, 0, 0, RET_TRAP),
     ]
-    return b"".join(_INSN.pack(*i) for i in insns)
+    return _assemble(listing)
 
 
 def compile_filter(table: ABITable, mode: str) -> bytes:

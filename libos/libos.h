@@ -181,7 +181,7 @@ extern unsigned long libos_trap_count;
 	X(setrlimit) X(prlimit64) X(sysinfo) X(nanosleep) X(poll) X(select) X(pselect6)    \
 	X(dup) X(dup2) X(pipe) X(epoll_wait) X(epoll_create) X(sched_yield) X(getpgrp)     \
 	X(getpgid) X(setpgid) X(getsid) X(setsid) X(rseq) X(rt_sigaction) X(rt_sigprocmask)                  \
-	X(rt_sigsuspend) X(pause) X(access) X(faccessat) X(faccessat2) X(stat)    \
+	X(rt_sigsuspend) X(pause) X(ppoll) X(epoll_pwait) X(access) X(faccessat) X(faccessat2) X(stat)    \
 	X(lstat) X(newfstatat) X(statx) X(open) X(openat) X(creat) X(readlink)             \
 	X(readlinkat) X(execve) X(execveat) X(fork) X(vfork) X(time) X(gettimeofday)       \
 	X(sethostname) X(close_range) X(mkdir) X(mkdirat) X(unlink) X(unlinkat) X(rmdir)   \

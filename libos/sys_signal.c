@@ -1,6 +1,9 @@
 /* SIGSYS belongs to the library OS (it is how traps arrive), so the guest's
  * SIGSYS disposition is virtual: recorded here, never installed on the host,
- * and honoured for SIGSYS signals that do not come from the filter. */
+ * and honoured for SIGSYS signals that do not come from the filter.  And it
+ * must never be blocked: every call that hands the kernel a signal mask
+ * (rt_sigaction, rt_sigprocmask, rt_sigsuspend, ppoll and epoll_pwait with a
+ * mask; pselect6 in sys_compat.c) is served here with SIGSYS removed. */
 #include "libos.h"
 
 #define SIGSYS_BIT (1ULL << (SIGSYS - 1))
@@ -115,6 +118,53 @@ LIBOS_SYSCALL(rt_sigsuspend)
 		r = sys5(__NR_ppoll, 0, 0, 0, &mask, sizeof(mask));
 	while (r >= 0);
 	return r;
+}
+
+/* The signal mask a guest passed to a wait (user, of `size` bytes), with
+ * SIGSYS removed, in *mask; *out is mask, or NULL when the guest passed none.
+ * 0 or -errno (EINVAL for a wrong size, EFAULT), as the kernel answers. */
+static long wait_sigmask(long user, long size, uint64_t *mask, uint64_t **out)
+{
+	*out = NULL;
+	if (!user)
+		return 0;
+	if ((size_t)size != sizeof(uint64_t))
+		return -EINVAL;
+	long r = libos_copy_from_guest(mask, (const void *)user, sizeof(*mask));
+	if (r < 0)
+		return r;
+	*mask &= ~SIGSYS_BIT;
+	*out = mask;
+	return 0;
+}
+
+/* Implements Linux syscall ppoll(2) for the form the filter traps: with a
+ * signal mask (a3), which reaches the kernel without SIGSYS (see
+ * rt_sigaction).  A guest handler for a signal the mask lets through runs
+ * during the real call, on top of this SIGSYS frame, with SIGSYS still
+ * deliverable, so its own emulated calls work; the kernel then answers
+ * EINTR (ERESTARTNOHAND: restarted in here when no handler ran) and puts
+ * back the mask from before the call, the guest's own. */
+LIBOS_SYSCALL(ppoll)
+{
+	uint64_t mask, *maskp;
+	long r = wait_sigmask(a3, a4, &mask, &maskp);
+	if (r < 0)
+		return r;
+	/* a2 is the guest's timeout: the kernel writes the time left there, as
+	 * for a direct call. */
+	return sys5(__NR_ppoll, a0, a1, a2, maskp, a4);
+}
+
+/* Implements Linux syscall epoll_pwait(2) for the form the filter traps:
+ * with a signal mask (a4); as ppoll. */
+LIBOS_SYSCALL(epoll_pwait)
+{
+	uint64_t mask, *maskp;
+	long r = wait_sigmask(a4, a5, &mask, &maskp);
+	if (r < 0)
+		return r;
+	return sys6(__NR_epoll_pwait, a0, a1, a2, a3, (long)maskp, a5);
 }
 
 /* Implements Linux syscall pause(2). */

@@ -643,6 +643,34 @@ def test_nested_trap_from_a_handler_run_inside_an_emulated_call(monitor, probe, 
     assert "usr2_still_blocked=1" in r.stdout  # sigsuspend restored the mask
 
 
+@pytest.mark.parametrize("kind", ["static", "dyn"])
+def test_wait_with_a_mask_blocking_sigsys_survives_a_trapping_handler(monitor, probe, kind):
+    """ppoll and epoll_pwait with a temporary mask of every signal but SIGUSR1
+    (SIGSYS in it); SIGUSR1 (from another process, resp. thread) runs a
+    handler that makes an emulated call (uname).  Made directly, the wait
+    would leave SIGSYS blocked and the kernel would kill the process on that
+    trap: the filter traps a wait with a mask from guest code, and the
+    library OS makes it with SIGSYS removed.  Observable: the handler ran
+    under the wait's mask (SIGTERM blocked) without SIGSYS, where natively
+    (no library OS) SIGSYS is blocked there."""
+    r = monitor.run(probe[kind], ["p", "waitmask"])
+    assert r.exit_code == 0, (r.signal, r.stdout, r.stderr)
+    out = _lines(r.stdout)
+    for call in ("ppoll", "epoll_pwait"):
+        assert out[call] == "-1 errno=4", r.stdout  # EINTR: the signal ended the wait
+        assert out[f"{call}_handler_ran"] == "1 uname_ok=1 term_blocked=1 sys_blocked=0 usr1_blocked_after=1", \
+            r.stdout
+        # The kernel's own answers for a bad mask, and plain timeouts.
+        assert out[f"{call}_mask_size"] == "-1 errno=22"
+        assert out[f"{call}_mask_efault"] == "-1 errno=14"
+        assert out[f"{call}_timeout"] == "0 errno=0"
+        assert out[f"{call}_no_mask"] == "0 errno=0"
+    native = subprocess.run([probe[kind], "waitmask"], capture_output=True, text=True, timeout=GUEST_TIMEOUT,
+                            check=False)
+    assert native.returncode == 0, native.stderr
+    assert "ppoll_handler_ran=1 uname_ok=1 term_blocked=1 sys_blocked=1" in native.stdout
+
+
 def test_library_os_code_never_touches_fs():
     """%fs is the guest's TLS base: the library OS must not use it (no stack
     protector, no TLS variables)."""
@@ -664,12 +692,14 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     assert {"uname", "getcwd", "execve", "openat", "statx", "rt_sigprocmask"} <= names
     assert not names - set(SYSCALLS_BY_NAME), "not Linux syscalls"
     direct = {d.name for d in load_table().direct}
-    # Calls that are both: the signal calls (direct from the library OS's own
-    # range, emulated for everyone else, see abi/bpf.py) and execveat (direct
+    # Calls that are both: the signal calls and the waits with a signal mask
+    # (direct from the library OS's own range, emulated for everyone else,
+    # see abi/bpf.py) and execveat (direct
     # only on the loader fd; every other form traps and is emulated).
     # close and dup3: direct on every fd but the loader fd; the trapped forms
     # (the loader fd, garbage in the upper half) are emulated.
-    assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3"}
+    assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3", "ppoll",
+                              "epoll_pwait"}
 
 
 def test_loader_argv_helper(monitor):

@@ -96,6 +96,10 @@ ARG_PATTERNS = [
 ]
 
 
+# ppoll and epoll_pwait: the number of the signal-mask argument.
+WAITS_WITH_MASK = {271: 3, 281: 4}
+
+
 @pytest.mark.parametrize("mode", ["raw", "libos"])
 def test_interpreter_agrees_with_the_abi_table(mode):
     """For every number 0..511 (and mediated ones, and a foreign-arch call),
@@ -118,6 +122,9 @@ def test_interpreter_agrees_with_the_abi_table(mode):
                 got = stack.action(nr, args, ip=ip)
                 if mode == "libos" and nr in (13, 14):
                     want = sf.RET_ALLOW if ip == ip_in_loader else sf.RET_TRAP
+                elif mode == "libos" and nr in WAITS_WITH_MASK and args[WAITS_WITH_MASK[nr]]:
+                    # ppoll / epoll_pwait with a signal mask: only from the loader.
+                    want = sf.RET_ALLOW if ip == ip_in_loader else sf.RET_TRAP
                 elif nr in direct and direct[nr].allows(args):
                     want = sf.RET_ALLOW
                 elif nr in errno_nrs:
@@ -129,6 +136,34 @@ def test_interpreter_agrees_with_the_abi_table(mode):
         assert stack.action(m.nr, (0,) * 6) & sf.RET_ACTION_FULL == sf.RET_USER_NOTIF
     i386 = struct.pack("<iIQ6Q", 39, 0x40000003, 0, *([0] * 6))
     assert sf.combine([sf.run_filter(p, i386) for p in stack.programs]) == sf.RET_KILL_PROCESS
+
+
+@pytest.mark.parametrize("nr,mask_arg", sorted(WAITS_WITH_MASK.items()))
+def test_libos_prefix_traps_a_wait_with_a_mask_outside_the_loader(nr, mask_arg):
+    """The hand-written prefix (abi/bpf.py): a wait with a signal mask is
+    allowed from the loader's range only, whichever half of the 64-bit
+    pointer is non-zero; without a mask it is allowed from anywhere; a bit
+    set below or above the range traps.  Raw mode has no prefix: the
+    table's rule (no mask) decides, and a mask kills."""
+    _, _, sf, _ = _import()
+    from picoproc.abi import bpf
+    from picoproc.abi.table import load_table
+
+    table = load_table()
+    libos = sf.FilterStack([sf.decode(bpf.filter_for("libos"))])
+    raw = sf.FilterStack([sf.decode(bpf.filter_for("raw"))])
+    start, end = table.loader_text_start, table.loader_text_start + table.loader_text_size
+    for mask in (0x7FFC0000, 1 << 32, 0xFFFFFFFFFFFFFFFF):
+        args = tuple(mask if i == mask_arg else 0 for i in range(6))
+        for ip in (start, end - 1):
+            assert libos.action(nr, args, ip=ip) == sf.RET_ALLOW, (hex(mask), hex(ip))
+        for ip in (0, 0x401000, start - 1, end, start | (1 << 32), 0x7FFFF7FF0000):
+            assert libos.action(nr, args, ip=ip) == sf.RET_TRAP, (hex(mask), hex(ip))
+        assert raw.action(nr, args, ip=start) == sf.RET_KILL_PROCESS
+    no_mask = tuple(7 if i != mask_arg else 0 for i in range(6))
+    for ip in (0, start):
+        assert libos.action(nr, no_mask, ip=ip) == sf.RET_ALLOW
+        assert raw.action(nr, no_mask, ip=ip) == sf.RET_ALLOW
 
 
 def _prog(*insns) -> list:

@@ -34,6 +34,7 @@
 #include <sys/sendfile.h>
 #include <sys/xattr.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
 
 /* Prints "name=<result> errno=<errno>" (evaluated in that order). */
 #define SHOW(name, expr)                                                   \
@@ -374,6 +375,97 @@ static int cmd_nested(void)
 	sigprocmask(SIG_SETMASK, NULL, &now);
 	printf("usr2_still_blocked=%d\n", sigismember(&now, SIGUSR2));
 	waitpid(child, NULL, 0);
+	return 0;
+}
+
+/* A wait with a temporary signal mask that blocks SIGSYS (sigfillset minus
+ * SIGUSR1, as event loops do): SIGUSR1's handler runs during the wait and
+ * makes an emulated call (uname), which traps.  Direct, the kernel would
+ * find SIGSYS blocked and kill the process; the library OS must have served
+ * the wait with SIGSYS removed from its mask. */
+static volatile sig_atomic_t wait_handler_ran, wait_uname_ok, wait_saw_term_blocked, wait_saw_sys_blocked;
+static void on_usr1_during_wait(int sig)
+{
+	struct utsname u;
+	sigset_t now;
+	(void)sig;
+	wait_handler_ran++;
+	wait_uname_ok = uname(&u) == 0 && strcmp(u.sysname, "Linux") == 0;
+	/* The mask this handler runs with: the wait's (SIGTERM in it), without
+	 * SIGSYS. */
+	sigprocmask(SIG_SETMASK, NULL, &now);
+	wait_saw_term_blocked = sigismember(&now, SIGTERM);
+	wait_saw_sys_blocked = sigismember(&now, SIGSYS);
+}
+
+static void show_wait_result(const char *name)
+{
+	sigset_t now;
+	sigprocmask(SIG_SETMASK, NULL, &now);
+	printf("%s_handler_ran=%d uname_ok=%d term_blocked=%d sys_blocked=%d usr1_blocked_after=%d\n", name,
+	       (int)wait_handler_ran, (int)wait_uname_ok, (int)wait_saw_term_blocked, (int)wait_saw_sys_blocked,
+	       sigismember(&now, SIGUSR1));
+	wait_handler_ran = wait_uname_ok = wait_saw_term_blocked = wait_saw_sys_blocked = 0;
+}
+
+static void *send_usr1_to(void *thread)
+{
+	pthread_kill(*(pthread_t *)thread, SIGUSR1);
+	return NULL;
+}
+
+static int cmd_waitmask(void)
+{
+	sigset_t usr1, wait_mask;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	/* SIGUSR1 stays blocked outside the waits: sent early, it is pending
+	 * until a wait's mask lets it in, so there is no race with the sender. */
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1_during_wait;
+	sigfillset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigfillset(&wait_mask);
+	sigdelset(&wait_mask, SIGUSR1);
+	int p[2];
+	pipe(p); /* never written: only a signal ends the waits (or the timeout, a failure) */
+	struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+	struct timespec limit = {10, 0};
+
+	/* ppoll; SIGUSR1 from another process. */
+	pid_t parent = getpid(), child = fork();
+	if (child == 0) {
+		kill(parent, SIGUSR1);
+		_exit(0);
+	}
+	waitpid(child, NULL, 0);
+	SHOW("ppoll", ppoll(&pfd, 1, &limit, &wait_mask));
+	show_wait_result("ppoll");
+
+	/* epoll_pwait; SIGUSR1 from another thread of this process. */
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = p[0]}, got;
+	epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev);
+	pthread_t self = pthread_self(), sender;
+	pthread_create(&sender, NULL, send_usr1_to, &self);
+	pthread_join(sender, NULL);
+	SHOW("epoll_pwait", epoll_pwait(ep, &got, 1, 10000, &wait_mask));
+	show_wait_result("epoll_pwait");
+
+	/* The kernel's answers for a bad mask, also when emulated. */
+	struct timespec zero = {0, 0};
+	SHOW("ppoll_mask_size", syscall(SYS_ppoll, &pfd, 1, &zero, &wait_mask, 4));
+	SHOW("ppoll_mask_efault", syscall(SYS_ppoll, &pfd, 1, &zero, (void *)8, 8));
+	SHOW("epoll_pwait_mask_size", syscall(SYS_epoll_pwait, ep, &got, 1, 0, &wait_mask, 4));
+	SHOW("epoll_pwait_mask_efault", syscall(SYS_epoll_pwait, ep, &got, 1, 0, (void *)8, 8));
+	/* A mask with nothing pending: the wait simply times out. */
+	SHOW("ppoll_timeout", ppoll(&pfd, 1, &zero, &wait_mask));
+	SHOW("epoll_pwait_timeout", epoll_pwait(ep, &got, 1, 0, &wait_mask));
+	/* Without a mask the calls are direct. */
+	SHOW("ppoll_no_mask", ppoll(&pfd, 1, &zero, NULL));
+	SHOW("epoll_pwait_no_mask", epoll_pwait(ep, &got, 1, 0, NULL));
 	return 0;
 }
 
@@ -860,6 +952,8 @@ int main(int argc, char **argv)
 		return cmd_files(argv[2], argv[3], argv[4]);
 	if (!strcmp(cmd, "nested"))
 		return cmd_nested();
+	if (!strcmp(cmd, "waitmask"))
+		return cmd_waitmask();
 	if (!strcmp(cmd, "sigmask"))
 		return cmd_sigmask();
 	if (!strcmp(cmd, "dirfd") && argc == 3)
