@@ -170,7 +170,10 @@ def _run_with_backend(args, manifest) -> int:
         _write_json(args.json, result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
     # One line naming what this backend could not enforce of the manifest
     # (details: --json, docs/BACKENDS.md), so a user never mistakes it for picoproc.
-    unenforced = [n.split(":", 1)[0] for n in result.notes if ":" in n]
+    from picoproc.backends import get_backend
+
+    cannot = get_backend(args.backend).cannot_express()
+    unenforced = [n.split(":", 1)[0] for n in result.notes if n.split(":", 1)[0] in cannot]
     if unenforced:
         print(f"picoproc: backend {args.backend} does not enforce: {', '.join(unenforced)}", file=sys.stderr)
     return result.returncode

@@ -585,3 +585,35 @@ def test_staging_directories_are_removed(name, tree, monkeypatch):
     result = get_backend(name).run(make_manifest(data, scratch), ["/bin/true"], timeout=TIMEOUT)
     assert result.returncode == 0 and made
     assert not [d for d in made if os.path.exists(d)]
+
+
+def test_no_backend_changes_host_stdio_files(tmp_path):
+    """runsc fchown()s the stdio it is given to its sandbox user: handed the
+    host's /dev/null it made it nobody:nogroup, after which any process running
+    as nobody (picoproc's guests among them) could chmod it.  Every backend's
+    availability probe and a run with default stdin and without capture must
+    leave /dev/null owned like its untouched sibling /dev/zero.  (Compared with
+    /dev/zero, not with a snapshot: availability may already have been probed
+    while the tests were collected.)"""
+    from picoproc.backends import all_backends
+    from picoproc.manifest import default_manifest
+
+    def owner(path):
+        st = os.stat(path)
+        return st.st_uid, st.st_gid
+
+    ran = []
+    for backend in all_backends():
+        if not backend.available()[0]:
+            continue
+        with open(tmp_path / f"{backend.name}.out", "wb") as sink:
+            saved = os.dup(1)
+            os.dup2(sink.fileno(), 1)
+            try:
+                backend.run(default_manifest(), ["/bin/true"], capture=False, timeout=120)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+        assert owner("/dev/null") == owner("/dev/zero"), f"after {backend.name}: the host's /dev/null changed owner"
+        ran.append(backend.name)
+    assert "native" in ran

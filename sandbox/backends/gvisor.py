@@ -64,13 +64,20 @@ class GvisorBackend(Backend):
             )
 
         try:
+            # runsc fchown()s the stdio it is given to its sandbox user
+            # (nobody).  Given the host's /dev/null (stdin=None) or the
+            # caller's terminal, that changes the HOST file's owner -- seen:
+            # /dev/null became nobody:nogroup, which then let any process
+            # running as nobody chmod it.  So runsc only ever gets pipes: an
+            # empty input, and output captured here (relayed afterwards when
+            # the caller did not ask to capture).
             result = run_process(
                 self.name,
                 base + ["run", "--bundle", bundle, cid],
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                 cwd="/",
-                stdin=stdin,
-                capture=capture,
+                stdin=stdin if stdin is not None else b"",
+                capture=True,
                 timeout=timeout,
                 output_limit=manifest.limits.output_bytes,
                 on_timeout=remove,
@@ -78,12 +85,22 @@ class GvisorBackend(Backend):
         finally:
             remove()
             shutil.rmtree(bundle, ignore_errors=True)
+        if not capture:
+            _relay(result.stdout, 1)
+            _relay(result.stderr, 2)
+            result.stdout = result.stderr = None
         if granted:
             result.notes.append(
                 "network: host network stack (--network=host) because the manifest grants network"
             )
         result.notes.append("rusage: the runsc process tree (sentry, gofer), not the guest alone")
         return result
+
+
+def _relay(data: bytes | None, fd: int) -> None:
+    view = memoryview(data or b"")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _mask_hidden_with_mounts(bundle: str) -> None:
