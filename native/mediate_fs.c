@@ -647,6 +647,8 @@ int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t
 
 	if (normalise(guest, guest_len, norm, &norm_len, &trailing) != 0)
 		return -EINVAL;
+	if (writable != PICO_MOUNT_RO && writable != PICO_MOUNT_RW && writable != PICO_MOUNT_DATA)
+		return -EINVAL;
 	if (leaf && (!*leaf || strchr(leaf, '/') || !strcmp(leaf, ".") || !strcmp(leaf, "..")))
 		return -EINVAL;
 	if (fstat(host_dirfd, &st) < 0)
@@ -681,7 +683,7 @@ int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t
 		return -err;
 	}
 	m->guest_len = norm_len;
-	m->writable = !!writable;
+	m->writable = writable;
 	m->exec = !!exec;
 	p->nmounts++;
 	return 0;
@@ -1212,8 +1214,8 @@ static long writable_parent(const struct resolved *r, struct parent *pa, int roo
 {
 	if (!r->mount)
 		return deny(-EACCES);
-	if (!r->mount->writable)
-		return deny(-EROFS);
+	if (r->mount->writable != PICO_MOUNT_RW)
+		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
 	return open_parent(r, pa, root_err);
 }
 
@@ -1411,8 +1413,8 @@ static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 
 	if (!r->mount)
 		return deny(-EACCES);
-	if (!r->mount->writable)
-		return deny(-EROFS);
+	if (r->mount->writable != PICO_MOUNT_RW)
+		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
 	long fd = open_checked_path(p, r, a->nofollow);
 	if (fd < 0)
 		return fd;
@@ -1480,8 +1482,8 @@ static long truncate_op(const struct pico_fs_policy *p, const struct resolved *r
 
 	if (!r->mount)
 		return deny(-EACCES);
-	if (!r->mount->writable)
-		return deny(-EROFS);
+	if (r->mount->writable != PICO_MOUNT_RW)
+		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
 	/* Look before opening for writing: truncate(2) refuses anything but a
 	 * regular file, and opening a FIFO or a device for writing could have
 	 * effects of its own. */

@@ -59,14 +59,23 @@ struct timespec;
 
 struct pico_fs_policy;
 
+/* Mount modes (pico_fs_policy_add_mount's `writable`). */
+#define PICO_MOUNT_RO 0
+#define PICO_MOUNT_RW 1
+/* Data only: files may be opened for writing, but nothing about them or
+ * their names may change (mode, owner, times, size, links).  For the host
+ * device files the library OS shows (/dev/null ...): writing to them is
+ * harmless, changing them is not, whatever the host's permissions say. */
+#define PICO_MOUNT_DATA 2
+
 /* An empty policy (no mounts: every path is refused), or NULL on ENOMEM. */
 struct pico_fs_policy *pico_fs_policy_new(void);
 void pico_fs_policy_free(struct pico_fs_policy *policy);
 /* Shows host_dirfd (a directory; the policy keeps its own duplicate) at the
  * absolute guest path `guest`.  With leaf != NULL the mount is the single
- * file `leaf` inside host_dirfd.  Returns 0 or -errno (EINVAL: bad guest
- * path or leaf, EEXIST: that guest path is already mounted, EPERM: a procfs
- * directory, which is never shown). */
+ * file `leaf` inside host_dirfd.  `writable` is a PICO_MOUNT_* mode.  Returns
+ * 0 or -errno (EINVAL: bad guest path, leaf or mode, EEXIST: that guest path
+ * is already mounted, EPERM: a procfs directory, which is never shown). */
 int pico_fs_policy_add_mount(struct pico_fs_policy *policy, const char *guest, size_t guest_len,
 			     int host_dirfd, const char *leaf, int writable, int exec);
 /* Refuses the guest path (and everything under it).  Call after the mounts:

@@ -158,8 +158,11 @@ class FsPolicy:
             raise MonitorError(errno_mod.EBUSY, "the file policy is in use by a guest: build a new one")
         return self.pointer
 
-    def add_mount(self, guest: str, host: str, *, writable: bool = False, exec: bool = True) -> None:
-        """Shows the host directory (or file) ``host`` at ``guest``."""
+    def add_mount(self, guest: str, host: str, *, writable: bool = False, exec: bool = True,
+                  data_only: bool = False) -> None:
+        """Shows the host directory (or file) ``host`` at ``guest``.  With
+        ``data_only`` files may be opened for writing but never changed
+        otherwise (mode, owner, times, size, names): for device files."""
         real = os.path.realpath(host)
         leaf = None
         try:
@@ -172,8 +175,9 @@ class FsPolicy:
                 fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise MonitorError(errno_mod.ENOENT, f"mount {guest}: host path {host} does not exist") from None
+        mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
         try:
-            self._add_fd(guest, fd, leaf, writable, exec)
+            self._add_fd(guest, fd, leaf, mode, exec)
         finally:
             os.close(fd)
         self._mounts.append((guest, real if leaf is None else None))
@@ -181,13 +185,13 @@ class FsPolicy:
     def add_mount_fd(self, guest: str, dir_fd: int, *, writable: bool = True, exec: bool = True) -> None:
         """Shows the directory open on ``dir_fd`` (e.g. a scratch tmpfs) at
         ``guest``; the policy keeps its own duplicate of the fd."""
-        self._add_fd(guest, dir_fd, None, writable, exec)
+        self._add_fd(guest, dir_fd, None, lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO, exec)
         self._mounts.append((guest, None))
 
-    def _add_fd(self, guest: str, fd: int, leaf: str | None, writable: bool, exec: bool) -> None:
+    def _add_fd(self, guest: str, fd: int, leaf: str | None, mode: int, exec: bool) -> None:
         g = guest.encode("utf-8", "surrogateescape")
         c_leaf = ffi.NULL if leaf is None else ffi.new("char[]", leaf.encode("utf-8", "surrogateescape"))
-        ret = lib.pico_fs_policy_add_mount(self._building(), g, len(g), fd, c_leaf, int(writable), int(exec))
+        ret = lib.pico_fs_policy_add_mount(self._building(), g, len(g), fd, c_leaf, mode, int(exec))
         _raise_errno(ret, f"mount {guest}")
 
     # Host devices the library OS's /dev/NAME opens through pico_open (libos/
@@ -198,10 +202,12 @@ class FsPolicy:
     LIBRARY_OS_DEVICES = ("null", "zero", "full", "random", "urandom")
 
     def add_library_os_devices(self) -> None:
-        """Mounts /dev/null, zero, full, random and urandom (read-write, no exec)."""
+        """Mounts /dev/null, zero, full, random and urandom: writable data,
+        no exec, and never changed otherwise, whatever the host's permissions
+        (a host /dev/null owned by nobody was seen: chmod must not reach it)."""
         for name in self.LIBRARY_OS_DEVICES:
             if os.path.exists(f"/dev/{name}"):
-                self.add_mount(f"/dev/{name}", f"/dev/{name}", writable=True, exec=False)
+                self.add_mount(f"/dev/{name}", f"/dev/{name}", exec=False, data_only=True)
 
     def add_hidden(self, guest: str) -> None:
         """Refuses ``guest`` and everything under it (call after the mounts)."""

@@ -1063,3 +1063,52 @@ def test_hidden_names_from_the_manifest(guest_bin, monitor, keys_root, scratch):
     # .ssh is not in this manifest's names: its config is readable.
     assert run.lines == ["read: " + err(errno.EACCES), "read: " + err(errno.EACCES),
                          "read: ok SECRET config", "write: " + err(errno.EACCES)]
+
+
+def test_data_only_mount_writes_but_never_changes_the_file(guest_bin, monitor, tmp_path):
+    """The device files the library OS shows (/dev/null ...) are data-only
+    mounts: writing is allowed, changing the file is not, even when host
+    permissions would allow it (a host /dev/null owned by nobody was seen)."""
+    uid, gid, _ = guest_identity()
+    target = tmp_path / "dev" / "sink"
+    target.parent.mkdir()
+    target.write_bytes(b"original")
+    os.chown(target, uid, gid)  # the guest identity owns it: host perms alone would allow all
+    os.chmod(target, 0o666)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(target.parent, 0o777)
+    before = os.stat(target)
+    with FsPolicy() as fs:
+        fs.add_mount("/dev/sink", str(target), exec=False, data_only=True)
+        run = run_guest(monitor, fs, [guest_bin / "med_fs",
+                                      "write", "/dev/sink", "xy",
+                                      "chmod", "/dev/sink", "0600",
+                                      "chown", "/dev/sink", str(uid), str(gid),
+                                      "utimens", "/dev/sink", "1000",
+                                      "truncate", "/dev/sink", "0",
+                                      "unlink", "/dev/sink",
+                                      "rename", "/dev/sink", "/dev/other", "0"])
+    assert run.lines[0] == "write: ok 2"
+    assert run.lines[1:6] == ["chmod: " + err(errno.EPERM), "chown: " + err(errno.EPERM),
+                              "utimens: " + err(errno.EPERM), "truncate: " + err(errno.EPERM),
+                              "unlink: " + err(errno.EPERM)]
+    assert run.lines[6].startswith("rename: ")
+    assert run.lines[6] != "rename: ok"
+    after = os.stat(target)
+    # Writing changes the data (and so mtime): that is allowed.  Nothing else.
+    assert (after.st_mode, after.st_uid, after.st_gid, after.st_ino) == (
+        before.st_mode, before.st_uid, before.st_gid, before.st_ino)
+    assert target.exists()
+
+
+def test_unknown_mount_mode_is_refused(tmp_path):
+    from picoproc.native import ffi, lib
+
+    p = lib.pico_fs_policy_new()
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert lib.pico_fs_policy_add_mount(p, b"/x", 2, fd, ffi.NULL, 7, 1) == -errno.EINVAL
+        assert lib.pico_fs_policy_add_mount(p, b"/x", 2, fd, ffi.NULL, lib.PICO_MOUNT_DATA, 1) == 0
+    finally:
+        os.close(fd)
+        lib.pico_fs_policy_free(p)
