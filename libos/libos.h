@@ -136,6 +136,8 @@ long libos_fetch_target(int dirfd, long user_ptr, int flags, struct guest_path *
  * the scheme room in front of it may be used for a URI. */
 int libos_special_open(struct guest_path *p, int flags, long *result);
 int libos_special_stat(struct guest_path *p, int nofollow, struct statx *out, long *result);
+/* struct stat -> struct statx (STATX_BASIC_STATS), shared by every stat path. */
+void libos_statx_from_stat(struct statx *x, const struct stat *st);
 /* Copies at most size bytes of the link's target to the guest's buf. */
 int libos_special_readlink(struct guest_path *p, char *guest_buf, size_t size, long *result);
 int libos_special_access(struct guest_path *p, int mode, long *result);

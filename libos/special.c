@@ -785,27 +785,6 @@ int libos_special_open(struct guest_path *p, int flags, long *result)
 	return 1;
 }
 
-static void statx_from_host_stat(struct statx *x, const struct stat *st)
-{
-	memset(x, 0, sizeof(*x));
-	x->stx_mask = STATX_BASIC_STATS;
-	x->stx_blksize = (uint32_t)st->st_blksize;
-	x->stx_nlink = (uint32_t)st->st_nlink;
-	x->stx_uid = st->st_uid;
-	x->stx_gid = st->st_gid;
-	x->stx_mode = (uint16_t)st->st_mode;
-	x->stx_ino = st->st_ino;
-	x->stx_size = (uint64_t)st->st_size;
-	x->stx_blocks = (uint64_t)st->st_blocks;
-	x->stx_mtime.tv_sec = (long)st->st_mtime;
-	x->stx_ctime.tv_sec = (long)st->st_ctime;
-	x->stx_atime.tv_sec = (long)st->st_atime;
-	x->stx_dev_major = (uint32_t)((st->st_dev >> 8) & 0xfff);
-	x->stx_dev_minor = (uint32_t)((st->st_dev & 0xff) | ((st->st_dev >> 12) & 0xfff00));
-	x->stx_rdev_major = (uint32_t)((st->st_rdev >> 8) & 0xfff);
-	x->stx_rdev_minor = (uint32_t)((st->st_rdev & 0xff) | ((st->st_rdev >> 12) & 0xfff00));
-}
-
 static void synthetic_statx(struct statx *x, unsigned mode, unsigned long ino)
 {
 	struct __kernel_timespec boot = {0, 0};
@@ -845,7 +824,7 @@ static long stat_special(struct guest_path *p, const struct special *sp, int nof
 		sys1(__NR_close, fd);
 		if (r < 0)
 			return r;
-		statx_from_host_stat(out, &st);
+		libos_statx_from_stat(out, &st);
 		return 0;
 	}
 	case SP_FD_ALIAS:
@@ -859,7 +838,7 @@ static long stat_special(struct guest_path *p, const struct special *sp, int nof
 			long r = sys2(__NR_fstat, sp->fd, &st);
 			if (r < 0)
 				return -ENOENT;
-			statx_from_host_stat(out, &st);
+			libos_statx_from_stat(out, &st);
 			return 0;
 		}
 		if (sp->link == LK_SELF || sp->link == LK_DEVFD) {

@@ -190,7 +190,9 @@ static void stat_from_statx(struct stat *st, const struct statx *x)
 	st->st_ctime_nsec = x->stx_ctime.tv_nsec;
 }
 
-static void statx_from_stat(struct statx *x, const struct stat *st)
+/* struct stat (what fstat gives) -> struct statx, for statx on an fd.
+ * dev_t is the kernel's new_encode_dev layout: 12 bits of major, 20 of minor. */
+void libos_statx_from_stat(struct statx *x, const struct stat *st)
 {
 	memset(x, 0, sizeof(*x));
 	x->stx_mask = STATX_BASIC_STATS;
@@ -208,10 +210,10 @@ static void statx_from_stat(struct statx *x, const struct stat *st)
 	x->stx_mtime.tv_nsec = (uint32_t)st->st_mtime_nsec;
 	x->stx_ctime.tv_sec = (long)st->st_ctime;
 	x->stx_ctime.tv_nsec = (uint32_t)st->st_ctime_nsec;
-	x->stx_rdev_major = (uint32_t)(st->st_rdev >> 8);
-	x->stx_rdev_minor = (uint32_t)(st->st_rdev & 0xff);
-	x->stx_dev_major = (uint32_t)(st->st_dev >> 8);
-	x->stx_dev_minor = (uint32_t)(st->st_dev & 0xff);
+	x->stx_dev_major = (uint32_t)((st->st_dev >> 8) & 0xfff);
+	x->stx_dev_minor = (uint32_t)((st->st_dev & 0xff) | ((st->st_dev >> 12) & 0xfff00));
+	x->stx_rdev_major = (uint32_t)((st->st_rdev >> 8) & 0xfff);
+	x->stx_rdev_minor = (uint32_t)((st->st_rdev & 0xff) | ((st->st_rdev >> 12) & 0xfff00));
 }
 
 /* Is the path argument "" (or NULL, which Linux 6.11 accepts) with
@@ -287,7 +289,7 @@ LIBOS_SYSCALL(statx)
 			r = sys2(__NR_fstat, dirfd, &st);
 			if (r < 0)
 				return r;
-			statx_from_stat(&stx, &st);
+			libos_statx_from_stat(&stx, &st);
 			return libos_copy_to_guest((void *)a4, &stx, sizeof(stx));
 		}
 		p.len = (size_t)libos_cwd_get(p.abs, sizeof(p.abs));
