@@ -127,27 +127,13 @@ static int reset_signals(void)
 	return (int)raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);
 }
 
+static int send_with_fd(int sock, const void *data, size_t len, int fd);
+
 /* The guest's first message: "my filter is in force" (+ the listener). */
 static int send_hello(int listener)
 {
 	struct child_report rep = {PICO_STEP_NONE, 0};
-	struct iovec iov = {&rep, sizeof(rep)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	memset(&u, 0, sizeof(u));
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (listener >= 0) {
-		msg.msg_control = u.buf;
-		msg.msg_controllen = sizeof(u.buf);
-		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-		cmsg->cmsg_level = SOL_SOCKET;
-		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
-	}
-	return sendmsg(PICO_REPORT_FD, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(rep) ? 0 : -1;
+	return send_with_fd(PICO_REPORT_FD, &rep, sizeof(rep), listener);
 }
 
 /* Reads one report; returns its size (0 at EOF), stores a passed fd and the
@@ -693,9 +679,11 @@ out:;
 	return dir;
 }
 
-static int send_fd(int sock, int fd, int err)
+/* One message of `len` bytes, carrying `fd` (SCM_RIGHTS) when fd >= 0.
+ * Only async-signal-safe calls: it runs in children of a raw clone. */
+static int send_with_fd(int sock, const void *data, size_t len, int fd)
 {
-	struct iovec iov = {&err, sizeof(err)};
+	struct iovec iov = {(void *)data, len};
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
@@ -711,7 +699,12 @@ static int send_fd(int sock, int fd, int err)
 		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
 	}
-	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(err) ? 0 : -1;
+	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+static int send_fd(int sock, int fd, int err)
+{
+	return send_with_fd(sock, &err, sizeof(err), fd);
 }
 
 int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, int in_userns,
