@@ -473,3 +473,20 @@ def tool_version(cmd: Sequence[str]) -> str:
         raise BackendUnavailable(f"{cmd[0]} does not run: {exc}") from None
     text = (out.stdout or out.stderr).decode(errors="replace").strip().splitlines()
     return text[0] if text else "(no version output)"
+
+
+def probe_manifest():
+    """A minimal manifest (the system directories, read-only) for availability probes."""
+    from picoproc.manifest import Manifest, Mount
+
+    dirs = [d for d in ("/usr", "/bin", "/lib", "/lib64", "/etc") if os.path.isdir(d)]
+    return Manifest(mounts=tuple(Mount(d, d) for d in dirs))
+
+
+def require_smoke_run(backend: Backend, failure: str, timeout: float) -> None:
+    """Availability is shown, not assumed: runs /bin/true under ``backend``
+    and raises BackendUnavailable("<failure>: <last stderr line>") if it fails."""
+    probe = backend._run(probe_manifest(), ["/bin/true"], stdin=None, capture=True, timeout=timeout)
+    if probe.returncode != 0:
+        msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise BackendUnavailable(f"{failure}: {msg[-1] if msg else probe.returncode}")

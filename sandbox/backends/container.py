@@ -30,6 +30,7 @@ from ._base import (
     BackendError,
     BackendUnavailable,
     manifest_env,
+    require_smoke_run,
     rlimits_for,
     run_process,
     tool_version,
@@ -136,11 +137,7 @@ def _read_all(fd: int) -> str:
 @functools.cache
 def _probe_container() -> str:
     what = _common_available()
-    probe = ContainerBackend()._run(
-        _probe_manifest(), ["/bin/true"], stdin=None, capture=True, timeout=20
-    )
-    if probe.returncode != 0:
-        raise BackendUnavailable(f"a probe container failed (status {probe.returncode})")
+    require_smoke_run(ContainerBackend(), "a probe container failed", timeout=20)
     return what
 
 
@@ -292,24 +289,10 @@ def _cgroup_hybrid() -> bool:
         return False
 
 
-def _probe_manifest():
-    from picoproc.manifest import Manifest, Mount
-
-    dirs = [d for d in ("/usr", "/bin", "/lib", "/lib64", "/etc") if os.path.isdir(d)]
-    return Manifest(mounts=tuple(Mount(d, d) for d in dirs))
-
-
 @functools.cache
 def _probe_crun() -> str:
     crun = which("crun")
     version = tool_version([crun, "--version"])
     docker_profile.oci_seccomp()  # the data file loads and resolves
-    probe = CrunBackend()._run(
-        _probe_manifest(), ["/bin/true"], stdin=None, capture=True, timeout=20
-    )
-    if probe.returncode != 0:
-        msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise BackendUnavailable(
-            f"crun cannot run a container here: {msg[-1] if msg else probe.returncode}"
-        )
+    require_smoke_run(CrunBackend(), "crun cannot run a container here", timeout=20)
     return version

@@ -18,8 +18,8 @@ import shutil
 import subprocess
 from typing import ClassVar
 
-from ._base import Backend, BackendUnavailable, run_process, tool_version, which
-from .container import _probe_manifest, container_id, write_bundle
+from ._base import Backend, BackendUnavailable, require_smoke_run, run_process, tool_version, which
+from .container import container_id, write_bundle
 
 
 class GvisorBackend(Backend):
@@ -158,12 +158,5 @@ def _probe_runsc() -> str:
         raise BackendUnavailable(
             "runsc run needs root with the runsc packaged here (rootless bundles fail)"
         )
-    probe = GvisorBackend()._run(
-        _probe_manifest(), ["/bin/true"], stdin=None, capture=True, timeout=60
-    )
-    if probe.returncode != 0:
-        msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise BackendUnavailable(
-            f"runsc cannot run a sandbox here: {msg[-1] if msg else probe.returncode}"
-        )
+    require_smoke_run(GvisorBackend(), "runsc cannot run a sandbox here", timeout=60)
     return version + ", ptrace platform"

@@ -49,6 +49,7 @@ if __package__:
         BackendUnavailable,
         manifest_env,
         require_identity_mounts,
+        require_smoke_run,
         rlimits_for,
         run_process,
     )
@@ -646,21 +647,7 @@ if __package__:
 
     @functools.cache
     def _probe_ptrace() -> str:
-        from picoproc.manifest import Manifest, Mount
-
-        dirs = [d for d in ("/usr", "/bin", "/lib", "/lib64", "/etc") if os.path.isdir(d)]
-        probe = PtraceBackend()._run(
-            Manifest(mounts=tuple(Mount(d, d) for d in dirs)),
-            ["/bin/true"],
-            stdin=None,
-            capture=True,
-            timeout=20,
-        )
-        if probe.returncode != 0:
-            msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
-            raise BackendUnavailable(
-                f"ptrace monitor cannot trace here: {msg[-1] if msg else probe.returncode}"
-            )
+        require_smoke_run(PtraceBackend(), "ptrace monitor cannot trace here", timeout=20)
         import ptrace
 
         return f"python-ptrace {getattr(ptrace, '__version__', '?')}"

@@ -52,6 +52,7 @@ if __package__:
         BackendUnavailable,
         manifest_env,
         require_identity_mounts,
+        require_smoke_run,
         run_process,
     )
 
@@ -131,21 +132,7 @@ if __package__:
             import sandlock
         except ImportError:
             raise BackendUnavailable("sandlock is not installed (pip install sandlock)") from None
-        from picoproc.manifest import Manifest, Mount
-
-        dirs = [d for d in ("/usr", "/bin", "/lib", "/lib64", "/etc") if os.path.isdir(d)]
-        probe = SandlockBackend()._run(
-            Manifest(mounts=tuple(Mount(d, d) for d in dirs)),
-            ["/bin/true"],
-            stdin=None,
-            capture=True,
-            timeout=30,
-        )
-        if probe.returncode != 0:
-            msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
-            raise BackendUnavailable(
-                f"sandlock cannot confine here: {msg[-1] if msg else probe.returncode}"
-            )
+        require_smoke_run(SandlockBackend(), "sandlock cannot confine here", timeout=30)
         return f"sandlock {getattr(sandlock, '__version__', '?')}"
 
 
