@@ -46,7 +46,7 @@ def main() -> int:
     if not guest:
         print(f"probe failed in the sandbox: {r.reason}: {r.stderr!r}", file=sys.stderr)
     print(f"{'call':14} {'native ns':>10} {'picoproc ns':>12} {'ratio':>7}")
-    for key in ("uname_ns", "getcwd_ns", "getppid_ns", "sched_yield_ns"):
+    for key in ("uname_ns", "getcwd_ns", "uname_trap_ns", "getcwd_trap_ns", "getppid_ns", "sched_yield_ns"):
         if key in native and key in guest:
             print(f"{key[:-3]:14} {native[key]:10d} {guest[key]:12d} {guest[key] / max(native[key], 1):7.1f}")
 

@@ -36,6 +36,10 @@ CFLAGS = [
     # reaches the 1 TiB link address; the link itself is static, non-PIE.
     "-fpie", "-fvisibility=hidden", "-fcf-protection=none",
     "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
+    # Rewritten syscall sites call the library OS without a signal frame to
+    # save the FPU state (rewrite.c): its code must never touch a vector or
+    # x87 register, which the guest expects a syscall to preserve.
+    "-mgeneral-regs-only",
 ]
 
 

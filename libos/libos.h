@@ -172,6 +172,14 @@ long libos_install_sigsys_handler(void);
 /* Counters for tests and the audit: emulated calls served in this process. */
 extern unsigned long libos_trap_count;
 
+/* ---- rewrite.c: syscall-site rewriting (the trap-free fast path) ---- */
+/* Calls whose `mov $nr,%eax; syscall` sites may be rewritten. */
+extern const unsigned char libos_rewritable[LIBOS_NR_MAX];
+/* After serving a trap whose syscall instruction ended at ip: rewrite the
+ * site, if it has the pattern and nr is rewritable. */
+void libos_rewrite_site(uintptr_t ip, unsigned nr);
+extern unsigned long libos_fast_count, libos_rewritten_sites;
+
 /* Every handler has this shape: a0..a5 are the raw argument registers. */
 #define LIBOS_SYSCALL(name) \
 	long libos_sys_##name(long a0, long a1, long a2, long a3, long a4, long a5, struct ucontext *uc)

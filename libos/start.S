@@ -49,4 +49,38 @@ libos_sigreturn:
 	syscall
 	hlt
 
+/* libos_fast_entry: called from a rewritten call site's stub (rewrite.c)
+ * with %eax = the Linux call number, the arguments in the syscall registers
+ * and %rsp already below the caller's red zone.  Like the syscall it
+ * replaces, it preserves every register except %rax (the result), %rcx and
+ * %r11, and the flags; the C code is built with -mgeneral-regs-only, so the
+ * vector and x87 state need no saving. */
+	.globl libos_fast_entry
+	.type libos_fast_entry, @function
+libos_fast_entry:
+	pushfq
+	push %rbp
+	mov %rsp, %rbp
+	push %rdi
+	push %rsi
+	push %rdx
+	push %r10
+	push %r8
+	push %r9
+	mov %rsp, %rsi		/* saved: r9, r8, r10, rdx, rsi, rdi */
+	and $-16, %rsp		/* the C ABI's alignment at a call */
+	cld			/* and its direction flag (popfq restores it) */
+	mov %eax, %edi
+	call libos_fast_dispatch
+	lea -48(%rbp), %rsp
+	pop %r9
+	pop %r8
+	pop %r10
+	pop %rdx
+	pop %rsi
+	pop %rdi
+	pop %rbp
+	popfq
+	ret
+
 	.section .note.GNU-stack,"",@progbits

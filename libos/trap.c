@@ -44,6 +44,8 @@ static void sigsys_handler(int sig, siginfo_t *si, void *ctx)
 	if (ret == -ENOSYS && nr != __NR_rseq)
 		pico_note_unsupported((long)nr, (long)r->rdi);
 	r->rax = (uint64_t)ret;
+	/* Next time, let this site call the library OS without a trap. */
+	libos_rewrite_site((uintptr_t)r->rip, nr);
 }
 
 long libos_install_sigsys_handler(void)

@@ -1002,3 +1002,77 @@ def test_fd_paths_stay_right_under_concurrent_reuse(monitor, probe, world_dir, k
     r = monitor.run(probe[kind], ["p", "fdrace", str(race)])
     assert r.exit_code == 0, r.stderr
     assert "race_bad=0" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# syscall-site rewriting (libos/rewrite.c)
+# ---------------------------------------------------------------------------------------
+REWRITE_C = pathlib.Path(__file__).resolve().parent.parent / "libos" / "rewrite.c"
+
+
+def rewritable_calls() -> set[str]:
+    import re
+
+    text = REWRITE_C.read_text()
+    table = text[text.index("libos_rewritable[LIBOS_NR_MAX] = {"):]
+    table = table[:table.index("};")]
+    return set(re.findall(r"P\((\w+)\)", table))
+
+
+def test_only_trapped_calls_that_need_no_signal_context_are_rewritable():
+    import tomllib
+
+    abi = tomllib.loads((REWRITE_C.parent.parent / "abi" / "abi_v1.toml").read_text())
+    direct = {d["name"] for d in abi["direct"]}
+    calls = rewritable_calls()
+    assert {"uname", "getcwd", "openat", "newfstatat"} <= calls
+    # A direct call's site must keep going to the kernel: rewriting it would
+    # route every such call through the library OS.
+    assert calls.isdisjoint(direct), calls & direct
+    # These need the signal frame (mask, registers) or change the process.
+    assert calls.isdisjoint({"rt_sigaction", "rt_sigprocmask", "rt_sigsuspend", "pause", "ppoll", "epoll_pwait",
+                             "pselect6", "execve", "execveat", "fork", "vfork", "clone", "rseq", "exit"})
+
+
+@pytest.fixture(scope="module")
+def rewrite_guest(guest_bin):
+    return {kind: guest_bin / f"libos_rewrite.{kind}" for kind in ("static", "pie", "dyn")}
+
+
+@pytest.mark.parametrize("kind", ["static", "pie", "dyn"])
+def test_rewritten_site_preserves_registers_flags_and_red_zone(monitor, rewrite_guest, kind):
+    native = subprocess.run([str(rewrite_guest[kind]), "regs"], capture_output=True, text=True, timeout=60)
+    assert "regs_bad=0\nregs_rewritten=0\n" in native.stdout, native.stdout  # the checks hold natively
+    r = monitor.run(rewrite_guest[kind], ["g", "regs"])
+    assert r.exit_code == 0, r.stderr
+    # Three entries: the first traps (and rewrites), the others take the stub.
+    assert "regs_bad=0\nregs_rewritten=1\n" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("kind", ["static", "dyn"])
+def test_rewriting_races_threads_and_signal_handlers(monitor, rewrite_guest, kind):
+    r = monitor.run(rewrite_guest[kind], ["g", "threads"])
+    assert r.exit_code == 0, r.stderr
+    out = parse_kv(r.stdout)
+    assert out["threads_bad"] == "0", r.stdout  # 8 threads x 20000 uname+getcwd, first calls at once
+    assert out["handler_calls_pos"] == "1" and out["handler_bad"] == "0", r.stdout
+
+
+def test_rewriting_keeps_page_protection_and_skips_torn_sites(monitor, rewrite_guest):
+    r = monitor.run(rewrite_guest["static"], ["g", "pages"])
+    assert r.exit_code == 0, r.stderr
+    out = parse_kv(r.stdout)
+    assert out["pages_bad"] == "0", r.stdout
+    assert (out["rwx_rewritten"], out["rwx_writable"]) == ("1", "1"), r.stdout  # a JIT's page stays writable
+    assert (out["rx_rewritten"], out["rx_writable"]) == ("1", "0"), r.stdout  # code stays read-only
+    # 5 bytes across a 16-byte boundary cannot be replaced in one store.
+    assert out["straddling_rewritten"] == "0", r.stdout
+
+
+@pytest.mark.parametrize("kind", ["static", "dyn"])
+def test_glibc_wrapper_site_is_rewritten(monitor, rewrite_guest, kind):
+    r = monitor.run(rewrite_guest[kind], ["g", "libc"])
+    assert r.exit_code == 0, r.stderr
+    out = parse_kv(r.stdout)
+    assert out["libc_site_found"] == "1" and out["libc_rewritten"] == "1", r.stdout
+    assert out["sysname"] == "Linux"

@@ -3,7 +3,7 @@
  *
  *   callclass FILE TARGET_NS BATCHES CLASS...
  *
- * For each CLASS (getppid, uname, getcwd, openclose, stat, read4k) it first
+ * For each CLASS (getppid, uname, getcwd, uname_trap, openclose, stat, read4k) it first
  * calibrates an iteration count whose batch lasts about TARGET_NS, then runs
  * BATCHES batches of that many calls and prints one line:
  *
@@ -71,11 +71,21 @@ static void run_uname(uint64_t n)
 static void run_getcwd(uint64_t n)
 {
 	char buf[4096];
-	/* The raw call: glibc's getcwd() is a thin wrapper, but be sure no
-	 * user-space cache answers. */
+	/* glibc's getcwd() is a thin wrapper (no user-space cache): the call
+	 * as programs make it, from a `mov $nr,%eax; syscall` site. */
 	for (uint64_t i = 0; i < n; i++)
-		if (syscall(SYS_getcwd, buf, sizeof buf) < 0)
+		if (!getcwd(buf, sizeof buf))
 			die("getcwd");
+}
+
+static void run_uname_trap(uint64_t n)
+{
+	struct utsname u;
+	/* Through syscall(2), whose generic call site the library OS never
+	 * rewrites: what an emulated call costs when it traps (SIGSYS). */
+	for (uint64_t i = 0; i < n; i++)
+		if (syscall(SYS_uname, &u) != 0)
+			die("uname (syscall)");
 }
 
 static void run_openclose(uint64_t n)
@@ -109,7 +119,7 @@ struct call_class {
 };
 
 static const struct call_class CLASSES[] = {
-	{"getppid", run_getppid}, {"uname", run_uname}, {"getcwd", run_getcwd},
+	{"getppid", run_getppid}, {"uname", run_uname}, {"getcwd", run_getcwd}, {"uname_trap", run_uname_trap},
 	{"openclose", run_openclose}, {"stat", run_stat}, {"read4k", run_read4k},
 };
 

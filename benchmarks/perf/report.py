@@ -121,7 +121,10 @@ def evaluate_targets(doc: dict) -> list[dict]:
     if emu:
         worst = max(emu, key=lambda x: x[1]["median"])
         verdict("emulated", ", ".join(f"{c} {fmt_ns(s['median'])}" for c, s in emu),
-                worst[1]["median"] <= 1500, f"{worst[0]} {over(worst[1]['median'], 1500)}")
+                worst[1]["median"] <= 1500, f"{worst[0]} {over(worst[1]['median'], 1500)}",
+                note=(f"from glibc's wrappers, whose call sites the library OS rewrites after the first trap; "
+                      f"a call that traps every time (uname via syscall(2)) costs {fmt_ns(pico['uname_trap']['median'])}"
+                      if "median" in pico.get("uname_trap", {}) else None))
     else:
         verdict("emulated", "not measured", None)
 

@@ -31,10 +31,11 @@ from . import stats
 # finishes in minutes, which their spread reflects.
 SLOW_BACKENDS = frozenset({"gvisor", "ptrace"})
 
-CALL_CLASSES = ("getppid", "uname", "getcwd", "openclose", "stat", "read4k")
-CALL_CLASS_KIND = {"getppid": "direct", "uname": "emulated", "getcwd": "emulated",
+CALL_CLASSES = ("getppid", "uname", "getcwd", "uname_trap", "openclose", "stat", "read4k")
+CALL_CLASS_KIND = {"getppid": "direct", "uname": "emulated", "getcwd": "emulated", "uname_trap": "emulated",
                    "openclose": "mediated", "stat": "mediated", "read4k": "direct"}
 CALL_CLASS_LABEL = {"getppid": "getppid", "uname": "uname", "getcwd": "getcwd",
+                    "uname_trap": "uname via syscall(2)",
                     "openclose": "open+close", "stat": "stat", "read4k": "read 4 KiB"}
 
 RUN_TIMEOUT_S = 600.0

@@ -1,0 +1,323 @@
+/* Syscall-site rewriting: the fast path for emulated calls.
+ *
+ * A trapped call costs a SIGSYS round trip: on this project's development VM
+ * about 2 us, most of it the kernel saving and restoring the FPU state in the
+ * signal frame, while the library OS's own answer to uname or getcwd takes a
+ * few dozen nanoseconds.  So, like gVisor's systrap platform (DESIGN.md §7),
+ * the first trap from a call site of the form compilers and glibc emit,
+ *
+ *     b8 NN NN NN NN      mov $nr, %eax
+ *     0f 05               syscall
+ *
+ * rewrites its first five bytes into `jmp stub`.  The stub, in a page the
+ * library OS maps within +-2 GiB of the site, steps over the red zone, calls
+ * libos_fast_entry (start.S) with %eax = nr, and jumps back to the
+ * instruction after the syscall.  Later calls from that site cost a few
+ * function calls instead of a signal.
+ *
+ * Why this is sound:
+ *  - Security: it changes nothing the filter decides.  The stub runs the
+ *    handler the SIGSYS path would run, inside the same untrusted process,
+ *    and every host call the handler makes still passes the filter (the guest
+ *    could always have called the library OS's code itself).
+ *  - The `0f 05` is left in place: a thread that had already executed the old
+ *    `mov`, or code that jumps straight to the syscall instruction, still
+ *    traps and is served the slow way.
+ *  - The five bytes are replaced by one aligned atomic compare-and-exchange
+ *    (8 bytes, or cmpxchg16b when they straddle an 8-byte boundary inside a
+ *    16-byte one), so another thread fetches the old `mov` or the new `jmp`,
+ *    never a mix.  Sites that straddle a 16-byte boundary are left trapping.
+ *  - Registers: a syscall preserves everything but %rax, %rcx and %r11.  The
+ *    entry saves the argument registers and the flags, and the library OS is
+ *    compiled with -mgeneral-regs-only (libos/build.py), so no vector or x87
+ *    register is ever touched.  The stub moves %rsp below the 128-byte red
+ *    zone before its call, so a leaf function's red-zone data survives.
+ *  - Only calls in patchable[] are rewritten: their handlers never use the
+ *    signal context, they are never allowed directly by the filter (patching
+ *    those would make a cheap direct call go through the library OS), and
+ *    they do not exec, fork or touch signal state.
+ *  - Page protection: the site's page is made writable only around the store,
+ *    with PROT_READ|PROT_WRITE|PROT_EXEC so that other threads keep executing
+ *    it, and then set back to read+execute -- unless it was writable already,
+ *    which MADV_POPULATE_WRITE tells without changing anything (it fails on a
+ *    mapping that is not writable; on a writable private file mapping it
+ *    copies the page, which the store would do anyway).  A page whose
+ *    protection cannot be changed (mseal) is remembered and not tried again.
+ *  - Patching is serialised by a try-lock: a thread, or a guest signal handler
+ *    nested in a trap, that finds it taken is served the slow way and the
+ *    site is patched on a later trap.
+ *
+ * What a program can notice: its text pages differ from the file after the
+ * first calls (a program that checksums its own code sees it), and each
+ * rewritten page becomes a private copy. */
+#include "libos.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void libos_fast_entry(void);
+unsigned long libos_fast_count;
+unsigned long libos_rewritten_sites;
+
+#define P(name) [__NR_##name] = 1,
+/* Pure library-OS calls and mediated calls, none of them direct in the ABI
+ * (tests/test_libos_rewrite.py checks that against abi_v1.toml). */
+const unsigned char libos_rewritable[LIBOS_NR_MAX] = {
+	P(uname) P(getuid) P(geteuid) P(getgid) P(getegid) P(getgroups) P(getresuid) P(getresgid)
+	P(getcwd) P(chdir) P(fchdir) P(umask) P(getrlimit) P(prlimit64) P(sysinfo) P(time)
+	P(gettimeofday) P(getpgrp) P(getpgid) P(getsid) P(sched_getaffinity) P(getcpu)
+	P(getrusage) P(times) P(sched_yield) P(access) P(faccessat) P(faccessat2) P(stat) P(lstat)
+	P(newfstatat) P(statx) P(open) P(openat) P(creat) P(readlink) P(readlinkat) P(mkdir)
+	P(mkdirat) P(unlink) P(unlinkat) P(rmdir) P(rename) P(renameat) P(renameat2) P(link)
+	P(linkat) P(symlink) P(symlinkat) P(chmod) P(fchmod) P(fchmodat) P(fchmodat2) P(chown)
+	P(fchown) P(lchown) P(fchownat) P(utimensat) P(utimes) P(utime) P(futimesat) P(truncate)
+	P(statfs) P(fstatfs) P(getxattr) P(lgetxattr) P(fgetxattr) P(listxattr) P(llistxattr)
+	P(flistxattr)
+};
+#undef P
+
+/* ---- stubs ---- */
+
+#define STUB_SIZE 64
+#define STUBS_PER_PAGE (PAGE_SIZE_K / STUB_SIZE)
+#define STUB_PAGES_MAX 64
+#define FAILED_MAX 32
+
+static struct {
+	uintptr_t base;
+	unsigned used;
+} stub_pages[STUB_PAGES_MAX];
+static int nstub_pages;
+static uintptr_t failed_pages[FAILED_MAX];
+static unsigned nfailed;
+static int rewrite_lock;
+
+/* Whether a jmp rel32 whose next instruction is at `next` reaches `to`. */
+static int reaches(uintptr_t next, uintptr_t to)
+{
+	long d = (long)(to - next);
+	/* A page's worth of margin: callers test a stub's start or end. */
+	return d >= -0x7fff0000L && d <= 0x7fff0000L;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The stub for one site: every byte position is fixed, see the comments. */
+static void write_stub(unsigned char *s, unsigned nr, uintptr_t back)
+{
+	unsigned char *p = s;
+	static const unsigned char below_red_zone[] = {0x48, 0x8d, 0x64, 0x24, 0x80}; /* lea -128(%rsp),%rsp */
+	static const unsigned char call_r11[] = {0x41, 0xff, 0xd3};                   /* call *%r11 */
+	static const unsigned char above_red_zone[] = {0x48, 0x8d, 0xa4, 0x24};       /* lea 128(%rsp),%rsp */
+	memcpy(p, below_red_zone, sizeof(below_red_zone));
+	p += sizeof(below_red_zone);
+	*p++ = 0xb8; /* mov $nr,%eax */
+	put32(p, nr);
+	p += 4;
+	*p++ = 0x49; /* movabs $libos_fast_entry,%r11 (the syscall clobbers %r11 anyway) */
+	*p++ = 0xbb;
+	put64(p, (uint64_t)(uintptr_t)libos_fast_entry);
+	p += 8;
+	memcpy(p, call_r11, sizeof(call_r11));
+	p += sizeof(call_r11);
+	memcpy(p, above_red_zone, sizeof(above_red_zone));
+	p += sizeof(above_red_zone);
+	put32(p, 128);
+	p += 4;
+	*p++ = 0xe9; /* jmp back (rel32 from the end of this instruction) */
+	put32(p, (uint32_t)(back - (uintptr_t)(p + 4)));
+	p += 4;
+	while (p < s + STUB_SIZE)
+		*p++ = 0xcc; /* int3: never reached */
+}
+
+/* A new stub page near `site`: below it first (above an executable lies its
+ * heap's growth), then wherever the kernel likes if that is within reach. */
+static uintptr_t map_stub_page(uintptr_t site)
+{
+	uintptr_t page = site & ~(PAGE_SIZE_K - 1);
+	for (uintptr_t k = 1; k <= 64; k++) {
+		uintptr_t off = k << 20; /* 1 MiB steps */
+		if (page <= off + (1UL << 20))
+			break;
+		long r = sys6(__NR_mmap, page - off, PAGE_SIZE_K, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (r >= 0 && (uintptr_t)r == page - off)
+			return (uintptr_t)r;
+		if (r >= 0)
+			sys2(__NR_munmap, r, PAGE_SIZE_K); /* an old kernel ignoring the flag */
+	}
+	long r = sys6(__NR_mmap, 0, PAGE_SIZE_K, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r < 0)
+		return 0;
+	if (reaches(site + 5, (uintptr_t)r) && reaches((uintptr_t)r + STUB_SIZE, site + 7))
+		return (uintptr_t)r;
+	sys2(__NR_munmap, r, PAGE_SIZE_K);
+	return 0;
+}
+
+/* Writes a stub for (nr, back) into a page within reach of `site`; returns
+ * its address, or 0. */
+static uintptr_t make_stub(uintptr_t site, unsigned nr, uintptr_t back)
+{
+	for (int i = 0; i < nstub_pages; i++) {
+		uintptr_t slot = stub_pages[i].base + stub_pages[i].used * STUB_SIZE;
+		if (stub_pages[i].used >= STUBS_PER_PAGE || !reaches(site + 5, slot) ||
+		    !reaches(slot + STUB_SIZE, back))
+			continue;
+		/* Other threads may be running the page's other stubs: keep it
+		 * executable while it is writable. */
+		if (sys3(__NR_mprotect, stub_pages[i].base, PAGE_SIZE_K, PROT_READ | PROT_WRITE | PROT_EXEC) < 0)
+			return 0;
+		write_stub((unsigned char *)slot, nr, back);
+		sys3(__NR_mprotect, stub_pages[i].base, PAGE_SIZE_K, PROT_READ | PROT_EXEC);
+		stub_pages[i].used++;
+		return slot;
+	}
+	if (nstub_pages == STUB_PAGES_MAX)
+		return 0;
+	uintptr_t base = map_stub_page(site);
+	if (!base)
+		return 0;
+	write_stub((unsigned char *)base, nr, back);
+	if (sys3(__NR_mprotect, base, PAGE_SIZE_K, PROT_READ | PROT_EXEC) < 0) {
+		sys2(__NR_munmap, base, PAGE_SIZE_K);
+		return 0;
+	}
+	stub_pages[nstub_pages].base = base;
+	stub_pages[nstub_pages].used = 1;
+	nstub_pages++;
+	return base;
+}
+
+/* ---- the store ---- */
+
+static int cas8(uint64_t *p, uint64_t old, uint64_t new)
+{
+	return __atomic_compare_exchange_n(p, &old, new, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+static int cas16(void *p, const unsigned char old[16], const unsigned char new[16])
+{
+	uint64_t lo = 0, hi = 0, nlo = 0, nhi = 0;
+	for (int i = 7; i >= 0; i--) {
+		lo = lo << 8 | old[i];
+		hi = hi << 8 | old[8 + i];
+		nlo = nlo << 8 | new[i];
+		nhi = nhi << 8 | new[8 + i];
+	}
+	unsigned char ok;
+	__asm__ volatile("lock cmpxchg16b %1\n\tsete %0"
+			 : "=q"(ok), "+m"(*(volatile unsigned char(*)[16])p), "+a"(lo), "+d"(hi)
+			 : "b"(nlo), "c"(nhi)
+			 : "memory", "cc");
+	return ok;
+}
+
+/* Replaces the 5 bytes at `site` (known to be `mov $nr,%eax`) with
+ * `jmp stub` in one atomic store; 0 or -1. */
+static int store_jump(uintptr_t site, uintptr_t stub)
+{
+	unsigned char jmp[5] = {0xe9};
+	put32(jmp + 1, (uint32_t)(stub - (site + 5)));
+	uintptr_t q = site & ~7UL;
+	if (site + 5 <= q + 8) {
+		unsigned char b[8];
+		memcpy(b, (void *)q, 8);
+		uint64_t old = 0, new = 0;
+		for (int i = 7; i >= 0; i--)
+			old = old << 8 | b[i];
+		memcpy(b + (site - q), jmp, 5);
+		for (int i = 7; i >= 0; i--)
+			new = new << 8 | b[i];
+		return cas8((uint64_t *)q, old, new) ? 0 : -1;
+	}
+	uintptr_t o = site & ~15UL;
+	unsigned char old[16], new[16];
+	memcpy(old, (void *)o, 16);
+	memcpy(new, old, 16);
+	memcpy(new + (site - o), jmp, 5);
+	return cas16((void *)o, old, new) ? 0 : -1;
+}
+
+static int page_failed(uintptr_t page)
+{
+	for (unsigned i = 0; i < nfailed && i < FAILED_MAX; i++)
+		if (failed_pages[i] == page)
+			return 1;
+	return 0;
+}
+
+static void remember_failed(uintptr_t page)
+{
+	failed_pages[nfailed % FAILED_MAX] = page;
+	nfailed++;
+}
+
+static int is_site(const unsigned char *b, unsigned nr)
+{
+	return b[0] == 0xb8 && get32(b + 1) == nr && b[5] == 0x0f && b[6] == 0x05;
+}
+
+void libos_rewrite_site(uintptr_t ip, unsigned nr)
+{
+	if (nr >= LIBOS_NR_MAX || !libos_rewritable[nr] || ip < PAGE_SIZE_K)
+		return;
+	uintptr_t site = ip - 7, page = site & ~(PAGE_SIZE_K - 1);
+	/* All 7 bytes on the page the syscall instruction was just executed
+	 * from (so they are mapped and readable), and the 5 to replace inside
+	 * one aligned 16-byte block (one atomic store). */
+	if (page != ((ip - 1) & ~(PAGE_SIZE_K - 1)) || (site & 15) > 11)
+		return;
+	if (site >= PICO_LOADER_TEXT_START && site < PICO_LOADER_TEXT_START + PICO_LOADER_TEXT_SIZE)
+		return;
+	if (!is_site((const unsigned char *)site, nr))
+		return;
+	if (__atomic_exchange_n(&rewrite_lock, 1, __ATOMIC_ACQUIRE))
+		return;
+	/* Under the lock: the site may have been rewritten meanwhile. */
+	if (!is_site((const unsigned char *)site, nr) || page_failed(page))
+		goto out;
+	int writable = sys3(__NR_madvise, page, PAGE_SIZE_K, MADV_POPULATE_WRITE) == 0;
+	if (!writable && sys3(__NR_mprotect, page, PAGE_SIZE_K, PROT_READ | PROT_WRITE | PROT_EXEC) < 0) {
+		remember_failed(page);
+		goto out;
+	}
+	uintptr_t stub = make_stub(site, nr, ip);
+	if (!stub)
+		remember_failed(page);
+	else if (store_jump(site, stub) == 0)
+		libos_rewritten_sites++;
+	if (!writable)
+		sys3(__NR_mprotect, page, PAGE_SIZE_K, PROT_READ | PROT_EXEC);
+out:
+	__atomic_store_n(&rewrite_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* Called by libos_fast_entry with the call number and the saved argument
+ * registers (lowest address first: r9, r8, r10, rdx, rsi, rdi). */
+long libos_fast_dispatch(unsigned nr, const long *saved)
+{
+	__atomic_fetch_add(&libos_fast_count, 1, __ATOMIC_RELAXED);
+	libos_syscall_fn fn = nr < LIBOS_NR_MAX && libos_rewritable[nr] ? libos_syscall_table[nr] : NULL;
+	long ret = fn ? fn(saved[5], saved[4], saved[3], saved[2], saved[1], saved[0], NULL) : -ENOSYS;
+	if (ret == -ENOSYS)
+		pico_note_unsupported((long)nr, saved[5]);
+	return ret;
+}
