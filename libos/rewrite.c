@@ -39,9 +39,10 @@
  *  - Page protection: the site's page is made writable only around the store,
  *    with PROT_READ|PROT_WRITE|PROT_EXEC so that other threads keep executing
  *    it, and then set back to read+execute -- unless it was writable already,
- *    which MADV_POPULATE_WRITE tells without changing anything (it fails on a
+ *    which MADV_POPULATE_WRITE tells without changing anything (EINVAL on a
  *    mapping that is not writable; on a writable private file mapping it
- *    copies the page, which the store would do anyway).  A page whose
+ *    copies the page, which the store would do anyway).  On a kernel without
+ *    it (before 5.14) nothing is rewritten.  A page whose
  *    protection cannot be changed (mseal) is remembered and not tried again.
  *  - Patching is serialised by a try-lock: a thread, or a guest signal handler
  *    nested in a trap, that finds it taken is served the slow way and the
@@ -92,6 +93,7 @@ static int nstub_pages;
 static uintptr_t failed_pages[FAILED_MAX];
 static unsigned nfailed;
 static int rewrite_lock;
+static int rewrite_disabled;
 
 /* Whether a jmp rel32 whose next instruction is at `next` reaches `to`. */
 static int reaches(uintptr_t next, uintptr_t to)
@@ -270,6 +272,14 @@ static void remember_failed(uintptr_t page)
 	nfailed++;
 }
 
+/* Whether the kernel knows MADV_POPULATE_WRITE: tried on the library OS's
+ * own writable data, where it can only succeed if it exists. */
+static int populate_write_works(void)
+{
+	uintptr_t own = (uintptr_t)&rewrite_lock & ~(PAGE_SIZE_K - 1);
+	return sys3(__NR_madvise, own, PAGE_SIZE_K, MADV_POPULATE_WRITE) == 0;
+}
+
 static int is_site(const unsigned char *b, unsigned nr)
 {
 	return b[0] == 0xb8 && get32(b + 1) == nr && b[5] == 0x0f && b[6] == 0x05;
@@ -292,8 +302,15 @@ void libos_rewrite_site(uintptr_t ip, unsigned nr)
 	if (__atomic_exchange_n(&rewrite_lock, 1, __ATOMIC_ACQUIRE))
 		return;
 	/* Under the lock: the site may have been rewritten meanwhile. */
-	if (!is_site((const unsigned char *)site, nr) || page_failed(page))
+	if (rewrite_disabled || !is_site((const unsigned char *)site, nr) || page_failed(page))
 		goto out;
+	if (!populate_write_works()) {
+		/* A kernel before 5.14: no way to tell a writable page from a
+		 * read-only one, so never change a page's protection. */
+		rewrite_disabled = 1;
+		goto out;
+	}
+	/* EINVAL ("incompatible permissions") on a page that is not writable. */
 	int writable = sys3(__NR_madvise, page, PAGE_SIZE_K, MADV_POPULATE_WRITE) == 0;
 	if (!writable && sys3(__NR_mprotect, page, PAGE_SIZE_K, PROT_READ | PROT_WRITE | PROT_EXEC) < 0) {
 		remember_failed(page);
