@@ -1,0 +1,102 @@
+"""The kernel's floor under a mediated call on this machine (not a test).
+
+    python3 benchmarks/bench_floor.py [--iterations N] [--repeat R] [--json FILE]
+
+Builds benchmarks/floor/notif_floor.c and runs it: a child whose seccomp
+filter sends getppid and dup to a supervisor process that answers at once,
+with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.  "null" is one bare notification
+round trip; "addfd" is a call answered with NOTIF_ADDFD + ADDFD_FLAG_SEND
+plus the close, i.e. how a mediated open ends, without any path work.  No
+monitor can serve a mediated open+close faster than "addfd" on the same
+machine, so compare picoproc's benchmarks/bench_mediated.py against it.
+
+Each configuration runs R times: unpinned (the scheduler decides where the
+woken task runs) and with both processes pinned to one CPU (every wake-up
+stays local: the best case).  Medians of the per-run medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+SOURCE = HERE / "floor" / "notif_floor.c"
+CACHE = pathlib.Path(os.environ.get("PICOPROC_BENCH_CACHE", "/var/tmp/picoproc-bench-cache")) / "floor"
+
+
+def build() -> pathlib.Path:
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    target = CACHE / f"notif_floor-{digest}"
+    if not target.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        subprocess.run([os.environ.get("CC", "gcc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
+                        str(SOURCE)], check=True, capture_output=True, text=True)
+        os.replace(tmp, target)
+    return target
+
+
+def run_once(binary: pathlib.Path, iterations: int, cpu: int | None) -> dict[str, dict[str, int]]:
+    preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    out = subprocess.run([str(binary), str(iterations)], capture_output=True, text=True, timeout=300,
+                         preexec_fn=preexec)
+    if out.returncode != 0:
+        raise RuntimeError(f"notif_floor failed ({out.returncode}): {out.stderr.strip()}")
+    rows = {}
+    for line in out.stdout.splitlines():
+        name, *fields = line.split()
+        rows[name] = {k: int(v) for k, v in (f.split("=") for f in fields)}
+    return rows
+
+
+def run(iterations: int = 20000, repeat: int = 3) -> dict:
+    binary = build()
+    cpu = min(os.sched_getaffinity(0))
+    summary: dict = {"iterations": iterations, "repeat": repeat, "load_average": os.getloadavg()}
+    for label, pin in (("unpinned", None), ("pinned", cpu)):
+        runs = [run_once(binary, iterations, pin) for _ in range(repeat)]
+        summary[label] = {call: {k: statistics.median(r[call][k] for r in runs) for k in runs[0][call]}
+                          for call in ("null", "addfd")}
+    return summary
+
+
+def report(summary: dict) -> str:
+    lines = [f"seccomp user-notification floor, {summary['iterations']} calls x {summary['repeat']} runs "
+             f"(load average {summary['load_average'][0]:.2f})"]
+    for label in ("unpinned", "pinned"):
+        for call in ("null", "addfd"):
+            s = summary[label][call]
+            lines.append(f"  {label:8s} {call:5s} median {s['median_ns'] / 1000:7.2f} us   "
+                         f"p10 {s['p10_ns'] / 1000:7.2f} us   p90 {s['p90_ns'] / 1000:7.2f} us")
+    return "\n".join(lines)
+
+
+def test_bench_floor():
+    """pytest entry: reports, asserts only that both calls were measured."""
+    summary = run(iterations=2000, repeat=1)
+    print("\n" + report(summary))
+    assert summary["pinned"]["addfd"]["median_ns"] > 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="also write the summary here")
+    args = ap.parse_args(argv)
+    summary = run(args.iterations, args.repeat)
+    print(report(summary))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
