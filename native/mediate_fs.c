@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "picoproc_abi.h"
@@ -255,12 +256,17 @@ static int holds_hidden_path(const struct pico_fs_policy *p, const char *canon, 
 	return 0;
 }
 
-static int is_hidden_inode(const struct pico_fs_policy *p, const struct stat *st)
+static int is_hidden_object(const struct pico_fs_policy *p, dev_t dev, ino_t ino)
 {
 	for (size_t i = 0; i < p->nhidden_inodes; i++)
-		if (p->hidden_inodes[i].dev == st->st_dev && p->hidden_inodes[i].ino == st->st_ino)
+		if (p->hidden_inodes[i].dev == dev && p->hidden_inodes[i].ino == ino)
 			return 1;
 	return 0;
+}
+
+static int is_hidden_inode(const struct pico_fs_policy *p, const struct stat *st)
+{
+	return is_hidden_object(p, st->st_dev, st->st_ino);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -933,19 +939,41 @@ static long open_resolved(const struct resolved *r, int flags, unsigned int mode
 	return sys_openat2(r->mount->dirfd, r->rel, (uint64_t)(flags | O_CLOEXEC), mode);
 }
 
-/* Opens the resolved object O_PATH and refuses it when hidden. */
+/* Opens the resolved object O_PATH and refuses it when hidden.  The caller
+ * that needs the object's attributes passes st (or stx, for statx's): the
+ * one call that fetches them also serves the hidden-inode check. */
 static long open_checked_path(const struct pico_fs_policy *p, const struct resolved *r,
-			      int nofollow)
+			      int nofollow, struct stat *st, struct statx *stx)
 {
+	struct stat own;
+	long err = 0;
+	int hidden = 0;
 	long fd = open_resolved(r, O_PATH | (nofollow ? O_NOFOLLOW : 0), 0);
+
 	if (fd < 0)
 		return fd;
-	if (p->nhidden_inodes) {
-		struct stat st;
-		if (fstat((int)fd, &st) < 0 || is_hidden_inode(p, &st)) {
-			close((int)fd);
-			return deny(-EACCES);
-		}
+	if (stx && statx((int)fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, stx) < 0)
+		err = -errno;
+	else if (stx && (stx->stx_mask & STATX_INO))
+		hidden = is_hidden_object(p, makedev(stx->stx_dev_major, stx->stx_dev_minor),
+					  (ino_t)stx->stx_ino);
+	else if (st || p->nhidden_inodes) {
+		/* (also when statx did not report the inode number) */
+		st = st ? st : &own;
+		if (fstat((int)fd, st) < 0)
+			err = -errno;
+		else
+			hidden = is_hidden_inode(p, st);
+	}
+	/* With hidden objects about, one that cannot be looked at is refused
+	 * as hidden. */
+	if (hidden || (err && p->nhidden_inodes)) {
+		close((int)fd);
+		return deny(-EACCES);
+	}
+	if (err) {
+		close((int)fd);
+		return err;
 	}
 	return fd;
 }
@@ -1113,14 +1141,11 @@ struct stat_arg {
 static long stat_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
 	struct stat_arg *a = varg;
-	long fd = open_checked_path(p, r, a->nofollow);
+	long fd = open_checked_path(p, r, a->nofollow, NULL, a->out);
 	if (fd < 0)
 		return fd;
-	long ret = 0;
-	if (statx((int)fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, a->out) < 0)
-		ret = -errno;
 	close((int)fd);
-	return ret;
+	return 0;
 }
 
 long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
@@ -1143,13 +1168,11 @@ static long readlink_op(const struct pico_fs_policy *p, const struct resolved *r
 	struct readlink_arg *a = varg;
 	struct stat st;
 	long ret;
-	long fd = open_checked_path(p, r, 1);
+	long fd = open_checked_path(p, r, 1, &st, NULL);
 
 	if (fd < 0)
 		return fd;
-	if (fstat((int)fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISLNK(st.st_mode))
+	if (!S_ISLNK(st.st_mode))
 		ret = -EINVAL;
 	else if ((ret = readlinkat((int)fd, "", a->out, a->cap)) < 0)
 		ret = -errno;
@@ -1178,14 +1201,15 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 
 	if (r->mount && (a->mode & W_OK) && !r->mount->writable)
 		return deny(-EROFS);
-	long fd = open_checked_path(p, r, a->nofollow);
-	if (fd < 0)
-		return fd;
 	/* A no-exec mount refuses executing files, not searching directories
 	 * (as MS_NOEXEC): cd into /etc must work. */
-	if (r->mount && (a->mode & X_OK) && !r->mount->exec) {
-		struct stat st;
-		if (fstat((int)fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	int dir_only = r->mount && (a->mode & X_OK) && !r->mount->exec;
+	struct stat st;
+	long fd = open_checked_path(p, r, a->nofollow, dir_only ? &st : NULL, NULL);
+	if (fd < 0)
+		return fd;
+	if (dir_only) {
+		if (!S_ISDIR(st.st_mode)) {
 			close((int)fd);
 			return deny(-EACCES);
 		}
@@ -1415,7 +1439,7 @@ static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 		return deny(-EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
 		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
-	long fd = open_checked_path(p, r, a->nofollow);
+	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
 	if (fd < 0)
 		return fd;
 	switch (a->which) {
@@ -1487,13 +1511,10 @@ static long truncate_op(const struct pico_fs_policy *p, const struct resolved *r
 	/* Look before opening for writing: truncate(2) refuses anything but a
 	 * regular file, and opening a FIFO or a device for writing could have
 	 * effects of its own. */
-	long fd = open_checked_path(p, r, 0);
+	long fd = open_checked_path(p, r, 0, &before, NULL);
 	if (fd < 0)
 		return fd;
-	ret = fstat((int)fd, &before) < 0 ? -errno : 0;
 	close((int)fd);
-	if (ret < 0)
-		return ret;
 	if (S_ISDIR(before.st_mode))
 		return -EISDIR;
 	if (!S_ISREG(before.st_mode))
@@ -1524,7 +1545,7 @@ long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t l
 
 static long statfs_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
-	long fd = open_checked_path(p, r, 0);
+	long fd = open_checked_path(p, r, 0, NULL, NULL);
 	if (fd < 0)
 		return fd;
 	long ret = fstatfs((int)fd, (struct statfs *)varg) < 0 ? -errno : 0;

@@ -5,6 +5,8 @@
  *
  *   med_bench mediated PATH N   pico_open("file:PATH") + close (needs a monitor)
  *   med_bench native PATH N     openat(AT_FDCWD, PATH) + close, run unconfined
+ *   med_bench null PATH N       pico_note_unsupported: a bare mediated round trip
+ *   med_bench stat PATH N       pico_stat(PATH) (needs a monitor)
  */
 #include "med_common.h"
 
@@ -14,6 +16,7 @@
 
 static unsigned long samples[MAX_N];
 static char uri[4200];
+static struct statx stx;
 
 static inline unsigned long rdtsc(void)
 {
@@ -41,7 +44,10 @@ int guest_main(int argc, char **argv, char **envp)
 {
 	if (argc < 4)
 		return 2;
-	int mediated = g_streq(argv[1], "mediated") ? 1 : g_streq(argv[1], "null") ? 2 : 0;
+	int mediated = g_streq(argv[1], "mediated") ? 1
+		       : g_streq(argv[1], "null")   ? 2
+		       : g_streq(argv[1], "stat")   ? 3
+						    : 0;
 	const char *path = argv[2];
 	long n = g_atol(argv[3]);
 	if (n <= 0 || n > MAX_N)
@@ -60,6 +66,17 @@ int guest_main(int argc, char **argv, char **envp)
 		long fd;
 		if (mediated == 2) {
 			pico_note_unsupported(1, 2);
+			samples[i] = rdtsc() - a;
+			continue;
+		}
+		if (mediated == 3) {
+			long err = pico_stat(path, g_strlen(path), 0, &stx);
+			if (err < 0) {
+				g_puts("stat failed ");
+				g_putnum(-err);
+				g_puts("\n");
+				return 1;
+			}
 			samples[i] = rdtsc() - a;
 			continue;
 		}
