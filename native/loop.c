@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -60,6 +61,20 @@ enum ev_kind { EV_WAKE = 0, EV_GUEST = 1, EV_CONNECT = 2 };
 #define EV_IDX(d) ((uint32_t)(d))
 #define GEN_MASK 0x3fffffffu
 
+/* A steering: the calling thread, the CPU it was narrowed to and the mask
+ * it had, and the pid counter before it (see "Keeping ADDFD's wake-up on
+ * the loop's CPU"); afterwards, a watch on that thread. */
+struct steer {
+	pid_t tid;
+	int cpu;
+	int last_pid;
+	int end_pid;	/* a watch: looks no further than this pid */
+	uint64_t call;	/* the loop's notification count when it began */
+	cpu_set_t saved;
+};
+
+#define STEER_WATCHES 4
+
 struct guest {
 	int in_use;
 	uint32_t gen;
@@ -68,6 +83,14 @@ struct guest {
 	const struct pico_fs_policy *fs;
 	const struct pico_net_policy *net;
 	struct pico_guest_stats stats;
+	/* Steering (see "Keeping ADDFD's wake-up on the loop's CPU"): off when
+	 * the kernel refused it or the guest's pid namespace is not known;
+	 * otherwise the namespace, which tells the guest's tasks apart. */
+	int steer_off;
+	dev_t pidns_dev;
+	ino_t pidns_ino;
+	struct steer watch[STEER_WATCHES]; /* threads that may still be inside a fork() */
+	unsigned int nwatch;
 };
 
 /* A tcp:/udp: connect that is in progress: the guest's call is answered
@@ -79,6 +102,7 @@ struct pending_connect {
 	uint32_t guest_idx;
 	uint32_t guest_gen;
 	uint64_t notif_id;
+	pid_t tid; /* the calling thread */
 	int cloexec;
 	struct pico_audit_record rec;
 };
@@ -139,6 +163,24 @@ struct pico_loop {
 	int in_direct;	     /* blocked (or about to block) in NOTIF_RECV; under lock */
 	pid_t tid;	     /* the loop thread, to interrupt it */
 	unsigned int nlive;  /* guests whose listener is open */
+
+	/* Steering ADDFD's wake-up: the pid counter of the monitor's pid
+	 * namespace (/proc/sys/kernel/ns_last_pid), or -1 (no steering). */
+	int last_pid_fd;
+	int last_pid;		/* its value last read, */
+	uint64_t last_pid_ns;	/* at this CLOCK_MONOTONIC time, */
+	uint64_t last_pid_call; /* while serving this notification */
+	int pid_max;
+	dev_t own_pidns_dev;
+	ino_t own_pidns_ino;
+	/* Whether steering pays here (see STEER_PROBE_PERIOD). */
+	int steer_always;	       /* PICOPROC_STEER=always: no probing */
+	int steer_plain;	       /* 1: installing fds without steering */
+	unsigned int steer_installs;   /* since the last probe */
+	uint64_t steered_ns, plain_ns; /* running means of an install, each way */
+	unsigned int probe_left;       /* installs of the probe under way */
+	unsigned int probe_count;
+	uint64_t probe_ns;
 
 	/* Counters: written by the loop thread, read by anyone. */
 	uint64_t notifications, abandoned, audit_dropped, recv_errors;
@@ -204,6 +246,12 @@ size_t pico_loop_drain_audit(struct pico_loop *l, struct pico_audit_record *out,
 		l->ring_head = (l->ring_head + 1) % l->ring_cap;
 		l->ring_count--;
 	}
+	/* Emptied: start again at the front, so that the ring's pages already
+	 * touched are reused (a record lands on a fresh page of the calloc'ed
+	 * ring every few calls otherwise: a page fault in the loop thread until
+	 * the whole ring has been written once). */
+	if (l->ring_count == 0)
+		l->ring_head = 0;
 	if (l->ring_count * 2 < l->ring_cap)
 		l->audit_signalled = 0;
 	pthread_mutex_unlock(&l->audit_lock);
@@ -639,10 +687,419 @@ static int send_answer(struct pico_loop *l, int listener, uint64_t id, long ret)
 	return 0;
 }
 
-/* Installs fd in the guest and answers with its number, atomically.
- * Returns the guest's fd number, -ECANCELED (gone), or -errno after having
- * answered the guest with it (EMFILE: the guest's fd table is full). */
-static long install_fd(struct pico_loop *l, int listener, uint64_t id, int fd, int cloexec)
+/* ---------------------------------------------------------------------- */
+/* Keeping ADDFD's wake-up on the loop's CPU                               */
+/*
+ * NOTIF_SEND wakes the guest on the loop's CPU (SYNC_WAKE_UP), but the
+ * kernel's NOTIF_ADDFD wakes it with a plain wake-up: the scheduler sees the
+ * loop's CPU busy (the loop is running) and may put the guest on an idle
+ * CPU; the loop then sleeps in ADDFD until the guest has installed the fd
+ * and is woken back the same way.  Where idle CPUs halt (a VM without halt
+ * polling) each such wake-up costs ~20 us: a mediated open took ~60 us
+ * instead of ~12.  So, around the ADDFD only, the loop narrows the calling
+ * thread's CPU affinity to the loop's CPU ("steering"), and gives it its
+ * mask back right after.
+ *
+ * What makes that safe:
+ *  - only the calling thread, and only if the loop's CPU is in its mask and
+ *    the mask has another CPU: a guest never runs where its taskset or
+ *    cpuset does not let it;
+ *  - it gets back the very mask sched_getaffinity read just before (a
+ *    taskset or cpuset restriction included); if the kernel refuses that
+ *    mask (EINVAL: its cpuset changed meanwhile to exclude it) it gets every
+ *    CPU, which the kernel bounds by the cpuset;
+ *  - the kernel refusing to narrow it (EPERM, ESRCH, EINVAL, EBUSY for a
+ *    deadline task) only means no steering (EPERM: never again for that
+ *    guest);
+ *  - the thread narrowed is the caller: an ADDFD that succeeds proves it
+ *    was still alive, so its tid still its own, when it was narrowed;
+ *  - the thread is blocked in its call until the ADDFD, but between the
+ *    ADDFD's wake-up and the give-back it may run its own code (the loop is
+ *    not sure to preempt it), and a task it creates then (fork or thread)
+ *    inherits the narrowed mask: measured, a quarter of the children of a
+ *    guest that forks right after each open.  So the loop reads the pid
+ *    counter of its pid namespace before the narrowing (while the thread is
+ *    blocked) and after the give-back; if tasks were created meanwhile,
+ *    those of this guest (its pid namespace) with exactly the narrowed mask
+ *    get the thread's mask, round after round for the tasks created during
+ *    that repair, and steering stops for this guest.  The "before" value may
+ *    be the last one read if that is recent (STEER_FRESH_NS): one read less
+ *    on back-to-back calls, no wrap-round in that time;
+ *  - fork() copies the mask first, takes the child's number later and
+ *    shows the child later still, so a fork() under way at the give-back
+ *    can yield a narrowed child that the check does not see (measured: one
+ *    guest in a hundred that fork right after their opens).  So each
+ *    steering also leaves a watch on the guest: after each of its later
+ *    calls the tasks created since (and the numbers not yet shown at the
+ *    last look) are checked the same way, until a call of the thread
+ *    itself (it cannot be inside a fork() then), its exit, or
+ *    STEER_WATCH_PIDS pids handed out since (a fork() takes microseconds;
+ *    looking further would have the loop scan a busy host's pids after a
+ *    long pause).
+ * What it cannot guarantee: a change someone else makes to the thread's
+ * mask within those few microseconds is undone; and a narrowed child of a
+ * fork() that straddled the give-back stays so if no thread of its guest
+ * (the child included) makes a mediated call before STEER_WATCH_PIDS more
+ * pids are handed out, or before the guest has STEER_WATCHES other threads
+ * to watch.
+ *
+ * Whether it pays depends on the machine and the moment: where an idle CPU
+ * wakes up fast (halt polling, shallow idle states), or while the other CPU
+ * is deeply idle and the scheduler keeps the guest here anyway, the plain
+ * ADDFD costs less than the ~5 us of steering.  So the loop measures both
+ * (STEER_PROBE_PERIOD).  The environment variable PICOPROC_STEER, read when
+ * a loop is created, overrides that for diagnosis, tests and benchmarks:
+ * "never" or "always".
+ */
+
+/* Rounds of repair (see above) before giving up on a guest that keeps
+ * creating tasks, and pids looked at in all. */
+#define STEER_REPAIR_ROUNDS 16
+#define STEER_REPAIR_PIDS 65536
+#define STEER_WATCH_PIDS 1024
+/* Short: every task created since is looked at (a busy host creates
+ * thousands a second). */
+#define STEER_FRESH_NS 100000ull
+/* Steering or not: the loop keeps a running mean of the time an install
+ * takes it (the ADDFD and the steering around it) each way, and every
+ * STEER_PROBE_PERIOD installs probes the other way: STEER_PROBE_PLAIN
+ * installs without steering (ended after 4 as soon as their mean is above
+ * the steered one: a guest gone to a halted CPU costs ~60 us a call; when
+ * the probe completes under 4/5 of the steered mean, the loop stops
+ * steering), or STEER_PROBE_STEERED steered ones to keep that mean up to
+ * date.  Without steering, the loop steers again as soon as the running
+ * mean is above the steered one: the guest may stay on the loop's CPU for
+ * thousands of calls, then drift to the other one and stay there.  The
+ * first probe comes after STEER_PROBE_FIRST steered installs. */
+#define STEER_PROBE_PERIOD 1024
+#define STEER_PROBE_PLAIN 64
+#define STEER_PROBE_STEERED 8
+#define STEER_PROBE_FIRST 16
+#define STEER_SAMPLE_MAX_NS 1000000ull
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The last pid handed out in the monitor's pid namespace, or -1. */
+static int read_last_pid(struct pico_loop *l)
+{
+	char buf[16];
+	ssize_t n = pread(l->last_pid_fd, buf, sizeof(buf) - 1, 0);
+	int v = 0;
+
+	if (n <= 0)
+		return -1;
+	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+		v = v * 10 + (buf[i] - '0');
+	return v;
+}
+
+/* The pid namespace (its nsfs inode) of a process, as /proc shows it. */
+static int pidns_of(pid_t pid, dev_t *dev, ino_t *ino)
+{
+	char path[48];
+	struct stat st;
+
+	if (pid > 0)
+		snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/ns/pid");
+	if (stat(path, &st) < 0)
+		return -1;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	return 0;
+}
+
+/* Steering needs the pid counter and a /proc whose numbering is the
+ * loop's (the pids it reads there are the ones the affinity calls use). */
+static void steer_setup(struct pico_loop *l)
+{
+	char buf[32];
+	ssize_t n;
+
+	const char *choice = getenv("PICOPROC_STEER");
+
+	l->last_pid_fd = -1;
+	l->steer_always = choice && !strcmp(choice, "always");
+	if ((choice && !strcmp(choice, "never")) || sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	n = readlink("/proc/self", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	if (atoi(buf) != getpid() || pidns_of(0, &l->own_pidns_dev, &l->own_pidns_ino) < 0)
+		return;
+	int fd = open("/proc/sys/kernel/pid_max", O_RDONLY | O_CLOEXEC);
+	l->pid_max = 1 << 22; /* PID_MAX_LIMIT */
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (atoi(buf) > 0)
+				l->pid_max = atoi(buf);
+		}
+		close(fd);
+	}
+	l->last_pid_fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC);
+	if (l->last_pid_fd >= 0 && read_last_pid(l) < 0) {
+		close(l->last_pid_fd);
+		l->last_pid_fd = -1;
+	}
+}
+
+/* At registration: the guest's pid namespace, which must be its own. */
+static void steer_add_guest(struct pico_loop *l, struct guest *g)
+{
+	g->steer_off = l->last_pid_fd < 0 || g->pid <= 0 ||
+		       pidns_of(g->pid, &g->pidns_dev, &g->pidns_ino) < 0 ||
+		       (g->pidns_dev == l->own_pidns_dev && g->pidns_ino == l->own_pidns_ino);
+}
+
+/* Narrows the calling thread to this CPU; 1 if it did. */
+static int steer_begin(struct pico_loop *l, struct guest *g, pid_t tid, struct steer *s)
+{
+	cpu_set_t one;
+
+	if (g->steer_off || tid <= 0)
+		return 0;
+	s->cpu = sched_getcpu();
+	if (s->cpu < 0 || s->cpu >= CPU_SETSIZE)
+		return 0;
+	if (sched_getaffinity(tid, sizeof(s->saved), &s->saved) < 0)
+		return 0;
+	if (!CPU_ISSET(s->cpu, &s->saved) || CPU_COUNT(&s->saved) < 2)
+		return 0;
+	/* Read while the thread is blocked in its call (or recently, see
+	 * above): whatever it creates once narrowed gets a larger pid. */
+	if (l->last_pid >= 0 && monotonic_ns() - l->last_pid_ns < STEER_FRESH_NS)
+		s->last_pid = l->last_pid;
+	else if ((s->last_pid = read_last_pid(l)) < 0)
+		return 0;
+	CPU_ZERO(&one);
+	CPU_SET(s->cpu, &one);
+	if (sched_setaffinity(tid, sizeof(one), &one) < 0) {
+		if (errno == EPERM)
+			g->steer_off = 1;
+		return 0;
+	}
+	s->tid = tid;
+	return 1;
+}
+
+static void give_back(pid_t tid, const cpu_set_t *mask)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (sched_setaffinity(tid, sizeof(*mask), mask) == 0 || errno == ESRCH)
+			return;
+		if (errno == EINVAL) {
+			cpu_set_t all;
+			memset(&all, 0xff, sizeof(all));
+			mask = &all;
+			if (sched_setaffinity(tid, sizeof(all), &all) == 0 || errno == ESRCH)
+				return;
+		}
+	}
+}
+
+enum { NOT_INHERITED, INHERITED, VANISHED };
+
+/* Did task p, created during the window, inherit the narrowed mask? */
+static int inherited(struct guest *g, pid_t p, const struct steer *s)
+{
+	cpu_set_t mask;
+	dev_t dev;
+	ino_t ino;
+
+	if (sched_getaffinity(p, sizeof(mask), &mask) < 0)
+		return errno == ESRCH ? VANISHED : NOT_INHERITED;
+	if (CPU_COUNT(&mask) != 1 || !CPU_ISSET(s->cpu, &mask))
+		return NOT_INHERITED;
+	if (pidns_of(p, &dev, &ino) < 0)
+		return VANISHED;
+	return dev == g->pidns_dev && ino == g->pidns_ino ? INHERITED : NOT_INHERITED;
+}
+
+/* The tasks created in (from, last] may carry the narrowing of s: repairs
+ * those of this guest that do, round after round (a repaired task may have
+ * created others meanwhile) until a round finds none.  Returns the pid
+ * counter where it stopped; *settled: the pid up to which every task was
+ * seen, the one before the first that was not there (gone, or numbered but
+ * not yet created: fork() takes the number before it shows the task). */
+static int steer_repair(struct pico_loop *l, struct guest *g, const struct steer *s, int from,
+			int last, int *settled)
+{
+	int scanned = 0;
+
+	*settled = -1;
+	for (int round = 0; round < STEER_REPAIR_ROUNDS && last >= 0 && last != from; round++) {
+		int found = 0, vanished = 0;
+		for (int p = from;;) {
+			int before = p;
+			p = p + 1 >= l->pid_max ? 1 : p + 1;
+			if (++scanned > STEER_REPAIR_PIDS) {
+				g->steer_off = 1;
+				break;
+			}
+			int r = inherited(g, p, s);
+			if (r == INHERITED) {
+				give_back(p, &s->saved);
+				found = 1;
+			}
+			if (r == VANISHED && *settled < 0)
+				*settled = before;
+			vanished |= r == VANISHED;
+			if (p == last)
+				break;
+		}
+		if (found)
+			g->steer_off = 1; /* this guest creates tasks right after its calls */
+		/* A task gone already may have created one that is not in this
+		 * range yet. */
+		if (scanned > STEER_REPAIR_PIDS || (!found && !vanished))
+			break;
+		from = last;
+		last = read_last_pid(l);
+	}
+	if (*settled < 0)
+		*settled = last;
+	return last;
+}
+
+static void note_last_pid(struct pico_loop *l, int last)
+{
+	l->last_pid = last;
+	l->last_pid_ns = monotonic_ns();
+	l->last_pid_call = l->notifications;
+}
+
+/* How far pid b is after pid a, counting round the wrap. */
+static int pids_after(const struct pico_loop *l, int a, int b)
+{
+	return b >= a ? b - a : l->pid_max - a + b;
+}
+
+/* Looks at the tasks created since the last look at watch w, up to pid
+ * counter value now; 1 when the watch has reached its end. */
+static int watch_look(struct pico_loop *l, struct guest *g, struct steer *w, int now)
+{
+	int left = pids_after(l, w->last_pid, w->end_pid);
+	int to = pids_after(l, w->last_pid, now) < left ? now : w->end_pid;
+	int settled = to;
+	if (to != w->last_pid)
+		steer_repair(l, g, w, w->last_pid, to, &settled);
+	if (settled >= 0)
+		w->last_pid = settled;
+	return to == w->end_pid;
+}
+
+/* Checks what the watched threads of the guest created since the last
+ * look; notifier: the thread whose call was just served (0: none).  The
+ * counter read while serving that call will do: it was read after the
+ * call began, so after anything the notifier had started. */
+static void steer_follow_up(struct pico_loop *l, struct guest *g, pid_t notifier)
+{
+	cpu_set_t mask;
+	int now = l->last_pid_call == l->notifications && l->last_pid >= 0 ? l->last_pid
+									    : read_last_pid(l);
+
+	if (now < 0)
+		return;
+	note_last_pid(l, now);
+	for (unsigned int i = 0; i < g->nwatch;) {
+		struct steer *w = &g->watch[i];
+		if (w->call == l->notifications) {
+			i++; /* begun with this very call */
+			continue;
+		}
+		if (watch_look(l, g, w, now) || w->tid == notifier ||
+		    (sched_getaffinity(w->tid, sizeof(mask), &mask) < 0 && errno == ESRCH))
+			g->watch[i] = g->watch[--g->nwatch];
+		else
+			i++;
+	}
+}
+
+/* Gives the thread its mask back, repairs what it created meanwhile, and
+ * watches it. */
+static void steer_end(struct pico_loop *l, struct guest *g, const struct steer *s)
+{
+	give_back(s->tid, &s->saved);
+	int last = read_last_pid(l), settled = last;
+	if (last >= 0 && last != s->last_pid)
+		last = steer_repair(l, g, s, s->last_pid, last, &settled);
+	note_last_pid(l, last);
+	if (last < 0 || settled < 0)
+		return;
+	if (g->nwatch == STEER_WATCHES) {
+		/* Full (threads that each opened and never called since): the
+		 * first gets a last look. */
+		watch_look(l, g, &g->watch[0], last);
+		g->watch[0] = g->watch[--g->nwatch];
+	}
+	struct steer *w = &g->watch[g->nwatch++];
+	*w = *s;
+	w->last_pid = settled;
+	w->end_pid = (int)(((int64_t)settled + STEER_WATCH_PIDS) % l->pid_max);
+	w->call = l->notifications;
+}
+
+/* Whether to steer this install; *probe: it is part of a probe. */
+static int steer_choose(struct pico_loop *l, int *probe)
+{
+	*probe = 0;
+	if (l->steer_always)
+		return 1;
+	if (!l->probe_left && ++l->steer_installs >= STEER_PROBE_PERIOD) {
+		l->steer_installs = 0;
+		l->probe_left = l->steer_plain ? STEER_PROBE_STEERED : STEER_PROBE_PLAIN;
+		l->probe_ns = 0;
+		l->probe_count = 0;
+	}
+	*probe = l->probe_left > 0;
+	return l->steer_plain == *probe;
+}
+
+static uint64_t running_mean(uint64_t mean, uint64_t ns)
+{
+	return mean ? mean - mean / 16 + ns / 16 : ns;
+}
+
+static void steer_account(struct pico_loop *l, int steered, int probe, uint64_t ns)
+{
+	ns = ns < STEER_SAMPLE_MAX_NS ? ns : STEER_SAMPLE_MAX_NS;
+	if (probe)
+		l->probe_left--;
+	if (steered) {
+		l->steered_ns = running_mean(l->steered_ns, ns);
+		return;
+	}
+	if (!probe) {
+		l->plain_ns = running_mean(l->plain_ns, ns);
+		if (l->plain_ns > l->steered_ns)
+			l->steer_plain = 0; /* the guest drifts away again */
+		return;
+	}
+	l->probe_ns += ns;
+	l->probe_count++;
+	if (l->probe_count >= 4 && l->probe_ns > l->steered_ns * l->probe_count)
+		l->probe_left = 0; /* no better: stop here */
+	else if (!l->probe_left && 5 * l->probe_ns < 4 * l->steered_ns * l->probe_count) {
+		l->steer_plain = 1;
+		l->plain_ns = l->probe_ns / l->probe_count;
+	}
+}
+
+/* Installs fd in the guest (tid: the calling thread) and answers with its
+ * number, atomically.  Returns the guest's fd number, -ECANCELED (gone), or
+ * -errno after having answered the guest with it (EMFILE: the guest's fd
+ * table is full). */
+static long install_fd(struct pico_loop *l, struct guest *g, uint64_t id, pid_t tid, int fd,
+		       int cloexec)
 {
 	struct seccomp_notif_addfd addfd = {
 		.id = id,
@@ -651,14 +1108,25 @@ static long install_fd(struct pico_loop *l, int listener, uint64_t id, int fd, i
 		.newfd = 0,
 		.newfd_flags = cloexec ? O_CLOEXEC : 0,
 	};
-	long ret = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+	struct steer steer;
+	int probe, want = steer_choose(l, &probe);
+	uint64_t t0 = monotonic_ns();
+	int steered = want && steer_begin(l, g, tid, &steer);
+	long ret = ioctl(g->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+	int err = errno;
+	if (steered)
+		steer_end(l, g, &steer);
+	/* A steering the guest's mask ruled out tells nothing of its cost. */
+	if (steered == want)
+		steer_account(l, steered, probe, monotonic_ns() - t0);
+	else if (probe)
+		l->probe_left--;
 	if (ret >= 0)
 		return ret;
-	int err = errno;
 	if (err == ENOENT)
 		return -ECANCELED;
 	/* Not installed: the call is still pending; answer it. */
-	if (send_answer(l, listener, id, -err) < 0)
+	if (send_answer(l, g->listener, id, -err) < 0)
 		return -ECANCELED;
 	return -err;
 }
@@ -744,7 +1212,7 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 		if (ret == 0)
 			ret = -EAGAIN;
 	} else if (ret >= 0 && c.install_fd >= 0) {
-		ret = install_fd(l, g->listener, n->id, c.install_fd, c.install_cloexec);
+		ret = install_fd(l, g, n->id, (pid_t)n->pid, c.install_fd, c.install_cloexec);
 		close(c.install_fd);
 	} else {
 		int err = send_answer(l, g->listener, n->id, ret);
@@ -753,6 +1221,8 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 	}
 	finish_record(&c.rec, ret, c.denied);
 	account(l, g, &c.rec);
+	if (g->nwatch)
+		steer_follow_up(l, g, (pid_t)n->pid);
 }
 
 /* Receives: 0, or -errno (ENOENT: the caller vanished since the wake-up;
@@ -797,6 +1267,7 @@ static int defer_connect(struct pico_loop *l, struct call *c)
 	pc->guest_idx = (uint32_t)(c->guest - l->guests);
 	pc->guest_gen = c->guest->gen;
 	pc->notif_id = c->n->id;
+	pc->tid = (pid_t)c->n->pid;
 	pc->cloexec = c->install_cloexec;
 	pc->rec = c->rec;
 	l->nconnects++;
@@ -827,7 +1298,7 @@ static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
 	if (ret == -EINPROGRESS)
 		return; /* not yet: wait for the next EPOLLOUT */
 	if (ret == 0)
-		ret = install_fd(l, g->listener, pc->notif_id, pc->fd, pc->cloexec);
+		ret = install_fd(l, g, pc->notif_id, pc->tid, pc->fd, pc->cloexec);
 	else if (send_answer(l, g->listener, pc->notif_id, ret) < 0)
 		ret = -ECANCELED;
 	finish_record(&pc->rec, ret, 0);
@@ -894,6 +1365,7 @@ static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
 	g->stats.handle = handle_of(i, gen);
 	g->stats.pid = cmd->pid;
 	g->stats.alive = 1;
+	steer_add_guest(l, g);
 	l->nguests++;
 	l->nlive++;
 	return g->stats.handle;
@@ -904,6 +1376,8 @@ static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
 	struct guest *g = guest_of_handle(l, cmd->handle);
 	if (!g)
 		return -ENOENT;
+	if (g->nwatch && g->listener >= 0)
+		steer_follow_up(l, g, 0); /* a last look: the guest may live on */
 	guest_hung_up(l, g);
 	if (cmd->stats)
 		*cmd->stats = g->stats;
@@ -1039,6 +1513,9 @@ struct pico_loop *pico_loop_new(unsigned int max_guests, unsigned int audit_capa
 	if (!l)
 		return NULL;
 	l->epfd = l->wakefd = l->audit_efd = -1;
+	l->last_pid = -1;
+	l->steer_installs = STEER_PROBE_PERIOD - STEER_PROBE_FIRST;
+	steer_setup(l);
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&l->audit_lock, NULL);
 	pthread_cond_init(&l->cond, NULL);
@@ -1090,6 +1567,8 @@ void pico_loop_free(struct pico_loop *l)
 		close(l->wakefd);
 	if (l->audit_efd >= 0)
 		close(l->audit_efd);
+	if (l->last_pid_fd >= 0)
+		close(l->last_pid_fd);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->audit_lock);
 	pthread_cond_destroy(&l->cond);

@@ -28,6 +28,13 @@
  * loop sends its own thread SIGRTMIN+3, for which it installs a do-nothing
  * handler when the process has none (otherwise direct mode is off).
  *
+ * Steering: around the NOTIF_ADDFD that answers an open, the loop may
+ * narrow the calling thread's CPU affinity to its own CPU for a few
+ * microseconds, so that the kernel's wake-up of the guest stays on that CPU
+ * (ADDFD has no synchronous wake-up); it gives the mask back and undoes
+ * what the thread's children inherited (loop.c, "Keeping ADDFD's wake-up on
+ * the loop's CPU"; PICOPROC_STEER=never turns it off).
+ *
  * Audit decisions: allow (answered with success), deny (refused by the
  * policy: outside the manifest, hidden, read-only mount, exec not allowed,
  * network not granted), error (the call failed for another reason: bad

@@ -1,0 +1,212 @@
+"""The monitor's CPU steering leaves no trace on the guest's CPU affinity.
+
+To keep the guest's wake-up on its own CPU, the loop narrows the calling
+thread's affinity to that CPU around the NOTIF_ADDFD that answers an open
+(native/loop.c, "Keeping ADDFD's wake-up on the loop's CPU").  These tests
+run tests/guests/med_affinity, which makes many mediated opens and then waits
+on stdin, and look at every task of the guest from outside (a raw guest
+cannot ask the kernel for its own mask, and the library OS answers
+sched_getaffinity itself):
+
+* each thread gets back exactly the mask it had: the one it inherited,
+  whether every CPU or one a taskset restricted (compared with
+  sched_getaffinity and with /proc's Cpus_allowed of the run's reaper, which
+  never calls the monitor);
+* a thread restricted to one CPU is never moved off it, even for a moment
+  (the guest checks its CPU with RDTSCP after every open);
+* children and threads created right after an open, while the monitor may
+  not have given the mask back yet, do not keep the narrowed mask;
+* threads calling concurrently all end with their own mask.
+
+On a machine with one CPU the loop never steers and these tests only check
+that nothing changes.  PICOPROC_STEER=always makes the loop steer every open
+(the default also probes opens without steering and may keep to that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import select
+import tempfile
+
+import pytest
+from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, Monitor
+from picoproc.raw import spawn_raw
+from picoproc.spawn import release, wait_picoprocess
+
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    with tempfile.TemporaryDirectory(prefix="picoproc-affinity-") as d:
+        os.chmod(d, 0o755)
+        f = pathlib.Path(d) / "file.txt"
+        f.write_text("data\n")
+        os.chmod(f, 0o644)
+        yield d
+
+
+@pytest.fixture(scope="module", params=["always", "auto"])
+def monitor(request):
+    """A monitor that steers every open ("always": otherwise the loop stops
+    steering where it does not pay, and the tests could check nothing), and
+    one that decides for itself."""
+    saved = os.environ.get("PICOPROC_STEER")
+    os.environ["PICOPROC_STEER"] = request.param  # read when the loop is created
+    try:
+        mon = Monitor()
+    finally:
+        if saved is None:
+            del os.environ["PICOPROC_STEER"]
+        else:
+            os.environ["PICOPROC_STEER"] = saved
+    with mon:
+        yield mon
+
+
+@pytest.fixture(scope="module")
+def policy(data_dir):
+    with FsPolicy() as p:
+        p.add_mount("/data", data_dir)
+        yield p
+
+
+def _mask_number(cpus) -> int:
+    return sum(1 << c for c in cpus)
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], TIMEOUT)
+        assert ready, f"the guest printed nothing in {TIMEOUT} s (so far: {data!r})"
+        chunk = os.read(fd, 4096)
+        assert chunk, f"the guest ended before it was ready (printed {data!r})"
+        data += chunk
+    return data.decode()
+
+
+@contextlib.contextmanager
+def waiting_guest(guest_bin, mon, policy, mode: str, n: int, cpus):
+    """Runs med_affinity with the CPU mask `cpus` (inherited from this
+    thread); yields (spawned, its "ready" line) while the guest waits for EOF
+    on stdin, then lets it finish and checks that it did."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)  # this thread only; the guest inherits it
+    try:
+        g = spawn_raw([str(guest_bin / "med_affinity"), mode, "/data/file.txt", str(n), str(_mask_number(cpus))],
+                      {}, (in_r, out_w, 2), seccomp_flags=GUEST_SECCOMP_FLAGS)
+    finally:
+        os.sched_setaffinity(0, own)
+        os.close(in_r)
+        os.close(out_w)
+    try:
+        handle = mon.add_guest(g.listener_fd, g.guest_pid, policy)
+    finally:
+        os.close(g.listener_fd)
+    try:
+        try:
+            yield g, _read_line(out_r)
+        finally:
+            os.close(in_w)  # EOF: every task of the guest goes on and ends
+            try:
+                status = wait_picoprocess(g, TIMEOUT)
+            except TimeoutError:
+                release(g)
+                raise
+            mon.remove_guest(handle)
+            mon.drain_audit()
+        assert status.exit_code == 0, status
+    finally:
+        os.close(out_r)
+
+
+def _pidns(pid: int):
+    st = os.stat(f"/proc/{pid}/ns/pid")
+    return st.st_dev, st.st_ino
+
+
+def guest_threads(g) -> list[int]:
+    """Every thread of the run (host tids): the tasks in its pid namespace."""
+    ns = _pidns(g.pid)
+    tids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if _pidns(int(entry)) != ns:
+                continue
+            tids.extend(int(t) for t in os.listdir(f"/proc/{entry}/task"))
+        except (FileNotFoundError, PermissionError):  # gone, or not ours to look at
+            continue
+    return tids
+
+
+def cpus_allowed(tid: int) -> str:
+    """The kernel's whole mask of the task (not only its online CPUs)."""
+    with open(f"/proc/{tid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed:"):
+                return line.split()[1]
+    raise AssertionError(f"no Cpus_allowed for {tid}")
+
+
+def assert_masks_untouched(g, cpus, at_least: int):
+    reaper_mask = cpus_allowed(g.pid)  # the run's pid 1: never calls the monitor
+    tids = guest_threads(g)
+    assert len(tids) >= at_least, tids
+    masks = {tid: os.sched_getaffinity(tid) for tid in tids}
+    assert all(m == set(cpus) for m in masks.values()), masks
+    whole = {tid: cpus_allowed(tid) for tid in tids}
+    assert all(m == reaper_mask for m in whole.values()), (reaper_mask, whole)
+
+
+def parse_ready(line: str) -> dict[str, int]:
+    words = line.split()
+    assert words[0] == "ready", line
+    return {k: int(v) for k, v in (w.split("=") for w in words[1:])}
+
+
+ALL = sorted(os.sched_getaffinity(0))
+
+
+def _masks():
+    masks = [pytest.param(ALL, id="all-cpus")]
+    masks += [pytest.param([c], id=f"cpu{c}") for c in (ALL[0], ALL[-1])][: len(ALL)]
+    if len(ALL) >= 3:
+        masks.append(pytest.param(ALL[:2], id="two-cpus"))
+    return masks
+
+
+@pytest.mark.parametrize("cpus", _masks())
+def test_opens_leave_each_thread_its_own_mask(guest_bin, monitor, policy, cpus):
+    with waiting_guest(guest_bin, monitor, policy, "open", 300, cpus) as (g, line):
+        ready = parse_ready(line)
+        assert ready == {"opens": 300, "outside": 0}
+        assert_masks_untouched(g, cpus, at_least=2)
+
+
+def test_children_forked_right_after_an_open_keep_the_parents_mask(guest_bin, monitor, policy):
+    n = 100
+    with waiting_guest(guest_bin, monitor, policy, "fork", n, ALL) as (g, line):
+        assert parse_ready(line) == {"opens": n, "outside": 0}
+        assert_masks_untouched(g, ALL, at_least=n + 2)
+
+
+def test_threads_started_right_after_an_open_keep_the_callers_mask(guest_bin, monitor, policy):
+    n = 100
+    with waiting_guest(guest_bin, monitor, policy, "thread", n, ALL) as (g, line):
+        assert parse_ready(line) == {"opens": n, "outside": 0}
+        assert_masks_untouched(g, ALL, at_least=n + 2)
+
+
+def test_concurrent_callers_each_get_their_mask_back(guest_bin, monitor, policy):
+    n = 300
+    with waiting_guest(guest_bin, monitor, policy, "threads", n, ALL) as (g, line):
+        assert parse_ready(line) == {"opens": 3 * n, "outside": 0}
+        assert_masks_untouched(g, ALL, at_least=2)
