@@ -16,7 +16,7 @@ import sys
 import psutil
 import pytest
 from picoproc.api import Sandbox, SandboxError, resolve_guest_program
-from picoproc.manifest import Limits, apply_overrides, default_manifest
+from picoproc.manifest import Limits, Mount, apply_overrides, default_manifest
 
 TIMEOUT = 60
 BUSYBOX = "/bin/busybox"
@@ -262,3 +262,56 @@ def test_dotdot_out_of_the_library_os_views_is_a_plain_path(path):
     assert result.signal is None, result.reason
     with open("/etc/hostname", "rb") as f:
         assert result.stdout == f.read()
+
+
+def test_hidden_aliases_follow_a_host_symlink_changed_between_runs(tmp_path):
+    """A hidden path is also hidden where another mount shows its host target.
+    That target is resolved at every run, not remembered from an earlier one:
+    a symlink retargeted between two runs of one monitor must hide the new
+    target (regression: a per-process cache kept hiding the old one and
+    showed the secret under its new name).  The absolute host link text is
+    nothing in the guest's view, so only the alias can hide it."""
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    (other / "a").write_text("secret-a\n")
+    (other / "b").write_text("secret-b\n")
+    (data / "secret").symlink_to(other / "a")
+    base = default_manifest()
+    m = dataclasses.replace(
+        base,
+        mounts=(*base.mounts, Mount("/data", str(data)), Mount("/other", str(other))),
+        hidden=(*base.hidden, "/data/secret"),
+    )
+    sandbox = Sandbox(m)
+    first = sandbox.run(["/bin/cat", "/other/a", "/other/b"], capture=True)
+    assert first.stdout == b"secret-b\n", first.stderr
+    (data / "secret").unlink()
+    (data / "secret").symlink_to(other / "b")
+    second = sandbox.run(["/bin/cat", "/other/a", "/other/b"], capture=True)
+    assert second.stdout == b"secret-a\n", second.stderr
+    assert [target(d) for d in second.denials] == ["/other/b"]
+
+
+def test_alias_resolution_matches_realpath(tmp_path):
+    """The per-build resolver behind hidden-path aliases gives exactly
+    os.path.realpath's answers: relative and absolute links, '..' after a
+    link, dangling links, missing components, a file in the middle, loops."""
+    from picoproc.monitor import _Resolver
+
+    root = tmp_path.resolve()
+    (root / "real" / "sub").mkdir(parents=True)
+    (root / "file").write_text("x")
+    links = {"rel": "real/sub", "abs": str(root / "real"), "up": "real/sub/../..",
+             "dangling": "/nonexistent/target", "loop1": "loop2", "loop2": "loop1",
+             "intoloop": "loop1/x", "self": ".", "viafile": "file/inside"}
+    for name, text in links.items():
+        (root / name).symlink_to(text)
+    rests = ["rel", "rel/x/y", "abs/sub", "up/real", "dangling", "dangling/more", "loop1",
+             "loop1/a/b", "intoloop/c", "self/self/rel", "viafile", "file/x/y", "missing/a/b",
+             "rel/../../file", "real/./sub/", "..", "../..", "."]
+    resolver = _Resolver()  # one for all, as in a policy build
+    for rest in rests:
+        expected = os.path.realpath(os.path.join(root, rest))
+        assert resolver.realpath(rest, str(root)) == expected, rest
+        assert _Resolver().realpath(os.path.join(root, rest)) == expected, rest
