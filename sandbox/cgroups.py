@@ -68,8 +68,17 @@ class CgroupStats:
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    # Raw fd calls: a text-mode open() adds an fstat, an ioctl, an lseek and
+    # a wrapper object, which for the four stats files read after every run
+    # cost ~50 us.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: str, value: str) -> None:

@@ -129,6 +129,28 @@ def test_output_limit_ends_the_run():
     assert len(result.stdout) == 64 * 1024
 
 
+def test_relayed_output_and_its_limit(tmp_path):
+    """Relayed (not captured) output reaches the host fds as written, and the
+    output limit holds there too: past it the run ends and nothing more is
+    relayed."""
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        result = Sandbox().run(["/bin/sh", "-c", "echo to-out; echo to-err >&2"],
+                               stdout=o.fileno(), stderr=e.fileno())
+    assert result.exit_code == 0 and result.stdout is None and result.stderr is None
+    assert out.read_bytes() == b"to-out\n" and err.read_bytes() == b"to-err\n"
+    assert result.output_bytes == len(b"to-out\nto-err\n")
+    # Nothing written: nothing relayed, the run ends as usual.
+    with open(out, "wb") as o:
+        assert Sandbox().run(["/bin/true"], stdout=o.fileno()).exit_code == 0
+    assert out.read_bytes() == b""
+    m = apply_overrides(default_manifest(), output="64K")
+    with open(out, "wb") as o:
+        limited = Sandbox(m).run([BUSYBOX, "yes", "spam"], stdout=o.fileno())
+    assert limited.limit == "output" and limited.output_bytes == 64 * 1024
+    assert out.stat().st_size == 64 * 1024
+
+
 def test_memory_limit_is_named():
     m = apply_overrides(default_manifest(), memory="64M")
     result = run(["python3", "-c", "x = bytearray(400 << 20); print('allocated')"], m)
