@@ -1,6 +1,7 @@
-"""The kernel's floor under a mediated call on this machine (not a test).
+"""The kernel's floor under a mediated call and a picoprocess start-up on
+this machine (not a test).
 
-    python3 benchmarks/bench_floor.py [--iterations N] [--repeat R] [--json FILE]
+    python3 benchmarks/bench_floor.py [--iterations N] [--repeat R] [--runs K] [--json FILE]
 
 Builds benchmarks/floor/notif_floor.c and runs it: a child whose seccomp
 filter sends getppid and dup to a supervisor process that answers at once,
@@ -13,6 +14,12 @@ machine, so compare picoproc's benchmarks/bench_mediated.py against it.
 Each configuration runs R times: unpinned (the scheduler decides where the
 woken task runs) and with both processes pinned to one CPU (every wake-up
 stays local: the best case).  Medians of the per-run medians are reported.
+
+It also builds benchmarks/floor/spawn_floor.c and runs ``/bin/true`` and
+``python3 -c pass`` K times each natively (fork, exec, wait) and in fresh
+user, pid, mount, network, IPC and UTS namespaces, alternating: what the
+namespaces alone add to a start-up, with no monitor, filter or library OS.
+Compare benchmarks/bench_libos.py's start-up ratio against it.
 """
 
 from __future__ import annotations
@@ -28,17 +35,20 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCE = HERE / "floor" / "notif_floor.c"
+SPAWN_SOURCE = HERE / "floor" / "spawn_floor.c"
+# The programs benchmarks/bench_libos.py starts.
+SPAWN_PROGRAMS = {"/bin/true": ["/bin/true"], "python3 -c pass": ["/usr/bin/python3", "-c", "pass"]}
 CACHE = pathlib.Path(os.environ.get("PICOPROC_BENCH_CACHE", "/var/tmp/picoproc-bench-cache")) / "floor"
 
 
-def build() -> pathlib.Path:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    target = CACHE / f"notif_floor-{digest}"
+def build(source: pathlib.Path = SOURCE) -> pathlib.Path:
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = CACHE / f"{source.stem}-{digest}"
     if not target.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         subprocess.run([os.environ.get("CC", "gcc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
-                        str(SOURCE)], check=True, capture_output=True, text=True)
+                        str(source)], check=True, capture_output=True, text=True)
         os.replace(tmp, target)
     return target
 
@@ -56,7 +66,21 @@ def run_once(binary: pathlib.Path, iterations: int, cpu: int | None) -> dict[str
     return rows
 
 
-def run(iterations: int = 20000, repeat: int = 3) -> dict:
+def run_spawn(runs: int) -> dict[str, dict[str, dict[str, int]]]:
+    """{program: {"native"|"ns": {median_ns, p10_ns, p90_ns}}}."""
+    binary = build(SPAWN_SOURCE)
+    out = {}
+    for name, argv in SPAWN_PROGRAMS.items():
+        # Parsed like run_once's output; spawn_floor prints the same rows.
+        proc = subprocess.run([str(binary), str(runs), *argv], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"spawn_floor {name} failed ({proc.returncode}): {proc.stderr.strip()}")
+        out[name] = {row: {k: int(v) for k, v in (f.split("=") for f in fields)}
+                     for row, *fields in (line.split() for line in proc.stdout.splitlines())}
+    return out
+
+
+def run(iterations: int = 20000, repeat: int = 3, spawn_runs: int = 100) -> dict:
     binary = build()
     cpu = min(os.sched_getaffinity(0))
     summary: dict = {"iterations": iterations, "repeat": repeat, "load_average": os.getloadavg()}
@@ -64,6 +88,8 @@ def run(iterations: int = 20000, repeat: int = 3) -> dict:
         runs = [run_once(binary, iterations, pin) for _ in range(repeat)]
         summary[label] = {call: {k: statistics.median(r[call][k] for r in runs) for k in runs[0][call]}
                           for call in ("null", "addfd")}
+    summary["spawn_runs"] = spawn_runs
+    summary["spawn"] = run_spawn(spawn_runs)
     return summary
 
 
@@ -75,23 +101,30 @@ def report(summary: dict) -> str:
             s = summary[label][call]
             lines.append(f"  {label:8s} {call:5s} median {s['median_ns'] / 1000:7.2f} us   "
                          f"p10 {s['p10_ns'] / 1000:7.2f} us   p90 {s['p90_ns'] / 1000:7.2f} us")
+    lines.append(f"start-up in the six namespaces, no monitor ({summary['spawn_runs']} runs each, alternating)")
+    for name, rows in summary["spawn"].items():
+        nat, ns = rows["native"]["median_ns"], rows["ns"]["median_ns"]
+        lines.append(f"  {name:16s} native {nat / 1e6:6.2f} ms   namespaces {ns / 1e6:6.2f} ms   "
+                     f"+{(ns - nat) / 1e6:5.2f} ms   ratio {ns / nat:4.2f}")
     return "\n".join(lines)
 
 
 def test_bench_floor():
     """pytest entry: reports, asserts only that both calls were measured."""
-    summary = run(iterations=2000, repeat=1)
+    summary = run(iterations=2000, repeat=1, spawn_runs=5)
     print("\n" + report(summary))
     assert summary["pinned"]["addfd"]["median_ns"] > 0
+    assert all(rows["ns"]["median_ns"] > 0 for rows in summary["spawn"].values())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=100, help="start-ups of each program each way")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args(argv)
-    summary = run(args.iterations, args.repeat)
+    summary = run(args.iterations, args.repeat, args.runs)
     print(report(summary))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
