@@ -11,9 +11,11 @@ import package ``picoproc`` is assembled from those folders:
 """
 
 import importlib.util
+import os
 import pathlib
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 
@@ -31,6 +33,22 @@ class build_py_with_libos(build_py):
         super().run()
 
 
+class build_ext_replacing(build_ext):
+    """An in-place build (``build_ext --inplace``, editable installs) puts
+    the new picoproc/_native*.so in place with a rename instead of writing
+    over the old file: a monitor running meanwhile has the old one mapped,
+    and overwriting it in place crashes that monitor.  (cffi wraps this
+    class with its own, which keeps this copy step.)"""
+
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        if not outfile.endswith(".so") or os.path.isdir(outfile):
+            return super().copy_file(infile, outfile, *args, **kwargs)
+        staged = f"{outfile}.tmp{os.getpid()}"
+        result = super().copy_file(infile, staged, *args, **kwargs)
+        os.replace(staged, outfile)
+        return outfile, result[1]
+
+
 setup(
     packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.libos",
               "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf"],
@@ -41,7 +59,7 @@ setup(
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
                   "picoproc.libos": ["picoproc-loader", "*.h"], "picoproc.bench.security": ["guests/*.c"],
                   "picoproc.bench": ["guests/*.c"]},
-    cmdclass={"build_py": build_py_with_libos},
+    cmdclass={"build_py": build_py_with_libos, "build_ext": build_ext_replacing},
     cffi_modules=["native/build_native.py:ffibuilder"],
     zip_safe=False,
 )
