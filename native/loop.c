@@ -184,6 +184,7 @@ struct pico_loop {
 
 	/* Counters: written by the loop thread, read by anyone. */
 	uint64_t notifications, abandoned, audit_dropped, recv_errors;
+	uint64_t steered, steer_repaired;
 	int sync_wakeup;
 };
 
@@ -948,6 +949,7 @@ static int steer_repair(struct pico_loop *l, struct guest *g, const struct steer
 			int r = inherited(g, p, s);
 			if (r == INHERITED) {
 				give_back(p, &s->saved);
+				__atomic_fetch_add(&l->steer_repaired, 1, __ATOMIC_RELAXED);
 				found = 1;
 			}
 			if (r == VANISHED && *settled < 0)
@@ -1114,8 +1116,10 @@ static long install_fd(struct pico_loop *l, struct guest *g, uint64_t id, pid_t 
 	int steered = want && steer_begin(l, g, tid, &steer);
 	long ret = ioctl(g->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
 	int err = errno;
-	if (steered)
+	if (steered) {
 		steer_end(l, g, &steer);
+		__atomic_fetch_add(&l->steered, 1, __ATOMIC_RELAXED);
+	}
 	/* A steering the guest's mask ruled out tells nothing of its cost. */
 	if (steered == want)
 		steer_account(l, steered, probe, monotonic_ns() - t0);
@@ -1829,6 +1833,8 @@ void pico_loop_get_counters(struct pico_loop *l, struct pico_loop_counters *out)
 	out->notifications = __atomic_load_n(&l->notifications, __ATOMIC_RELAXED);
 	out->abandoned = __atomic_load_n(&l->abandoned, __ATOMIC_RELAXED);
 	out->recv_errors = __atomic_load_n(&l->recv_errors, __ATOMIC_RELAXED);
+	out->steered = __atomic_load_n(&l->steered, __ATOMIC_RELAXED);
+	out->steer_repaired = __atomic_load_n(&l->steer_repaired, __ATOMIC_RELAXED);
 	out->guests = (int32_t)l->nguests;
 	out->sync_wakeup = l->sync_wakeup;
 	out->running = l->state == RUNNING;

@@ -93,6 +93,8 @@ struct pico_loop_counters {
 	uint64_t abandoned;
 	uint64_t audit_dropped;	 /* records lost because the ring was full */
 	uint64_t recv_errors;	 /* NOTIF_RECV failures other than a vanished caller */
+	uint64_t steered;	 /* fd installs done with the caller's CPU narrowed ("steering") */
+	uint64_t steer_repaired; /* tasks created in a steering window whose mask the loop gave back */
 	int32_t guests;		 /* guests registered (alive or not yet removed) */
 	int32_t sync_wakeup;	 /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted by the kernel */
 	int32_t running;

@@ -571,6 +571,7 @@ class Monitor:
         return {
             "notifications": c.notifications, "abandoned": c.abandoned, "audit_dropped": c.audit_dropped,
             "recv_errors": c.recv_errors, "guests": c.guests, "sync_wakeup": bool(c.sync_wakeup),
+            "steered": c.steered, "steer_repaired": c.steer_repaired,
             "running": bool(c.running), "pending_connects": c.pending_connects,
         }
 

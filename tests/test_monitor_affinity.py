@@ -16,7 +16,10 @@ sched_getaffinity itself):
   (the guest checks its CPU with RDTSCP after every open);
 * children and threads created right after an open, while the monitor may
   not have given the mask back yet, do not keep the narrowed mask;
-* threads calling concurrently all end with their own mask.
+* threads calling concurrently all end with their own mask;
+* with PICOPROC_STEER=always the loop's `steered` counter shows the opens
+  really were steered (so the checks above are not vacuous), for a root
+  monitor and for one running as an unprivileged user.
 
 On a machine with one CPU the loop never steers and these tests only check
 that nothing changes.  PICOPROC_STEER=always makes the loop steer every open
@@ -63,6 +66,7 @@ def monitor(request):
             del os.environ["PICOPROC_STEER"]
         else:
             os.environ["PICOPROC_STEER"] = saved
+    mon.steer_mode = request.param
     with mon:
         yield mon
 
@@ -185,17 +189,30 @@ def _masks():
 
 @pytest.mark.parametrize("cpus", _masks())
 def test_opens_leave_each_thread_its_own_mask(guest_bin, monitor, policy, cpus):
+    before = monitor.counters()["steered"]
     with waiting_guest(guest_bin, monitor, policy, "open", 300, cpus) as (g, line):
         ready = parse_ready(line)
         assert ready == {"opens": 300, "outside": 0}
         assert_masks_untouched(g, cpus, at_least=2)
+    steered = monitor.counters()["steered"] - before
+    if len(cpus) < 2:
+        assert steered == 0  # a guest held to one CPU is never narrowed
+    elif monitor.steer_mode == "always":
+        # Every open was steered: the masks above were checked after real
+        # narrowings, not vacuously.
+        assert steered == 300
 
 
 def test_children_forked_right_after_an_open_keep_the_parents_mask(guest_bin, monitor, policy):
     n = 100
+    before = monitor.counters()["steered"]
     with waiting_guest(guest_bin, monitor, policy, "fork", n, ALL) as (g, line):
         assert parse_ready(line) == {"opens": n, "outside": 0}
         assert_masks_untouched(g, ALL, at_least=n + 2)
+    if monitor.steer_mode == "always" and len(ALL) >= 2:
+        # Steered until the loop first found a child carrying the narrowed
+        # mask (then it stops steering this guest): at least once.
+        assert monitor.counters()["steered"] > before
 
 
 def test_threads_started_right_after_an_open_keep_the_callers_mask(guest_bin, monitor, policy):
@@ -210,3 +227,74 @@ def test_concurrent_callers_each_get_their_mask_back(guest_bin, monitor, policy)
     with waiting_guest(guest_bin, monitor, policy, "threads", n, ALL) as (g, line):
         assert parse_ready(line) == {"opens": 3 * n, "outside": 0}
         assert_masks_untouched(g, ALL, at_least=2)
+
+
+# The unprivileged half: a monitor running as uid 65534 (its guests are in a
+# user namespace it owns) steers too, and gives the masks back.
+_UNPRIV_SCRIPT = r"""
+import json, os, select, sys
+from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, Monitor
+from picoproc.raw import spawn_raw
+from picoproc.spawn import wait_picoprocess
+
+guests, n = sys.argv[1], int(sys.argv[2])
+cpus = sorted(os.sched_getaffinity(0))
+mask = sum(1 << c for c in cpus)
+with Monitor() as mon, FsPolicy() as policy:
+    policy.add_mount("/data", guests)
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    g = spawn_raw([guests + "/med_affinity", "open", "/data/med_affinity", str(n), str(mask)],
+                  {}, (in_r, out_w, 2), seccomp_flags=GUEST_SECCOMP_FLAGS)
+    os.close(in_r)
+    os.close(out_w)
+    handle = mon.add_guest(g.listener_fd, g.guest_pid, policy)
+    os.close(g.listener_fd)
+    line = b""
+    while not line.endswith(b"\n"):
+        assert select.select([out_r], [], [], 60)[0], "the guest printed nothing"
+        chunk = os.read(out_r, 4096)
+        assert chunk, line
+        line += chunk
+    ns = os.stat(f"/proc/{g.pid}/ns/pid")
+    masks = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/ns/pid")
+                if (st.st_dev, st.st_ino) == (ns.st_dev, ns.st_ino):
+                    for tid in os.listdir(f"/proc/{entry}/task"):
+                        masks[tid] = sorted(os.sched_getaffinity(int(tid)))
+            except (FileNotFoundError, PermissionError):
+                pass
+    os.close(in_w)
+    status = wait_picoprocess(g, 60)
+    mon.remove_guest(handle)
+    print(json.dumps({"ready": line.decode().strip(), "uid": os.geteuid(), "cpus": cpus,
+                      "masks": masks, "exit_code": status.exit_code,
+                      "steered": mon.counters()["steered"]}))
+"""
+
+
+def test_an_unprivileged_monitor_steers_and_gives_the_masks_back(unpriv_env):
+    import json
+    import subprocess
+
+    n = 200
+    env = dict(unpriv_env["env"], PICOPROC_STEER="always")
+    proc = subprocess.run(
+        [*unpriv_env["prefix"], unpriv_env["python"], "-c", _UNPRIV_SCRIPT,
+         str(unpriv_env["root"] / "guests"), str(n)],
+        capture_output=True, text=True, check=False, timeout=TIMEOUT, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["uid"] == 65534
+    assert out["exit_code"] == 0
+    assert out["ready"] == f"ready opens={n} outside=0"
+    assert len(out["masks"]) >= 2  # the reaper and the guest
+    assert all(m == out["cpus"] for m in out["masks"].values()), out["masks"]
+    if len(out["cpus"]) >= 2:
+        assert out["steered"] == n
+    else:
+        assert out["steered"] == 0
