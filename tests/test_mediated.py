@@ -1112,3 +1112,55 @@ def test_unknown_mount_mode_is_refused(tmp_path):
     finally:
         os.close(fd)
         lib.pico_fs_policy_free(p)
+
+
+def test_audit_records_decode_every_field():
+    """The batch decoder (one struct.unpack over the drained array) against
+    records written field by field through cffi: every kind of record, text
+    cut at PICO_AUDIT_TEXT, bytes that are not UTF-8, a backslash."""
+    from picoproc.monitor import CALL_NAMES, _record_dicts
+    from picoproc.native import ffi, lib
+
+    number = {name: nr for nr, name in CALL_NAMES.items()}
+    cap = lib.PICO_AUDIT_TEXT
+    long_path = b"/" + b"d" * (cap + 40)
+    rows = [
+        # call, decision, err, result, arg, arg2, text, text_full, text2, text2_full
+        ("open", lib.PICO_DECISION_ALLOW, 0, 5, 0o100000, 0, b"file:/etc/hosts", None, b"", 0),
+        ("open", lib.PICO_DECISION_DENY, errno.EACCES, -errno.EACCES, 0, 0, long_path[:cap], len(long_path),
+         b"", 0),
+        ("stat", lib.PICO_DECISION_ERROR, errno.ENOENT, -errno.ENOENT, 0, 0, b"/tmp/\xff\\x", None, b"", 0),
+        ("symlink", lib.PICO_DECISION_ALLOW, 0, 0, 0, 0, b"/tmp/link", None, b"../target", None),
+        ("rename", lib.PICO_DECISION_ALLOW, 0, 0, 0, 0, b"/tmp/a", None, long_path[:cap], len(long_path)),
+        ("note_unsupported", lib.PICO_DECISION_ERROR, errno.ENOSYS, -errno.ENOSYS, 321, 7, b"", 0, b"", 0),
+        (None, lib.PICO_DECISION_ERROR, errno.ENOSYS, -errno.ENOSYS, 4242, 0, b"", 0, b"", 0),
+    ]
+    buf = ffi.new("struct pico_audit_record[]", len(rows) + 1)  # one more, not decoded
+    for i, (call, decision, err, result, arg, arg2, text, full, text2, full2) in enumerate(rows):
+        r = buf[i]
+        r.time_ns, r.guest, r.pid = 10**18 + i, (1 << 32) + i, 100 + i
+        r.call = number[call] if call else -1
+        r.decision, r.err, r.result, r.arg, r.arg2 = decision, err, result, arg, arg2
+        r.text_len, r.text_full = len(text), len(text) if full is None else full
+        ffi.memmove(r.text, text, len(text))
+        r.text2_len, r.text2_full = len(text2), len(text2) if full2 is None else full2
+        ffi.memmove(r.text2, text2, len(text2))
+    buf[len(rows)].guest = 99
+    recs = _record_dicts(buf, len(rows))
+    assert len(recs) == len(rows)
+    base = [{"time_ns": 10**18 + i, "guest": (1 << 32) + i, "pid": 100 + i} for i in range(len(rows))]
+    assert recs[0] == {**base[0], "call": "open", "decision": "allow", "errno": 0, "errno_name": "",
+                       "result": 5, "arg": 0o100000, "uri": "file:/etc/hosts"}
+    assert recs[1] == {**base[1], "call": "open", "decision": "deny", "errno": errno.EACCES,
+                       "errno_name": "EACCES", "result": -errno.EACCES, "arg": 0,
+                       "uri": long_path[:cap].decode(), "uri_truncated_from": len(long_path)}
+    assert recs[2] == {**base[2], "call": "stat", "decision": "error", "errno": errno.ENOENT,
+                       "errno_name": "ENOENT", "result": -errno.ENOENT, "arg": 0, "path": "/tmp/\\xff\\\\x"}
+    assert recs[3]["path"] == "/tmp/link" and recs[3]["target"] == "../target"
+    assert "new_path" not in recs[3]
+    assert recs[4]["path"] == "/tmp/a" and recs[4]["new_path"] == long_path[:cap].decode()
+    assert recs[4]["new_path_truncated_from"] == len(long_path)
+    assert recs[5] == {**base[5], "call": "note_unsupported", "decision": "error", "errno": errno.ENOSYS,
+                       "errno_name": "ENOSYS", "result": -errno.ENOSYS, "linux_nr": 321, "arg0": 7}
+    assert recs[6] == {**base[6], "call": "unknown", "decision": "error", "errno": errno.ENOSYS,
+                       "errno_name": "ENOSYS", "result": -errno.ENOSYS, "nr": 4242}
