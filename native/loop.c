@@ -742,7 +742,11 @@ static int send_answer(struct pico_loop *l, int listener, uint64_t id, long ret)
  * fork() that straddled the give-back stays so if no thread of its guest
  * (the child included) makes a mediated call before STEER_WATCH_PIDS more
  * pids are handed out, or before the guest has STEER_WATCHES other threads
- * to watch.
+ * to watch.  And the repair acts on pid numbers: a task of the guest that
+ * exits between the check (mask and pid namespace) and the give-back, its
+ * number reused by a host process within those microseconds, would have
+ * that process's mask set to the guest thread's one -- a scheduling change,
+ * never a widening of what any process may access.
  *
  * Whether it pays depends on the machine and the moment: where an idle CPU
  * wakes up fast (halt polling, shallow idle states), or while the other CPU
