@@ -309,6 +309,16 @@ static int guest_read(struct call *c, uint64_t addr, void *buf, size_t len)
 	return err;
 }
 
+/* Copies len bytes into the guest: 0, -EFAULT, or -ECANCELED (gone).
+ * The check comes first here: a read from a recycled pid is harmless once
+ * discarded, a write into one is not.  The caller is blocked in its call
+ * until answered or killed (WAIT_KILLABLE_RECV), so a valid notification
+ * means its pid is still its own; what remains is the microsecond between
+ * this check and process_vm_writev, in which the caller would have to die
+ * and another process be given its number (pids are handed out in order:
+ * the counter would have to be right there).  Writing through a
+ * /proc/PID/mem fd opened before the check would close that too, at ~1.8
+ * us a call on this VM (open + close 3.3 us against one ID_VALID less). */
 static int guest_write(struct call *c, uint64_t addr, const void *buf, size_t len)
 {
 	struct iovec local = {(void *)buf, len};
@@ -318,11 +328,14 @@ static int guest_write(struct call *c, uint64_t addr, const void *buf, size_t le
 		return -EFAULT;
 	if (c->n->pid <= 0)
 		return -EPERM;
-	ssize_t put = process_vm_writev(c->n->pid, &local, 1, &remote, 1, 0);
-	int err = put == (ssize_t)len ? 0 : -EFAULT;
 	if (!still_valid(c))
 		return -ECANCELED;
-	return err;
+	ssize_t put = process_vm_writev(c->n->pid, &local, 1, &remote, 1, 0);
+	if (put < 0 && errno == ESRCH) {
+		c->gone = 1;
+		return -ECANCELED;
+	}
+	return put == (ssize_t)len ? 0 : -EFAULT;
 }
 
 static void keep_text(char *dst, uint32_t *kept, uint32_t *full, const char *src, size_t len)
