@@ -42,7 +42,8 @@ CACHE = pathlib.Path(os.environ.get("PICOPROC_BENCH_CACHE", "/var/tmp/picoproc-b
 
 
 def build(source: pathlib.Path = SOURCE) -> pathlib.Path:
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    # The shared header is part of what the binary is built from.
+    digest = hashlib.sha256(source.read_bytes() + (HERE / "floor" / "floor_common.h").read_bytes()).hexdigest()[:16]
     target = CACHE / f"{source.stem}-{digest}"
     if not target.exists():
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -40,24 +40,8 @@
 #define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
 #endif
 
-static long now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-static int cmp_long(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-	return x < y ? -1 : x > y;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "notif_floor: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+#define FLOOR_PROGRAM "notif_floor"
+#include "floor_common.h"
 
 /* The listener goes from child to parent over a socketpair. */
 static void send_fd(int sock, int fd)
@@ -84,12 +68,6 @@ static int recv_fd(int sock)
 	int fd;
 	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(fd));
 	return fd;
-}
-
-static void report(const char *name, long *t, int n)
-{
-	qsort(t, (size_t)n, sizeof(long), cmp_long);
-	printf("%s median_ns=%ld p10_ns=%ld p90_ns=%ld\n", name, t[n / 2], t[n / 10], t[n * 9 / 10]);
 }
 
 static void child(int sock, int n)

@@ -31,26 +31,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FLOOR_PROGRAM "spawn_floor"
+#include "floor_common.h"
+
 #define NAMESPACES (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-
-static long now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-static int cmp_long(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-	return x < y ? -1 : x > y;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "spawn_floor: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
 
 /* One run of argv: its wall time in ns. */
 static long run_once(char **argv, unsigned long flags, int devnull)
@@ -77,12 +61,6 @@ static long run_once(char **argv, unsigned long flags, int devnull)
 	return t;
 }
 
-static void print(const char *name, long *t, int n)
-{
-	qsort(t, (size_t)n, sizeof(*t), cmp_long);
-	printf("%s median_ns=%ld p10_ns=%ld p90_ns=%ld\n", name, t[n / 2], t[n / 10], t[n * 9 / 10]);
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -104,7 +82,7 @@ int main(int argc, char **argv)
 		native[i] = run_once(argv + 2, 0, devnull);
 		ns[i] = run_once(argv + 2, NAMESPACES, devnull);
 	}
-	print("native", native, n);
-	print("ns", ns, n);
+	report("native", native, n);
+	report("ns", ns, n);
 	return 0;
 }

@@ -16,14 +16,6 @@
 #define NR_gettid 186
 #define NR_getpid 39
 
-#define CLONE_VM 0x00000100
-#define CLONE_FS 0x00000200
-#define CLONE_FILES 0x00000400
-#define CLONE_SIGHAND 0x00000800
-#define CLONE_THREAD 0x00010000
-#define CLONE_SYSVSEM 0x00040000
-#define CLONE_PARENT_SETTID 0x00100000
-#define CLONE_CHILD_CLEARTID 0x00200000
 
 #define FUTEX_WAIT 0
 #define FUTEX_WAKE 1
@@ -33,34 +25,7 @@
 #define MAP_ANONYMOUS 0x20
 #define STACK_SIZE (64 * 1024)
 
-/* clone(flags, stack, ptid, ctid) running fn(arg) on the new stack in the
- * child; returns the child's tid (or -errno) in the parent.  fn and arg ride
- * on the new stack because the child starts with no frame of its own. */
-long thread_clone(unsigned long flags, void *stack_top, int *ptid, int *ctid, int (*fn)(void *),
-		  void *arg);
-__asm__(".text\n"
-	".global thread_clone\n"
-	"thread_clone:\n"
-	"  and $-16, %rsi\n"
-	"  sub $16, %rsi\n"
-	"  mov %r8, 0(%rsi)\n"
-	"  mov %r9, 8(%rsi)\n"
-	"  mov %rcx, %r10\n"
-	"  xor %r8d, %r8d\n" /* tls: unused without CLONE_SETTLS */
-	"  mov $56, %eax\n"
-	"  syscall\n"
-	"  test %rax, %rax\n"
-	"  jnz 1f\n"
-	"  xor %ebp, %ebp\n"
-	"  pop %rax\n"
-	"  pop %rdi\n"
-	"  call *%rax\n"
-	"  mov %eax, %edi\n"
-	"  mov $60, %eax\n" /* exit: this thread only */
-	"  syscall\n"
-	"  hlt\n"
-	"1:\n"
-	"  ret\n");
+#include "thread_clone.h"
 
 static volatile int go;	   /* main -> thread: the value to work on (0: not yet) */
 static volatile int reply; /* thread -> main: the answer (0: not yet) */

@@ -22,14 +22,6 @@
 #include "med_common.h"
 
 #define SIGCHLD 17
-#define CLONE_VM 0x00000100
-#define CLONE_FS 0x00000200
-#define CLONE_FILES 0x00000400
-#define CLONE_SIGHAND 0x00000800
-#define CLONE_THREAD 0x00010000
-#define CLONE_SYSVSEM 0x00040000
-#define CLONE_PARENT_SETTID 0x00100000
-#define CLONE_CHILD_CLEARTID 0x00200000
 #define FUTEX_WAIT 0
 #define PROT_READ 1
 #define PROT_WRITE 2
@@ -39,32 +31,7 @@
 #define MAX_N 1000
 #define WORKERS 2
 
-/* Same helper as direct_ok.c: clone running fn(arg) on a new stack. */
-long thread_clone(unsigned long flags, void *stack_top, int *ptid, int *ctid, int (*fn)(void *),
-		  void *arg);
-__asm__(".text\n"
-	".global thread_clone\n"
-	"thread_clone:\n"
-	"  and $-16, %rsi\n"
-	"  sub $16, %rsi\n"
-	"  mov %r8, 0(%rsi)\n"
-	"  mov %r9, 8(%rsi)\n"
-	"  mov %rcx, %r10\n"
-	"  xor %r8d, %r8d\n"
-	"  mov $56, %eax\n"
-	"  syscall\n"
-	"  test %rax, %rax\n"
-	"  jnz 1f\n"
-	"  xor %ebp, %ebp\n"
-	"  pop %rax\n"
-	"  pop %rdi\n"
-	"  call *%rax\n"
-	"  mov %eax, %edi\n"
-	"  mov $60, %eax\n"
-	"  syscall\n"
-	"  hlt\n"
-	"1:\n"
-	"  ret\n");
+#include "thread_clone.h"
 
 static char uri[4200];
 static unsigned long uri_len;
