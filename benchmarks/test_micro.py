@@ -69,6 +69,24 @@ def test_fs_policy_from_default_manifest(benchmark):
     benchmark(build_and_close)
 
 
+def test_decode_audit_batch(benchmark):
+    """Decoding one drained batch of 1024 audit records (open, 20-byte URI)
+    into dicts, as Monitor.drain_audit does at the end of every run."""
+    from picoproc.monitor import CALL_NAMES, _record_dicts
+    from picoproc.native import ffi
+
+    n = 1024
+    buf = ffi.new("struct pico_audit_record[]", n)
+    uri = b"file:/usr/lib/x.so.6"
+    open_nr = {name: nr for nr, name in CALL_NAMES.items()}["open"]
+    for i in range(n):
+        buf[i].call = open_nr
+        buf[i].text_len = buf[i].text_full = len(uri)
+        ffi.memmove(buf[i].text, uri, len(uri))
+    recs = benchmark(_record_dicts, buf, n)
+    assert len(recs) == n and recs[-1]["uri"] == uri.decode()
+
+
 def test_scratch_tmpfs(benchmark):
     if os.geteuid() != 0:
         pytest.skip("measured as root (the monitor's usual identity)")
