@@ -324,6 +324,13 @@ def case_proc_fd(ctx: Ctx) -> CaseResult:
 def case_kill(ctx: Ctx) -> CaseResult:
     with victim(ctx) as (proc, pid, _addr):
         run = run_guest(ctx, ["kill", str(pid)])
+        if not_started(run) is None and run.any_ok():
+            # The guest says a kill went through: a SIGKILLed process still
+            # takes a moment to exit, so wait for it (bounded) before judging.
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         dead = proc.poll() is not None
         state = _proc_state(pid).get("State", "gone")
     na = not_started(run)
