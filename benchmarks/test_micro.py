@@ -41,7 +41,7 @@ def test_apply_overrides(benchmark):
     from picoproc.manifest import apply_overrides, default_manifest
 
     base = default_manifest()
-    m = benchmark(apply_overrides, base, mounts=["/var/tmp=/var/tmp:ro"], env=["A=1"], timeout="5s")
+    m = benchmark(apply_overrides, base, volumes=["/var/tmp:/var/tmp:ro"], env=["A=1"], timeout="5s")
     assert m.limits.wall_time_s == 5 and ("A", "1") in m.env
 
 

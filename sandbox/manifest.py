@@ -517,11 +517,25 @@ def _is_unlimited(value: Any) -> bool:
 # Layering: every source (a TOML file, the default, CLI flags) becomes a
 # _Layer of labelled items; layers are applied in order on top of a base.
 
+# Below this a run cannot even start: the reaper, the loader and the smallest
+# program touch more pages than that before the program's first instruction.
+MIN_MEMORY_BYTES = 1 << 20
+
+
+def parse_memory(value: Any) -> int:
+    nbytes = parse_size(value)
+    if nbytes < MIN_MEMORY_BYTES:
+        raise _Invalid(f"{_show(value) if isinstance(value, str) else nbytes} is below the minimum "
+                       f"{format_size(MIN_MEMORY_BYTES)} (nothing can start in less: the limit "
+                       "counts every page of the run, in bytes unless a unit is given)")
+    return nbytes
+
+
 _LIMIT_FIELDS = {
     # TOML key: (Limits field, CLI flag, parser)
     "wall_time": ("wall_time_s", "--timeout", parse_duration),
     "cpu_time": ("cpu_time_s", "--cpu-time", parse_duration),
-    "memory": ("memory_bytes", "--memory", parse_size),
+    "memory": ("memory_bytes", "--memory", parse_memory),
     "pids": ("pids", "--pids", lambda v: parse_count(v, MAX_PIDS)),
     "open_files": ("open_files", "--open-files", lambda v: parse_count(v, MAX_OPEN_FILES)),
     "output": ("output_bytes", "--output-limit", parse_size),
@@ -1126,24 +1140,124 @@ def manifest_to_toml(manifest: Manifest) -> str:
 # --------------------------------------------------------------------------
 # Command-line flags
 
-_MOUNT_OPTIONS = {"ro", "rw", "exec", "noexec"}
+_MOUNT_OPTIONS = ("ro", "rw", "exec", "noexec")
+_VOLUME_HINT = "HOST:GUEST[:OPTIONS] (e.g. ./data:/data:ro)"
 
 
-def _parse_mount_flag(text: Any, base_dir: str | None) -> Mount:
+def _mount_options(words: list[str], text: str) -> tuple[bool, bool]:
+    """(writable, exec) from ro/rw/exec/noexec words."""
+    if ("ro" in words and "rw" in words) or ("exec" in words and "noexec" in words):
+        raise _Invalid(f"{_show(text)}: contradictory options {_show(','.join(words))}")
+    return "rw" in words, "noexec" not in words
+
+
+def _old_form_hint(text: str) -> str | None:
+    """The one-line refusal of the GUEST=HOST form earlier versions took."""
+    guest, sep, rest = text.partition("=")
+    if not sep or not guest.startswith("/"):
+        return None
+    host, colon, opts = rest.rpartition(":")
+    if not colon or not set(opts.split(",")) <= set(_MOUNT_OPTIONS):
+        host, opts = rest, ""
+    suffix = f":{opts}" if opts else ""
+    keys = "".join(f",{o}" for o in opts.split(",")) if opts else ""
+    return (f"{_show(text)} is the old GUEST=HOST order; mounts are written host first, as "
+            f"docker does: -v {host}:{guest}{suffix} or --mount src={host},dst={guest}{keys}")
+
+
+def _parse_volume_flag(text: Any, base_dir: str | None) -> Mount:
+    """``-v/--volume HOST:GUEST[:OPTIONS]`` as docker: read-only unless
+    ``rw``; ``noexec`` forbids running programs from it."""
     if not isinstance(text, str):
-        raise _Invalid(f"expected GUEST=HOST[:ro|:rw], got {_type_name(text)}")
-    guest_text, sep, rest = text.partition("=")
-    if not sep or not guest_text or not rest:
-        raise _Invalid(f"{_show(text)} is not GUEST=HOST[:ro|:rw] (e.g. /data=./data:ro)")
-    host_text, colon, options_text = rest.rpartition(":")
-    options = options_text.split(",") if colon else []
-    if not colon or not options or not set(options) <= _MOUNT_OPTIONS:
-        host_text, options = rest, []  # the colon belongs to the host path
-    if "ro" in options and "rw" in options or "exec" in options and "noexec" in options:
-        raise _Invalid(f"{_show(text)}: contradictory options {_show(options_text)}")
+        raise _Invalid(f"expected {_VOLUME_HINT}, got {_type_name(text)}")
+    parts = text.split(":")
+    old = _old_form_hint(text)
+    if old and (len(parts) < 2 or not parts[1 if len(parts) == 2 else -2].startswith("/")):
+        raise _Invalid(old)
+    options: list[str] = []
+    if len(parts) >= 3 and not parts[-1].startswith("/"):
+        options = parts.pop().split(",")
+        unknown = [o for o in options if o not in _MOUNT_OPTIONS]
+        if unknown:
+            raise _Invalid(f"{_show(text)}: unknown option {_show(unknown[0])} "
+                           f"(options: {', '.join(_MOUNT_OPTIONS)})")
+    if len(parts) < 2:
+        if text.startswith("/"):
+            raise _Invalid(f"{_show(text)} names only one path: a volume is {_VOLUME_HINT} "
+                           "(for a private empty directory use --tmpfs GUEST)")
+        raise _Invalid(f"{_show(text)} is not {_VOLUME_HINT}")
+    guest_text = parts[-1]
+    host_text = ":".join(parts[:-1])
+    if not host_text or not guest_text:
+        raise _Invalid(f"{_show(text)} is not {_VOLUME_HINT}")
+    writable, executable = _mount_options(options, text)
     guest = _guest_mount_point(guest_text)
     host = resolve_host_path(host_text, base_dir)
-    return Mount(guest, host, writable="rw" in options, exec="noexec" not in options)
+    return Mount(guest, host, writable=writable, exec=executable)
+
+
+_MOUNT_FLAG_KEYS = {"type": "type", "source": "src", "src": "src", "target": "dst",
+               "destination": "dst", "dst": "dst", "readonly": "ro", "ro": "ro", "rw": "rw",
+               "exec": "exec", "noexec": "noexec", "tmpfs-size": "size", "size": "size"}
+_MOUNT_HINT = "type=bind,src=HOST,dst=GUEST[,ro|rw][,noexec] or type=tmpfs,dst=GUEST[,tmpfs-size=SIZE]"
+
+
+def _parse_mount_flag(text: Any, base_dir: str | None) -> Mount | Tmpfs:
+    """``--mount`` as docker: comma-separated ``key=value`` fields (CSV, so
+    a value with a comma is quoted) -- type (bind, tmpfs), source/src,
+    target/destination/dst, readonly/ro (and rw, exec, noexec),
+    tmpfs-size."""
+    import csv
+
+    if not isinstance(text, str):
+        raise _Invalid(f"expected {_MOUNT_HINT}, got {_type_name(text)}")
+    old = _old_form_hint(text)
+    if old:
+        raise _Invalid(old)
+    try:
+        fields = next(csv.reader([text], skipinitialspace=False)) if text else []
+    except csv.Error as exc:
+        raise _Invalid(f"{_show(text)}: {exc}") from None
+    got: dict[str, str] = {}
+    words: list[str] = []
+    for field in fields:
+        key, sep, value = field.partition("=")
+        canonical = _MOUNT_FLAG_KEYS.get(key.strip().lower())
+        if canonical is None:
+            close = difflib.get_close_matches(key, list(_MOUNT_FLAG_KEYS), n=1, cutoff=0.6)
+            hint = f"did you mean {_show(close[0])}?" if close else f"use {_MOUNT_HINT}"
+            raise _Invalid(f"{_show(text)}: unknown key {_show(key)} ({hint})")
+        if canonical in ("ro", "rw", "exec", "noexec"):
+            on = value.strip().lower() if sep else "true"
+            if on not in ("true", "false", "1", "0"):
+                raise _Invalid(f"{_show(text)}: {key}={_show(value)} is not true or false")
+            word = canonical if on in ("true", "1") else {"ro": "rw", "rw": "ro", "exec": "noexec",
+                                                           "noexec": "exec"}[canonical]
+            words.append(word)
+            continue
+        if not sep or not value:
+            raise _Invalid(f"{_show(text)}: {key} needs a value ({key}=...)")
+        if canonical in got:
+            raise _Invalid(f"{_show(text)}: {key} given twice")
+        got[canonical] = value
+    kind = got.get("type", "bind").lower()
+    if "dst" not in got:
+        raise _Invalid(f"{_show(text)}: no target (dst=GUEST); use {_MOUNT_HINT}")
+    guest = _guest_mount_point(got["dst"])
+    if kind == "tmpfs":
+        if "src" in got or words:
+            raise _Invalid(f"{_show(text)}: a tmpfs takes only dst and tmpfs-size")
+        return Tmpfs(guest, parse_size(got["size"]) if "size" in got else DEFAULT_TMPFS_SIZE)
+    if kind != "bind":
+        raise _Invalid(f"{_show(text)}: type={kind} is not supported (bind or tmpfs; picoproc has "
+                       "no named volumes)")
+    if "size" in got:
+        raise _Invalid(f"{_show(text)}: tmpfs-size applies to type=tmpfs only")
+    if "src" not in got:
+        raise _Invalid(f"{_show(text)}: no source (src=HOST); use {_MOUNT_HINT}")
+    writable, executable = _mount_options(words, text)
+    host = resolve_host_path(got["src"], base_dir)
+    return Mount(guest, host, writable=writable, exec=executable)
 
 
 def _parse_tmpfs_flag(text: Any) -> Tmpfs:
@@ -1159,6 +1273,7 @@ def _parse_tmpfs_flag(text: Any) -> Tmpfs:
 def apply_overrides(
     manifest: Manifest,
     *,
+    volumes: Iterable[str] = (),
     mounts: Iterable[str] = (),
     tmpfs: Iterable[str] = (),
     hide: Iterable[str] = (),
@@ -1180,9 +1295,12 @@ def apply_overrides(
 ) -> Manifest:
     """``manifest`` with the ``picoproc run`` flags layered on top (flags win).
 
-    Every argument is the flag's plain string value(s): ``mounts`` are
-    ``GUEST=HOST[:ro|:rw]`` (options ro, rw, exec, noexec, comma-separated;
-    read-only by default), ``tmpfs`` are ``GUEST[:SIZE]``, ``env`` are
+    Every argument is the flag's plain string value(s): ``volumes`` are
+    ``-v HOST:GUEST[:OPTIONS]`` (options ro, rw, exec, noexec,
+    comma-separated; read-only by default), ``mounts`` are ``--mount``'s
+    docker-style keys (``type=bind,src=HOST,dst=GUEST,ro,noexec``, or
+    ``type=tmpfs,dst=GUEST,tmpfs-size=SIZE``), ``tmpfs`` are
+    ``GUEST[:SIZE]``, ``env`` are
     ``K=V`` or ``K`` (copy K from ``host_env`` if it is set there), limits
     are strings as in the TOML or ``"unlimited"``.  A flag on a guest path
     that ``manifest`` already mounts replaces that mount; of two flags for
@@ -1194,17 +1312,18 @@ def apply_overrides(
     host_env = os.environ if host_env is None else host_env
     top = _Layer()
     by_guest: dict[str, tuple[str, Any]] = {}
-    for flag, values, parse in (("--mount", mounts, lambda v: _parse_mount_flag(v, base_dir)),
+    for flag, values, parse in (("--volume", volumes, lambda v: _parse_volume_flag(v, base_dir)),
+                                ("--mount", mounts, lambda v: _parse_mount_flag(v, base_dir)),
                                 ("--tmpfs", tmpfs, _parse_tmpfs_flag)):
         for value in values:
             item = _field(flag, parse, value)
             previous = by_guest.get(item.guest)
-            if previous and previous[0] != flag:
+            if previous and isinstance(previous[1], Tmpfs) != isinstance(item, Tmpfs):
                 raise ManifestError(f"{item.guest} is also given to {previous[0]}; "
                                     "a guest path is either a mount or a tmpfs", key=flag)
             by_guest[item.guest] = (flag, item)  # a later flag replaces an earlier one
-    top.mounts = [(flag, item) for flag, item in by_guest.values() if flag == "--mount"]
-    top.tmpfs = [(flag, item) for flag, item in by_guest.values() if flag == "--tmpfs"]
+    top.mounts = [(flag, item) for flag, item in by_guest.values() if isinstance(item, Mount)]
+    top.tmpfs = [(flag, item) for flag, item in by_guest.values() if isinstance(item, Tmpfs)]
     for value in hide:
         top.hidden.append(("--hide", _field("--hide", _normalise_hidden, value)))
     for value in hide_names:
@@ -1243,8 +1362,12 @@ def add_cli_options(parser) -> None:
         "manifest", "what the guest is granted: the default manifest (or --manifest FILE), "
         "then these flags on top; see docs/MANIFEST.md")
     group.add_argument("--manifest", metavar="FILE", help="TOML manifest instead of the default")
-    group.add_argument("--mount", action="append", default=[], metavar="GUEST=HOST[:ro|:rw]",
-                       help="show host path HOST at GUEST (read-only unless :rw; also :noexec)")
+    group.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:GUEST[:OPTS]",
+                       help="show host path HOST at GUEST, as docker -v: read-only unless "
+                       ":rw; :noexec forbids running programs from it (e.g. ./out:/out:rw)")
+    group.add_argument("--mount", action="append", default=[], metavar="KEY=VALUE,...",
+                       help="as docker --mount: type=bind,src=HOST,dst=GUEST[,ro|rw][,noexec] "
+                       "or type=tmpfs,dst=GUEST[,tmpfs-size=SIZE]")
     group.add_argument("--tmpfs", action="append", default=[], metavar="GUEST[:SIZE]",
                        help="private empty scratch directory "
                        f"(default size {format_size(DEFAULT_TMPFS_SIZE)})")
@@ -1259,13 +1382,15 @@ def add_cli_options(parser) -> None:
                        help="allow listening on this address and port")
     group.add_argument("--net-unix", action="append", default=[], metavar="PATH",
                        help="allow connecting to unix sockets at or under this host path")
-    group.add_argument("--env", action="append", default=[], metavar="K=V",
+    group.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                        help="set a variable in the guest (K alone copies it from the host)")
-    group.add_argument("--cwd", metavar="DIR", help="working directory in the guest")
+    group.add_argument("-w", "--workdir", "--cwd", dest="cwd", metavar="DIR",
+                       help="working directory in the guest")
     group.add_argument("--hostname", metavar="NAME", help="host name the guest sees")
     group.add_argument("--timeout", metavar="S", help="wall-time limit (e.g. 30, 30s, 2m)")
     group.add_argument("--cpu-time", metavar="S", help="CPU-time limit")
-    group.add_argument("--memory", metavar="SIZE", help="memory limit (e.g. 512M)")
+    group.add_argument("-m", "--memory", metavar="SIZE",
+                       help=f"memory limit (e.g. 512M; at least {format_size(MIN_MEMORY_BYTES)})")
     group.add_argument("--pids", metavar="N", help="process/thread limit")
     group.add_argument("--open-files", metavar="N", help="open-file limit")
     group.add_argument("--output-limit", metavar="SIZE", help="stdout+stderr bytes limit")
@@ -1277,6 +1402,7 @@ def manifest_from_cli_args(args) -> Manifest:
     base = load_manifest(manifest_path) if manifest_path else default_manifest()
     return apply_overrides(
         base,
+        volumes=getattr(args, "volume", None) or (),
         mounts=getattr(args, "mount", None) or (),
         tmpfs=getattr(args, "tmpfs", None) or (),
         hide=getattr(args, "hide", None) or (),

@@ -750,7 +750,7 @@ def test_flags_win_over_the_file(hostdirs):
     """))
     m = apply_overrides(
         base,
-        mounts=[f"/work={hostdirs}/out:rw", f"/tmp={hostdirs}/data"],
+        volumes=[f"{hostdirs}/out:/work:rw", f"{hostdirs}/data:/tmp"],
         tmpfs=["/scratch:2M"],
         env=["A=flag", "C=new"],
         cwd="/scratch", hostname="flag", memory="2G", pids="7", timeout="unlimited",
@@ -770,8 +770,8 @@ def test_flags_win_over_the_file(hostdirs):
 
 
 def test_later_mount_flag_on_the_same_guest_path_replaces_the_earlier(hostdirs):
-    m = apply_overrides(Manifest(), mounts=[f"/a={hostdirs}/data", f"/b={hostdirs}/data",
-                                            f"/a/={hostdirs}/out:rw"])
+    m = apply_overrides(Manifest(), volumes=[f"{hostdirs}/data:/a", f"{hostdirs}/data:/b",
+                                             f"{hostdirs}/out:/a/:rw"])
     assert m.mounts == (Mount("/a", str(hostdirs / "out"), writable=True),
                         Mount("/b", str(hostdirs / "data")))
     m = apply_overrides(Manifest(), tmpfs=["/t:1M", "/t:2M"])
@@ -780,27 +780,43 @@ def test_later_mount_flag_on_the_same_guest_path_replaces_the_earlier(hostdirs):
 
 def test_mount_flag_options(hostdirs):
     data = str(hostdirs / "data")
-    cases = {f"/a={data}": (False, True), f"/a={data}:ro": (False, True), f"/a={data}:rw": (True, True),
-             f"/a={data}:rw,noexec": (True, False), f"/a={data}:noexec": (False, False)}
+    cases = {f"{data}:/a": (False, True), f"{data}:/a:ro": (False, True), f"{data}:/a:rw": (True, True),
+             f"{data}:/a:rw,noexec": (True, False), f"{data}:/a:noexec": (False, False)}
     for flag, (writable, executable) in cases.items():
-        assert apply_overrides(Manifest(), mounts=[flag]).mounts == (Mount("/a", data, writable, executable),)
-    # A colon that is not followed by options belongs to the host path.
+        assert apply_overrides(Manifest(), volumes=[flag]).mounts == (Mount("/a", data, writable, executable),)
+    # Colons before the guest path belong to the host path.
     odd = hostdirs / "x:y"
     odd.mkdir()
-    assert apply_overrides(Manifest(), mounts=[f"/a={odd}"]).mounts[0].host == str(odd)
+    assert apply_overrides(Manifest(), volumes=[f"{odd}:/a"]).mounts[0].host == str(odd)
+    assert apply_overrides(Manifest(), volumes=[f"{odd}:/a:rw"]).mounts[0].host == str(odd)
     assert apply_overrides(Manifest(), tmpfs=["/t"]).tmpfs == (Tmpfs("/t", 64 << 20),)
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    (dict(mounts=["/a"]), '--mount: "/a" is not GUEST=HOST[:ro|:rw] (e.g. /data=./data:ro)'),
-    (dict(mounts=["/a=/nope:rw"]), "--mount: /nope does not exist"),
-    (dict(mounts=["a=/usr"]), "--mount: a is not absolute (guest paths start with /)"),
-    (dict(mounts=["/proc=/usr"]), "--mount: /proc is under /proc, which the library OS provides itself"),
-    (dict(mounts=["/a=/usr:ro,rw"]), '--mount: "/a=/usr:ro,rw": contradictory options "ro,rw"'),
+    (dict(volumes=["/a"]), '--volume: "/a" names only one path: a volume is HOST:GUEST[:OPTIONS] '
+     "(e.g. ./data:/data:ro) (for a private empty directory use --tmpfs GUEST)"),
+    (dict(volumes=["/nope:/a:rw"]), "--volume: /nope does not exist"),
+    (dict(volumes=["/usr:a"]), "--volume: a is not absolute (guest paths start with /)"),
+    (dict(volumes=["/usr:/proc"]), "--volume: /proc is under /proc, which the library OS provides itself"),
+    (dict(volumes=["/usr:/a:ro,rw"]), '--volume: "/usr:/a:ro,rw": contradictory options "ro,rw"'),
+    (dict(volumes=["/usr:/a:z"]), '--volume: "/usr:/a:z": unknown option "z" (options: ro, rw, exec, noexec)'),
+    (dict(volumes=["/a=/usr:ro"]), '--volume: "/a=/usr:ro" is the old GUEST=HOST order; mounts are '
+     "written host first, as docker does: -v /usr:/a:ro or --mount src=/usr,dst=/a,ro"),
+    (dict(mounts=["/a=/usr"]), '--mount: "/a=/usr" is the old GUEST=HOST order; mounts are written '
+     "host first, as docker does: -v /usr:/a or --mount src=/usr,dst=/a"),
+    (dict(mounts=["src=/usr,dts=/a"]), '--mount: "src=/usr,dts=/a": unknown key "dts" (did you mean "dst"?)'),
+    (dict(mounts=["src=/usr"]), '--mount: "src=/usr": no target (dst=GUEST); use type=bind,src=HOST,'
+     "dst=GUEST[,ro|rw][,noexec] or type=tmpfs,dst=GUEST[,tmpfs-size=SIZE]"),
+    (dict(mounts=["type=volume,src=v,dst=/a"]), '--mount: "type=volume,src=v,dst=/a": type=volume is '
+     "not supported (bind or tmpfs; picoproc has no named volumes)"),
+    (dict(mounts=["src=/usr,dst=/a,ro=maybe"]), '--mount: "src=/usr,dst=/a,ro=maybe": ro="maybe" is '
+     "not true or false"),
+    (dict(memory="512"), '--memory: "512" is below the minimum 1M (nothing can start in less: the '
+     "limit counts every page of the run, in bytes unless a unit is given)"),
     (dict(tmpfs=["/t:12Q"]), '--tmpfs: "12Q" is not a size (use e.g. 512M)'),
     (dict(tmpfs=["/t:0"]), '--tmpfs: must be greater than 0 (got "0")'),
-    (dict(mounts=["/a=/usr"], tmpfs=["/a"]),
-     "--tmpfs: /a is also given to --mount; a guest path is either a mount or a tmpfs"),
+    (dict(volumes=["/usr:/a"], tmpfs=["/a"]),
+     "--tmpfs: /a is also given to --volume; a guest path is either a mount or a tmpfs"),
     (dict(net_connect=["localhost:80"]),
      '--net-connect: "localhost:80" needs a literal IP address (names are not resolved: the guest has no DNS of its own)'),
     (dict(net_listen=["1.2.3.4:70000"]), '--net-listen: "1.2.3.4:70000": port 70000 is out of range 0..65535'),
@@ -817,14 +833,14 @@ def test_mount_flag_options(hostdirs):
     (dict(open_files="-3"), '--open-files: expected a whole number, got "-3"'),
     (dict(output="0"), '--output-limit: must be greater than 0 (got "0")'),
     (dict(hide=["/"]), "--hide: / would hide the whole guest filesystem"),
-    (dict(mounts=["/srv/x=/usr"], hide=["/srv"]),
-     '--mount: /srv/x is hidden by --hide ("/srv"), so the guest could never reach it'),
-    (dict(mounts=["/home/u/.ssh=/usr"]),
+    (dict(volumes=["/usr:/srv/x"], hide=["/srv"]),
+     '--volume: /srv/x is hidden by --hide ("/srv"), so the guest could never reach it'),
+    (dict(mounts=["src=/usr,dst=/home/u/.ssh"]),
      '--mount: /home/u/.ssh is hidden by the name pattern ".ssh" (manifest hidden_names[10]); '
      "choose another guest path"),
     (dict(hide_names=["x/y"]), '--hide-name: "x/y" is not a file-name pattern (no \'/\'; for a path use hidden)'),
-    (dict(mounts=["/data/a.pem=/usr"], hide_names=["*.pem"]),
-     '--mount: /data/a.pem is hidden by --hide-name ("*.pem"), so the guest could never reach it'),
+    (dict(volumes=["/usr:/data/a.pem"], hide_names=["*.pem"]),
+     '--volume: /data/a.pem is hidden by --hide-name ("*.pem"), so the guest could never reach it'),
 ])
 def test_flag_errors_name_the_flag(kwargs, expected):
     with pytest.raises(ManifestError) as info:
@@ -838,7 +854,7 @@ def test_env_flag_without_value_copies_from_the_host_only_when_set():
 
 
 def test_mount_flag_lifts_the_defaults_hidden_home_but_not_key_patterns(hostdirs):
-    m = apply_overrides(default_manifest(), mounts=[f"/home/me/src={hostdirs}/data"], cwd="/home/me/src")
+    m = apply_overrides(default_manifest(), volumes=[f"{hostdirs}/data:/home/me/src"], cwd="/home/me/src")
     assert "/home" not in m.hidden and "/root" in m.hidden
     assert not m.is_hidden("/home/me/src/f.txt")
     assert m.is_hidden("/home/me/src/.ssh/id_ed25519") and m.is_hidden("/home/me/src/tls/a.key")
@@ -846,7 +862,7 @@ def test_mount_flag_lifts_the_defaults_hidden_home_but_not_key_patterns(hostdirs
 
 
 def test_relative_host_path_in_a_flag_uses_base_dir(hostdirs):
-    m = apply_overrides(Manifest(), mounts=["/d=data"], base_dir=str(hostdirs))
+    m = apply_overrides(Manifest(), volumes=["data:/d"], base_dir=str(hostdirs))
     assert m.mounts == (Mount("/d", str(hostdirs / "data")),)
 
 
@@ -860,7 +876,7 @@ def test_cli_options_build_the_final_manifest(hostdirs):
     (hostdirs / "m.toml").write_text(
         'cwd = "/d"\n[[mount]]\nguest = "/d"\nhost = "data"\n[limits]\npids = 3\n')
     args = make_parser().parse_args([
-        "--manifest", str(hostdirs / "m.toml"), "--mount", f"/o={hostdirs}/out:rw",
+        "--manifest", str(hostdirs / "m.toml"), "--volume", f"{hostdirs}/out:/o:rw",
         "--tmpfs", "/t:1M", "--env", "K=V", "--pids", "9", "--timeout", "30s", "--memory", "256M",
         "--net-connect", "127.0.0.1:5432", "--hostname", "box", "--open-files", "32",
         "--output-limit", "1M", "--cpu-time", "10", "--hide", "/d/secret", "--hide-name", "*.pem",
@@ -949,14 +965,14 @@ def test_mount_beneath_a_hidden_path_inside_a_mounted_tree_is_refused(hostdirs):
     # Lifting /etc/ssl/private for /etc/ssl/private/x would show every other
     # key in it through the /etc mount.
     with pytest.raises(ManifestError) as info:
-        apply_overrides(default_manifest(), mounts=[f"/etc/ssl/private/x={hostdirs}/data"])
+        apply_overrides(default_manifest(), volumes=[f"{hostdirs}/data:/etc/ssl/private/x"])
     assert str(info.value).startswith(
-        '--mount: /etc/ssl/private/x is hidden by manifest hidden[13] ("/etc/ssl/private"), and '
+        '--volume: /etc/ssl/private/x is hidden by manifest hidden[13] ("/etc/ssl/private"), and '
         "lifting that would show the rest of /etc/ssl/private through the mount at /etc")
 
 
 def test_mount_or_tmpfs_exactly_at_a_hidden_path_replaces_it(hostdirs):
-    m = apply_overrides(default_manifest(), mounts=[f"/etc/ssl/private={hostdirs}/data"],
+    m = apply_overrides(default_manifest(), mounts=[f"src={hostdirs}/data,dst=/etc/ssl/private"],
                         tmpfs=["/etc/shadow"])
     assert "/etc/ssl/private" not in m.hidden and "/etc/shadow" not in m.hidden
     assert Mount("/etc/ssl/private", str(hostdirs / "data")) in m.mounts
@@ -967,7 +983,7 @@ def test_mount_or_tmpfs_exactly_at_a_hidden_path_replaces_it(hostdirs):
 def test_alias_entries_do_not_hide_a_deeper_explicit_mount(hostdirs):
     hidden_lib = apply_overrides(default_manifest(), hide=["/usr/lib/x"])
     assert hidden_lib.is_hidden("/lib/x") and hidden_lib.is_hidden("/usr/lib/x")
-    m = apply_overrides(hidden_lib, mounts=[f"/usr/lib/x={hostdirs}/data"])
+    m = apply_overrides(hidden_lib, volumes=[f"{hostdirs}/data:/usr/lib/x"])
     assert not m.is_hidden("/usr/lib/x/f.txt")  # the user's own directory now
     assert m.is_hidden("/lib/x")  # still the host's /usr/lib/x there
 

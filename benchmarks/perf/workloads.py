@@ -175,7 +175,7 @@ def _write_c_program(path: pathlib.Path, functions: int) -> None:
 def suite_manifest(work: pathlib.Path):
     from picoproc.manifest import apply_overrides, default_manifest
 
-    return apply_overrides(default_manifest(), mounts=[f"{work}={work}:ro"])
+    return apply_overrides(default_manifest(), volumes=[f"{work}:{work}:ro"])
 
 
 # ---------------------------------------------------------------------------
