@@ -29,6 +29,7 @@ a worker thread that spawns a run and then ends does not kill the run.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import queue
@@ -137,7 +138,7 @@ class RawResult:
     signal: int | None  # set when a signal ended it
     rusage: resource.struct_rusage | None = None  # the whole run (reaper + everything it reaped)
     cgroup_stats: cgroups.CgroupStats | None = None
-    limit: str | None = None  # "memory" or "cpu_time" when that limit ended the run
+    limit: str | None = None  # "memory", "cpu_time" or "pids" when that limit ended the run (or refused a fork)
 
     @property
     def status(self) -> int:
@@ -150,6 +151,8 @@ class RawResult:
             return "killed: memory limit reached (OOM kill)"
         if self.limit == "cpu_time":
             return "killed: CPU time limit reached"
+        if self.limit == "pids":
+            return "process-count limit reached (a fork was refused)"
         if self.signal is None:
             return f"exited with status {self.exit_code}"
         name = (
@@ -226,14 +229,18 @@ def _rlimits(
         # SIGXCPU at the soft limit (catchable), SIGKILL one second later.
         want[resource.RLIMIT_CPU] = (soft, soft + 1)
         how["cpu_time"] = "RLIMIT_CPU (per process)"
-    if limits.pids is not None:
-        # Counted per (user namespace, uid): the run's own namespace makes it
-        # a per-run count of tasks, the reaper included.
-        want[resource.RLIMIT_NPROC] = (limits.pids + 1, limits.pids + 1)
-        how["pids"] = "RLIMIT_NPROC"
     if cgroup is not None:
         for name, path in cgroup.enforced.items():
-            how[name] = path if name not in how else f"{path} + {how[name]}"
+            how[name] = path
+    if limits.pids is not None:
+        # Counted per (user namespace, uid): the run's own namespace makes it
+        # a per-run count of tasks, the reaper included.  Where the cgroup
+        # enforces the limit, RLIMIT_NPROC stays one task above it: the
+        # kernel checks RLIMIT_NPROC first, and only the cgroup counts the
+        # forks it refuses (the result's "pids" limit).
+        nproc = limits.pids + (2 if "pids" in how else 1)
+        want[resource.RLIMIT_NPROC] = (nproc, nproc)
+        how["pids"] = f"{how['pids']} + RLIMIT_NPROC" if "pids" in how else "RLIMIT_NPROC"
     if limits.memory_bytes is not None and "memory" not in how:
         # No memory cgroup: per-process address-space limit as a fallback.
         want[resource.RLIMIT_AS] = (limits.memory_bytes, limits.memory_bytes)
@@ -386,6 +393,12 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
+            if cgroup is not None and limits.memory_bytes is not None and cgroup.stats().oom_kills:
+                raise SpawnError(
+                    errno.ENOMEM,
+                    f"the memory limit ({limits.memory_bytes} bytes) is too small for the run to "
+                    "start: the kernel's OOM killer ended it while it was being set up",
+                )
             raise SpawnError(
                 result.err, f"{STEP_NAMES.get(result.step, 'spawn')}: {os.strerror(result.err)}"
             )
@@ -475,6 +488,8 @@ def wait_picoprocess(spawned: Spawned, timeout: float | None = None) -> RawResul
         and rusage.ru_utime + rusage.ru_stime >= spawned.limits.cpu_time_s
     ):
         limit = "cpu_time"
+    elif stats is not None and stats.pids_limit_hits > 0:
+        limit = "pids"
     return RawResult(spawned.pid, exit_code, sig, rusage, stats, limit)
 
 
