@@ -299,10 +299,15 @@ static const int forwarded_signals[] = {SIGHUP,	 SIGINT,  SIGQUIT, SIGUSR1, SIGU
 
 static volatile pid_t reaper_guest_pid;
 
-static void forward_signal(int sig)
+/* A signal the kernel sent to the whole foreground process group (a
+ * terminal's Ctrl-C, Ctrl-\, Ctrl-Z, hang-up, resize: SI_KERNEL) reached
+ * the guest too, which shares the monitor's process group: passing it on
+ * would deliver it twice. */
+static void forward_signal(int sig, siginfo_t *info, void *context)
 {
+	(void)context;
 	int saved = errno;
-	if (reaper_guest_pid > 0)
+	if (reaper_guest_pid > 0 && !(info && info->si_code == SI_KERNEL))
 		kill(reaper_guest_pid, sig);
 	errno = saved;
 }
@@ -424,8 +429,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = forward_signal;
-	sa.sa_flags = SA_RESTART;
+	sa.sa_sigaction = forward_signal;
+	sa.sa_flags = SA_RESTART | SA_SIGINFO;
 	for (size_t i = 0; i < sizeof(forwarded_signals) / sizeof(forwarded_signals[0]); i++)
 		if (sigaction(forwarded_signals[i], &sa, NULL) < 0)
 			child_fail(PICO_STEP_SIGNALS);

@@ -7,12 +7,17 @@ layer over it):
                                                      |        |
     spawn (namespaces, identity, limits; picoproc.spawn)      v
         library-OS loader or raw image  -- listener --> Monitor (C loop, shared)
-    output pump (counts bytes, enforces the output limit)
-    wait (wall-time limit) --> Result (how it ended, usage, calls, audit)
+    input feeder, output pump (counts bytes, enforces the output limit)
+    wait (wall-time limit, relayed signals) --> Result (picoproc.result)
+
+``run`` takes the arguments of ``subprocess.run`` where they mean the same
+(``input``, ``stdin``, ``stdout``, ``stderr``, ``capture_output``, ``text``,
+``encoding``, ``errors``, ``check``, ``timeout``) and returns the one
+``Result`` shape every backend returns.
 
 One Monitor (one C event loop) serves every picoprocess of this Python
-process; each run registers its guest with it and routes its audit records
-by guest handle.
+process that runs as the same identity; each run registers its guest with it
+and routes its audit records by guest handle.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ import dataclasses
 import functools
 import math
 import os
+import pwd
 import select
 import selectors
 import signal as signal_mod
+import stat as stat_mod
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
 from picoproc.manifest import Manifest
 from picoproc.monitor import GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
+from picoproc.result import Result, RunError, RunTimeout, Usage, run_error
 from picoproc.scratch import make_scratch
+from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
 from picoproc.spawn import (
     RawResult,
     SpawnConfig,
@@ -41,74 +51,137 @@ from picoproc.spawn import (
     wait_picoprocess,
 )
 
+__all__ = ["Identity", "ProgramNotExecutable", "ProgramNotFound", "Result", "RunError",
+           "RunTimeout", "Sandbox", "SandboxError", "Usage", "resolve_identity", "run"]
+
 # Read from the guest's stdout/stderr pipes in chunks of this size.
 _PUMP_CHUNK = 65536
+NOBODY = 65534
 
 
 class SandboxError(Exception):
     """The run could not be started; the message names the problem."""
 
 
-@dataclasses.dataclass
-class Result:
-    """How one run ended and what it used."""
+class ProgramNotFound(SandboxError):
+    """The program does not exist in the guest's view (``picoproc run``: 127)."""
 
-    argv: list[str]
-    mode: str  # "libos" or "raw"
-    exit_code: int | None  # the guest's exit code, when it exited
-    signal: int | None  # the signal that ended the guest, if one did
-    limit: str | None  # the limit that ended the run: wall_time, cpu_time, memory, output
-    wall_time_s: float
-    cpu_user_s: float
-    cpu_system_s: float
-    max_rss_kb: int
-    memory_peak_bytes: int | None  # from the run's cgroup, where there is one
-    stdout: bytes | None  # captured output (None when relayed)
-    stderr: bytes | None
-    output_bytes: int  # stdout + stderr bytes the guest wrote
-    calls: dict  # mediated: served/allowed/denied; emulated/direct: None (not counted)
-    denials: list[dict]  # the audit records of refused mediated calls
-    audit: list[dict]  # every audit record of this run
-    enforcement: Mapping[str, str]  # limit -> how it was enforced (cgroup v1/v2, rlimit)
-    unsupported: list[str] = dataclasses.field(default_factory=list)  # Linux calls answered ENOSYS
 
-    @property
-    def status(self) -> int:
-        """The shell convention: the exit code, or 128+N for signal N."""
-        if self.signal is not None:
-            return 128 + self.signal
-        return self.exit_code if self.exit_code is not None else 255
+class ProgramNotExecutable(SandboxError):
+    """The program exists in the guest's view but cannot be executed: a
+    directory, not executable by the guest, or on a noexec mount (126)."""
 
-    @property
-    def reason(self) -> str:
-        """One line: how the run ended."""
-        if self.limit == "wall_time":
-            return "killed: wall-time limit reached"
-        if self.limit == "output":
-            return "killed: output limit reached"
-        if self.limit == "memory":
-            return "killed: memory limit reached (OOM kill)"
-        if self.limit == "cpu_time":
-            return "killed: CPU-time limit reached"
-        if self.signal is None:
-            return f"exited with status {self.exit_code}"
+
+# --------------------------------------------------------------------------
+# Whom the guest runs as
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The host uid/gid the guest runs as (and the monitor's file operations
+    for it: fsuid/fsgid, no supplementary groups), and why."""
+
+    uid: int
+    gid: int
+    why: str
+
+    def as_dict(self) -> dict:
+        return {"uid": self.uid, "gid": self.gid, "why": self.why}
+
+
+def _parse_user(user) -> tuple[int, int | None, str]:
+    """(uid, gid or None, how it was written) from ``UID[:GID]``, a user
+    name, or a (uid, gid) tuple."""
+    if isinstance(user, tuple):
+        if len(user) != 2:
+            raise SandboxError(f"user: expected (uid, gid), got {user!r}")
+        return int(user[0]), int(user[1]), f"{user[0]}:{user[1]}"
+    if isinstance(user, int) and not isinstance(user, bool):
+        return user, None, str(user)
+    if not isinstance(user, str) or not user:
+        raise SandboxError(f"--user: expected UID[:GID] or a user name, got {user!r}")
+    name, _, group = user.partition(":")
+    if name.isdigit():
+        uid = int(name)
+    else:
         try:
-            name = signal_mod.Signals(self.signal).name
-        except ValueError:
-            name = f"signal {self.signal}"
-        if self.signal == signal_mod.SIGSYS:
-            return f"killed by {name}: a system call outside the ABI"
-        return f"killed by {name}"
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            raise SandboxError(f"--user {user}: no user {name!r} on this host "
+                               "(give a numeric UID[:GID])") from None
+    gid = None
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            import grp
 
-    def to_dict(self) -> dict:
-        doc = dataclasses.asdict(self)
-        doc["status"] = self.status
-        doc["reason"] = self.reason
-        doc["enforcement"] = dict(self.enforcement)
-        for key in ("stdout", "stderr"):
-            if doc[key] is not None:
-                doc[key] = doc[key].decode("utf-8", "replace")
-        return doc
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise SandboxError(f"--user {user}: no group {group!r} on this host") from None
+    return uid, gid, user
+
+
+def _primary_gid(uid: int) -> int | None:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
+
+
+def resolve_identity(manifest: Manifest, user=None) -> Identity:
+    """Whom the guest runs as.  The rule (docs/ARCHITECTURE.md, README):
+
+    * an unprivileged picoproc runs the guest as the invoking user, always;
+    * as root, ``user`` (``--user UID[:GID]`` or a name) when given; without a
+      GID the user's primary group from /etc/passwd, else the same number;
+    * as root without ``user``: the owner of the writable mounts when they
+      all belong to one user other than root (so ``-v ./out:/out:rw`` writes
+      as the owner of ./out), else ``nobody`` (65534:65534).
+
+    Never root: uid 0 or gid 0 is refused, because the monitor's file
+    operations for the guest would then act as root on every mounted file."""
+    own_uid, own_gid = os.geteuid(), os.getegid()
+    if own_uid != 0:
+        if user is None:
+            return Identity(own_uid, own_gid, "the invoking user (picoproc is not root)")
+        uid, gid, text = _parse_user(user)
+        if uid != own_uid or gid not in (None, own_gid):
+            raise SandboxError(f"--user {text}: picoproc runs the program as you "
+                               f"({own_uid}:{own_gid}) unless it runs as root")
+        return Identity(own_uid, own_gid, "--user (the invoking user)")
+    if user is not None:
+        uid, gid, text = _parse_user(user)
+        if gid is None:
+            gid = _primary_gid(uid)
+            gid = uid if gid is None or gid == 0 else gid
+        if uid == 0 or gid == 0:
+            raise SandboxError(f"--user {text}: the program never runs as root (uid or gid 0): "
+                               "the monitor would then open and write every mounted file as "
+                               "root; give an unprivileged UID[:GID]")
+        if not (0 < uid < 2**32 - 1 and 0 < gid < 2**32 - 1):
+            raise SandboxError(f"--user {text}: uid and gid must be in 1..4294967294")
+        return Identity(uid, gid, "--user")
+    owners = set()
+    for m in manifest.mounts:
+        if m.writable:
+            try:
+                st = os.stat(m.host)
+            except OSError:
+                continue
+            owners.add((m.guest, st.st_uid, st.st_gid))
+    uids = {uid for _, uid, _ in owners}
+    if len(uids) == 1 and 0 not in uids:
+        guests = sorted(g for g, _, _ in owners)
+        uid = uids.pop()
+        gids = {gid for _, _, gid in owners if gid != 0}
+        gid = gids.pop() if len(gids) == 1 else (_primary_gid(uid) or NOBODY)
+        if gid == 0:
+            gid = NOBODY
+        return Identity(uid, gid, f"owner of the writable mount{'s' if len(guests) > 1 else ''} "
+                                  f"{', '.join(guests)}")
+    return Identity(NOBODY, NOBODY, "nobody (picoproc is root)")
 
 
 class _AuditRouter:
@@ -153,19 +226,29 @@ class _AuditRouter:
 
 
 _shared_lock = threading.Lock()
-_shared: tuple[Monitor, _AuditRouter] | None = None
+_shared: dict[tuple[int, int], tuple[Monitor, _AuditRouter]] = {}
 
 
-def shared_monitor() -> tuple[Monitor, _AuditRouter]:
-    """The process-wide monitor (started on first use) and its audit router."""
-    global _shared
+def shared_monitor(identity: tuple[int, int] | None = None) -> tuple[Monitor, _AuditRouter]:
+    """The process-wide monitor for guests running as ``identity`` (uid, gid;
+    default: the default guest identity), started on first use, and its
+    audit router.  The loop's thread does every file operation as that
+    identity, so each identity has its own."""
+    from picoproc.monitor import guest_identity
+
+    if identity is None:
+        identity = guest_identity()[:2]
+    key = (int(identity[0]), int(identity[1]))
     with _shared_lock:
-        if _shared is None:
+        entry = _shared.get(key)
+        if entry is None:
             router = _AuditRouter()
-            monitor = Monitor(audit_sink=router.dispatch)
-            monitor.start()
-            _shared = (monitor, router)
-        return _shared
+            groups = guest_identity()[2] if key == guest_identity()[:2] else ()
+            monitor = Monitor(identity=(key[0], key[1], groups), audit_sink=router.dispatch)
+            with blocked_in_new_threads():
+                monitor.start()
+            entry = _shared[key] = (monitor, router)
+        return entry
 
 
 def guest_to_host(manifest: Manifest, guest_path: str) -> str | None:
@@ -187,9 +270,10 @@ def guest_to_host(manifest: Manifest, guest_path: str) -> str | None:
 
 def resolve_guest_program(manifest: Manifest, prog: str) -> str:
     """PROG as a guest path: absolute as given, relative against the guest
-    cwd if it has a slash, else searched on the manifest's PATH."""
+    cwd if it has a slash, else searched on the manifest's PATH
+    (ProgramNotFound if it is on none of its directories)."""
     if not prog:
-        raise SandboxError("no program given")
+        raise ProgramNotFound("no program given")
     if prog.startswith("/"):
         return prog
     if "/" in prog:
@@ -202,7 +286,88 @@ def resolve_guest_program(manifest: Manifest, prog: str) -> str:
         host = guest_to_host(manifest, candidate)
         if host and os.path.isfile(host) and os.access(host, os.X_OK):
             return candidate
-    raise SandboxError(f"{prog}: not found on the guest's PATH ({path})")
+    hint = ""
+    if " " in prog:
+        hint = (" (the program name contains a space: give argv as a list, "
+                f"e.g. {prog.split()!r}, or run it through a shell: ['sh', '-c', ...])")
+    raise ProgramNotFound(f"{prog}: not found on the guest's PATH ({path}){hint}")
+
+
+def _mount_of(manifest: Manifest, guest_path: str):
+    best = None
+    for m in [*manifest.mounts, *manifest.tmpfs]:
+        inside = guest_path == m.guest or guest_path.startswith(m.guest.rstrip("/") + "/")
+        if inside and (best is None or len(m.guest) > len(best.guest)):
+            best = m
+    return best
+
+
+def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
+                        shown_as: str | None = None) -> None:
+    """Explains, before anything starts, why the loader would refuse the
+    program: ProgramNotFound or ProgramNotExecutable with the hint a user
+    needs.  It reads the host file the manifest shows there; the run itself
+    is still decided by the monitor, with the guest's identity."""
+    name = shown_as or guest_path
+    mount = _mount_of(manifest, guest_path)
+    host = guest_to_host(manifest, guest_path)
+    if manifest.is_hidden(guest_path):
+        raise ProgramNotFound(f"{name}: hidden by the manifest (it is refused in the guest)")
+    if mount is None or isinstance(mount, manifest_mod.Tmpfs):
+        where = (f"{guest_path} is in the tmpfs {mount.guest}, empty when the run starts"
+                 if mount is not None else f"no mount of the manifest shows {guest_path}")
+        raise ProgramNotFound(f"{name}: no such file in the guest ({where})")
+    try:
+        st = os.stat(host)
+    except OSError:
+        if os.path.lexists(host):
+            return  # a symbolic link the host cannot follow: the guest's view decides
+        raise ProgramNotFound(f"{name}: no such file in the guest ({guest_path}, host "
+                              f"{host})") from None
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise ProgramNotExecutable(f"{name}: is a directory")
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise ProgramNotExecutable(f"{name}: not a regular file")
+    if not mount.exec:
+        raise ProgramNotExecutable(
+            f"{name}: on a noexec mount ({mount.guest} from {mount.host}); "
+            f"mount it without noexec to run programs from it")
+    if identity.uid == st.st_uid:
+        bit = stat_mod.S_IXUSR
+    elif identity.gid == st.st_gid:
+        bit = stat_mod.S_IXGRP
+    else:
+        bit = stat_mod.S_IXOTH
+    if not st.st_mode & bit:
+        raise ProgramNotExecutable(
+            f"{name}: permission denied: host file {host} is mode {stat_mod.filemode(st.st_mode)} "
+            f"owned by {st.st_uid}:{st.st_gid}, not executable by the guest "
+            f"({identity.uid}:{identity.gid}, {identity.why})")
+    interpreter = _interpreter_of(host)
+    if interpreter and interpreter.startswith("/") and not manifest.is_hidden(interpreter):
+        shown = guest_to_host(manifest, interpreter)
+        if shown is None or not os.path.lexists(shown):
+            raise ProgramNotFound(f"{name}: its interpreter {interpreter} is not in the guest "
+                                  "(no mount shows it)")
+
+
+def _interpreter_of(host: str) -> str | None:
+    """The ELF interpreter (PT_INTERP) or the #! interpreter of a host file;
+    None when it has none or cannot be read."""
+    from picoproc.image import ImageError, inspect_elf
+
+    try:
+        with open(host, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if head.startswith(b"#!"):
+        line = head[2:].split(b"\n", 1)[0].strip()
+        return os.fsdecode(line.split()[0]) if line else None
+    try:
+        return inspect_elf(host).interpreter
+    except (ImageError, OSError):
+        return None
 
 
 class _OutputPump:
@@ -264,7 +429,8 @@ class _OutputPump:
     def start_thread(self) -> None:
         """Hands every fd not yet at EOF to a relaying thread."""
         self._thread = threading.Thread(target=self._run, name="picoproc-output", daemon=True)
-        self._thread.start()
+        with blocked_in_new_threads():
+            self._thread.start()
 
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
@@ -293,12 +459,53 @@ class _OutputPump:
                     pass
 
 
-def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None) -> tuple[RawResult, bool]:
-    """Waits for the run while reading its output (see _OutputPump); past
-    ``wall`` seconds kills it.  Returns (RawResult, whether the wall-time
-    limit ended it)."""
+class _InputFeeder:
+    """Writes ``input`` into the guest's stdin pipe as the pipe drains, from
+    the waiting thread (no thread of its own), then closes it so the guest
+    sees EOF.  A guest that closes its stdin early ends the feeding."""
+
+    def __init__(self, fd: int, data: bytes) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._view = memoryview(data)
+
+    def write_some(self) -> bool:
+        """Writes what the pipe takes; True once everything is written (or
+        the reader went away) and the fd is closed."""
+        try:
+            while self._view:
+                n = os.write(self.fd, self._view[:_PUMP_CHUNK])
+                self._view = self._view[n:]
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:
+            pass
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclasses.dataclass
+class _Ending:
+    """How the waiting ended, besides the guest's own status."""
+
+    timed_out: bool = False
+    stopped_by: int | None = None  # the stop signal after which the run was killed
+    forwarded: list[int] = dataclasses.field(default_factory=list)
+
+
+def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
+                   feeder: _InputFeeder | None = None,
+                   relay: SignalRelay | None = None) -> tuple[RawResult, _Ending]:
+    """Waits for the run while reading its output (see _OutputPump), feeding
+    its input and passing on the signals ``relay`` catches; past ``wall``
+    seconds, or ``relay.stop_timeout`` after a stop signal, kills it."""
     pidfd = os.pidfd_open(spawned.pid)
-    timed_out = False
+    ending = _Ending()
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -306,25 +513,57 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None) -> t
         for i, fd in enumerate(pump.fds):
             poller.register(fd, select.POLLIN)
             reading[fd] = i
+        if feeder is not None:
+            if feeder.write_some():
+                feeder = None
+            else:
+                poller.register(feeder.fd, select.POLLOUT)
+        if relay is not None:
+            poller.register(relay.fileno(), select.POLLIN)
         deadline = None if wall is None else time.monotonic() + wall
+        stop_deadline = None
         alive = True
         # Until the reaper has exited and both pipes are at EOF: the reaper
         # exits only once every process of its pid namespace is gone, so EOF
         # follows (as it did for the pump thread before).
         while alive or reading:
             timeout = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    timed_out = True
-                    deadline = None
-                    kill_picoprocess(spawned)
-                    continue
-                timeout = math.ceil(left * 1000)
+            now = time.monotonic()
+            if deadline is not None and deadline - now <= 0:
+                ending.timed_out = True
+                deadline = None
+                kill_picoprocess(spawned)
+                continue
+            if stop_deadline is not None and stop_deadline - now <= 0:
+                stop_deadline = None
+                ending.stopped_by = relay.first_stop.signo
+                kill_picoprocess(spawned)
+                continue
+            pending = [d for d in (deadline, stop_deadline) if d is not None]
+            if pending:
+                timeout = math.ceil((min(pending) - now) * 1000)
             for fd, events in poller.poll(timeout):
                 if fd == pidfd:
                     alive = False
                     poller.unregister(pidfd)
+                elif relay is not None and fd == relay.fileno():
+                    for caught in relay.read():
+                        # The terminal's own signals reached the program
+                        # already: it is in picoproc's process group.
+                        if alive and not caught.from_terminal:
+                            try:
+                                os.kill(spawned.pid, caught.signo)  # the reaper passes it on
+                            except ProcessLookupError:
+                                pass
+                            ending.forwarded.append(caught.signo)
+                        if caught.stops and stop_deadline is None and alive \
+                                and ending.stopped_by is None and relay.first_stop is caught:
+                            stop_deadline = time.monotonic() + relay.stop_timeout
+                elif feeder is not None and fd == feeder.fd:
+                    if feeder.write_some() or events & (select.POLLERR | select.POLLHUP):
+                        poller.unregister(fd)
+                        feeder.close()
+                        feeder = None
                 elif fd in reading:
                     if pump.relays and events & select.POLLIN:
                         for other in reading:
@@ -338,7 +577,69 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None) -> t
                         del reading[fd]
     finally:
         os.close(pidfd)
-    return wait_picoprocess(spawned), timed_out
+        if feeder is not None:
+            feeder.close()
+    return wait_picoprocess(spawned), ending
+
+
+def _stdin_fd(stdin, input_data) -> tuple[int, int, tuple[int, bytes] | None]:
+    """(fd the guest reads, fd of ours to close once the guest has its copy
+    or -1, and (pipe write end, bytes) to feed for ``input``)."""
+    if input_data is not None:
+        if stdin is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        r, w = os.pipe2(os.O_CLOEXEC)
+        return r, r, (w, input_data)
+    if stdin is None or stdin == subprocess.DEVNULL:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return fd, fd, None
+    if stdin == subprocess.PIPE:
+        raise ValueError("stdin=PIPE: a run has no Popen object to write to; pass the data as "
+                         "input=")
+    if isinstance(stdin, bool):
+        raise TypeError(f"stdin must be an fd, a file or None, not {stdin!r}")
+    if isinstance(stdin, int):
+        return stdin, -1, None
+    if hasattr(stdin, "fileno"):
+        return stdin.fileno(), -1, None
+    raise TypeError(f"stdin must be an fd, a file object or None, not {type(stdin).__name__} "
+                    "(data goes in input=)")
+
+
+def _output_sink(target, capture: bool, default: int) -> tuple[int | None, int]:
+    """(fd to relay to or None to capture, fd to close afterwards or -1)."""
+    if capture or target == subprocess.PIPE:
+        return None, -1
+    if target is None:
+        return default, -1
+    if target == subprocess.DEVNULL:
+        fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        return fd, fd
+    if target == subprocess.STDOUT:
+        raise ValueError("stderr=STDOUT is not supported: give both the same fd instead")
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target, -1
+    if hasattr(target, "fileno"):
+        if hasattr(target, "flush"):
+            target.flush()
+        return target.fileno(), -1
+    raise TypeError(f"stdout/stderr must be an fd, a file object, None, PIPE or DEVNULL, "
+                    f"not {type(target).__name__}")
+
+
+def _as_argv(argv) -> list[str]:
+    """subprocess's rule: a str (or path) is one program name; a sequence is
+    the argv; bytes and path-like items are decoded."""
+    if isinstance(argv, (str, bytes, os.PathLike)):
+        return [os.fsdecode(argv)]
+    out = []
+    for item in argv:
+        if isinstance(item, (str, bytes, os.PathLike)):
+            out.append(os.fsdecode(item))
+        else:
+            raise TypeError(f"argv items must be str, bytes or path-like, not "
+                            f"{type(item).__name__} ({item!r})")
+    return out
 
 
 class Sandbox:
@@ -346,29 +647,71 @@ class Sandbox:
 
     ``raw=True`` runs a static, freestanding program under the filter alone
     (no library OS).  ``audit``: a JSONL file path, or a callable given each
-    batch of this run's audit records."""
+    batch of this run's audit records.  ``user``: whom the program runs as
+    (``"UID[:GID]"``, a user name or a (uid, gid) tuple; see
+    resolve_identity for the rule when it is None)."""
 
     def __init__(self, manifest: Manifest | None = None, *, raw: bool = False,
-                 audit: str | os.PathLike | Callable[[list[dict]], None] | None = None) -> None:
+                 audit: str | os.PathLike | Callable[[list[dict]], None] | None = None,
+                 user=None) -> None:
         self.manifest = manifest if manifest is not None else manifest_mod.default_manifest()
         self.raw = raw
         self.audit = audit
+        self.user = user
 
-    def run(self, argv: Sequence[str], *, stdin: int | None = None, capture: bool = False,
-            timeout: float | None = None, stdout: int | None = None, stderr: int | None = None) -> Result:
-        """Runs ``argv`` and waits for it.
+    def identity(self) -> Identity:
+        return resolve_identity(self.manifest, self.user)
 
-        stdin: a host fd the guest reads (default: an empty input).
-        capture: collect stdout/stderr into the Result instead of relaying
-        them to ``stdout``/``stderr`` (host fds, default 1 and 2).
-        timeout: wall-time limit in seconds (overrides the manifest's)."""
-        argv = list(argv)
+    def run(self, argv, *, input: bytes | str | None = None, stdin=None,
+            capture: bool = False, capture_output: bool = False, text: bool = False,
+            encoding: str | None = None, errors: str | None = None, check: bool = False,
+            timeout: float | None = None, stdout=None, stderr=None,
+            forward_signals: bool = False, stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> Result:
+        """Runs ``argv`` and waits for it, like ``subprocess.run``.
+
+        input: bytes (or str with ``text``/``encoding``) the program reads
+        on stdin.  stdin: an fd or file object it reads instead (default:
+        an empty input).  capture / capture_output: collect stdout and
+        stderr into the Result instead of relaying them to ``stdout`` /
+        ``stderr`` (fds or file objects, default 1 and 2; PIPE captures
+        that one stream, DEVNULL drops it).  text (or encoding / errors):
+        captured output is str (undecodable bytes replaced unless
+        ``errors`` says otherwise).  check: raise RunError (a
+        subprocess.CalledProcessError) unless the program exited 0 and no
+        limit was reached; RunTimeout (also a subprocess.TimeoutExpired)
+        for the wall-time limit.  timeout: the wall-time limit in seconds
+        (overrides the manifest's).  forward_signals: while the run lasts,
+        SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to this
+        process are passed to the program (main thread only); the run is
+        killed ``stop_timeout`` seconds after the first stop signal."""
+        argv = _as_argv(argv)
         if not argv:
             raise SandboxError("no program given")
+        if forward_signals and threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("forward_signals=True needs the main thread (signals are "
+                               "received there)")
+        text_mode = bool(text or encoding or errors)
+        if isinstance(stdin, (bytes, bytearray, memoryview, str)):
+            if input is not None:
+                raise ValueError("stdin and input arguments may not both be used")
+            stdin, input = None, stdin  # older callers passed data as stdin
+        input_data = None
+        if input is not None:
+            if isinstance(input, str):
+                input_data = input.encode(encoding or "utf-8", errors or "strict")
+            else:
+                input_data = bytes(input)
+        capture = capture or capture_output
         manifest = self.manifest
         limits = manifest.limits
         wall = timeout if timeout is not None else limits.wall_time_s
-        monitor, router = shared_monitor()
+        identity = self.identity()
+        if not self.raw:
+            program = resolve_guest_program(manifest, argv[0])
+            check_guest_program(manifest, program, identity, shown_as=argv[0])
+        else:
+            program = None
+        monitor, router = shared_monitor((identity.uid, identity.gid))
         sink = self._audit_sink()
         scratches = []
         policy = net = None
@@ -376,11 +719,18 @@ class Sandbox:
         handle = None
         pump = None
         pipes: list[int] = []
-        own_stdin = -1
+        owned: list[int] = []
+        feeder = None
+        kill_log = None
         started = time.monotonic()
         try:
+            if self.raw:
+                from picoproc.raw import SeccompKillLog
+
+                kill_log = SeccompKillLog()
             for t in manifest.tmpfs:
-                scratches.append((t.guest, make_scratch(t.size_bytes)))
+                scratches.append((t.guest, make_scratch(t.size_bytes, uid=identity.uid,
+                                                        gid=identity.gid)))
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
             skeleton = _mount_point_skeleton(manifest)
             if skeleton is not None:
@@ -388,70 +738,111 @@ class Sandbox:
                 policy.add_mount_fd("/", skeleton.dir_fd, writable=False, exec=True)
             net = _net_policy(manifest)
 
-            if stdin is None:
-                own_stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-                stdin = own_stdin
+            stdin_fd, own_stdin, feed = _stdin_fd(stdin, input_data)
+            if own_stdin >= 0:
+                owned.append(own_stdin)
+            out_sink, own_out = _output_sink(stdout, capture, 1)
+            err_sink, own_err = _output_sink(stderr, capture, 2)
+            owned += [fd for fd in (own_out, own_err) if fd >= 0]
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             pipes = [out_r, out_w, err_r, err_w]
+            if feed is not None:
+                feeder = _InputFeeder(*feed)
 
-            config = self._spawn_config(argv, (stdin, out_w, err_w))
+            config = self._spawn_config(argv, program, (stdin_fd, out_w, err_w), identity)
             spawned = spawn_picoprocess(config)
             os.close(out_w)
             os.close(err_w)
             pipes = [out_r, err_r]
+            if own_stdin >= 0:
+                os.close(own_stdin)  # the guest holds its own copy now
+                owned.remove(own_stdin)
             try:
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net)
             finally:
                 os.close(spawned.listener_fd)
             router.open(handle, sink)
 
-            sinks = [None, None] if capture else [1 if stdout is None else stdout, 2 if stderr is None else stderr]
             victim = spawned
-            pump = _OutputPump([out_r, err_r], sinks, limits.output_bytes, lambda: kill_picoprocess(victim))
+            pump = _OutputPump([out_r, err_r], [out_sink, err_sink], limits.output_bytes,
+                               lambda: kill_picoprocess(victim))
 
+            relay = SignalRelay(stop_timeout) if forward_signals else None
             try:
-                raw_result, timed_out = _wait_and_pump(spawned, pump, wall)
+                if relay is not None:
+                    with relay:
+                        raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder,
+                                                            relay=relay)
+                else:
+                    raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder)
+                feeder = None
             except BaseException:
                 kill_picoprocess(spawned)
                 wait_picoprocess(spawned)
                 raise
-            limit = "wall_time" if timed_out else None
+            limit = "wall_time" if ending.timed_out else None
             spawned_done, spawned = spawned, None
             # The guest is gone: every writer of the pipes is closed, so a
             # relaying thread reaches EOF.
             pump.join()
             if pump.limit_hit:
-                limit = "output"
+                limit = limit or "output"
             limit = limit or raw_result.limit
             stats = monitor.remove_guest(handle)
             router.dispatch(monitor.drain_audit())
             records = router.close(handle)
             handle = None
-            usage = raw_result.rusage
-            return Result(
+            ru = raw_result.rusage
+            out_data = bytes(pump.captured[0]) if out_sink is None else None
+            err_data = bytes(pump.captured[1]) if err_sink is None else None
+            if text_mode:
+                out_data = None if out_data is None else out_data.decode(encoding or "utf-8",
+                                                                         errors or "replace")
+                err_data = None if err_data is None else err_data.decode(encoding or "utf-8",
+                                                                         errors or "replace")
+            notes = []
+            if ending.forwarded:
+                from picoproc.result import signal_name
+
+                notes.append("signals passed on to the program: "
+                             + ", ".join(signal_name(s) for s in ending.forwarded))
+            cg = raw_result.cgroup_stats
+            if cg is not None and cg.pids_limit_hits:
+                notes.append(f"limits.pids: {cg.pids_limit_hits} fork(s) refused")
+            result = Result(
                 argv=argv,
+                backend="pico",
                 mode="raw" if self.raw else "libos",
                 exit_code=raw_result.exit_code,
                 signal=raw_result.signal,
                 limit=limit,
-                wall_time_s=time.monotonic() - started,
-                cpu_user_s=usage.ru_utime if usage else 0.0,
-                cpu_system_s=usage.ru_stime if usage else 0.0,
-                max_rss_kb=usage.ru_maxrss if usage else 0,
-                memory_peak_bytes=getattr(raw_result.cgroup_stats, "memory_peak_bytes", None),
-                stdout=bytes(pump.captured[0]) if capture else None,
-                stderr=bytes(pump.captured[1]) if capture else None,
-                output_bytes=pump.total,
-                calls={"mediated": stats["calls"], "mediated_allowed": stats["allowed"],
-                       "mediated_denied": stats["denied"], "mediated_errors": stats["errors"],
-                       "emulated": None, "direct": None},
+                stdout=out_data,
+                stderr=err_data,
+                usage=Usage(
+                    wall_time_s=time.monotonic() - started,
+                    cpu_user_s=ru.ru_utime if ru else 0.0,
+                    cpu_system_s=ru.ru_stime if ru else 0.0,
+                    max_rss_kb=ru.ru_maxrss if ru else 0,
+                    memory_peak_bytes=getattr(cg, "memory_peak_bytes", None),
+                    output_bytes=pump.total,
+                ),
+                counts={"mediated": stats["calls"], "mediated_allowed": stats["allowed"],
+                        "mediated_denied": stats["denied"], "mediated_errors": stats["errors"],
+                        "emulated": None, "direct": None},
                 denials=[r for r in records if r["decision"] == "deny"],
                 audit=records,
+                notes=notes,
                 enforcement=dict(spawned_done.enforcement),
                 unsupported=sorted({_syscall_name(r.get("linux_nr")) for r in records
                                     if r["call"] == "note_unsupported"}),
+                identity=identity.as_dict(),
+                stopped_by=ending.stopped_by,
+                pid=spawned_done.guest_pid or None,
             )
+            if kill_log is not None and result.signal == signal_mod.SIGSYS:
+                nr = kill_log.find(spawned_done.guest_pid)
+                result.fatal_syscall = "" if nr is None else f"{_syscall_name(nr)} ({nr})"
         finally:
             if spawned is not None:
                 kill_picoprocess(spawned)
@@ -459,6 +850,8 @@ class Sandbox:
                     wait_picoprocess(spawned)
                 except ChildProcessError:
                     pass
+            if feeder is not None:
+                feeder.close()
             if handle is not None:
                 try:
                     monitor.remove_guest(handle)
@@ -466,10 +859,8 @@ class Sandbox:
                     router.close(handle)
             if pump is not None:
                 pump.finish()
-            for fd in pipes:
+            for fd in pipes + owned:
                 os.close(fd)
-            if own_stdin >= 0:
-                os.close(own_stdin)
             if policy is not None:
                 policy.close()
             if net is not None:
@@ -478,6 +869,11 @@ class Sandbox:
                 s.close()
             if isinstance(sink, AuditJsonlWriter):
                 sink.close()
+            if kill_log is not None:
+                kill_log.close()
+        if check and (result.limit is not None or result.returncode != 0):
+            raise run_error(result, wall)
+        return result
 
     def _audit_sink(self):
         if self.audit is None:
@@ -486,7 +882,8 @@ class Sandbox:
             return self.audit
         return AuditJsonlWriter(self.audit)
 
-    def _spawn_config(self, argv: list[str], stdio: tuple[int, int, int]) -> SpawnConfig:
+    def _spawn_config(self, argv: list[str], program: str | None, stdio: tuple[int, int, int],
+                      identity: Identity) -> SpawnConfig:
         m = self.manifest
         common = dict(
             env=dict(m.env),
@@ -494,18 +891,16 @@ class Sandbox:
             seccomp_flags=GUEST_SECCOMP_FLAGS,
             hostname=m.hostname,
             limits=m.limits,
+            identity=(identity.uid, identity.gid) if os.geteuid() == 0 else None,
         )
         if self.raw:
             host = argv[0] if "/" in argv[0] else None
             return SpawnConfig(argv=argv, image_path=host, mode="raw", **common)
         from picoproc.libos import loader_argv
 
-        program = resolve_guest_program(m, argv[0])
-        uid = 65534 if os.geteuid() == 0 else os.geteuid()
-        gid = 65534 if os.geteuid() == 0 else os.getegid()
         return SpawnConfig(
-            argv=loader_argv(program, argv, cwd=m.cwd, uid=uid, gid=gid, hostname=m.hostname,
-                             limits=m.limits),
+            argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
+                             hostname=m.hostname, limits=m.limits),
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,
@@ -583,8 +978,10 @@ def _syscall_name(nr) -> str:
     return SYSCALLS_BY_NR.get(nr, str(nr))
 
 
-def run(argv: Sequence[str], manifest: Manifest | None = None, **kwargs) -> Result:
-    """Shorthand: ``Sandbox(manifest).run(argv, **kwargs)``."""
+
+def run(argv, manifest: Manifest | None = None, **kwargs) -> Result:
+    """Shorthand: ``Sandbox(manifest, raw=, audit=, user=).run(argv, **kwargs)``."""
     raw = kwargs.pop("raw", False)
     audit = kwargs.pop("audit", None)
-    return Sandbox(manifest, raw=raw, audit=audit).run(argv, **kwargs)
+    user = kwargs.pop("user", None)
+    return Sandbox(manifest, raw=raw, audit=audit, user=user).run(argv, **kwargs)

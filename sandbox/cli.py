@@ -1,21 +1,56 @@
 """The ``picoproc`` command line: a thin layer over the Python API.
 
-Every user error ends in one line on stderr naming the problem and a non-zero
-exit (2 for usage, 127 for a program that cannot be run), never a traceback.
+Every user error ends in one line on stderr naming the problem, never a
+traceback.  ``picoproc run`` exits with the program's own status, or with
+one of picoproc's own, which follow ``docker run`` and ``timeout(1)`` so they
+are not mistaken for the program's (picoproc.result lists them; so does
+``picoproc run --help``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import difflib
+import errno
 import json
 import os
+import stat
 import sys
 
 from picoproc.manifest import add_cli_options
+from picoproc.result import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    EXIT_OTHER_LIMIT,
+    EXIT_PICOPROC_ERROR,
+    LIMIT_EXIT_STATUS,
+    Result,
+)
 
-EXIT_USAGE = 2
-EXIT_CANNOT_RUN = 127
+EXIT_USAGE = EXIT_PICOPROC_ERROR  # usage errors are picoproc's own failures (docker run: 125)
+EXIT_CANNOT_RUN = EXIT_NOT_FOUND  # older name
+
+EXIT_STATUS_HELP = f"""\
+exit status:
+  N         the program exited with status N
+  128+N     the program died of signal N (e.g. 137: SIGKILL, 143: SIGTERM)
+  {LIMIT_EXIT_STATUS['wall_time']}       the wall-time limit ended the run (--timeout; as timeout(1))
+  {LIMIT_EXIT_STATUS['output']}       the output limit was reached (--output-limit)
+  {LIMIT_EXIT_STATUS['cpu_time']}       the CPU-time limit ended the run (--cpu-time)
+  {LIMIT_EXIT_STATUS['memory']}       the memory limit ended the run (--memory; OOM kill)
+  {LIMIT_EXIT_STATUS['pids']}       the process-count limit refused a fork (--pids)
+  {EXIT_OTHER_LIMIT}       another limit ended the run
+  {EXIT_PICOPROC_ERROR}       picoproc itself failed: bad usage, manifest or flag; internal error
+  {EXIT_CANNOT_EXECUTE}       the program cannot be executed (permission, directory, noexec mount)
+  {EXIT_NOT_FOUND}       the program was not found
+A limit's status is used even when the program exited by itself after it
+(e.g. output cut at the limit); --json FILE has the program's own status.
+
+signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to
+picoproc are passed to the program (a terminal's own Ctrl-C reaches it
+directly); --stop-timeout after a stop signal (default 10 s, as docker stop;
+not after a terminal's Ctrl-C) the run is killed.
+"""
 
 
 class UsageError(Exception):
@@ -29,29 +64,83 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _version() -> str:
+    from picoproc import __version__
+    from picoproc.abi import load_table
+
+    return f"picoproc {__version__} (ABI v{load_table().version})"
+
+
+# --------------------------------------------------------------------------
+# picoproc abi
+
+
+def _lookup(names: list[str], rows: list[dict], key_nr: str = "nr") -> list[dict]:
+    """The rows named (by name or number); UsageError naming the unknown ones."""
+    by_name = {r["name"]: r for r in rows}
+    by_nr = {r[key_nr]: r for r in rows}
+    out = []
+    for name in names:
+        if name.isdigit() and int(name) in by_nr:
+            out.append(by_nr[int(name)])
+        elif name in by_name:
+            out.append(by_name[name])
+        else:
+            close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"picoproc abi: no system call named {name!r}{hint}")
+    return out
+
+
+def _direct_in_words() -> dict[str, str]:
+    from picoproc.abi import load_table
+    from picoproc.abi.describe import rules_in_words
+
+    table = load_table()
+    return {d.name: rules_in_words(d, table) for d in table.direct}
+
+
+def _linux_row_text(r: dict, words: dict[str, str]) -> str:
+    if r["handling"] == "mediated":
+        return "via the mediated " + ", ".join(r["mediated"])
+    if r["handling"] == "refused":
+        return f"{r['errno'] or 'not reachable'} ({r['by']})"
+    if r["handling"] == "direct" and r["rules"]:
+        return "when " + words.get(r["name"], " or ".join(r["rules"]))
+    return ""
+
+
 def _cmd_abi_linux(args) -> int:
     """How picoproc handles every x86-64 Linux syscall (gVisor's linux64.go style)."""
     from picoproc.libos import linux_table
 
     rows = linux_table()
+    if args.names:
+        rows = _lookup(args.names, rows)
+    words = _direct_in_words()
     if args.json:
+        for r in rows:
+            if r["handling"] == "direct" and r["name"] in words:
+                r["rules_in_words"] = words[r["name"]]
         json.dump(rows, sys.stdout, indent=2)
         print()
+        return 0
+    if args.names:
+        for r in rows:
+            print(f"{r['name']} ({r['nr']}): {r['handling']}" +
+                  (f", by the {r['by']}" if r["by"] else ""))
+            how = _linux_row_text(r, words)
+            if how:
+                print(f"  {how}")
+            if r["note"]:
+                print(f"  {r['note']}")
         return 0
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["handling"]] = counts.get(r["handling"], 0) + 1
     print(f"{len(rows)} x86-64 Linux syscalls: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     for r in rows:
-        if r["handling"] == "mediated":
-            how = "via " + ", ".join(r["mediated"])
-        elif r["handling"] == "refused":
-            how = f"{r['errno']} ({r['by']})"
-        elif r["handling"] == "direct" and r["rules"]:
-            how = f"when {r['rules'][0]}" + (f" (+{len(r['rules']) - 1} more rules)" if len(r["rules"]) > 1 else "")
-        else:
-            how = ""
-        print(f"  {r['nr']:4d} {r['name']:24s} {r['handling']:9s} {how}")
+        print(f"  {r['nr']:4d} {r['name']:24s} {r['handling']:9s} {_linux_row_text(r, words)}".rstrip())
     return 0
 
 
@@ -61,40 +150,48 @@ def _cmd_abi(args) -> int:
     if args.linux:
         return _cmd_abi_linux(args)
     table = load_table()
+    words = _direct_in_words()
+    calls = (
+        [{"name": d.name, "nr": d.nr, "kind": "direct", "group": d.group,
+          "constraints": [r.text for r in d.rules], "rules_in_words": words[d.name], "why": d.why}
+         for d in table.direct]
+        + [{"name": e.name, "nr": e.nr, "kind": "errno", "errno": e.errno_name,
+            "constraints": [], "why": e.why}
+           for e in table.errno_calls]
+        + [{"name": m.name, "nr": m.nr, "kind": "mediated",
+            "args": [{"name": a.name, "type": a.ctype, "doc": a.doc} for a in m.args],
+            "result": m.result, "errors": list(m.errors), "constraints": [], "why": m.purpose}
+           for m in table.mediated]
+    )
+    if args.names:
+        calls = _lookup(args.names, calls)
     if args.json:
         doc = {
             "version": table.version,
             "mediated_base": table.mediated_base,
             "loader_fd": table.loader_fd,
             "direct_count": len(table.direct),
-            "calls": [
-                {
-                    "name": d.name, "nr": d.nr, "kind": "direct", "group": d.group,
-                    "constraints": [r.text for r in d.rules], "why": d.why,
-                }
-                for d in table.direct
-            ]
-            + [
-                {"name": e.name, "nr": e.nr, "kind": "errno", "errno": e.errno_name,
-                 "constraints": [], "why": e.why}
-                for e in table.errno_calls
-            ]
-            + [
-                {"name": m.name, "nr": m.nr, "kind": "mediated",
-                 "args": [{"name": a.name, "type": a.ctype, "doc": a.doc} for a in m.args],
-                 "result": m.result, "errors": list(m.errors), "constraints": [], "why": m.purpose}
-                for m in table.mediated
-            ],
+            "calls": calls,
         }
         json.dump(doc, sys.stdout, indent=2)
         print()
+        return 0
+    if args.names:
+        for c in calls:
+            print(f"{c['name']} ({c['nr']}): {c['kind']}")
+            if c["kind"] == "direct":
+                print(f"  allowed when {c['rules_in_words']}")
+            elif c["kind"] == "errno":
+                print(f"  always answered {c['errno']}")
+            else:
+                print(f"  ({', '.join(a['name'] for a in c['args'])}) -> {c['result']}")
+            print(f"  {c['why']}")
         return 0
     print(f"picoproc ABI v{table.version}: {len(table.direct)} direct, "
           f"{len(table.errno_calls)} errno, {len(table.mediated)} mediated "
           f"(base {table.mediated_base}); everything else traps (or kills in raw mode)")
     for d in table.direct:
-        rule = " or ".join(r.text for r in d.rules) if d.rules else "any arguments"
-        print(f"  direct    {d.nr:4d} {d.name:16s} {rule}")
+        print(f"  direct    {d.nr:4d} {d.name:16s} {words[d.name]}")
     for e in table.errno_calls:
         print(f"  errno     {e.nr:4d} {e.name:16s} -> {e.errno_name}")
     for m in table.mediated:
@@ -109,6 +206,87 @@ def _cmd_doctor(args) -> int:
     return report(sys.stdout, sys.stderr, as_json=args.json)
 
 
+# --------------------------------------------------------------------------
+# picoproc manifest
+
+
+def _cmd_manifest(args) -> int:
+    from picoproc.manifest import ManifestError, manifest_from_cli_args, manifest_to_toml
+
+    try:
+        manifest = manifest_from_cli_args(args)
+    except ManifestError as exc:
+        print(f"picoproc: {exc}{_manifest_hint(exc)}", file=sys.stderr)
+        return EXIT_PICOPROC_ERROR
+    sys.stdout.write(manifest_to_toml(manifest))
+    return 0
+
+
+def _manifest_hint(exc) -> str:
+    if exc.key in ("--volume", "--mount") and "does not exist" in exc.reason:
+        return " (host paths are relative to the current directory)"
+    return ""
+
+
+# --------------------------------------------------------------------------
+# picoproc run
+
+
+def _stop_timeout(text: str) -> float:
+    from picoproc.manifest import parse_duration
+
+    if text.strip() in ("0", "0s"):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--stop-timeout: {exc}") from None
+
+
+def _fail(args, status: int, message: str) -> int:
+    """A run that never started: one line, the JSON result, the status."""
+    print(f"picoproc: {message}", file=sys.stderr)
+    if getattr(args, "json", None):
+        result = Result.failed_start(args.command or [], getattr(args, "backend", "pico"), status,
+                                     message, mode=_mode(args))
+        _write_json(args.json, result.to_json())
+    return status
+
+
+def _mode(args) -> str | None:
+    if getattr(args, "backend", "pico") != "pico":
+        return None
+    return "raw" if getattr(args, "raw", False) else "libos"
+
+
+def _extends_default(path: str) -> bool:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f).get("extends") == "default"
+    except (OSError, ValueError):
+        return True  # unreadable here: no hint rather than a wrong one
+
+
+def _not_found_hints(args, manifest) -> str:
+    """What a user who typed this probably needs to know."""
+    prog = args.command[0]
+    hints = []
+    here = os.getcwd()
+    if not prog.startswith("/") and os.path.exists(os.path.join(here, prog)):
+        shown = any(m.host == here or here.startswith(m.host.rstrip("/") + "/")
+                    for m in manifest.mounts)
+        if not shown:
+            hints.append(f"your current directory {here} is not mounted in the guest (its working "
+                         f"directory is {manifest.cwd}); to run {prog} from it: "
+                         f"-v \"$PWD\":/work -w /work")
+    if getattr(args, "manifest", None) and not _extends_default(args.manifest):
+        hints.append(f"{args.manifest} does not say extends = \"default\", so the guest sees only "
+                     "its mounts; add that line to start from the default's system directories")
+    return "".join(f"\n  hint: {h}" for h in hints)
+
+
 def _cmd_run(args) -> int:
     from picoproc.image import ImageError
     from picoproc.manifest import ManifestError, manifest_from_cli_args
@@ -118,30 +296,88 @@ def _cmd_run(args) -> int:
     try:
         manifest = manifest_from_cli_args(args)
     except ManifestError as exc:
-        print(f"picoproc: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, EXIT_PICOPROC_ERROR, f"{exc}{_manifest_hint(exc)}")
     if args.backend != "pico":
         return _run_with_backend(args, manifest)
 
-    from picoproc.api import Sandbox, SandboxError
+    from picoproc.api import ProgramNotExecutable, ProgramNotFound, Sandbox, SandboxError
+    from picoproc.monitor import MonitorError
     from picoproc.spawn import ConfigError, SpawnError
 
     try:
-        result = Sandbox(manifest, raw=args.raw, audit=args.audit).run(args.command, stdin=0)
-    except (ImageError, SandboxError, ConfigError) as exc:
-        print(f"picoproc: cannot run {exc}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
+        sandbox = Sandbox(manifest, raw=args.raw, audit=args.audit, user=args.user)
+        result = sandbox.run(args.command, stdin=0, forward_signals=True,
+                             stop_timeout=args.stop_timeout)
+    except ProgramNotFound as exc:
+        return _fail(args, EXIT_NOT_FOUND, f"{exc}{_not_found_hints(args, manifest)}")
+    except ProgramNotExecutable as exc:
+        return _fail(args, EXIT_CANNOT_EXECUTE, str(exc))
+    except ImageError as exc:
+        missing = "not found" in str(exc) or "No such file" in str(exc)
+        return _fail(args, EXIT_NOT_FOUND if missing else EXIT_CANNOT_EXECUTE, f"cannot run {exc}")
+    except (SandboxError, ConfigError) as exc:
+        return _fail(args, EXIT_PICOPROC_ERROR, str(exc))
     except SpawnError as exc:
-        print(f"picoproc: could not start the picoprocess: {exc.strerror}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    except OSError as exc:
-        print(f"picoproc: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
+        return _fail(args, EXIT_PICOPROC_ERROR, f"could not start the picoprocess: {exc.strerror}")
+    except (MonitorError, OSError) as exc:
+        return _fail(args, EXIT_PICOPROC_ERROR, f"{exc.strerror or exc}")
     if args.json:
-        _write_json(args.json, result.to_dict())
+        _write_json(args.json, result.to_json(output=False))
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
-    return result.status
+    hint = _write_refusal_hint(manifest, result)
+    if hint:
+        print(f"picoproc: {hint}", file=sys.stderr)
+    return result.exit_status
+
+
+# Calls that change the file system: a refusal of one on a writable mount is
+# the host's permissions, not the manifest.
+_WRITING_CALLS = {"mkdir", "unlink", "rename", "symlink", "link", "chmod", "chown", "utimens",
+                  "truncate"}
+
+
+def _writes(record: dict) -> bool:
+    if record.get("call") in _WRITING_CALLS:
+        return True
+    flags = record.get("arg", 0)
+    return record.get("call") == "open" and isinstance(flags, int) and bool(flags & 0o1103)
+
+
+def _write_refusal_hint(manifest, result) -> str | None:
+    """When the host's permissions refused a write on a writable mount, one
+    line saying which: the owner and mode of the host directory or file, and
+    whom the guest ran as."""
+    from picoproc.api import _mount_of
+
+    refused = []
+    for rec in result.audit:
+        if rec.get("errno") not in (errno.EACCES, errno.EPERM) or not _writes(rec):
+            continue
+        path = rec.get("path") or (rec.get("uri") or "").removeprefix("file:")
+        mount = _mount_of(manifest, path) if path.startswith("/") else None
+        if mount is None or not getattr(mount, "writable", False):
+            continue
+        rest = path[len(mount.guest):].lstrip("/")
+        host = os.path.join(mount.host, rest) if rest else mount.host
+        # The object refused: the file itself if it exists, else the directory
+        # the name would be made in.
+        target = host if os.path.lexists(host) and rec.get("call") != "mkdir" else os.path.dirname(host)
+        refused.append((path, target))
+    if not refused:
+        return None
+    path, target = refused[0]
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return None
+    who = result.identity or {}
+    more = f" ({len(refused) - 1} more refusal{'s' if len(refused) > 2 else ''} like it)" \
+        if len(refused) > 1 else ""
+    return (f"{path}: write refused by host permissions: {target} is owned by "
+            f"{st.st_uid}:{st.st_gid}, mode {stat.filemode(st.st_mode)}, and the program ran as "
+            f"{who.get('uid')}:{who.get('gid')} ({who.get('why', '')}); make it writable for that "
+            f"user, or run as its owner with --user UID[:GID]{more}")
 
 
 def _write_json(target: str, doc: dict) -> None:
@@ -155,46 +391,88 @@ def _write_json(target: str, doc: dict) -> None:
 
 def _run_with_backend(args, manifest) -> int:
     """Runs the same manifest and command under a comparison backend."""
-    from picoproc.backends import BackendUnavailable, ManifestNotExpressible, run_with_backend
+    from picoproc.backends import (
+        BackendError,
+        BackendUnavailable,
+        ManifestNotExpressible,
+        get_backend,
+        run_with_backend,
+    )
 
     if args.raw:
         raise UsageError("picoproc run: --raw applies to the pico backend only")
+    if args.user is not None:
+        raise UsageError("picoproc run: --user applies to the pico backend only")
     try:
-        result = run_with_backend(args.backend, manifest, args.command, capture=False)
-    except (BackendUnavailable, ManifestNotExpressible) as exc:
-        print(f"picoproc: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    except (KeyError, ValueError) as exc:
+        backend = get_backend(args.backend)
+    except ValueError as exc:
         raise UsageError(f"picoproc run: {exc.args[0]}") from None
+    try:
+        result = run_with_backend(args.backend, manifest, args.command, capture=False,
+                                  forward_signals=True, stop_timeout=args.stop_timeout)
+    except (BackendUnavailable, ManifestNotExpressible, BackendError) as exc:
+        return _fail(args, EXIT_PICOPROC_ERROR, str(exc))
+    except FileNotFoundError as exc:
+        return _fail(args, EXIT_NOT_FOUND, f"{exc.filename or args.command[0]}: not found")
+    except PermissionError as exc:
+        return _fail(args, EXIT_CANNOT_EXECUTE, f"{exc.filename or args.command[0]}: {exc.strerror}")
     if args.json:
-        _write_json(args.json, result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
+        _write_json(args.json, result.to_json(output=False))
     # One line naming what this backend could not enforce of the manifest
     # (details: --json, docs/BACKENDS.md), so a user never mistakes it for picoproc.
-    from picoproc.backends import get_backend
-
-    cannot = get_backend(args.backend).cannot_express()
+    cannot = backend.cannot_express()
     unenforced = [n.split(":", 1)[0] for n in result.notes if n.split(":", 1)[0] in cannot]
     if unenforced:
         print(f"picoproc: backend {args.backend} does not enforce: {', '.join(unenforced)}", file=sys.stderr)
-    return result.returncode
+    if result.limit is not None:
+        print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+    return result.exit_status
+
+
+# --------------------------------------------------------------------------
+# The parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.")
+    parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.",
+                     epilog="exit status of `picoproc run`: the program's own, 128+N for a signal, "
+                     "124/123/122/121/120/119 for a limit, 125 picoproc's own failure, 126 cannot "
+                     "execute, 127 not found (details: picoproc run --help)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a program in a picoprocess")
+    run = sub.add_parser("run", help="run a program in a picoprocess",
+                         usage="picoproc run [options] -- PROG [ARGS...]",
+                         description="Run PROG as a picoprocess under the default manifest (or "
+                         "--manifest FILE) with the flags below layered on top.",
+                         epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--raw", action="store_true",
                      help="no library OS: a static program under the filter alone; any call outside the ABI kills it")
     run.add_argument("--backend", default="pico", metavar="NAME",
                      help="pico (default), or a comparison backend: native, container, bwrap, gvisor, ptrace, ...")
+    run.add_argument("-u", "--user", metavar="UID[:GID]",
+                     help="run as this host user (as root only; never 0); default as root: the owner "
+                     "of the writable mounts if they have one owner, else nobody")
+    run.add_argument("--stop-timeout", type=_stop_timeout, default=10.0, metavar="S",
+                     help="after passing a stop signal (TERM, INT, HUP, QUIT) to the program, kill it "
+                     "if it still runs S seconds later (default 10)")
     run.add_argument("--audit", metavar="FILE", help="write every mediated call's audit record (JSONL)")
-    run.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stderr)")
+    run.add_argument("--json", metavar="FILE",
+                     help="write the result as JSON ('-' for stderr), also when the run cannot start")
     add_cli_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     run.set_defaults(func=_cmd_run)
 
-    abi = sub.add_parser("abi", help="print the ABI table")
+    manifest = sub.add_parser("manifest", help="print the effective manifest of a run as TOML",
+                              usage="picoproc manifest [run's manifest options]",
+                              description="Print, as TOML, the manifest `picoproc run` would use "
+                              "with these options (the default or --manifest FILE, flags on top).")
+    add_cli_options(manifest)
+    manifest.set_defaults(func=_cmd_manifest)
+
+    abi = sub.add_parser("abi", help="print the ABI table, or how Linux calls are handled")
+    abi.add_argument("names", nargs="*", metavar="NAME",
+                     help="only these calls (names or numbers), described in full")
     abi.add_argument("--json", action="store_true", help="machine-readable")
     abi.add_argument("--linux", action="store_true",
                      help="how every x86-64 Linux syscall is handled: direct, emulated, mediated or refused")
@@ -216,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
 
         def _no_bench(_args) -> int:
             print(reason, file=sys.stderr)
-            return 1
+            return EXIT_PICOPROC_ERROR
 
         missing.set_defaults(func=_no_bench)
     else:
@@ -224,10 +502,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_target(argv: list[str]) -> str | None:
+    """``--json FILE`` of a ``run`` whose options argparse refused, so that
+    even that failure leaves its JSON result."""
+    if "run" not in argv:
+        return None
+    args = argv[argv.index("run") + 1:]
+    if "--" in args:
+        args = args[:args.index("--")]
+    for i, a in enumerate(args):
+        if a == "--json" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--json="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.version:
+            print(_version())
+            return 0
         if getattr(args, "command", None) and args.command[0] == "--":
             args.command = args.command[1:]
         if not getattr(args, "func", None):
@@ -235,12 +533,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
+        target = _json_target(argv)
+        if target:
+            command = argv[argv.index("--") + 1:] if "--" in argv else []
+            _write_json(target, Result.failed_start(command, "pico", EXIT_PICOPROC_ERROR,
+                                                    str(exc)).to_json())
+        return EXIT_PICOPROC_ERROR
     except ImportError as exc:
         # A missing or stale C module (picoproc.native.NativeModuleError) is an
         # installation problem: one line saying so, not a traceback.
         print(f"picoproc: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PICOPROC_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

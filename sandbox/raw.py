@@ -9,7 +9,10 @@ the filter itself and to drive the monitor with hand-written guests.
 from __future__ import annotations
 
 import os
+import re
+import select
 import signal
+import time
 
 from picoproc.image import ImageError  # noqa: F401  (re-exported: callers catch it from here)
 from picoproc.spawn import (  # noqa: F401  (re-exported)
@@ -81,3 +84,64 @@ def run_raw(
         except ChildProcessError:
             pass
         raise
+
+
+# audit(7) record type AUDIT_SECCOMP: the kernel logs every seccomp kill
+# (kernel.seccomp.actions_logged has kill_process by default) and prints it
+# to the kernel log when no audit daemon takes it.
+_SECCOMP_RECORD = re.compile(rb"type=1326 .*?\bpid=(\d+)\b.*?\bsyscall=(\d+)\b")
+
+
+class SeccompKillLog:
+    """Which system call a raw-mode program was killed for.  The exit status
+    says only SIGSYS; the kernel's own seccomp log record says the call.
+    Read from /dev/kmsg (root, or kernel.dmesg_restrict = 0), from the
+    position it had when this object was made; ``available`` is False when
+    the log cannot be read."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self._fd = -1
+            return
+        try:
+            os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError:
+            self.close()
+
+    @property
+    def available(self) -> bool:
+        return self._fd >= 0
+
+    def find(self, pid: int, timeout: float = 1.0) -> int | None:
+        """The syscall number the kernel killed ``pid`` (a host pid) for, or
+        None.  The record is written by the kernel's audit thread shortly
+        after the kill: waits at most ``timeout`` seconds for it."""
+        if self._fd < 0:
+            return None
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            while True:
+                try:
+                    record = os.read(self._fd, 8192)
+                except BlockingIOError:
+                    break
+                except BrokenPipeError:
+                    continue  # records were overwritten before we read them
+                except OSError:
+                    return None
+                m = _SECCOMP_RECORD.search(record)
+                if m and int(m.group(1)) == pid:
+                    return int(m.group(2))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            poller.poll(max(1, int(left * 1000)))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -187,7 +187,7 @@ def test_audit_jsonl_and_json_result_from_the_cli(tmp_path):
         assert {"time_ns", "pid", "call", "decision", "errno"} <= r.keys()
     doc = json.loads(result_file.read_text())
     assert doc["exit_code"] == proc.returncode == 1
-    assert doc["calls"]["mediated_denied"] >= 1
+    assert doc["counts"]["mediated_denied"] >= 1
     assert doc["reason"] == "exited with status 1"
 
 

@@ -292,7 +292,8 @@ def test_timeout_kills_the_run(backend, tree):
     result = backend.run(
         make_manifest(data, scratch), ["/bin/sh", "-c", "echo started; exec sleep 30"], timeout=1.5
     )
-    assert result.timed_out and result.reason == "wall_time" and result.returncode != 0
+    assert result.timed_out and result.limit == "wall_time" and result.returncode != 0
+    assert result.exit_status == 124 and "wall-time" in result.reason
     assert result.stdout == b"started\n"
 
 
@@ -304,7 +305,7 @@ def test_output_limit_kills_the_run(backend, tree):
         f"{BUSYBOX or 'busybox'} yes picoproc | {BUSYBOX or 'busybox'} head -c 50000000; sleep 30"
     )
     result = run(backend, manifest, ["/bin/sh", "-c", script])
-    assert result.reason == "output_bytes" and not result.timed_out and result.returncode != 0
+    assert result.limit == "output" and not result.timed_out and result.exit_status == 123
     assert len(result.stdout) == 100_000 and result.stdout.startswith(b"picoproc\npicoproc\n")
     assert any(n.startswith("limits.output_bytes: killed") for n in result.notes)
 
@@ -561,7 +562,8 @@ def test_signal_death_is_reported(tree):
     result = get_backend("native").run(
         make_manifest(data, scratch), ["/bin/sh", "-c", "kill -9 $$"]
     )
-    assert result.signal == 9 and result.exit_code is None and result.returncode == 137
+    assert result.signal == 9 and result.exit_code is None and result.returncode == -9
+    assert result.status == 137
 
 
 @pytest.mark.parametrize("name", ["container", "container-crun", "gvisor"])

@@ -713,7 +713,7 @@ def test_cli_table_is_aligned_and_says_yes_or_no():
 
 def test_cli_rejects_an_unknown_doctor_flag():
     proc = _picoproc("doctor", "--bogus")
-    assert proc.returncode == 2
+    assert proc.returncode == 125
     assert (
         proc.stderr.count("\n") == 1 and "--bogus" in proc.stderr and "Traceback" not in proc.stderr
     )

@@ -211,7 +211,7 @@ class BackendRunner:
             else:
                 r = self._backend.run(self.manifest, list(argv), capture=True, timeout=timeout)
                 wall = time.perf_counter() - t0
-                status, out, err = r.returncode, r.stdout or b"", r.stderr or b""
+                status, out, err = r.status, r.stdout or b"", r.stderr or b""
                 timed_out = r.timed_out
                 why_end = f"exit status {status}"
                 mediated = None

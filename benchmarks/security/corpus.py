@@ -127,7 +127,7 @@ class Run:
     def summary(self) -> str:
         r = self.result
         end = f"signal {r.signal}" if r.signal is not None else f"exit {r.exit_code}"
-        return end + (f", reason {r.reason}" if r.reason else "")
+        return end + (f", limit {r.limit}" if r.limit else "")
 
 
 def run_guest(ctx: Ctx, case_args: list[str], *, manifest=None, timeout=60.0, **observer_kw) -> Run:
@@ -820,7 +820,7 @@ def case_cpuburn(ctx: Ctx) -> CaseResult:
     cpu = (r.rusage or {}).get("ru_utime", 0.0) + (r.rusage or {}).get("ru_stime", 0.0)
     ended = (
         f"killed by {signal.Signals(r.signal).name}" if r.signal else f"exit {r.exit_code}"
-    ) + (f", backend reason {r.reason}" if r.reason else "")
+    ) + (f", backend stopped it: {r.limit} limit" if r.limit else "")
     ev = [
         (
             f"run ended: {ended}; CPU time of the backend's tree {cpu:.2f} s (limit {p.cpu_limit} s); "

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
+import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from picoproc.manifest import Manifest
+from picoproc.result import Result, Usage
+from picoproc.signals import SignalRelay, forwarded_blocked, unblock_in_child
 
 # What a manifest can ask for, by key.  A backend lists the keys it cannot
 # express in ``Backend.unsupported`` with the reason; the tests assert that a
@@ -51,30 +54,9 @@ class ManifestNotExpressible(BackendError):
     """The backend cannot express this manifest at all (one line naming what)."""
 
 
-@dataclasses.dataclass
-class BackendResult:
-    backend: str
-    exit_code: int | None  # None when the guest was killed by a signal
-    signal: int | None  # the signal that ended the guest, else None
-    stdout: bytes | None  # None when not captured
-    stderr: bytes | None
-    wall_time_s: float
-    rusage: (
-        dict[str, float] | None
-    )  # ru_utime/ru_stime seconds, ru_maxrss KiB (of the backend's tree)
-    timed_out: bool = False
-    # Why the backend ended the run early: "wall_time" or "output_bytes"; None if it ran to its end.
-    reason: str | None = None
-    # The backend's limitations that apply to this manifest, as "key: reason",
-    # and anything else about the run a reader of the result must know.
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def returncode(self) -> int:
-        """The shell convention: the exit code, or 128+N for signal N."""
-        if self.signal is not None:
-            return 128 + self.signal
-        return self.exit_code if self.exit_code is not None else 255
+# Every backend returns the one result shape (picoproc.result.Result); the
+# old name stays for callers that import it from here.
+BackendResult = Result
 
 
 def uses_feature(manifest: Manifest, key: str) -> bool:
@@ -182,26 +164,39 @@ class Backend:
         stdin: bytes | None = None,
         capture: bool = True,
         timeout: float | None = None,
-    ) -> BackendResult:
+        forward_signals: bool = False,
+        stop_timeout: float | None = None,
+    ) -> Result:
         """Runs ``argv`` under this backend with ``manifest``.  ``timeout`` (or the
-        manifest's wall-time limit, whichever is smaller) kills the run."""
+        manifest's wall-time limit, whichever is smaller) kills the run.
+        ``forward_signals``: signals sent to this process reach the run (see
+        picoproc.signals), which is killed ``stop_timeout`` seconds after
+        the first stop signal."""
         if not argv:
             raise ValueError("argv is empty: nothing to run")
         ok, reason = self.available()
         if not ok:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable: {reason}")
         limits = [t for t in (timeout, manifest.limits.wall_time_s) if t is not None]
-        result = self._run(
-            manifest,
-            list(argv),
-            stdin=stdin,
-            capture=capture,
-            timeout=min(limits) if limits else None,
-        )
+        _options.forward_signals = forward_signals
+        _options.stop_timeout = stop_timeout
+        try:
+            result = self._run(
+                manifest,
+                list(argv),
+                stdin=stdin,
+                capture=capture,
+                timeout=min(limits) if limits else None,
+            )
+        finally:
+            _options.forward_signals = False
+            _options.stop_timeout = None
+        result.argv = list(argv)
+        result.backend = self.name
         result.notes[:0] = self.applicable_limitations(manifest)
         return result
 
-    def _run(self, manifest, argv, *, stdin, capture, timeout) -> BackendResult:
+    def _run(self, manifest, argv, *, stdin, capture, timeout) -> Result:
         raise NotImplementedError
 
 
@@ -286,6 +281,17 @@ class _RusagePopen(subprocess.Popen):
         return (pid, sts)
 
 
+class _RunOptions(threading.local):
+    """What Backend.run passes down to run_process without every backend's
+    _run having to carry it."""
+
+    forward_signals = False
+    stop_timeout: float | None = None
+
+
+_options = _RunOptions()
+
+
 def run_process(
     backend: str,
     cmd: Sequence[str],
@@ -301,12 +307,17 @@ def run_process(
     preexec: Callable[[], None] | None = None,
     on_timeout: Callable[[], None] | None = None,
     cgroup=None,
-) -> BackendResult:
-    """Runs ``cmd`` in its own session.  On timeout, or when captured output
-    passes ``output_limit`` bytes, kills the whole session (SIGKILL to the
-    process group), then calls ``on_timeout`` for what lives outside it."""
+) -> Result:
+    """Runs ``cmd`` in its own session.  On timeout, when captured output
+    passes ``output_limit`` bytes, or at the end of the stop timeout after a
+    relayed stop signal, kills the whole session (SIGKILL to the process
+    group), then calls ``on_timeout`` for what lives outside it."""
 
     join_files = cgroup.join_files() if cgroup is not None else []
+    forward = _options.forward_signals
+    # exec keeps the signal mask: a run started while picoproc holds the
+    # relayed signals blocked must get them back.
+    unblock = forward or forwarded_blocked()
 
     def child_setup():
         # Joined before exec, so everything the launcher starts is counted.
@@ -315,34 +326,51 @@ def run_process(
                 f.write("0")
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
+        if unblock:
+            unblock_in_child()
         if preexec is not None:
             preexec()
 
     pipe = subprocess.PIPE if capture else None
     start = time.monotonic()
-    proc = _RusagePopen(
-        list(cmd),
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=pipe,
-        stderr=pipe,
-        start_new_session=True,
-        pass_fds=tuple(pass_fds),
-        preexec_fn=child_setup if (rlimits or preexec or join_files) else None,
-    )
-    notes: list[str] = []
-    stop_reason = None
+    relay = None
+    if forward:
+        relay = SignalRelay(_options.stop_timeout if _options.stop_timeout is not None else 10.0)
+        relay.__enter__()
     try:
-        out, err, why = _collect(proc, stdin, timeout, output_limit if capture else None)
+        proc = _RusagePopen(
+            list(cmd),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=pipe,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+            preexec_fn=child_setup if (rlimits or preexec or join_files or unblock) else None,
+        )
+    except BaseException:
+        if relay is not None:
+            relay.__exit__(None, None, None)
+        raise
+    notes: list[str] = []
+    limit = None
+    stopped_by = None
+    try:
+        out, err, why = _collect(proc, stdin, timeout, output_limit if capture else None, relay)
         if why is not None:
-            stop_reason = "wall_time" if why.startswith("timed out") else "output_bytes"
+            if why.startswith("timed out"):
+                limit = "wall_time"
+            elif why.startswith("stopped"):
+                stopped_by = relay.first_stop.signo
+            else:
+                limit = "output"
             _kill_group(proc.pid)
             if on_timeout is not None:
                 on_timeout()
             notes.append(why)
             # Whatever still holds the pipes outside the process group gets a bounded grace period.
-            more_out, more_err, _ = _collect(proc, None, _DRAIN_AFTER_KILL_S, None)
+            more_out, more_err, _ = _collect(proc, None, _DRAIN_AFTER_KILL_S, None, None)
             out, err = out + more_out, err + more_err
         if output_limit is not None and capture:
             out, err = out[:output_limit], err[: max(0, output_limit - len(out))]
@@ -352,6 +380,8 @@ def run_process(
         proc.wait()
         raise
     finally:
+        if relay is not None:
+            relay.__exit__(None, None, None)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
@@ -359,6 +389,7 @@ def run_process(
             hits = cgroup.stats().pids_limit_hits
             if hits:
                 notes.append(f"limits.pids: {hits} fork(s) refused by the run's cgroup")
+                limit = limit or "pids"
             try:
                 cgroup.remove()  # kills anything the run left behind
             except OSError as exc:
@@ -367,30 +398,42 @@ def run_process(
     rc = proc.returncode
     if output_limit is not None and not capture:
         notes.append("limits.output_bytes: output is not captured, so it is not limited")
-    return BackendResult(
+    ru = proc.rusage
+    return Result(
+        argv=list(cmd),
         backend=backend,
         exit_code=rc if rc >= 0 else None,
         signal=-rc if rc < 0 else None,
+        limit=limit,
         stdout=out if capture else None,
         stderr=err if capture else None,
-        wall_time_s=wall,
-        rusage=_rusage_dict(proc.rusage),
-        timed_out=stop_reason == "wall_time",
-        reason=stop_reason,
+        usage=Usage(
+            wall_time_s=wall,
+            cpu_user_s=ru.ru_utime if ru else 0.0,
+            cpu_system_s=ru.ru_stime if ru else 0.0,
+            max_rss_kb=ru.ru_maxrss if ru else 0,
+            output_bytes=len(out) + len(err) if capture else 0,
+        ),
+        # What a backend cannot count is None, so every result has the same keys.
+        counts={"mediated": None, "emulated": None, "direct": None},
         notes=notes,
+        stopped_by=stopped_by,
     )
 
 
 _DRAIN_AFTER_KILL_S = 5.0
 
 
-def _collect(proc, stdin: bytes | None, timeout: float | None, output_limit: int | None):
-    """Feeds stdin and reads stdout/stderr until both close.  Returns (out,
-    err, None), or (out, err, reason) when the deadline or the output limit
-    is hit first."""
+def _collect(proc, stdin: bytes | None, timeout: float | None, output_limit: int | None,
+             relay: SignalRelay | None = None):
+    """Feeds stdin and reads stdout/stderr until both close, passing the
+    signals ``relay`` catches on to the process.  Returns (out, err, None),
+    or (out, err, reason) when the deadline, the output limit or the stop
+    timeout is hit first."""
     import selectors
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    stop_deadline = None
     chunks: dict[int, list[bytes]] = {}
     total = 0
     sel = selectors.DefaultSelector()
@@ -406,12 +449,22 @@ def _collect(proc, stdin: bytes | None, timeout: float | None, output_limit: int
                 sel.register(proc.stdin, selectors.EVENT_WRITE)
             else:
                 proc.stdin.close()
-        while sel.get_map():
-            wait = None if deadline is None else deadline - time.monotonic()
+        if relay is not None:
+            sel.register(relay.fileno(), selectors.EVENT_READ)
+        while len(sel.get_map()) > (relay is not None):
+            now = time.monotonic()
+            wait = None if deadline is None else deadline - now
             if wait is not None and wait <= 0:
                 return _joined(proc, chunks) + (f"timed out: killed after {timeout:.3f} s",)
+            if stop_deadline is not None:
+                if stop_deadline <= now:
+                    return _joined(proc, chunks) + (_stopped(relay),)
+                wait = stop_deadline - now if wait is None else min(wait, stop_deadline - now)
             for key, _ in sel.select(wait):
                 f = key.fileobj
+                if relay is not None and f == relay.fileno():
+                    stop_deadline = _relay_signals(proc, relay, stop_deadline)
+                    continue
                 if f is proc.stdin:
                     try:
                         pending = pending[os.write(f.fileno(), pending[:65536]) :]
@@ -431,6 +484,22 @@ def _collect(proc, stdin: bytes | None, timeout: float | None, output_limit: int
                     return _joined(proc, chunks) + (
                         f"limits.output_bytes: killed after more than {output_limit} bytes of output",
                     )
+        while relay is not None and proc.poll() is None:
+            # Output is closed but the process lives on: keep relaying.
+            now = time.monotonic()
+            ends = [d for d in (deadline, stop_deadline) if d is not None]
+            if ends and min(ends) <= now:
+                why = _stopped(relay) if stop_deadline is not None and stop_deadline <= now \
+                    else f"timed out: killed after {timeout:.3f} s"
+                return _joined(proc, chunks) + (why,)
+            pidfd = os.pidfd_open(proc.pid)
+            try:
+                ready = select.select([pidfd, relay.fileno()], [], [],
+                                      min(ends) - now if ends else None)[0]
+            finally:
+                os.close(pidfd)
+            if relay.fileno() in ready:
+                stop_deadline = _relay_signals(proc, relay, stop_deadline)
         if deadline is None:
             proc.wait()
         else:
@@ -441,6 +510,27 @@ def _collect(proc, stdin: bytes | None, timeout: float | None, output_limit: int
         return _joined(proc, chunks) + (None,)
     finally:
         sel.close()
+
+
+def _relay_signals(proc, relay: SignalRelay, stop_deadline: float | None) -> float | None:
+    """Passes what ``relay`` caught on to the process (it runs in a session
+    of its own, so even a terminal's signals did not reach it); returns the
+    stop deadline, set at the first stop signal."""
+    for caught in relay.read():
+        try:
+            os.kill(proc.pid, caught.signo)
+        except ProcessLookupError:
+            pass
+        if caught.stops and stop_deadline is None:
+            stop_deadline = time.monotonic() + relay.stop_timeout
+    return stop_deadline
+
+
+def _stopped(relay: SignalRelay) -> str:
+    from picoproc.result import signal_name
+
+    return (f"stopped: still running {relay.stop_timeout:g} s after "
+            f"{signal_name(relay.first_stop.signo)}; killed")
 
 
 def _joined(proc, chunks) -> tuple[bytes, bytes]:
@@ -489,4 +579,4 @@ def require_smoke_run(backend: Backend, failure: str, timeout: float) -> None:
     probe = backend._run(probe_manifest(), ["/bin/true"], stdin=None, capture=True, timeout=timeout)
     if probe.returncode != 0:
         msg = (probe.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise BackendUnavailable(f"{failure}: {msg[-1] if msg else probe.returncode}")
+        raise BackendUnavailable(f"{failure}: {msg[-1] if msg else probe.status}")

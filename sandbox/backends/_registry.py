@@ -75,6 +75,8 @@ def run_with_backend(
     stdin: bytes | None = None,
     capture: bool = True,
     timeout: float | None = None,
+    forward_signals: bool = False,
+    stop_timeout: float | None = None,
 ) -> BackendResult:
     """``picoproc run --backend NAME``: runs under exactly that backend or raises
     BackendUnavailable / ManifestNotExpressible; never falls back to another."""
@@ -82,4 +84,5 @@ def run_with_backend(
     ok, reason = backend.available()
     if not ok:
         raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
-    return backend.run(manifest, argv, stdin=stdin, capture=capture, timeout=timeout)
+    return backend.run(manifest, argv, stdin=stdin, capture=capture, timeout=timeout,
+                       forward_signals=forward_signals, stop_timeout=stop_timeout)

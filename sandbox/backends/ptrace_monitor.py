@@ -636,7 +636,7 @@ if __package__:
                         f"ptrace: {stats['syscall_stops']} syscall stops, {stats['denied']} calls denied"
                     )
                     result.notes += [f"ptrace denied: {d}" for d in stats["denials"]]
-                elif result.reason is None:  # not killed by a limit: the monitor itself failed
+                elif result.limit is None and result.stopped_by is None:  # not killed by a limit: the monitor itself failed
                     raise BackendError("ptrace: the monitor died without reporting (see stderr)")
                 return result
             finally:
