@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,11 @@ def test_smoke_exits_zero_and_shows_progress(smoke):
                  "python3 -c imports round 1/1: native", "scale 32 clients"):
         assert what in proc.stderr, f"no progress line for {what!r}"
     assert "finished in" in proc.stderr
+    # Every line says which step of how many, and the time so far.
+    steps = re.findall(r"^\[ *(\d+)/(\d+) +[\d.]+ s\] ", proc.stderr, re.MULTILINE)
+    assert steps and len(steps) == len(proc.stderr.splitlines()), proc.stderr[-2000:]
+    totals = {int(total) for _, total in steps}
+    assert len(totals) == 1 and int(steps[-1][0]) == totals.pop(), steps[-3:]
 
 
 def test_smoke_markdown_tables_are_well_formed(smoke):
@@ -257,7 +263,7 @@ def test_targets_report_met_missed_and_by_how_much():
 def test_bad_options_are_one_line_errors(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "picoproc.bench.perf", *argv], capture_output=True, text=True,
                           timeout=120, check=False, cwd=tmp_path)
-    assert proc.returncode == 2
+    assert proc.returncode == 125
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""

@@ -27,6 +27,7 @@ docs/SECURITY.md (``python -m picoproc.bench.security.report``).
 from __future__ import annotations
 
 import json
+import re
 import os
 import pathlib
 import signal
@@ -510,7 +511,7 @@ def _cli(*args, timeout=300):
 )
 def test_cli_bad_input_is_one_line(args, needle):
     proc = _cli(*args)
-    assert proc.returncode == 2
+    assert proc.returncode == 125
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
@@ -521,6 +522,9 @@ def test_cli_surface_json(guests_built, tmp_path):
     proc = _cli("surface", "--backends", "pico-raw", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("| backend |") and "| pico-raw |" in proc.stdout
+    # Progress by default: the native reference, then each backend, n/N and elapsed time.
+    assert re.search(r"^\[1/2 +[\d.]+ s\] surface: native", proc.stderr, re.MULTILINE), proc.stderr
+    assert re.search(r"^\[2/2 +[\d.]+ s\] surface: pico-raw$", proc.stderr, re.MULTILINE)
     doc = json.loads(out.read_text())
     (r,) = doc["results"]
     assert r["backend"] == "pico-raw" and r["counts"]["kernel"] == len(r["reachable"])
@@ -546,3 +550,11 @@ def test_cli_security_json(guests_built, tmp_path):
         ("tcp-loopback", "escaped"),
     ]
     assert "| native | 0 | 0 | 2 | 0 |" in proc.stdout
+    steps = re.findall(r"^\[(\d)/(\d) +[\d.]+ s\] security: native (\S+)$", proc.stderr, re.MULTILINE)
+    assert steps == [("1", "2", "secret-read"), ("2", "2", "tcp-loopback")], proc.stderr
+
+
+def test_cli_quiet_prints_no_progress(guests_built):
+    proc = _cli("security", "--backends", "native", "--cases", "secret-read", "--quick", "-q")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "| native |" in proc.stdout

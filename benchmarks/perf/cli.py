@@ -14,6 +14,7 @@ import pathlib
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent.parent / "docs"
+EXIT_USAGE = 125  # picoproc's own usage errors (docker run's status)
 
 
 def _backend_list(text: str) -> list[str]:
@@ -34,6 +35,8 @@ def add_perf_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                                                             "one bar per backend, log scale")
     parser.add_argument("--only", type=_backend_list, metavar="SECTION,...",
                         help="run only these sections: calls, startup, apps, scale")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr (step n/N, elapsed time)")
     parser.add_argument("--factor", type=_factor, default=1.0, metavar="F",
                         help="multiply every repetition count and input size by F (e.g. 0.1 to check the "
                              "plumbing in seconds; the numbers are then noise)")
@@ -83,20 +86,22 @@ def _check_args(args) -> str | None:
 
 
 def run_perf_command(args, profile=None) -> int:
-    """Runs the suite; Markdown to stdout, progress to stderr.  Exit 2 for a
-    usage error; 0 otherwise (targets are reported, never asserted)."""
+    """Runs the suite; Markdown to stdout, progress to stderr (unless -q).
+    Exit 125 for a usage error; 0 otherwise (targets are reported, never
+    asserted)."""
     from .report import evaluate_targets, markdown, plot
     from .suite import run_suite
 
     problem = _check_args(args)
     if problem:
         print(f"picoproc bench perf: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
-        doc = run_suite(args.backends, profile=profile or _profile(args), sections=args.only)
+        doc = run_suite(args.backends, profile=profile or _profile(args), sections=args.only,
+                        progress=None if getattr(args, "quiet", False) else sys.stderr)
     except ValueError as exc:
         print(f"picoproc bench perf: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     doc["targets"] = evaluate_targets(doc)
     sys.stdout.write(markdown(doc))
     if args.json:
@@ -115,18 +120,19 @@ def write_docs(args, profile=None) -> int:
     problem = _check_args(args)
     if problem:
         print(f"picoproc bench perf: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if getattr(args, "from_json", None):
         try:
             doc = json.loads(pathlib.Path(args.from_json).read_text())
         except (OSError, ValueError) as exc:
             print(f"picoproc bench perf: --from-json {args.from_json}: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         if doc.get("schema") != "picoproc-perf/1":
             print(f"picoproc bench perf: --from-json {args.from_json}: not a picoproc-perf/1 result", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     else:
-        doc = run_suite(args.backends, profile=profile or _profile(args), sections=args.only)
+        doc = run_suite(args.backends, profile=profile or _profile(args), sections=args.only,
+                        progress=None if getattr(args, "quiet", False) else sys.stderr)
     doc["targets"] = evaluate_targets(doc)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "performance.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from ..progress import Progress as BaseProgress
 from . import stats, workloads
 from .machine import describe_machine
 
@@ -22,23 +23,24 @@ SCHEMA = "picoproc-perf/1"
 SCALE_BACKENDS = ("native", "pico")
 
 
-class Progress:
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-        self.t0 = time.monotonic()
+class Progress(BaseProgress):
+    """The shared n/N progress (picoproc.bench.progress) with the perf
+    suite's "workload x backend ... done in N s" steps."""
 
-    def note(self, text: str) -> None:
-        if self.stream is not None:
-            self.stream.write(f"[{time.monotonic() - self.t0:7.1f} s] {text}\n")
-            self.stream.flush()
+    def __init__(self, stream: TextIO | None, total: int = 0) -> None:
+        super().__init__(total, stream)
 
     def step(self, what: str, backend: str, fn, *args, **kwargs):
         t = time.monotonic()
-        self.note(f"{what} x {backend} ...")
+        super().step(f"{what} x {backend} ...")
         result = fn(*args, **kwargs)
         err = result.get("error") if isinstance(result, dict) else None
         self.note(f"{what} x {backend}: {'FAILED: ' + err if err else 'done'} in {time.monotonic() - t:.1f} s")
         return result
+
+    def begin(self, text: str) -> None:
+        """A step that reports its own lines (through note)."""
+        BaseProgress.step(self, text)
 
 
 def select_backends(requested: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -72,7 +74,7 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
     prof = profile or (workloads.QUICK if quick else workloads.FULL)
     sections = list(sections or ("calls", "startup", "apps", "scale"))
     names, unavailable = select_backends(backends)
-    pr = Progress(progress)
+    pr = Progress(progress, _count_steps(names, sections, prof))
     pr.note(f"picoproc perf ({prof.name}): backends {', '.join(names)}"
             + (f"; unavailable: {', '.join(unavailable)}" if unavailable else ""))
     doc: dict = {
@@ -88,6 +90,7 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
         manifest = workloads.suite_manifest(work)
         runners = {n: workloads.BackendRunner(n, manifest) for n in names}
         if "calls" in sections:
+            pr.begin("call classes")
             doc["calls"] = workloads.measure_call_classes(names, runners, work, prof, pr.note)
             _add_ratios_calls(doc["calls"])
         if "startup" in sections:
@@ -108,6 +111,22 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
     doc["elapsed_s"] = time.monotonic() - pr.t0
     pr.note(f"finished in {doc['elapsed_s']:.1f} s")
     return doc
+
+
+def _count_steps(names: Sequence[str], sections: Sequence[str], prof) -> int:
+    """How many steps run_suite announces (for the n/N of its progress)."""
+    from picoproc.manifest import default_manifest
+
+    n = 0
+    if "calls" in sections:
+        n += 1
+    if "startup" in sections:
+        n += 2 + len(names)  # bare, the interleaved API runs, one CLI step per backend
+    if "apps" in sections:
+        n += len(workloads.applications(default_manifest()))  # skipped ones are announced too
+    if "scale" in sections:
+        n += len([b for b in SCALE_BACKENDS if b in names]) * len(prof.scale_ns)
+    return n
 
 
 def _backend_versions(names: Sequence[str]) -> dict[str, str]:
@@ -134,6 +153,7 @@ def _startup(names, runners, prof, pr) -> dict:
     def runs_of(n):
         return prof.startup_runs_slow if n in workloads.SLOW_BACKENDS else prof.startup_runs
 
+    pr.begin("start-up /bin/true (API), every backend interleaved")
     out["api"].update(workloads.interleaved(names, runs_of, lambda n: workloads.run_true(runners[n]),
                                             pr.note, "start-up /bin/true (API)", scale=1000.0, unit="ms"))
     for n in names:
@@ -160,6 +180,7 @@ def _apps(names, runners, manifest, work, prof, pr) -> dict:
     for app in workloads.applications(manifest):
         entry: dict = {"label": app.label, "results": {}}
         out[app.key] = entry
+        pr.begin(app.label)
         if app.skip:
             entry["skipped"] = app.skip
             pr.note(f"{app.label}: skipped: {app.skip}")

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-EXIT_USAGE = 2
+EXIT_USAGE = 125  # picoproc's own usage errors (docker run's status)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -29,15 +29,11 @@ def _write_json(target: str, doc) -> None:
         f.write("\n")
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def cmd_surface(args) -> int:
     from . import surface
 
     try:
-        results = surface.run_surface(_split(args.backends), log=_log if args.verbose else None)
+        results = surface.run_surface(_split(args.backends), quiet=args.quiet)
     except ValueError as exc:
         print(f"picoproc bench surface: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -57,7 +53,7 @@ def cmd_security(args) -> int:
             _split(args.backends),
             _split(args.cases),
             quick=args.quick,
-            log=_log if args.verbose else None,
+            quiet=args.quiet,
         )
     except ValueError as exc:
         print(f"picoproc bench security: {exc}", file=sys.stderr)
@@ -72,6 +68,13 @@ def cmd_security(args) -> int:
             {"suite": "security", "quick": args.quick, "results": [r.to_json() for r in results]},
         )
     return 0
+
+
+def _progress_options(parser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr (step n/N, elapsed time)")
+    # Progress is on by default now; -v is still accepted.
+    parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_security_suites(bench_subparsers) -> None:
@@ -89,7 +92,7 @@ def add_security_suites(bench_subparsers) -> None:
     surface.add_argument(
         "--list", action="store_true", help="also list the reachable calls of each backend"
     )
-    surface.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    _progress_options(surface)
     surface.set_defaults(func=cmd_surface)
 
     security = sub.add_parser("security", help="escape and abuse corpus, per backend")
@@ -102,7 +105,7 @@ def add_security_suites(bench_subparsers) -> None:
     security.add_argument(
         "--evidence", action="store_true", help="also print the evidence per case"
     )
-    security.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    _progress_options(security)
     security.set_defaults(func=cmd_security)
 
 

@@ -1136,7 +1136,8 @@ def run_case(case: Case, ctx: Ctx) -> CaseResult:
 
 
 def run_security(
-    backends: list[str] | None = None, cases: list[str] | None = None, *, quick=False, log=None
+    backends: list[str] | None = None, cases: list[str] | None = None, *, quick=False,
+    quiet: bool = True, progress=None
 ) -> list[CaseResult]:
     from picoproc.backends import all_backends, backend_names, get_backend
 
@@ -1149,17 +1150,19 @@ def run_security(
         CASES_BY_ID[c] if c in CASES_BY_ID else _unknown_case(c) for c in (cases or CASES_BY_ID)
     ]
     params = Params.quick() if quick else Params()
+    from picoproc.bench.progress import Progress
+
+    pr = progress or Progress(len(wanted) * len(selected), quiet=quiet)
     rd = harness.make_run_dir()
     out: list[CaseResult] = []
     try:
         for name in wanted:
             ok, why = get_backend(name).available()
             for case in selected:
+                pr.step(f"security: {name} {case.id}" + ("" if ok else " (backend unavailable)"))
                 if not ok:
                     out.append(CaseResult(case.id, name, NA, [f"backend unavailable: {why}"]))
                     continue
-                if log:
-                    log(f"security: {name} {case.id}")
                 out.append(run_case(case, Ctx(rd, name, params)))
     finally:
         harness.kill_leftovers(rd.token)

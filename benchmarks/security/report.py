@@ -178,13 +178,13 @@ def _params_text(quick: bool) -> str:
     )
 
 
-def build(backends, quick: bool, command: str, log=None) -> str:
+def build(backends, quick: bool, command: str, quiet: bool = False) -> str:
     from picoproc.abi import linux
     from picoproc.abi.table import load_table
 
-    surf = surface.run_surface(backends, log=log)
+    surf = surface.run_surface(backends, quiet=quiet)
     sec_backends = [b for b in (backends or [r.backend for r in surf]) if b != "pico-raw"]
-    sec = corpus.run_security(sec_backends, quick=quick, log=log)
+    sec = corpus.run_security(sec_backends, quick=quick, quiet=quiet)
     text = HEADER.format(
         command=command,
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -218,9 +218,7 @@ def main(argv=None) -> int:
         + (" --quick" if args.quick else "")
     )
     try:
-        text = build(
-            backends, args.quick, command, log=lambda m: print(m, file=sys.stderr, flush=True)
-        )
+        text = build(backends, args.quick, command)
     except ValueError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2

@@ -576,7 +576,10 @@ def available_backends() -> list[str]:
     return ["pico-raw"] + names
 
 
-def run_surface(backends: list[str] | None = None, *, log=None) -> list[SurfaceResult]:
+def run_surface(backends: list[str] | None = None, *, quiet: bool = True,
+                progress=None) -> list[SurfaceResult]:
+    """Probes every backend in ``backends``; progress (step n/N, elapsed) on
+    stderr unless ``quiet`` (or into a given picoproc.bench.progress.Progress)."""
     from picoproc.backends import backend_names, get_backend
 
     known = ["pico-raw", *backend_names()]
@@ -585,16 +588,19 @@ def run_surface(backends: list[str] | None = None, *, log=None) -> list[SurfaceR
         if name not in known:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join(known)}")
     cases = probe_cases()
+    from picoproc.bench.progress import Progress
+
+    pr = progress or Progress(len(wanted) + 1, quiet=quiet)
     rd = harness.make_run_dir()
     out: list[SurfaceResult] = []
     try:
         native_obs = None
+        pr.step("surface: native (the reference every backend is compared with)")
         if get_backend("native").available()[0]:
             native_run = run_probe_with_backend("native", rd, cases)
             native_obs = native_run.observations
         for name in wanted:
-            if log:
-                log(f"surface: {name}")
+            pr.step(f"surface: {name}")
             if name == "pico-raw":
                 run = run_probe_raw(rd, cases)
                 res = classify_pico_table(run, cases, "raw")
