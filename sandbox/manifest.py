@@ -573,8 +573,20 @@ class _Layer:
 
 
 def _guest_key(label: str) -> str:
-    """The key naming an item's guest path: ``mount[2].guest``, or the flag."""
-    return label if label.startswith("--") else f"{label}.guest"
+    """The key naming an item's guest path: ``mount[2].guest``, or the flag
+    (or apply_overrides keyword) that gave it."""
+    return label if label.startswith("--") or label in _KEYWORD_LABELS else f"{label}.guest"
+
+
+# apply_overrides' keyword arguments, by the picoproc run flag they stand for.
+OVERRIDE_KEYWORDS = {
+    "--volume": "volumes", "--mount": "mounts", "--tmpfs": "tmpfs", "--hide": "hide",
+    "--hide-name": "hide_names", "--net-connect": "net_connect", "--net-listen": "net_listen",
+    "--net-unix": "net_unix", "--env": "env", "--cwd": "cwd", "--hostname": "hostname",
+    "--timeout": "timeout", "--cpu-time": "cpu_time", "--memory": "memory", "--pids": "pids",
+    "--open-files": "open_files", "--output-limit": "output",
+}
+_KEYWORD_LABELS = frozenset(OVERRIDE_KEYWORDS.values()) - {"cwd"}
 
 
 def _layer_from_manifest(manifest: Manifest, name: str) -> _Layer:
@@ -1292,6 +1304,7 @@ def apply_overrides(
     output: Any = None,
     host_env: Mapping[str, str] | None = None,
     base_dir: str | None = None,
+    flag_names: bool = False,
 ) -> Manifest:
     """``manifest`` with the ``picoproc run`` flags layered on top (flags win).
 
@@ -1307,14 +1320,21 @@ def apply_overrides(
     the same guest path the later wins.  Relative host paths are relative to
     ``base_dir`` (default: the current directory).  ``manifest`` itself is
     taken as already valid (from load_manifest, default_manifest or
-    check_manifest).
+    check_manifest).  Errors name the keyword argument (``memory: "12Q" is
+    not a size``), or with ``flag_names`` the command-line flag
+    (``--memory: ...``).
     """
     host_env = os.environ if host_env is None else host_env
+
+    def n(flag: str) -> str:
+        """How errors name an argument: the flag, or the keyword."""
+        return flag if flag_names else OVERRIDE_KEYWORDS[flag]
+
     top = _Layer()
     by_guest: dict[str, tuple[str, Any]] = {}
-    for flag, values, parse in (("--volume", volumes, lambda v: _parse_volume_flag(v, base_dir)),
-                                ("--mount", mounts, lambda v: _parse_mount_flag(v, base_dir)),
-                                ("--tmpfs", tmpfs, _parse_tmpfs_flag)):
+    for flag, values, parse in ((n("--volume"), volumes, lambda v: _parse_volume_flag(v, base_dir)),
+                                (n("--mount"), mounts, lambda v: _parse_mount_flag(v, base_dir)),
+                                (n("--tmpfs"), tmpfs, _parse_tmpfs_flag)):
         for value in values:
             item = _field(flag, parse, value)
             previous = by_guest.get(item.guest)
@@ -1325,34 +1345,34 @@ def apply_overrides(
     top.mounts = [(flag, item) for flag, item in by_guest.values() if isinstance(item, Mount)]
     top.tmpfs = [(flag, item) for flag, item in by_guest.values() if isinstance(item, Tmpfs)]
     for value in hide:
-        top.hidden.append(("--hide", _field("--hide", _normalise_hidden, value)))
+        top.hidden.append((n("--hide"), _field(n("--hide"), _normalise_hidden, value)))
     for value in hide_names:
-        top.hidden_names.append(("--hide-name", _field("--hide-name", _parse_hidden_name, value)))
+        top.hidden_names.append((n("--hide-name"), _field(n("--hide-name"), _parse_hidden_name, value)))
     for value in net_connect:
-        top.net_connect.append(_field("--net-connect", parse_endpoint, value))
+        top.net_connect.append(_field(n("--net-connect"), parse_endpoint, value))
     for value in net_listen:
-        top.net_listen.append(_field("--net-listen", parse_endpoint, value))
+        top.net_listen.append(_field(n("--net-listen"), parse_endpoint, value))
     for value in net_unix:
-        top.unix_paths.append(_field("--net-unix", lambda v: resolve_host_path(v, base_dir), value))
+        top.unix_paths.append(_field(n("--net-unix"), lambda v: resolve_host_path(v, base_dir), value))
     for value in env:
         if not isinstance(value, str):
-            raise ManifestError(f"expected K=V or K, got {_type_name(value)}", key="--env")
+            raise ManifestError(f"expected K=V or K, got {_type_name(value)}", key=n("--env"))
         name, sep, text = value.partition("=")
-        _field("--env", _parse_env_name, name)
+        _field(n("--env"), _parse_env_name, name)
         if sep:
-            top.env.append(("--env", name, _field("--env", _parse_env_value, text)))
+            top.env.append((n("--env"), name, _field(n("--env"), _parse_env_value, text)))
         elif name in host_env:
-            top.env.append(("--env", name, host_env[name]))
+            top.env.append((n("--env"), name, host_env[name]))
     if cwd is not None:
-        top.cwd = ("--cwd", _field("--cwd", normalise_guest_path, cwd))
+        top.cwd = (n("--cwd"), _field(n("--cwd"), normalise_guest_path, cwd))
     if hostname is not None:
-        top.hostname = _field("--hostname", _parse_hostname, hostname)
+        top.hostname = _field(n("--hostname"), _parse_hostname, hostname)
     given = {"wall_time": timeout, "cpu_time": cpu_time, "memory": memory, "pids": pids,
              "open_files": open_files, "output": output}
     for key, (field_name, flag, parse) in _LIMIT_FIELDS.items():
         value = given[key]
         if value is not None:
-            top.limits[field_name] = None if _is_unlimited(value) else _field(flag, parse, value)
+            top.limits[field_name] = None if _is_unlimited(value) else _field(n(flag), parse, value)
     return _finish(_apply_layer(_layer_from_manifest(manifest, "manifest"), top))
 
 
@@ -1419,4 +1439,5 @@ def manifest_from_cli_args(args) -> Manifest:
         pids=getattr(args, "pids", None),
         open_files=getattr(args, "open_files", None),
         output=getattr(args, "output_limit", None),
+        flag_names=True,
     )

@@ -844,6 +844,21 @@ def test_mount_flag_options(hostdirs):
 ])
 def test_flag_errors_name_the_flag(kwargs, expected):
     with pytest.raises(ManifestError) as info:
+        apply_overrides(default_manifest(), flag_names=True, **kwargs)
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(memory="12Q"), 'memory: "12Q" is not a size (use e.g. 512M)'),
+    (dict(output="0"), 'output: must be greater than 0 (got "0")'),
+    (dict(volumes=["/nope:/a"]), "volumes: /nope does not exist"),
+    (dict(volumes=["/usr:/a"], tmpfs=["/a"]),
+     "tmpfs: /a is also given to volumes; a guest path is either a mount or a tmpfs"),
+    (dict(cwd="/nowhere"), "cwd: /nowhere is not inside any mount or tmpfs, so it would not exist in the guest"),
+])
+def test_errors_from_python_name_the_keyword_not_the_flag(kwargs, expected):
+    """A Python caller passed memory=, not --memory."""
+    with pytest.raises(ManifestError) as info:
         apply_overrides(default_manifest(), **kwargs)
     assert str(info.value) == expected
 
@@ -965,7 +980,8 @@ def test_mount_beneath_a_hidden_path_inside_a_mounted_tree_is_refused(hostdirs):
     # Lifting /etc/ssl/private for /etc/ssl/private/x would show every other
     # key in it through the /etc mount.
     with pytest.raises(ManifestError) as info:
-        apply_overrides(default_manifest(), volumes=[f"{hostdirs}/data:/etc/ssl/private/x"])
+        apply_overrides(default_manifest(), volumes=[f"{hostdirs}/data:/etc/ssl/private/x"],
+                        flag_names=True)
     assert str(info.value).startswith(
         '--volume: /etc/ssl/private/x is hidden by manifest hidden[13] ("/etc/ssl/private"), and '
         "lifting that would show the rest of /etc/ssl/private through the mount at /etc")
