@@ -101,11 +101,14 @@ def _direct_in_words() -> dict[str, str]:
 
 
 def _linux_row_text(r: dict, words: dict[str, str]) -> str:
-    if r["handling"] == "mediated":
-        return "via the mediated " + ", ".join(r["mediated"])
-    if r["handling"] == "refused":
-        return f"{r['errno'] or 'not reachable'} ({r['by']})"
-    if r["handling"] == "direct" and r["rules"]:
+    """How one row of linux_table() is handled, in words.  Reads only the
+    documented row keys, with .get: the table's generator may add more."""
+    handling = r.get("handling")
+    if handling == "mediated":
+        return "via the mediated " + ", ".join(r.get("mediated") or ())
+    if handling == "refused":
+        return f"{r.get('errno') or 'not reachable'} ({r.get('by', '')})"
+    if handling == "direct" and r.get("rules"):
         return "when " + words.get(r["name"], " or ".join(r["rules"]))
     return ""
 
@@ -120,27 +123,28 @@ def _cmd_abi_linux(args) -> int:
     words = _direct_in_words()
     if args.json:
         for r in rows:
-            if r["handling"] == "direct" and r["name"] in words:
+            if r.get("handling") == "direct" and r["name"] in words:
                 r["rules_in_words"] = words[r["name"]]
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
     if args.names:
         for r in rows:
-            print(f"{r['name']} ({r['nr']}): {r['handling']}" +
-                  (f", by the {r['by']}" if r["by"] else ""))
+            print(f"{r['name']} ({r['nr']}): {r.get('handling')}" +
+                  (f", by the {r['by']}" if r.get("by") else ""))
             how = _linux_row_text(r, words)
             if how:
                 print(f"  {how}")
-            if r["note"]:
+            if r.get("note"):
                 print(f"  {r['note']}")
         return 0
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r["handling"]] = counts.get(r["handling"], 0) + 1
+        counts[r.get("handling", "?")] = counts.get(r.get("handling", "?"), 0) + 1
     print(f"{len(rows)} x86-64 Linux syscalls: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     for r in rows:
-        print(f"  {r['nr']:4d} {r['name']:24s} {r['handling']:9s} {_linux_row_text(r, words)}".rstrip())
+        print(f"  {r['nr']:4d} {r['name']:24s} {r.get('handling', '?'):9s} "
+              f"{_linux_row_text(r, words)}".rstrip())
     return 0
 
 
