@@ -741,14 +741,14 @@ class Sandbox:
             stdin_fd, own_stdin, feed = _stdin_fd(stdin, input_data)
             if own_stdin >= 0:
                 owned.append(own_stdin)
+            if feed is not None:
+                feeder = _InputFeeder(*feed)
             out_sink, own_out = _output_sink(stdout, capture, 1)
             err_sink, own_err = _output_sink(stderr, capture, 2)
             owned += [fd for fd in (own_out, own_err) if fd >= 0]
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             pipes = [out_r, out_w, err_r, err_w]
-            if feed is not None:
-                feeder = _InputFeeder(*feed)
 
             config = self._spawn_config(argv, program, (stdin_fd, out_w, err_w), identity)
             spawned = spawn_picoprocess(config)

@@ -661,3 +661,18 @@ def test_python_in_a_non_main_thread_cannot_forward_signals():
 def test_api_default_stdin_is_empty():
     r = api.run(["/bin/cat"], capture=True)
     assert r.stdout == b"" and r.returncode == 0
+
+
+def test_input_and_output_arguments_leak_no_fds():
+    def fds():
+        return set(os.listdir("/proc/self/fd"))
+
+    api.run(["true"])  # the shared monitor is up
+    before = fds()
+    for _ in range(3):
+        assert api.run(["cat"], input=b"x" * 200_000, stdout=subprocess.DEVNULL).returncode == 0
+    with pytest.raises(TypeError):
+        api.run(["cat"], input=b"x", stdout=object())
+    with pytest.raises(ValueError, match="input="):
+        api.run(["cat"], stdin=subprocess.PIPE)
+    assert fds() == before
