@@ -257,15 +257,16 @@ def guest_to_host(manifest: Manifest, guest_path: str) -> str | None:
     run: the monitor resolves every access itself."""
     if manifest.is_hidden(guest_path):
         return None
-    best = None
-    for m in manifest.mounts:
-        if guest_path == m.guest or guest_path.startswith(m.guest.rstrip("/") + "/"):
-            if best is None or len(m.guest) > len(best.guest):
-                best = m
-    if best is None:
+    return _shown_at(_mount_of(manifest, guest_path), guest_path)
+
+
+def _shown_at(mount, guest_path: str) -> str | None:
+    """The host path ``mount`` (a Mount, or None / a Tmpfs: no host path)
+    shows at ``guest_path``, hidden entries not considered."""
+    if not isinstance(mount, manifest_mod.Mount):
         return None
-    rest = guest_path[len(best.guest):].lstrip("/")
-    return os.path.join(best.host, rest) if rest else best.host
+    rest = guest_path[len(mount.guest):].lstrip("/")
+    return os.path.join(mount.host, rest) if rest else mount.host
 
 
 def resolve_guest_program(manifest: Manifest, prog: str) -> str:
@@ -309,10 +310,10 @@ def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
     needs.  It reads the host file the manifest shows there; the run itself
     is still decided by the monitor, with the guest's identity."""
     name = shown_as or guest_path
-    mount = _mount_of(manifest, guest_path)
-    host = guest_to_host(manifest, guest_path)
     if manifest.is_hidden(guest_path):
         raise ProgramNotFound(f"{name}: hidden by the manifest (it is refused in the guest)")
+    mount = _mount_of(manifest, guest_path)
+    host = _shown_at(mount, guest_path)
     if mount is None or isinstance(mount, manifest_mod.Tmpfs):
         where = (f"{guest_path} is in the tmpfs {mount.guest}, empty when the run starts"
                  if mount is not None else f"no mount of the manifest shows {guest_path}")
@@ -344,8 +345,10 @@ def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
             f"owned by {st.st_uid}:{st.st_gid}, not executable by the guest "
             f"({identity.uid}:{identity.gid}, {identity.why})")
     interpreter = _interpreter_of(host)
-    if interpreter and interpreter.startswith("/") and not manifest.is_hidden(interpreter):
-        shown = guest_to_host(manifest, interpreter)
+    if interpreter and interpreter.startswith("/"):
+        # Hidden entries are left to the loader: checking them costs more
+        # than the rest of this function, and no default hides one.
+        shown = _shown_at(_mount_of(manifest, interpreter), interpreter)
         if shown is None or not os.path.lexists(shown):
             raise ProgramNotFound(f"{name}: its interpreter {interpreter} is not in the guest "
                                   "(no mount shows it)")
@@ -357,17 +360,19 @@ def _interpreter_of(host: str) -> str | None:
     from picoproc.image import ImageError, inspect_elf
 
     try:
-        with open(host, "rb") as f:
-            head = f.read(256)
+        fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
-    if head.startswith(b"#!"):
-        line = head[2:].split(b"\n", 1)[0].strip()
-        return os.fsdecode(line.split()[0]) if line else None
     try:
-        return inspect_elf(host).interpreter
+        head = os.pread(fd, 256, 0)
+        if head.startswith(b"#!"):
+            line = head[2:].split(b"\n", 1)[0].strip()
+            return os.fsdecode(line.split()[0]) if line else None
+        return inspect_elf(host, fd).interpreter
     except (ImageError, OSError):
         return None
+    finally:
+        os.close(fd)
 
 
 class _OutputPump:
