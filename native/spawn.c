@@ -643,7 +643,8 @@ close_all:
 /* ---- scratch tmpfs -------------------------------------------------------- */
 
 /* Creates the tmpfs and returns an O_DIRECTORY fd on its root, or -1. */
-static int tmpfs_dir_fd(uint64_t size_bytes, unsigned int mode, int uid, int gid, int noexec)
+static int tmpfs_dir_fd(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
+			int noexec)
 {
 	char buf[24];
 	int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
@@ -653,6 +654,13 @@ static int tmpfs_dir_fd(uint64_t size_bytes, unsigned int mode, int uid, int gid
 	format_uint(buf, size_bytes, 10);
 	if (fsconfig(fs, FSCONFIG_SET_STRING, "size", buf, 0) < 0)
 		goto out;
+	/* Inodes are not part of "size": without a bound, empty files and
+	 * directories cost the kernel memory that nothing limits. */
+	if (nr_inodes) {
+		format_uint(buf, nr_inodes, 10);
+		if (fsconfig(fs, FSCONFIG_SET_STRING, "nr_inodes", buf, 0) < 0)
+			goto out;
+	}
 	format_uint(buf, mode & 07777, 8);
 	if (fsconfig(fs, FSCONFIG_SET_STRING, "mode", buf, 0) < 0)
 		goto out;
@@ -712,14 +720,14 @@ static int send_fd(int sock, int fd, int err)
 	return send_with_fd(sock, &err, sizeof(err), fd);
 }
 
-int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, int in_userns,
-		    int noexec, int *dir_fd_out)
+int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
+		    int in_userns, int noexec, int *dir_fd_out)
 {
 	*dir_fd_out = -1;
 	if (size_bytes == 0)
 		return -EINVAL;
 	if (!in_userns) {
-		int dir = tmpfs_dir_fd(size_bytes, mode, uid, gid, noexec);
+		int dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
 		if (dir < 0)
 			return -errno;
 		*dir_fd_out = dir;
@@ -753,7 +761,7 @@ int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, in
 		len = format_id_map(map, (unsigned)egid);
 		if (write_file("/proc/self/gid_map", map, len) < 0)
 			goto helper_fail;
-		dir = tmpfs_dir_fd(size_bytes, mode, uid, gid, noexec);
+		dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
 		if (dir < 0)
 			goto helper_fail;
 		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);

@@ -109,12 +109,14 @@ struct pico_spawn_result {
 int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result);
 
 /* A size-limited tmpfs as a detached mount (no path, in no visible mount
- * table): *dir_fd_out is an O_DIRECTORY fd on its root.  in_userns: create
+ * table): *dir_fd_out is an O_DIRECTORY fd on its root.  nr_inodes: the most
+ * files, directories and links it may hold (0: the kernel's default, half
+ * the machine's RAM pages: in effect unbounded).  in_userns: create
  * it in a short-lived helper with its own user+mount namespace (works
  * unprivileged); otherwise directly (needs CAP_SYS_ADMIN).  uid/gid < 0:
  * owner is the caller.  noexec: MOUNT_ATTR_NOEXEC.  Returns 0 or -errno. */
-int pico_make_tmpfs(uint64_t size_bytes, unsigned int mode, int uid, int gid, int in_userns,
-		    int noexec, int *dir_fd_out);
+int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
+		    int in_userns, int noexec, int *dir_fd_out);
 /* cffi:end */
 
 #endif

@@ -734,7 +734,7 @@ class Sandbox:
 
                 kill_log = SeccompKillLog()
             for t in manifest.tmpfs:
-                scratches.append((t.guest, make_scratch(t.size_bytes, uid=identity.uid,
+                scratches.append((t.guest, make_scratch(t.size_bytes, inodes=t.inodes, uid=identity.uid,
                                                         gid=identity.gid)))
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
             skeleton = _mount_point_skeleton(manifest)

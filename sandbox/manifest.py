@@ -57,6 +57,10 @@ class Tmpfs:
 
     guest: str
     size_bytes: int
+    # The most files, directories and links it may hold; None: one per 4 KiB
+    # of size (picoproc.scratch.default_inodes).  Inodes are kernel memory
+    # that the size does not count.
+    inodes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +208,9 @@ NAME_MAX = 255
 # Guest paths the library OS presents itself (DESIGN.md §1: /proc and /dev
 # views); a mount or tmpfs there would be shadowed by, or fight with, them.
 RESERVED_GUEST_ROOTS = ("/proc", "/dev")
+# ...except these, which the library OS leaves to the manifest: /dev/shm is
+# where POSIX shared memory and named semaphores live (a scratch tmpfs).
+UNRESERVED_GUEST_PATHS = ("/dev/shm",)
 # Host trees that are kernel views, not files: /proc holds magic links and the
 # host's process table, /dev holds device nodes.  Never granted.
 FORBIDDEN_HOST_ROOTS = ("/proc", "/dev")
@@ -258,9 +265,13 @@ def normalise_guest_path(value: Any) -> str:
 
 def _guest_mount_point(value: Any) -> str:
     path = normalise_guest_path(value)
+    if any(_under(path, free) for free in UNRESERVED_GUEST_PATHS):
+        return path
     for root in RESERVED_GUEST_ROOTS:
         if _under(path, root):
-            raise _Invalid(f"{path} is under {root}, which the library OS provides itself")
+            free = [p for p in UNRESERVED_GUEST_PATHS if _under(p, root)]
+            hint = f" (only {', '.join(free)} may be mounted there)" if free else ""
+            raise _Invalid(f"{path} is under {root}, which the library OS provides itself{hint}")
     return path
 
 
@@ -762,7 +773,8 @@ def _finish(layer: _Layer) -> Manifest:
 _TOP_KEYS = ("extends", "cwd", "hostname", "env", "pass_env", "mount", "tmpfs", "hidden",
              "hidden_names", "net", "limits")
 _MOUNT_KEYS = ("guest", "host", "mode", "exec", "optional")
-_TMPFS_KEYS = ("guest", "size")
+_TMPFS_KEYS = ("guest", "size", "inodes")
+MAX_TMPFS_INODES = 1 << 32
 _NET_KEYS = ("connect", "listen", "unix")
 
 
@@ -865,7 +877,11 @@ def _layer_from_toml(doc: dict, base_dir: str, host_env: Mapping[str, str]) -> t
             raise ManifestError("missing the required key \"guest\"", key=prefix)
         guest = _field(f"{prefix}.guest", _guest_mount_point, table["guest"])
         size = _field(f"{prefix}.size", parse_size, table.get("size", DEFAULT_TMPFS_SIZE))
-        layer.tmpfs.append((prefix, Tmpfs(guest, size)))
+        inodes = None
+        if "inodes" in table:
+            inodes = _field(f"{prefix}.inodes", lambda v: parse_count(v, MAX_TMPFS_INODES),
+                            table["inodes"])
+        layer.tmpfs.append((prefix, Tmpfs(guest, size, inodes)))
 
     hidden = _expect(doc.get("hidden", []), list, "hidden", "an array of guest paths")
     for i, entry in enumerate(hidden):
@@ -1042,7 +1058,9 @@ def check_manifest(manifest: Manifest) -> Manifest:
             "hidden_names": list(manifest.hidden_names),
             "env": {},
             "mount": [],
-            "tmpfs": [{"guest": t.guest, "size": t.size_bytes} for t in manifest.tmpfs],
+            "tmpfs": [{"guest": t.guest, "size": t.size_bytes,
+                       **({} if t.inodes is None else {"inodes": t.inodes})}
+                      for t in manifest.tmpfs],
             "net": {"connect": [format_endpoint(e) for e in manifest.net_connect],
                     "listen": [format_endpoint(e) for e in manifest.net_listen],
                     "unix": list(manifest.unix_paths)},
@@ -1146,6 +1164,8 @@ def manifest_to_toml(manifest: Manifest) -> str:
     for t in manifest.tmpfs:
         lines += ["", "[[tmpfs]]", f"guest = {_toml_string(t.guest)}",
                   f"size = {_toml_string(format_size(t.size_bytes))}"]
+        if t.inodes is not None:
+            lines.append(f"inodes = {t.inodes}")
     return "\n".join(lines) + "\n"
 
 

@@ -39,6 +39,7 @@ def default_identity() -> tuple[int, int]:
 class Scratch:
     dir_fd: int  # O_RDONLY|O_DIRECTORY fd on the tmpfs root; -1 once closed
     size_bytes: int
+    inodes: int  # the most files, directories and links it holds
     uid: int  # owner of the root directory
     gid: int
     mode: int
@@ -66,18 +67,32 @@ class Scratch:
             pass
 
 
+def default_inodes(size_bytes: int) -> int:
+    """The inode bound of a scratch tmpfs that does not name one: one per
+    4 KiB of its size (a file that holds data takes at least a page, so a
+    tmpfs of small files reaches both limits together), at least 1024."""
+    return max(1024, size_bytes // 4096)
+
+
 def make_scratch(
     size_bytes: int,
     *,
+    inodes: int | None = None,
     uid: int | None = None,
     gid: int | None = None,
     mode: int = 0o700,
     noexec: bool = False,
 ) -> Scratch:
     """A new empty tmpfs of at most ``size_bytes`` (rounded up to pages by the
-    kernel), root directory owned by uid:gid (default: the guest identity)."""
+    kernel) and at most ``inodes`` files, directories and links (default:
+    default_inodes(size_bytes)), root directory owned by uid:gid (default:
+    the guest identity)."""
     if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes <= 0:
         raise ValueError(f"scratch size must be a positive number of bytes, not {size_bytes!r}")
+    if inodes is None:
+        inodes = default_inodes(size_bytes)
+    if isinstance(inodes, bool) or not isinstance(inodes, int) or inodes <= 0:
+        raise ValueError(f"scratch inodes must be a positive count, not {inodes!r}")
     if not 0 <= mode <= 0o7777:
         raise ValueError(f"scratch mode {mode:#o} is not a permission mode")
     d_uid, d_gid = default_identity()
@@ -95,6 +110,7 @@ def make_scratch(
     # owner is the caller).
     rc = lib.pico_make_tmpfs(
         size_bytes,
+        inodes,
         mode,
         uid if privileged else -1,
         gid if privileged else -1,
@@ -107,4 +123,4 @@ def make_scratch(
         raise ScratchError(
             -rc, f"creating a {size_bytes}-byte scratch tmpfs with {how}: {os.strerror(-rc)}"
         )
-    return Scratch(out[0], size_bytes, uid, gid, mode)
+    return Scratch(out[0], size_bytes, inodes, uid, gid, mode)

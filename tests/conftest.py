@@ -11,6 +11,14 @@
                      ``conftest.run_raw_guest`` for module-scoped fixtures).
 * ``wait_with_timeout(pid, timeout)``  waitpid through a pidfd that kills and
                      reaps the process instead of waiting forever.
+* ``native_as_guest(argv)``  the oracle for "output equal to native": argv on
+                     the host as the guest's identity (nobody when root), in a
+                     fresh empty directory with the default manifest's environment.
+* ``guest_runner``   parametrized "root" / "unprivileged": runs argv in a
+                     picoprocess through the Python API, with manifest flags
+                     (``mounts=[...]``, ``net_connect=[...]``...) on the default
+                     manifest; the unprivileged one is a monitor running as uid
+                     65534 (``unpriv_env``).
 
 Every wait here has a timeout: a bug must fail a test, never hang CI.
 """
@@ -259,3 +267,93 @@ def no_run_left_behind():
     assert not left, f"processes left behind: {left}"
     assert picoproc_cgroup_dirs() == set(), "run cgroups left behind"
     assert pathlib.Path("/proc/self/mountinfo").read_text() == before_mounts, "mounts changed"
+
+
+# ---------------------------------------------------------------------------------------
+# Output equal to native, run as the same identity, as root and unprivileged
+# ---------------------------------------------------------------------------------------
+
+GUEST_UID = 65534  # nobody: the identity a root monitor gives its guests
+
+
+def native_as_guest(argv, timeout: float = 60.0, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    """argv on the host as the identity a guest runs under (nobody when this
+    process is root, else this user), in a fresh empty directory that is its
+    cwd, HOME and TMPDIR, with the default manifest's environment."""
+    from picoproc.manifest import default_manifest
+
+    prefix = []
+    if os.geteuid() == 0:
+        prefix = ["setpriv", f"--reuid={GUEST_UID}", f"--regid={GUEST_UID}", "--clear-groups"]
+    env = dict(default_manifest().env)
+    with tempfile.TemporaryDirectory(prefix="picoproc-native-") as d:
+        os.chmod(d, 0o777)
+        env.update(HOME=d, TMPDIR=d)
+        return subprocess.run([*prefix, *argv], cwd=d, env=env, stdin=stdin, capture_output=True,
+                              timeout=timeout, check=False)
+
+
+# Runs one picoprocess through the Python API and prints its outcome as JSON:
+# the same code for an in-process root monitor and an unprivileged one.
+_GUEST_RUNNER = r"""
+import json, sys
+from picoproc.api import Sandbox
+from picoproc.manifest import apply_overrides, default_manifest
+
+spec = json.loads(sys.argv[1])
+manifest = apply_overrides(default_manifest(), **spec["overrides"])
+r = Sandbox(manifest).run(spec["argv"], capture=True, timeout=spec["timeout"])
+print(json.dumps({"status": r.status, "reason": r.reason, "stdout": r.stdout.decode("utf-8", "replace"),
+                  "stderr": r.stderr.decode("utf-8", "replace"), "unsupported": r.unsupported,
+                  "audit": r.audit}))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class PicoRun:
+    status: int
+    reason: str
+    stdout: str
+    stderr: str
+    unsupported: list
+    audit: list
+
+
+@pytest.fixture(params=["root", "unprivileged"])
+def guest_runner(request):
+    """guest_runner(argv, timeout=60, **overrides) -> PicoRun: argv in a
+    picoprocess under the default manifest plus apply_overrides(**overrides)
+    (``mounts=["/g=/host/dir"]``, ``net_connect=["127.0.0.1:80"]``...).  As
+    root: this process is the monitor; unprivileged: a monitor process
+    running as uid 65534 (the paths it is given must be readable by it)."""
+    import json
+
+    def spec_of(argv, timeout, overrides):
+        return json.dumps({"argv": [str(a) for a in argv], "timeout": timeout,
+                           "overrides": {k: [str(x) for x in v] for k, v in overrides.items()}})
+
+    if request.param == "root":
+        if os.geteuid() != 0:
+            pytest.skip("not root: the unprivileged case covers this process")
+
+        def run(argv, timeout: float = 60.0, **overrides) -> PicoRun:
+            from picoproc.api import Sandbox
+            from picoproc.manifest import apply_overrides, default_manifest
+
+            manifest = apply_overrides(default_manifest(), **overrides)
+            r = Sandbox(manifest).run([str(a) for a in argv], capture=True, timeout=timeout)
+            return PicoRun(r.status, r.reason, r.stdout.decode("utf-8", "replace"),
+                           r.stderr.decode("utf-8", "replace"), r.unsupported, r.audit)
+
+        return run
+    env = request.getfixturevalue("unpriv_env")
+
+    def run_unprivileged(argv, timeout: float = 60.0, **overrides) -> PicoRun:
+        proc = subprocess.run(
+            [*env["prefix"], env["python"], "-c", _GUEST_RUNNER, spec_of(argv, timeout, overrides)],
+            capture_output=True, env=env["env"], cwd="/", timeout=timeout + 30, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+        return PicoRun(**json.loads(proc.stdout))
+
+    return run_unprivileged

@@ -244,7 +244,9 @@ def bad_cases(d):
          'm.toml: mount[0].guest: "/a\\x00b" contains a NUL byte (a path cannot hold one)'),
         (f'[[mount]]\nguest = "/proc/sys"\nhost = "{d}"',
          "m.toml: mount[0].guest: /proc/sys is under /proc, which the library OS provides itself"),
-        ('[[tmpfs]]\nguest = "/dev"', "m.toml: tmpfs[0].guest: /dev is under /dev, which the library OS provides itself"),
+        ('[[tmpfs]]\nguest = "/dev"', "m.toml: tmpfs[0].guest: /dev is under /dev, which the library OS "
+                                     "provides itself (only /dev/shm may be mounted there)"),
+        ('[[tmpfs]]\nguest = "/tmp"\ninodes = 0', "m.toml: tmpfs[0].inodes: must be greater than 0 (got 0)"),
         (f'[[mount]]\nguest = "/a/{"x" * 256}"\nhost = "{d}"',
          f'm.toml: mount[0].guest: "/a/{"x" * 197}..." has a component longer than 255 bytes'),
         (f'[[mount]]\nguest = "/{"x/" * 2048}"\nhost = "{d}"',
@@ -665,7 +667,8 @@ def test_default_hides_every_private_key_file_on_this_host():
 def test_default_is_read_only_offline_and_bounded():
     d = default_manifest()
     assert d.mounts and not any(x.writable for x in d.mounts)
-    assert d.tmpfs == (Tmpfs("/tmp", 64 << 20),)
+    # /dev/shm: POSIX shared memory and named semaphores (multiprocessing).
+    assert d.tmpfs == (Tmpfs("/tmp", 64 << 20), Tmpfs("/dev/shm", 64 << 20))
     assert d.net_connect == () and d.net_listen == () and d.unix_paths == ()
     assert d.cwd == "/tmp" and d.hostname == "picoproc"
     assert d.limits == Limits(wall_time_s=None, cpu_time_s=None, memory_bytes=1 << 30, pids=256,

@@ -1,0 +1,132 @@
+"""IPC inside a picoprocess: a private /dev/shm (POSIX shared memory, named
+semaphores, Python's multiprocessing).
+
+Each program runs inside (as root and as an unprivileged monitor) and
+natively as the guest's identity; the outputs must be equal.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from conftest import native_as_guest
+
+from picoproc.scratch import default_inodes, make_scratch
+
+PYTHON = "/usr/bin/python3"
+
+
+def assert_same_as_native(run, argv, **overrides):
+    native = native_as_guest(argv)
+    assert native.returncode == 0, native.stderr.decode()
+    inside = run(argv, **overrides)
+    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
+    assert inside.stdout == native.stdout.decode(), inside.stderr
+    return inside
+
+
+# ---------------------------------------------------------------------------------------
+# the scratch tmpfs: bytes and inodes
+# ---------------------------------------------------------------------------------------
+
+def test_a_scratch_tmpfs_bounds_its_inodes():
+    """Empty files cost kernel memory that the size does not count: the
+    tmpfs refuses the file past its inode bound (ENOSPC), whatever its free
+    bytes."""
+    with make_scratch(4 << 20, inodes=50) as s:
+        made = 0
+        with pytest.raises(OSError) as exc:
+            for i in range(1000):
+                os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=s.dir_fd))
+                made += 1
+        assert exc.value.errno == errno.ENOSPC
+        assert 40 <= made < 50  # the root directory takes one
+        assert os.statvfs(f"/proc/self/fd/{s.dir_fd}").f_bfree > 0
+
+
+def test_default_scratch_inodes_follow_the_size():
+    assert default_inodes(64 << 20) == 16384
+    assert default_inodes(1 << 20) == 1024
+    with make_scratch(8 << 20) as s:
+        assert os.statvfs(f"/proc/self/fd/{s.dir_fd}").f_files == 2048
+    with pytest.raises(ValueError):
+        make_scratch(1 << 20, inodes=0)
+
+
+def test_default_manifest_shm_and_tmp_are_private_and_bounded(guest_runner):
+    code = ("import os\n"
+            "for d in ('/tmp', '/dev/shm'):\n"
+            "    v = os.statvfs(d); print(d, v.f_blocks * v.f_frsize, v.f_files, sorted(os.listdir(d)))\n")
+    r = guest_runner([PYTHON, "-c", code])
+    assert r.status == 0, r.stderr
+    assert r.stdout == (f"/tmp {64 << 20} 16384 []\n"
+                        f"/dev/shm {64 << 20} 16384 []\n")
+
+
+# ---------------------------------------------------------------------------------------
+# POSIX shared memory, named semaphores, multiprocessing
+# ---------------------------------------------------------------------------------------
+
+SHM_AND_SEMAPHORES = r"""
+import ctypes, mmap, os
+from multiprocessing import shared_memory
+shm = shared_memory.SharedMemory(create=True, size=8192)
+shm.buf[:5] = b"hello"
+other = shared_memory.SharedMemory(name=shm.name)
+print("shm", bytes(other.buf[:5]), other.size >= 8192)
+other.close(); shm.close(); shm.unlink()
+print("unlinked", not os.path.exists("/dev/shm/" + shm.name.lstrip("/")))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.sem_open.restype = ctypes.c_void_p
+libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_uint]
+sem = libc.sem_open(b"/picoproc-test", os.O_CREAT | os.O_EXCL, 0o600, 2)
+print("sem_open", sem not in (None, 0xffffffffffffffff) and sem != 0)
+val = ctypes.c_int()
+libc.sem_wait(ctypes.c_void_p(sem)); libc.sem_getvalue(ctypes.c_void_p(sem), ctypes.byref(val))
+print("sem value", val.value)
+print("sem file", os.path.exists("/dev/shm/sem.picoproc-test"))
+libc.sem_close(ctypes.c_void_p(sem)); print("sem_unlink", libc.sem_unlink(b"/picoproc-test"))
+"""
+
+
+def test_posix_shared_memory_and_named_semaphores(guest_runner):
+    assert_same_as_native(guest_runner, [PYTHON, "-c", SHM_AND_SEMAPHORES])
+
+
+MULTIPROCESSING = r"""
+import multiprocessing as mp
+
+def square(x):
+    return x * x
+
+def produce(q, n):
+    for i in range(n):
+        q.put(("item", i))
+    q.put(None)
+
+def work(shared, lock, i):
+    with lock:
+        shared[i] = i * 10
+
+if __name__ == "__main__":
+    with mp.Pool(3) as pool:
+        print("pool", pool.map(square, range(10)), sum(pool.imap_unordered(square, range(100))))
+    q = mp.Queue()
+    p = mp.Process(target=produce, args=(q, 5)); p.start()
+    got = []
+    while (item := q.get(timeout=30)) is not None:
+        got.append(item)
+    p.join(30); print("queue", got, p.exitcode)
+    arr, lock = mp.Array("i", 4), mp.Lock()
+    procs = [mp.Process(target=work, args=(arr, lock, i)) for i in range(4)]
+    for p in procs: p.start()
+    for p in procs: p.join(30)
+    print("array", list(arr))
+"""
+
+
+def test_multiprocessing_pool_queue_array(guest_runner):
+    r = assert_same_as_native(guest_runner, [PYTHON, "-c", MULTIPROCESSING], timeout=120)
+    assert "array [0, 10, 20, 30]" in r.stdout
