@@ -114,7 +114,7 @@ MEDIATED_BY = {
     "utimensat": ("utimens",), "utimes": ("utimens",), "utime": ("utimens",), "futimesat": ("utimens",),
     "truncate": ("truncate",),
     "statfs": ("statfs",), "fstatfs": ("statfs",),
-    "connect": ("open",), "listen": ("open",),
+    "connect": ("open",), "listen": ("open",), "memfd_create": ("open",),
 }
 
 # Emulated calls whose handler refuses on purpose (no audit record).

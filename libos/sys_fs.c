@@ -323,12 +323,16 @@ LIBOS_SYSCALL(openat)
 	flags &= ~OPEN_FLAGS_DROPPED;
 	if (libos_special_open(&p, flags, &r))
 		return r;
-	if (flags & O_CREAT)
+	int tmpfile = (flags & O_TMPFILE) == O_TMPFILE;
+	if ((flags & O_CREAT) || tmpfile)
 		mode &= ~libos_umask_value & 07777;
 	else
 		mode = 0;
-	const char *uri = uri_of(&p, (flags & O_DIRECTORY) ? "dir:" : "file:", &uri_len);
+	/* O_TMPFILE names a directory but opens an unnamed file in it. */
+	const char *uri = uri_of(&p, (flags & O_DIRECTORY) && !tmpfile ? "dir:" : "file:", &uri_len);
 	r = pico_open(uri, uri_len, flags, mode);
+	if (tmpfile)
+		return r; /* no path to remember: /proc/self/fd/N duplicates it */
 	if (r == -EISDIR && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT)) {
 		/* open(dir, O_RDONLY) without O_DIRECTORY: a directory stream. */
 		uri = uri_of(&p, "dir:", &uri_len);
@@ -398,3 +402,42 @@ LIBOS_SYSCALL(unlinkat)
 /* Implements Linux syscalls unlink(2) and rmdir(2). */
 LIBOS_SYSCALL(unlink) { return libos_sys_unlinkat(AT_FDCWD, a0, 0, 0, 0, 0, uc); }
 LIBOS_SYSCALL(rmdir) { return libos_sys_unlinkat(AT_FDCWD, a0, AT_REMOVEDIR, 0, 0, 0, uc); }
+
+/* ---- memfd ---- */
+
+#define MFD_CLOEXEC_K 0x0001U
+#define MFD_ALLOW_SEALING_K 0x0002U
+#define MFD_HUGETLB_K 0x0004U
+#define MFD_NOEXEC_SEAL_K 0x0008U
+#define MFD_EXEC_K 0x0010U
+#define MFD_NAME_MAX_K 249 /* NAME_MAX minus the "memfd:" prefix */
+
+/* Implements Linux syscall memfd_create(2) as an unnamed file (O_TMPFILE) on
+ * the guest's scratch /dev/shm, else /tmp: a real fd with the same reads,
+ * writes, mmap and ftruncate, counted against that tmpfs's size.  Not
+ * offered: file seals (F_ADD_SEALS answers EINVAL, as for any tmpfs file),
+ * huge pages; /proc/self/fd/N does not read "memfd:NAME". */
+LIBOS_SYSCALL(memfd_create)
+{
+	static const char *const places[] = {"file:/dev/shm", "file:/tmp"};
+	unsigned flags = (unsigned)a1;
+	char name[MFD_NAME_MAX_K + 1];
+	if (flags & ~(MFD_CLOEXEC_K | MFD_ALLOW_SEALING_K | MFD_HUGETLB_K | MFD_NOEXEC_SEAL_K |
+		      MFD_EXEC_K) ||
+	    (flags & (MFD_NOEXEC_SEAL_K | MFD_EXEC_K)) == (MFD_NOEXEC_SEAL_K | MFD_EXEC_K))
+		return -EINVAL;
+	if (flags & MFD_HUGETLB_K)
+		return -EINVAL; /* no hugetlbfs in a picoprocess */
+	long r = libos_copy_string_from_guest(name, (const char *)a0, sizeof(name));
+	if (r < 0)
+		return r == -ENAMETOOLONG ? -EINVAL : r;
+	int oflags = O_RDWR | O_TMPFILE | ((flags & MFD_CLOEXEC_K) ? O_CLOEXEC : 0);
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
+		r = pico_open(places[i], libos_strlen(places[i]), oflags, 0700);
+		if (r >= 0 || r == -EMFILE || r == -ENFILE || r == -ENOSPC)
+			return r;
+	}
+	/* Neither is a writable scratch directory here: say "not available",
+	 * which programs already handle (kernels before 3.17). */
+	return -ENOSYS;
+}

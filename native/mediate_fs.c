@@ -1043,11 +1043,19 @@ static long check_name_not_hidden(const struct pico_fs_policy *p, const struct p
 
 #define OPEN_KNOWN_FLAGS                                                                          \
 	(O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NONBLOCK | O_DIRECTORY | O_NOFOLLOW | \
-	 O_CLOEXEC | O_PATH | O_NOCTTY | O_LARGEFILE | O_DSYNC | O_SYNC | PICO_OPEN_EXEC)
+	 O_CLOEXEC | O_PATH | O_NOCTTY | O_LARGEFILE | O_DSYNC | O_SYNC | O_TMPFILE | PICO_OPEN_EXEC)
+
+/* O_TMPFILE is a bit of its own plus O_DIRECTORY: only both together mean
+ * it.  (glibc's __O_TMPFILE includes O_DIRECTORY, so the bit is spelled.) */
+#define TMPFILE_BIT 020000000
+static int is_tmpfile(int flags)
+{
+	return (flags & O_TMPFILE) == O_TMPFILE;
+}
 
 static int opens_for_writing(int flags)
 {
-	return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC));
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)) || is_tmpfile(flags);
 }
 
 struct open_arg {
@@ -1067,12 +1075,15 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 		return deny(-EACCES);
 	if (opens_for_writing(flags) && !r->mount->writable)
 		return deny(-EROFS);
+	/* An unnamed file in a directory: only where names may be made. */
+	if (is_tmpfile(flags) && r->mount->writable != PICO_MOUNT_RW)
+		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
 	if (exec && !r->mount->exec)
 		return deny(-EACCES);
 	/* Opened non-blocking so that a FIFO or a device never blocks the
 	 * loop; O_TRUNC is applied only after the hidden-inode check. */
 	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
-	unsigned int mode = (flags & O_CREAT) ? a->mode : 0;
+	unsigned int mode = (flags & O_CREAT) || is_tmpfile(flags) ? a->mode : 0;
 	long fd = open_resolved(r, host_flags, mode);
 	if (fd < 0)
 		return fd;
@@ -1121,6 +1132,12 @@ long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, 
 		return -EINVAL;
 	if ((flags & O_PATH) && (flags & (O_CREAT | O_TRUNC | PICO_OPEN_EXEC)))
 		return -EINVAL;
+	/* open(2): O_TMPFILE needs O_WRONLY or O_RDWR and excludes O_CREAT. */
+	if (is_tmpfile(flags) && ((flags & O_ACCMODE) == O_RDONLY ||
+				  (flags & (O_CREAT | O_PATH | PICO_OPEN_EXEC)) || directory_only))
+		return -EINVAL;
+	if ((flags & TMPFILE_BIT) && !is_tmpfile(flags))
+		return -EINVAL; /* the kernel's __O_TMPFILE bit without O_DIRECTORY */
 	if ((flags & O_TRUNC) && (flags & O_ACCMODE) == O_RDONLY)
 		return -EINVAL; /* Linux leaves it unspecified; refuse it */
 	if (directory_only) {

@@ -1,5 +1,5 @@
 """IPC inside a picoprocess: a private /dev/shm (POSIX shared memory, named
-semaphores, Python's multiprocessing).
+semaphores, Python's multiprocessing) and memfd_create.
 
 Each program runs inside (as root and as an unprivileged monitor) and
 natively as the guest's identity; the outputs must be equal.
@@ -88,6 +88,8 @@ libc.sem_wait(ctypes.c_void_p(sem)); libc.sem_getvalue(ctypes.c_void_p(sem), cty
 print("sem value", val.value)
 print("sem file", os.path.exists("/dev/shm/sem.picoproc-test"))
 libc.sem_close(ctypes.c_void_p(sem)); print("sem_unlink", libc.sem_unlink(b"/picoproc-test"))
+fd = os.open("/dev/shm", os.O_TMPFILE | os.O_RDWR, 0o600)
+os.write(fd, b"x" * 10); print("tmpfile", os.fstat(fd).st_size, os.fstat(fd).st_nlink)
 """
 
 
@@ -130,3 +132,53 @@ if __name__ == "__main__":
 def test_multiprocessing_pool_queue_array(guest_runner):
     r = assert_same_as_native(guest_runner, [PYTHON, "-c", MULTIPROCESSING], timeout=120)
     assert "array [0, 10, 20, 30]" in r.stdout
+
+
+MEMFD = r"""
+import mmap, os
+fd = os.memfd_create("picoproc", os.MFD_CLOEXEC)
+os.write(fd, b"memfd data"); os.ftruncate(fd, 4096)
+m = mmap.mmap(fd, 4096)
+print(m[:10], os.get_inheritable(fd), os.fstat(fd).st_size, os.fstat(fd).st_nlink)
+pid = os.fork()
+if pid == 0:
+    m[:5] = b"CHILD"; os._exit(0)
+os.waitpid(pid, 0); print(m[:10])
+fd2 = os.memfd_create("second", 0); print(os.get_inheritable(fd2), fd2 != fd)
+for bad in (("x" * 250, 0), ("y", 0x100)):
+    try:
+        os.memfd_create(*bad)
+    except OSError as e:
+        print("refused", e.errno)
+"""
+
+
+def test_memfd_create(guest_runner):
+    assert_same_as_native(guest_runner, [PYTHON, "-c", MEMFD])
+
+
+def test_memfd_counts_against_the_shm_tmpfs(guest_runner):
+    code = ("import os\n"
+            "fd = os.memfd_create('big')\n"
+            "try:\n"
+            "    for _ in range(8): os.write(fd, b'x' * (1 << 20))\n"
+            "    print('ok')\n"
+            "except OSError as e:\n"
+            "    print('refused', e.errno)\n")
+    r = guest_runner([PYTHON, "-c", code], tmpfs=["/dev/shm:4M"])
+    assert (r.status, r.stdout) == (0, f"refused {errno.ENOSPC}\n"), r.stderr
+
+
+def test_unnamed_files_only_where_names_may_be_made(guest_runner):
+    """O_TMPFILE makes a file on the host: only in a writable mount, and only
+    in the forms open(2) allows."""
+    code = ("import os\n"
+            "for d, fl in (('/usr', os.O_RDWR), ('/etc', os.O_WRONLY), ('/tmp', os.O_RDONLY),\n"
+            "              ('/nonexistent', os.O_RDWR), ('/dev/shm', os.O_RDWR)):\n"
+            "    try:\n"
+            "        os.close(os.open(d, os.O_TMPFILE | fl, 0o600)); print(d, 'ok')\n"
+            "    except OSError as e:\n"
+            "        print(d, e.errno)\n")
+    r = guest_runner([PYTHON, "-c", code])
+    assert r.stdout == (f"/usr {errno.EROFS}\n/etc {errno.EROFS}\n/tmp {errno.EINVAL}\n"
+                        f"/nonexistent {errno.EROFS}\n/dev/shm ok\n"), r.stderr
