@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -22,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "guestnet.h"
 #include "picoproc_abi.h"
 
 #ifndef CLONE_NEWCGROUP
@@ -265,21 +268,45 @@ static void place_fds(const struct pico_spawn_spec *spec)
 	for (int i = 0; i < 3; i++)
 		if (raw(SYS_dup3, tmp[i], i, 0, 0, 0) < 0)
 			child_fail(PICO_STEP_STDIO);
-	/* Nothing else is inherited (invariant 5). */
-	if (raw(SYS_close_range, 3, PICO_STATUS_FD - 1, 0, 0, 0) < 0 ||
+	/* Nothing else is inherited (invariant 5).  The socket helper's channel
+	 * (below the status pipe) is close-on-exec: the guest never has it. */
+	if (raw(SYS_close_range, 3, PICO_GUESTNET_FD - 1, 0, 0, 0) < 0 ||
 	    raw(SYS_close_range, PICO_LOADER_FD + 1, ~0U, 0, 0, 0) < 0)
 		child_fail(PICO_STEP_CLOSE_FDS);
+	/* Without a helper that number holds whatever the monitor had there. */
+	if (!spec->guestnet)
+		raw(SYS_close, PICO_GUESTNET_FD, 0, 0, 0, 0);
 }
 
 /* The reaper's own filter, written by hand because it is tiny and fixed:
  * after it has forked the guest the reaper only waits, forwards signals,
- * reports a status and exits.  Anything else kills it (and so the run). */
+ * reports a status and exits; its socket helper thread (guestnet.c) makes
+ * inet and unix sockets, sets options, binds, listens, connects, and talks
+ * to the monitor.  Anything else kills it (and so the run). */
 #define ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+#define ARG0_LO (offsetof(struct seccomp_data, args[0]))
+#define ARG0_HI (offsetof(struct seccomp_data, args[0]) + 4)
 static const struct sock_filter reaper_filter[] = {
 	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
 	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
 	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	/* socket(): AF_UNIX, AF_INET or AF_INET6 only (the block returns). */
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 8),
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0_HI),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 4),
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0_LO),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 3, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, 2, 0),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, 1, 0),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	ALLOW_NR(__NR_setsockopt),
+	ALLOW_NR(__NR_bind),
+	ALLOW_NR(__NR_listen),
+	ALLOW_NR(__NR_connect),
+	ALLOW_NR(__NR_sendmsg),
+	ALLOW_NR(__NR_recvmsg),
 	ALLOW_NR(__NR_wait4),
 	ALLOW_NR(__NR_kill),
 	ALLOW_NR(__NR_rt_sigreturn),
@@ -296,6 +323,62 @@ static const struct sock_filter reaper_filter[] = {
 static const int forwarded_signals[] = {SIGHUP,	 SIGINT,  SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM,
 					SIGTERM, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH,
 					SIGXCPU, SIGVTALRM, SIGPROF};
+
+/* The guest's own loopback: a new network namespace has "lo" down (and no
+ * other interface).  Up, it answers on 127.0.0.0/8 and, where IPv6 is on,
+ * ::1.  Needs CAP_NET_ADMIN in the namespace's user namespace: the reaper
+ * has it until it switches identity and drops its capabilities. */
+static int loopback_up(void)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int rc = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	memcpy(ifr.ifr_name, "lo", 3);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+#define GUESTNET_STACK (64 * 1024)
+
+static int guestnet_main(void *unused)
+{
+	(void)unused;
+	pico_guestnet_serve(PICO_GUESTNET_FD);
+	return 0; /* the monitor is gone: this thread ends, the reaper goes on */
+}
+
+/* Starts the socket helper as a thread of the reaper (a thread, not a
+ * process: the guest's pid namespace shows no extra process, and it cannot
+ * be signalled apart from the reaper).  It inherits a full signal mask, so
+ * the reaper's forwarding handlers never run on it, and the reaper's
+ * identity, capabilities (none) and no_new_privs. */
+static int start_guestnet_helper(void)
+{
+	uint64_t all = ~0ull, old;
+	void *stack = mmap(NULL, GUESTNET_STACK, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return -1;
+	if (raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&old, 8, 0) < 0)
+		return -1;
+	int tid = clone(guestnet_main, (char *)stack + GUESTNET_STACK,
+			CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+			NULL);
+	int saved = errno;
+	raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8, 0);
+	errno = saved;
+	return tid < 0 ? -1 : 0;
+}
 
 static volatile pid_t reaper_guest_pid;
 
@@ -374,6 +457,10 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 	if (n != 1)
 		_exit(127); /* the parent gave up on us (or died): nothing to report to */
 
+	/* Before the identity switch: that drops the capability it needs. */
+	if ((spec->clone_flags & CLONE_NEWNET) && loopback_up() < 0)
+		child_fail(PICO_STEP_LOOPBACK);
+
 	if (spec->identity_mode == PICO_IDENTITY_SWITCH && (spec->clone_flags & CLONE_NEWUSER)) {
 		/* raw calls: glibc's set*id broadcast to the threads it believes exist,
 		 * and after a raw clone of a threaded interpreter they do not. */
@@ -427,6 +514,9 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 		child_fail(PICO_STEP_FORK_GUEST);
 	reaper_guest_pid = (pid_t)guest;
 
+	if (spec->guestnet && start_guestnet_helper() < 0)
+		child_fail(PICO_STEP_GUESTNET);
+
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = forward_signal;
@@ -439,10 +529,12 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 		.len = (unsigned short)(sizeof(reaper_filter) / sizeof(reaper_filter[0])),
 		.filter = (struct sock_filter *)reaper_filter,
 	};
-	if (raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, (long)&prog, 0, 0) < 0)
+	/* TSYNC: the socket helper thread gets it too. */
+	if (raw(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, (long)&prog, 0, 0) != 0)
 		child_fail(PICO_STEP_REAPER_FILTER);
 
-	/* From here on the reaper holds only the status pipe. */
+	/* From here on the reaper holds only the status pipe (and its helper
+	 * thread the channel to the monitor). */
 	close(PICO_REPORT_FD);
 	close(PICO_LOADER_FD);
 	close(0);
@@ -506,18 +598,20 @@ static int join_cgroups(pid_t pid, const struct pico_spawn_spec *spec)
 
 static int fd_is_reserved(int fd)
 {
-	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD;
+	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD || fd == PICO_GUESTNET_FD;
 }
 
 int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result)
 {
-	int sv[2] = {-1, -1}, st[2] = {-1, -1}, parent_pidfd = -1;
+	int sv[2] = {-1, -1}, st[2] = {-1, -1}, gn[2] = {-1, -1}, parent_pidfd = -1;
 	memset(result, 0, sizeof(*result));
 	result->listener_fd = -1;
 	result->status_fd = -1;
+	result->guestnet_fd = -1;
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
-	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS))) {
+	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
+	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET))) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;
@@ -532,12 +626,14 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	}
 	parent_pidfd = (int)raw(SYS_pidfd_open, getpid(), 0, 0, 0, 0);
 	if (parent_pidfd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
-	    pipe2(st, O_CLOEXEC) < 0)
+	    pipe2(st, O_CLOEXEC) < 0 ||
+	    (spec->guestnet && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, gn) < 0))
 		goto setup_failed;
 	int one = 1;
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
 		goto setup_failed;
-	if (fd_is_reserved(sv[1]) || fd_is_reserved(st[1]) || fd_is_reserved(parent_pidfd)) {
+	if (fd_is_reserved(sv[1]) || fd_is_reserved(st[1]) || fd_is_reserved(parent_pidfd) ||
+	    fd_is_reserved(gn[1])) {
 		errno = EMFILE; /* only when ~1020 fds are open: refuse rather than clobber */
 		goto setup_failed;
 	}
@@ -554,12 +650,17 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			_exit(127);
 		if (st[1] != PICO_STATUS_FD && raw(SYS_dup3, st[1], PICO_STATUS_FD, O_CLOEXEC, 0, 0) < 0)
 			_exit(127);
+		if (gn[1] >= 0 && gn[1] != PICO_GUESTNET_FD &&
+		    raw(SYS_dup3, gn[1], PICO_GUESTNET_FD, O_CLOEXEC, 0, 0) < 0)
+			_exit(127);
 		reaper_main(spec, parent_pidfd);
 	}
 	close(sv[1]);
 	close(st[1]);
 	close(parent_pidfd);
-	sv[1] = st[1] = parent_pidfd = -1;
+	if (gn[1] >= 0)
+		close(gn[1]);
+	sv[1] = st[1] = gn[1] = parent_pidfd = -1;
 
 	struct child_report rep = {PICO_STEP_NONE, 0};
 	int failed = 0;
@@ -608,8 +709,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (!failed) {
 		result->pid = (int)pid;
 		result->status_fd = st[0];
+		result->guestnet_fd = gn[0];
 		return 0;
 	}
+	if (gn[0] >= 0)
+		close(gn[0]);
 	/* Killing the reaper (pid 1) kills its whole namespace; reap it so
 	 * nothing is left behind. */
 	kill((pid_t)pid, SIGKILL);
@@ -634,6 +738,8 @@ close_all:
 			close(sv[i]);
 		if (st[i] >= 0)
 			close(st[i]);
+		if (gn[i] >= 0)
+			close(gn[i]);
 	}
 	if (parent_pidfd >= 0)
 		close(parent_pidfd);

@@ -13,9 +13,12 @@
  *                                                                          ▼
  *                                                                        guest (pid 2 inside) ──execveat(1023)
  *
- * The reaper forwards signals to the guest, reaps every orphan, writes the
- * guest's raw wait status to the status pipe and exits; the kernel then kills
- * whatever is left in the pid namespace.  The reaper has PR_SET_PDEATHSIG
+ * The reaper brings up the loopback interface of the new network namespace
+ * (the guest's own 127.0.0.1 and ::1), forwards signals to the guest, reaps
+ * every orphan, writes the guest's raw wait status to the status pipe and
+ * exits; the kernel then kills whatever is left in the pid namespace.  With
+ * spec->guestnet a thread of the reaper makes sockets in that namespace for
+ * the monitor (guestnet.h): a thread, so the guest sees no process of it.  The reaper has PR_SET_PDEATHSIG
  * (SIGKILL) on the monitor, so when the monitor dies the reaper dies and with
  * it the whole namespace. */
 #ifndef PICO_SPAWN_H
@@ -47,9 +50,12 @@
 #define PICO_STEP_HANDSHAKE 19   /* the report channel broke before exec */
 #define PICO_STEP_CGROUP_NS 20   /* unshare(CLONE_NEWCGROUP) after joining the run's cgroup */
 #define PICO_STEP_SETUP 21       /* parent-side pipes/sockets or an fd clash */
+#define PICO_STEP_LOOPBACK 22    /* bringing up "lo" in the new network namespace */
+#define PICO_STEP_GUESTNET 23    /* starting the reaper's socket helper (guestnet.h) */
 
 /* The reaper's end of the report channel and of the status pipe live just
- * below the loader fd (1023); the caller's fds must not use these numbers. */
+ * below the loader fd (1023), and below them the socket helper's channel
+ * (PICO_GUESTNET_FD, guestnet.h); the caller's fds must not use these. */
 #define PICO_REPORT_FD 1022
 #define PICO_STATUS_FD 1021
 
@@ -90,6 +96,8 @@ struct pico_spawn_spec {
 				    * threadgroup lock and its RCU grace period, ~ms) */
 	struct pico_rlimit rlimits[16];
 	int n_rlimits;
+	int guestnet;		   /* 1: the reaper runs the socket helper of the guest's
+				    * network namespace (guestnet.h); needs CLONE_NEWNET */
 };
 
 struct pico_spawn_result {
@@ -99,6 +107,8 @@ struct pico_spawn_result {
 			  * for SECCOMP_FILTER_FLAG_NEW_LISTENER, else -1; the caller owns it */
 	int status_fd;	 /* read end of the status pipe: the reaper writes the guest's
 			  * raw wait status (4 bytes) there before exiting; caller owns it */
+	int guestnet_fd; /* the monitor's end of the socket helper's channel when
+			  * spec->guestnet, else -1; the caller owns it */
 	int step;	 /* PICO_STEP_* that failed, or PICO_STEP_NONE */
 	int err;	 /* errno of that failure */
 };

@@ -82,6 +82,8 @@ STEP_NAMES = {
     lib.PICO_STEP_HANDSHAKE: "talking to the reaper (report channel)",
     lib.PICO_STEP_CGROUP_NS: "creating the cgroup namespace",
     lib.PICO_STEP_SETUP: "preparing the spawn (pipes, sockets, fds)",
+    lib.PICO_STEP_LOOPBACK: "bringing up the loopback interface of the guest's network",
+    lib.PICO_STEP_GUESTNET: "starting the socket helper of the guest's network",
 }
 
 
@@ -113,6 +115,9 @@ class SpawnConfig:
         default_factory=dict
     )  # extra RLIMIT_*
     allow_dynamic: bool = False  # raw mode refuses dynamically linked images
+    # The reaper makes sockets in the guest's own network namespace for the
+    # monitor (native/guestnet.h): Spawned.guestnet_fd is its channel.
+    guestnet: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +134,7 @@ class Spawned:
         default_factory=dict
     )  # limit -> how it is enforced
     limits: Limits = dataclasses.field(default_factory=Limits)
+    guestnet_fd: int = -1  # the socket helper's channel (owned by the caller), or -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +197,7 @@ def _check_fd(fd, what: str) -> int:
         os.fstat(fd)
     except OSError:
         raise ConfigError(f"{what}: fd {fd} is not open") from None
-    if fd in (lib.PICO_REPORT_FD, lib.PICO_STATUS_FD):
+    if fd in (lib.PICO_REPORT_FD, lib.PICO_STATUS_FD, lib.PICO_GUESTNET_FD):
         raise ConfigError(
             f"{what}: fd {fd} is reserved for the spawn's report channel; dup it elsewhere"
         )
@@ -215,10 +221,13 @@ def _identity(config: SpawnConfig) -> tuple[int, int, int]:
 
 
 def _rlimits(
-    limits: Limits, cgroup: cgroups.RunCgroup | None, extra: Mapping[int, tuple[int, int]]
+    limits: Limits, cgroup: cgroups.RunCgroup | None, extra: Mapping[int, tuple[int, int]],
+    run_tasks: int = 1,
 ):
     """The rlimits to set, clamped to the monitor's hard limits (raising a
-    hard limit needs CAP_SYS_RESOURCE), and how each limit is enforced."""
+    hard limit needs CAP_SYS_RESOURCE), and how each limit is enforced.
+    ``run_tasks``: tasks of the run that are not the guest's (the reaper,
+    and its socket helper thread)."""
     want: dict[int, tuple[int, int]] = {resource.RLIMIT_CORE: (0, 0)}
     how: dict[str, str] = {}
     if limits.open_files is not None:
@@ -234,11 +243,11 @@ def _rlimits(
             how[name] = path
     if limits.pids is not None:
         # Counted per (user namespace, uid): the run's own namespace makes it
-        # a per-run count of tasks, the reaper included.  Where the cgroup
-        # enforces the limit, RLIMIT_NPROC stays one task above it: the
-        # kernel checks RLIMIT_NPROC first, and only the cgroup counts the
-        # forks it refuses (the result's "pids" limit).
-        nproc = limits.pids + (2 if "pids" in how else 1)
+        # a per-run count of tasks, the reaper (and its helper) included.
+        # Where the cgroup enforces the limit, RLIMIT_NPROC stays one task
+        # above it: the kernel checks RLIMIT_NPROC first, and only the
+        # cgroup counts the forks it refuses (the result's "pids" limit).
+        nproc = limits.pids + run_tasks + (1 if "pids" in how else 0)
         want[resource.RLIMIT_NPROC] = (nproc, nproc)
         how["pids"] = f"{how['pids']} + RLIMIT_NPROC" if "pids" in how else "RLIMIT_NPROC"
     if limits.memory_bytes is not None and "memory" not in how:
@@ -345,18 +354,23 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
     program = filter_for(config.mode)
 
     limits = config.limits
+    # The reaper's socket helper is a thread: a task that pids counts.  (The
+    # cgroup adds the reaper itself.)
+    helper_tasks = 1 if config.guestnet else 0
     if isinstance(config.cgroup, cgroups.RunCgroup):
         # The caller made it (and wrote any limits); the run still removes it.
         cgroup, cgroup_note = config.cgroup, f"{config.cgroup.version} cgroup given by the caller"
     else:
         cgroup, cgroup_note = cgroups.create_run_cgroup(
-            limits.memory_bytes, limits.pids, config.cgroup
+            limits.memory_bytes,
+            None if limits.pids is None else limits.pids + helper_tasks,
+            config.cgroup,
         )
     procs_fds: list[int] = []
     image_fd, own_image = -1, False
     try:
         image_fd, own_image = _open_image(config)
-        rlimits, enforcement = _rlimits(limits, cgroup, config.rlimits)
+        rlimits, enforcement = _rlimits(limits, cgroup, config.rlimits, 1 + helper_tasks)
         if cgroup is not None:
             procs_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.join_files()]
 
@@ -390,6 +404,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             spec.rlimits[i].soft = soft
             spec.rlimits[i].hard = hard
         spec.n_rlimits = len(rlimits)
+        spec.guestnet = int(config.guestnet)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
@@ -421,6 +436,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         cgroup_note,
         enforcement,
         limits,
+        result.guestnet_fd,
     )
     with _live_lock:
         _live[spawned.pid] = spawned
