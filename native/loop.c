@@ -35,25 +35,14 @@
 #define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
 #endif
 
-/* ---------------------------------------------------------------------- */
-/* The network seam.  native/net.c (another unit) implements the network  */
-/* schemes; until it is linked in, the weak references are NULL and those */
-/* schemes are refused with EACCES.                                        */
-
-struct pico_net_policy;
-#if __has_include("net.h")
+#include "guestnet.h"
 #include "net.h"
-#endif
-int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_len, int flags,
-		   int *fd_out) __attribute__((weak));
-int pico_net_finish(int fd) __attribute__((weak));
 
-/* ---------------------------------------------------------------------- */
 
 #define EVENTS_PER_WAIT 64
 
 /* epoll data: what an event is about. */
-enum ev_kind { EV_WAKE = 0, EV_GUEST = 1, EV_CONNECT = 2 };
+enum ev_kind { EV_WAKE = 0, EV_GUEST = 1, EV_CONNECT = 2, EV_GUESTNET = 3 };
 #define EV_DATA(kind, gen, idx) \
 	(((uint64_t)(kind) << 62) | ((uint64_t)(gen) << 32) | (uint32_t)(idx))
 #define EV_KIND(d) ((int)((d) >> 62))
@@ -75,6 +64,22 @@ struct steer {
 
 #define STEER_WATCHES 4
 
+/* A call waiting for the guest's socket helper (guestnet.h) to answer. */
+struct gn_pending {
+	uint32_t id;
+	uint64_t notif_id;
+	pid_t tid;
+	int cloexec;
+	int nonblock;
+	struct pico_gn_request req;
+	struct pico_audit_record rec;
+};
+
+/* Requests a guest may have with its helper at once: each is a guest
+ * thread blocked in its call, so the guest's process limit bounds them
+ * first; this bounds the loop's memory for one guest. */
+#define GN_MAX_PENDING 1024
+
 struct guest {
 	int in_use;
 	uint32_t gen;
@@ -91,6 +96,13 @@ struct guest {
 	ino_t pidns_ino;
 	struct steer watch[STEER_WATCHES]; /* threads that may still be inside a fork() */
 	unsigned int nwatch;
+	/* The socket helper of the guest's own network: the loop's duplicate
+	 * of its channel (-1: none, or gone) and the calls waiting for it, in
+	 * the order sent (a ring, grown on demand). */
+	int gn_fd;
+	uint32_t gn_next_id;
+	struct gn_pending *gn_q;
+	unsigned int gn_head, gn_count, gn_cap;
 };
 
 /* A tcp:/udp: connect that is in progress: the guest's call is answered
@@ -112,6 +124,7 @@ enum cmd_kind { CMD_ADD, CMD_REMOVE, CMD_STATS };
 struct cmd {
 	enum cmd_kind kind;
 	int listener_fd;
+	int guestnet_fd;
 	int32_t pid;
 	const struct pico_fs_policy *fs;
 	const void *net;
@@ -143,6 +156,7 @@ struct pico_loop {
 	struct pending_connect *connects;
 	unsigned int max_connects;
 	unsigned int nconnects;
+	unsigned int ngn_pending; /* calls waiting for a socket helper, all guests */
 
 	pthread_mutex_t audit_lock;
 	struct pico_audit_record *ring;
@@ -277,6 +291,9 @@ struct call {
 	int install_fd;	  /* >= 0: answer by installing this fd in the guest */
 	int install_cloexec;
 	int deferred;	  /* answered later (a connect in progress) */
+	int own;	  /* answered later: own_req goes to the guest's socket helper */
+	int own_nonblock;
+	struct pico_gn_request own_req;
 };
 
 /* Is the notification still pending?  After every read of guest memory:
@@ -415,14 +432,37 @@ static long serve_open(struct call *c, char *uri)
 		}
 		return ret;
 	}
-	if ((scheme == 3 && (!memcmp(uri, "tcp", 3) || !memcmp(uri, "udp", 3))) ||
-	    (scheme == 7 && !memcmp(uri, "tcp.srv", 7)) || (scheme == 4 && !memcmp(uri, "unix", 4))) {
+	/* unix.srv:/PATH and (unless the manifest grants the host path)
+	 * unix:/PATH name sockets in the guest's own view: the file policy. */
+	if (scheme == 8 && !memcmp(uri, "unix.srv", 8) && rest_len > 0 && rest[0] == '/') {
+		if ((flags & ~(O_ACCMODE | O_NONBLOCK | O_CLOEXEC)) || (flags & O_ACCMODE) == O_ACCMODE)
+			return -EINVAL;
+		if (rest_len > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		ret = pico_fs_unix_listen(c->guest->fs, rest, rest_len, mode, !!(flags & O_NONBLOCK),
+					  &c->denied);
+		goto installed;
+	}
+	if (scheme == 4 && !memcmp(uri, "unix", 4) && rest_len > 0 && rest[0] == '/' &&
+	    !pico_net_unix_granted(c->guest->net, rest, rest_len)) {
+		if ((flags & ~(O_ACCMODE | O_NONBLOCK | O_CLOEXEC)) || (flags & O_ACCMODE) == O_ACCMODE)
+			return -EINVAL;
+		if (rest_len > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		ret = pico_fs_unix_connect(c->guest->fs, rest, rest_len, !!(flags & O_NONBLOCK),
+					   &c->denied);
+		goto installed;
+	}
+	if (pico_net_is_network_uri(uri, len)) {
 		int fd = -1;
-		if (!pico_net_start || !pico_net_finish || !c->guest->net) {
-			c->denied = 1;
-			return -EACCES;
+		ret = pico_net_start_guest(c->guest->net, uri, len, (int)flags, &fd,
+					   c->guest->gn_fd >= 0 ? &c->own_req : NULL);
+		if (ret == PICO_NET_OWN) {
+			c->own = 1;
+			c->own_nonblock = !!(flags & O_NONBLOCK);
+			c->install_cloexec = !!(flags & O_CLOEXEC);
+			return 0;
 		}
-		ret = pico_net_start(c->guest->net, uri, len, (int)flags, &fd);
 		if (ret >= 0) {
 			c->install_fd = (int)ret;
 			c->install_cloexec = !!(flags & O_CLOEXEC);
@@ -439,6 +479,13 @@ static long serve_open(struct call *c, char *uri)
 		return ret;
 	}
 	return -EINVAL;
+installed:
+	if (ret >= 0) {
+		c->install_fd = (int)ret;
+		c->install_cloexec = !!(flags & O_CLOEXEC);
+		return 0;
+	}
+	return ret;
 }
 
 /* Implements pico_stat(path, path_len, flags, buf). */
@@ -1191,7 +1238,9 @@ static void finish_record(struct pico_audit_record *rec, long ret, int denied)
 	}
 }
 
-static int defer_connect(struct pico_loop *l, struct call *c);
+static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t notif_id, pid_t tid,
+			 int cloexec, const struct pico_audit_record *rec);
+static int gn_submit(struct pico_loop *l, struct guest *g, struct call *c);
 
 /* Serves the notification just received in l->notif. */
 static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
@@ -1226,12 +1275,19 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 		if (c.install_fd >= 0)
 			close(c.install_fd);
 	} else if (c.deferred) {
-		if (defer_connect(l, &c) == 0)
+		if (defer_connect(l, g, c.install_fd, n->id, (pid_t)n->pid, c.install_cloexec, &c.rec) == 0)
 			return; /* answered when the connect completes */
 		close(c.install_fd);
 		ret = send_answer(l, g->listener, n->id, -EAGAIN);
 		if (ret == 0)
 			ret = -EAGAIN;
+	} else if (c.own) {
+		int err = gn_submit(l, g, &c);
+		if (err == 0)
+			return; /* answered when the helper has made the socket */
+		ret = send_answer(l, g->listener, n->id, err);
+		if (ret == 0)
+			ret = err;
 	} else if (ret >= 0 && c.install_fd >= 0) {
 		ret = install_fd(l, g, n->id, (pid_t)n->pid, c.install_fd, c.install_cloexec);
 		close(c.install_fd);
@@ -1269,7 +1325,8 @@ static void serve_notification(struct pico_loop *l, struct guest *g, uint32_t id
 /* ---------------------------------------------------------------------- */
 /* Connects in progress                                                    */
 
-static int defer_connect(struct pico_loop *l, struct call *c)
+static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t notif_id, pid_t tid,
+			 int cloexec, const struct pico_audit_record *rec)
 {
 	unsigned int i;
 
@@ -1281,16 +1338,16 @@ static int defer_connect(struct pico_loop *l, struct call *c)
 	struct pending_connect *pc = &l->connects[i];
 	pc->gen = (pc->gen + 1) & GEN_MASK;
 	struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = EV_DATA(EV_CONNECT, pc->gen, i)};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->install_fd, &ev) < 0)
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -errno;
 	pc->in_use = 1;
-	pc->fd = c->install_fd;
-	pc->guest_idx = (uint32_t)(c->guest - l->guests);
-	pc->guest_gen = c->guest->gen;
-	pc->notif_id = c->n->id;
-	pc->tid = (pid_t)c->n->pid;
-	pc->cloexec = c->install_cloexec;
-	pc->rec = c->rec;
+	pc->fd = fd;
+	pc->guest_idx = (uint32_t)(g - l->guests);
+	pc->guest_gen = g->gen;
+	pc->notif_id = notif_id;
+	pc->tid = tid;
+	pc->cloexec = cloexec;
+	pc->rec = *rec;
 	l->nconnects++;
 	return 0;
 }
@@ -1335,6 +1392,137 @@ static void drop_connects_of(struct pico_loop *l, uint32_t guest_idx)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Sockets of the guest's own network (guestnet.h)                         */
+
+/* Sends the call's request to the guest's helper and queues the call: 0,
+ * or -errno to answer the guest with now. */
+static int gn_submit(struct pico_loop *l, struct guest *g, struct call *c)
+{
+	if (g->gn_fd < 0)
+		return -ENETDOWN; /* the helper is gone */
+	if (g->gn_count == g->gn_cap) {
+		unsigned int cap = g->gn_cap ? 2 * g->gn_cap : 8;
+		if (g->gn_cap >= GN_MAX_PENDING)
+			return -EAGAIN;
+		struct gn_pending *q = malloc(cap * sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+		for (unsigned int i = 0; i < g->gn_count; i++)
+			q[i] = g->gn_q[(g->gn_head + i) % g->gn_cap];
+		free(g->gn_q);
+		g->gn_q = q;
+		g->gn_cap = cap;
+		g->gn_head = 0;
+	}
+	c->own_req.id = ++g->gn_next_id;
+	int err = pico_guestnet_send(g->gn_fd, &c->own_req);
+	if (err < 0)
+		return err == -EPIPE || err == -ECONNRESET ? -ENETDOWN : err;
+	struct gn_pending *p = &g->gn_q[(g->gn_head + g->gn_count) % g->gn_cap];
+	p->id = c->own_req.id;
+	p->notif_id = c->n->id;
+	p->tid = (pid_t)c->n->pid;
+	p->cloexec = c->install_cloexec;
+	p->nonblock = c->own_nonblock;
+	p->req = c->own_req;
+	p->rec = c->rec;
+	g->gn_count++;
+	l->ngn_pending++;
+	return 0;
+}
+
+/* Answers a call the helper has answered: the socket installed in the
+ * guest, a connect still under way deferred like a host one, or the
+ * errno. */
+static void gn_answer(struct pico_loop *l, struct guest *g, struct gn_pending *p, int err, int fd)
+{
+	long ret;
+
+	if (fd >= 0 && err == EINPROGRESS) {
+		ret = pico_net_adopt_connecting(fd, &p->req, p->nonblock);
+		if (ret == -EINPROGRESS &&
+		    defer_connect(l, g, fd, p->notif_id, p->tid, p->cloexec, &p->rec) == 0)
+			return; /* answered when the connect completes */
+		close(fd);
+		fd = -1;
+		err = ret == -EINPROGRESS ? EAGAIN : (int)-ret;
+	} else if (fd >= 0) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, p->nonblock ? fl : (fl & ~O_NONBLOCK)) < 0) {
+			err = errno;
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd >= 0) {
+		ret = install_fd(l, g, p->notif_id, p->tid, fd, p->cloexec);
+		close(fd);
+	} else {
+		ret = -(err ? err : EPROTO);
+		if (send_answer(l, g->listener, p->notif_id, ret) < 0)
+			ret = -ECANCELED;
+	}
+	finish_record(&p->rec, ret, 0);
+	account(l, g, &p->rec);
+}
+
+/* The helper is gone (or broke the protocol): its waiting calls fail. */
+static void gn_close(struct pico_loop *l, struct guest *g)
+{
+	if (g->gn_fd >= 0) {
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, g->gn_fd, NULL);
+		close(g->gn_fd);
+		g->gn_fd = -1;
+	}
+	while (g->gn_count) {
+		struct gn_pending *p = &g->gn_q[g->gn_head];
+		g->gn_head = (g->gn_head + 1) % g->gn_cap;
+		g->gn_count--;
+		l->ngn_pending--;
+		long ret = -ENETDOWN;
+		if (g->listener < 0 || send_answer(l, g->listener, p->notif_id, ret) < 0)
+			ret = -ECANCELED;
+		finish_record(&p->rec, ret, 0);
+		account(l, g, &p->rec);
+	}
+	free(g->gn_q);
+	g->gn_q = NULL;
+	g->gn_cap = g->gn_head = 0;
+}
+
+/* The helper's channel is readable (or hung up): answers what it replied. */
+static void gn_ready(struct pico_loop *l, uint32_t idx, uint32_t gen, uint32_t events)
+{
+	if (idx >= l->max_guests)
+		return;
+	struct guest *g = &l->guests[idx];
+	if (!g->in_use || g->gen != gen || g->gn_fd < 0)
+		return;
+	for (;;) {
+		struct pico_gn_reply rep;
+		int fd;
+		int r = pico_guestnet_recv(g->gn_fd, &rep, &fd);
+		if (r == -EAGAIN)
+			break;
+		if (r <= 0 || g->gn_count == 0 || rep.id != g->gn_q[g->gn_head].id) {
+			/* Gone, or an answer to nothing: the helper is not trusted
+			 * beyond its channel; stop using it. */
+			if (fd >= 0)
+				close(fd);
+			gn_close(l, g);
+			return;
+		}
+		struct gn_pending p = g->gn_q[g->gn_head];
+		g->gn_head = (g->gn_head + 1) % g->gn_cap;
+		g->gn_count--;
+		l->ngn_pending--;
+		gn_answer(l, g, &p, rep.err, fd);
+	}
+	if (events & (EPOLLHUP | EPOLLERR))
+		gn_close(l, g);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Guests                                                                  */
 
 /* Every process of the guest is gone: its listener hung up. */
@@ -1348,6 +1536,7 @@ static void guest_hung_up(struct pico_loop *l, struct guest *g)
 	g->stats.alive = 0;
 	l->nlive--;
 	drop_connects_of(l, (uint32_t)(g - l->guests));
+	gn_close(l, g);
 }
 
 static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
@@ -1364,6 +1553,15 @@ static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
 	int fd = fcntl(cmd->listener_fd, F_DUPFD_CLOEXEC, 3);
 	if (fd < 0)
 		return -errno;
+	int gn_fd = -1;
+	if (cmd->guestnet_fd >= 0) {
+		gn_fd = fcntl(cmd->guestnet_fd, F_DUPFD_CLOEXEC, 3);
+		if (gn_fd < 0) {
+			int err = errno;
+			close(fd);
+			return -err;
+		}
+	}
 	struct guest *g = &l->guests[i];
 	uint32_t gen = ((g->gen + 1) & GEN_MASK) ?: 1;
 	/* Synchronous wake-ups: the guest blocks at once when it notifies, so
@@ -1371,12 +1569,18 @@ static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
 	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
 		l->sync_wakeup = 1;
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUEST, gen, i)};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+	struct epoll_event gn_ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUESTNET, gen, i)};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+	    (gn_fd >= 0 && epoll_ctl(l->epfd, EPOLL_CTL_ADD, gn_fd, &gn_ev) < 0)) {
 		int err = errno;
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
 		close(fd);
+		if (gn_fd >= 0)
+			close(gn_fd);
 		return -err;
 	}
 	memset(g, 0, sizeof(*g));
+	g->gn_fd = gn_fd;
 	g->in_use = 1;
 	g->gen = gen;
 	g->listener = fd;
@@ -1498,9 +1702,10 @@ static void run_queued(struct pico_loop *l)
 }
 
 int64_t pico_loop_add_guest(struct pico_loop *l, int listener_fd, int32_t pid,
-			    const struct pico_fs_policy *fs, const void *net)
+			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd)
 {
-	struct cmd cmd = {.kind = CMD_ADD, .listener_fd = listener_fd, .pid = pid, .fs = fs, .net = net};
+	struct cmd cmd = {.kind = CMD_ADD, .listener_fd = listener_fd, .guestnet_fd = guestnet_fd,
+			  .pid = pid, .fs = fs, .net = net};
 	return submit(l, &cmd);
 }
 
@@ -1579,9 +1784,14 @@ void pico_loop_free(struct pico_loop *l)
 	for (unsigned int i = 0; l->connects && i < l->max_connects; i++)
 		if (l->connects[i].in_use)
 			close(l->connects[i].fd);
-	for (unsigned int i = 0; l->guests && i < l->max_guests; i++)
+	for (unsigned int i = 0; l->guests && i < l->max_guests; i++) {
 		if (l->guests[i].in_use && l->guests[i].listener >= 0)
 			close(l->guests[i].listener);
+		if (l->guests[i].in_use && l->guests[i].gn_fd >= 0)
+			close(l->guests[i].gn_fd);
+		if (l->guests[i].in_use)
+			free(l->guests[i].gn_q);
+	}
 	if (l->epfd >= 0)
 		close(l->epfd);
 	if (l->wakefd >= 0)
@@ -1706,6 +1916,9 @@ static void dispatch(struct pico_loop *l, const struct epoll_event *ev)
 	case EV_CONNECT:
 		finish_connect(l, idx, EV_GEN(d));
 		break;
+	case EV_GUESTNET:
+		gn_ready(l, idx, EV_GEN(d), ev->events);
+		break;
 	}
 }
 
@@ -1757,7 +1970,8 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 		 * wakes the guest the same way: the round trip costs a few
 		 * context switches instead of cross-CPU wake-ups.  Commands and
 		 * stop interrupt it with a signal (kick). */
-		if (!use_epoll && l->direct_ok && !l->cmds && l->nlive == 1 && l->nconnects == 0) {
+		if (!use_epoll && l->direct_ok && !l->cmds && l->nlive == 1 && l->nconnects == 0 &&
+		    l->ngn_pending == 0) {
 			for (unsigned int i = 0; i < l->max_guests; i++) {
 				if (l->guests[i].in_use && l->guests[i].listener >= 0) {
 					direct = &l->guests[i];
@@ -1856,6 +2070,7 @@ void pico_loop_get_counters(struct pico_loop *l, struct pico_loop_counters *out)
 	out->sync_wakeup = l->sync_wakeup;
 	out->running = l->state == RUNNING;
 	out->pending_connects = (int32_t)l->nconnects;
+	out->guestnet_pending = (int32_t)l->ngn_pending;
 	pthread_mutex_unlock(&l->lock);
 	pthread_mutex_lock(&l->audit_lock);
 	out->audit_dropped = l->audit_dropped;

@@ -99,6 +99,7 @@ struct pico_loop_counters {
 	int32_t sync_wakeup;	 /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted by the kernel */
 	int32_t running;
 	int32_t pending_connects;
+	int32_t guestnet_pending; /* calls waiting for a guest's socket helper */
 };
 
 struct pico_loop;
@@ -118,10 +119,13 @@ int pico_loop_wait_running(struct pico_loop *loop, int timeout_ms);
 void pico_loop_stop(struct pico_loop *loop);
 /* Serves the guest whose listener is listener_fd (the loop keeps its own
  * duplicate).  fs: its file policy, net: its network policy (struct
- * pico_net_policy *, or NULL: no network); both must outlive the guest's
- * registration.  Returns a handle (> 0) or -errno (ENOSPC: max_guests). */
+ * pico_net_policy *, or NULL: nothing granted); both must outlive the
+ * guest's registration.  guestnet_fd: the channel to the socket helper of
+ * the guest's own network (spawn's result; the loop keeps a duplicate), or
+ * -1: no own network (what it would serve is refused as not granted).
+ * Returns a handle (> 0) or -errno (ENOSPC: max_guests). */
 int64_t pico_loop_add_guest(struct pico_loop *loop, int listener_fd, int32_t pid,
-			    const struct pico_fs_policy *fs, const void *net);
+			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd);
 /* Stops serving the guest (its pending calls fail with ENOSYS as the
  * listener closes) and returns its final counts.  0 or -ENOENT. */
 int pico_loop_remove_guest(struct pico_loop *loop, int64_t handle, struct pico_guest_stats *out);

@@ -17,6 +17,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "net.h"
 #include "picoproc_abi.h"
 
 #ifndef SYS_openat2
@@ -1575,4 +1576,63 @@ long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len
 {
 	*denied = 0;
 	return SERVE(denied, with_path(p, path, len, 1, statfs_op, out));
+}
+
+/* ---------------------------------------------------------------------- */
+/* AF_UNIX sockets named in the guest's view                               */
+
+/* A socket name is a name like any other (hidden paths and names apply),
+ * and only writable mounts hold the guest's sockets: a read-only mount of
+ * a host directory does not grant its sockets (the manifest's unix grants
+ * do that, by host path: net.h). */
+struct unix_arg {
+	unsigned int mode;
+	int nonblock;
+};
+
+static long unix_listen_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct unix_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EADDRINUSE);
+	if (ret < 0)
+		return ret;
+	ret = check_name_not_hidden(p, &pa);
+	if (ret == 0)
+		ret = pico_net_unix_listen_at(pa.fd, pa.name, a->mode, a->nonblock);
+	close(pa.fd);
+	return ret;
+}
+
+long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_t len,
+			 unsigned int mode, int nonblock, int *denied)
+{
+	*denied = 0;
+	if (mode & ~0777u)
+		return -EINVAL;
+	struct unix_arg a = {.mode = mode, .nonblock = nonblock};
+	/* bind(2) never follows a last component that is a link. */
+	return SERVE(denied, with_path(p, path, len, 0, unix_listen_op, &a));
+}
+
+static long unix_connect_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct unix_arg *a = varg;
+
+	if (!r->mount || r->mount->writable != PICO_MOUNT_RW)
+		return deny(-EACCES);
+	long fd = open_checked_path(p, r, 0, NULL, NULL);
+	if (fd < 0)
+		return fd;
+	long ret = pico_net_unix_connect_fd((int)fd, a->nonblock);
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
+			  int nonblock, int *denied)
+{
+	*denied = 0;
+	struct unix_arg a = {.nonblock = nonblock};
+	return SERVE(denied, with_path(p, path, len, 1, unix_connect_op, &a));
 }

@@ -126,5 +126,17 @@ long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t l
 		      int *denied);
 long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len,
 		    struct statfs *out, int *denied);
+/* AF_UNIX stream sockets named by a guest path (net.h has the socket
+ * side).  Only in writable mounts; the name's permission checks and owner
+ * are the guest identity's (the calling thread's fs ids).  listen: a
+ * socket file is created at the path (bind(2) semantics: an existing name
+ * is EADDRINUSE) with the permission bits `mode`, and the listening socket
+ * returned; connect: the socket the path names, connected (ECONNREFUSED
+ * for a name that is not a socket).  The calling thread must have a cwd of
+ * its own (unshare(CLONE_FS)): listen changes it. */
+long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_t len,
+			 unsigned int mode, int nonblock, int *denied);
+long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
+			  int nonblock, int *denied);
 
 #endif

@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "guestnet.h"
 #include "picoproc_abi.h"
 
 _Static_assert(PICO_NET_MAX_URI == PICO_MAX_URI, "net.h must follow the ABI table's max_uri");
@@ -47,11 +48,27 @@ struct net_grant {
 	bool prefix;		/* path ends with '/': a directory grant */
 };
 
+/* Live udp: relays of one policy (one run): shared with the relay threads,
+ * which may outlive the policy by the moment it takes them to notice their
+ * guest end closed; the last one out frees it. */
+struct relay_count {
+	atomic_int live;
+	atomic_int refs;
+};
+
 struct pico_net_policy {
 	struct net_grant *grants;
 	size_t count;
 	size_t cap;
+	int max_sockets;	/* bound on live relays of this run (0: only the global one) */
+	struct relay_count *relays;
 };
+
+static void relay_count_put(struct relay_count *rc)
+{
+	if (atomic_fetch_sub(&rc->refs, 1) == 1)
+		free(rc);
+}
 
 /* ---- the audit line ---------------------------------------------------- */
 
@@ -252,7 +269,17 @@ static int check_canonical_path(const char *path, size_t len)
 
 struct pico_net_policy *pico_net_policy_new(void)
 {
-	return calloc(1, sizeof(struct pico_net_policy));
+	struct pico_net_policy *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->relays = calloc(1, sizeof(*p->relays));
+	if (!p->relays) {
+		free(p);
+		return NULL;
+	}
+	atomic_init(&p->relays->refs, 1);
+	return p;
 }
 
 void pico_net_policy_free(struct pico_net_policy *p)
@@ -262,7 +289,21 @@ void pico_net_policy_free(struct pico_net_policy *p)
 	for (size_t i = 0; i < p->count; i++)
 		free(p->grants[i].path);
 	free(p->grants);
+	relay_count_put(p->relays);
 	free(p);
+}
+
+int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets)
+{
+	if (!p || max_sockets < 0)
+		return -EINVAL;
+	p->max_sockets = max_sockets;
+	return 0;
+}
+
+int pico_net_policy_relays(const struct pico_net_policy *p)
+{
+	return p ? atomic_load(&p->relays->live) : 0;
 }
 
 int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port)
@@ -323,7 +364,7 @@ static bool inet_granted(const struct pico_net_policy *p, int kind, const struct
 {
 	size_t len = a->family == AF_INET ? 4 : 16;
 
-	for (size_t i = 0; i < p->count; i++) {
+	for (size_t i = 0; p && i < p->count; i++) {
 		const struct net_grant *g = &p->grants[i];
 
 		if (g->kind == kind && g->addr.family == a->family &&
@@ -337,7 +378,7 @@ static bool inet_granted(const struct pico_net_policy *p, int kind, const struct
  * stops at a component boundary ("/run/a/" does not grant "/run/ab"). */
 static bool unix_granted(const struct pico_net_policy *p, const char *path, size_t len)
 {
-	for (size_t i = 0; i < p->count; i++) {
+	for (size_t i = 0; p && i < p->count; i++) {
 		const struct net_grant *g = &p->grants[i];
 
 		if (g->kind != PICO_NET_UNIX)
@@ -564,6 +605,7 @@ static atomic_int udp_relays;
 struct udp_relay {
 	int local;		/* the monitor's end of the guest's SOCK_SEQPACKET pair */
 	int udp;		/* the connected UDP socket */
+	struct relay_count *count; /* of the policy (run) it serves */
 	char buf[PICO_NET_UDP_MAX_DATAGRAM];
 };
 
@@ -622,30 +664,43 @@ static void *udp_relay_main(void *arg)
 	}
 	close(r->local);
 	close(r->udp);
+	atomic_fetch_sub(&r->count->live, 1);
+	relay_count_put(r->count);
 	free(r);
 	atomic_fetch_sub(&udp_relays, 1);
 	return NULL;
 }
 
-static int start_udp_relay(int local, int udp)
+static int start_udp_relay(const struct pico_net_policy *p, int local, int udp)
 {
+	struct relay_count *count = p->relays;
 	struct udp_relay *r;
 	pthread_attr_t attr;
 	pthread_t thread;
 	sigset_t all, old;
 	int err;
 
+	/* A run may hold as many relays as it may hold open files: each is a
+	 * thread and two sockets in the monitor. */
+	if (atomic_fetch_add(&count->live, 1) >= p->max_sockets && p->max_sockets > 0) {
+		atomic_fetch_sub(&count->live, 1);
+		return -EMFILE;
+	}
 	if (atomic_fetch_add(&udp_relays, 1) >= PICO_NET_MAX_UDP_RELAYS) {
 		atomic_fetch_sub(&udp_relays, 1);
+		atomic_fetch_sub(&count->live, 1);
 		return -ENFILE;
 	}
 	r = malloc(sizeof(*r));
 	if (!r) {
 		atomic_fetch_sub(&udp_relays, 1);
+		atomic_fetch_sub(&count->live, 1);
 		return -ENOMEM;
 	}
 	r->local = local;
 	r->udp = udp;
+	r->count = count;
+	atomic_fetch_add(&count->refs, 1);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 64 * 1024);
@@ -657,14 +712,17 @@ static int start_udp_relay(int local, int udp)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (err) {
+		relay_count_put(count);
 		free(r);
 		atomic_fetch_sub(&udp_relays, 1);
+		atomic_fetch_sub(&count->live, 1);
 		return -err;
 	}
 	return 0;
 }
 
-static int udp_connect(const struct inet_addr *a, int port, bool nonblock)
+static int udp_connect(const struct pico_net_policy *p, const struct inet_addr *a, int port,
+		       bool nonblock)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = to_sockaddr(a, port, &ss);
@@ -682,7 +740,7 @@ static int udp_connect(const struct inet_addr *a, int port, bool nonblock)
 	ret = set_nonblock(pair[0], nonblock);
 	if (ret)
 		goto fail;
-	ret = start_udp_relay(pair[1], udp);
+	ret = start_udp_relay(p, pair[1], udp);
 	if (ret)
 		goto fail;
 	return pair[0];
@@ -755,6 +813,38 @@ static void restore_identity(const struct thread_identity *saved)
 	syscall(SYS_setfsgid, saved->fsgid);
 }
 
+int pico_net_unix_connect_fd(int pathfd, int nonblock)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct thread_identity ids;
+	struct stat st;
+	int fd = -1, ret;
+
+	if (fstat(pathfd, &st) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP;
+	if (!S_ISSOCK(st.st_mode))
+		return -ECONNREFUSED;	/* what connect(2) says for a non-socket */
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "/proc/self/fd/%d", pathfd);
+	ret = take_fs_identity(&ids);
+	if (ret)
+		return ret;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a full backlog is -EAGAIN instead of a wait. */
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+		ret = -errno;
+	restore_identity(&ids);
+	if (!ret)
+		ret = set_nonblock(fd, nonblock);
+	if (ret) {
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	return fd;
+}
+
 /* Connects to the socket inode itself, never to a name that could change
  * under us: the path is resolved once with openat2 (no symlink anywhere,
  * so a swapped-in symlink fails with ELOOP), the O_PATH fd pins that
@@ -766,49 +856,168 @@ static int unix_connect(const char *path, size_t len, bool nonblock)
 		.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
 		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	struct thread_identity ids;
-	struct stat st;
-	int pathfd, fd = -1, ret;
+	int pathfd, ret;
 
 	memcpy(text, path, len);
 	text[len] = '\0';
 	pathfd = (int)syscall(SYS_openat2, AT_FDCWD, text, &how, sizeof(how));
 	if (pathfd < 0)
 		return -errno;
-	if (fstat(pathfd, &st) < 0)
-		goto fail_errno;
-	if (S_ISLNK(st.st_mode)) {
-		ret = -ELOOP;
-		goto fail;
-	}
-	if (!S_ISSOCK(st.st_mode)) {
-		ret = -ECONNREFUSED;	/* what connect(2) says for a non-socket */
-		goto fail;
-	}
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "/proc/self/fd/%d", pathfd);
-	ret = take_fs_identity(&ids);
-	if (ret)
-		goto fail;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	/* Non-blocking: a full backlog is -EAGAIN instead of a wait. */
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
-		ret = -errno;
-	restore_identity(&ids);
-	if (ret)
-		goto fail;
-	ret = set_nonblock(fd, nonblock);
-	if (ret)
-		goto fail;
-	close(pathfd);
-	return fd;
-fail_errno:
-	ret = -errno;
-fail:
-	if (fd >= 0)
-		close(fd);
+	ret = pico_net_unix_connect_fd(pathfd, nonblock);
 	close(pathfd);
 	return ret;
+}
+
+int pico_net_unix_listen_at(int dirfd, const char *name, unsigned int mode, int nonblock)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct thread_identity ids;
+	size_t len = strlen(name);
+	mode_t old_umask;
+	int fd, ret = 0;
+
+	if (len == 0 || len >= sizeof(sun.sun_path) || strchr(name, '/'))
+		return len >= sizeof(sun.sun_path) ? -ENAMETOOLONG : -EINVAL;
+	if (mode & ~0777u)
+		return -EINVAL;
+	memcpy(sun.sun_path, name, len);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* bind(2) takes a name, not a directory fd: it runs from the directory
+	 * already resolved and pinned, so only the last component is looked
+	 * up (and bind never follows it: an existing name is EADDRINUSE).  The
+	 * calling thread has a cwd and umask of its own (the event loop
+	 * unshares CLONE_FS); the socket file gets the mode the guest asked
+	 * for, and is owned by the thread's fsuid/fsgid, the guest. */
+	if (fchdir(dirfd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	old_umask = umask(~mode & 0777);
+	if (bind(fd, (struct sockaddr *)&sun,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1)) < 0)
+		ret = -errno;
+	umask(old_umask);
+	if (chdir("/") < 0 && !ret)
+		ret = -errno;
+	if (ret)
+		goto out;
+	/* listen(2) records the listener's credentials (what a client's
+	 * SO_PEERCRED shows): the guest's, never a root monitor's. */
+	ret = take_fs_identity(&ids);
+	if (ret)
+		goto unbind;
+	if (listen(fd, PICO_NET_LISTEN_BACKLOG) < 0)
+		ret = -errno;
+	restore_identity(&ids);
+	if (!ret)
+		ret = set_nonblock(fd, nonblock);
+	if (!ret)
+		return fd;
+unbind:
+	unlinkat(dirfd, name, 0);
+out:
+	close(fd);
+	return ret;
+}
+
+/* ---- the guest's own network ---------------------------------------- */
+
+/* Options a URI may carry after '?', comma-separated.  They matter only for
+ * sockets of the guest's own network; a host listener is always
+ * SO_REUSEADDR and IPV6_V6ONLY, whatever it asks (see net.h). */
+#define OPT_REUSEADDR 1
+#define OPT_REUSEPORT 2
+#define OPT_DUALSTACK 4
+
+static const struct {
+	const char *word;
+	int bit;
+} option_words[] = {{"reuseaddr", OPT_REUSEADDR}, {"reuseport", OPT_REUSEPORT}, {"dualstack", OPT_DUALSTACK}};
+
+/* Splits "BODY?OPTS": *body_len is BODY's length; *opts the bits of OPTS. */
+static int split_options(const char *rest, size_t rest_len, size_t *body_len, int *opts)
+{
+	const char *q = memchr(rest, '?', rest_len);
+
+	*opts = 0;
+	*body_len = q ? (size_t)(q - rest) : rest_len;
+	if (!q)
+		return 0;
+	const char *w = q + 1, *end = rest + rest_len;
+	for (;;) {
+		const char *comma = memchr(w, ',', (size_t)(end - w));
+		size_t n = (size_t)((comma ? comma : end) - w);
+		size_t i;
+
+		for (i = 0; i < sizeof(option_words) / sizeof(option_words[0]); i++)
+			if (n == strlen(option_words[i].word) && !memcmp(w, option_words[i].word, n))
+				break;
+		if (i == sizeof(option_words) / sizeof(option_words[0]))
+			return -EINVAL;	/* unknown or empty word */
+		*opts |= option_words[i].bit;
+		if (!comma)
+			return 0;
+		w = comma + 1;
+	}
+}
+
+/* 127.0.0.0/8 and ::1: the guest's own loopback unless granted. */
+static bool is_loopback(const struct inet_addr *a)
+{
+	static const unsigned char v6_loopback[16] = {[15] = 1};
+
+	if (a->family == AF_INET)
+		return a->bytes[0] == 127;
+	return memcmp(a->bytes, v6_loopback, 16) == 0;
+}
+
+/* 0.0.0.0 and ::: every address of the guest's own network (listen), or
+ * the local host (connect, as Linux takes it). */
+static bool is_wildcard(const struct inet_addr *a)
+{
+	static const unsigned char zero[16];
+
+	return memcmp(a->bytes, zero, a->family == AF_INET ? 4 : 16) == 0;
+}
+
+static void own_request(struct pico_gn_request *req, int op, int domain, int type, int opts)
+{
+	memset(req, 0, sizeof(*req));
+	req->op = op;
+	req->domain = domain;
+	req->type = type;
+	req->backlog = PICO_NET_LISTEN_BACKLOG;
+	if (opts & OPT_REUSEADDR)
+		req->options |= PICO_GN_REUSEADDR;
+	if (opts & OPT_REUSEPORT)
+		req->options |= PICO_GN_REUSEPORT;
+	if (domain == AF_INET6 && !(opts & OPT_DUALSTACK))
+		req->options |= PICO_GN_V6ONLY;
+}
+
+static void own_inet_request(struct pico_gn_request *req, int op, int type,
+			     const struct inet_addr *a, int port, int opts)
+{
+	struct sockaddr_storage ss;
+
+	own_request(req, op, a->family, type, opts);
+	req->addr_len = to_sockaddr(a, port, &ss);
+	memcpy(req->addr, &ss, req->addr_len);
+}
+
+int pico_net_adopt_connecting(int fd, const struct pico_gn_request *req, int nonblock)
+{
+	struct sockaddr_storage peer;
+	int ret;
+
+	if (fd < 0 || !req || req->op != PICO_GN_CONNECT || req->addr_len > sizeof(peer))
+		return -EINVAL;
+	memset(&peer, 0, sizeof(peer));
+	memcpy(&peer, req->addr, req->addr_len);
+	ret = remember_pending(fd, nonblock, &peer, req->addr_len);
+	return ret ? ret : -EINPROGRESS;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -820,41 +1029,62 @@ static bool has_prefix(const char *s, size_t len, const char *prefix)
 	return len >= n && memcmp(s, prefix, n) == 0;
 }
 
+static const char *const schemes[] = {"tcp:", "udp:", "tcp.srv:", "udp.srv:", "udp.new:", "unix:",
+				      "unix.srv:"};
+
 int pico_net_is_network_uri(const char *uri, size_t uri_len)
 {
 	if (!uri)
 		return 0;
-	return has_prefix(uri, uri_len, "tcp:") || has_prefix(uri, uri_len, "udp:") ||
-	       has_prefix(uri, uri_len, "tcp.srv:") || has_prefix(uri, uri_len, "unix:");
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (has_prefix(uri, uri_len, schemes[i]))
+			return 1;
+	return 0;
 }
 
+/* tcp:, udp:, tcp.srv:, udp.srv: -- a granted endpoint is the host's; what
+ * is not granted but on loopback (or the wildcard) is the guest's own. */
 static int start_inet(const struct pico_net_policy *p, int kind, const char *scheme,
-		      const char *rest, size_t rest_len, bool nonblock, int *fd_out)
+		      const char *rest, size_t rest_len, bool nonblock, int *fd_out,
+		      struct pico_gn_request *own)
 {
-	const char *what = kind == PICO_NET_TCP_LISTEN ? "listen" : "connect";
+	bool listen = kind == PICO_NET_TCP_LISTEN || kind == PICO_NET_UDP_BIND;
+	const char *what = kind == PICO_NET_TCP_LISTEN ? "listen" : kind == PICO_NET_UDP_BIND ? "bind" : "connect";
+	int type = kind == PICO_NET_TCP_CONNECT || kind == PICO_NET_TCP_LISTEN ? SOCK_STREAM : SOCK_DGRAM;
 	char where[INET6_ADDRSTRLEN + 16];
 	struct inet_addr a;
-	int port, ret;
+	size_t body_len;
+	int port, opts, ret;
 
-	if (parse_host_port(rest, rest_len, kind == PICO_NET_TCP_LISTEN, &a, &port)) {
+	if (split_options(rest, rest_len, &body_len, &opts) ||
+	    parse_host_port(rest, body_len, listen, &a, &port)) {
 		char shown[96];
 
 		printable(shown, sizeof(shown), rest, rest_len);
-		decide("%s %s: malformed: want a literal IPv4 address or [IPv6], and a port; "
-		       "got '%s'", scheme, what, shown);
+		decide("%s %s: malformed: want a literal IPv4 address or [IPv6], a port, and "
+		       "options among reuseaddr,reuseport,dualstack; got '%s'", scheme, what, shown);
 		return -EINVAL;
 	}
 	format_endpoint(where, sizeof(where), &a, port);
-	if (!inet_granted(p, kind, &a, port)) {
-		decide("%s %s %s: not granted", scheme, what, where);
-		return -EACCES;
+	if (kind == PICO_NET_UDP_BIND || !inet_granted(p, kind, &a, port)) {
+		bool local = is_loopback(&a) || is_wildcard(&a);
+
+		if (!own || !local) {
+			decide("%s %s %s: not granted", scheme, what, where);
+			return -EACCES;
+		}
+		own_inet_request(own, listen ? (type == SOCK_STREAM ? PICO_GN_LISTEN : PICO_GN_BIND)
+					     : PICO_GN_CONNECT,
+				 type, &a, port, opts);
+		decide("%s %s %s: the guest's own network", scheme, what, where);
+		return PICO_NET_OWN;
 	}
 	switch (kind) {
 	case PICO_NET_TCP_CONNECT:
 		ret = tcp_connect(&a, port, nonblock, fd_out);
 		break;
 	case PICO_NET_UDP_CONNECT:
-		ret = udp_connect(&a, port, nonblock);
+		ret = udp_connect(p, &a, port, nonblock);
 		break;
 	default:
 		ret = tcp_listen(&a, port, nonblock);
@@ -869,15 +1099,74 @@ static int start_inet(const struct pico_net_policy *p, int kind, const char *sch
 	return ret;
 }
 
+/* udp.new:inet or udp.new:inet6: an unbound UDP socket of the guest's own
+ * network (a program's socket(AF_INET, SOCK_DGRAM) before it sends). */
+static int start_udp_new(const char *rest, size_t rest_len, struct pico_gn_request *own)
+{
+	size_t body_len;
+	int opts, domain;
+
+	if (split_options(rest, rest_len, &body_len, &opts))
+		body_len = 0;
+	if (body_len == 4 && !memcmp(rest, "inet", 4))
+		domain = AF_INET;
+	else if (body_len == 5 && !memcmp(rest, "inet6", 5))
+		domain = AF_INET6;
+	else {
+		decide("udp new: malformed: want inet or inet6");
+		return -EINVAL;
+	}
+	if (!own) {
+		decide("udp new: no own network here");
+		return -EACCES;
+	}
+	own_request(own, PICO_GN_SOCKET, domain, SOCK_DGRAM, opts);
+	decide("udp new %s: the guest's own network", domain == AF_INET ? "inet" : "inet6");
+	return PICO_NET_OWN;
+}
+
+/* unix:@NAME and unix.srv:@NAME (unix.srv:@ alone: a name the kernel
+ * picks): abstract names, per network namespace, so the guest's own. */
+static int start_abstract(const char *name, size_t len, bool listen, struct pico_gn_request *own)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	const char *what = listen ? "listen" : "connect";
+	char shown[128];
+
+	printable(shown, sizeof(shown), name, len);
+	if (len + 1 > sizeof(sun.sun_path)) {
+		decide("unix %s '@%s': abstract name longer than %zu bytes", what, shown,
+		       sizeof(sun.sun_path) - 1);
+		return -EINVAL;
+	}
+	if (!own) {
+		decide("unix %s '@%s': abstract sockets are never granted", what, shown);
+		return -EINVAL;
+	}
+	if (len == 0 && !listen) {
+		decide("unix connect '@': an empty abstract name");
+		return -EINVAL;
+	}
+	own_request(own, listen ? PICO_GN_LISTEN : PICO_GN_CONNECT, AF_UNIX, SOCK_STREAM, 0);
+	memcpy(sun.sun_path + 1, name, len);
+	own->addr_len = len ? (uint32_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)
+			    : (uint32_t)sizeof(sa_family_t);
+	memcpy(own->addr, &sun, own->addr_len);
+	decide("unix %s '@%s': the guest's own network", what, shown);
+	return PICO_NET_OWN;
+}
+
 static int start_unix(const struct pico_net_policy *p, const char *path, size_t len,
-		      bool nonblock)
+		      bool nonblock, struct pico_gn_request *own)
 {
 	char shown[128];
 	int ret;
 
+	if (len > 0 && path[0] == '@')
+		return start_abstract(path + 1, len - 1, false, own);
 	printable(shown, sizeof(shown), path, len);
-	if (len > 0 && (path[0] == '@' || path[0] == '\0')) {
-		decide("unix connect '%s': abstract sockets are never granted", shown);
+	if (len > 0 && path[0] == '\0') {
+		decide("unix connect '%s': abstract sockets are spelled '@NAME'", shown);
 		return -EINVAL;
 	}
 	ret = check_canonical_path(path, len);
@@ -898,8 +1187,14 @@ static int start_unix(const struct pico_net_policy *p, const char *path, size_t 
 	return ret;
 }
 
-int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_len, int flags,
-		   int *fd_out)
+int pico_net_unix_granted(const struct pico_net_policy *p, const char *path, size_t len)
+{
+	return p && path && len > 0 && path[0] == '/' && check_canonical_path(path, len) == 0 &&
+	       unix_granted(p, path, len);
+}
+
+int pico_net_start_guest(const struct pico_net_policy *p, const char *uri, size_t uri_len,
+			 int flags, int *fd_out, struct pico_gn_request *own)
 {
 	bool nonblock = flags & O_NONBLOCK;
 	int ignored, ret;
@@ -907,7 +1202,8 @@ int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_
 	if (!fd_out)
 		fd_out = &ignored;
 	*fd_out = -1;
-	if (!p || !uri || uri_len == 0) {
+	/* p == NULL: nothing granted (the guest's own network may serve). */
+	if (!uri || uri_len == 0) {
 		decide("open: empty URI");
 		return -EINVAL;
 	}
@@ -925,15 +1221,25 @@ int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_
 	}
 	if (has_prefix(uri, uri_len, "tcp:"))
 		ret = start_inet(p, PICO_NET_TCP_CONNECT, "tcp", uri + 4, uri_len - 4, nonblock,
-				 fd_out);
+				 fd_out, own);
 	else if (has_prefix(uri, uri_len, "udp:"))
 		ret = start_inet(p, PICO_NET_UDP_CONNECT, "udp", uri + 4, uri_len - 4, nonblock,
-				 fd_out);
+				 fd_out, own);
 	else if (has_prefix(uri, uri_len, "tcp.srv:"))
 		ret = start_inet(p, PICO_NET_TCP_LISTEN, "tcp.srv", uri + 8, uri_len - 8, nonblock,
-				 fd_out);
-	else if (has_prefix(uri, uri_len, "unix:"))
-		ret = start_unix(p, uri + 5, uri_len - 5, nonblock);
+				 fd_out, own);
+	else if (has_prefix(uri, uri_len, "udp.srv:"))
+		ret = start_inet(p, PICO_NET_UDP_BIND, "udp.srv", uri + 8, uri_len - 8, nonblock,
+				 fd_out, own);
+	else if (has_prefix(uri, uri_len, "udp.new:"))
+		ret = start_udp_new(uri + 8, uri_len - 8, own);
+	else if (has_prefix(uri, uri_len, "unix.srv:@"))
+		ret = start_abstract(uri + 10, uri_len - 10, true, own);
+	else if (has_prefix(uri, uri_len, "unix.srv:")) {
+		decide("unix listen: a path is the file policy's (the event loop serves it)");
+		ret = -EINVAL;
+	} else if (has_prefix(uri, uri_len, "unix:"))
+		ret = start_unix(p, uri + 5, uri_len - 5, nonblock, own);
 	else {
 		char shown[64];
 
@@ -944,4 +1250,16 @@ int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_
 	if (ret >= 0)
 		*fd_out = ret;
 	return ret;
+}
+
+int pico_net_start(const struct pico_net_policy *p, const char *uri, size_t uri_len, int flags,
+		   int *fd_out)
+{
+	if (!p) {
+		if (fd_out)
+			*fd_out = -1;
+		decide("open: no network policy");
+		return -EINVAL;
+	}
+	return pico_net_start_guest(p, uri, uri_len, flags, fd_out, NULL);
 }

@@ -1,18 +1,47 @@
 /* Network mediation: the non-file schemes of the mediated `open` call.
  *
- * The monitor's event loop (loop.c) calls pico_net_start() for a URI whose
- * scheme is tcp:, udp:, tcp.srv: or unix: and hands the resulting fd to the
- * guest with SECCOMP_IOCTL_NOTIF_ADDFD.  The monitor creates every socket
- * itself, in the host network namespace, and only for what the manifest
- * grants; the guest (in its own, empty network namespace) has no other way
- * to reach a network.
+ * The monitor's event loop (loop.c) calls pico_net_start_guest() for a URI
+ * whose scheme is one of those below and hands the resulting fd to the
+ * guest with SECCOMP_IOCTL_NOTIF_ADDFD.  Two networks can serve a URI:
+ *
+ *   - the host's: the monitor creates the socket itself, in the host
+ *     network namespace, and only for an endpoint the manifest grants;
+ *   - the guest's own: every picoprocess has its own network namespace
+ *     whose only interface is its loopback (127.0.0.0/8 and ::1), as a
+ *     container has.  What is not granted but names a loopback or wildcard
+ *     address is served there: its processes listen and connect to each
+ *     other with no grant, and never reach the host's loopback.  Those
+ *     sockets are made by the reaper's helper inside that namespace
+ *     (guestnet.h): pico_net_start_guest answers PICO_NET_OWN and fills in
+ *     the request, which the loop sends to the helper.
+ *
+ * So a grant of a loopback endpoint (127.0.0.1:5432) means the host's
+ * port; every other loopback address and port is the guest's own.  A
+ * granted listen endpoint is the host's too: the guest's own processes
+ * reach a listener there only if the endpoint is also granted for connect.
  *
  * URIs (exactly uri_len bytes, no NUL needed, an embedded NUL is -EINVAL):
  *   tcp:A.B.C.D:PORT  tcp:[V6]:PORT   connected TCP socket (PORT 1..65535)
  *   udp:A.B.C.D:PORT  udp:[V6]:PORT   connected datagram socket (see below)
  *   tcp.srv:ADDR:PORT                 listening TCP socket bound to ADDR
  *                                     (PORT 0 = an ephemeral port)
+ *   udp.srv:ADDR:PORT                 UDP socket bound to ADDR (own network
+ *                                     only: there is no host UDP grant)
+ *   udp.new:inet  udp.new:inet6       unbound UDP socket (own network)
  *   unix:/ABS/PATH                    connected AF_UNIX stream socket
+ *   unix:@NAME                        the same, to an abstract name (own
+ *                                     network: abstract names are per
+ *                                     network namespace)
+ *   unix.srv:@NAME  unix.srv:@        listening AF_UNIX stream socket bound
+ *                                     to an abstract name (@ alone: one the
+ *                                     kernel picks); own network.  A path
+ *                                     (unix.srv:/PATH) is a file in the
+ *                                     guest's view: the loop serves it with
+ *                                     the file policy (mediate_fs.h).
+ * The inet schemes take options after '?', comma-separated: reuseaddr,
+ * reuseport (SO_REUSEADDR/SO_REUSEPORT before bind) and dualstack (an IPv6
+ * socket that is not IPV6_V6ONLY).  They apply to sockets of the guest's
+ * own network; host listeners are always SO_REUSEADDR and IPV6_V6ONLY.
  *
  * Addresses are literals only (inet_pton: no host names, no "127.1", no
  * leading zeros, no IPv6 zone ids); a name is malformed: -EINVAL.  Grants
@@ -24,8 +53,10 @@
  * unix: paths must be canonical (no ".", "..", "//" or trailing "/": the
  * grant check is a byte comparison) and name the socket by its resolved
  * path: a symlink anywhere on the way is refused (-ELOOP), so nothing
- * planted or swapped in later can redirect the connect.  Abstract sockets
- * ("@name" or a leading NUL) are never granted: -EINVAL.
+ * planted or swapped in later can redirect the connect.  Abstract names
+ * of the host ("@name", or a leading NUL) are never reachable: -EINVAL
+ * from pico_net_start; pico_net_start_guest serves "@name" in the guest's
+ * own network.
  *
  * Errors: -EINVAL malformed URI, unknown scheme or flag bits; -ENAMETOOLONG
  * uri_len above PICO_NET_MAX_URI, a unix path of PATH_MAX bytes or more or
@@ -33,8 +64,10 @@
  * exists: nothing reaches the network); -ELOOP a symlink on a unix: path;
  * -ENOENT no such unix: path; -ECONNREFUSED nothing listening, or a unix:
  * path that is not a socket; -EAGAIN a unix listener's backlog is full (the
- * monitor never waits); -EADDRINUSE / -EADDRNOTAVAIL from bind(2); -ENFILE
- * too many udp: relays; otherwise the errno of socket(2)/connect(2).
+ * monitor never waits); -EADDRINUSE / -EADDRNOTAVAIL from bind(2); -EMFILE
+ * the run holds as many udp: relays as its open-file limit, -ENFILE the
+ * monitor holds PICO_NET_MAX_UDP_RELAYS; otherwise the errno of
+ * socket(2)/connect(2).
  *
  * udp: the guest does not get the UDP socket.  On a connected UDP socket
  * sendto/sendmsg with an explicit address still send to that address, and
@@ -72,6 +105,7 @@
 #define PICO_NET_UDP_CONNECT 2
 #define PICO_NET_TCP_LISTEN 3
 #define PICO_NET_UNIX 4
+#define PICO_NET_UDP_BIND 5	/* udp.srv: (never granted: own network only) */
 
 #define PICO_NET_MAX_URI 4200		/* the ABI's max_uri */
 #define PICO_NET_LISTEN_BACKLOG 128
@@ -92,6 +126,13 @@ void pico_net_policy_free(struct pico_net_policy *p);
  * -ENOMEM.  Not thread-safe against concurrent pico_net_start on the same
  * policy: build the policy, then use it. */
 int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port);
+
+/* Bounds the udp: relays (each a monitor thread and two sockets) the run
+ * may hold at once; 0: no bound but the monitor's PICO_NET_MAX_UDP_RELAYS.
+ * Returns 0 or -EINVAL. */
+int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets);
+/* udp: relays alive for this policy. */
+int pico_net_policy_relays(const struct pico_net_policy *p);
 
 /* Starts opening a network URI.  flags: O_RDONLY/O_WRONLY/O_RDWR (ignored:
  * sockets are bidirectional), O_NONBLOCK (the guest's fd is non-blocking),
@@ -120,6 +161,36 @@ int pico_net_is_network_uri(const char *uri, size_t uri_len);
 
 /* Number of udp: relay threads alive (tests use it to check clean-up). */
 int pico_net_udp_relay_count(void);
+
+struct pico_gn_request;
+
+/* pico_net_start_guest's answer: not an errno, the guest's own network
+ * serves the URI. */
+#define PICO_NET_OWN -65536
+
+/* pico_net_start, and the guest's own network: with own != NULL a URI that
+ * it serves answers PICO_NET_OWN with *own the request for the helper
+ * (its id left 0); with own == NULL such URIs are refused as not granted
+ * (-EACCES; -EINVAL for abstract names) and udp.new: is -EACCES. */
+int pico_net_start_guest(const struct pico_net_policy *p, const char *uri, size_t uri_len,
+			 int flags, int *fd_out, struct pico_gn_request *own);
 /* cffi:end */
+
+/* 1 when unix_paths grants the host path (canonical, absolute), else 0. */
+int pico_net_unix_granted(const struct pico_net_policy *p, const char *path, size_t len);
+
+
+/* AF_UNIX sockets named in the guest's view (the file policy resolves the
+ * name, mediate_fs.c): a stream socket connected to the socket inode that
+ * pathfd (O_PATH) pins, as the thread's fs identity; and a listening
+ * stream socket bound to `name` (one component) in the directory dirfd,
+ * with the permission bits `mode`.  Return the fd or -errno. */
+int pico_net_unix_connect_fd(int pathfd, int nonblock);
+int pico_net_unix_listen_at(int dirfd, const char *name, unsigned int mode, int nonblock);
+
+/* A socket of the guest's own network whose connect (req) the helper left
+ * in progress: remembered like a host connect, so that pico_net_finish
+ * completes it.  Returns -EINPROGRESS, or -errno (the caller closes fd). */
+int pico_net_adopt_connecting(int fd, const struct pico_gn_request *req, int nonblock);
 
 #endif

@@ -764,9 +764,12 @@ class Sandbox:
                 os.close(own_stdin)  # the guest holds its own copy now
                 owned.remove(own_stdin)
             try:
-                handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net)
+                handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
+                                           spawned.guestnet_fd)
             finally:
                 os.close(spawned.listener_fd)
+                if spawned.guestnet_fd >= 0:
+                    os.close(spawned.guestnet_fd)
             router.open(handle, sink)
 
             victim = spawned
@@ -897,6 +900,7 @@ class Sandbox:
             hostname=m.hostname,
             limits=m.limits,
             identity=(identity.uid, identity.gid) if os.geteuid() == 0 else None,
+            guestnet=True,
         )
         if self.raw:
             host = argv[0] if "/" in argv[0] else None
@@ -968,8 +972,9 @@ def _make_skeleton(points: tuple[str, ...]):
 
 
 def _net_policy(manifest: Manifest):
-    if not (manifest.net_connect or manifest.net_listen or manifest.unix_paths):
-        return None
+    """The run's network policy: its grants, and the bound on the udp:
+    relays it may hold.  Even with no grants: the guest's own network
+    (loopback) needs no grant, but the relay bound still applies."""
     from picoproc.netpolicy import build_net_policy
 
     return build_net_policy(manifest)

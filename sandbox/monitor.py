@@ -547,13 +547,17 @@ class Monitor:
 
     # -- guests ------------------------------------------------------------------
 
-    def add_guest(self, listener_fd: int, pid: int, policy: FsPolicy, net_policy=None) -> int:
+    def add_guest(self, listener_fd: int, pid: int, policy: FsPolicy, net_policy=None,
+                  guestnet_fd: int = -1) -> int:
         """Starts serving the guest behind ``listener_fd`` (the loop keeps its
         own duplicate; the caller may close its fd).  ``net_policy``: a
         picoproc.netpolicy.NetPolicy (its ``handle`` is the C policy), or
-        None (network URIs refused).  Returns the guest's handle."""
+        None (nothing granted).  ``guestnet_fd``: the channel to the socket
+        helper of the guest's own network (``Spawned.guestnet_fd``; the loop
+        keeps a duplicate), or -1: no own network, its URIs are refused as
+        not granted.  Returns the guest's handle."""
         net = ffi.NULL if net_policy is None else net_policy.handle
-        handle = lib.pico_loop_add_guest(self._loop, listener_fd, pid, policy.pointer, net)
+        handle = lib.pico_loop_add_guest(self._loop, listener_fd, pid, policy.pointer, net, guestnet_fd)
         _raise_errno(handle, f"adding guest pid {pid}")
         policy._in_use = True
         with self._lock:
@@ -590,6 +594,7 @@ class Monitor:
             "recv_errors": c.recv_errors, "guests": c.guests, "sync_wakeup": bool(c.sync_wakeup),
             "steered": c.steered, "steer_repaired": c.steer_repaired,
             "running": bool(c.running), "pending_connects": c.pending_connects,
+            "guestnet_pending": c.guestnet_pending,
         }
 
     # -- audit -------------------------------------------------------------------

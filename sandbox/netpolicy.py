@@ -116,6 +116,10 @@ class NetPolicy:
             "tcp.srv": lib.PICO_NET_TCP_LISTEN,
             "unix": lib.PICO_NET_UNIX,
         }
+        # A run holds at most as many udp: relays (a monitor thread and two
+        # sockets each) as it may hold open files.
+        if manifest.limits.open_files is not None:
+            lib.pico_net_policy_set_max_sockets(self._handle, manifest.limits.open_files)
         for g in grants:
             rc = lib.pico_net_policy_add(self._handle, kinds[g.kind], os.fsencode(g.addr), g.port)
             if rc < 0:

@@ -330,7 +330,8 @@ def guest_runner(request):
 
     def spec_of(argv, timeout, overrides):
         return json.dumps({"argv": [str(a) for a in argv], "timeout": timeout,
-                           "overrides": {k: [str(x) for x in v] for k, v in overrides.items()}})
+                           "overrides": {k: [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
+                                         for k, v in overrides.items()}})
 
     if request.param == "root":
         if os.geteuid() != 0:

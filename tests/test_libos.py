@@ -135,7 +135,7 @@ class MiniMonitor:
                                     mode="libos", keep_image_fd=True,
                                     seccomp_flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
             try:
-                handle = lib.pico_loop_add_guest(self.loop, spawned.listener_fd, spawned.pid, self.policy, ffi.NULL)
+                handle = lib.pico_loop_add_guest(self.loop, spawned.listener_fd, spawned.pid, self.policy, ffi.NULL, -1)
             finally:
                 os.close(spawned.listener_fd)
             assert handle > 0, f"pico_loop_add_guest: {handle}"

@@ -24,7 +24,7 @@ import threading
 import time
 
 import pytest
-from picoproc.manifest import Endpoint, Manifest
+from picoproc.manifest import Endpoint, Limits, Manifest
 from picoproc.native import ffi, lib
 from picoproc.netpolicy import NetPolicy, NetPolicyError
 
@@ -1010,3 +1010,189 @@ def test_guest_opens_through_the_event_loop(guest_bin, listeners, udp_server):
     ]
     _accept(srv).close()
     assert not _saw_connection(other)
+
+
+# ---- the guest's own network --------------------------------------------------
+
+
+def _own(policy, uri: bytes):
+    """pico_net_start_guest with room for a request: (result, request)."""
+    req = ffi.new("struct pico_gn_request *")
+    fd = ffi.new("int *", 7)
+    rc = lib.pico_net_start_guest(policy.handle if policy else ffi.NULL, uri, len(uri), 0, fd, req)
+    if rc == lib.PICO_NET_OWN:
+        assert fd[0] == -1
+    return rc, req
+
+
+def _sockaddr(req) -> tuple:
+    raw = bytes(ffi.buffer(req.addr, req.addr_len))
+    family = int.from_bytes(raw[:2], "little")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), int.from_bytes(raw[2:4], "big")
+    return (raw[2:],)
+
+
+V6ONLY, REUSEADDR, REUSEPORT = lib.PICO_GN_V6ONLY, lib.PICO_GN_REUSEADDR, lib.PICO_GN_REUSEPORT
+
+
+@pytest.mark.parametrize(
+    "uri, op, domain, type_, options, addr",
+    [
+        (b"tcp:127.0.0.1:80", lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_STREAM, 0, ("127.0.0.1", 80)),
+        (b"tcp:127.8.9.10:80", lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_STREAM, 0, ("127.8.9.10", 80)),
+        (b"tcp:[::1]:80", lib.PICO_GN_CONNECT, socket.AF_INET6, socket.SOCK_STREAM, V6ONLY, ("::1", 80)),
+        (b"tcp:[::ffff:127.0.0.1]:80", lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_STREAM, 0,
+         ("127.0.0.1", 80)),
+        (b"tcp:0.0.0.0:80", lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_STREAM, 0, ("0.0.0.0", 80)),
+        (b"tcp.srv:127.0.0.1:0?reuseaddr", lib.PICO_GN_LISTEN, socket.AF_INET, socket.SOCK_STREAM,
+         REUSEADDR, ("127.0.0.1", 0)),
+        (b"tcp.srv:[::]:8080?dualstack,reuseport", lib.PICO_GN_LISTEN, socket.AF_INET6, socket.SOCK_STREAM,
+         REUSEPORT, ("::", 8080)),
+        (b"udp:127.0.0.1:53", lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_DGRAM, 0, ("127.0.0.1", 53)),
+        (b"udp.srv:0.0.0.0:0", lib.PICO_GN_BIND, socket.AF_INET, socket.SOCK_DGRAM, 0, ("0.0.0.0", 0)),
+        (b"udp.new:inet", lib.PICO_GN_SOCKET, socket.AF_INET, socket.SOCK_DGRAM, 0, None),
+        (b"udp.new:inet6?dualstack", lib.PICO_GN_SOCKET, socket.AF_INET6, socket.SOCK_DGRAM, 0, None),
+        (b"unix:@name", lib.PICO_GN_CONNECT, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
+        (b"unix.srv:@name", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
+        (b"unix.srv:@", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"",)),
+    ],
+)
+def test_what_is_not_granted_on_loopback_is_the_guests_own(uri, op, domain, type_, options, addr):
+    policy = _policy(connect=[("127.0.0.1", 5432)], listen=[("127.0.0.1", 8080)])
+    rc, req = _own(policy, uri)
+    assert rc == lib.PICO_NET_OWN, (rc, policy.last_decision())
+    assert (req.op, req.domain, req.type, req.options) == (op, domain, type_, options)
+    assert (None if req.addr_len == 0 else _sockaddr(req)) == addr
+    assert "own network" in policy.last_decision()
+    # Without an own network (pico_net_start), the same URI is refused.
+    expected = errno.EINVAL if b"@" in uri else errno.EACCES
+    _refused(policy, uri, expected)
+
+
+def test_a_granted_loopback_endpoint_is_the_hosts(listeners):
+    srv = listeners()
+    port = srv.getsockname()[1]
+    policy = _policy(connect=[("127.0.0.1", port)], listen=[("127.0.0.1", 0)])
+    fd = policy.open(f"tcp:127.0.0.1:{port}")
+    try:
+        _accept(srv).close()
+    finally:
+        os.close(fd)
+    rc, _ = _own(policy, f"tcp:127.0.0.1:{port + 1}".encode())
+    assert rc == lib.PICO_NET_OWN
+    # A listen grant: the host's listener, not the guest's own.
+    req = ffi.new("struct pico_gn_request *")
+    out = ffi.new("int *")
+    rc = lib.pico_net_start_guest(policy.handle, b"tcp.srv:127.0.0.1:0", 19, 0, out, req)
+    assert rc >= 0, policy.last_decision()
+    os.close(rc)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [b"tcp:10.0.0.1:80", b"tcp:[2001:db8::1]:80", b"udp:192.0.2.1:53", b"tcp.srv:192.0.2.1:80",
+     b"udp.srv:192.0.2.1:53"],
+)
+def test_what_is_not_granted_elsewhere_is_refused(uri):
+    rc, _ = _own(_policy(), uri)
+    assert rc == -errno.EACCES
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [b"tcp:127.0.0.1:80?", b"tcp:127.0.0.1:80?,", b"tcp:127.0.0.1:80?reuseport,",
+     b"tcp:127.0.0.1:80?REUSEPORT", b"tcp:127.0.0.1:80?reuseport?dualstack", b"tcp:127.0.0.1:80?bogus",
+     b"udp.new:", b"udp.new:inet4", b"udp.new:inet?bogus", b"unix:@", b"unix:@" + b"n" * 108,
+     b"unix.srv:/tmp/x", b"tcp.srv:?reuseport"],
+)
+def test_malformed_own_network_uris_are_einval(uri):
+    rc, _ = _own(_policy(), uri)
+    assert rc == -errno.EINVAL
+
+
+def test_own_network_without_a_policy_grants_nothing():
+    """The loop may serve a guest with no network policy: nothing is the
+    host's, loopback is its own."""
+    rc, req = _own(None, b"tcp:127.0.0.1:1")
+    assert rc == lib.PICO_NET_OWN and req.op == lib.PICO_GN_CONNECT
+    rc, _ = _own(None, b"tcp:192.0.2.1:1")
+    assert rc == -errno.EACCES
+
+
+def test_udp_relays_of_a_run_are_bounded_by_its_open_files(udp_server):
+    port = udp_server.getsockname()[1]
+    manifest = Manifest(net_connect=(Endpoint("127.0.0.1", port),), limits=Limits(open_files=5))
+    fds = []
+    with NetPolicy(manifest) as policy:
+        try:
+            for _ in range(5):
+                fds.append(policy.open(f"udp:127.0.0.1:{port}"))
+            with pytest.raises(OSError) as exc:
+                fds.append(policy.open(f"udp:127.0.0.1:{port}"))
+            assert exc.value.errno == errno.EMFILE
+            assert lib.pico_net_policy_relays(policy.handle) == 5
+            # Another run has its own bound.
+            with NetPolicy(manifest) as other:
+                os.close(other.open(f"udp:127.0.0.1:{port}"))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _wait_until(lambda: lib.pico_net_policy_relays(policy.handle) == 0, what="relays to end")
+        os.close(policy.open(f"udp:127.0.0.1:{port}"))
+
+
+def test_guest_own_network_through_the_event_loop(guest_bin, listeners):
+    """A confined guest asks for sockets of its own network: the reaper's
+    helper makes them in the guest's network namespace and the loop installs
+    them; the host's listener on the same loopback port sees nothing."""
+    from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, Monitor
+    from picoproc.raw import spawn_raw
+    from picoproc.spawn import release, wait_picoprocess
+
+    host = listeners()
+    hport = host.getsockname()[1]
+    O_NONBLOCK, O_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+    calls = [
+        ("tcp.srv:127.0.0.1:0", O_NONBLOCK, f"open: ok fd=3 getfd=0 getfl={O_NONBLOCK | 2:o}"),
+        (f"tcp:127.0.0.1:{hport}", os.O_RDWR, f"open: err {errno.ECONNREFUSED}"),
+        ("udp.new:inet", O_CLOEXEC, "open: ok fd=3 getfd=1 getfl=2"),
+        ("udp.srv:127.0.0.1:0", 0, "open: ok fd=3 getfd=0 getfl=2"),
+        ("unix.srv:@picoproc", 0, "open: ok fd=3 getfd=0 getfl=2"),
+        ("unix:@nobody-listens", 0, f"open: err {errno.ECONNREFUSED}"),
+        ("tcp:192.0.2.1:80", 0, f"open: err {errno.EACCES}"),
+        ("tcp.srv:127.0.0.1:80", 0, f"open: err {errno.EACCES}"),  # a privileged port: as the guest
+    ]
+    argv = [str(guest_bin / "med_fs")]
+    for uri, flags, _ in calls:
+        argv += ["open", uri, str(flags)]
+    with (
+        Monitor() as mon,
+        FsPolicy() as fs,
+        NetPolicy(Manifest()) as net,
+        tempfile.TemporaryFile() as out,
+        open(os.devnull, "rb") as devnull,
+    ):
+        g = spawn_raw(argv, {}, (devnull.fileno(), out.fileno(), 2), seccomp_flags=GUEST_SECCOMP_FLAGS,
+                      guestnet=True)
+        try:
+            handle = mon.add_guest(g.listener_fd, g.guest_pid, fs, net, g.guestnet_fd)
+        finally:
+            os.close(g.listener_fd)
+            os.close(g.guestnet_fd)
+        try:
+            wait_picoprocess(g, 30)
+        except TimeoutError:
+            release(g)
+            raise
+        mon.remove_guest(handle)
+        assert mon.counters()["guestnet_pending"] == 0
+        out.seek(0)
+        lines = out.read().decode().splitlines()
+        records = [r for r in mon.drain_audit() if r["guest"] == handle]
+    assert lines == [want for _, _, want in calls]
+    assert [(r["uri"], r["decision"]) for r in records] == [
+        (c[0], "allow" if "ok" in c[2] else "deny" if "192.0.2" in c[0] else "error") for c in calls]
+    assert not _saw_connection(host)

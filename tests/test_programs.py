@@ -225,6 +225,7 @@ print("listening", srv.getsockname()[1] > 0)
 
 def test_python_socket_connects_only_where_the_manifest_grants():
     import dataclasses
+    import select
     import socket
     import threading
 
@@ -242,14 +243,23 @@ def test_python_socket_connects_only_where_the_manifest_grants():
             conn.sendall(conn.recv(16).replace(b"ping", b"pong"))
 
     server = threading.Thread(target=serve, daemon=True)
-    server.start()
     try:
         base = default_manifest()
-        # No network by default: the connect is refused (EACCES from the monitor).
+        # No grant: 127.0.0.1 is the picoprocess's own loopback, where nothing
+        # listens on that port (ECONNREFUSED, as in a container), and the
+        # host's listener sees no connection at all.
         r = api.Sandbox(base).run(["/usr/bin/python3", "-c", SOCKET_CLIENT, str(port)], capture=True,
                                   timeout=GUEST_TIMEOUT)
+        assert (r.status, r.stdout) == (0, b"REFUSED 111\n"), r.stderr
+        assert select.select([listener], [], [], 0)[0] == [], "the host's listener was reached"
+        assert any(a.get("uri") == f"tcp:127.0.0.1:{port}" and a["errno_name"] == "ECONNREFUSED"
+                   for a in r.audit), r.audit
+        # Not granted and not loopback: refused by the monitor (EACCES).
+        r = api.Sandbox(base).run(["/usr/bin/python3", "-c", SOCKET_CLIENT.replace("127.0.0.1", "192.0.2.1"),
+                                   str(port)], capture=True, timeout=GUEST_TIMEOUT)
         assert (r.status, r.stdout) == (0, b"REFUSED 13\n"), r.stderr
-        assert any(d["errno_name"] == "EACCES" and "tcp:127.0.0.1" in str(d) for d in r.denials), r.denials
+        assert any(d["errno_name"] == "EACCES" and "tcp:192.0.2.1" in str(d) for d in r.denials), r.denials
+        server.start()
         granted = dataclasses.replace(base, net_connect=(Endpoint("127.0.0.1", port),),
                                       net_listen=(Endpoint("127.0.0.1", 0),))
         r = api.Sandbox(granted).run(["/usr/bin/python3", "-c", SOCKET_CLIENT, str(port)], capture=True,
