@@ -78,6 +78,7 @@ NR_RT_SIGACTION = 13
 NR_RT_SIGPROCMASK = 14
 NR_PPOLL = 271
 NR_EPOLL_PWAIT = 281
+NR_GETSOCKNAME = 51
 # struct seccomp_data offsets (<linux/seccomp.h>): arguments are 64-bit, low half first.
 _OFF_NR, _OFF_ARCH, _OFF_IP_LO, _OFF_IP_HI = 0, 4, 8, 12
 
@@ -123,7 +124,10 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
     mask (a3 resp. a4 not NULL), are allowed when the calling instruction
     lies in the loader's fixed text range and trap (SIGSYS) anywhere else;
     every other call (ppoll and epoll_pwait without a mask included) falls
-    through to the program that follows.
+    through to the program that follows.  getsockname is handled the same
+    way, for another reason: a unix socket the monitor bound for the
+    program shows its name within its directory, and the library OS answers
+    with the path the program bound (libos/sys_socket.c).
 
     Why: SIGSYS is how the library OS receives traps, and a seccomp SIGSYS
     that arrives while SIGSYS is blocked makes the kernel reset its handler
@@ -149,6 +153,7 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
         ("", _LD_W_ABS, 0, 0, _OFF_NR),
         ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGACTION),
         ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGPROCMASK),
+        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_GETSOCKNAME),
         ("", _JEQ_K, "PPOLL", _NEXT, NR_PPOLL),
         ("", _JEQ_K, "EPOLL", _OUT, NR_EPOLL_PWAIT),  # another call: not ours
         # The mask pointer is a 64-bit argument: NULL only if both halves are 0.

@@ -114,7 +114,8 @@ MEDIATED_BY = {
     "utimensat": ("utimens",), "utimes": ("utimens",), "utime": ("utimens",), "futimesat": ("utimens",),
     "truncate": ("truncate",),
     "statfs": ("statfs",), "fstatfs": ("statfs",),
-    "connect": ("open",), "listen": ("open",), "memfd_create": ("open",),
+    "socket": ("open",), "connect": ("open",), "bind": ("open",), "listen": ("open",),
+    "memfd_create": ("open",),
 }
 
 # Emulated calls whose handler refuses on purpose (no audit record).
@@ -128,6 +129,11 @@ DIRECT_AND_EMULATED_NOTES = {
     "execveat": "direct only on the loader fd; every program exec is emulated by re-entering the loader",
     "close": "direct on every fd but the loader fd; the library OS answers EBADF for it",
     "dup3": "direct onto every fd but the loader fd; the library OS answers EBADF for it",
+    "getsockname": "direct from the library OS's own code range; emulated for the program (a unix socket "
+                   "the monitor bound shows the path the program bound)",
+    "setsockopt": "direct for SOL_SOCKET and IPPROTO_TCP; IPV6_V6ONLY is recorded for the socket the "
+                  "monitor makes",
+    "getsockopt": "direct for SOL_SOCKET and IPPROTO_TCP; IPV6_V6ONLY as recorded",
 }
 
 

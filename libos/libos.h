@@ -203,7 +203,8 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(getxattr) X(lgetxattr) X(fgetxattr) X(listxattr) X(llistxattr) X(flistxattr)      \
 	X(setxattr) X(lsetxattr) X(fsetxattr) X(removexattr) X(lremovexattr) X(fremovexattr) \
 	X(flock) X(alarm) X(getitimer) X(setitimer) X(close) X(dup3) X(socket) X(connect)     \
-	X(bind) X(listen) X(getpeername) X(accept) X(memfd_create)
+	X(bind) X(listen) X(getpeername) X(accept) X(memfd_create) X(getsockname) \
+	X(setsockopt) X(getsockopt)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 

@@ -1,21 +1,42 @@
 /* Sockets by address.
  *
- * A picoprocess has no network of its own (an empty network namespace and
- * no socket(2) in the ABI): every socket that reaches anything is created by
- * the monitor through pico_open with a URI (tcp:, udp:, tcp.srv:, unix:),
- * after checking the manifest.  Programs, though, make a socket first and
- * say where it goes later.  So:
- *   - socket() returns a placeholder: one end of an AF_UNIX socketpair (a
- *     real socket fd, so fcntl, setsockopt and poll work on it), and the
- *     library OS remembers the domain and type asked for;
- *   - connect() asks the monitor for the real, connected socket and puts it
- *     on the placeholder's number with dup3 (keeping FD_CLOEXEC and
- *     O_NONBLOCK as the program set them);
- *   - bind() records the address; listen() asks for a tcp.srv: listener on
- *     it (an ephemeral port if it was never bound) and puts it in place.
+ * A picoprocess has no socket(2), bind(2), listen(2) or connect(2) of its
+ * own: every socket that can reach anything is made by the monitor through
+ * pico_open with a URI (native/net.h), after checking the manifest.  Two
+ * networks serve those URIs: the host's, for endpoints the manifest grants,
+ * and the picoprocess's own (its own network namespace: a loopback, as a
+ * container has), for loopback and wildcard addresses that are not granted
+ * and for abstract AF_UNIX names; AF_UNIX path names are files in the
+ * guest's view, made by the monitor in a writable mount.  Programs, though,
+ * make a socket first and say where it goes later.  So:
+ *   - socket(AF_INET*, SOCK_STREAM) and socket(AF_UNIX, SOCK_STREAM) return
+ *     a placeholder: one end of an AF_UNIX socketpair (a real socket fd, so
+ *     fcntl, setsockopt(SOL_SOCKET) and poll work on it), and the library
+ *     OS remembers the domain and type asked for;
+ *   - socket(AF_INET*, SOCK_DGRAM) returns a real, unbound UDP socket of the
+ *     picoprocess's own network (udp.new:), so that sendto/recvfrom, direct
+ *     calls, work on its loopback from the start;
+ *   - bind() asks for the socket in its final state and puts it on the
+ *     socket's number with dup3 (keeping FD_CLOEXEC, O_NONBLOCK and the
+ *     SOL_SOCKET options set so far): a stream socket is then already
+ *     listening (tcp.srv:, unix.srv:), so that getsockname works between
+ *     bind and listen, as programs expect; a datagram socket is bound
+ *     (udp.srv:);
+ *   - listen() on a socket bound that way has nothing left to do; on an
+ *     unbound inet one it asks for a listener on the wildcard address with
+ *     an ephemeral port;
+ *   - connect() asks for the connected socket (tcp:, udp:, unix:);
+ *   - getsockname(): the kernel shows a unix socket the monitor bound by its
+ *     name within its directory (the monitor binds from the directory it
+ *     resolved, never by a path it would look up again), so the library OS
+ *     answers with the path the program bound; an unbound placeholder
+ *     answers as an unbound socket of its domain.
  * Entries are validated by (st_dev, st_ino) like the fd table: close is a
- * direct call.  Not offered: binding AF_UNIX names (no mediated call creates
- * a socket file), unconnected UDP sendto, abstract AF_UNIX addresses. */
+ * direct call.  What differs from Linux: a stream socket accepts
+ * connections from bind() on (not only from listen()), its backlog is the
+ * monitor's; a socket bound before connect() loses its source address;
+ * TCP-level options set before connect() fail (the placeholder is an
+ * AF_UNIX socket); unix datagram sockets are not offered. */
 #include "libos.h"
 
 #include <linux/in.h>
@@ -30,12 +51,27 @@
 #define SOCK_TYPE_MASK_K 0xf
 #define SOCK_NONBLOCK_K O_NONBLOCK
 #define SOCK_CLOEXEC_K O_CLOEXEC
+#define SOL_SOCKET_K 1
+#define SO_REUSEADDR_K 2
+#define SO_BROADCAST_K 6
+#define SO_KEEPALIVE_K 9
+#define SO_LINGER_K 13
+#define SO_REUSEPORT_K 15
+#define SO_RCVTIMEO_K 20
+#define SO_SNDTIMEO_K 21
+#define IPPROTO_IPV6_K 41
+#define IPV6_V6ONLY_K 26
+#define UNIX_ADDR_MAX ((unsigned)sizeof(struct sockaddr_un))
 
 struct sock_entry {
 	unsigned seq; /* odd while written; 0: never */
 	int domain, type;
 	uint64_t dev, ino; /* the fd's object when this entry was written */
-	int bound, connected;
+	int bound;	   /* addr holds the address the program bound */
+	int connected;	   /* peer holds the address the program connected to */
+	int real;	   /* no longer a placeholder (a socket from the monitor) */
+	int listening;	   /* a listener already: listen() has nothing to do */
+	int v6only;	   /* IPV6_V6ONLY as the program set it (default: 0) */
 	unsigned addr_len, peer_len;
 	unsigned char addr[sizeof(struct sockaddr_un)];
 	unsigned char peer[sizeof(struct sockaddr_un)];
@@ -82,11 +118,76 @@ static void sock_put(long fd, struct sock_entry *e)
 	__atomic_store_n(&socks[fd].seq, seq + 2, __ATOMIC_RELEASE);
 }
 
-/* Implements Linux syscall socket(2): a placeholder until connect or listen. */
+/* What a call on an fd without an entry answers: the fd's own error, or
+ * `sock_err` for a socket the library OS did not make, or ENOTSOCK. */
+static long untracked(long fd, long sock_err)
+{
+	struct stat st;
+	long r = sys2(__NR_fstat, fd, &st);
+	return r < 0 ? r : (st.st_mode & S_IFMT) == S_IFSOCK ? sock_err : -ENOTSOCK;
+}
+
+/* Asks the monitor for the real socket and puts it on fd's number, keeping
+ * what the program set on the old one: FD_CLOEXEC, O_NONBLOCK and the
+ * SOL_SOCKET options that mean the same on every socket. */
+static long replace_with(long fd, const char *uri, size_t len, unsigned mode)
+{
+	static const int carried[] = {SO_KEEPALIVE_K, SO_BROADCAST_K, SO_LINGER_K, SO_RCVTIMEO_K,
+				      SO_SNDTIMEO_K};
+	long fdflags = sys2(__NR_fcntl, fd, F_GETFD);
+	long flflags = sys2(__NR_fcntl, fd, F_GETFL);
+	if (fdflags < 0 || flflags < 0)
+		return -EBADF;
+	int flags = O_RDWR | O_CLOEXEC | (flflags & O_NONBLOCK);
+	long real = pico_open(uri, len, flags, mode);
+	if (real < 0)
+		return real;
+	for (size_t i = 0; i < sizeof(carried) / sizeof(carried[0]); i++) {
+		unsigned char val[16];
+		unsigned vlen = sizeof(val);
+		if (sys5(__NR_getsockopt, fd, SOL_SOCKET_K, carried[i], val, &vlen) == 0)
+			sys5(__NR_setsockopt, real, SOL_SOCKET_K, carried[i], val, vlen);
+	}
+	long r = sys3(__NR_dup3, real, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	sys1(__NR_close, real);
+	return r < 0 ? r : 0;
+}
+
+static int int_option(long fd, int name)
+{
+	int v = 0;
+	unsigned len = sizeof(v);
+	return sys5(__NR_getsockopt, fd, SOL_SOCKET_K, name, &v, &len) == 0 && v;
+}
+
+/* "?reuseaddr,reuseport,dualstack": the options of the program's socket
+ * that the monitor must set before it binds. */
+static void add_options(struct strbuf *sb, long fd, const struct sock_entry *e)
+{
+	const char *sep = "?";
+	if (int_option(fd, SO_REUSEADDR_K)) {
+		sb_add(sb, sep);
+		sb_add(sb, "reuseaddr");
+		sep = ",";
+	}
+	if (int_option(fd, SO_REUSEPORT_K)) {
+		sb_add(sb, sep);
+		sb_add(sb, "reuseport");
+		sep = ",";
+	}
+	if (e->domain == AF_INET6_K && !e->v6only) {
+		sb_add(sb, sep);
+		sb_add(sb, "dualstack");
+	}
+}
+
+/* Implements Linux syscall socket(2): a placeholder until bind, listen or
+ * connect, or (UDP) an unbound socket of the picoprocess's own network. */
 LIBOS_SYSCALL(socket)
 {
 	int domain = (int)a0, type = (int)a1, proto = (int)a2;
 	int base = type & SOCK_TYPE_MASK_K;
+	int fdflags = type & (SOCK_NONBLOCK_K | SOCK_CLOEXEC_K);
 	if (type & ~(SOCK_TYPE_MASK_K | SOCK_NONBLOCK_K | SOCK_CLOEXEC_K))
 		return -EINVAL;
 	if (domain != AF_UNIX_K && domain != AF_INET_K && domain != AF_INET6_K)
@@ -97,15 +198,30 @@ LIBOS_SYSCALL(socket)
 		return -EPROTONOSUPPORT;
 	if (domain == AF_UNIX_K && base == SOCK_DGRAM_K)
 		return -ESOCKTNOSUPPORT; /* the monitor offers stream unix: sockets only */
-	int sv[2];
-	long r = sys4(__NR_socketpair, AF_UNIX_K, base | (type & (SOCK_NONBLOCK_K | SOCK_CLOEXEC_K)), 0, sv);
-	if (r < 0)
-		return r;
-	sys1(__NR_close, sv[1]);
 	struct sock_entry e;
 	memset(&e, 0, sizeof(e));
 	e.domain = domain;
 	e.type = base;
+	if (domain != AF_UNIX_K && base == SOCK_DGRAM_K) {
+		/* Dual-stack, as Linux makes an AF_INET6 socket by default. */
+		const char *uri = domain == AF_INET_K ? "udp.new:inet" : "udp.new:inet6?dualstack";
+		long fd = pico_open(uri, libos_strlen(uri), O_RDWR | fdflags, 0);
+		if (fd >= 0) {
+			e.real = 1;
+			sock_put(fd, &e);
+			return fd;
+		}
+		if (fd != -EACCES)
+			return fd;
+		/* No network of its own here (a monitor without one): a
+		 * placeholder, which connect() can still turn into a granted
+		 * udp: socket. */
+	}
+	int sv[2];
+	long r = sys4(__NR_socketpair, AF_UNIX_K, base | fdflags, 0, sv);
+	if (r < 0)
+		return r;
+	sys1(__NR_close, sv[1]);
 	sock_put(sv[0], &e);
 	return sv[0];
 }
@@ -151,138 +267,193 @@ static long format_inet(struct strbuf *sb, int domain, const unsigned char *addr
 	return 0;
 }
 
-/* Asks the monitor for the real socket and puts it on fd's number. */
-static long replace_with(long fd, const char *uri, size_t len)
+/* A unix address as the monitor's URIs spell it: "@NAME" for an abstract
+ * name (or "@" alone: autobind), else the absolute guest path (a relative
+ * one is taken against the cwd). */
+static long format_unix(struct strbuf *sb, const unsigned char *addr, unsigned len)
 {
-	long fdflags = sys2(__NR_fcntl, fd, F_GETFD);
-	long flflags = sys2(__NR_fcntl, fd, F_GETFL);
-	if (fdflags < 0 || flflags < 0)
-		return -EBADF;
-	int flags = O_RDWR | O_CLOEXEC | (flflags & O_NONBLOCK);
-	long real = pico_open(uri, len, flags, 0);
-	if (real < 0)
-		return real;
-	long r = sys3(__NR_dup3, real, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
-	sys1(__NR_close, real);
-	return r < 0 ? r : 0;
+	const char *path = (const char *)addr + 2;
+	unsigned max = len - 2;
+	if (len == 2) {
+		sb_add(sb, "@");
+		return 0;
+	}
+	if (path[0] == 0) {
+		/* Abstract: the name is every byte that follows, NULs too;
+		 * the monitor's URIs cannot carry a NUL. */
+		if (libos_strnlen(path + 1, max - 1) != max - 1)
+			return -EINVAL;
+		sb_add(sb, "@");
+		sb_addn(sb, path + 1, max - 1);
+		return 0;
+	}
+	size_t n = libos_strnlen(path, max);
+	if (path[0] != '/') {
+		char cwd[PICO_MAX_PATH];
+		long r = libos_cwd_get(cwd, sizeof(cwd));
+		if (r < 0)
+			return r;
+		sb_add(sb, cwd);
+		if (r > 1)
+			sb_add(sb, "/");
+	}
+	sb_addn(sb, path, n);
+	return 0;
 }
 
-/* Implements Linux syscall connect(2) on a placeholder: the monitor
- * connects (if the manifest grants the address) and the connected socket
- * takes the placeholder's place. */
+/* Copies a sockaddr argument of len bytes (2..sizeof(sockaddr_un)) whose
+ * family must be the socket's. */
+static long fetch_addr(long ptr, unsigned len, int domain, unsigned char *out)
+{
+	if (len > UNIX_ADDR_MAX || len < 2)
+		return -EINVAL;
+	long r = libos_copy_from_guest(out, (const void *)ptr, len);
+	if (r < 0)
+		return r;
+	if ((int)(out[0] | out[1] << 8) != domain)
+		return domain == AF_UNIX_K ? -EINVAL : -EAFNOSUPPORT;
+	return 0;
+}
+
+/* Implements Linux syscall connect(2): the monitor connects (to a granted
+ * host endpoint, or in the picoprocess's own network) and the connected
+ * socket takes the socket's place. */
 LIBOS_SYSCALL(connect)
 {
 	long fd = a0;
 	unsigned len = (unsigned)a2;
 	struct sock_entry e;
-	unsigned char addr[sizeof(struct sockaddr_un) + 1];
-	if (!sock_get(fd, &e)) {
-		struct stat st;
-		long r = sys2(__NR_fstat, fd, &st);
-		if (r < 0)
-			return r;
-		return (st.st_mode & S_IFMT) == S_IFSOCK ? -EISCONN : -ENOTSOCK;
-	}
+	unsigned char addr[UNIX_ADDR_MAX + 1];
+	if (!sock_get(fd, &e))
+		return untracked(fd, -EISCONN);
 	if (e.connected)
 		return -EISCONN;
-	if (len > sizeof(struct sockaddr_un) || len < 2)
-		return -EINVAL;
-	long r = libos_copy_from_guest(addr, (const void *)a1, len);
+	long r = fetch_addr(a1, len, e.domain, addr);
 	if (r < 0)
 		return r;
-	unsigned family = (unsigned)(addr[0] | addr[1] << 8);
-	if ((int)family != e.domain)
-		return -EAFNOSUPPORT;
 	char uri[PICO_MAX_PATH + 16];
 	struct strbuf sb;
 	sb_init(&sb, uri, sizeof(uri));
 	if (e.domain == AF_UNIX_K) {
-		const char *path = (const char *)addr + 2;
-		size_t n = libos_strnlen(path, len - 2);
-		if (n == 0)
-			return -ECONNREFUSED; /* abstract names: never reachable from here */
+		if (len == 2)
+			return -EINVAL;
 		sb_add(&sb, "unix:");
-		sb_addn(&sb, path, n);
+		r = format_unix(&sb, addr, len);
 	} else {
 		sb_add(&sb, e.type == SOCK_STREAM_K ? "tcp:" : "udp:");
 		r = format_inet(&sb, e.domain, addr, len);
-		if (r < 0)
-			return r;
+		if (r == 0)
+			add_options(&sb, fd, &e);
 	}
+	if (r < 0)
+		return r;
 	if (sb.overflow)
 		return -ENAMETOOLONG;
-	r = replace_with(fd, uri, sb.len);
+	r = replace_with(fd, uri, sb.len, 0);
 	if (r < 0)
 		return r;
 	e.connected = 1;
+	e.real = 1;
+	e.listening = 0;
 	e.peer_len = len;
 	memcpy(e.peer, addr, len);
 	sock_put(fd, &e);
 	return 0;
 }
 
-/* Implements Linux syscall bind(2) on a placeholder: the address is kept
- * for listen (the monitor binds when it makes the listener). */
+/* Implements Linux syscall bind(2): the socket in its final state from the
+ * monitor (see the top of this file). */
 LIBOS_SYSCALL(bind)
 {
 	long fd = a0;
 	unsigned len = (unsigned)a2;
 	struct sock_entry e;
-	if (!sock_get(fd, &e)) {
-		struct stat st;
-		long r = sys2(__NR_fstat, fd, &st);
-		return r < 0 ? r : (st.st_mode & S_IFMT) == S_IFSOCK ? -EINVAL : -ENOTSOCK;
-	}
-	if (e.bound || e.connected)
+	unsigned char addr[UNIX_ADDR_MAX + 1];
+	if (!sock_get(fd, &e))
+		return untracked(fd, -EINVAL);
+	if (e.bound || e.connected || e.listening)
 		return -EINVAL;
-	if (e.domain == AF_UNIX_K)
-		return -EACCES; /* no mediated call creates a socket file */
-	if (len > sizeof(e.addr) || len < 2)
-		return -EINVAL;
-	long r = libos_copy_from_guest(e.addr, (const void *)a1, len);
+	long r = fetch_addr(a1, len, e.domain, addr);
 	if (r < 0)
 		return r;
-	if ((int)(e.addr[0] | e.addr[1] << 8) != e.domain)
-		return -EAFNOSUPPORT;
+	char uri[PICO_MAX_PATH + 16];
+	struct strbuf sb;
+	unsigned mode = 0;
+	sb_init(&sb, uri, sizeof(uri));
+	if (e.domain == AF_UNIX_K) {
+		sb_add(&sb, "unix.srv:");
+		r = format_unix(&sb, addr, len);
+		/* A socket file gets 0777 less the umask, as bind(2) makes it. */
+		mode = 0777 & ~libos_umask_value;
+	} else {
+		sb_add(&sb, e.type == SOCK_STREAM_K ? "tcp.srv:" : "udp.srv:");
+		r = format_inet(&sb, e.domain, addr, len);
+		if (r == 0)
+			add_options(&sb, fd, &e);
+	}
+	if (r < 0)
+		return r;
+	if (sb.overflow)
+		return -ENAMETOOLONG;
+	r = replace_with(fd, uri, sb.len, mode);
+	if (r < 0)
+		return r;
 	e.bound = 1;
+	e.real = 1;
+	e.listening = e.type == SOCK_STREAM_K;
 	e.addr_len = len;
+	memcpy(e.addr, addr, len);
 	sock_put(fd, &e);
 	return 0;
 }
 
-/* Implements Linux syscall listen(2): a tcp.srv: listener from the monitor
- * on the bound address (0.0.0.0 or :: with an ephemeral port if unbound). */
+/* Implements Linux syscall listen(2): nothing to do on a socket bind()
+ * made a listener; an unbound inet one gets a listener on the wildcard
+ * address and an ephemeral port. */
 LIBOS_SYSCALL(listen)
 {
 	long fd = a0;
 	struct sock_entry e;
-	if (!sock_get(fd, &e)) {
-		struct stat st;
-		long r = sys2(__NR_fstat, fd, &st);
+	if (!sock_get(fd, &e))
 		/* A listener the monitor made: listening again is harmless. */
-		return r < 0 ? r : (st.st_mode & S_IFMT) == S_IFSOCK ? 0 : -ENOTSOCK;
-	}
-	if (e.domain == AF_UNIX_K || e.type != SOCK_STREAM_K)
+		return untracked(fd, 0);
+	if (e.type != SOCK_STREAM_K)
 		return -EOPNOTSUPP;
 	if (e.connected)
 		return -EINVAL;
+	if (e.listening)
+		return 0;
+	if (e.domain == AF_UNIX_K)
+		return -EINVAL; /* unbound: Linux would autobind; not offered */
 	char uri[96];
 	struct strbuf sb;
 	sb_init(&sb, uri, sizeof(uri));
 	sb_add(&sb, "tcp.srv:");
-	if (e.bound) {
-		long r = format_inet(&sb, e.domain, e.addr, e.addr_len);
-		if (r < 0)
-			return r;
-	} else {
-		sb_add(&sb, e.domain == AF_INET_K ? "0.0.0.0:0" : "[::]:0");
-	}
-	long r = replace_with(fd, uri, sb.len);
+	sb_add(&sb, e.domain == AF_INET_K ? "0.0.0.0:0" : "[::]:0");
+	add_options(&sb, fd, &e);
+	long r = replace_with(fd, uri, sb.len, 0);
 	if (r < 0)
 		return r;
-	e.connected = 1; /* no longer a placeholder */
+	e.real = 1;
+	e.listening = 1;
 	sock_put(fd, &e);
 	return 0;
+}
+
+/* Writes an address to the guest as getsockname/getpeername do: at most
+ * *lenp bytes of it, and its full length in *lenp. */
+static long give_address(long ptr, long lenp, const void *addr, unsigned len)
+{
+	unsigned cap;
+	long r = libos_copy_from_guest(&cap, (const void *)lenp, sizeof(cap));
+	if (r < 0)
+		return r;
+	if ((int)cap < 0)
+		return -EINVAL;
+	unsigned n = cap < len ? cap : len;
+	if (n && (r = libos_copy_to_guest((void *)ptr, addr, n)) < 0)
+		return r;
+	return libos_copy_to_guest((void *)lenp, &len, sizeof(len));
 }
 
 /* Implements Linux syscall getpeername(2) for sockets connected here (the
@@ -290,19 +461,108 @@ LIBOS_SYSCALL(listen)
 LIBOS_SYSCALL(getpeername)
 {
 	struct sock_entry e;
-	unsigned cap;
-	if (!sock_get(a0, &e) || !e.connected || !e.peer_len) {
-		struct stat st;
-		long r = sys2(__NR_fstat, a0, &st);
-		return r < 0 ? r : (st.st_mode & S_IFMT) == S_IFSOCK ? -ENOTCONN : -ENOTSOCK;
+	if (!sock_get(a0, &e) || !e.connected || !e.peer_len)
+		return untracked(a0, -ENOTCONN);
+	return give_address(a1, a2, e.peer, e.peer_len);
+}
+
+/* A unix socket the monitor bound shows its name within its directory;
+ * the path the program bound, if one of its sockets has that name. */
+static int bound_path_of(const char *name, size_t n, struct sock_entry *out)
+{
+	for (long fd = 0; fd < PICO_LOADER_FD; fd++) {
+		struct sock_entry e;
+		if (__atomic_load_n(&socks[fd].seq, __ATOMIC_RELAXED) == 0 || !sock_get(fd, &e))
+			continue;
+		if (e.domain != AF_UNIX_K || !e.bound || e.addr_len <= 2 || e.addr[2] == 0)
+			continue;
+		const char *path = (const char *)e.addr + 2;
+		size_t len = libos_strnlen(path, e.addr_len - 2);
+		if (len > n && path[len - n - 1] == '/' && memcmp(path + len - n, name, n) == 0) {
+			*out = e;
+			return 1;
+		}
 	}
-	long r = libos_copy_from_guest(&cap, (const void *)a2, sizeof(cap));
+	return 0;
+}
+
+/* Implements Linux syscall getsockname(2).  The filter traps it outside the
+ * library OS's code, which makes the real call. */
+LIBOS_SYSCALL(getsockname)
+{
+	struct sock_entry e;
+	if (sock_get(a0, &e)) {
+		/* A path: the monitor bound it by its name within its directory.
+		 * (An abstract name is bound as it is.) */
+		if (e.domain == AF_UNIX_K && e.bound && e.addr_len > 2 && e.addr[2] != 0)
+			return give_address(a1, a2, e.addr, e.addr_len);
+		if (!e.real) {
+			/* A placeholder: what an unbound socket of its domain shows. */
+			unsigned char zero[sizeof(struct sockaddr_in6)];
+			unsigned len = e.domain == AF_INET_K    ? sizeof(struct sockaddr_in)
+				       : e.domain == AF_INET6_K ? sizeof(struct sockaddr_in6)
+								: 2;
+			memset(zero, 0, sizeof(zero));
+			zero[0] = (unsigned char)e.domain;
+			return give_address(a1, a2, zero, len);
+		}
+	}
+	union {
+		struct sockaddr_un un;
+		unsigned char bytes[128];
+	} u;
+	unsigned len = sizeof(u);
+	long r = sys3(__NR_getsockname, a0, &u, &len);
 	if (r < 0)
 		return r;
-	unsigned n = cap < e.peer_len ? cap : e.peer_len;
-	if ((r = libos_copy_to_guest((void *)a1, e.peer, n)) < 0)
+	if (len > sizeof(u))
+		len = sizeof(u);
+	if (u.un.sun_family == AF_UNIX_K && len > 2 && u.un.sun_path[0] && u.un.sun_path[0] != '/') {
+		size_t n = libos_strnlen(u.un.sun_path, len - 2);
+		if (bound_path_of(u.un.sun_path, n, &e))
+			return give_address(a1, a2, e.addr, e.addr_len);
+	}
+	return give_address(a1, a2, &u, len);
+}
+
+/* Implements the forms of Linux syscall setsockopt(2) the filter does not
+ * let through (options of levels other than SOL_SOCKET and IPPROTO_TCP).
+ * IPV6_V6ONLY is recorded until the socket is made: the monitor sets it
+ * before bind.  Other options answer ENOSYS (and leave an audit record). */
+LIBOS_SYSCALL(setsockopt)
+{
+	struct sock_entry e;
+	int v;
+	if (a1 != IPPROTO_IPV6_K || a2 != IPV6_V6ONLY_K)
+		return -ENOSYS;
+	if (!sock_get(a0, &e))
+		return untracked(a0, -ENOSYS);
+	if (e.domain != AF_INET6_K)
+		return -ENOPROTOOPT;
+	if ((unsigned long)a4 < sizeof(v))
+		return -EINVAL;
+	long r = libos_copy_from_guest(&v, (const void *)a3, sizeof(v));
+	if (r < 0)
 		return r;
-	return libos_copy_to_guest((void *)a2, &e.peer_len, sizeof(e.peer_len));
+	if (e.bound || e.connected || e.listening)
+		return (!!v == e.v6only) ? 0 : -EINVAL; /* too late to change */
+	e.v6only = !!v;
+	sock_put(a0, &e);
+	return 0;
+}
+
+/* Implements the forms of Linux syscall getsockopt(2) the filter does not
+ * let through: IPV6_V6ONLY as recorded; others ENOSYS. */
+LIBOS_SYSCALL(getsockopt)
+{
+	struct sock_entry e;
+	if (a1 != IPPROTO_IPV6_K || a2 != IPV6_V6ONLY_K)
+		return -ENOSYS;
+	if (!sock_get(a0, &e))
+		return untracked(a0, -ENOSYS);
+	if (e.domain != AF_INET6_K)
+		return -ENOPROTOOPT;
+	return give_address(a3, a4, &e.v6only, sizeof(e.v6only));
 }
 
 /* Implements Linux syscall accept(2) on accept4. */

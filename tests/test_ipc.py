@@ -1,5 +1,7 @@
 """IPC inside a picoprocess: a private /dev/shm (POSIX shared memory, named
-semaphores, Python's multiprocessing) and memfd_create.
+semaphores, Python's multiprocessing), memfd_create, and AF_UNIX sockets
+bound in writable mounts (the monitor makes the socket file, as the guest,
+never outside those mounts).
 
 Each program runs inside (as root and as an unprivileged monitor) and
 natively as the guest's identity; the outputs must be equal.
@@ -9,6 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import socket
+import stat
+import tempfile
 
 import pytest
 from conftest import native_as_guest
@@ -126,12 +132,22 @@ if __name__ == "__main__":
     for p in procs: p.start()
     for p in procs: p.join(30)
     print("array", list(arr))
+    with mp.Manager() as m:
+        d, l = m.dict(), m.list([1, 2])
+        ps = [mp.Process(target=d.__setitem__, args=(k, k * 2)) for k in range(3)]
+        for p in ps: p.start()
+        for p in ps: p.join(30)
+        l.append(3)
+        print("manager", sorted(d.items()), list(l), m.Value("i", 7).value)
 """
 
 
-def test_multiprocessing_pool_queue_array(guest_runner):
+def test_multiprocessing_pool_queue_array_manager(guest_runner):
+    """Manager serves its proxies over an AF_UNIX socket in a temporary
+    directory under /tmp (bind, listen, getsockname, connect)."""
     r = assert_same_as_native(guest_runner, [PYTHON, "-c", MULTIPROCESSING], timeout=120)
     assert "array [0, 10, 20, 30]" in r.stdout
+    assert "manager [(0, 0), (1, 2), (2, 4)] [1, 2, 3] 7" in r.stdout
 
 
 MEMFD = r"""
@@ -182,3 +198,130 @@ def test_unnamed_files_only_where_names_may_be_made(guest_runner):
     r = guest_runner([PYTHON, "-c", code])
     assert r.stdout == (f"/usr {errno.EROFS}\n/etc {errno.EROFS}\n/tmp {errno.EINVAL}\n"
                         f"/nonexistent {errno.EROFS}\n/dev/shm ok\n"), r.stderr
+
+
+
+# ---------------------------------------------------------------------------------------
+# AF_UNIX names: only in writable mounts, as the guest, never through a trick
+# ---------------------------------------------------------------------------------------
+
+UNIX_TRICKS = r"""
+import os, socket, sys
+def bind(path):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(path); return "bound"
+    except OSError as e:
+        return e.errno
+    finally:
+        s.close()
+def connect(path):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path); return "connected"
+    except OSError as e:
+        return e.errno
+    finally:
+        s.close()
+os.symlink("/usr", "/tmp/to-usr"); os.symlink("/data/secret", "/data/to-secret")
+os.symlink("/data", "/tmp/to-data")
+for path in ("/usr/x.sock", "/tmp/to-usr/x.sock", "/etc/x.sock", "/nowhere/x.sock",
+             "/data/secret/x.sock", "/data/to-secret/x.sock", "/tmp/id_rsa", "/dev/shm/ok.sock",
+             "/tmp/to-data/through-a-link.sock", "/data/secret"):
+    print("bind", path, bind(path))
+for path in ("/ro/host.sock", "/data/host.sock", "/tmp/to-data/host.sock", "/data/secret/host.sock"):
+    print("connect", path, connect(path))
+"""
+
+
+@pytest.fixture
+def unix_tree():
+    """A host directory for a writable mount /data (with a hidden
+    /data/secret), and a read-only one /ro; each holds a host listener."""
+    root = tempfile.mkdtemp(prefix="picoproc-unix-")
+    data, ro = os.path.join(root, "data"), os.path.join(root, "ro")
+    os.makedirs(os.path.join(data, "secret"))
+    os.mkdir(ro)
+    for d in (root, data, os.path.join(data, "secret"), ro):
+        os.chmod(d, 0o777)
+    listeners = []
+    for d in (data, ro, os.path.join(data, "secret")):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(os.path.join(d, "host.sock"))
+        os.chmod(os.path.join(d, "host.sock"), 0o777)
+        s.listen()
+        s.setblocking(False)
+        listeners.append(s)
+    yield data, ro, listeners
+    for s in listeners:
+        s.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def accepted(listener) -> int:
+    n = 0
+    try:
+        while True:
+            listener.accept()[0].close()
+            n += 1
+    except BlockingIOError:
+        return n
+
+
+def test_unix_names_stay_inside_writable_mounts(guest_runner, unix_tree):
+    data, ro, (data_l, ro_l, secret_l) = unix_tree
+    r = guest_runner([PYTHON, "-c", UNIX_TRICKS], mounts=[f"/data={data}:rw", f"/ro={ro}:ro"],
+                     hide=["/data/secret"])
+    assert r.status == 0, r.stderr
+    E = errno
+    assert r.stdout == (
+        f"bind /usr/x.sock {E.EROFS}\n"
+        f"bind /tmp/to-usr/x.sock {E.EROFS}\n"       # a link into a read-only mount
+        f"bind /etc/x.sock {E.EROFS}\n"
+        f"bind /nowhere/x.sock {E.EROFS}\n"          # the read-only skeleton of mount points
+        f"bind /data/secret/x.sock {E.EACCES}\n"     # hidden
+        f"bind /data/to-secret/x.sock {E.EACCES}\n"  # hidden, through a link
+        f"bind /tmp/id_rsa {E.EACCES}\n"             # a hidden name
+        "bind /dev/shm/ok.sock bound\n"
+        "bind /tmp/to-data/through-a-link.sock bound\n"
+        f"bind /data/secret {E.EACCES}\n"
+        f"connect /ro/host.sock {E.EACCES}\n"        # a read-only mount does not grant sockets
+        "connect /data/host.sock connected\n"        # a writable one is the guest's
+        "connect /tmp/to-data/host.sock connected\n"
+        f"connect /data/secret/host.sock {E.EACCES}\n"), r.stdout
+    assert (accepted(data_l), accepted(ro_l), accepted(secret_l)) == (2, 0, 0)
+    made = os.lstat(os.path.join(data, "through-a-link.sock"))
+    assert stat.S_ISSOCK(made.st_mode)
+    assert made.st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    assert sorted(os.listdir(os.path.join(data, "secret"))) == ["host.sock"]
+
+
+SWAP_RACE = r"""
+import os, socket, threading, time
+os.mkdir("/data/d")
+stop = time.monotonic() + 3
+def swap():
+    while time.monotonic() < stop:
+        os.rename("/data/d", "/data/d-real"); os.symlink("/data/secret", "/data/d")
+        os.unlink("/data/d"); os.rename("/data/d-real", "/data/d")
+t = threading.Thread(target=swap); t.start()
+bound = refused = 0
+while time.monotonic() < stop:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind("/data/d/race.sock"); bound += 1
+        os.unlink("/data/d/race.sock")
+    except OSError:
+        refused += 1
+    s.close()
+t.join()
+print("tries", bound + refused > 10, "some bound", bound > 0)
+"""
+
+
+def test_unix_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest_runner, unix_tree):
+    data, ro, _ = unix_tree
+    r = guest_runner([PYTHON, "-c", SWAP_RACE], mounts=[f"/data={data}:rw"], hide=["/data/secret"],
+                     timeout=60)
+    assert (r.status, r.stdout) == (0, "tries True some bound True\n"), r.stderr
+    assert sorted(os.listdir(os.path.join(data, "secret"))) == ["host.sock"]

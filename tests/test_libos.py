@@ -697,9 +697,12 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # see abi/bpf.py) and execveat (direct
     # only on the loader fd; every other form traps and is emulated).
     # close and dup3: direct on every fd but the loader fd; the trapped forms
-    # (the loader fd, garbage in the upper half) are emulated.
+    # (the loader fd, garbage in the upper half) are emulated.  getsockname:
+    # direct from the library OS's range, emulated for the program (unix
+    # socket names); setsockopt/getsockopt: direct for SOL_SOCKET and
+    # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).
     assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3", "ppoll",
-                              "epoll_pwait"}
+                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt"}
 
 
 def test_loader_argv_helper(monitor):

@@ -76,8 +76,8 @@ is classified from evidence outside the guest:
    "disagreements").
 3. **picoproc** (`pico`, `pico-raw`): the ABI table predicts the decision
    (`DirectCall.allows` for the probe's arguments; the errno and mediated
-   entries; in libos mode `rt_sigaction`/`rt_sigprocmask` are direct only
-   from the library OS's own text, so from the program they trap) and must
+   entries; in libos mode `rt_sigaction`/`rt_sigprocmask`/`getsockname` are
+   direct only from the library OS's own text, so from the program they trap) and must
    agree with the filter read from the guest and with the compiled filter.
    In raw mode (no library OS) a trapped call is observable: it kills the
    child with SIGSYS.

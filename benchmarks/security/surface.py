@@ -115,8 +115,9 @@ KERNEL, FILTERED, EMULATED = "kernel", "filtered", "emulated"
 UNKNOWN = "unknown"  # the backend failed while probing this number: not judged
 CHUNK = 90  # numbers per run: the ptrace backend lists at most 100 denials per run
 SIGSYS = int(signal.SIGSYS)
-# rt_sigaction, rt_sigprocmask: see picoproc.abi.bpf.loader_sigaction_prefix.
-LOADER_ONLY = {13, 14}
+# rt_sigaction, rt_sigprocmask, getsockname: see
+# picoproc.abi.bpf.loader_sigaction_prefix.
+LOADER_ONLY = {13, 14, 51}
 
 
 def probe_cases() -> list[tuple[int, tuple[int, ...]]]:
