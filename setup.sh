@@ -9,6 +9,7 @@ APT_PACKAGES=(
   gcc make libseccomp-dev         # build: cffi module, library OS, test guests
   python3-cffi-backend            # the unprivileged half of the tests runs /usr/bin/python3
   busybox-static sqlite3 strace   # real programs the tests run
+  golang-go nodejs                # runtimes whose servers the tests run on loopback
   libpython3.11-testsuite         # python3 -m test workloads of the perf suite
   bubblewrap crun runsc           # comparison backends (peers)
 )
