@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -56,13 +58,18 @@ struct relay_count {
 	atomic_int refs;
 };
 
+struct proxy_relay;
+
 struct pico_net_policy {
 	struct net_grant *grants;
 	size_t count;
 	size_t cap;
 	int max_sockets;	/* bound on live relays of this run (0: only the global one) */
 	struct relay_count *relays;
+	struct proxy_relay *proxies; /* the run's UDP proxies, or NULL */
 };
+
+static void stop_proxies(struct proxy_relay *r);
 
 static void relay_count_put(struct relay_count *rc)
 {
@@ -290,6 +297,7 @@ void pico_net_policy_free(struct pico_net_policy *p)
 		free(p->grants[i].path);
 	free(p->grants);
 	relay_count_put(p->relays);
+	stop_proxies(p->proxies);
 	free(p);
 }
 
@@ -920,6 +928,254 @@ unbind:
 out:
 	close(fd);
 	return ret;
+}
+
+/* ---- UDP proxies: unconnected datagrams to granted destinations -------- */
+
+/* A guest's UDP socket lives in its own network namespace, so a datagram
+ * it sends with sendto() to a granted host destination would find no
+ * route -- and sendto/sendmsg are direct calls the library OS never sees.
+ * So for each granted destination with a port, the reaper gives the
+ * guest's loopback the destination's address and binds a UDP socket there
+ * (spawn.h, udp_proxies): the guest's datagrams to it land in that socket.
+ * This thread reads them and sends each from a host UDP socket connected
+ * to the destination -- one per guest source address, so the answers can
+ * be told apart -- and sends the answers back from the proxy socket: the
+ * guest sees them come from the address it sent to, as it would natively.
+ * The host sockets are bounded by the run's open-file limit and closed
+ * after PROXY_IDLE_NS without traffic; a datagram that finds the table
+ * full is dropped, as UDP may. */
+#define PROXY_IDLE_NS (60ull * 1000000000ull)
+#define PROXY_BATCH 64	/* datagrams read from one socket per wake-up */
+#define PROXY_DEFAULT_ENTRIES 256
+
+struct nat_entry {
+	int proxy;			/* index of the proxy socket */
+	struct sockaddr_storage src;	/* the guest's address */
+	socklen_t src_len;
+	int fd;				/* the host socket, connected to the destination */
+	uint64_t last_ns;
+};
+
+struct proxy_relay {
+	pthread_t thread;
+	int stop_efd;
+	int n;
+	int fds[16];
+	struct sockaddr_storage dst[16];
+	socklen_t dst_len[16];
+	int max_entries;
+	struct nat_entry *nat;
+	int nnat;
+	char buf[PICO_NET_UDP_MAX_DATAGRAM];
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct nat_entry *nat_find(struct proxy_relay *r, int proxy, const struct sockaddr_storage *src,
+				  socklen_t len)
+{
+	for (int i = 0; i < r->nnat; i++)
+		if (r->nat[i].proxy == proxy && r->nat[i].src_len == len &&
+		    memcmp(&r->nat[i].src, src, len) == 0)
+			return &r->nat[i];
+	if (r->nnat == r->max_entries)
+		return NULL;
+	int fd = socket(r->dst[proxy].ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	if (connect(fd, (struct sockaddr *)&r->dst[proxy], r->dst_len[proxy]) < 0) {
+		close(fd);
+		return NULL;
+	}
+	struct nat_entry *e = &r->nat[r->nnat++];
+	e->proxy = proxy;
+	memcpy(&e->src, src, len);
+	e->src_len = len;
+	e->fd = fd;
+	return e;
+}
+
+static void nat_drop(struct proxy_relay *r, int i)
+{
+	close(r->nat[i].fd);
+	r->nat[i] = r->nat[--r->nnat];
+}
+
+static void *proxy_main(void *arg)
+{
+	struct proxy_relay *r = arg;
+	/* the stop eventfd, the proxies, then one per table entry */
+	struct pollfd *pfd = calloc(1 + 16 + (size_t)r->max_entries, sizeof(*pfd));
+	int *owner = calloc(1 + 16 + (size_t)r->max_entries, sizeof(*owner));
+
+	if (!pfd || !owner)
+		goto out;
+	for (;;) {
+		int n = 0, timeout = -1;
+		uint64_t now = mono_ns();
+
+		pfd[n++] = (struct pollfd){.fd = r->stop_efd, .events = POLLIN};
+		for (int i = 0; i < r->n; i++) {
+			owner[n] = -1;
+			pfd[n++] = (struct pollfd){.fd = r->fds[i], .events = POLLIN};
+		}
+		for (int i = 0; i < r->nnat; i++) {
+			uint64_t idle = now - r->nat[i].last_ns;
+			int ms = idle >= PROXY_IDLE_NS ? 0 : (int)((PROXY_IDLE_NS - idle) / 1000000) + 1;
+			if (timeout < 0 || ms < timeout)
+				timeout = ms;
+			owner[n] = i;
+			pfd[n++] = (struct pollfd){.fd = r->nat[i].fd, .events = POLLIN};
+		}
+		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
+			break;
+		if (pfd[0].revents)
+			break;
+		now = mono_ns();
+		/* Answers first: entries are only added or dropped below. */
+		for (int k = 1 + r->n; k < n; k++) {
+			if (!(pfd[k].revents & (POLLIN | POLLERR)))
+				continue;
+			struct nat_entry *e = &r->nat[owner[k]];
+			for (int b = 0; b < PROXY_BATCH; b++) {
+				ssize_t got = recv(e->fd, r->buf, sizeof(r->buf), MSG_DONTWAIT | MSG_TRUNC);
+				if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+					continue; /* an ICMP error, consumed */
+				if (got < 0)
+					break;
+				if ((size_t)got <= sizeof(r->buf))
+					(void)sendto(r->fds[e->proxy], r->buf, (size_t)got, MSG_DONTWAIT,
+						     (struct sockaddr *)&e->src, e->src_len);
+				e->last_ns = now;
+			}
+		}
+		for (int k = 1; k <= r->n; k++) {
+			if (!(pfd[k].revents & POLLIN))
+				continue;
+			for (int b = 0; b < PROXY_BATCH; b++) {
+				struct sockaddr_storage src;
+				socklen_t len = sizeof(src);
+				ssize_t got = recvfrom(r->fds[k - 1], r->buf, sizeof(r->buf),
+						       MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&src, &len);
+				if (got < 0)
+					break;
+				if ((size_t)got > sizeof(r->buf))
+					continue; /* dropped whole, as the udp: relay does */
+				struct nat_entry *e = nat_find(r, k - 1, &src, len);
+				if (!e)
+					continue; /* table full: dropped */
+				(void)send(e->fd, r->buf, (size_t)got, MSG_DONTWAIT);
+				e->last_ns = now;
+			}
+		}
+		for (int i = 0; i < r->nnat;) {
+			if (now - r->nat[i].last_ns >= PROXY_IDLE_NS)
+				nat_drop(r, i);
+			else
+				i++;
+		}
+	}
+out:
+	free(pfd);
+	free(owner);
+	return NULL;
+}
+
+static void stop_proxies(struct proxy_relay *r)
+{
+	if (!r)
+		return;
+	uint64_t one = 1;
+	if (write(r->stop_efd, &one, sizeof(one)) == sizeof(one))
+		pthread_join(r->thread, NULL);
+	while (r->nnat)
+		nat_drop(r, 0);
+	for (int i = 0; i < r->n; i++)
+		close(r->fds[i]);
+	close(r->stop_efd);
+	free(r->nat);
+	free(r);
+}
+
+int pico_net_policy_start_proxies(struct pico_net_policy *p, const int *fds, int n)
+{
+	struct proxy_relay *r;
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int err = 0;
+
+	if (!p || !fds || n <= 0 || n > 16 || p->proxies)
+		err = -EINVAL;
+	r = err ? NULL : calloc(1, sizeof(*r));
+	if (!err && !r)
+		err = -ENOMEM;
+	if (r)
+		r->stop_efd = -1;
+	for (int i = 0; i < n && !err; i++) {
+		struct inet_addr a;
+		r->dst_len[i] = sizeof(r->dst[i]);
+		if (getsockname(fds[i], (struct sockaddr *)&r->dst[i], &r->dst_len[i]) < 0) {
+			err = -errno;
+			break;
+		}
+		/* Only ever towards a granted destination, whatever the socket. */
+		memset(&a, 0, sizeof(a));
+		int port;
+		if (r->dst[i].ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&r->dst[i];
+			a.family = AF_INET;
+			memcpy(a.bytes, &sin->sin_addr, 4);
+			port = ntohs(sin->sin_port);
+		} else if (r->dst[i].ss_family == AF_INET6) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&r->dst[i];
+			a.family = AF_INET6;
+			memcpy(a.bytes, &sin6->sin6_addr, 16);
+			port = ntohs(sin6->sin6_port);
+		} else {
+			err = -EINVAL;
+			break;
+		}
+		if (port == 0 || !inet_granted(p, PICO_NET_UDP_CONNECT, &a, port))
+			err = -EACCES;
+	}
+	if (!err) {
+		r->n = n;
+		memcpy(r->fds, fds, sizeof(int) * (size_t)n);
+		r->max_entries = p->max_sockets > 0 ? p->max_sockets : PROXY_DEFAULT_ENTRIES;
+		r->nat = calloc((size_t)r->max_entries, sizeof(*r->nat));
+		r->stop_efd = eventfd(0, EFD_CLOEXEC);
+		if (!r->nat || r->stop_efd < 0)
+			err = r->nat ? -errno : -ENOMEM;
+	}
+	if (!err) {
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, 64 * 1024);
+		/* The monitor's signals belong to Python's main thread. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		err = -pthread_create(&r->thread, &attr, proxy_main, r);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+	}
+	if (err) {
+		if (r) {
+			if (r->stop_efd >= 0)
+				close(r->stop_efd);
+			free(r->nat);
+			free(r);
+		}
+		for (int i = 0; i < n && fds; i++)
+			close(fds[i]);
+		return err;
+	}
+	p->proxies = r;
+	return 0;
 }
 
 /* ---- the guest's own network ---------------------------------------- */

@@ -134,6 +134,19 @@ int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets);
 /* udp: relays alive for this policy. */
 int pico_net_policy_relays(const struct pico_net_policy *p);
 
+/* Relays the run's UDP proxies: fds are UDP sockets the reaper bound in the
+ * guest's own network to granted destinations (spawn.h, udp_proxies), each
+ * at the destination's own address and port.  A datagram the guest sends
+ * to one goes to that destination on the host, from a host socket of its
+ * own per guest source address (at most the run's open-file limit of them
+ * at once, closed after a minute without traffic), and the answers come
+ * back from the proxy: the guest's unconnected sendto/recvfrom to a granted
+ * destination work as natively.  Takes the fds (closes them on failure
+ * too); one thread, stopped when the policy is freed.  Returns 0 or -errno
+ * (EACCES: a socket's address is not a granted destination; EINVAL: bad
+ * arguments, or proxies already started). */
+int pico_net_policy_start_proxies(struct pico_net_policy *p, const int *fds, int n);
+
 /* Starts opening a network URI.  flags: O_RDONLY/O_WRONLY/O_RDWR (ignored:
  * sockets are bidirectional), O_NONBLOCK (the guest's fd is non-blocking),
  * O_CLOEXEC (accepted; the caller applies it as ADDFD's newfd_flags: the

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -348,6 +350,121 @@ static int loopback_up(void)
 	return rc;
 }
 
+_Static_assert(sizeof(((struct pico_spawn_spec *)0)->udp_proxies) / sizeof(struct pico_udp_proxy) ==
+		       PICO_MAX_UDP_PROXIES,
+	       "spawn.h spells PICO_MAX_UDP_PROXIES out for cffi");
+
+/* <linux/ipv6.h>'s, which glibc's headers do not declare. */
+struct in6_ifreq_k {
+	struct in6_addr addr;
+	uint32_t prefixlen;
+	int ifindex;
+};
+
+/* Gives the guest's loopback one more address (a /32 or /128), so that a
+ * UDP proxy can be bound to a granted destination's own address. */
+static int add_loopback_address(const struct pico_udp_proxy *px, int label)
+{
+	struct ifreq ifr;
+	int fd = socket(px->family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int rc = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	if (px->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+		/* An alias "lo:N"; its mask, classful at first, narrowed to /32. */
+		memcpy(ifr.ifr_name, "lo:", 3);
+		format_uint(ifr.ifr_name + 3, (uint64_t)label, 10);
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, px->addr, 4);
+		if (ioctl(fd, SIOCSIFADDR, &ifr) == 0) {
+			memset(&sin->sin_addr, 0xff, 4);
+			rc = ioctl(fd, SIOCSIFNETMASK, &ifr);
+		}
+	} else {
+		struct in6_ifreq_k req;
+		memcpy(ifr.ifr_name, "lo", 3);
+		if (ioctl(fd, SIOCGIFINDEX, &ifr) == 0) {
+			memset(&req, 0, sizeof(req));
+			memcpy(&req.addr, px->addr, 16);
+			req.prefixlen = 128;
+			req.ifindex = ifr.ifr_ifindex;
+			rc = ioctl(fd, SIOCSIFADDR, &req);
+		}
+	}
+	if (rc < 0 && errno == EEXIST)
+		rc = 0; /* two grants of one address */
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+static int is_loopback_address(const struct pico_udp_proxy *px)
+{
+	static const unsigned char v6_loopback[16] = {[15] = 1};
+	return px->family == AF_INET ? px->addr[0] == 127 : !memcmp(px->addr, v6_loopback, 16);
+}
+
+/* The UDP proxies (spec->udp_proxies): each address on the guest's
+ * loopback, a UDP socket bound there, all sent to the monitor in one
+ * message on the socket helper's channel.  Before the identity switch: a
+ * granted port below 1024 needs CAP_NET_BIND_SERVICE, and the addresses
+ * CAP_NET_ADMIN. */
+static void make_udp_proxies(const struct pico_spawn_spec *spec)
+{
+	int fds[PICO_MAX_UDP_PROXIES];
+	int n = spec->n_udp_proxies, one = 1;
+
+	for (int i = 0; i < n; i++) {
+		const struct pico_udp_proxy *px = &spec->udp_proxies[i];
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		memset(&ss, 0, sizeof(ss));
+		if (px->family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons((uint16_t)px->port);
+			memcpy(&sin->sin_addr, px->addr, 4);
+			len = sizeof(*sin);
+		} else {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons((uint16_t)px->port);
+			memcpy(&sin6->sin6_addr, px->addr, 16);
+			len = sizeof(*sin6);
+		}
+		if (!is_loopback_address(px) && add_loopback_address(px, i + 1) < 0)
+			child_fail(PICO_STEP_UDP_PROXY);
+		fds[i] = socket(px->family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fds[i] < 0 ||
+		    (px->family == AF_INET6 &&
+		     setsockopt(fds[i], IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+		    bind(fds[i], (struct sockaddr *)&ss, len) < 0)
+			child_fail(PICO_STEP_UDP_PROXY);
+	}
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * PICO_MAX_UDP_PROXIES)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {&n, sizeof(n)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
+	memset(&u, 0, sizeof(u));
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
+	if (sendmsg(PICO_GUESTNET_FD, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof(n))
+		child_fail(PICO_STEP_UDP_PROXY);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
 #define GUESTNET_STACK (64 * 1024)
 
 static int guestnet_main(void *unused)
@@ -460,6 +577,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 	/* Before the identity switch: that drops the capability it needs. */
 	if ((spec->clone_flags & CLONE_NEWNET) && loopback_up() < 0)
 		child_fail(PICO_STEP_LOOPBACK);
+	if (spec->n_udp_proxies > 0)
+		make_udp_proxies(spec);
 
 	if (spec->identity_mode == PICO_IDENTITY_SWITCH && (spec->clone_flags & CLONE_NEWUSER)) {
 		/* raw calls: glibc's set*id broadcast to the threads it believes exist,
@@ -596,6 +715,42 @@ static int join_cgroups(pid_t pid, const struct pico_spawn_spec *spec)
 	return 0;
 }
 
+/* The reaper's UDP proxies, sent before it forked the guest: in the channel
+ * by now.  0, or -1 with errno (EPROTO: not the sockets asked for). */
+static int receive_proxies(int chan, int want, struct pico_spawn_result *result)
+{
+	int count = 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * PICO_MAX_UDP_PROXIES)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {&count, sizeof(count)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	ssize_t n;
+
+	do
+		n = recvmsg(chan, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	size_t got = c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS
+			     ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int)
+			     : 0;
+	for (size_t i = 0; i < got && i < PICO_MAX_UDP_PROXIES; i++)
+		memcpy(&result->proxy_fds[i], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+	if (n != (ssize_t)sizeof(count) || count != want || got != (size_t)want ||
+	    (msg.msg_flags & MSG_CTRUNC)) {
+		for (size_t i = 0; i < got && i < PICO_MAX_UDP_PROXIES; i++)
+			close(result->proxy_fds[i]);
+		errno = EPROTO;
+		return -1;
+	}
+	result->n_proxy_fds = want;
+	return 0;
+}
+
 static int fd_is_reserved(int fd)
 {
 	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD || fd == PICO_GUESTNET_FD;
@@ -611,7 +766,8 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
-	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET))) {
+	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
+	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet)) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;
@@ -706,6 +862,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		}
 	}
 	close(sv[0]);
+	if (!failed && spec->n_udp_proxies > 0 && receive_proxies(gn[0], spec->n_udp_proxies, result) < 0) {
+		rep.step = PICO_STEP_UDP_PROXY;
+		rep.err = errno;
+		failed = 1;
+	}
 	if (!failed) {
 		result->pid = (int)pid;
 		result->status_fd = st[0];

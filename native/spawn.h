@@ -52,6 +52,9 @@
 #define PICO_STEP_SETUP 21       /* parent-side pipes/sockets or an fd clash */
 #define PICO_STEP_LOOPBACK 22    /* bringing up "lo" in the new network namespace */
 #define PICO_STEP_GUESTNET 23    /* starting the reaper's socket helper (guestnet.h) */
+#define PICO_STEP_UDP_PROXY 24   /* an address or socket of a UDP proxy (spec.udp_proxies) */
+
+#define PICO_MAX_UDP_PROXIES 16
 
 /* The reaper's end of the report channel and of the status pipe live just
  * below the loader fd (1023), and below them the socket helper's channel
@@ -64,6 +67,13 @@
 				* the reaper drops supplementary groups and switches */
 #define PICO_IDENTITY_SELF 1   /* monitor unprivileged: map its own uid/gid to
 				* themselves (setgroups deny); no switch */
+
+/* A granted UDP destination the guest may send to without connecting. */
+struct pico_udp_proxy {
+	int family;	      /* AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* 4 or 16 bytes, network order */
+	int port;	      /* 1..65535 */
+};
 
 struct pico_rlimit {
 	int resource; /* RLIMIT_* */
@@ -98,6 +108,12 @@ struct pico_spawn_spec {
 	int n_rlimits;
 	int guestnet;		   /* 1: the reaper runs the socket helper of the guest's
 				    * network namespace (guestnet.h); needs CLONE_NEWNET */
+	/* Needs guestnet: for each, the reaper gives the guest's loopback the
+	 * address (unless it is a loopback one) and binds a UDP socket to it
+	 * there, which the monitor relays to the same endpoint on the host
+	 * (net.h, "UDP proxies"); the sockets come back in proxy_fds. */
+	struct pico_udp_proxy udp_proxies[16]; /* PICO_MAX_UDP_PROXIES */
+	int n_udp_proxies;
 };
 
 struct pico_spawn_result {
@@ -109,6 +125,9 @@ struct pico_spawn_result {
 			  * raw wait status (4 bytes) there before exiting; caller owns it */
 	int guestnet_fd; /* the monitor's end of the socket helper's channel when
 			  * spec->guestnet, else -1; the caller owns it */
+	int proxy_fds[16]; /* PICO_MAX_UDP_PROXIES: spec->udp_proxies' sockets,
+			    * in order (the caller owns them) */
+	int n_proxy_fds;
 	int step;	 /* PICO_STEP_* that failed, or PICO_STEP_NONE */
 	int err;	 /* errno of that failure */
 };

@@ -755,7 +755,8 @@ class Sandbox:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             pipes = [out_r, out_w, err_r, err_w]
 
-            config = self._spawn_config(argv, program, (stdin_fd, out_w, err_w), identity)
+            config = self._spawn_config(argv, program, (stdin_fd, out_w, err_w), identity,
+                                        net.udp_proxies())
             spawned = spawn_picoprocess(config)
             os.close(out_w)
             os.close(err_w)
@@ -764,6 +765,7 @@ class Sandbox:
                 os.close(own_stdin)  # the guest holds its own copy now
                 owned.remove(own_stdin)
             try:
+                net.start_udp_proxies(list(spawned.proxy_fds))
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
                                            spawned.guestnet_fd)
             finally:
@@ -891,7 +893,7 @@ class Sandbox:
         return AuditJsonlWriter(self.audit)
 
     def _spawn_config(self, argv: list[str], program: str | None, stdio: tuple[int, int, int],
-                      identity: Identity) -> SpawnConfig:
+                      identity: Identity, udp_proxies=()) -> SpawnConfig:
         m = self.manifest
         common = dict(
             env=dict(m.env),
@@ -901,6 +903,7 @@ class Sandbox:
             limits=m.limits,
             identity=(identity.uid, identity.gid) if os.geteuid() == 0 else None,
             guestnet=True,
+            udp_proxies=tuple(udp_proxies),
         )
         if self.raw:
             host = argv[0] if "/" in argv[0] else None

@@ -5,7 +5,11 @@ The monitor's C event loop decides every ``tcp:``/``udp:``/``tcp.srv:``/
 syntax, the errnos and the reasons behind them are documented in
 native/net.h).  This module builds that policy from a :class:`Manifest`:
 
-* ``net_connect`` endpoints grant both ``tcp:`` and ``udp:`` connects;
+* ``net_connect`` endpoints grant both ``tcp:`` and ``udp:`` connects, and
+  (for those with a port) unconnected UDP datagrams: the guest's socket is
+  in its own network, so the reaper puts a proxy socket at the granted
+  address there and the monitor relays it (:meth:`NetPolicy.udp_proxies`,
+  native/net.h);
 * ``net_listen`` endpoints grant ``tcp.srv:`` listeners (port 0 = any port);
 * ``unix_paths`` grant ``unix:`` connects.  Each path is resolved here, once,
   with :func:`os.path.realpath`; at connect time the monitor refuses any
@@ -27,9 +31,23 @@ import errno
 import ipaddress
 import os
 import select
+import socket
 import time
 
 from .manifest import Endpoint, Manifest
+
+
+# spawn.h's PICO_MAX_UDP_PROXIES: grants past this many get no proxy (their
+# connects still work).
+MAX_UDP_PROXIES = 16
+
+
+def _host_has_ipv6() -> bool:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+        return True
+    except OSError:
+        return False
 
 
 class NetPolicyError(ValueError):
@@ -127,6 +145,37 @@ class NetPolicy:
                     f"{g.kind} grant {g.addr!r} port {g.port}: refused by the C policy "
                     f"({os.strerror(-rc)})"
                 )
+
+    def udp_proxies(self) -> list[tuple[int, bytes, int]]:
+        """(family, address bytes, port) of the granted UDP destinations the
+        guest may send datagrams to without connecting: the connect grants
+        with a port, to a unicast address (at most MAX_UDP_PROXIES)."""
+        out = []
+        v6 = None
+        for g in self.grants:
+            if g.kind != "udp" or g.port == 0:
+                continue
+            addr = ipaddress.ip_address(g.addr)
+            if addr.is_multicast or addr.is_unspecified or str(addr) == "255.255.255.255":
+                continue
+            if addr.version == 6:
+                v6 = _host_has_ipv6() if v6 is None else v6
+                if not v6:
+                    continue
+            family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+            if (family, addr.packed, g.port) not in out:
+                out.append((family, addr.packed, g.port))
+        return out[:MAX_UDP_PROXIES]
+
+    def start_udp_proxies(self, fds: list[int]) -> None:
+        """Relays the UDP proxies the reaper made (Spawned.proxy_fds); the
+        policy takes the fds, even when it raises."""
+        if not fds:
+            return
+        c_fds = self._ffi.new("int[]", list(fds))
+        rc = self._lib.pico_net_policy_start_proxies(self.handle, c_fds, len(fds))
+        if rc < 0:
+            raise OSError(-rc, f"starting the UDP proxies: {os.strerror(-rc)}")
 
     @staticmethod
     def _endpoint(ep: Endpoint, where: str) -> tuple[str, int]:

@@ -118,6 +118,10 @@ class SpawnConfig:
     # The reaper makes sockets in the guest's own network namespace for the
     # monitor (native/guestnet.h): Spawned.guestnet_fd is its channel.
     guestnet: bool = False
+    # With guestnet: (family, address bytes, port) of granted UDP
+    # destinations; the reaper binds a proxy socket at each in the guest's
+    # network (NetPolicy.udp_proxies), returned in Spawned.proxy_fds.
+    udp_proxies: Sequence[tuple[int, bytes, int]] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +139,7 @@ class Spawned:
     )  # limit -> how it is enforced
     limits: Limits = dataclasses.field(default_factory=Limits)
     guestnet_fd: int = -1  # the socket helper's channel (owned by the caller), or -1
+    proxy_fds: tuple[int, ...] = ()  # the UDP proxies' sockets (owned by the caller)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +410,13 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             spec.rlimits[i].hard = hard
         spec.n_rlimits = len(rlimits)
         spec.guestnet = int(config.guestnet)
+        if len(config.udp_proxies) > lib.PICO_MAX_UDP_PROXIES:
+            raise ConfigError(f"udp_proxies: at most {lib.PICO_MAX_UDP_PROXIES}")
+        for i, (family, addr, port) in enumerate(config.udp_proxies):
+            spec.udp_proxies[i].family = family
+            ffi.memmove(spec.udp_proxies[i].addr, addr, len(addr))
+            spec.udp_proxies[i].port = port
+        spec.n_udp_proxies = len(config.udp_proxies)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
@@ -437,6 +449,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         enforcement,
         limits,
         result.guestnet_fd,
+        tuple(result.proxy_fds[i] for i in range(result.n_proxy_fds)),
     )
     with _live_lock:
         _live[spawned.pid] = spawned

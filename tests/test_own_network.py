@@ -539,3 +539,128 @@ def test_sockets_for_a_guest_are_bounded_by_its_open_files(guest_runner, kind):
     r = guest_runner([PYTHON, "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                       "s.bind(('127.0.0.1', 0)); print('ok')"])
     assert r.stdout == "ok\n"
+
+
+# ---------------------------------------------------------------------------------------
+# unconnected UDP to granted destinations
+# ---------------------------------------------------------------------------------------
+
+def _host_address() -> str | None:
+    """A non-loopback IPv4 address of this host, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.77", 9))  # no packet is sent: only a route is chosen
+        except OSError:
+            return None
+        addr = s.getsockname()[0]
+    return None if addr.startswith("127.") else addr
+
+
+@pytest.fixture
+def udp_echo():
+    """udp_echo(host) -> (port, datagrams seen): a UDP echo service on the host."""
+    made = []
+
+    def start(host):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((host, 0))
+        seen = []
+
+        def serve():
+            while True:
+                try:
+                    data, peer = s.recvfrom(2048)
+                    seen.append(data)
+                    s.sendto(data.upper(), peer)
+                except OSError:
+                    return  # closed at the end of the test
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        made.append((s, t))
+        return s.getsockname()[1], seen
+
+    yield start
+    for s, _ in made:
+        s.close()
+
+
+UDP_SENDTO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(float(sys.argv[1]))
+for arg in sys.argv[2:]:
+    host, port = arg.rsplit(":", 1)
+    try:
+        s.sendto(b"hello " + arg.encode(), (host, int(port)))
+    except OSError as e:
+        print(arg, "error", e.errno); continue
+    try:
+        data, frm = s.recvfrom(2048)
+        print(arg, data.decode(), frm == (host, int(port)))
+    except socket.timeout:
+        print(arg, "no answer")
+"""
+
+
+def test_unconnected_udp_reaches_granted_destinations_only(guest_runner, udp_echo):
+    targets = ["127.0.0.1"] + ([_host_address()] if _host_address() else [])
+    granted, seen = [], []
+    for host in targets:
+        port, got = udp_echo(host)
+        granted.append(f"{host}:{port}")
+        seen.append(got)
+    # Granted: the answers come from the address the guest sent to, as natively.
+    r = assert_same_as_native(guest_runner, [PYTHON, "-c", UDP_SENDTO, "10", *granted],
+                              net_connect=granted)
+    assert r.stdout == "".join(f"{g} HELLO {g.upper()} True\n" for g in granted)
+    assert [len(s) for s in seen] == [2] * len(targets)  # the native run's and the guest's
+    # Not granted (no grant at all, or another port): nothing reaches the
+    # host.  127.0.0.1 is the guest's own loopback, where nothing answers;
+    # the guest's own network has no route anywhere else.
+    for grants in ([], [f"127.0.0.1:{int(granted[0].rsplit(':', 1)[1]) + 1}"]):
+        r = guest_runner([PYTHON, "-c", UDP_SENDTO, "0.5", *granted], net_connect=grants)
+        assert r.stdout == "".join(f"{g} no answer\n" if g.startswith("127.") else
+                                   f"{g} error {errno.ENETUNREACH}\n" for g in granted), r.stderr
+    assert [len(s) for s in seen] == [2] * len(targets)
+
+
+UDP_MANY_SOURCES = r"""
+import socket, sys
+answered = 0
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+    s.sendto(b"from source %d" % i, ("127.0.0.1", int(sys.argv[1])))
+    try:
+        s.recvfrom(64); answered += 1
+    except socket.timeout:
+        pass
+    s.close()
+print("answered", answered)
+"""
+
+
+def test_udp_proxy_host_sockets_are_bounded_by_open_files(guest_runner, udp_echo):
+    """Each guest source address takes a host socket of the monitor's: no
+    more at once than the guest may hold open files."""
+    port, seen = udp_echo("127.0.0.1")
+    r = guest_runner([PYTHON, "-c", UDP_MANY_SOURCES, str(port), "24"], net_connect=[f"127.0.0.1:{port}"],
+                     open_files=16)
+    assert (r.status, r.stdout) == (0, "answered 16\n"), r.stderr
+    assert len(seen) == 16
+
+
+def test_udp_proxies_end_with_the_run(udp_echo):
+    """The relay thread and its sockets go when the run does."""
+    from picoproc.api import Sandbox
+    from picoproc.manifest import apply_overrides, default_manifest
+
+    port, _ = udp_echo("127.0.0.1")
+    manifest = apply_overrides(default_manifest(), net_connect=[f"127.0.0.1:{port}"])
+    Sandbox(manifest).run(["/bin/true"], capture=True, timeout=30)  # the shared monitor's threads
+    tasks = len(os.listdir("/proc/self/task"))
+    fds = len(os.listdir("/proc/self/fd"))
+    r = Sandbox(manifest).run([PYTHON, "-c", UDP_SENDTO, "10", f"127.0.0.1:{port}"], capture=True,
+                              timeout=30)
+    assert r.stdout.decode() == f"127.0.0.1:{port} HELLO 127.0.0.1:{port} True\n"
+    assert len(os.listdir("/proc/self/task")) == tasks
+    assert len(os.listdir("/proc/self/fd")) == fds
