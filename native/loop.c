@@ -38,7 +38,6 @@
 #include "guestnet.h"
 #include "net.h"
 
-
 #define EVENTS_PER_WAIT 64
 
 /* epoll data: what an event is about. */

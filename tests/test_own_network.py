@@ -235,8 +235,7 @@ def go_server(shared_dir):
     with open(src, "w") as f:
         f.write(GO_PROGRAM)
     out = os.path.join(shared_dir, "go-http")
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GO111MODULE="off",
-               GOCACHE=os.path.join(shared_dir, "gocache"), HOME=shared_dir)
+    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off")
     proc = subprocess.run([go, "build", "-o", out, src], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
