@@ -16,7 +16,7 @@
                      fresh empty directory with the default manifest's environment.
 * ``guest_runner``   parametrized "root" / "unprivileged": runs argv in a
                      picoprocess through the Python API, with manifest flags
-                     (``mounts=[...]``, ``net_connect=[...]``...) on the default
+                     (``volumes=[...]``, ``net_connect=[...]``...) on the default
                      manifest; the unprivileged one is a monitor running as uid
                      65534 (``unpriv_env``).
 
@@ -323,7 +323,7 @@ class PicoRun:
 def guest_runner(request):
     """guest_runner(argv, timeout=60, **overrides) -> PicoRun: argv in a
     picoprocess under the default manifest plus apply_overrides(**overrides)
-    (``mounts=["/g=/host/dir"]``, ``net_connect=["127.0.0.1:80"]``...).  As
+    (``volumes=["/host/dir:/g"]``, ``net_connect=["127.0.0.1:80"]``...).  As
     root: this process is the monitor; unprivileged: a monitor process
     running as uid 65534 (the paths it is given must be readable by it)."""
     import json

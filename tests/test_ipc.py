@@ -270,7 +270,7 @@ def accepted(listener) -> int:
 
 def test_unix_names_stay_inside_writable_mounts(guest_runner, unix_tree):
     data, ro, (data_l, ro_l, secret_l) = unix_tree
-    r = guest_runner([PYTHON, "-c", UNIX_TRICKS], mounts=[f"/data={data}:rw", f"/ro={ro}:ro"],
+    r = guest_runner([PYTHON, "-c", UNIX_TRICKS], volumes=[f"{data}:/data:rw", f"{ro}:/ro:ro"],
                      hide=["/data/secret"])
     assert r.status == 0, r.stderr
     E = errno
@@ -321,7 +321,7 @@ print("tries", bound + refused > 10, "some bound", bound > 0)
 
 def test_unix_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest_runner, unix_tree):
     data, ro, _ = unix_tree
-    r = guest_runner([PYTHON, "-c", SWAP_RACE], mounts=[f"/data={data}:rw"], hide=["/data/secret"],
+    r = guest_runner([PYTHON, "-c", SWAP_RACE], volumes=[f"{data}:/data:rw"], hide=["/data/secret"],
                      timeout=60)
     assert (r.status, r.stdout) == (0, "tries True some bound True\n"), r.stderr
     assert sorted(os.listdir(os.path.join(data, "secret"))) == ["host.sock"]

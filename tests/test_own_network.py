@@ -246,7 +246,7 @@ def go_server(shared_dir):
 def test_go_net_http_on_loopback(guest_runner, go_server):
     native = native_as_guest([go_server])
     assert native.returncode == 0, native.stderr.decode()
-    r = guest_runner([f"/go/{os.path.basename(go_server)}"], mounts=[f"/go={os.path.dirname(go_server)}"])
+    r = guest_runner([f"/go/{os.path.basename(go_server)}"], volumes=[f"{os.path.dirname(go_server)}:/go"])
     assert r.status == 0, (r.reason, r.stderr, r.unsupported)
     assert r.stdout == native.stdout.decode(), r.stderr
     assert r.stdout.startswith("200 hello /a from GET\n200 hello /b from GET\nudp datagram\n")
@@ -369,7 +369,7 @@ def test_two_picoprocesses_listen_on_the_same_loopback_port(guest_runner):
 
         def run(name):
             results[name] = guest_runner([PYTHON, "-c", SAME_PORT, name, "/shared"],
-                                         mounts=[f"/shared={shared}:rw"])
+                                         volumes=[f"{shared}:/shared:rw"])
 
         threads = [threading.Thread(target=run, args=(n,)) for n in "ab"]
         for t in threads:
