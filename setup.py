@@ -50,9 +50,10 @@ class build_ext_replacing(build_ext):
 
 
 setup(
-    packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.libos",
+    packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.oci", "picoproc.libos",
               "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf"],
     package_dir={"picoproc": "sandbox", "picoproc.abi": "abi", "picoproc.backends": "sandbox/backends",
+                 "picoproc.oci": "sandbox/oci",
                  "picoproc.libos": "libos", "picoproc.bench": "benchmarks",
                  "picoproc.bench.security": "benchmarks/security",
                  "picoproc.bench.perf": "benchmarks/perf"},
