@@ -49,7 +49,13 @@ _HOOK_TIMEOUT_S = 30.0
 
 
 class Log:
-    """runc's logging: to --log (appended) or stderr, as text or JSON lines."""
+    """runc's logging: to --log (appended) or stderr, as text or JSON lines.
+
+    Errors always reach stderr too (engines show the runtime's stderr when a
+    command fails).  Warnings without --log go to the container's own log
+    (``ROOT/ID/log``, see :meth:`keep_warnings_in`), not to stderr: engines
+    hand the runtime the container's own stdio, and a warning there would
+    become part of the program's output."""
 
     def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
         self.fmt = fmt
@@ -57,15 +63,21 @@ class Log:
         self.to_stderr = path is None
         self._fd = 2 if path is None else os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._warn_fd = self._fd
+
+    def keep_warnings_in(self, path: str) -> None:
+        if self.to_stderr:
+            self._warn_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
     def _emit(self, level: str, msg: str) -> None:
+        fd = self._fd if level == "error" else self._warn_fd
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         if self.fmt == "json":
             line = json.dumps({"level": level, "msg": msg, "time": now.replace("+00:00", "Z")})
         else:
             line = f'time="{now}" level={level} msg={json.dumps(msg)}'
         try:
-            os.write(self._fd, (line + "\n").encode("utf-8", "replace"))
+            os.write(fd, (line + "\n").encode("utf-8", "replace"))
         except OSError:
             pass
 
@@ -171,7 +183,8 @@ def _request(cont: Container, req: dict, fds: list[int] | None = None,
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.settimeout(timeout)
     try:
-        sock.connect(cont.path(state_mod.CONTROL))
+        with state_mod.short_path(cont.path(state_mod.CONTROL)) as path:
+            sock.connect(path)
         send_fds(sock, json.dumps(req).encode(), fds or [])
         data = sock.recv(1 << 20)
     except OSError as exc:
@@ -259,13 +272,14 @@ def _create(args, log: Log, *, foreground: bool = False) -> tuple[Container, int
         raise StateError("cannot allocate tty if runc will detach without setting console socket")
     if not plan.process.terminal and args.console_socket:
         raise StateError("cannot use console socket if runc will not detach or allocate tty")
-    for note in plan.notes:
-        log.warning(note)
     os.makedirs(args.root, 0o700, exist_ok=True)
     try:
         os.mkdir(cont.dir, 0o711)
     except FileExistsError:
         raise StateError("container with given ID already exists") from None
+    log.keep_warnings_in(cont.path(state_mod.LOG))
+    for note in plan.notes:
+        log.warning(note)
     cgroup = None
     enforced: dict[str, str] = {}
     pid = -1

@@ -229,7 +229,8 @@ class ContainerProcess:
             if rec.get("decision") == "deny":
                 self.denials += 1
                 if self.denials <= _LOGGED_DENIALS:
-                    self.log.warning(f"denied: {rec.get('call')} {rec.get('path') or rec.get('detail') or ''}".rstrip())
+                    what = rec.get("uri") or rec.get("path") or ""
+                    self.log.warning(f"denied: {rec.get('call')} {what} ({rec.get('errno_name')})")
 
     # -- spawning -----------------------------------------------------------------
 
@@ -506,11 +507,11 @@ def main(plan: Plan, container: state_mod.Container, cgroup, enforced, log, sync
         cp.stdio = stdio
         resolve_program(plan, plan.process)
         cp.prepare()
-        path = container.path(state_mod.CONTROL)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         old = os.umask(0o177)
         try:
-            listener.bind(path)
+            with state_mod.short_path(container.path(state_mod.CONTROL)) as path:
+                listener.bind(path)
         finally:
             os.umask(old)
         listener.listen(16)

@@ -9,7 +9,9 @@ status is told.
 * ``started.json`` -- written by the container process when the program
   runs: the guest's host pid and start time (``kill`` signals it directly);
 * ``ctl.sock``    -- the container process's control socket (``start``,
-  ``exec``), root-only.
+  ``exec``), root-only;
+* ``log``         -- warnings (what was not honoured, denied calls) when the
+  engine passed no ``--log``.
 
 The status is never stored: it is read from the processes themselves, as
 runc does.  The container process alive -> ``created`` or, once
@@ -20,6 +22,7 @@ is never mistaken for the container.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -29,6 +32,7 @@ DEFAULT_ROOT = "/run/picoproc-oci"
 STATE = "state.json"
 STARTED = "started.json"
 CONTROL = "ctl.sock"
+LOG = "log"  # warnings when the engine gave no --log
 
 # runc's rule for container ids.
 _ID_RE = re.compile(r"^[\w+\-.]+$")
@@ -91,6 +95,20 @@ def write_pid_file(path: str, pid: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def short_path(path: str):
+    """``path`` short enough for a unix socket address (108 bytes): through
+    an O_PATH fd on its directory when the full path is longer."""
+    if len(path.encode()) < 100:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
 
 
 class Container:
