@@ -12,6 +12,7 @@ APT_PACKAGES=(
   golang-go nodejs                # runtimes whose servers the tests run on loopback
   libpython3.11-testsuite         # python3 -m test workloads of the perf suite
   bubblewrap crun runsc           # comparison backends (peers)
+  podman runc containerd          # engines and runtimes picoproc-oci is tested and measured with
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
