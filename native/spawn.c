@@ -574,13 +574,24 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 	if (n != 1)
 		_exit(127); /* the parent gave up on us (or died): nothing to report to */
 
+	/* Joining: every namespace of the running picoprocess at once (the
+	 * user namespace first, so the others are entered with its
+	 * capabilities); the pid namespace applies to the guest we create. */
+	if (spec->join_namespaces &&
+	    raw(SYS_setns, spec->join_pidfd,
+		CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
+		    CLONE_NEWPID,
+		0, 0, 0) < 0)
+		child_fail(PICO_STEP_JOIN);
+
 	/* Before the identity switch: that drops the capability it needs. */
 	if ((spec->clone_flags & CLONE_NEWNET) && loopback_up() < 0)
 		child_fail(PICO_STEP_LOOPBACK);
 	if (spec->n_udp_proxies > 0)
 		make_udp_proxies(spec);
 
-	if (spec->identity_mode == PICO_IDENTITY_SWITCH && (spec->clone_flags & CLONE_NEWUSER)) {
+	if (spec->identity_mode == PICO_IDENTITY_SWITCH &&
+	    ((spec->clone_flags & CLONE_NEWUSER) || spec->join_namespaces)) {
 		/* raw calls: glibc's set*id broadcast to the threads it believes exist,
 		 * and after a raw clone of a threaded interpreter they do not. */
 		if (raw(SYS_setgroups, 0, 0, 0, 0, 0) < 0 ||
@@ -767,7 +778,10 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
 	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
-	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet)) {
+	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet) ||
+	    (spec->join_namespaces && (spec->clone_flags || spec->empty_root || spec->cgroup_ns ||
+				       spec->hostname || fd_is_reserved(spec->join_pidfd) ||
+				       spec->join_pidfd < 0))) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;

@@ -13,6 +13,10 @@
  *                                                                          ▼
  *                                                                        guest (pid 2 inside) ──execveat(1023)
  *
+ * A second program joins a running picoprocess (join_namespaces): its reaper
+ * enters the first one's namespaces with setns on a pidfd, and its guest is
+ * created inside them, under the same identity, limits and filter.
+ *
  * The reaper brings up the loopback interface of the new network namespace
  * (the guest's own 127.0.0.1 and ::1), forwards signals to the guest, reaps
  * every orphan, writes the guest's raw wait status to the status pipe and
@@ -55,6 +59,7 @@
 #define PICO_STEP_UDP_PROXY 24   /* an address or socket of a UDP proxy (spec.udp_proxies) */
 
 #define PICO_MAX_UDP_PROXIES 16
+#define PICO_STEP_JOIN 25        /* setns into the namespaces of a running picoprocess */
 
 /* The reaper's end of the report channel and of the status pipe live just
  * below the loader fd (1023), and below them the socket helper's channel
@@ -114,6 +119,14 @@ struct pico_spawn_spec {
 	 * (net.h, "UDP proxies"); the sockets come back in proxy_fds. */
 	struct pico_udp_proxy udp_proxies[16]; /* PICO_MAX_UDP_PROXIES */
 	int n_udp_proxies;
+	int join_namespaces;	   /* 1: instead of new namespaces (clone_flags must be 0),
+				    * join those of the picoprocess whose reaper join_pidfd
+				    * names (a pidfd): a second program in the same
+				    * picoprocess.  The reaper made here is then not pid 1:
+				    * it stays in the caller's pid namespace and its guest
+				    * enters the picoprocess's; hostname, empty_root and
+				    * cgroup_ns must be off (they were done by the first). */
+	int join_pidfd;
 };
 
 struct pico_spawn_result {

@@ -84,6 +84,7 @@ STEP_NAMES = {
     lib.PICO_STEP_SETUP: "preparing the spawn (pipes, sockets, fds)",
     lib.PICO_STEP_LOOPBACK: "bringing up the loopback interface of the guest's network",
     lib.PICO_STEP_GUESTNET: "starting the socket helper of the guest's network",
+    lib.PICO_STEP_JOIN: "joining the namespaces of the running picoprocess (setns)",
 }
 
 
@@ -122,6 +123,10 @@ class SpawnConfig:
     # destinations; the reaper binds a proxy socket at each in the guest's
     # network (NetPolicy.udp_proxies), returned in Spawned.proxy_fds.
     udp_proxies: Sequence[tuple[int, bytes, int]] = ()
+    # A pidfd of a running picoprocess's reaper: join its namespaces instead of
+    # making new ones (a second program in the same picoprocess; the hostname
+    # and the empty root are that picoprocess's already).
+    join_pidfd: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,14 +397,18 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         spec.filter = bpf
         spec.filter_len = len(program) // 8
         spec.seccomp_flags = config.seccomp_flags
-        spec.clone_flags = NAMESPACES
         spec.identity_mode = identity_mode
         spec.guest_uid = uid
         spec.guest_gid = gid
         c_hostname = ffi.new("char[]", hostname)
-        spec.hostname = c_hostname
-        spec.empty_root = 1
-        spec.cgroup_ns = 1
+        if config.join_pidfd is None:
+            spec.clone_flags = NAMESPACES
+            spec.hostname = c_hostname
+            spec.empty_root = 1
+            spec.cgroup_ns = 1
+        else:
+            spec.join_namespaces = 1
+            spec.join_pidfd = config.join_pidfd
         for i, fd in enumerate(procs_fds):
             spec.cgroup_procs_fds[i] = fd
         spec.n_cgroup_procs_fds = len(procs_fds)

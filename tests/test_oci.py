@@ -214,7 +214,7 @@ def _cgroup_dirs(cid: str) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
 def test_create_start_state_kill_delete_like_runc(tmp_path):
-    spec = base_spec(["sh", "-c", "echo started; exec sleep 60"])
+    spec = base_spec(["sh", "-c", "echo started | tee /tmp/started; exec sleep 60"])
     bundle = make_bundle(tmp_path, spec)
     rt = Runtime(tmp_path)
     cid = f"pico-{os.getpid()}-lifecycle"
@@ -239,6 +239,16 @@ def test_create_start_state_kill_delete_like_runc(tmp_path):
         assert gone.returncode == 1 and "not stopped" in gone.stderr
         ps = json.loads(rt("ps", "--format", "json", cid).stdout)
         assert len(ps) >= 2 and pid not in ps  # the reaper and the program, not the monitor
+        # exec: a second program in the same picoprocess (its files, hostname,
+        # pid namespace), with its own exit status; the container runs on.
+        ex = rt("exec", cid, "sh", "-c", "cat /tmp/started; hostname; echo $$; exit 4", check=False)
+        assert (ex.returncode, ex.stdout.split("\n")[:2]) == (4, ["started", "ocitest"])
+        assert int(ex.stdout.split()[2]) < 10  # a pid of the picoprocess's namespace, not the host's
+        ex = rt("exec", cid, "sh", "-c", "kill -9 $$", check=False)
+        assert ex.returncode == 128 + signal.SIGKILL
+        assert rt.state(cid)["status"] == "running"
+        nosuch = rt("exec", cid, "nosuch", check=False)
+        assert nosuch.returncode == 1 and "executable file not found" in nosuch.stderr
         rt("kill", cid, "TERM")
         assert _read_line(out, "signaled").split()[1] == str(signal.SIGTERM)
         st = rt.state(cid)

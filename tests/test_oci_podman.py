@@ -169,7 +169,7 @@ def test_server_on_a_published_port_and_podman_ps_kill_rm(podman, tmp_path):
         assert not [c for c in json.loads(podman.run(None, "ps", "-a", "--format", "json").stdout)
                     if c["Id"] == cid]
         assert _cgroup_of(podman, cid) == []
-        assert podman.leftovers() == []
+        assert podman.settled_leftovers() == []
     finally:
         podman.run(None, "rm", "--force", "--time", "0", cid, check=False)
 
@@ -189,7 +189,7 @@ def test_podman_stop_sends_the_stop_signal_to_the_program(podman):
         assert podman.run(None, "logs", cid).stdout == b"ready\ngot TERM\n"
     finally:
         podman.run(None, "rm", "--force", "--time", "0", cid, check=False)
-    assert podman.leftovers() == []
+    assert podman.settled_leftovers() == []
 
 
 def test_what_is_not_honoured_is_in_the_runtime_state_not_in_the_output(podman):
@@ -204,3 +204,24 @@ def test_what_is_not_honoured_is_in_the_runtime_state_not_in_the_output(podman):
         assert (started.returncode, started.stdout, started.stderr) == (0, b"", b"")
     finally:
         podman.run(None, "rm", "--force", "--time", "0", created, check=False)
+
+
+def test_podman_exec_runs_a_second_program_in_the_same_picoprocess(podman):
+    cid = podman.run(podman.pico, "run", "-d", podman.images["busybox"], "sh", "-c",
+                     "echo main > /tmp/mark; exec sleep 60", timeout=TIMEOUT).stdout.decode().strip()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            ex = podman.run(None, "exec", cid, "sh", "-c", "cat /tmp/mark; hostname; exit 3", check=False)
+            if ex.returncode != 1 or time.monotonic() > deadline:  # 1: /tmp/mark not written yet
+                break
+            time.sleep(0.05)
+        assert (ex.returncode, ex.stdout) == (3, b"main\n" + cid[:12].encode() + b"\n")
+        ex = podman.run(None, "exec", "-e", "X=y", "-w", "/tmp", cid, "sh", "-c", "echo $X $PWD", check=False)
+        assert (ex.returncode, ex.stdout) == (0, b"y /tmp\n")
+        missing = podman.run(None, "exec", cid, "no-such-program", check=False)
+        assert missing.returncode == 127  # podman's "not found" status, from runc's error text
+        assert json.loads(podman.run(None, "inspect", cid).stdout)[0]["State"]["Status"] == "running"
+    finally:
+        podman.run(None, "rm", "--force", "--time", "0", cid, check=False)
+    assert podman.settled_leftovers() == []

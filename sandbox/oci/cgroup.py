@@ -8,6 +8,7 @@ cpuacct, freezer; v2: the unified tree).  Inside it are two leaves:
     CGROUP/            memory.max, pids.max, cpu.max: the container's limits
     CGROUP/monitor     the container process (the monitor serving the guest)
     CGROUP/guest       the picoprocess: reaper, guest, everything it forks
+    CGROUP/exec-N      each program started by ``exec`` and its reaper
 
 so that the monitor's own work for the guest is charged to the container
 too, and cgroup v2's rule (processes only in leaves) holds.  The guest leaf
@@ -236,13 +237,17 @@ class ContainerCgroup:
         for path in dict.fromkeys(self.paths.values()):
             _write(os.path.join(path, MONITOR_LEAF, "cgroup.procs"), str(pid))
 
-    def guest_run_cgroup(self, enforced: dict[str, str]) -> run_cgroups.RunCgroup:
-        """The guest leaf as the run cgroup spawn joins (limits sit one level up)."""
+    def guest_run_cgroup(self, enforced: dict[str, str], leaf: str = GUEST_LEAF) -> run_cgroups.RunCgroup:
+        """A leaf as the run cgroup spawn joins and removes after the run (the
+        limits sit one level up): ``guest`` for the program, one of its own
+        for each exec'd program, so that ending one never kills another."""
         if self.version == "v2":
-            paths = {"unified": os.path.join(self.paths["unified"], GUEST_LEAF)}
+            paths = {"unified": os.path.join(self.paths["unified"], leaf)}
         else:
-            paths = {c: os.path.join(p, GUEST_LEAF) for c, p in self.paths.items()
+            paths = {c: os.path.join(p, leaf) for c, p in self.paths.items()
                      if c in run_cgroups.CONTROLLERS}
+        for path in paths.values():
+            os.makedirs(path, 0o755, exist_ok=True)
         controllers = tuple(c for c in run_cgroups.CONTROLLERS
                             if (self.version == "v2" or c in self.paths))
         cg = run_cgroups.RunCgroup(self.version, paths, controllers)
@@ -259,12 +264,26 @@ class ContainerCgroup:
         return list(out)
 
     def guest_pids(self) -> list[int]:
+        """Every process of the container but the monitor."""
         out: dict[int, None] = {}
         for base in dict.fromkeys(self.paths.values()):
-            for dirpath, _, _ in os.walk(os.path.join(base, GUEST_LEAF)):
+            for dirpath, _, _ in os.walk(base):
+                if os.path.relpath(dirpath, base).split("/")[0] == MONITOR_LEAF:
+                    continue
                 for pid in _read_pids(dirpath):
                     out[pid] = None
         return list(out)
+
+    def remove_default_parents(self, cid: str) -> None:
+        """The /picoproc-oci parent made when the engine named no cgroup,
+        once no other container is in it (an engine's own parents stay)."""
+        for path in dict.fromkeys(self.paths.values()):
+            parent = os.path.dirname(path)
+            if os.path.basename(path) == cid and os.path.basename(parent) == "picoproc-oci":
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    pass
 
     def remove(self, timeout: float = 10.0) -> None:
         """Kills what is left inside and removes the directories, leaves first."""

@@ -452,6 +452,7 @@ def _destroy(cont: Container, state: dict, log: Log) -> None:
     if cg is not None:
         try:
             cg.remove()
+            cg.remove_default_parents(cont.id)
         except OSError as exc:
             log.warning(str(exc))
     _run_hooks(state, "poststop", log, dict(cont.oci_state(), status="stopped"), fatal=False)

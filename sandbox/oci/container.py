@@ -198,6 +198,7 @@ class ContainerProcess:
         self.execs: dict[int, _Run] = {}  # pidfd -> run
         self.clients: dict[int, socket.socket] = {}
         self.denials = 0
+        self.spawns = 0
         self.audit_writer = None
 
     # -- preparing (before create returns) ------------------------------------
@@ -247,7 +248,9 @@ class ContainerProcess:
                            hostname=plan.manifest.hostname, umask=process.umask, limits=limits)
         cgroup = "none"
         if self.cgroup is not None:
-            cgroup = self.cgroup.guest_run_cgroup(self.enforced)
+            self.spawns += 1
+            leaf = "guest" if join_pidfd is None else f"exec-{self.spawns}"
+            cgroup = self.cgroup.guest_run_cgroup(self.enforced, leaf)
         config = SpawnConfig(
             argv=argv, env=process_env(process, plan.rootfs), stdio=stdio, image_path=str(loader_path()),
             mode="libos", keep_image_fd=True, seccomp_flags=GUEST_SECCOMP_FLAGS,

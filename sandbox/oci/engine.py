@@ -244,6 +244,18 @@ class PrivatePodman:
                 found.append(f"process {pid}: {cmd[:120]}")
         return found
 
+    def settled_leftovers(self, timeout: float = 15.0) -> list[str]:
+        """leftovers() once podman's asynchronous clean-up has had its chance
+        (conmon and ``podman container cleanup`` finish after the command
+        that removed the container has returned): empty, or what is still
+        there after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.leftovers()
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
     def close(self) -> None:
         """Removes every container and image, unmounts the storage and deletes the directory."""
         try:
