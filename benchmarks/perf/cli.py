@@ -34,7 +34,8 @@ def add_perf_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--plot", metavar="FILE.png", help="write a plot (matplotlib): one group per workload, "
                                                             "one bar per backend, log scale")
     parser.add_argument("--only", type=_backend_list, metavar="SECTION,...",
-                        help="run only these sections: calls, startup, apps, scale")
+                        help="run only these sections: calls, startup, apps, scale, engine (container "
+                             "start-up under podman with runc, crun, runsc and picoproc-oci)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress lines on stderr (step n/N, elapsed time)")
     parser.add_argument("--factor", type=_factor, default=1.0, metavar="F",
@@ -72,9 +73,11 @@ def add_perf_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_args(args) -> str | None:
     if args.only:
-        bad = [s for s in args.only if s not in ("calls", "startup", "apps", "scale")]
+        from .suite import SECTIONS
+
+        bad = [s for s in args.only if s not in SECTIONS]
         if bad:
-            return f"--only: unknown section(s) {', '.join(bad)}; known: calls, startup, apps, scale"
+            return f"--only: unknown section(s) {', '.join(bad)}; known: {', '.join(SECTIONS)}"
     if args.plot and not args.plot.endswith(".png"):
         return f"--plot {args.plot}: the plot is a PNG file; give a name ending in .png"
     if args.plot:

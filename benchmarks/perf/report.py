@@ -229,6 +229,10 @@ def markdown(doc: dict) -> str:
                 row.append(_cell(e.get("ms"), 1e6, e.get("ratio"), e.get("error")))
             rows.append(row)
         lines += _table(["/bin/true", *b], rows) + [""]
+    if "engine" in doc:
+        from .engine import markdown as engine_markdown
+
+        lines += engine_markdown(doc["engine"])
     if "apps" in doc:
         lines += ["### Applications: wall time, spawn to exit", "", "Median [p10-p90] (ratio to native).", ""]
         rows, skipped = [], []

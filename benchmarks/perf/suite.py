@@ -21,6 +21,7 @@ from .machine import describe_machine
 SCHEMA = "picoproc-perf/1"
 # Scale is about one picoproc monitor; native is its reference.
 SCALE_BACKENDS = ("native", "pico")
+SECTIONS = ("calls", "startup", "apps", "scale", "engine")
 
 
 class Progress(BaseProgress):
@@ -72,7 +73,7 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
               progress: TextIO | None = sys.stderr, sections: Sequence[str] | None = None) -> dict:
     """Measures every section for every selected, available backend."""
     prof = profile or (workloads.QUICK if quick else workloads.FULL)
-    sections = list(sections or ("calls", "startup", "apps", "scale"))
+    sections = list(sections or SECTIONS)
     names, unavailable = select_backends(backends)
     pr = Progress(progress, _count_steps(names, sections, prof))
     pr.note(f"picoproc perf ({prof.name}): backends {', '.join(names)}"
@@ -105,6 +106,11 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
                     doc["scale"][n][str(clients)] = pr.step(
                         f"scale {clients} clients x {prof.scale_calls} stat", n, workloads.measure_scale, n,
                         manifest, work, clients, prof.scale_calls)
+        if "engine" in sections:
+            from .engine import measure_engine_startup
+
+            doc["engine"] = pr.step("container start-up under podman", "runc, crun, runsc, picoproc",
+                                    measure_engine_startup, prof.cli_runs, pr.note)
         doc["profile_counts"] = {k: v for k, v in vars(prof).items() if k != "name"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
