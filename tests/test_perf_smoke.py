@@ -78,7 +78,8 @@ def test_smoke_exits_zero_and_shows_progress(smoke):
 def test_smoke_markdown_tables_are_well_formed(smoke):
     proc, *_ = smoke
     md = proc.stdout
-    for heading in ("### Call classes", "### Start-up", "### Applications", "### Scale", "### Targets"):
+    for heading in ("### Call classes", "### Start-up", "### Applications", "### Scale",
+                    "### Container start-up under podman", "### Targets"):
         assert heading in md
     tables, current = [], []
     for line in md.splitlines() + [""]:
@@ -88,9 +89,11 @@ def test_smoke_markdown_tables_are_well_formed(smoke):
             tables.append(current)
             current = []
     by_header = {t[0].split("|")[1].strip(): t for t in tables}
-    # call classes, start-up, applications, scale, targets (+ where the time goes, when pico ran the apps)
+    # call classes, start-up, applications, scale, targets (+ where the time goes, when pico ran
+    # the apps; + container start-up per runtime, when podman is installed)
     assert {"call", "/bin/true", "workload", "backend", "target"} <= set(by_header)
-    assert len(tables) in (5, 6)
+    assert len(tables) in (5, 6, 7)
+    assert ("runtime" in by_header) == (shutil.which("podman") is not None and os.geteuid() == 0)
     for table in tables:
         widths = {len(row.replace("\\|", "").split("|")) for row in table}
         assert len(widths) == 1, f"ragged table: {table[0]}"
