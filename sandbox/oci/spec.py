@@ -531,8 +531,8 @@ def plan_from_spec(spec: dict, bundle: str, *, rootless: bool | None = None) -> 
         connect.append(Endpoint("::1", 0))
 
     limits = Limits(memory_bytes=memory_bytes, pids=pids, open_files=process.open_files)
-    hostname = spec.get("hostname") or "picoproc"
-    hostname = _str(hostname, "hostname")
+    # Without one, runc's new UTS namespace keeps the host's name.
+    hostname = _str(spec.get("hostname") or os.uname().nodename, "hostname")
     manifest = Manifest(
         mounts=tuple(mounts),
         tmpfs=tuple(tmpfs),
