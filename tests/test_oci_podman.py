@@ -225,3 +225,16 @@ def test_podman_exec_runs_a_second_program_in_the_same_picoprocess(podman):
     finally:
         podman.run(None, "rm", "--force", "--time", "0", cid, check=False)
     assert podman.settled_leftovers() == []
+
+
+def test_terminal_matches_crun(podman):
+    ref, got = _same(podman, "-t", podman.images["busybox"], "sh", "-c", "test -t 0 && test -t 1 && echo tty")
+    assert ref.stdout == b"tty\r\n"
+    assert (got.returncode, got.stdout) == (ref.returncode, ref.stdout)
+
+
+def test_memory_limit_ends_the_container_like_crun(podman):
+    args = ("--memory", "64m", podman.images["python"], "python3", "-c", "x = bytearray(256 << 20); print('no')")
+    ref, got = _same(podman, *args)
+    assert ref.returncode == 137
+    assert (got.returncode, got.stdout) == (137, b"")
