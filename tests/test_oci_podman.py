@@ -238,3 +238,13 @@ def test_memory_limit_ends_the_container_like_crun(podman):
     ref, got = _same(podman, *args)
     assert ref.returncode == 137
     assert (got.returncode, got.stdout) == (137, b"")
+
+
+def test_loopback_inside_the_container_matches_crun(podman):
+    prog = ("import socket\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 9000)); s.listen()\n"
+            "c = socket.create_connection(('127.0.0.1', 9000)); a, _ = s.accept()\n"
+            "c.sendall(b'over loopback'); print(a.recv(64).decode())\n")
+    ref, got = _same(podman, podman.images["python"], "python3", "-c", prog)
+    assert ref.stdout == b"over loopback\n"
+    assert (got.returncode, got.stdout, got.stderr) == (ref.returncode, ref.stdout, ref.stderr)
