@@ -2,7 +2,7 @@
 picoproc-oci as its ``--runtime``, the same busybox image, ``true``.
 
 What is timed: ``podman start --attach`` of a container made beforehand by
-``podman create`` (untimed), to the program's exit.  That is the runtime's
+``podman create --interactive`` (untimed), to the program's exit.  That is the runtime's
 ``create`` + ``start`` + ``state`` + the program + podman's own work (conmon,
 the exit file), with ``--network none`` for every runtime so that no network
 set-up is measured (Debian's runsc cannot join podman's network namespace
@@ -48,9 +48,15 @@ def measure_engine_startup(runs: int, progress) -> dict:
 
         def once(name: str) -> Outcome:
             rt = runtimes[name]
-            made = podman.run(rt, "create", *(rt.run_args or ("--network", "none")), image, "true", check=False)
+            args = list(rt.run_args)
+            if "--network" not in args:
+                args += ["--network", "none"]
+            if "--interactive" not in args:
+                args.append("--interactive")  # the same stdio for every runtime (see engine.runtime)
+            made = podman.run(rt, "create", *args, image, "true", check=False)
             if made.returncode != 0:
                 return _failed(made)
+            null_before = _owner("/dev/null")
             cid = made.stdout.decode().strip()
             try:
                 t0 = time.perf_counter()
@@ -60,6 +66,8 @@ def measure_engine_startup(runs: int, progress) -> dict:
                 podman.run(None, "rm", "--force", "--time", "0", cid, check=False)
             if started.returncode != 0:
                 return _failed(started)
+            if _owner("/dev/null") != null_before:
+                return Outcome(False, 0, wall, b"", b"", "changed the owner of the host's /dev/null")
             return Outcome(True, started.returncode, wall, started.stdout, started.stderr)
 
         names = list(runtimes)
@@ -81,6 +89,13 @@ def measure_engine_startup(runs: int, progress) -> dict:
     finally:
         podman.close()
     return out
+
+
+def _owner(path: str) -> tuple[int, int]:
+    import os
+
+    st = os.stat(path)
+    return st.st_uid, st.st_gid
 
 
 def _failed(proc) -> Outcome:

@@ -14,7 +14,8 @@ The runtimes compared (when installed): runc, crun, runsc and picoproc-oci.
 crun 1.x refuses a host in cgroup "hybrid" mode (v1 controllers plus a
 cgroup2 mount with a controller), so here it runs through a wrapper that
 detaches the cgroup2 mount in a private mount namespace first; runsc runs
-with ``--network=none`` (Debian's runsc cannot join an engine's netns here).
+with ``--network=none`` (Debian's runsc cannot join an engine's netns here)
+and ``--interactive`` (see ``runtime``).
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ class PrivatePodman:
             command = "exec " + command
         if name == "runsc":
             command = command.replace(shlex.join([exe, *flags]), shlex.join([exe, *flags, "--network=none"]))
-            run_args = ("--network", "none")
+            # runsc fchown()s the stdio it is given to its sandbox user: given
+            # conmon's /dev/null for stdin, that is the host's /dev/null
+            # (seen: it became nobody's).  --interactive makes stdin a pipe.
+            run_args = ("--network", "none", "--interactive")
         wrapper = os.path.join(self.dir, "bin", name)
         with open(wrapper, "w") as f:
             f.write(f"#!/bin/sh\n{command}\n")
