@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -322,3 +323,26 @@ def test_commands_on_unknown_containers_fail_like_runc(tmp_path):
     bad = rt("state", "../x", check=False)
     assert bad.returncode == 1 and "invalid container ID" in bad.stderr
     assert "picoproc-oci version" in rt("--version").stdout
+
+
+def test_run_as_an_unprivileged_user(unpriv_env):
+    """An unprivileged runtime (rootless engines): the guest runs as the caller,
+    no cgroup is made (noted), and no network namespace (noted, nothing granted)."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="picoproc-oci-unpriv-"))  # pytest's tmp is root-only
+    try:
+        spec = base_spec(["sh", "-c", "id -u; hostname; echo x > /tmp/f && cat /tmp/f; exit 5"])
+        spec["linux"]["resources"] = {}
+        bundle = make_bundle(base, spec)
+        state = base / "state"
+        state.mkdir()
+        os.chmod(state, 0o777)
+        proc = subprocess.run(
+            [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc.oci.cli", "--root", str(state),
+             "run", "--bundle", str(bundle), "rootless"],
+            capture_output=True, timeout=TIMEOUT, env=unpriv_env["env"], cwd="/", stdin=subprocess.DEVNULL,
+            check=False)
+        assert proc.returncode == 5, proc.stderr
+        assert proc.stdout == b"0\nocitest\nx\n"
+        assert os.listdir(state) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -424,7 +424,13 @@ def plan_from_spec(spec: dict, bundle: str, *, rootless: bool | None = None) -> 
             notes.add(f"linux.namespaces[{i}]", "time namespaces are not created")
         else:
             raise SpecError(f"linux.namespaces[{i}].type: unknown namespace {kind!r}")
-    if network == "host":
+    if network == "private" and rootless:
+        # Creating a network namespace takes CAP_SYS_ADMIN: stay where we are
+        # and grant nothing, rather than the host's own addresses.
+        network = "host"
+        notes.add("linux.namespaces", "an unprivileged runtime cannot create a network namespace: the "
+                  "guest reaches only the endpoints granted by org.picoproc.net.* annotations")
+    elif network == "host":
         notes.add("linux.namespaces", "no network namespace: host network; the guest reaches only the "
                   "endpoints granted by org.picoproc.net.* annotations")
 
