@@ -346,3 +346,64 @@ def test_run_as_an_unprivileged_user(unpriv_env):
         assert os.listdir(state) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
+def test_links_in_the_image_never_reach_host_files(tmp_path):
+    """The image is hostile: an absolute link to a host secret resolves inside
+    the image, and a linked etc/passwd is not read by the root-run runtime
+    for HOME."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("host-only:x:0:0::/host-home-leaked:/bin/sh\n")
+    spec = base_spec(["sh", "-c", "cat /leak; echo HOME=$HOME"])
+    spec["process"]["env"] = ["PATH=/bin"]
+    bundle = make_bundle(tmp_path, spec)
+    rootfs = bundle / "rootfs"
+    (rootfs / "leak").symlink_to(str(secret))
+    (rootfs / "etc" / "passwd").unlink()
+    (rootfs / "etc" / "passwd").symlink_to(str(secret))
+    rt = Runtime(tmp_path)
+    proc = rt("run", "--bundle", str(bundle), f"pico-{os.getpid()}-links", check=False)
+    assert "host-only" not in proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "HOME=/"
+    assert "No such file" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
+def test_garbage_on_the_control_socket_leaves_the_container_working(tmp_path):
+    import socket as socket_mod
+
+    spec = base_spec(["sh", "-c", "echo started"])
+    bundle = make_bundle(tmp_path, spec)
+    rt = Runtime(tmp_path)
+    cid = f"pico-{os.getpid()}-garbage"
+    out = tmp_path / "shim.out"
+    with open(out, "w") as f:
+        shim = rt.shim(cid, bundle, tmp_path / "pid", f)
+    try:
+        _read_line(out, "created")
+        ctl = os.path.join(rt.root, cid, "ctl.sock")
+        assert os.stat(ctl).st_mode & 0o077 == 0  # root only
+        # (message, whether an answer comes): an error for every bad request;
+        # a signal for an exec session that does not exist is dropped.
+        for message, answered in ((b"\xff\xfe not json", True), (b"[]", True), (b'{"op": "nonsense"}', True),
+                                  (b'{"op": "exec"}', True), (b'{"op": "signal", "signal": 9}', False),
+                                  (b"", False), (b"x" * (2 << 20), False)):
+            with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_SEQPACKET) as s:
+                s.settimeout(TIMEOUT)
+                s.connect(ctl)
+                try:
+                    s.send(message)
+                except OSError:
+                    assert len(message) > 1 << 20  # the kernel refuses it: EMSGSIZE
+                    continue
+                if answered:
+                    assert b"error" in s.recv(65536)
+        assert rt.state(cid)["status"] == "created"
+        rt("start", cid)
+        assert _read_line(out, "exited") == "exited 0"
+        assert "started" in out.read_text()
+        rt("delete", cid)
+    finally:
+        rt("delete", "--force", cid, check=False)
+        shim.wait(timeout=TIMEOUT)

@@ -37,6 +37,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import termios
@@ -142,15 +143,26 @@ def make_console(process: Process) -> tuple[int, int]:
 
 def home_of(rootfs: str, uid: int) -> str:
     """HOME for a process without one: its passwd entry in the image, else /
-    (what runc does)."""
+    (what runc does).  The image's etc/passwd is read without following any
+    symbolic link: it is the image's, and a link in it must not make this
+    root-run process read a host file."""
+    data = b""
+    fds = []
     try:
-        with open(os.path.join(rootfs, "etc/passwd"), encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) >= 6 and parts[2] == str(uid) and parts[5].startswith("/"):
-                    return parts[5]
+        fds.append(os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        fds.append(os.open("etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1]))
+        fds.append(os.open("passwd", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
+        if stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            data = os.read(fds[-1], 1 << 20)
     except OSError:
         pass
+    finally:
+        for fd in fds:
+            os.close(fd)
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 6 and parts[2] == str(uid) and parts[5].startswith("/"):
+            return parts[5]
     return "/"
 
 
