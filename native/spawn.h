@@ -58,8 +58,9 @@
 #define PICO_STEP_GUESTNET 23    /* starting the reaper's socket helper (guestnet.h) */
 #define PICO_STEP_UDP_PROXY 24   /* an address or socket of a UDP proxy (spec.udp_proxies) */
 
-#define PICO_MAX_UDP_PROXIES 16
 #define PICO_STEP_JOIN 25        /* setns into the namespaces of a running picoprocess */
+
+#define PICO_MAX_UDP_PROXIES 16
 
 /* The reaper's end of the report channel and of the status pipe live just
  * below the loader fd (1023), and below them the socket helper's channel

@@ -407,3 +407,62 @@ def test_garbage_on_the_control_socket_leaves_the_container_working(tmp_path):
     finally:
         rt("delete", "--force", cid, check=False)
         shim.wait(timeout=TIMEOUT)
+
+
+def _proc_status(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.split()
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
+def test_an_exec_d_program_is_confined_like_the_container_seen_from_outside(tmp_path):
+    spec = base_spec(["sh", "-c", "echo started; exec sleep 60"])
+    bundle = make_bundle(tmp_path, spec)
+    rt = Runtime(tmp_path)
+    cid = f"pico-{os.getpid()}-confined"
+    out = tmp_path / "shim.out"
+    with open(out, "w") as f:
+        shim = rt.shim(cid, bundle, tmp_path / "pid", f)
+    execer = None
+    try:
+        _read_line(out, "created")
+        rt("start", cid)
+        _read_line(out, "started")
+        before = set(json.loads(rt("ps", "--format", "json", cid).stdout))
+        execer = subprocess.Popen([rt.exe, "--root", rt.root, "exec", cid, "sleep", "50"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            new = set(json.loads(rt("ps", "--format", "json", cid).stdout)) - before
+            sleepers = [p for p in new if open(f"/proc/{p}/cmdline", "rb").read().endswith(b"sleep\x0050\x00")]
+            if sleepers or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(sleepers) == 1, new
+        started = json.loads((pathlib.Path(rt.root) / cid / "started.json").read_text())
+        main, other = started["guest_pid"], sleepers[0]
+        for ns in ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup"):
+            assert os.readlink(f"/proc/{other}/ns/{ns}") == os.readlink(f"/proc/{main}/ns/{ns}"), ns
+            if ns != "cgroup":
+                assert os.readlink(f"/proc/{other}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+        st = _proc_status(other)
+        assert st["Uid"] == ["65534"] * 4 and st["Gid"] == ["65534"] * 4
+        assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == ["0000000000000000"]
+        assert st["NoNewPrivs"] == ["1"] and st["Seccomp"] == ["2"]
+        assert st["NSpid"][-1] != str(other)  # it has a pid of the picoprocess's own
+        os.kill(other, signal.SIGKILL)
+        assert execer.wait(timeout=TIMEOUT) == 128 + signal.SIGKILL
+        assert rt.state(cid)["status"] == "running"
+        rt("kill", cid, "KILL")
+        assert _read_line(out, "signaled") == f"signaled {int(signal.SIGKILL)}"
+        rt("delete", cid)
+    finally:
+        if execer is not None and execer.poll() is None:
+            execer.kill()
+            execer.wait(timeout=TIMEOUT)
+        rt("delete", "--force", cid, check=False)
+        shim.wait(timeout=TIMEOUT)

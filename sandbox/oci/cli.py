@@ -573,8 +573,9 @@ def cmd_exec(args, log: Log) -> int:
         stdio = [slave, slave, slave]
     req = {"op": "exec", "process": proc}
     if not args.detach:
+        # In the foreground, runc exits 128+N for a program killed by signal N.
         _, sock = _request(cont, req, stdio)
-        return _exec_wait(sock, die_like)
+        return _exec_wait(sock, lambda code, sig: die_like(128 + sig if sig else code, None))
     r, w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()

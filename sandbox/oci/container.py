@@ -487,10 +487,11 @@ def die_like(exit_code: int | None, sig: int | None) -> None:
     if sig is not None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         try:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-            signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
-            time.sleep(1)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler to reset
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig if sig != signal.SIGSTOP else signal.SIGKILL)
+            time.sleep(1)  # the signal is delivered before this returns; a stopping one ends below
         except (OSError, ValueError):
             pass
         os._exit(128 + sig)
