@@ -466,3 +466,22 @@ def test_an_exec_d_program_is_confined_like_the_container_seen_from_outside(tmp_
             execer.wait(timeout=TIMEOUT)
         rt("delete", "--force", cid, check=False)
         shim.wait(timeout=TIMEOUT)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
+def test_annotations_hide_paths_and_write_the_audit(tmp_path):
+    spec = base_spec(["sh", "-c", "cat /srv/visible; cat /srv/secret.txt; cat /srv/id_rsa; echo end"])
+    spec["annotations"] = {"org.picoproc.hidden": "/srv/secret.txt", "org.picoproc.hidden-names": "id_rsa",
+                           "org.picoproc.audit": "true"}
+    bundle = make_bundle(tmp_path, spec)
+    srv = bundle / "rootfs" / "srv"
+    srv.mkdir()
+    for name, text in (("visible", "shown\n"), ("secret.txt", "SECRET\n"), ("id_rsa", "KEY\n")):
+        (srv / name).write_text(text)
+    rt = Runtime(tmp_path)
+    proc = rt("run", "--bundle", str(bundle), f"pico-{os.getpid()}-annot", check=False)
+    assert proc.stdout == "shown\nend\n"
+    assert proc.stderr.count("Permission denied") == 2
+    audit = [json.loads(line) for line in (bundle / "picoproc-audit.jsonl").read_text().splitlines()]
+    denied = {r.get("uri", r.get("path", "")) for r in audit if r["decision"] == "deny"}
+    assert any(d.endswith("/srv/secret.txt") for d in denied) and any(d.endswith("/srv/id_rsa") for d in denied)
