@@ -57,7 +57,6 @@
 #define PICO_STEP_LOOPBACK 22    /* bringing up "lo" in the new network namespace */
 #define PICO_STEP_GUESTNET 23    /* starting the reaper's socket helper (guestnet.h) */
 #define PICO_STEP_UDP_PROXY 24   /* an address or socket of a UDP proxy (spec.udp_proxies) */
-
 #define PICO_STEP_JOIN 25        /* setns into the namespaces of a running picoprocess */
 
 #define PICO_MAX_UDP_PROXIES 16
