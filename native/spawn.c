@@ -579,8 +579,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 	 * capabilities); the pid namespace applies to the guest we create. */
 	if (spec->join_namespaces &&
 	    raw(SYS_setns, spec->join_pidfd,
-		CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
-		    CLONE_NEWPID,
+		CLONE_NEWUSER | CLONE_NEWNS | (spec->share_net ? 0 : CLONE_NEWNET) | CLONE_NEWIPC |
+		    CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_NEWPID,
 		0, 0, 0) < 0)
 		child_fail(PICO_STEP_JOIN);
 
@@ -777,7 +777,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
-	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
+	    (spec->guestnet && !(spec->clone_flags & CLONE_NEWNET) && !spec->share_net &&
+	     !spec->join_namespaces) ||
+	    (spec->share_net && (spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
 	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet) ||
 	    (spec->join_namespaces && (spec->clone_flags || spec->empty_root || spec->cgroup_ns ||
 				       spec->hostname || fd_is_reserved(spec->join_pidfd) ||

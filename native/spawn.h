@@ -127,6 +127,10 @@ struct pico_spawn_spec {
 				    * enters the picoprocess's; hostname, empty_root and
 				    * cgroup_ns must be off (they were done by the first). */
 	int join_pidfd;
+	int share_net;		   /* 1: no network namespace of its own (clone_flags without
+				    * CLONE_NEWNET; joining: none entered): the picoprocess is
+				    * in the caller's, which is a container's own network (an
+				    * OCI runtime's pod), and guestnet serves that one */
 };
 
 struct pico_spawn_result {

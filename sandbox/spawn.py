@@ -127,6 +127,10 @@ class SpawnConfig:
     # making new ones (a second program in the same picoprocess; the hostname
     # and the empty root are that picoprocess's already).
     join_pidfd: int | None = None
+    # No network namespace of its own: the picoprocess uses the caller's (an
+    # OCI runtime's container process, which is in the pod's), and guestnet's
+    # helper serves that one.  For a container engine's network only.
+    share_network: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,8 +405,9 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         spec.guest_uid = uid
         spec.guest_gid = gid
         c_hostname = ffi.new("char[]", hostname)
+        spec.share_net = int(config.share_network)
         if config.join_pidfd is None:
-            spec.clone_flags = NAMESPACES
+            spec.clone_flags = NAMESPACES & ~CLONE_NEWNET if config.share_network else NAMESPACES
             spec.hostname = c_hostname
             spec.empty_root = 1
             spec.cgroup_ns = 1

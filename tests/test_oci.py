@@ -113,9 +113,10 @@ def test_bundle_maps_onto_a_manifest_and_notes_what_it_does_not_honour(tmp_path)
     assert plan.network == "pod" and plan.network_path == "/run/netns/pod"
     assert {"/etc/secret", "/srv"} <= set(m.hidden)
     assert "/proc/kcore" not in m.hidden
-    assert ("10.0.0.1", 53) in {(e.host, e.port) for e in m.net_connect}
-    # In its own network namespace the guest may listen on any address of it.
-    assert ("0.0.0.0", 0) in {(e.host, e.port) for e in m.net_listen}
+    # The pod's network is the guest's own (loopback, wildcard listeners):
+    # nothing is granted for it; grants are only what the annotations add.
+    assert {(e.host, e.port) for e in m.net_connect} == {("10.0.0.1", 53)}
+    assert m.net_listen == ()
     notes = "\n".join(plan.notes)
     for expected in ("(/dev/pts)", "(/sys)", "(/dev/mqueue)", "(/sys/fs/cgroup)", "CAP_KILL",
                      "linux.resources.cpu.cpus"):
@@ -135,7 +136,7 @@ def test_container_root_runs_as_nobody_on_the_host_and_is_told(tmp_path):
     spec["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}]
     plan = plan_from_spec(spec, str(tmp_path / "bundle"), rootless=False)
     assert plan.network == "host" and not plan.manifest.net_listen and not plan.manifest.net_connect
-    assert any("host network" in n for n in plan.notes)
+    assert any("host's network" in n for n in plan.notes)
 
 
 @pytest.mark.parametrize("change, message", [

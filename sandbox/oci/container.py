@@ -78,7 +78,9 @@ def _libc_call(name: str, *args) -> int:
 
 
 def enter_network(plan: Plan) -> None:
-    """Puts this (still single-threaded) process into the container's network."""
+    """Puts this (still single-threaded) process into the pod's network, so
+    that the picoprocess it spawns shares it (and so do the sockets it opens
+    for grants).  A private network is the picoprocess's own, made by spawn."""
     if plan.network == "pod":
         fd = os.open(plan.network_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -87,20 +89,6 @@ def enter_network(plan: Plan) -> None:
             raise ContainerError(f"joining the network namespace {plan.network_path}: {exc.strerror}") from None
         finally:
             os.close(fd)
-    elif plan.network == "private":
-        try:
-            _libc_call("unshare", CLONE_NEWNET)
-        except OSError as exc:
-            raise ContainerError(f"creating a network namespace: {exc.strerror}") from None
-        _loopback_up()
-
-
-def _loopback_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
 def send_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
@@ -269,18 +257,24 @@ class ContainerProcess:
             hostname=plan.manifest.hostname, limits=limits, cgroup=cgroup,
             identity=(plan.host_uid, plan.host_gid) if os.geteuid() == 0 else None,
             rlimits={res: (soft, hard) for res, soft, hard in process.rlimits},
+            # An exec'd program has no socket helper of its own: a reaper that
+            # has entered the picoprocess's pid namespace by setns cannot
+            # start the helper's thread (clone(CLONE_THREAD) is EINVAL then).
+            guestnet=join_pidfd is None, share_network=plan.network in ("pod", "host"),
             **({"join_pidfd": join_pidfd} if join_pidfd is not None else {}),
         )
         spawned = spawn_picoprocess(config)
         try:
             handle = self.monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid,
-                                            self.policy, self.net)
+                                            self.policy, self.net, spawned.guestnet_fd)
         except BaseException:
-            os.close(spawned.listener_fd)
             kill_picoprocess(spawned)
             wait_picoprocess(spawned)
             raise
-        os.close(spawned.listener_fd)
+        finally:
+            os.close(spawned.listener_fd)
+            if spawned.guestnet_fd >= 0:
+                os.close(spawned.guestnet_fd)
         return _Run(spawned, handle, os.pidfd_open(spawned.pid))
 
     def start(self, stdio: tuple[int, int, int]) -> None:

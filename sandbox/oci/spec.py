@@ -44,8 +44,8 @@ ANNOTATION_PREFIX = "org.picoproc."
 ANNOTATIONS = {
     "org.picoproc.hidden": "guest paths refused with everything beneath them",
     "org.picoproc.hidden-names": "file-name patterns refused in every directory",
-    "org.picoproc.net.connect": "extra ADDRESS:PORT endpoints the guest may connect to",
-    "org.picoproc.net.listen": "extra ADDRESS:PORT endpoints the guest may listen on",
+    "org.picoproc.net.connect": "ADDRESS:PORT endpoints beyond its own network the guest may connect to",
+    "org.picoproc.net.listen": "ADDRESS:PORT endpoints the guest may listen on through the monitor",
     "org.picoproc.audit": "true: every mediated call as JSON lines in BUNDLE/picoproc-audit.jsonl",
     "org.picoproc.strict": "true: refuse the container instead of noting what is not honoured",
 }
@@ -96,7 +96,11 @@ class Plan:
     host_uid: int  # who file operations and the guest run as on the host
     host_gid: int
     host_groups: tuple[int, ...]
-    network: str  # "pod" (join network_path), "private" (a new one), "host"
+    # The guest's own network (loopback and wildcard sockets, made in it by
+    # picoproc's socket helper): "pod" = the namespace at network_path,
+    # "private" = a new one, "host" = the host's.  Grants (annotations) are
+    # endpoints where the container process is: the pod's, else the host's.
+    network: str
     network_path: str | None
     cgroups_path: str | None
     resources: Resources
@@ -424,15 +428,9 @@ def plan_from_spec(spec: dict, bundle: str, *, rootless: bool | None = None) -> 
             notes.add(f"linux.namespaces[{i}]", "time namespaces are not created")
         else:
             raise SpecError(f"linux.namespaces[{i}].type: unknown namespace {kind!r}")
-    if network == "private" and rootless:
-        # Creating a network namespace takes CAP_SYS_ADMIN: stay where we are
-        # and grant nothing, rather than the host's own addresses.
-        network = "host"
-        notes.add("linux.namespaces", "an unprivileged runtime cannot create a network namespace: the "
-                  "guest reaches only the endpoints granted by org.picoproc.net.* annotations")
-    elif network == "host":
-        notes.add("linux.namespaces", "no network namespace: host network; the guest reaches only the "
-                  "endpoints granted by org.picoproc.net.* annotations")
+    if network == "host":
+        notes.add("linux.namespaces", "no network namespace: the host's network is the guest's own "
+                  "(its loopback and wildcard listeners are the host's)")
 
     # -- resources
     res = _obj(linux.get("resources"), "linux.resources")
@@ -527,14 +525,6 @@ def plan_from_spec(spec: dict, bundle: str, *, rootless: bool | None = None) -> 
             raise SpecError(f"annotations.{key}: {value!r} is not true or false")
     audit = annotations.get("org.picoproc.audit", "").lower() in ("true", "1", "yes")
     strict = annotations.get("org.picoproc.strict", "").lower() in ("true", "1", "yes")
-
-    if network in ("pod", "private"):
-        # The network namespace is the boundary (the engine's, or a new one
-        # with loopback only): the guest may listen on any of its addresses.
-        for any_addr in ("0.0.0.0", "::", "127.0.0.1", "::1"):
-            listen.append(Endpoint(any_addr, 0))
-        connect.append(Endpoint("127.0.0.1", 0))
-        connect.append(Endpoint("::1", 0))
 
     limits = Limits(memory_bytes=memory_bytes, pids=pids, open_files=process.open_files)
     # Without one, runc's new UTS namespace keeps the host's name.
