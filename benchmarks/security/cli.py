@@ -77,6 +77,34 @@ def _progress_options(parser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
+def cmd_fuzz(args) -> int:
+    from . import fuzz
+
+    from picoproc.bench.progress import Progress
+
+    runs = args.runs or fuzz.default_runs(args.calls)
+    pr = Progress(runs, quiet=args.quiet)
+    try:
+        report = fuzz.run_fuzz(args.calls, seed=args.seed, runs=runs, log=pr.step)
+    except (ValueError, fuzz.FuzzError) as exc:
+        print(f"picoproc bench fuzz: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(fuzz.markdown(report))
+    if args.json:
+        _write_json(args.json, {"suite": "fuzz", **report.to_json()})
+    return 1 if report.finding_count else 0
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_security_suites(bench_subparsers) -> None:
     """Adds ``surface`` and ``security`` to a ``picoproc bench`` subparsers object."""
     sub = bench_subparsers
@@ -107,6 +135,20 @@ def add_security_suites(bench_subparsers) -> None:
     )
     _progress_options(security)
     security.set_defaults(func=cmd_security)
+
+    fuzz = sub.add_parser(
+        "fuzz",
+        help="fuzz the mediated interface against a policy model of the manifest "
+        "(exit status 1 on findings)",
+    )
+    fuzz.add_argument("--calls", type=_count, default=20_000, metavar="N",
+                      help="mediated calls to make (default 20000; the long run: 1000000)")
+    fuzz.add_argument("--seed", type=int, help="reproduce a run (default: random, reported)")
+    fuzz.add_argument("--runs", type=_count, metavar="R",
+                      help="guest runs to spread the calls over (default: one per 50000, at least 2)")
+    fuzz.add_argument("--json", metavar="FILE", help="write the report (findings, counts, usage) as JSON")
+    _progress_options(fuzz)
+    fuzz.set_defaults(func=cmd_fuzz)
 
 
 def add_bench_parsers(subparsers, parser_class=None, extra=()) -> argparse.ArgumentParser:

@@ -20,9 +20,12 @@ import subprocess
 import threading
 import time
 
+import picoproc.abi
 from picoproc import manifest as manifest_mod
 
 GUEST_SRC = pathlib.Path(__file__).resolve().parent / "guests"
+# picoproc_abi.h, for the guests that make mediated calls themselves.
+ABI_DIR = pathlib.Path(picoproc.abi.__file__).resolve().parent
 # Not under /tmp (a guest's scratch there is a private tmpfs in the namespace
 # backends but the host's /tmp under native, ptrace and sandlock) and not
 # under /root (mode 700 and hidden by the default manifest).
@@ -43,6 +46,10 @@ GUESTS = {
     ),
     "pp-attack": ("attack.c", ["-static", "-O2", "-pthread"]),
     "pp-victim": ("victim.c", ["-static", "-O2"]),
+    "pp-fuzz": (
+        "fuzz_guest.c",
+        ["-static", "-nostdlib", "-fno-stack-protector", "-fno-builtin", "-O1", "-I", "{abi}"],
+    ),
 }
 
 
@@ -60,6 +67,7 @@ def build_guests() -> pathlib.Path:
     for name, (src, flags) in sorted(GUESTS.items()):
         digest.update(name.encode() + b"\0" + " ".join(flags).encode() + b"\0")
         digest.update((GUEST_SRC / src).read_bytes())
+    digest.update((ABI_DIR / "picoproc_abi.h").read_bytes())
     out = CACHE_ROOT / digest.hexdigest()[:16]
     if all((out / name).exists() for name in GUESTS):
         return out
@@ -70,7 +78,7 @@ def build_guests() -> pathlib.Path:
         for name, (src, flags) in GUESTS.items():
             cmd = [
                 cc,
-                *flags,
+                *(f.format(abi=ABI_DIR) for f in flags),
                 "-Wall",
                 "-Wextra",
                 "-Werror",
