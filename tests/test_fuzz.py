@@ -20,7 +20,7 @@ import pytest
 from picoproc.bench.security import fuzz, harness
 from picoproc.bench.security.fuzz_model import ALLOW, DENY, INVALID, PolicyModel
 
-CI_CALLS = 30_000
+CI_CALLS = fuzz.CI_CALLS
 
 
 @pytest.fixture(scope="module")

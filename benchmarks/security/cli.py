@@ -46,26 +46,36 @@ def cmd_surface(args) -> int:
 
 
 def cmd_security(args) -> int:
-    from . import corpus
+    from . import corpus, cve
 
+    if args.cve_only and args.no_cve:
+        print("picoproc bench security: --cve-only and --no-cve exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    results, cve_results = [], []
     try:
-        results = corpus.run_security(
-            _split(args.backends),
-            _split(args.cases),
-            quick=args.quick,
-            quiet=args.quiet,
-        )
+        if not args.cve_only:
+            results = corpus.run_security(
+                _split(args.backends), _split(args.cases), quick=args.quick, quiet=args.quiet
+            )
+        if not args.no_cve:
+            cve_results = cve.run_cve(_split(args.backends), quiet=args.quiet)
     except ValueError as exc:
         print(f"picoproc bench security: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(corpus.markdown(results))
-    if args.evidence:
-        print()
-        print(corpus.evidence_markdown(results))
+    if results:
+        print(corpus.markdown(results))
+        if args.evidence:
+            print()
+            print(corpus.evidence_markdown(results))
+    if cve_results:
+        if results:
+            print()
+        print(cve.markdown(cve_results))
     if args.json:
         _write_json(
             args.json,
-            {"suite": "security", "quick": args.quick, "results": [r.to_json() for r in results]},
+            {"suite": "security", "quick": args.quick, "results": [r.to_json() for r in results],
+             "cve": [r.to_json() for r in cve_results]},
         )
     return 0
 
@@ -123,7 +133,9 @@ def add_security_suites(bench_subparsers) -> None:
     _progress_options(surface)
     surface.set_defaults(func=cmd_surface)
 
-    security = sub.add_parser("security", help="escape and abuse corpus, per backend")
+    security = sub.add_parser(
+        "security", help="escape and abuse corpus and CVE-prerequisite corpus, per backend"
+    )
     security.add_argument("--backends", metavar="A,B", help="default: every available backend")
     security.add_argument(
         "--cases", metavar="X,Y", help="default: every case (see docs/SECURITY.md)"
@@ -133,6 +145,9 @@ def add_security_suites(bench_subparsers) -> None:
     security.add_argument(
         "--evidence", action="store_true", help="also print the evidence per case"
     )
+    security.add_argument("--cve-only", action="store_true",
+                          help="only the CVE-prerequisite corpus (published exploits' mechanisms)")
+    security.add_argument("--no-cve", action="store_true", help="only the escape and abuse cases")
     _progress_options(security)
     security.set_defaults(func=cmd_security)
 

@@ -78,6 +78,9 @@ OPEN_HARMLESS = 0o400 | 0o100000 | 0o10000 | 0o4010000  # O_NOCTTY O_LARGEFILE O
 AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_SYMLINK_FOLLOW = 0x100, 0x200, 0x400
 W_OK = 2
 MAX_EXAMPLES = 20
+# The short run the test suite makes, and the long run of the report.
+CI_CALLS = 30_000
+LONG_CALLS = 1_000_000
 # The monitor's heap (bytes malloc has handed out, every arena) may grow
 # this much from the first run's end to the last (caches warmed by later
 # runs); a leak of a few bytes per call over 10^4 calls is above it.  RSS is

@@ -46,6 +46,7 @@ GUESTS = {
     ),
     "pp-attack": ("attack.c", ["-static", "-O2", "-pthread"]),
     "pp-victim": ("victim.c", ["-static", "-O2"]),
+    "pp-cve": ("cve_probe.c", ["-static", "-O2", "-pthread"]),
     "pp-fuzz": (
         "fuzz_guest.c",
         ["-static", "-nostdlib", "-fno-stack-protector", "-fno-builtin", "-O1", "-I", "{abi}"],
