@@ -189,7 +189,7 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(uname) X(getuid) X(geteuid) X(getgid) X(getegid) X(getgroups) X(getresuid)       \
 	X(getresgid) X(setuid) X(setgid) X(getcwd) X(chdir) X(fchdir) X(umask) X(getrlimit) \
 	X(setrlimit) X(prlimit64) X(sysinfo) X(nanosleep) X(poll) X(select) X(pselect6)    \
-	X(dup) X(dup2) X(pipe) X(epoll_wait) X(epoll_create) X(sched_yield) X(getpgrp)     \
+	X(dup) X(dup2) X(pipe) X(pipe2) X(epoll_wait) X(epoll_create) X(sched_yield) X(getpgrp)     \
 	X(getpgid) X(setpgid) X(getsid) X(setsid) X(rseq) X(rt_sigaction) X(rt_sigprocmask)                  \
 	X(rt_sigsuspend) X(pause) X(ppoll) X(epoll_pwait) X(access) X(faccessat) X(faccessat2) X(stat)    \
 	X(lstat) X(newfstatat) X(statx) X(open) X(openat) X(creat) X(readlink)             \

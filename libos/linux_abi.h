@@ -36,6 +36,8 @@
 #define RENAME_NOREPLACE_K (1 << 0)
 #define RENAME_EXCHANGE_K (1 << 1)
 #define RENAME_WHITEOUT_K (1 << 2)
+/* <linux/watch_queue.h> */
+#define O_NOTIFICATION_PIPE_K O_EXCL
 /* <asm/ioctls.h> */
 #define TCGETS_K 0x5401
 

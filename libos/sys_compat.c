@@ -234,6 +234,18 @@ LIBOS_SYSCALL(dup3)
 /* Implements Linux syscall pipe(2). */
 LIBOS_SYSCALL(pipe) { return sys2(__NR_pipe2, a0, 0); }
 
+/* Implements Linux syscall pipe2(2) for the flags the filter does not pass
+ * directly.  A notification pipe (O_NOTIFICATION_PIPE, a watch_queue) gets
+ * what a kernel built without watch queues answers; other unknown flags
+ * EINVAL, as pipe2(2) says.  Garbage above the int is ignored, as Linux does. */
+LIBOS_SYSCALL(pipe2)
+{
+	int flags = (int)a1;
+	if (flags & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT))
+		return (flags & O_NOTIFICATION_PIPE_K) ? -ENOPKG : -EINVAL;
+	return sys2(__NR_pipe2, a0, flags);
+}
+
 /* Implements Linux syscall epoll_wait(2). */
 LIBOS_SYSCALL(epoll_wait) { return sys6(__NR_epoll_pwait, a0, a1, a2, a3, 0, sizeof(uint64_t)); }
 

@@ -347,6 +347,11 @@ def hostile_cases() -> list[Case]:
         Case("ioctl(TIOCLINUX)", NR["ioctl"], _args([0, TIOCLINUX, Z]), k),
         Case("ioctl((1<<32)|TCGETS)", NR["ioctl"], _args([0, HI32 | C["TCGETS"], Z]), k),
         Case("ioctl(TCGETS)", NR["ioctl"], _args([0, C["TCGETS"], Z]), "ran"),
+        # O_NOTIFICATION_PIPE (O_EXCL) turns the pipe into a watch_queue.
+        Case("pipe2(O_NOTIFICATION_PIPE)", NR["pipe2"], _args([Z, 0o200]), k),
+        Case("pipe2((1<<32)|O_CLOEXEC)", NR["pipe2"], _args([Z, HI32 | 0o2000000]), k),
+        Case("pipe2(O_CLOEXEC|O_NONBLOCK|O_DIRECT)", NR["pipe2"], _args([Z, 0o2000000 | 0o4000 | 0o40000]),
+             "ran"),
         Case("socketpair((1<<32)|AF_UNIX)", NR["socketpair"],
              _args([HI32 | AF_UNIX, SOCK_STREAM, 0, Z]), k),
         Case("socketpair(AF_INET)", NR["socketpair"], _args([AF_INET, SOCK_STREAM, 0, Z]), k),

@@ -671,6 +671,28 @@ def test_wait_with_a_mask_blocking_sigsys_survives_a_trapping_handler(monitor, p
     assert "ppoll_handler_ran=1 uname_ok=1 term_blocked=1 sys_blocked=1" in native.stdout
 
 
+@pytest.mark.parametrize("kind", ["static", "dyn"])
+def test_pipe2_flags_answer_as_the_kernel_does(monitor, probe, kind):
+    """pipe2 is direct only with O_CLOEXEC, O_NONBLOCK and O_DIRECT: a
+    notification pipe (a watch_queue) never reaches the host kernel.  The
+    library OS answers the other forms exactly as this kernel does natively
+    (ENOPKG where it has no watch queues, EINVAL for unknown flags, garbage
+    above the int ignored); the output is compared with the native run."""
+    r = monitor.run(probe[kind], ["p", "pipes"])
+    assert r.exit_code == 0, (r.signal, r.stdout, r.stderr)
+    native = subprocess.run([probe[kind], "pipes"], capture_output=True, text=True, timeout=GUEST_TIMEOUT,
+                            check=True)
+    out = _lines(r.stdout)
+    assert out["pipe2_cloexec_nonblock_direct"] == "0 errno=0 cloexec=1"
+    assert out["pipe2_wronly"] == "-1 errno=22 cloexec=-1"
+    if "pipe2_notification=-1 errno=65" in native.stdout:  # this kernel has no watch queues
+        assert r.stdout == native.stdout
+    else:  # it has them: the guest gets the answer of a kernel without
+        assert out["pipe2_notification"] == "-1 errno=65 cloexec=-1"
+        assert [ln for ln in r.stdout.splitlines() if "notification" not in ln] == \
+            [ln for ln in native.stdout.splitlines() if "notification" not in ln]
+
+
 def test_library_os_code_never_touches_fs():
     """%fs is the guest's TLS base: the library OS must not use it (no stack
     protector, no TLS variables)."""
@@ -700,9 +722,10 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # (the loader fd, garbage in the upper half) are emulated.  getsockname:
     # direct from the library OS's range, emulated for the program (unix
     # socket names); setsockopt/getsockopt: direct for SOL_SOCKET and
-    # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).
+    # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).  pipe2: direct
+    # with O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.
     assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3", "ppoll",
-                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt"}
+                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt", "pipe2"}
 
 
 def test_loader_argv_helper(monitor):

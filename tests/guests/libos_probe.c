@@ -926,6 +926,35 @@ static int cmd_fdrace(const char *dir)
 	return 0;
 }
 
+/* pipe2 flags: the filter passes O_CLOEXEC, O_NONBLOCK and O_DIRECT; every
+ * other form (a notification pipe, unknown bits, garbage above the int)
+ * is answered by the library OS, which must answer as the kernel does. */
+static int cmd_pipes(void)
+{
+	static const struct {
+		const char *name;
+		long flags;
+	} cases[] = {
+		{"plain", 0},
+		{"cloexec_nonblock_direct", O_CLOEXEC | O_NONBLOCK | O_DIRECT},
+		{"notification", O_EXCL /* O_NOTIFICATION_PIPE */},
+		{"wronly", O_WRONLY},
+		{"high_garbage_cloexec", (1L << 32) | O_CLOEXEC},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int fds[2] = {-1, -1};
+		errno = 0;
+		long r = syscall(SYS_pipe2, fds, cases[i].flags);
+		int cloexec = r == 0 ? !!(fcntl(fds[0], F_GETFD) & FD_CLOEXEC) : -1;
+		printf("pipe2_%s=%ld errno=%d cloexec=%d\n", cases[i].name, r, r ? errno : 0, cloexec);
+		if (r == 0) {
+			close(fds[0]);
+			close(fds[1]);
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -962,6 +991,8 @@ int main(int argc, char **argv)
 		return cmd_loaderfd();
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench();
+	if (!strcmp(cmd, "pipes"))
+		return cmd_pipes();
 	fprintf(stderr, "libos_probe: unknown command %s\n", cmd);
 	return 2;
 }
