@@ -914,8 +914,14 @@ static long with_path(const struct pico_fs_policy *p, const char *path, size_t l
 
 	if (ret == 0) {
 		ret = op(p, &r, arg);
-		if (ret != -ELOOP)
+		/* A read-only or noexec mount refuses by the mount of the path
+		 * as written, before the host lookup could meet a link: the
+		 * walk decides by the mount the link leads to (a link in a
+		 * read-only mount naming a writable one, as Linux would). */
+		int by_mount = call_denied && (ret == -EROFS || ret == -EACCES);
+		if (ret != -ELOOP && !by_mount)
 			return ret;
+		call_denied = 0;
 	} else if (ret < 0) {
 		return ret;
 	}

@@ -1065,6 +1065,49 @@ def test_hidden_names_from_the_manifest(guest_bin, monitor, keys_root, scratch):
                          "read: ok SECRET config", "write: " + err(errno.EACCES)]
 
 
+def test_links_in_a_read_only_mount_decide_by_where_they_lead(guest_bin, monitor, tmp_path):
+    """A link in a read-only (or noexec) mount that names a writable (or
+    exec) one: changes through it land where it leads, as on Linux, and
+    the link itself stays unchangeable; a link from the writable mount into
+    the read-only one still gets EROFS.  (Found by picoproc bench fuzz: the
+    read-only check ran on the path as written, before the link.)"""
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    for d in (tmp_path, ro, rw):
+        d.mkdir(exist_ok=True)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(ro, 0o755)
+    os.chmod(rw, 0o777)
+    (ro / "f.txt").write_text("ro")
+    (ro / "tool").write_text("#!/bin/true\n")
+    os.chmod(ro / "tool", 0o755)
+    os.symlink("/rw", ro / "to_rw")
+    os.symlink("/ro", rw / "to_ro")
+    os.symlink("/bin/tool", ro / "to_tool")
+    with FsPolicy() as fs:
+        fs.add_mount("/ro", str(ro), writable=False, exec=False)
+        fs.add_mount("/bin", str(ro), writable=False, exec=True)
+        fs.add_mount("/rw", str(rw), writable=True, exec=False)
+        run = run_guest(monitor, fs, [guest_bin / "med_fs",
+                                      "write", "/ro/to_rw/new.txt", "via",
+                                      "mkdir", "/ro/to_rw/d", "0755",
+                                      "chmod", "/ro/to_rw/new.txt", "0600",
+                                      "chmod", "/ro/to_rw/d/", "0700",
+                                      "exec", "/ro/to_tool",
+                                      "exec", "/ro/tool",
+                                      "unlink", "/ro/to_rw",
+                                      "write", "/rw/to_ro/f.txt", "x",
+                                      "write", "/ro/f.txt", "x"])
+    assert run.lines[:5] == ["write: ok 3", "mkdir: ok", "chmod: ok", "chmod: ok", "exec: ok"], run.lines
+    assert run.lines[5:] == ["exec: " + err(errno.EACCES), "unlink: " + err(errno.EROFS),
+                             "write: " + err(errno.EROFS), "write: " + err(errno.EROFS)]
+    assert (rw / "new.txt").read_text() == "via" and (rw / "d").is_dir()
+    assert stat.S_IMODE(os.stat(rw / "new.txt").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(rw / "d").st_mode) == 0o700
+    assert (ro / "f.txt").read_text() == "ro" and os.path.islink(ro / "to_rw")
+    # A refusal that the walk confirms is still audited as a denial.
+    assert [r["decision"] for r in run.records if r["errno"] == errno.EROFS] == ["deny"] * 3
+
+
 def test_data_only_mount_writes_but_never_changes_the_file(guest_bin, monitor, tmp_path):
     """The device files the library OS shows (/dev/null ...) are data-only
     mounts: writing is allowed, changing the file is not, even when host
