@@ -32,9 +32,9 @@ def fuzz_guest():
 
 
 def test_short_run_finds_nothing_and_reaches_every_call(fuzz_guest):
-    report = fuzz.run_fuzz(CI_CALLS, runs=3)
+    report = fuzz.run_fuzz(CI_CALLS, runs=fuzz.CI_RUNS)
     assert report.findings == [] and report.finding_count == 0, (report.seed, report.findings)
-    assert report.calls == CI_CALLS and report.runs == 3
+    assert report.calls == CI_CALLS and report.runs == fuzz.CI_RUNS
     # Every mediated call was made, and the ones that can succeed did, so
     # the oracle judged grants as well as refusals.
     for name in ("open", "stat", "readlink", "access", "mkdir", "unlink", "rename", "symlink", "link",
@@ -49,6 +49,7 @@ def test_short_run_finds_nothing_and_reaches_every_call(fuzz_guest):
     # measured during and after each run (a growth is a finding above).
     assert all(r.get("exit") == 0 and not r.get("signal") for r in report.runs_detail), report.runs_detail
     assert len(report.usage) > report.runs
+    assert len({d["fds"] for d in report.runs_detail}) == 1, report.runs_detail
 
 
 def test_planted_bug_is_caught(fuzz_guest):

@@ -80,6 +80,7 @@ W_OK = 2
 MAX_EXAMPLES = 20
 # The short run the test suite makes, and the long run of the report.
 CI_CALLS = 30_000
+CI_RUNS = 3
 LONG_CALLS = 1_000_000
 # The monitor's heap (bytes malloc has handed out, every arena) may grow
 # this much from the first run's end to the last (caches warmed by later
@@ -684,6 +685,7 @@ def run_fuzz(calls: int, *, seed: int | None = None, runs: int | None = None, pl
                                f"{res.get('signal')} after {done} of {n} calls: {res.get('stderr', '')[-200:]}")
             fds, rss = host.usage()
             report.usage.append((report.calls, fds, rss))
+            report.runs_detail[-1].update(fds=fds, rss_kib=rss)
             if baseline is None:
                 baseline = (fds, res.get("heap_in_use"))
             if log:
@@ -763,12 +765,12 @@ def markdown(r: Report) -> str:
     for name, (n, ok) in sorted(r.by_call.items()):
         lines.append(f"| {name} | {n} | {ok} |")
     lines += ["", "Call kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(r.by_kind.items())) + "."]
-    if r.usage:
-        f0, r0 = r.usage[0][1], r.usage[0][2]
-        f1, r1 = r.usage[-1][1], r.usage[-1][2]
+    ends = [d for d in r.runs_detail if "fds" in d]
+    if ends:
         fmax = max(u[1] for u in r.usage)
-        lines.append(f"Monitor process: fds {f0} -> {f1} (max {fmax}), RSS {r0} -> {r1} KiB "
-                     f"({len(r.usage)} samples).")
+        lines.append(f"Monitor process after each run: open fds {', '.join(str(d['fds']) for d in ends[:8])}"
+                     f"{' ...' if len(ends) > 8 else ''} (at most {fmax} while a guest ran, "
+                     f"{len(r.usage)} samples); RSS {ends[0]['rss_kib']} -> {ends[-1]['rss_kib']} KiB.")
     heaps = [d.get("heap_in_use") for d in r.runs_detail if d.get("heap_in_use") is not None]
     if len(heaps) >= 2:
         lines.append(f"Monitor heap in use after each run (malloc_info): {heaps[0]} -> {heaps[-1]} bytes "

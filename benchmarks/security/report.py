@@ -295,11 +295,13 @@ def build(backends, quick: bool, command: str, quiet: bool = False,
     text += FUZZ_METHOD.format(heap_slack=fuzz.HEAP_SLACK_BYTES // 1024)
     from picoproc.bench.progress import Progress
 
-    for title, calls in (("The test suite's run", fuzz.CI_CALLS), ("A long run", fuzz_calls)):
+    for title, calls, runs in (("The test suite's run", fuzz.CI_CALLS, fuzz.CI_RUNS),
+                               ("A long run", fuzz_calls, None)):
         if calls:
-            runs = fuzz.default_runs(calls)
+            runs = runs or fuzz.default_runs(calls)
             run = fuzz.run_fuzz(calls, runs=runs, log=Progress(runs, quiet=quiet).step)
-            text += f"### {title}: `picoproc bench fuzz --calls {calls}`\n\n" + fuzz.markdown(run) + "\n\n"
+            how = f"--calls {calls}" + (f" --runs {runs}" if title.startswith("The test") else "")
+            text += f"### {title}: `picoproc bench fuzz {how}`\n\n" + fuzz.markdown(run) + "\n\n"
     return text
 
 
