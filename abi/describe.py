@@ -25,6 +25,7 @@ PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
     "dup3": ("oldfd", "newfd", "flags"),
     "fcntl": ("fd", "cmd", "arg"),
     "ioctl": ("fd", "request", "arg"),
+    "pipe2": ("pipefd", "flags"),
     "socketpair": ("domain", "type", "protocol", "sv"),
     "sendmsg": ("sockfd", "msg", "flags"),
     "sendto": ("sockfd", "buf", "len", "flags", "dest_addr", "addrlen"),

@@ -148,4 +148,4 @@ def test_cli_cve_only_json(built, tmp_path):
     assert "exploits with every prerequisite reachable" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "picoproc", "bench", "security", "--cve-only", "--no-cve"],
                          capture_output=True, text=True, timeout=60, check=False)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 125 and len(bad.stderr.strip().splitlines()) == 1
