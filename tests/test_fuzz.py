@@ -166,7 +166,11 @@ def test_model_verdicts(tmp_path):
             assert got.decision == want, (path, kw, got)
         assert m.net_verdict(b"unix:" + tree.control.encode()).decision == ALLOW
         assert m.net_verdict(b"unix:" + tree.trap_unix.encode()).decision == DENY
-        assert m.net_verdict(b"tcp:127.0.0.1:80").decision == DENY
+        # loopback nobody granted: the guest's own network, never the host's
+        assert m.net_verdict(b"tcp:127.0.0.1:80").decision == ALLOW
+        assert m.net_verdict(b"tcp.srv:[::]:80").decision == ALLOW
+        assert m.net_verdict(b"tcp:192.0.2.1:80").decision == DENY
+        assert m.net_verdict(b"udp:10.0.0.1:53").decision == DENY
     finally:
         listener.close()
         tree.remove()

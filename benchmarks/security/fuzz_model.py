@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import ipaddress
 import os
 import posixpath
 import stat as stat_mod
@@ -295,6 +296,15 @@ class PolicyModel:
         for ep in grants:
             if ep.host.strip("[]") == host and (ep.port == 0 or str(ep.port) == port):
                 return Verdict(ALLOW, "")
+        # A loopback or wildcard address nobody granted is the guest's own
+        # network namespace (docs/MANIFEST.md): allowed, and never the
+        # host's loopback (the fuzzer's host listeners check that).
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return Verdict(DENY, f"{scheme}:{host}:{port}: not an address")
+        if addr.is_loopback or addr.is_unspecified:
+            return Verdict(ALLOW, "the guest's own network")
         return Verdict(DENY, f"{scheme}:{host}:{port} not granted")
 
     def host_permits(self, path: bytes, *, follow: bool, write: bool, name_op: bool,
