@@ -58,7 +58,7 @@ setup(
                  "picoproc.bench.security": "benchmarks/security",
                  "picoproc.bench.perf": "benchmarks/perf"},
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
-                  "picoproc.libos": ["picoproc-loader", "*.h"], "picoproc.bench.security": ["guests/*.c"],
+                  "picoproc.libos": ["picoproc-loader", "*.h", "*.toml"], "picoproc.bench.security": ["guests/*.c"],
                   "picoproc.bench": ["guests/*.c"]},
     cmdclass={"build_py": build_py_with_libos, "build_ext": build_ext_replacing},
     cffi_modules=["native/build_native.py:ffibuilder"],

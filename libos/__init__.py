@@ -82,106 +82,19 @@ def _rlimit_options(limits) -> list[str]:
 
 
 def emulated_syscalls() -> frozenset[str]:
-    """Names of the Linux syscalls the library OS implements: the entries of
-    LIBOS_HANDLERS in libos.h, the one list its dispatch table is built from
-    (for ``picoproc abi --linux``).  Calls outside it that reach the library
-    OS answer ENOSYS and leave an audit record."""
-    import re
+    """Names of the Linux syscalls the library OS implements (full or partial
+    support in libos/linux_calls.toml, the table its dispatch table is
+    generated from).  Calls outside it that reach the library OS are refused
+    on purpose (the table says why) or answer ENOSYS and leave an audit
+    record."""
+    from .linux_calls import load_calls
 
-    text = (pathlib.Path(__file__).resolve().parent / "libos.h").read_text()
-    block = text[text.index("#define LIBOS_HANDLERS(X)"):]
-    block = block[: block.index("#define LIBOS_DECLARE")]
-    return frozenset(re.findall(r"X\((\w+)\)", block))
-
-
-# Which mediated calls back each emulated Linux call (the rest of the emulated
-# calls are served by the library OS alone, on direct calls).
-MEDIATED_BY = {
-    "open": ("open",), "openat": ("open",), "creat": ("open",),
-    "execve": ("open",), "execveat": ("open",),
-    "stat": ("stat",), "lstat": ("stat",), "newfstatat": ("stat",), "statx": ("stat",),
-    "access": ("access",), "faccessat": ("access",), "faccessat2": ("access",),
-    "chdir": ("stat", "access"), "fchdir": ("access",),
-    "readlink": ("readlink",), "readlinkat": ("readlink",),
-    "mkdir": ("mkdir",), "mkdirat": ("mkdir",),
-    "unlink": ("unlink",), "unlinkat": ("unlink",), "rmdir": ("unlink",),
-    "rename": ("rename",), "renameat": ("rename",), "renameat2": ("rename",),
-    "link": ("link",), "linkat": ("link",),
-    "symlink": ("symlink",), "symlinkat": ("symlink",),
-    "chmod": ("chmod",), "fchmod": ("chmod",), "fchmodat": ("chmod",), "fchmodat2": ("chmod",),
-    "chown": ("chown", "stat"), "fchown": ("chown", "stat"), "lchown": ("chown", "stat"),
-    "fchownat": ("chown", "stat"),
-    "utimensat": ("utimens",), "utimes": ("utimens",), "utime": ("utimens",), "futimesat": ("utimens",),
-    "truncate": ("truncate",),
-    "statfs": ("statfs",), "fstatfs": ("statfs",),
-    "socket": ("open",), "connect": ("open",), "bind": ("open",), "listen": ("open",),
-    "memfd_create": ("open",),
-}
-
-# Emulated calls whose handler refuses on purpose (no audit record).
-DELIBERATELY_REFUSED = {"rseq": "ENOSYS"}
-
-# Direct calls that the filter also traps when their rules do not match, so
-# that the library OS emulates the other forms.
-DIRECT_AND_EMULATED_NOTES = {
-    "rt_sigaction": "direct from the library OS's own code range; emulated for the program (SIGSYS is virtual)",
-    "rt_sigprocmask": "direct from the library OS's own code range; emulated for the program (SIGSYS stays deliverable)",
-    "execveat": "direct only on the loader fd; every program exec is emulated by re-entering the loader",
-    "close": "direct on every fd but the loader fd; the library OS answers EBADF for it",
-    "dup3": "direct onto every fd but the loader fd; the library OS answers EBADF for it",
-    "getsockname": "direct from the library OS's own code range; emulated for the program (a unix socket "
-                   "the monitor bound shows the path the program bound)",
-    "setsockopt": "direct for SOL_SOCKET and IPPROTO_TCP; IPV6_V6ONLY is recorded for the socket the "
-                  "monitor makes",
-    "getsockopt": "direct for SOL_SOCKET and IPPROTO_TCP; IPV6_V6ONLY as recorded",
-}
+    return frozenset(c.name for c in load_calls() if not c.refused)
 
 
 def linux_table() -> list[dict]:
-    """How picoproc handles every x86-64 Linux syscall (``picoproc abi --linux``).
+    """How picoproc answers every x86-64 Linux syscall (``picoproc abi --linux``);
+    see :func:`picoproc.libos.linux_calls.linux_table`."""
+    from .linux_calls import linux_table as table
 
-    One dict per syscall, by number: ``name``, ``nr``, ``handling`` (one of
-    "direct", "emulated", "mediated", "refused"), ``rules`` (direct: the
-    argument rules, [] when unconditional), ``mediated`` (the mediated calls
-    that back it), ``errno`` (refused: the errno the program sees), ``by``
-    (who decides: "filter", "library OS", "kernel") and ``note``."""
-    from picoproc.abi.linux import SECCOMP_PASSTHROUGH, SYSCALLS_BY_NAME
-    from picoproc.abi.table import load_table
-
-    table = load_table()
-    direct = {d.name: d for d in table.direct}
-    refused_by_filter = {e.name: e for e in table.errno_calls}
-    mediated_names = {m.name for m in table.mediated}
-    emulated = emulated_syscalls()
-    rows = []
-    for name, nr in sorted(SYSCALLS_BY_NAME.items(), key=lambda kv: kv[1]):
-        row = {"name": name, "nr": nr, "handling": "", "rules": [], "mediated": [], "errno": None,
-               "by": "", "note": ""}
-        if name in direct:
-            d = direct[name]
-            row.update(handling="direct", by="filter", rules=[r.text for r in d.rules], note=d.why)
-            if name in emulated:
-                row["note"] = DIRECT_AND_EMULATED_NOTES.get(name, "") or d.why
-                row["mediated"] = list(MEDIATED_BY.get(name, ()))
-        elif name in refused_by_filter:
-            e = refused_by_filter[name]
-            row.update(handling="refused", errno=e.errno_name, by="filter", note=e.why)
-        elif name in SECCOMP_PASSTHROUGH:
-            row.update(handling="refused", errno=None, by="kernel",
-                       note="the kernel exempts it from seccomp; it only works from a uprobe trampoline, "
-                            "which a picoprocess cannot install")
-        elif name in DELIBERATELY_REFUSED:
-            row.update(handling="refused", errno=DELIBERATELY_REFUSED[name], by="library OS",
-                       note="refused on purpose (the C library then runs without it); not audited")
-        elif name in emulated:
-            backing = MEDIATED_BY.get(name, ())
-            unknown = set(backing) - mediated_names
-            if unknown:
-                raise RuntimeError(f"{name}: backed by unknown mediated calls {sorted(unknown)}")
-            row.update(handling="mediated" if backing else "emulated", by="library OS",
-                       mediated=list(backing))
-        else:
-            row.update(handling="refused", errno="ENOSYS", by="library OS",
-                       note="not implemented: the library OS answers ENOSYS and leaves an audit record naming it")
-        rows.append(row)
-    return rows
+    return table()

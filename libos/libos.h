@@ -173,8 +173,6 @@ long libos_install_sigsys_handler(void);
 extern unsigned long libos_trap_count;
 
 /* ---- rewrite.c: syscall-site rewriting (the trap-free fast path) ---- */
-/* Calls whose `mov $nr,%eax; syscall` sites may be rewritten. */
-extern const unsigned char libos_rewritable[LIBOS_NR_MAX];
 /* After serving a trap whose syscall instruction ended at ip: rewrite the
  * site, if it has the pattern and nr is rewritable. */
 void libos_rewrite_site(uintptr_t ip, unsigned nr);
@@ -184,29 +182,9 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 #define LIBOS_SYSCALL(name) \
 	long libos_sys_##name(long a0, long a1, long a2, long a3, long a4, long a5, struct ucontext *uc)
 
-/* Handlers (sys_*.c), declared for the dispatch table. */
-#define LIBOS_HANDLERS(X)                                                                  \
-	X(uname) X(getuid) X(geteuid) X(getgid) X(getegid) X(getgroups) X(getresuid)       \
-	X(getresgid) X(setuid) X(setgid) X(getcwd) X(chdir) X(fchdir) X(umask) X(getrlimit) \
-	X(setrlimit) X(prlimit64) X(sysinfo) X(nanosleep) X(poll) X(select) X(pselect6)    \
-	X(dup) X(dup2) X(pipe) X(pipe2) X(epoll_wait) X(epoll_create) X(sched_yield) X(getpgrp)     \
-	X(getpgid) X(setpgid) X(getsid) X(setsid) X(rseq) X(rt_sigaction) X(rt_sigprocmask)                  \
-	X(rt_sigsuspend) X(pause) X(ppoll) X(epoll_pwait) X(access) X(faccessat) X(faccessat2) X(stat)    \
-	X(lstat) X(newfstatat) X(statx) X(open) X(openat) X(creat) X(readlink)             \
-	X(readlinkat) X(execve) X(execveat) X(fork) X(vfork) X(time) X(gettimeofday)       \
-	X(sethostname) X(close_range) X(mkdir) X(mkdirat) X(unlink) X(unlinkat) X(rmdir)   \
-	X(rename) X(renameat) X(renameat2) X(link) X(linkat) X(symlink) X(symlinkat)       \
-	X(chmod) X(fchmod) X(fchmodat) X(fchmodat2) X(chown) X(fchown) X(lchown)           \
-	X(fchownat) X(utimensat) X(utimes) X(utime) X(futimesat) X(truncate) X(statfs)     \
-	X(fstatfs) X(fdatasync) X(sync) X(syncfs) X(sched_getaffinity) X(sched_setaffinity) \
-	X(getcpu) X(sendfile) X(prctl) X(fadvise64) X(copy_file_range) X(getrusage) X(times) \
-	X(getxattr) X(lgetxattr) X(fgetxattr) X(listxattr) X(llistxattr) X(flistxattr)      \
-	X(setxattr) X(lsetxattr) X(fsetxattr) X(removexattr) X(lremovexattr) X(fremovexattr) \
-	X(flock) X(alarm) X(getitimer) X(setitimer) X(close) X(dup3) X(socket) X(connect)     \
-	X(bind) X(listen) X(getpeername) X(accept) X(memfd_create) X(getsockname) \
-	X(setsockopt) X(getsockopt)
-#define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
-LIBOS_HANDLERS(LIBOS_DECLARE)
+/* The handlers and the call flags, generated from libos/linux_calls.toml (the
+ * one table of the Linux calls the library OS handles or refuses). */
+#include "linux_calls.h"
 
 /* ---- signal state (sys_signal.c) ---- */
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come

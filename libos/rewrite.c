@@ -32,10 +32,11 @@
  *    compiled with -mgeneral-regs-only (libos/build.py), so no vector or x87
  *    register is ever touched.  The stub moves %rsp below the 128-byte red
  *    zone before its call, so a leaf function's red-zone data survives.
- *  - Only calls in patchable[] are rewritten: their handlers never use the
- *    signal context, they are never allowed directly by the filter (patching
- *    those would make a cheap direct call go through the library OS), and
- *    they do not exec, fork or touch signal state.
+ *  - Only calls the table marks rewritable (libos/linux_calls.toml) are
+ *    rewritten: their handlers never use the signal context, they are never
+ *    allowed directly by the filter (patching those would make a cheap direct
+ *    call go through the library OS), and they do not exec, fork or touch
+ *    signal state.
  *  - Page protection: the site's page is made writable only around the store,
  *    with PROT_READ|PROT_WRITE|PROT_EXEC so that other threads keep executing
  *    it, and then set back to read+execute -- unless it was writable already,
@@ -61,22 +62,6 @@ void libos_fast_entry(void);
 unsigned long libos_fast_count;
 unsigned long libos_rewritten_sites;
 
-#define P(name) [__NR_##name] = 1,
-/* Pure library-OS calls and mediated calls, none of them direct in the ABI
- * (tests/test_libos_rewrite.py checks that against abi_v1.toml). */
-const unsigned char libos_rewritable[LIBOS_NR_MAX] = {
-	P(uname) P(getuid) P(geteuid) P(getgid) P(getegid) P(getgroups) P(getresuid) P(getresgid)
-	P(getcwd) P(chdir) P(fchdir) P(umask) P(getrlimit) P(prlimit64) P(sysinfo) P(time)
-	P(gettimeofday) P(getpgrp) P(getpgid) P(getsid) P(sched_getaffinity) P(getcpu)
-	P(getrusage) P(times) P(sched_yield) P(access) P(faccessat) P(faccessat2) P(stat) P(lstat)
-	P(newfstatat) P(statx) P(open) P(openat) P(creat) P(readlink) P(readlinkat) P(mkdir)
-	P(mkdirat) P(unlink) P(unlinkat) P(rmdir) P(rename) P(renameat) P(renameat2) P(link)
-	P(linkat) P(symlink) P(symlinkat) P(chmod) P(fchmod) P(fchmodat) P(fchmodat2) P(chown)
-	P(fchown) P(lchown) P(fchownat) P(utimensat) P(utimes) P(utime) P(futimesat) P(truncate)
-	P(statfs) P(fstatfs) P(getxattr) P(lgetxattr) P(fgetxattr) P(listxattr) P(llistxattr)
-	P(flistxattr)
-};
-#undef P
 
 /* ---- stubs ---- */
 
@@ -287,7 +272,7 @@ static int is_site(const unsigned char *b, unsigned nr)
 
 void libos_rewrite_site(uintptr_t ip, unsigned nr)
 {
-	if (nr >= LIBOS_NR_MAX || !libos_rewritable[nr] || ip < PAGE_SIZE_K)
+	if (nr >= LIBOS_NR_MAX || !(libos_call_flags[nr] & LIBOS_CALL_REWRITABLE) || ip < PAGE_SIZE_K)
 		return;
 	uintptr_t site = ip - 7, page = site & ~(PAGE_SIZE_K - 1);
 	/* All 7 bytes on the page the syscall instruction was just executed
@@ -332,9 +317,11 @@ out:
 long libos_fast_dispatch(unsigned nr, const long *saved)
 {
 	__atomic_fetch_add(&libos_fast_count, 1, __ATOMIC_RELAXED);
-	libos_syscall_fn fn = nr < LIBOS_NR_MAX && libos_rewritable[nr] ? libos_syscall_table[nr] : NULL;
+	libos_syscall_fn fn = nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_REWRITABLE)
+				     ? libos_syscall_table[nr]
+				     : NULL;
 	long ret = fn ? fn(saved[5], saved[4], saved[3], saved[2], saved[1], saved[0], NULL) : -ENOSYS;
-	if (ret == -ENOSYS)
+	if (ret == -ENOSYS && !(nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_QUIET)))
 		pico_note_unsupported((long)nr, saved[5]);
 	return ret;
 }

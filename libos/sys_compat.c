@@ -1,6 +1,6 @@
 /* Old or convenience forms of direct calls, rewritten onto the direct call
  * the ABI keeps (poll -> ppoll, dup2 -> dup3, pipe -> pipe2, ...), and small
- * virtual answers (sched_yield, process groups, rseq). */
+ * virtual answers (sched_yield, process groups). */
 #include "libos.h"
 
 #define POLLIN_SET (POLLIN | POLLHUP | POLLERR)
@@ -260,9 +260,6 @@ LIBOS_SYSCALL(epoll_create)
 /* Implements Linux syscall sched_yield(2): a hint; the trap round trip that
  * brought us here already gave the scheduler a chance. */
 LIBOS_SYSCALL(sched_yield) { return 0; }
-
-/* Implements Linux syscall rseq(2): not offered; glibc then runs without it. */
-LIBOS_SYSCALL(rseq) { return -ENOSYS; }
 
 /* Implements Linux syscall time(2) on clock_gettime. */
 LIBOS_SYSCALL(time)

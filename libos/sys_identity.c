@@ -55,9 +55,6 @@ LIBOS_SYSCALL(getresgid) { return put_three_ids(a0, a1, a2, libos_ident.gid); }
 LIBOS_SYSCALL(setuid) { return (unsigned)a0 == libos_ident.uid ? 0 : -EPERM; }
 LIBOS_SYSCALL(setgid) { return (unsigned)a0 == libos_ident.gid ? 0 : -EPERM; }
 
-/* Implements Linux syscall sethostname(2): the guest is unprivileged. */
-LIBOS_SYSCALL(sethostname) { return -EPERM; }
-
 /* Implements Linux syscall prlimit64(2) for the calling process only (pid 0
  * or its own).  The values are the library OS's record; the host limits that
  * bind are the monitor's. */

@@ -15,11 +15,6 @@ void libos_sigreturn(void);
 
 unsigned long libos_trap_count;
 
-#define TABLE_ENTRY(name) [__NR_##name] = libos_sys_##name,
-const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
-	LIBOS_HANDLERS(TABLE_ENTRY)
-};
-
 /* Offsets of the argument registers in the saved context (struct sigcontext
  * inside struct ucontext). */
 static void sigsys_handler(int sig, siginfo_t *si, void *ctx)
@@ -39,9 +34,9 @@ static void sigsys_handler(int sig, siginfo_t *si, void *ctx)
 	ret = fn ? fn((long)r->rdi, (long)r->rsi, (long)r->rdx, (long)r->r10, (long)r->r8, (long)r->r9, uc)
 		 : -ENOSYS;
 	/* An empty slot, or a form of the call not implemented yet (a handler
-	 * answering ENOSYS): leave an audit record naming the call.  rseq is
-	 * refused by design and would only add noise. */
-	if (ret == -ENOSYS && nr != __NR_rseq)
+	 * answering ENOSYS): leave an audit record naming the call, unless the
+	 * table says the refusal is expected (rseq: it would only add noise). */
+	if (ret == -ENOSYS && !(nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_QUIET)))
 		pico_note_unsupported((long)nr, (long)r->rdi);
 	r->rax = (uint64_t)ret;
 	/* Next time, let this site call the library OS without a trap. */

@@ -104,13 +104,17 @@ def _linux_row_text(r: dict, words: dict[str, str]) -> str:
     """How one row of linux_table() is handled, in words.  Reads only the
     documented row keys, with .get: the table's generator may add more."""
     handling = r.get("handling")
+    text = ""
     if handling == "mediated":
-        return "via the mediated " + ", ".join(r.get("mediated") or ())
-    if handling == "refused":
-        return f"{r.get('errno') or 'not reachable'} ({r.get('by', '')})"
-    if handling == "direct" and r.get("rules"):
-        return "when " + words.get(r["name"], " or ".join(r["rules"]))
-    return ""
+        text = "via the mediated " + ", ".join(r.get("mediated") or ())
+    elif handling == "refused":
+        text = f"{r.get('errno') or 'not reachable'} ({r.get('by', '')})"
+    elif handling == "direct" and r.get("rules"):
+        text = "when " + words.get(r["name"], " or ".join(r["rules"]))
+    if r.get("support") == "partial" and r.get("note"):
+        # What is missing (libos/linux_calls.toml).
+        text = (text + "; " if text else "") + "partial: " + r["note"]
+    return text
 
 
 def _cmd_abi_linux(args) -> int:
@@ -131,6 +135,7 @@ def _cmd_abi_linux(args) -> int:
     if args.names:
         for r in rows:
             print(f"{r['name']} ({r['nr']}): {r.get('handling')}" +
+                  (f", {r['support']}" if r.get("support") else "") +
                   (f", by the {r['by']}" if r.get("by") else ""))
             how = _linux_row_text(r, words)
             if how:
@@ -138,12 +143,14 @@ def _cmd_abi_linux(args) -> int:
             if r.get("note"):
                 print(f"  {r['note']}")
         return 0
-    counts: dict[str, int] = {}
+    from picoproc.libos.generate import summary
+
+    n = summary(rows)
+    print(f"{n['total']} x86-64 Linux syscalls: {n['direct']} direct, "
+          f"{n['full'] + n['partial']} handled by the library OS ({n['full']} full, {n['partial']} partial), "
+          f"{n['refused']} refused on purpose, {n['unimplemented']} not implemented (ENOSYS, audited)")
     for r in rows:
-        counts[r.get("handling", "?")] = counts.get(r.get("handling", "?"), 0) + 1
-    print(f"{len(rows)} x86-64 Linux syscalls: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    for r in rows:
-        print(f"  {r['nr']:4d} {r['name']:24s} {r.get('handling', '?'):9s} "
+        print(f"  {r['nr']:4d} {r['name']:24s} {r.get('handling', '?'):9s} {r.get('support', ''):13s} "
               f"{_linux_row_text(r, words)}".rstrip())
     return 0
 

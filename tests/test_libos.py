@@ -34,6 +34,7 @@ BUSYBOX = "/bin/busybox"
 DEVICES = ("null", "zero", "full", "random", "urandom")
 # The loader's own argv: loader [--option=value ...] -- PATH ARGV0 ARGS...
 LOADER_SEPARATOR = "--"
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 native = pytest.importorskip("picoproc.native")
 if not hasattr(native.lib, "pico_loop_new"):
@@ -913,34 +914,118 @@ def test_directory_fd_path_survives_exec(monitor, scratch):
 def test_linux_table_is_consistent_with_the_handlers_and_the_abi():
     from picoproc.abi.linux import SYSCALLS_BY_NAME
     from picoproc.abi.table import load_table
-    from picoproc.libos import MEDIATED_BY, emulated_syscalls, linux_table
+    from picoproc.libos import emulated_syscalls, linux_table
+    from picoproc.libos.linux_calls import calls_by_name
 
     rows = linux_table()
     table = load_table()
+    calls = calls_by_name()
     by_name = {r["name"]: r for r in rows}
     assert set(by_name) == set(SYSCALLS_BY_NAME)
     assert [r["nr"] for r in rows] == sorted(SYSCALLS_BY_NAME.values())
     assert all(r["handling"] in ("direct", "emulated", "mediated", "refused") for r in rows)
+    assert all(r["support"] in ("full", "partial", "refused", "unimplemented") for r in rows)
     for d in table.direct:
         assert by_name[d.name]["handling"] == "direct"
         assert by_name[d.name]["rules"] == [r.text for r in d.rules]
     assert by_name["clone3"] == {**by_name["clone3"], "handling": "refused", "errno": "ENOSYS", "by": "filter"}
     emulated = emulated_syscalls()
     direct = {d.name for d in table.direct}
-    for name in emulated - direct - {"rseq"}:
+    for name in emulated - direct:
         assert by_name[name]["handling"] in ("emulated", "mediated"), name
-        assert (by_name[name]["handling"] == "mediated") == bool(MEDIATED_BY.get(name)), name
+        assert (by_name[name]["handling"] == "mediated") == bool(calls[name].mediated), name
+        assert by_name[name]["support"] == calls[name].support, name
+        if calls[name].support == "partial":
+            assert by_name[name]["note"] == calls[name].note and calls[name].note, name
     mediated = {m.name for m in table.mediated}
-    for name, backing in MEDIATED_BY.items():
-        assert name in emulated, f"{name} is not a library-OS handler"
-        assert set(backing) <= mediated
-    # Everything the library OS does not handle is refused with ENOSYS (and
-    # audited at run time).
-    for name in set(SYSCALLS_BY_NAME) - emulated - direct - {"clone3", "uprobe", "uretprobe"}:
+    for call in calls.values():
+        assert set(call.mediated) <= mediated, call.name
+        if call.refused:
+            assert by_name[call.name]["handling"] == "refused" and by_name[call.name]["errno"] == call.errno_name
+    # Everything the library OS does not handle or refuse on purpose answers
+    # ENOSYS (and is audited at run time).
+    for name in set(SYSCALLS_BY_NAME) - set(calls) - direct - {"clone3", "uprobe", "uretprobe"}:
         assert by_name[name]["handling"] == "refused" and by_name[name]["errno"] == "ENOSYS", name
+        assert by_name[name]["support"] == "unimplemented", name
     assert by_name["openat"]["mediated"] == ["open"]
     assert by_name["uname"]["handling"] == "emulated"
     assert by_name["io_uring_setup"]["handling"] == "refused"
+    assert by_name["rseq"]["support"] == "refused"
+
+
+def test_every_handler_is_dispatched_and_every_row_has_one():
+    """One row, one handler: a LIBOS_SYSCALL defined in a sys_*.c file that no
+    row dispatches to is dead code, and a row without a handler would not
+    link (checked here by name, before the linker)."""
+    import re
+
+    from picoproc.libos.linux_calls import load_calls
+
+    defined = set()
+    for src in (REPO / "libos").glob("sys_*.c"):
+        defined |= set(re.findall(r"^LIBOS_SYSCALL\((\w+)\)", src.read_text(), re.M))
+    handled = {c.name for c in load_calls() if not c.refused}
+    assert defined == handled, (sorted(defined - handled), sorted(handled - defined))
+
+
+def test_generated_linux_call_files_are_in_sync():
+    from picoproc.libos import generate
+
+    stale = generate.stale_files(REPO)
+    assert stale == [], f"regenerate with `python -m picoproc.libos.generate`: {stale}"
+
+
+def test_stale_linux_call_file_is_detected(tmp_path):
+    """The sync check can fail: a copy with one edited output is stale."""
+    from picoproc.libos import generate
+
+    for path, text in generate.outputs().items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    assert generate.stale_files(tmp_path) == []
+    source = tmp_path / generate.SOURCE_PATH
+    source.write_text(source.read_text().replace("= libos_sys_uname,", "= libos_sys_getuid,"))
+    assert generate.stale_files(tmp_path) == [generate.SOURCE_PATH]
+
+
+@pytest.mark.parametrize("row, complaint", [
+    ('nosuchcall = { support = "full" }', "not an x86-64 Linux syscall"),
+    ('uname = { support = "partial" }', "needs a note"),
+    ('uname = { support = "refused", note = "x" }', "known errno"),
+    ('uname = { support = "full", errno = "EPERM" }', "only a refused call"),
+    ('uname = { support = "mostly" }', "support must be"),
+    ('uname = { support = "full", mediated = ["nosuch"] }', "unknown mediated"),
+    ('uname = { support = "full", colour = "red" }', "unknown keys"),
+    ('read = { support = "full", note = "x", rewritable = true }', "must not be rewritten"),
+    ('close = { support = "full" }', "which forms trap"),
+    ('clone3 = { support = "full" }', "the filter answers it"),
+    ('uprobe = { support = "full" }', "exempts it from seccomp"),
+    ('uname = { support = "full" }\n[b]\nuname = { support = "full" }', "listed twice"),
+])
+def test_linux_call_table_rejects_bad_rows(row, complaint):
+    from picoproc.libos.linux_calls import LinuxCallsError, parse_calls
+
+    with pytest.raises(LinuxCallsError, match=complaint):
+        parse_calls(f"[a]\n{row}\n")
+
+
+def test_abi_linux_shows_support_levels_and_partial_notes(run_picoproc):
+    from picoproc.libos.linux_calls import calls_by_name
+
+    calls = calls_by_name()
+    partial = next(c for c in calls.values() if c.support == "partial" and c.nr != 56)
+    human = run_picoproc("abi", "--linux")
+    assert human.returncode == 0, human.stderr
+    line = next(ln for ln in human.stdout.splitlines() if f" {partial.name} " in ln)
+    assert "partial" in line and partial.note in line
+    assert "handled by the library OS" in human.stdout.splitlines()[0]
+    one = run_picoproc("abi", "--linux", "getitimer", "rseq", "timer_create")
+    assert one.returncode == 0, one.stderr
+    lines = one.stdout.splitlines()
+    assert [ln.split()[1] for ln in lines] == ["getitimer", "rseq", "timer_create"]
+    assert "partial" in lines[0] and "refused" in lines[1] and "unimplemented" in lines[2]
+    bad = run_picoproc("abi", "--linux", "nosuchcall")
+    assert bad.returncode == 2 and "nosuchcall" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["static", "dyn"])
@@ -1033,22 +1118,16 @@ def test_fd_paths_stay_right_under_concurrent_reuse(monitor, probe, world_dir, k
 # ---------------------------------------------------------------------------------------
 # syscall-site rewriting (libos/rewrite.c)
 # ---------------------------------------------------------------------------------------
-REWRITE_C = pathlib.Path(__file__).resolve().parent.parent / "libos" / "rewrite.c"
-
-
 def rewritable_calls() -> set[str]:
-    import re
+    from picoproc.libos.linux_calls import load_calls
 
-    text = REWRITE_C.read_text()
-    table = text[text.index("libos_rewritable[LIBOS_NR_MAX] = {"):]
-    table = table[:table.index("};")]
-    return set(re.findall(r"P\((\w+)\)", table))
+    return {c.name for c in load_calls() if c.rewritable}
 
 
 def test_only_trapped_calls_that_need_no_signal_context_are_rewritable():
     import tomllib
 
-    abi = tomllib.loads((REWRITE_C.parent.parent / "abi" / "abi_v1.toml").read_text())
+    abi = tomllib.loads((REPO / "abi" / "abi_v1.toml").read_text())
     direct = {d["name"] for d in abi["direct"]}
     calls = rewritable_calls()
     assert {"uname", "getcwd", "openat", "newfstatat"} <= calls
