@@ -7,8 +7,9 @@ the child after fork depends on libseccomp.  Two modes:
 * ``raw``:   calls outside the table kill the process (no library OS to catch them).
 
 In both, mediated numbers go to the monitor (SECCOMP_RET_USER_NOTIF), the
-errno entries get their errno, and a foreign architecture (i386 ``int 0x80``,
-x32) kills the process.
+errno entries get their errno (in ``libos`` mode, those marked ``libos =
+"trap"`` trap instead), and a foreign architecture (i386 ``int 0x80``, x32)
+kills the process.
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ def _add_rule(ctx, action: int, nr: int, comparisons) -> None:
 AUDIT_ARCH_X86_64 = 0xC000003E
 NR_RT_SIGACTION = 13
 NR_RT_SIGPROCMASK = 14
+NR_CLONE = 56
 NR_PPOLL = 271
 NR_EPOLL_PWAIT = 281
 NR_GETSOCKNAME = 51
+# <linux/sched.h>
+CLONE_VM = 0x100
+CLONE_THREAD = 0x10000
 # struct seccomp_data offsets (<linux/seccomp.h>): arguments are 64-bit, low half first.
 _OFF_NR, _OFF_ARCH, _OFF_IP_LO, _OFF_IP_HI = 0, 4, 8, 12
 
@@ -89,6 +94,7 @@ def _off_arg_lo(i: int) -> int:
 
 # classic BPF opcodes (<linux/filter.h>)
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K
 _JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 _RET_K = 0x06  # BPF_RET | BPF_K
@@ -139,6 +145,17 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
     making the real call from its own range.  (The library OS is untrusted
     like the program: this is not a security boundary.)
 
+    The prefix also keeps one form of clone for the library OS: a child that
+    shares the caller's memory without being its thread (CLONE_VM without
+    CLONE_THREAD: vfork, posix_spawn) traps when the program asks for it,
+    and goes on to the table's rule (no namespace flags...) when the library
+    OS does.  Such a child would otherwise run the library OS on state it
+    shares with its parent (cwd, fd paths, the SIGSYS frame on the parent's
+    stack); the library OS makes it with state of its own (libos/vmchild.c).
+    Unlike the signal calls, clone from the loader's range is not simply
+    allowed: it falls through to the table's rule, so the prefix can only
+    make clone stricter.
+
     libseccomp cannot express instruction-pointer checks, so these few
     instructions are written by hand; classic BPF jumps are relative, so
     prepending them leaves libseccomp's program intact."""
@@ -155,6 +172,7 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
         ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGPROCMASK),
         ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_GETSOCKNAME),
         ("", _JEQ_K, "PPOLL", _NEXT, NR_PPOLL),
+        ("", _JEQ_K, "CLONE", _NEXT, NR_CLONE),
         ("", _JEQ_K, "EPOLL", _OUT, NR_EPOLL_PWAIT),  # another call: not ours
         # The mask pointer is a 64-bit argument: NULL only if both halves are 0.
         ("PPOLL", _LD_W_ABS, 0, 0, ppoll_mask),
@@ -173,6 +191,16 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
         ("", _JGE_K, _NEXT, "TRAP", lo_start),  # below start
         ("", _JGE_K, "TRAP", _NEXT, lo_end),  # at or above end
         ("", _RET_K, 0, 0, RET_ALLOW),
+        # clone shares memory but is not a thread: only the library OS may
+        # make it (clone's flags are an int: the low half decides).
+        ("CLONE", _LD_W_ABS, 0, 0, _off_arg_lo(0)),
+        ("", _AND_K, 0, 0, CLONE_VM | CLONE_THREAD),
+        ("", _JEQ_K, _NEXT, _OUT, CLONE_VM),
+        ("", _LD_W_ABS, 0, 0, _OFF_IP_HI),
+        ("", _JEQ_K, _NEXT, "TRAP", hi),
+        ("", _LD_W_ABS, 0, 0, _OFF_IP_LO),
+        ("", _JGE_K, _NEXT, "TRAP", lo_start),
+        ("", _JGE_K, "TRAP", _OUT, lo_end),  # from the loader: the table's rule decides
         ("TRAP", _RET_K, 0, 0, RET_TRAP),
     ]
     return _assemble(listing)
@@ -202,6 +230,8 @@ def _compile_with_libseccomp(table: ABITable, mode: str) -> bytes:
             for rule in call.rules:
                 _add_rule(ctx, RET_ALLOW, call.nr, rule.comparisons)
         for call in table.errno_calls:
+            if mode == "libos" and call.libos_traps:
+                continue  # the default action: a trap to the library OS
             _add_rule(ctx, RET_ERRNO | call.errno, call.nr, ())
         for call in table.mediated:
             _add_rule(ctx, RET_USER_NOTIF, call.nr, ())

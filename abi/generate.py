@@ -131,11 +131,14 @@ def render_docs(table: ABITable) -> str:
         "re-install its SIGSYS handler after each exec, and a seccomp SIGSYS that arrives while",
         "SIGSYS is blocked kills the process, so the library OS serves these calls and keeps",
         "SIGSYS out of every mask, including the temporary mask of a wait. `ppoll` and",
-        "`epoll_pwait` without a mask stay direct from anywhere. The rules in the table below",
-        "apply to the calls the loader then makes (and to raw mode, where a wait with a mask is",
-        "therefore killed). `getsockname` is handled the same way in \"libos\" mode: a unix",
-        "socket the monitor bound for the program shows its name within its directory, and the",
-        "library OS answers with the path the program bound.",
+        "`epoll_pwait` without a mask stay direct from anywhere. The same prefix traps `clone` for",
+        "a child that shares memory without being a thread (`CLONE_VM` without `CLONE_THREAD`:",
+        "vfork, posix_spawn) unless the library OS makes it: such a child needs library-OS state",
+        "of its own. The rules in the table below apply to the calls the loader then makes (and",
+        "to raw mode, where a wait with a mask is therefore killed). `getsockname` is handled",
+        "like the signal calls in \"libos\" mode: a unix socket the monitor bound for the program",
+        "shows its name within its directory, and the library OS answers with the path the",
+        "program bound.",
         "",
         "Two calls bypass every seccomp filter by the kernel's own design: `uretprobe` (335) and",
         "`uprobe` (336), which the kernel's uprobe trampolines issue (exempt since Linux 6.14 and 6.16). Outside a",
@@ -153,9 +156,11 @@ def render_docs(table: ABITable) -> str:
     for d in table.direct:
         when = " or ".join(f"`{r.text}`" for r in d.rules) if d.rules else "always"
         out.append(f"| `{d.name}` | {d.nr} | {d.group} | {_md_escape(when)} | {_md_escape(d.why)} |")
-    out += ["", "## Answered with an errno", "", "| call | nr | errno | why |", "|---|---|---|---|"]
+    out += ["", "## Answered with an errno", "", "| call | nr | errno | with a library OS | why |",
+            "|---|---|---|---|---|"]
     for e in table.errno_calls:
-        out.append(f"| `{e.name}` | {e.nr} | `{e.errno_name}` | {_md_escape(e.why)} |")
+        libos = "trapped to it" if e.libos_traps else "the same errno"
+        out.append(f"| `{e.name}` | {e.nr} | `{e.errno_name}` | {libos} | {_md_escape(e.why)} |")
     out += ["", "## Mediated calls", ""]
     for m in table.mediated:
         sig = ", ".join(f"{a.ctype} {a.name}" for a in m.args)

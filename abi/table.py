@@ -88,6 +88,7 @@ class ErrnoCall:
     errno_name: str
     errno: int
     why: str
+    libos_traps: bool = False  # "libos" mode: trapped to the library OS instead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,11 +223,18 @@ def parse_table(text: str) -> ABITable:
         nr = linux.SYSCALLS_BY_NAME.get(name)
         if nr is None:
             raise ABITableError(f"{where}: not an x86-64 Linux syscall")
+        extra = set(entry) - {"name", "errno", "why", "libos"}
+        if extra:
+            raise ABITableError(f"{where}: unknown keys {sorted(extra)}")
         errno_name = _require(entry, "errno", str, where)
         if errno_name not in linux.ERRNO:
             raise ABITableError(f"{where}: unknown errno {errno_name!r}")
+        libos = entry.get("libos", "errno")
+        if libos not in ("errno", "trap"):
+            raise ABITableError(f"{where}.libos: \"errno\" (default) or \"trap\", not {libos!r}")
         errno_calls.append(
-            ErrnoCall(name, nr, errno_name, linux.ERRNO[errno_name], _require(entry, "why", str, where))
+            ErrnoCall(name, nr, errno_name, linux.ERRNO[errno_name], _require(entry, "why", str, where),
+                      libos == "trap")
         )
 
     mediated = []

@@ -18,7 +18,12 @@
  * sequence number, odd while a writer fills it.  Readers copy and retry a
  * bounded number of times; a writer that finds the entry busy (another
  * thread, or the code it interrupted on its own stack) gives up, leaving
- * whatever the entry held -- a lookup validates it anyway. */
+ * whatever the entry held -- a lookup validates it anyway.
+ *
+ * A vm child (vmchild.c) has an fd table of its own but shares this memory:
+ * the paths it learns go to a small overlay in its own state, not into its
+ * parent's slots; its lookups ask the overlay first.  The inode cache is
+ * shared (a path that names an inode is true for both). */
 #include "libos.h"
 
 #define FDT_SLOTS PICO_LOADER_FD
@@ -91,6 +96,41 @@ static void fill_slot(long fd, uint64_t dev, uint64_t ino, const char *abs, size
 	__atomic_store_n(&k->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
+/* A vm child's overlay entry for fd (or, with create, a free one). */
+static struct libos_fd_overlay *overlay_entry(struct libos_fd_overlay *ov, long fd, int create)
+{
+	struct libos_fd_overlay *free_entry = NULL;
+	for (int i = 0; i < LIBOS_FD_OVERLAY; i++) {
+		if (ov[i].fd == fd)
+			return &ov[i];
+		if (ov[i].fd < 0 && !free_entry)
+			free_entry = &ov[i];
+	}
+	if (!create)
+		return NULL;
+	/* Full: the entry of an fd no longer open, else the first. */
+	for (int i = 0; i < LIBOS_FD_OVERLAY && !free_entry; i++)
+		if (sys2(__NR_fcntl, ov[i].fd, F_GETFD) < 0)
+			free_entry = &ov[i];
+	return free_entry ? free_entry : &ov[0];
+}
+
+static void remember_in(long fd, uint64_t dev, uint64_t ino, const char *path, size_t len)
+{
+	struct libos_fd_overlay *ov = libos_current()->fd_overlay;
+	if (ov) {
+		struct libos_fd_overlay *e = overlay_entry(ov, fd, 1);
+		e->fd = -1;
+		memcpy(e->path, path, len);
+		e->path[len] = 0;
+		e->dev = dev;
+		e->ino = ino;
+		e->fd = fd;
+		return;
+	}
+	fill_slot(fd, dev, ino, path, len);
+}
+
 void libos_fd_remember(long fd, const char *abs)
 {
 	struct stat st;
@@ -104,7 +144,7 @@ void libos_fd_remember(long fd, const char *abs)
 	char tidy[PICO_MAX_PATH];
 	memcpy(tidy, abs, len + 1);
 	len = libos_tidy_path(tidy);
-	fill_slot(fd, st.st_dev, st.st_ino, tidy, len);
+	remember_in(fd, st.st_dev, st.st_ino, tidy, len);
 	/* The inode cache: the slot already holding this inode, else an empty
 	 * one, else the home slot (evicting). */
 	unsigned home = ino_home(st.st_dev, st.st_ino), pick = home;
@@ -127,7 +167,7 @@ void libos_fd_copy(long from, long to)
 	char path[PICO_MAX_PATH];
 	struct stat st;
 	if (libos_fd_path(from, path, sizeof(path), &st) >= 0 && slot_ok(to))
-		fill_slot(to, st.st_dev, st.st_ino, path, libos_strlen(path));
+		remember_in(to, st.st_dev, st.st_ino, path, libos_strlen(path));
 }
 
 /* Copies slot i's path if it holds (dev, ino); the length or -1. */
@@ -162,6 +202,17 @@ long libos_fd_path(long fd, char *out, size_t cap, struct stat *st)
 	if (r < 0)
 		return r;
 	uint64_t dev = st->st_dev, ino = st->st_ino;
+	struct libos_fd_overlay *ov = libos_current()->fd_overlay;
+	if (ov) {
+		struct libos_fd_overlay *e = overlay_entry(ov, fd, 0);
+		if (e && e->dev == dev && e->ino == ino) {
+			size_t len = libos_strnlen(e->path, PICO_MAX_PATH);
+			if (len >= cap)
+				return -ENAMETOOLONG;
+			memcpy(out, e->path, len + 1);
+			return (long)len;
+		}
+	}
 	if (slot_ok(fd)) {
 		r = read_slot(fd, dev, ino, out, cap);
 		if (r >= 0)
@@ -188,15 +239,15 @@ size_t libos_fd_exec_options(char *buf, size_t cap, const char **opts, size_t ma
 	size_t count = 0, used = 0;
 	char path[PICO_MAX_PATH];
 	struct stat st;
+	struct libos_fd_overlay *ov = libos_current()->fd_overlay;
 	for (long fd = 0; fd < FDT_SLOTS && count < max_opts; fd++) {
-		if (__atomic_load_n(&fdt_keys[fd].seq, __ATOMIC_RELAXED) == 0)
+		struct libos_fd_overlay *e = ov ? overlay_entry(ov, fd, 0) : NULL;
+		if (!e && __atomic_load_n(&fdt_keys[fd].seq, __ATOMIC_RELAXED) == 0)
 			continue;
 		long fl = sys2(__NR_fcntl, fd, F_GETFD);
 		if (fl < 0 || (fl & FD_CLOEXEC))
 			continue;
-		if (sys2(__NR_fstat, fd, &st) < 0)
-			continue;
-		long len = read_slot(fd, st.st_dev, st.st_ino, path, sizeof(path));
+		long len = libos_fd_path(fd, path, sizeof(path), &st);
 		if (len < 0)
 			continue;
 		struct strbuf sb;

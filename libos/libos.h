@@ -74,24 +74,77 @@ long libos_copy_from_guest(void *dst, const void *src, size_t n);
 long libos_copy_string_from_guest(char *dst, const char *src, size_t cap);
 
 /* ---- state.c: per-process library-OS state ----
- * Process-wide like the kernel's (threads share it; fork copies it with the
- * memory; exec passes it to the next loader instance in its argv). */
+ * Process-wide like the kernel's: threads share it, fork copies it with the
+ * memory, exec passes it to the next loader instance in its argv.  A child
+ * that shares our memory without being a thread (vfork, posix_spawn: a
+ * "vm child", vmchild.c) gets a copy of its own, so that its chdir, setsid
+ * or umask never reach its parent: every handler finds the state of the
+ * process it runs in through libos_current(). */
 struct libos_identity {
 	unsigned uid, gid;
 };
-extern struct libos_identity libos_ident;
-extern unsigned libos_umask_value;
+
+/* The ITIMER_REAL helper (sys_misc.c). */
+struct libos_itimer {
+	int lock;
+	long owner;  /* the process the helper signals */
+	long helper; /* its pid, 0 when none */
+	uint64_t deadline_ns, interval_ns;
+};
+
+/* fd paths a vm child learnt itself (its fd table is its own). */
+#define LIBOS_FD_OVERLAY 8
+struct libos_fd_overlay {
+	long fd; /* -1: free */
+	uint64_t dev, ino;
+	char path[PICO_MAX_PATH];
+};
+
+struct libos_process {
+	int pid; /* the process this state is for (see vmchild.c) */
+	/* The current directory, read by many threads, written by chdir: a
+	 * reader copies cwd[seq & 1] and retries if seq moved (seqlock); writers
+	 * fill the other buffer and are serialised by a spin flag. */
+	unsigned cwd_seq;
+	int cwd_writer_busy;
+	char cwd[2][PICO_MAX_PATH];
+	unsigned umask;
+	struct libos_identity ident;
+	long pgid, sid;
+	char comm[16]; /* prctl(PR_SET_NAME); "" until set */
+	struct rlimit64 rlimits[RLIMIT_NLIMITS_K];
+	/* The guest's SIGSYS disposition, which is virtual (sys_signal.c). */
+	struct kernel_sigaction guest_sigsys;
+	int guest_sigsys_lock;
+	struct libos_itimer itimer;
+	/* vm children only (NULL otherwise): fd paths they recorded. */
+	struct libos_fd_overlay *fd_overlay;
+};
+
+/* The state of the process the loader started (and of its fork copies). */
+extern struct libos_process libos_main_process;
+/* How many vm children share this memory now, and how many blocks (each a
+ * vm child, a thread being started or a copy) may exist at once (vmchild.c). */
+#define LIBOS_VM_SLOTS 64
+extern unsigned libos_vm_children;
+struct libos_process *libos_current_slow(void);
+/* The state of the calling process: a load and a branch, unless a vm child
+ * shares our memory, when it costs a getpid. */
+static inline struct libos_process *libos_current(void)
+{
+	if (__builtin_expect(__atomic_load_n(&libos_vm_children, __ATOMIC_ACQUIRE) == 0, 1))
+		return &libos_main_process;
+	return libos_current_slow();
+}
+
 extern char libos_hostname[65];
 extern char libos_release[65];
 extern char libos_exe_path[PICO_MAX_PATH];
-extern long libos_pgid, libos_sid;
-extern struct rlimit64 libos_rlimits[RLIMIT_NLIMITS_K];
 
-/* The current directory, read by many threads, written by chdir.  A reader
- * copies it and retries if a writer ran meanwhile (seqlock); writers are
- * serialised by a spin flag. */
 long libos_cwd_get(char *out, size_t cap);
 long libos_cwd_set(const char *abs_path);
+/* Copies the state a new process inherits (not its fd overlay). */
+void libos_process_copy(struct libos_process *dst, struct libos_process *src);
 /* Makes `path` (a guest string already copied into our memory) absolute
  * against dirfd (AT_FDCWD only for now) and normalises "." and ".." and
  * repeated slashes lexically.  Returns the length or -errno. */
@@ -185,6 +238,18 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 /* The handlers and the call flags, generated from libos/linux_calls.toml (the
  * one table of the Linux calls the library OS handles or refuses). */
 #include "linux_calls.h"
+
+/* ---- vmchild.c: children that share our memory ---- */
+/* Makes a child with the clone flags (exit signal in the low byte) that
+ * resumes the trapped guest context uc, with rax = 0 and its stack pointer
+ * at child_sp (0: uc's own, as vfork), from a block of its own (see
+ * vmchild.c); returns what clone returned in the parent. */
+long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_sp, uint64_t ptid, uint64_t ctid,
+			    uint64_t tls, int clear_sighand);
+/* A mapping a vm child makes for its execve: recorded so that the parent
+ * unmaps it once the child has gone (-1: not a vm child, nothing recorded). */
+int libos_vm_keep_mapping(uint64_t addr, uint64_t len);
+void libos_vm_forget_mapping(int slot);
 
 /* ---- signal state (sys_signal.c) ---- */
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come

@@ -57,7 +57,8 @@ def parse_calls(text: str, abi=None) -> tuple[LinuxCall, ...]:
 
     abi = abi or load_table()
     direct = abi.direct_by_name()
-    filter_answers = {e.name for e in abi.errno_calls}
+    # Calls the "libos" filter answers itself never reach the library OS.
+    filter_answers = {e.name for e in abi.errno_calls if not e.libos_traps}
     mediated_names = set(abi.mediated_by_name())
     raw = tomllib.loads(text)
     rows: list[LinuxCall] = []
@@ -154,7 +155,7 @@ def linux_table() -> list[dict]:
 
     abi = load_table()
     direct = abi.direct_by_name()
-    filter_answers = {e.name: e for e in abi.errno_calls}
+    filter_answers = {e.name: e for e in abi.errno_calls if not e.libos_traps}
     calls = calls_by_name()
     rows = []
     for name, nr in sorted(SYSCALLS_BY_NAME.items(), key=lambda kv: kv[1]):

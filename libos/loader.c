@@ -500,8 +500,8 @@ static void apply_rlimit_option(const char *val)
 			soft = hard;
 		nofile_option_given = 1;
 	}
-	libos_rlimits[res].rlim_cur = soft;
-	libos_rlimits[res].rlim_max = hard;
+	libos_main_process.rlimits[res].rlim_cur = soft;
+	libos_main_process.rlimits[res].rlim_max = hard;
 }
 
 static void apply_option(const char *opt)
@@ -524,15 +524,15 @@ static void apply_option(const char *opt)
 	} else if (VALUE_OF("--umask")) {
 		if (libos_parse_ulong(val, 8, &v) || v > 0777)
 			die(NULL, "bad --umask option", 0);
-		libos_umask_value = (unsigned)v;
+		libos_main_process.umask = (unsigned)v;
 	} else if (VALUE_OF("--uid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0xfffffffeUL)
 			die(NULL, "bad --uid option", 0);
-		libos_ident.uid = (unsigned)v;
+		libos_main_process.ident.uid = (unsigned)v;
 	} else if (VALUE_OF("--gid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0xfffffffeUL)
 			die(NULL, "bad --gid option", 0);
-		libos_ident.gid = (unsigned)v;
+		libos_main_process.ident.gid = (unsigned)v;
 	} else if (VALUE_OF("--hostname")) {
 		size_t n = libos_strnlen(val, sizeof(libos_hostname));
 		if (n >= sizeof(libos_hostname))
@@ -565,11 +565,11 @@ static void apply_option(const char *opt)
 	} else if (VALUE_OF("--pgid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --pgid option", 0);
-		libos_pgid = (long)v;
+		libos_main_process.pgid = (long)v;
 	} else if (VALUE_OF("--sid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --sid option", 0);
-		libos_sid = (long)v;
+		libos_main_process.sid = (long)v;
 	} else {
 		char msg[160];
 		struct strbuf sb;
@@ -690,10 +690,10 @@ static uint64_t *build_stack(uint64_t *orig_sp, char **argv_pre, long npre, char
 	AUX(AT_BASE, interp ? interp->bias : 0);
 	AUX(AT_FLAGS, 0);
 	AUX(AT_ENTRY, prog->entry);
-	AUX(AT_UID, libos_ident.uid);
-	AUX(AT_EUID, libos_ident.uid);
-	AUX(AT_GID, libos_ident.gid);
-	AUX(AT_EGID, libos_ident.gid);
+	AUX(AT_UID, libos_main_process.ident.uid);
+	AUX(AT_EUID, libos_main_process.ident.uid);
+	AUX(AT_GID, libos_main_process.ident.gid);
+	AUX(AT_EGID, libos_main_process.ident.gid);
 	AUX(AT_SECURE, 0);
 	AUX(AT_RANDOM, random);
 	if (in->have_hwcap2)
@@ -756,13 +756,11 @@ void loader_main(uint64_t *orig_sp)
 		rest = empty_argv;
 		nrest = 1;
 	}
-	if (libos_pgid == 0 || libos_sid == 0) {
-		long pid = sys0(__NR_getpid);
-		if (libos_pgid == 0)
-			libos_pgid = pid;
-		if (libos_sid == 0)
-			libos_sid = pid;
-	}
+	libos_main_process.pid = (int)sys0(__NR_getpid);
+	if (libos_main_process.pgid == 0)
+		libos_main_process.pgid = libos_main_process.pid;
+	if (libos_main_process.sid == 0)
+		libos_main_process.sid = libos_main_process.pid;
 
 	/* Follow #! lines: each level puts [interpreter, optional argument,
 	 * script path] in front of the script's argv[1..]. */

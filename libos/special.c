@@ -410,8 +410,8 @@ static void gen_status(struct strbuf *sb)
 	sb_add(sb, "Name:\t");
 	sb_addn(sb, comm, n);
 	sb_add(sb, "\nUmask:\t0");
-	char oct[3] = {(char)('0' + ((libos_umask_value >> 6) & 7)), (char)('0' + ((libos_umask_value >> 3) & 7)),
-		       (char)('0' + (libos_umask_value & 7))};
+	unsigned umask = libos_current()->umask;
+	char oct[3] = {(char)('0' + ((umask >> 6) & 7)), (char)('0' + ((umask >> 3) & 7)), (char)('0' + (umask & 7))};
 	sb_addn(sb, oct, 3);
 	sb_add(sb, "\nState:\tR (running)\n");
 	add_kv(sb, "Tgid:\t", (unsigned long)pid, NULL);
@@ -420,7 +420,7 @@ static void gen_status(struct strbuf *sb)
 	add_kv(sb, "PPid:\t", (unsigned long)sys0(__NR_getppid), NULL);
 	add_kv(sb, "TracerPid:\t", 0, NULL);
 	for (int k = 0; k < 2; k++) {
-		unsigned id = k ? libos_ident.gid : libos_ident.uid;
+		unsigned id = k ? libos_current()->ident.gid : libos_current()->ident.uid;
 		sb_add(sb, k ? "Gid:\t" : "Uid:\t");
 		for (int j = 0; j < 4; j++) {
 			sb_addnum(sb, id);
@@ -428,7 +428,7 @@ static void gen_status(struct strbuf *sb)
 		}
 	}
 	add_kv(sb, "FDSize:\t", 1024, NULL);
-	add_kv(sb, "Groups:\t", libos_ident.gid, NULL);
+	add_kv(sb, "Groups:\t", libos_current()->ident.gid, NULL);
 	add_kv(sb, "Threads:\t", 1, NULL);
 	sb_add(sb, "SigQ:\t0/4096\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n");
 	sb_add(sb, "Seccomp:\t2\nSeccomp_filters:\t1\nNoNewPrivs:\t1\n");
@@ -453,9 +453,9 @@ static void gen_stat(struct strbuf *sb)
 	sb_add(sb, ") R ");
 	sb_addnum(sb, (unsigned long)sys0(__NR_getppid));
 	sb_add(sb, " ");
-	sb_addnum(sb, (unsigned long)libos_pgid);
+	sb_addnum(sb, (unsigned long)libos_current()->pgid);
 	sb_add(sb, " ");
-	sb_addnum(sb, (unsigned long)libos_sid);
+	sb_addnum(sb, (unsigned long)libos_current()->sid);
 	/* tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime
 	 * cstime priority nice num_threads itrealvalue starttime vsize rss
 	 * rsslim startcode endcode startstack kstkesp kstkeip signal blocked
@@ -793,8 +793,8 @@ static void synthetic_statx(struct statx *x, unsigned mode, unsigned long ino)
 	x->stx_mask = STATX_BASIC_STATS;
 	x->stx_mode = (uint16_t)mode;
 	x->stx_nlink = (mode & S_IFMT) == S_IFDIR ? 2 : 1;
-	x->stx_uid = libos_ident.uid;
-	x->stx_gid = libos_ident.gid;
+	x->stx_uid = libos_current()->ident.uid;
+	x->stx_gid = libos_current()->ident.gid;
 	x->stx_ino = ino;
 	x->stx_blksize = 1024;
 	x->stx_dev_major = PROC_DEV_MAJOR;
@@ -903,7 +903,7 @@ int libos_special_access(struct guest_path *p, int mode, long *result)
 		unsigned perm = x.stx_mode & 0777;
 		/* The owner's bits for files we synthesise (owned by the guest);
 		 * the others' bits for everything else. */
-		unsigned bits = (x.stx_uid == libos_ident.uid) ? (perm >> 6) : (perm & 7);
+		unsigned bits = (x.stx_uid == libos_current()->ident.uid) ? (perm >> 6) : (perm & 7);
 		if ((unsigned)mode & ~bits & 7)
 			r = -EACCES;
 	}

@@ -1,46 +1,82 @@
 /* Process-wide library-OS state: identity, umask, cwd, rlimits.
  *
  * Threads share it (like the kernel's per-process state); fork copies it with
- * the memory; exec hands it to the next loader instance as options. */
+ * the memory; exec hands it to the next loader instance as options; a vm
+ * child has a copy of its own (vmchild.c). */
 #include "libos.h"
 
-struct libos_identity libos_ident = {1000, 1000};
-unsigned libos_umask_value = 022;
+struct libos_process libos_main_process = {
+	.cwd = {"/", "/"},
+	.umask = 022,
+	.ident = {1000, 1000},
+};
+/* Constant once the loader has read its options. */
 char libos_hostname[65] = "picoproc";
 char libos_release[65] = "6.1.0-picoproc";
 char libos_exe_path[PICO_MAX_PATH];
-long libos_pgid, libos_sid;
-struct rlimit64 libos_rlimits[RLIMIT_NLIMITS_K];
+
+void libos_process_copy(struct libos_process *dst, struct libos_process *src)
+{
+	char cwd[PICO_MAX_PATH];
+	struct libos_fd_overlay *overlay = dst->fd_overlay;
+	long n = 0;
+	/* The cwd through its seqlock: another thread may be in chdir. */
+	for (;;) {
+		unsigned seq = __atomic_load_n(&src->cwd_seq, __ATOMIC_ACQUIRE);
+		n = (long)libos_strnlen(src->cwd[seq & 1], PICO_MAX_PATH - 1);
+		memcpy(cwd, src->cwd[seq & 1], (size_t)n);
+		cwd[n] = 0;
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&src->cwd_seq, __ATOMIC_RELAXED) == seq)
+			break;
+	}
+	dst->pid = 0;
+	dst->cwd_seq = 0;
+	dst->cwd_writer_busy = 0;
+	memcpy(dst->cwd[0], cwd, (size_t)n + 1);
+	dst->umask = __atomic_load_n(&src->umask, __ATOMIC_RELAXED);
+	dst->ident = src->ident;
+	dst->pgid = src->pgid;
+	dst->sid = src->sid;
+	memcpy(dst->comm, src->comm, sizeof(dst->comm));
+	memcpy(dst->rlimits, src->rlimits, sizeof(dst->rlimits));
+	dst->guest_sigsys = src->guest_sigsys;
+	dst->guest_sigsys_lock = 0;
+	dst->itimer = src->itimer;
+	dst->itimer.lock = 0;
+	dst->fd_overlay = overlay;
+}
 
 #define RLIM_INF (~0ULL)
 
 void libos_rlimits_init(void)
 {
+	struct rlimit64 *rl = libos_main_process.rlimits;
 	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {
-		libos_rlimits[i].rlim_cur = RLIM_INF;
-		libos_rlimits[i].rlim_max = RLIM_INF;
+		rl[i].rlim_cur = RLIM_INF;
+		rl[i].rlim_max = RLIM_INF;
 	}
 	/* What a default Linux login sees; the monitor enforces the real limits on
 	 * the host, these are only what the guest is told. */
-	libos_rlimits[RLIMIT_STACK].rlim_cur = 8UL << 20;
-	libos_rlimits[RLIMIT_CORE].rlim_cur = 0;
+	rl[RLIMIT_STACK].rlim_cur = 8UL << 20;
+	rl[RLIMIT_CORE].rlim_cur = 0;
 	/* 1023, not 1024: programs that close "every fd below the limit" one by
 	 * one (closefrom fallbacks) must not close the loader fd, 1023, or
 	 * execve stops working. */
-	libos_rlimits[RLIMIT_NOFILE].rlim_cur = PICO_LOADER_FD;
-	libos_rlimits[RLIMIT_NOFILE].rlim_max = PICO_LOADER_FD;
-	libos_rlimits[RLIMIT_NPROC].rlim_cur = 4096;
-	libos_rlimits[RLIMIT_NPROC].rlim_max = 4096;
-	libos_rlimits[RLIMIT_MEMLOCK].rlim_cur = 8UL << 20;
-	libos_rlimits[RLIMIT_MEMLOCK].rlim_max = 8UL << 20;
-	libos_rlimits[RLIMIT_SIGPENDING].rlim_cur = 4096;
-	libos_rlimits[RLIMIT_SIGPENDING].rlim_max = 4096;
-	libos_rlimits[RLIMIT_MSGQUEUE].rlim_cur = 819200;
-	libos_rlimits[RLIMIT_MSGQUEUE].rlim_max = 819200;
-	libos_rlimits[RLIMIT_NICE].rlim_cur = 0;
-	libos_rlimits[RLIMIT_NICE].rlim_max = 0;
-	libos_rlimits[RLIMIT_RTPRIO].rlim_cur = 0;
-	libos_rlimits[RLIMIT_RTPRIO].rlim_max = 0;
+	rl[RLIMIT_NOFILE].rlim_cur = PICO_LOADER_FD;
+	rl[RLIMIT_NOFILE].rlim_max = PICO_LOADER_FD;
+	rl[RLIMIT_NPROC].rlim_cur = 4096;
+	rl[RLIMIT_NPROC].rlim_max = 4096;
+	rl[RLIMIT_MEMLOCK].rlim_cur = 8UL << 20;
+	rl[RLIMIT_MEMLOCK].rlim_max = 8UL << 20;
+	rl[RLIMIT_SIGPENDING].rlim_cur = 4096;
+	rl[RLIMIT_SIGPENDING].rlim_max = 4096;
+	rl[RLIMIT_MSGQUEUE].rlim_cur = 819200;
+	rl[RLIMIT_MSGQUEUE].rlim_max = 819200;
+	rl[RLIMIT_NICE].rlim_cur = 0;
+	rl[RLIMIT_NICE].rlim_max = 0;
+	rl[RLIMIT_RTPRIO].rlim_cur = 0;
+	rl[RLIMIT_RTPRIO].rlim_max = 0;
 }
 
 /* The real RLIMIT_NOFILE soft limit, found without prlimit (not in the ABI):
@@ -75,12 +111,13 @@ static unsigned long probe_nofile(void)
  * it is below the loader fd and no option said otherwise. */
 void libos_rlimits_probe(int nofile_given)
 {
+	struct rlimit64 *rl = libos_main_process.rlimits;
 	if (nofile_given)
 		return;
 	unsigned long n = probe_nofile();
-	if (n < libos_rlimits[RLIMIT_NOFILE].rlim_cur) {
-		libos_rlimits[RLIMIT_NOFILE].rlim_cur = n;
-		libos_rlimits[RLIMIT_NOFILE].rlim_max = n;
+	if (n < rl[RLIMIT_NOFILE].rlim_cur) {
+		rl[RLIMIT_NOFILE].rlim_cur = n;
+		rl[RLIMIT_NOFILE].rlim_max = n;
 	}
 }
 
@@ -89,40 +126,38 @@ void libos_rlimits_probe(int nofile_given)
  * writer fills the other buffer and then bumps seq, so a reader never sees a
  * half-written path and never waits for a writer (a signal handler may read
  * the cwd while its own thread is in the middle of chdir). */
-static char cwd_bufs[2][PICO_MAX_PATH] = {"/", "/"};
-static unsigned cwd_seq;
-static int cwd_writer_busy;
-
 long libos_cwd_get(char *out, size_t cap)
 {
+	struct libos_process *proc = libos_current();
 	for (;;) {
-		unsigned seq = __atomic_load_n(&cwd_seq, __ATOMIC_ACQUIRE);
-		const char *src = cwd_bufs[seq & 1];
+		unsigned seq = __atomic_load_n(&proc->cwd_seq, __ATOMIC_ACQUIRE);
+		const char *src = proc->cwd[seq & 1];
 		size_t n = libos_strnlen(src, PICO_MAX_PATH - 1);
 		if (n + 1 > cap)
 			return -ERANGE;
 		memcpy(out, src, n);
 		out[n] = 0;
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&cwd_seq, __ATOMIC_RELAXED) == seq)
+		if (__atomic_load_n(&proc->cwd_seq, __ATOMIC_RELAXED) == seq)
 			return (long)n;
 	}
 }
 
 long libos_cwd_set(const char *abs_path)
 {
+	struct libos_process *proc = libos_current();
 	size_t n = libos_strlen(abs_path);
 	if (n == 0 || abs_path[0] != '/')
 		return -EINVAL;
 	if (n >= PICO_MAX_PATH)
 		return -ENAMETOOLONG;
-	while (__atomic_exchange_n(&cwd_writer_busy, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&proc->cwd_writer_busy, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
-	unsigned seq = __atomic_load_n(&cwd_seq, __ATOMIC_RELAXED);
-	char *dst = cwd_bufs[(seq + 1) & 1];
+	unsigned seq = __atomic_load_n(&proc->cwd_seq, __ATOMIC_RELAXED);
+	char *dst = proc->cwd[(seq + 1) & 1];
 	memcpy(dst, abs_path, n + 1);
-	__atomic_store_n(&cwd_seq, seq + 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&cwd_writer_busy, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&proc->cwd_seq, seq + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&proc->cwd_writer_busy, 0, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -196,6 +231,7 @@ size_t libos_normalise_path(char *p)
  * execve.  Each is written into buf; opts[] receives pointers to them. */
 size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_opts)
 {
+	struct libos_process *proc = libos_current();
 	struct strbuf sb;
 	size_t count = 0;
 	char cwd[PICO_MAX_PATH];
@@ -211,7 +247,7 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_add(&sb, "--umask=");
 	{
 		char oct[8];
-		unsigned v = libos_umask_value & 0777;
+		unsigned v = proc->umask & 0777;
 		oct[0] = (char)('0' + ((v >> 6) & 7));
 		oct[1] = (char)('0' + ((v >> 3) & 7));
 		oct[2] = (char)('0' + (v & 7));
@@ -220,11 +256,11 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--uid=");
-	sb_addnum(&sb, libos_ident.uid);
+	sb_addnum(&sb, proc->ident.uid);
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--gid=");
-	sb_addnum(&sb, libos_ident.gid);
+	sb_addnum(&sb, proc->ident.gid);
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--hostname=");
@@ -240,11 +276,11 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--pgid=");
-	sb_addnum(&sb, (unsigned long)libos_pgid);
+	sb_addnum(&sb, (unsigned long)proc->pgid);
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--sid=");
-	sb_addnum(&sb, (unsigned long)libos_sid);
+	sb_addnum(&sb, (unsigned long)proc->sid);
 	sb_end_string(&sb);
 	/* Limits the program set survive exec, as on Linux. */
 	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {
@@ -252,9 +288,9 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 		sb_add(&sb, "--rlimit=");
 		sb_addnum(&sb, (unsigned long)i);
 		sb_add(&sb, ":");
-		sb_addnum(&sb, libos_rlimits[i].rlim_cur);
+		sb_addnum(&sb, proc->rlimits[i].rlim_cur);
 		sb_add(&sb, ":");
-		sb_addnum(&sb, libos_rlimits[i].rlim_max);
+		sb_addnum(&sb, proc->rlimits[i].rlim_max);
 		sb_end_string(&sb);
 	}
 #undef OPT_BEGIN

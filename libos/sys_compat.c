@@ -190,7 +190,7 @@ LIBOS_SYSCALL(dup)
 LIBOS_SYSCALL(dup2)
 {
 	unsigned oldfd = (unsigned)a0, newfd = (unsigned)a1;
-	if (newfd >= PICO_LOADER_FD || newfd >= libos_rlimits[RLIMIT_NOFILE].rlim_cur)
+	if (newfd >= PICO_LOADER_FD || newfd >= libos_current()->rlimits[RLIMIT_NOFILE].rlim_cur)
 		return -EBADF;
 	if (oldfd == newfd) {
 		long r = sys2(__NR_fcntl, oldfd, F_GETFD);
@@ -314,7 +314,7 @@ static long process_exists(long pid)
 }
 
 /* Implements Linux syscall getpgrp(2). */
-LIBOS_SYSCALL(getpgrp) { return libos_pgid; }
+LIBOS_SYSCALL(getpgrp) { return libos_current()->pgid; }
 
 /* Implements Linux syscall getpgid(2). */
 LIBOS_SYSCALL(getpgid)
@@ -322,9 +322,9 @@ LIBOS_SYSCALL(getpgid)
 	if (a0 < 0)
 		return -EINVAL;
 	if (a0 == 0 || a0 == own_pid())
-		return libos_pgid;
+		return libos_current()->pgid;
 	long r = process_exists(a0);
-	return r < 0 ? r : libos_pgid;
+	return r < 0 ? r : libos_current()->pgid;
 }
 
 /* Implements Linux syscall setpgid(2). */
@@ -335,9 +335,10 @@ LIBOS_SYSCALL(setpgid)
 		return -EINVAL;
 	long self = own_pid();
 	if (pid == 0 || pid == self) {
-		if (libos_sid == self)
+		struct libos_process *proc = libos_current();
+		if (proc->sid == self)
 			return -EPERM; /* a session leader cannot change group */
-		libos_pgid = pgid ? pgid : self;
+		proc->pgid = pgid ? pgid : self;
 		return 0;
 	}
 	return process_exists(pid);
@@ -349,18 +350,19 @@ LIBOS_SYSCALL(getsid)
 	if (a0 < 0)
 		return -EINVAL;
 	if (a0 == 0 || a0 == own_pid())
-		return libos_sid;
+		return libos_current()->sid;
 	long r = process_exists(a0);
-	return r < 0 ? r : libos_sid;
+	return r < 0 ? r : libos_current()->sid;
 }
 
 /* Implements Linux syscall setsid(2). */
 LIBOS_SYSCALL(setsid)
 {
 	long self = own_pid();
-	if (libos_pgid == self)
+	struct libos_process *proc = libos_current();
+	if (proc->pgid == self)
 		return -EPERM; /* already a group leader */
-	libos_pgid = libos_sid = self;
+	proc->pgid = proc->sid = self;
 	return self;
 }
 
@@ -503,9 +505,6 @@ LIBOS_SYSCALL(sendfile)
 #define PR_SET_NO_NEW_PRIVS_K 38
 #define PR_GET_NO_NEW_PRIVS_K 39
 
-/* The process name (comm) is virtual: recorded, never the host's. */
-static char prctl_name[16] = "";
-
 /* Implements Linux syscall prctl(2) for the options programs use to name
  * themselves and query their state; the rest answer EINVAL (as Linux does
  * for an option it does not know). */
@@ -522,14 +521,16 @@ LIBOS_SYSCALL(prctl)
 		}
 		if (r < 0)
 			return r;
-		memcpy(prctl_name, name, sizeof(name));
+		/* The process name (comm) is virtual: recorded, never the host's. */
+		memcpy(libos_current()->comm, name, sizeof(name));
 		return 0;
 	}
 	case PR_GET_NAME_K: {
 		char name[16];
 		memset(name, 0, sizeof(name));
-		if (prctl_name[0]) {
-			memcpy(name, prctl_name, sizeof(name));
+		struct libos_process *proc = libos_current();
+		if (proc->comm[0]) {
+			memcpy(name, proc->comm, sizeof(name));
 		} else {
 			const char *base = libos_exe_path;
 			for (const char *q = libos_exe_path; *q; q++)

@@ -18,10 +18,10 @@ LIBOS_SYSCALL(uname)
 }
 
 /* Implements Linux syscalls getuid(2), geteuid(2), getgid(2), getegid(2). */
-LIBOS_SYSCALL(getuid) { return libos_ident.uid; }
-LIBOS_SYSCALL(geteuid) { return libos_ident.uid; }
-LIBOS_SYSCALL(getgid) { return libos_ident.gid; }
-LIBOS_SYSCALL(getegid) { return libos_ident.gid; }
+LIBOS_SYSCALL(getuid) { return libos_current()->ident.uid; }
+LIBOS_SYSCALL(geteuid) { return libos_current()->ident.uid; }
+LIBOS_SYSCALL(getgid) { return libos_current()->ident.gid; }
+LIBOS_SYSCALL(getegid) { return libos_current()->ident.gid; }
 
 /* Implements Linux syscall getgroups(2): the primary group only. */
 LIBOS_SYSCALL(getgroups)
@@ -31,7 +31,7 @@ LIBOS_SYSCALL(getgroups)
 		return -EINVAL;
 	if (size == 0)
 		return 1;
-	unsigned gid = libos_ident.gid;
+	unsigned gid = libos_current()->ident.gid;
 	long r = libos_copy_to_guest((void *)a1, &gid, sizeof(gid));
 	return r < 0 ? r : 1;
 }
@@ -47,13 +47,51 @@ static long put_three_ids(long a, long b, long c, unsigned id)
 }
 
 /* Implements Linux syscalls getresuid(2), getresgid(2). */
-LIBOS_SYSCALL(getresuid) { return put_three_ids(a0, a1, a2, libos_ident.uid); }
-LIBOS_SYSCALL(getresgid) { return put_three_ids(a0, a1, a2, libos_ident.gid); }
+LIBOS_SYSCALL(getresuid) { return put_three_ids(a0, a1, a2, libos_current()->ident.uid); }
+LIBOS_SYSCALL(getresgid) { return put_three_ids(a0, a1, a2, libos_current()->ident.gid); }
 
-/* Implements Linux syscalls setuid(2), setgid(2): an unprivileged process
- * may only "change" to the identity it has. */
-LIBOS_SYSCALL(setuid) { return (unsigned)a0 == libos_ident.uid ? 0 : -EPERM; }
-LIBOS_SYSCALL(setgid) { return (unsigned)a0 == libos_ident.gid ? 0 : -EPERM; }
+/* An unprivileged process may only "change" an id to one it already has
+ * (its real, effective and saved ids are all the guest identity's); -1
+ * leaves an id alone.  The kernel takes the ids as 32-bit values. */
+static long keep_id(long requested, unsigned current)
+{
+	unsigned id = (unsigned)requested;
+	return id == (unsigned)-1 || id == current ? 0 : -EPERM;
+}
+
+/* Implements Linux syscalls setuid(2), setgid(2). */
+LIBOS_SYSCALL(setuid) { return (unsigned)a0 == libos_current()->ident.uid ? 0 : -EPERM; }
+LIBOS_SYSCALL(setgid) { return (unsigned)a0 == libos_current()->ident.gid ? 0 : -EPERM; }
+
+/* Implements Linux syscalls setreuid(2), setresuid(2) (posix_spawn's
+ * POSIX_SPAWN_RESETIDS is setresuid(-1, getuid(), -1)). */
+LIBOS_SYSCALL(setreuid)
+{
+	unsigned uid = libos_current()->ident.uid;
+	return keep_id(a0, uid) ?: keep_id(a1, uid);
+}
+LIBOS_SYSCALL(setresuid)
+{
+	unsigned uid = libos_current()->ident.uid;
+	return keep_id(a0, uid) ?: keep_id(a1, uid) ?: keep_id(a2, uid);
+}
+
+/* Implements Linux syscalls setregid(2), setresgid(2). */
+LIBOS_SYSCALL(setregid)
+{
+	unsigned gid = libos_current()->ident.gid;
+	return keep_id(a0, gid) ?: keep_id(a1, gid);
+}
+LIBOS_SYSCALL(setresgid)
+{
+	unsigned gid = libos_current()->ident.gid;
+	return keep_id(a0, gid) ?: keep_id(a1, gid) ?: keep_id(a2, gid);
+}
+
+/* Implements Linux syscalls setfsuid(2), setfsgid(2): they return the
+ * previous id and never fail; the only id there is the guest's. */
+LIBOS_SYSCALL(setfsuid) { return libos_current()->ident.uid; }
+LIBOS_SYSCALL(setfsgid) { return libos_current()->ident.gid; }
 
 /* Implements Linux syscall prlimit64(2) for the calling process only (pid 0
  * or its own).  The values are the library OS's record; the host limits that
@@ -66,7 +104,8 @@ LIBOS_SYSCALL(prlimit64)
 		return -EPERM;
 	if (resource >= RLIMIT_NLIMITS_K)
 		return -EINVAL;
-	struct rlimit64 old = libos_rlimits[resource], new_limit;
+	struct libos_process *proc = libos_current();
+	struct rlimit64 old = proc->rlimits[resource], new_limit;
 	if (a2) {
 		long r = libos_copy_from_guest(&new_limit, (const void *)a2, sizeof(new_limit));
 		if (r < 0)
@@ -83,7 +122,7 @@ LIBOS_SYSCALL(prlimit64)
 			return r;
 	}
 	if (a2)
-		libos_rlimits[resource] = new_limit;
+		proc->rlimits[resource] = new_limit;
 	return 0;
 }
 

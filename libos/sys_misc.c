@@ -156,12 +156,7 @@ LIBOS_SYSCALL(flock)
  * belong to the process: a fork child starts without one (the owner pid is
  * checked).  Known gap: an alarm pending across execve keeps firing, but
  * the new image cannot cancel or query it. */
-static struct {
-	int lock;
-	long owner;	 /* the process the helper signals */
-	long helper;	 /* its pid, 0 when none */
-	uint64_t deadline_ns, interval_ns;
-} itimer;
+/* The timer is the process's state (libos_current()->itimer). */
 
 #define NS_PER_S 1000000000ULL
 #define WCLONE_K 0x80000000
@@ -196,46 +191,46 @@ static void __attribute__((noreturn)) helper_main(long parent, uint64_t deadline
  * that re-arms the alarm must not interrupt its own thread inside the
  * critical section and spin on the lock forever.  (The library OS runs in
  * the loader's range, where rt_sigprocmask is direct.) */
-static uint64_t itimer_lock(void)
+static uint64_t itimer_lock(struct libos_itimer *itimer)
 {
 	uint64_t all = ~(1ULL << (SIGSYS - 1)), old = 0;
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&itimer.lock, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&itimer->lock, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
 	return old;
 }
 
-static void itimer_unlock(uint64_t old)
+static void itimer_unlock(struct libos_itimer *itimer, uint64_t old)
 {
-	__atomic_store_n(&itimer.lock, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&itimer->lock, 0, __ATOMIC_RELEASE);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 
 /* Stops the current timer (if this process owns one); returns the time it
  * had left, in ns (0: none or already fired). */
-static uint64_t itimer_stop(long self)
+static uint64_t itimer_stop(struct libos_itimer *itimer, long self)
 {
 	uint64_t left = 0;
-	if (itimer.owner != self) {
+	if (itimer->owner != self) {
 		/* Inherited through fork: not ours, and its helper is not our child. */
-		itimer.owner = self;
-		itimer.helper = 0;
+		itimer->owner = self;
+		itimer->helper = 0;
 		return 0;
 	}
-	if (itimer.helper) {
+	if (itimer->helper) {
 		uint64_t now = monotonic_ns();
-		if (itimer.deadline_ns > now)
-			left = itimer.deadline_ns - now;
-		else if (itimer.interval_ns)
-			left = itimer.interval_ns - (now - itimer.deadline_ns) % itimer.interval_ns;
-		sys2(__NR_kill, itimer.helper, SIGKILL);
-		sys4(__NR_wait4, itimer.helper, 0, WCLONE_K, 0);
-		itimer.helper = 0;
+		if (itimer->deadline_ns > now)
+			left = itimer->deadline_ns - now;
+		else if (itimer->interval_ns)
+			left = itimer->interval_ns - (now - itimer->deadline_ns) % itimer->interval_ns;
+		sys2(__NR_kill, itimer->helper, SIGKILL);
+		sys4(__NR_wait4, itimer->helper, 0, WCLONE_K, 0);
+		itimer->helper = 0;
 	}
 	return left;
 }
 
-static long itimer_start(long self, uint64_t delay_ns, uint64_t interval_ns)
+static long itimer_start(struct libos_itimer *itimer, long self, uint64_t delay_ns, uint64_t interval_ns)
 {
 	uint64_t deadline = monotonic_ns() + delay_ns;
 	long pid = sys5(__NR_clone, 0 /* no exit signal */, 0, 0, 0, 0);
@@ -243,9 +238,9 @@ static long itimer_start(long self, uint64_t delay_ns, uint64_t interval_ns)
 		helper_main(self, deadline, interval_ns);
 	if (pid < 0)
 		return pid;
-	itimer.helper = pid;
-	itimer.deadline_ns = deadline;
-	itimer.interval_ns = interval_ns;
+	itimer->helper = pid;
+	itimer->deadline_ns = deadline;
+	itimer->interval_ns = interval_ns;
 	return 0;
 }
 
@@ -255,10 +250,11 @@ LIBOS_SYSCALL(alarm)
 {
 	unsigned seconds = (unsigned)a0;
 	long self = sys0(__NR_getpid);
-	uint64_t mask = itimer_lock();
-	uint64_t left = itimer_stop(self);
-	long r = seconds ? itimer_start(self, (uint64_t)seconds * NS_PER_S, 0) : 0;
-	itimer_unlock(mask);
+	struct libos_itimer *itimer = &libos_current()->itimer;
+	uint64_t mask = itimer_lock(itimer);
+	uint64_t left = itimer_stop(itimer, self);
+	long r = seconds ? itimer_start(itimer, self, (uint64_t)seconds * NS_PER_S, 0) : 0;
+	itimer_unlock(itimer, mask);
 	if (r < 0)
 		return r;
 	return (long)((left + NS_PER_S - 1) / NS_PER_S);
@@ -294,16 +290,17 @@ LIBOS_SYSCALL(getitimer)
 		return (unsigned)a0 <= 2 ? -ENOSYS : -EINVAL;
 	memset(&v, 0, sizeof(v));
 	long self = sys0(__NR_getpid);
-	uint64_t mask = itimer_lock();
-	if (itimer.owner == self && itimer.helper) {
+	struct libos_itimer *itimer = &libos_current()->itimer;
+	uint64_t mask = itimer_lock(itimer);
+	if (itimer->owner == self && itimer->helper) {
 		uint64_t now = monotonic_ns();
-		uint64_t left = itimer.deadline_ns > now ? itimer.deadline_ns - now
-			      : itimer.interval_ns ? itimer.interval_ns - (now - itimer.deadline_ns) % itimer.interval_ns
+		uint64_t left = itimer->deadline_ns > now ? itimer->deadline_ns - now
+			      : itimer->interval_ns ? itimer->interval_ns - (now - itimer->deadline_ns) % itimer->interval_ns
 						   : 0;
 		v.value = ns_tv(left);
-		v.interval = ns_tv(itimer.interval_ns);
+		v.interval = ns_tv(itimer->interval_ns);
 	}
-	itimer_unlock(mask);
+	itimer_unlock(itimer, mask);
 	return libos_copy_to_guest((void *)a1, &v, sizeof(v));
 }
 
@@ -326,11 +323,12 @@ LIBOS_SYSCALL(setitimer)
 	if (a2 && (r = libos_sys_getitimer(a0, a2, 0, 0, 0, 0, uc)) < 0)
 		return r;
 	long self = sys0(__NR_getpid);
-	uint64_t mask = itimer_lock();
-	itimer_stop(self);
+	struct libos_itimer *itimer = &libos_current()->itimer;
+	uint64_t mask = itimer_lock(itimer);
+	itimer_stop(itimer, self);
 	r = 0;
 	if (tv_ns(&nv.value))
-		r = itimer_start(self, tv_ns(&nv.value), tv_ns(&nv.interval));
-	itimer_unlock(mask);
+		r = itimer_start(itimer, self, tv_ns(&nv.value), tv_ns(&nv.interval));
+	itimer_unlock(itimer, mask);
 	return r;
 }

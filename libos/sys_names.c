@@ -133,9 +133,9 @@ LIBOS_SYSCALL(fchownat)
 	long r = libos_fetch_target((int)a0, a1, flags, &p);
 	if (r < 0)
 		return r;
-	if (uid == libos_ident.uid)
+	if (uid == libos_current()->ident.uid)
 		uid = (unsigned)-1;
-	if (gid == libos_ident.gid)
+	if (gid == libos_current()->ident.gid)
 		gid = (unsigned)-1;
 	if (uid == (unsigned)-1 && gid == (unsigned)-1) {
 		/* Nothing to change, but the name must exist as for chown. */

@@ -1,14 +1,124 @@
 /* Process creation and program execution inside the picoprocess. */
 #include "libos.h"
 
+/* <linux/sched.h> */
+#define CSIGNAL_K 0x000000ffULL
+#define CLONE_VM_K 0x00000100ULL
+#define CLONE_SIGHAND_K 0x00000800ULL
+#define CLONE_PIDFD_K 0x00001000ULL
+#define CLONE_VFORK_K 0x00004000ULL
+#define CLONE_PARENT_K 0x00008000ULL
+#define CLONE_THREAD_K 0x00010000ULL
+#define CLONE_PARENT_SETTID_K 0x00100000ULL
+#define CLONE_DETACHED_K 0x00400000ULL
+#define CLONE_CLEAR_SIGHAND_K 0x100000000ULL
+#define CLONE_INTO_CGROUP_K 0x200000000ULL
+/* What a picoprocess never gets (abi_v1.toml's CLONE_FORBIDDEN: namespaces,
+ * CLONE_PARENT, CLONE_PTRACE), plus clone3's CLONE_NEWTIME and cgroups. */
+#define CLONE_FORBIDDEN_K (0x7E02A000ULL | CLONE_INTO_CGROUP_K)
+#define CLONE3_NEWTIME_K 0x00000080ULL
+
 /* Implements Linux syscall fork(2) on clone (the child inherits the filter
  * and a copy of the library OS with its state). */
 LIBOS_SYSCALL(fork) { return sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0); }
 
-/* Implements Linux syscall vfork(2) as fork, which POSIX allows: a real
- * CLONE_VM|CLONE_VFORK child would return through this handler's frame on
- * the parent's stack and overwrite it before the parent resumes. */
-LIBOS_SYSCALL(vfork) { return sys5(__NR_clone, SIGCHLD, 0, 0, 0, 0); }
+/* Implements Linux syscall vfork(2): CLONE_VM | CLONE_VFORK, the child on
+ * the parent's stack, the parent suspended until the child execs or exits. */
+LIBOS_SYSCALL(vfork) { return libos_clone_with_block(uc, CLONE_VM_K | CLONE_VFORK_K | SIGCHLD, 0, 0, 0, 0, 0); }
+
+/* Implements Linux syscall clone(2) for the forms the filter traps: a child
+ * that shares memory without being a thread (posix_spawn, system), which
+ * the library OS makes itself (vmchild.c), and forms the picoprocess never
+ * gets (namespaces, CLONE_PARENT, CLONE_PTRACE: ENOSYS, audited).  The
+ * other forms are direct. */
+LIBOS_SYSCALL(clone)
+{
+	uint64_t flags = (uint32_t)a0; /* the kernel takes an int */
+	if (flags & CLONE_FORBIDDEN_K)
+		return -ENOSYS;
+	if ((flags & (CLONE_VM_K | CLONE_THREAD_K)) != CLONE_VM_K)
+		return -EINVAL; /* not a form the filter traps: a forged call */
+	if ((flags & CLONE_PIDFD_K) && (flags & (CLONE_DETACHED_K | CLONE_THREAD_K)))
+		return -EINVAL;
+	/* x86-64 clone(flags, stack, parent_tid, child_tid, tls) */
+	return libos_clone_with_block(uc, flags, (uint64_t)a1, (uint64_t)a2, (uint64_t)a3, (uint64_t)a4, 0);
+}
+
+/* struct clone_args (<linux/sched.h>): 64 bytes in its first version, 88
+ * with set_tid, 96 with cgroup. */
+struct clone_args_k {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	uint64_t set_tid, set_tid_size, cgroup;
+};
+#define CLONE_ARGS_SIZE_VER0 64
+
+/* Implements Linux syscall clone3(2) for the flags clone(2) allows, plus
+ * CLONE_CLEAR_SIGHAND, on clone: the arguments are checked as the kernel's
+ * clone3_args_valid checks them, then the child is made from a block of its
+ * own (vmchild.c) so that it starts on the stack it asked for.  set_tid
+ * needs privilege (EPERM); CLONE_PIDFD together with CLONE_PARENT_SETTID has
+ * no clone(2) form (EINVAL). */
+LIBOS_SYSCALL(clone3)
+{
+	struct clone_args_k ca;
+	size_t size = (size_t)a1;
+	if (size < CLONE_ARGS_SIZE_VER0)
+		return -EINVAL;
+	if (size > PAGE_SIZE_K)
+		return -E2BIG;
+	memset(&ca, 0, sizeof(ca));
+	long r = libos_copy_from_guest(&ca, (const void *)a0, size < sizeof(ca) ? size : sizeof(ca));
+	if (r < 0)
+		return r;
+	/* A larger struct from a newer libc: what we do not know must be 0. */
+	for (size_t off = sizeof(ca); off < size; off += 8) {
+		uint64_t w = 0;
+		size_t n = size - off < 8 ? size - off : 8;
+		r = libos_copy_from_guest(&w, (const char *)a0 + off, n);
+		if (r < 0)
+			return r;
+		if (w)
+			return -E2BIG;
+	}
+	uint64_t flags = ca.flags;
+	if (flags & ~(0xffffffffULL | CLONE_CLEAR_SIGHAND_K | CLONE_INTO_CGROUP_K))
+		return -EINVAL;
+	if ((flags & CSIGNAL_K) || (ca.exit_signal & ~CSIGNAL_K) || ca.exit_signal > 64)
+		return -EINVAL;
+	if ((flags & (CLONE_THREAD_K | CLONE_PARENT_K)) && ca.exit_signal)
+		return -EINVAL;
+	if ((ca.stack == 0) != (ca.stack_size == 0))
+		return -EINVAL;
+	if (ca.set_tid_size > 32 || (!ca.set_tid && ca.set_tid_size) || (ca.set_tid && !ca.set_tid_size))
+		return -EINVAL;
+	if ((flags & CLONE_CLEAR_SIGHAND_K) && (flags & CLONE_SIGHAND_K))
+		return -EINVAL;
+	if ((flags & CLONE_THREAD_K) && !(flags & CLONE_SIGHAND_K))
+		return -EINVAL;
+	if ((flags & CLONE_SIGHAND_K) && !(flags & CLONE_VM_K))
+		return -EINVAL;
+	if ((flags & CLONE_PIDFD_K) && (flags & (CLONE_DETACHED_K | CLONE_THREAD_K)))
+		return -EINVAL;
+	if (flags & (CLONE_FORBIDDEN_K | CLONE3_NEWTIME_K))
+		return -ENOSYS;
+	if (ca.set_tid_size)
+		return -EPERM;
+	uint64_t ptid = ca.parent_tid;
+	if (flags & CLONE_PIDFD_K) {
+		if (flags & CLONE_PARENT_SETTID_K)
+			return -EINVAL;
+		ptid = ca.pidfd; /* clone(2) returns the pidfd through parent_tid */
+	}
+	uint64_t legacy = (flags & 0xffffffffULL) | ca.exit_signal;
+	int clear = (flags & CLONE_CLEAR_SIGHAND_K) != 0;
+	if (!(flags & CLONE_VM_K) && !ca.stack && !clear) {
+		/* A fork: the child returns through this handler on its own copy
+		 * of the stack, as fork(2) does. */
+		return sys5(__NR_clone, legacy, 0, ptid, ca.child_tid, ca.tls);
+	}
+	uint64_t top = ca.stack ? ca.stack + ca.stack_size : 0;
+	return libos_clone_with_block(uc, legacy, top, ptid, ca.child_tid, ca.tls, clear);
+}
 
 #define LOADER_ARGV0 "picoproc-loader"
 #define MAX_STATE_OPTS 32
@@ -152,7 +262,13 @@ LIBOS_SYSCALL(execveat)
 	for (long i = 0; i < argc; i++)
 		new_argv[k++] = argv[i];
 	new_argv[k] = NULL;
-	r = sys5(__NR_execveat, PICO_LOADER_FD, "", new_argv, envp, AT_EMPTY_PATH);
+	{
+		/* In a vm child the scratch lives in its parent's memory after a
+		 * successful exec: the parent unmaps it (vmchild.c). */
+		int kept = libos_vm_keep_mapping((uint64_t)m, scratch_len);
+		r = sys5(__NR_execveat, PICO_LOADER_FD, "", new_argv, envp, AT_EMPTY_PATH);
+		libos_vm_forget_mapping(kept);
+	}
 	/* Still here: the kernel refused (E2BIG, EFAULT, ENOMEM...). */
 out:
 	if (image_fd >= 0)

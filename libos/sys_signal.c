@@ -8,9 +8,6 @@
 
 #define SIGSYS_BIT (1ULL << (SIGSYS - 1))
 
-static struct kernel_sigaction guest_sigsys; /* SIG_DFL initially */
-static int guest_sigsys_lock;
-
 /* Implements Linux syscall rt_sigaction(2).  In "libos" mode the filter
  * traps every rt_sigaction made outside the library OS: SIGSYS is virtual,
  * and for any other signal the handler's mask loses SIGSYS (a trap while
@@ -36,12 +33,14 @@ LIBOS_SYSCALL(rt_sigaction)
 			return r;
 		return libos_copy_to_guest((void *)a2, &old, sizeof(old));
 	}
-	while (__atomic_exchange_n(&guest_sigsys_lock, 1, __ATOMIC_ACQUIRE))
+	/* The disposition is the process's (SIG_DFL initially). */
+	struct libos_process *proc = libos_current();
+	while (__atomic_exchange_n(&proc->guest_sigsys_lock, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
-	old = guest_sigsys;
+	old = proc->guest_sigsys;
 	if (a1)
-		guest_sigsys = act;
-	__atomic_store_n(&guest_sigsys_lock, 0, __ATOMIC_RELEASE);
+		proc->guest_sigsys = act;
+	__atomic_store_n(&proc->guest_sigsys_lock, 0, __ATOMIC_RELEASE);
 	if (a2) {
 		r = libos_copy_to_guest((void *)a2, &old, sizeof(old));
 		if (r < 0)
@@ -85,7 +84,7 @@ LIBOS_SYSCALL(rt_sigprocmask)
 
 void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc)
 {
-	struct kernel_sigaction act = guest_sigsys;
+	struct kernel_sigaction act = libos_current()->guest_sigsys;
 	if (act.handler == (void *)SIG_IGN)
 		return;
 	if (act.handler == (void *)SIG_DFL) {

@@ -724,9 +724,11 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # direct from the library OS's range, emulated for the program (unix
     # socket names); setsockopt/getsockopt: direct for SOL_SOCKET and
     # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).  pipe2: direct
-    # with O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.
+    # with O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.  clone:
+    # direct, but a child that shares memory without being a thread (vfork,
+    # posix_spawn) is the library OS's to make.
     assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3", "ppoll",
-                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt", "pipe2"}
+                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt", "pipe2", "clone"}
 
 
 def test_loader_argv_helper(monitor):
@@ -928,7 +930,7 @@ def test_linux_table_is_consistent_with_the_handlers_and_the_abi():
     for d in table.direct:
         assert by_name[d.name]["handling"] == "direct"
         assert by_name[d.name]["rules"] == [r.text for r in d.rules]
-    assert by_name["clone3"] == {**by_name["clone3"], "handling": "refused", "errno": "ENOSYS", "by": "filter"}
+    assert by_name["clone3"] == {**by_name["clone3"], "handling": "emulated", "by": "library OS"}
     emulated = emulated_syscalls()
     direct = {d.name for d in table.direct}
     for name in emulated - direct:
@@ -944,7 +946,7 @@ def test_linux_table_is_consistent_with_the_handlers_and_the_abi():
             assert by_name[call.name]["handling"] == "refused" and by_name[call.name]["errno"] == call.errno_name
     # Everything the library OS does not handle or refuse on purpose answers
     # ENOSYS (and is audited at run time).
-    for name in set(SYSCALLS_BY_NAME) - set(calls) - direct - {"clone3", "uprobe", "uretprobe"}:
+    for name in set(SYSCALLS_BY_NAME) - set(calls) - direct - {"uprobe", "uretprobe"}:
         assert by_name[name]["handling"] == "refused" and by_name[name]["errno"] == "ENOSYS", name
         assert by_name[name]["support"] == "unimplemented", name
     assert by_name["openat"]["mediated"] == ["open"]
@@ -998,7 +1000,6 @@ def test_stale_linux_call_file_is_detected(tmp_path):
     ('uname = { support = "full", colour = "red" }', "unknown keys"),
     ('read = { support = "full", note = "x", rewritable = true }', "must not be rewritten"),
     ('close = { support = "full" }', "which forms trap"),
-    ('clone3 = { support = "full" }', "the filter answers it"),
     ('uprobe = { support = "full" }', "exempts it from seccomp"),
     ('uname = { support = "full" }\n[b]\nuname = { support = "full" }', "listed twice"),
 ])
@@ -1007,6 +1008,21 @@ def test_linux_call_table_rejects_bad_rows(row, complaint):
 
     with pytest.raises(LinuxCallsError, match=complaint):
         parse_calls(f"[a]\n{row}\n")
+
+
+def test_linux_call_table_refuses_rows_for_calls_the_filter_answers():
+    """A call the "libos" filter answers itself never reaches the library OS:
+    a row for it is an error, unless the ABI table says the filter traps it
+    to the library OS (clone3)."""
+    from picoproc.abi.table import parse_table
+    from picoproc.libos.linux_calls import LinuxCallsError, parse_calls
+
+    text = (REPO / "abi" / "abi_v1.toml").read_text()
+    assert 'libos = "trap"' in text
+    answered = parse_table(text.replace('libos = "trap"', ""))
+    with pytest.raises(LinuxCallsError, match="the filter answers it"):
+        parse_calls('[a]\nclone3 = { support = "full" }\n', abi=answered)
+    assert parse_calls('[a]\nclone3 = { support = "full" }\n', abi=parse_table(text))
 
 
 def test_abi_linux_shows_support_levels_and_partial_notes(run_picoproc):

@@ -538,7 +538,7 @@ def classify_pico_table(run: ProbeRun, cases, mode: str) -> SurfaceResult:
             )
         elif nr in direct and direct[nr].allows(args):
             klass, how = KERNEL, "ABI direct call, allowed for these arguments"
-        elif nr in errno_calls:
+        elif nr in errno_calls and not (mode == "libos" and errno_calls[nr].libos_traps):
             klass, how = FILTERED, f"ABI errno entry ({errno_calls[nr].errno_name})"
         elif mode == "raw":
             klass, how = FILTERED, "not in the ABI for these arguments: killed (SIGSYS)"

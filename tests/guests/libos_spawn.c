@@ -1,0 +1,389 @@
+/* Process creation with Linux semantics (tests/test_process.py): vfork,
+ * posix_spawn, system, clone with CLONE_VM and clone3, each checked against
+ * what the parent must still see afterwards.  Every subcommand prints
+ * "key=value" lines; the test runs it natively (same identity) and in a
+ * picoprocess and compares.  Built static, static-pie and dynamic. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <fenv.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/sched.h>
+
+extern char **environ;
+static const char *self_path;
+
+struct state {
+	char cwd[4096];
+	mode_t umask;
+	pid_t pgrp, sid;
+	void *usr1;
+};
+
+static void snapshot(struct state *s)
+{
+	if (!getcwd(s->cwd, sizeof(s->cwd)))
+		strcpy(s->cwd, "?");
+	s->umask = umask(022);
+	umask(s->umask);
+	s->pgrp = getpgrp();
+	s->sid = getsid(0);
+	struct sigaction sa;
+	sigaction(SIGUSR1, NULL, &sa);
+	s->usr1 = (void *)sa.sa_handler;
+}
+
+static int same(const struct state *a, const struct state *b)
+{
+	return !strcmp(a->cwd, b->cwd) && a->umask == b->umask && a->pgrp == b->pgrp && a->sid == b->sid &&
+	       a->usr1 == b->usr1;
+}
+
+static void on_usr1(int sig) { (void)sig; }
+
+static void setup_parent(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	umask(027);
+	if (chdir("/etc") < 0)
+		perror("chdir /etc");
+}
+
+static int wait_status(pid_t pid)
+{
+	int st = 0;
+	if (waitpid(pid, &st, 0) != pid)
+		return -1000 - errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The child side of "spawn": what a spawned process inherited. */
+static int cmd_child(void)
+{
+	char cwd[4096];
+	struct sigaction sa;
+	sigaction(SIGUSR1, NULL, &sa);
+	mode_t m = umask(0);
+	printf("child_cwd=%s child_umask=%03o child_pgrp_is_self=%d child_sid_is_self=%d child_usr1_default=%d\n",
+	       getcwd(cwd, sizeof(cwd)) ? cwd : "?", m, getpgrp() == getpid(), getsid(0) == getpid(),
+	       sa.sa_handler == SIG_DFL);
+	char buf[64] = "";
+	ssize_t n = read(3, buf, sizeof(buf) - 1);
+	printf("child_fd3=%s\n", n > 0 ? buf : "(none)");
+	fflush(stdout);
+	return 5;
+}
+
+static int cmd_spawn(void)
+{
+	struct state before, after;
+	setup_parent();
+	snapshot(&before);
+	int fd = open("/etc/hostname", O_RDONLY);
+	char *argv[] = {(char *)self_path, "child", NULL};
+
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addchdir_np(&fa, "/usr");
+	posix_spawn_file_actions_addopen(&fa, 3, "/etc/passwd", O_RDONLY, 0);
+	posix_spawnattr_init(&at);
+	sigset_t def;
+	sigemptyset(&def);
+	sigaddset(&def, SIGUSR1);
+	posix_spawnattr_setsigdefault(&at, &def);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_RESETIDS);
+	pid_t pid;
+	fflush(stdout);
+	int rc = posix_spawn(&pid, self_path, &fa, &at, argv, environ);
+	printf("spawn_rc=%d\n", rc);
+	fflush(stdout);
+	if (rc == 0)
+		printf("spawn_status=%d\n", wait_status(pid));
+	/* A failing exec reports its errno through the memory the child shares
+	 * (posix_spawn returns it): a fork-based emulation would return 0. */
+	rc = posix_spawn(&pid, "/nonexistent/prog", NULL, NULL, argv, environ);
+	printf("spawn_missing_rc=%d\n", rc);
+	rc = posix_spawnp(&pid, "true", NULL, NULL, (char *[]){"true", NULL}, environ);
+	printf("spawnp_true_rc=%d status=%d\n", rc, rc ? -1 : wait_status(pid));
+	snapshot(&after);
+	printf("parent_state_kept=%d fd_still_open=%d\n", same(&before, &after), fcntl(fd, F_GETFD) >= 0);
+	return 0;
+}
+
+static int cmd_system(void)
+{
+	struct state before, after;
+	setup_parent();
+	snapshot(&before);
+	fflush(stdout);
+	int s1 = system("exit 7");
+	int s2 = system("cd /usr && umask 077 && pwd");
+	fflush(stdout);
+	snapshot(&after);
+	printf("system_exit=%d system_cd_exit=%d parent_state_kept=%d\n", WEXITSTATUS(s1), WEXITSTATUS(s2),
+	       same(&before, &after));
+	return 0;
+}
+
+/* Uses a lot of the stack the vfork child shares with its parent, with
+ * library-OS calls in between, as a child that scribbles would. */
+static __attribute__((noinline)) long scribble(int depth)
+{
+	volatile char big[16384];
+	memset((char *)big, 0xA5, sizeof(big));
+	char cwd[256];
+	long r = getcwd(cwd, sizeof(cwd)) ? 1 : 0;
+	r += syscall(SYS_getuid) >= 0;
+	if (depth > 0)
+		r += scribble(depth - 1);
+	return r + (big[depth] == (char)0xA5);
+}
+
+static int cmd_vfork(void)
+{
+	struct state before, after;
+	setup_parent();
+	snapshot(&before);
+	fesetround(FE_TOWARDZERO);
+	volatile int shared = 0;
+	volatile int child_round = -1;
+	pid_t pid = vfork();
+	if (pid == 0) {
+		/* In the child: memory is the parent's, state is not. */
+		shared = 42;
+		child_round = fegetround() == FE_TOWARDZERO;
+		if (chdir("/") < 0 || setsid() < 0)
+			_exit(90);
+		umask(077);
+		signal(SIGUSR1, SIG_IGN);
+		_exit(scribble(6) > 0 ? 3 : 91);
+	}
+	int st = wait_status(pid);
+	snapshot(&after);
+	printf("vfork_status=%d shared_write_seen=%d child_rounding_kept=%d parent_rounding_kept=%d\n", st,
+	       shared == 42, child_round, fegetround() == FE_TOWARDZERO);
+	printf("parent_state_kept=%d\n", same(&before, &after));
+	fesetround(FE_TONEAREST);
+
+	/* exec from the child; a failing exec's errno, through shared memory. */
+	volatile int exec_errno = 0;
+	pid = vfork();
+	if (pid == 0) {
+		execl("/nonexistent", "x", (char *)NULL);
+		exec_errno = errno;
+		_exit(127);
+	}
+	st = wait_status(pid);
+	printf("vfork_exec_missing status=%d errno_seen=%d\n", st, exec_errno);
+	pid = vfork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", "exit 4", (char *)NULL);
+		_exit(126);
+	}
+	printf("vfork_exec_sh status=%d\n", wait_status(pid));
+	/* A child that dies by a signal while it shares our stack. */
+	pid = vfork();
+	if (pid == 0) {
+		scribble(2);
+		raise(SIGKILL);
+		_exit(1);
+	}
+	printf("vfork_killed status=%d\n", wait_status(pid));
+	snapshot(&after);
+	printf("parent_state_kept_after_all=%d\n", same(&before, &after));
+	return 0;
+}
+
+/* clone(CLONE_VM) without CLONE_VFORK: a child that runs at the same time
+ * as its parent, in its memory, with a process state of its own. */
+struct vm_arg {
+	volatile int done;
+	char cwd[256];
+};
+
+static int vm_child(void *p)
+{
+	struct vm_arg *a = p;
+	if (chdir("/usr") < 0)
+		return 1;
+	if (!getcwd(a->cwd, sizeof(a->cwd)))
+		return 2;
+	a->done = 1;
+	return 0;
+}
+
+static int cmd_clonevm(int rounds)
+{
+	struct state before, after;
+	setup_parent();
+	snapshot(&before);
+	size_t size = 64 * 1024;
+	char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	int ok = 0;
+	for (int i = 0; i < rounds; i++) {
+		struct vm_arg a = {0, ""};
+		pid_t pid = clone(vm_child, stack + size, CLONE_VM | SIGCHLD, &a);
+		if (pid < 0) {
+			printf("clone_errno=%d round=%d\n", errno, i);
+			break;
+		}
+		int st = wait_status(pid);
+		ok += st == 0 && a.done && !strcmp(a.cwd, "/usr");
+	}
+	snapshot(&after);
+	printf("clonevm_ok=%d/%d parent_state_kept=%d\n", ok, rounds, same(&before, &after));
+	return 0;
+}
+
+/* Threads: glibc >= 2.34 creates them with clone3. */
+static __thread int tls_value;
+static void *thread_main(void *p)
+{
+	long i = (long)p;
+	tls_value = (int)i;
+	int ok = fegetround() == FE_UPWARD;
+	for (int k = 0; k < 1000; k++)
+		ok &= tls_value == (int)i;
+	return (void *)(long)ok;
+}
+
+static int cmd_threads(void)
+{
+	fesetround(FE_UPWARD);
+	pthread_t t[16];
+	int ok = 0;
+	for (int round = 0; round < 4; round++) {
+		for (long i = 0; i < 16; i++)
+			pthread_create(&t[i], NULL, thread_main, (void *)i);
+		for (int i = 0; i < 16; i++) {
+			void *r;
+			pthread_join(t[i], &r);
+			ok += (long)r;
+		}
+	}
+	printf("threads_ok=%d/64 main_rounding_kept=%d\n", ok, fegetround() == FE_UPWARD);
+	fesetround(FE_TONEAREST);
+	return 0;
+}
+
+/* clone3's argument checks, as the kernel makes them. */
+static long raw_clone3(struct clone_args *ca, size_t size)
+{
+	long r = syscall(SYS_clone3, ca, size);
+	if (r == 0)
+		_exit(0);
+	return r < 0 ? -errno : r;
+}
+
+static int cmd_clone3(void)
+{
+	struct clone_args ca;
+	unsigned char big[128];
+	memset(&ca, 0, sizeof(ca));
+	printf("small_size=%ld\n", raw_clone3(&ca, 32));
+	memset(big, 0, sizeof(big));
+	big[100] = 1;
+	memcpy(big, &ca, sizeof(ca));
+	printf("nonzero_tail=%ld\n", raw_clone3((struct clone_args *)big, sizeof(big)));
+	ca.exit_signal = 200;
+	printf("bad_exit_signal=%ld\n", raw_clone3(&ca, sizeof(ca)));
+	ca.exit_signal = SIGCHLD;
+	ca.flags = CSIGNAL & SIGCHLD;
+	printf("csignal_in_flags=%ld\n", raw_clone3(&ca, sizeof(ca)));
+	ca.flags = 0;
+	ca.stack_size = 4096;
+	printf("size_without_stack=%ld\n", raw_clone3(&ca, sizeof(ca)));
+	ca.stack_size = 0;
+	ca.flags = CLONE_THREAD;
+	printf("thread_without_sighand=%ld\n", raw_clone3(&ca, sizeof(ca)));
+	ca.flags = CLONE_SIGHAND;
+	ca.exit_signal = 0;
+	printf("sighand_without_vm=%ld\n", raw_clone3(&ca, sizeof(ca)));
+	/* A fork through clone3, and a vfork with its own stack. */
+	memset(&ca, 0, sizeof(ca));
+	ca.exit_signal = SIGCHLD;
+	long pid = raw_clone3(&ca, sizeof(ca));
+	printf("fork_like status=%d\n", pid > 0 ? wait_status((pid_t)pid) : (int)pid);
+	fflush(stdout);
+	return 0;
+}
+
+/* Parallel spawns while another thread watches the cwd: a child's chdir
+ * must never show in its parent. */
+static volatile int stop_watch;
+static void *watch_cwd(void *p __attribute__((unused)))
+{
+	long bad = 0;
+	char cwd[4096];
+	while (!stop_watch) {
+		if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, "/etc"))
+			bad++;
+		if (umask(027) != 027)
+			bad++;
+	}
+	return (void *)bad;
+}
+
+static int cmd_concurrent(int rounds)
+{
+	setup_parent();
+	pthread_t w;
+	pthread_create(&w, NULL, watch_cwd, NULL);
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addchdir_np(&fa, "/usr");
+	char *argv[] = {"sh", "-c", "umask 077; cd /; exit 0", NULL};
+	int ok = 0;
+	for (int i = 0; i < rounds; i++) {
+		pid_t pid;
+		if (posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ) == 0 && wait_status(pid) == 0)
+			ok++;
+	}
+	stop_watch = 1;
+	void *bad;
+	pthread_join(w, &bad);
+	printf("concurrent_spawns=%d/%d watcher_saw_foreign_state=%ld\n", ok, rounds, (long)bad);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	self_path = argv[0];
+	if (argc < 2)
+		return 2;
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "child"))
+		return cmd_child();
+	if (!strcmp(cmd, "spawn"))
+		return cmd_spawn();
+	if (!strcmp(cmd, "system"))
+		return cmd_system();
+	if (!strcmp(cmd, "vfork"))
+		return cmd_vfork();
+	if (!strcmp(cmd, "clonevm"))
+		return cmd_clonevm(argc > 2 ? atoi(argv[2]) : 100);
+	if (!strcmp(cmd, "threads"))
+		return cmd_threads();
+	if (!strcmp(cmd, "clone3"))
+		return cmd_clone3();
+	if (!strcmp(cmd, "concurrent"))
+		return cmd_concurrent(argc > 2 ? atoi(argv[2]) : 50);
+	return 2;
+}
