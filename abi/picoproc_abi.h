@@ -16,6 +16,7 @@
 #define PICO_MAX_PATH 4096
 #define PICO_MAX_URI 4200
 
+#define PICO_LIBOS_PUBLIC_ADDR 0x10000f00000
 #define PICO_OPEN_EXEC 0x40000000
 
 /* Mediated call numbers (the guest issues them as syscalls). */

@@ -87,6 +87,25 @@ def check_loader_layout(path: pathlib.Path) -> None:
                 f"{path}: PT_LOAD [{vaddr:#x}, {vaddr + memsz:#x}) outside the loader range [{start:#x}, {end:#x})")
     if loads == 0:
         raise LoaderBuildError(f"{path}: no PT_LOAD segments")
+    public = _abi_constant("PICO_LIBOS_PUBLIC_ADDR")
+    if not any(addr == public for addr in _section_addresses(data, ".picoproc_public")):
+        raise LoaderBuildError(f"{path}: section .picoproc_public is not at {public:#x}")
+
+
+def _section_addresses(data: bytes, name: str) -> list[int]:
+    """sh_addr of every section called ``name`` in an ELF64 image."""
+    (e_shoff,) = struct.unpack_from("<Q", data, 40)
+    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 58)
+    if not e_shoff or e_shstrndx >= e_shnum:
+        return []
+    strtab_off = struct.unpack_from("<Q", data, e_shoff + e_shstrndx * e_shentsize + 24)[0]
+    out = []
+    for i in range(e_shnum):
+        sh_name, _type, _flags, sh_addr = struct.unpack_from("<IIQQ", data, e_shoff + i * e_shentsize)
+        end = data.index(b"\0", strtab_off + sh_name)
+        if data[strtab_off + sh_name:end].decode(errors="replace") == name:
+            out.append(sh_addr)
+    return out
 
 
 def build_loader(out: pathlib.Path | None = None, cc: str | None = None, verbose: bool = False) -> pathlib.Path:
@@ -96,10 +115,13 @@ def build_loader(out: pathlib.Path | None = None, cc: str | None = None, verbose
     if shutil.which(cc) is None:
         raise LoaderBuildError(f"C compiler {cc!r} not found")
     start = _abi_constant("PICO_LOADER_TEXT_START")
+    public = _abi_constant("PICO_LIBOS_PUBLIC_ADDR")
     cmd = [
         cc, *CFLAGS, f"-I{HERE}", f"-I{ABI_HEADER.parent}",
         "-static", "-nostdlib", "-no-pie",
         f"-Wl,-Ttext-segment={start:#x}", "-Wl,-z,noexecstack", "-Wl,-z,max-page-size=4096",
+        # What the monitor's /proc reads from every guest (abi/libos_public.h).
+        f"-Wl,--section-start=.picoproc_public={public:#x}",
         "-Wl,--build-id=none", "-Wl,-e,_start",
         *[str(s) for s in sources()],
         "-lgcc",

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "picoproc_abi.h"
+#include "libos_public.h"
 #include "linux_abi.h"
 
 /* Everything is linked into one static image at 1 TiB: hidden visibility
@@ -101,17 +102,13 @@ struct libos_fd_overlay {
 };
 
 struct libos_process {
-	int pid; /* the process this state is for (see vmchild.c) */
-	/* The current directory, read by many threads, written by chdir: a
-	 * reader copies cwd[seq & 1] and retries if seq moved (seqlock); writers
-	 * fill the other buffer and are serialised by a spin flag. */
-	unsigned cwd_seq;
-	int cwd_writer_busy;
-	char cwd[2][PICO_MAX_PATH];
-	unsigned umask;
+	/* First: what the monitor's /proc reads (abi/libos_public.h): the pid
+	 * this state is for (see vmchild.c), the current directory (a seqlock:
+	 * a reader copies cwd[cwd_seq & 1] and retries if cwd_seq moved), the
+	 * umask, the process group and session, the name (comm). */
+	struct pico_libos_proc_public pub;
+	int cwd_writer_busy; /* serialises writers of the cwd */
 	struct libos_identity ident;
-	long pgid, sid;
-	char comm[16]; /* prctl(PR_SET_NAME); "" until set */
 	struct rlimit64 rlimits[RLIMIT_NLIMITS_K];
 	/* The guest's SIGSYS disposition, which is virtual (sys_signal.c). */
 	struct kernel_sigaction guest_sigsys;
@@ -125,7 +122,7 @@ struct libos_process {
 extern struct libos_process libos_main_process;
 /* How many vm children share this memory now, and how many blocks (each a
  * vm child, a thread being started or a copy) may exist at once (vmchild.c). */
-#define LIBOS_VM_SLOTS 64
+#define LIBOS_VM_SLOTS PICO_LIBOS_PUBLIC_SLOTS
 extern unsigned libos_vm_children;
 struct libos_process *libos_current_slow(void);
 /* The state of the calling process: a load and a branch, unless a vm child
@@ -139,7 +136,9 @@ static inline struct libos_process *libos_current(void)
 
 extern char libos_hostname[65];
 extern char libos_release[65];
-extern char libos_exe_path[PICO_MAX_PATH];
+/* What the monitor's /proc reads, at PICO_LIBOS_PUBLIC_ADDR; its exe is
+ * the program's image (set once per image by the loader). */
+extern struct pico_libos_public libos_public;
 
 long libos_cwd_get(char *out, size_t cap);
 long libos_cwd_set(const char *abs_path);

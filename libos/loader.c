@@ -524,7 +524,7 @@ static void apply_option(const char *opt)
 	} else if (VALUE_OF("--umask")) {
 		if (libos_parse_ulong(val, 8, &v) || v > 0777)
 			die(NULL, "bad --umask option", 0);
-		libos_main_process.umask = (unsigned)v;
+		libos_main_process.pub.umask = (unsigned)v;
 	} else if (VALUE_OF("--uid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0xfffffffeUL)
 			die(NULL, "bad --uid option", 0);
@@ -565,11 +565,11 @@ static void apply_option(const char *opt)
 	} else if (VALUE_OF("--pgid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --pgid option", 0);
-		libos_main_process.pgid = (long)v;
+		libos_main_process.pub.pgid = (long)v;
 	} else if (VALUE_OF("--sid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --sid option", 0);
-		libos_main_process.sid = (long)v;
+		libos_main_process.pub.sid = (long)v;
 	} else {
 		char msg[160];
 		struct strbuf sb;
@@ -756,11 +756,23 @@ void loader_main(uint64_t *orig_sp)
 		rest = empty_argv;
 		nrest = 1;
 	}
-	libos_main_process.pid = (int)sys0(__NR_getpid);
-	if (libos_main_process.pgid == 0)
-		libos_main_process.pgid = libos_main_process.pid;
-	if (libos_main_process.sid == 0)
-		libos_main_process.sid = libos_main_process.pid;
+	libos_main_process.pub.pid = (int)sys0(__NR_getpid);
+	{
+		/* The process is named after the file it was asked to run (a
+		 * script's own name, not its interpreter's), as the kernel's
+		 * comm; prctl(PR_SET_NAME) renames it. */
+		const char *base = path;
+		for (const char *q = path; *q; q++)
+			if (*q == '/')
+				base = q + 1;
+		size_t n = libos_strnlen(base, sizeof(libos_main_process.pub.comm) - 1);
+		memcpy(libos_main_process.pub.comm, base, n);
+		libos_main_process.pub.comm[n] = 0;
+	}
+	if (libos_main_process.pub.pgid == 0)
+		libos_main_process.pub.pgid = libos_main_process.pub.pid;
+	if (libos_main_process.pub.sid == 0)
+		libos_main_process.pub.sid = libos_main_process.pub.pid;
 
 	/* Follow #! lines: each level puts [interpreter, optional argument,
 	 * script path] in front of the script's argv[1..]. */
@@ -811,8 +823,8 @@ void loader_main(uint64_t *orig_sp)
 	load_elf(&main_image, head, head_len, 1, phdr_bufs[0]);
 	{
 		size_t n = libos_strnlen(resolved_paths[depth], PICO_MAX_PATH - 1);
-		memcpy(libos_exe_path, resolved_paths[depth], n);
-		libos_exe_path[n] = 0;
+		memcpy(libos_public.exe, resolved_paths[depth], n);
+		libos_public.exe[n] = 0;
 	}
 	struct image *interp = NULL;
 	if (main_image.interp[0]) {

@@ -1,9 +1,8 @@
-/* The library OS's own /dev and /proc.
+/* /dev and /proc, as the library OS shows them.
  *
  * There is no host /dev or /proc in a picoprocess (the manifest refuses to
- * mount them): these names are the library OS's, synthesised from its own
- * state.  Programs read and write them with direct calls, so every open
- * returns a real fd:
+ * mount them).  Every open returns a real fd, because programs then use
+ * direct read/write/getdents64 on it:
  *   - /dev/null, zero, full, random, urandom: the host's device, opened by
  *     the monitor (pico_open "file:/dev/NAME"; the manifest's device mounts
  *     decide).  Without a device mount, /dev/null read-only falls back to an
@@ -14,17 +13,22 @@
  *     too: a fresh offset), else duplicated (pipes, sockets, terminals).
  *   - /dev/tty: a duplicate of the stdio fd that is a terminal, else ENXIO
  *     (there is no controlling terminal).
- *   - /proc/self/{maps,status,stat,statm,cmdline}, /proc/{meminfo,cpuinfo,
- *     stat,uptime,loadavg,version}: the text is generated and written into a
- *     pipe whose write end is closed, so read() sees the text and then
- *     end-of-file.  A pipe holds 64 KiB without a reader (F_SETPIPE_SZ is
- *     not in the ABI), so longer text is cut at a line boundary.  Pipes are
- *     not seekable: lseek answers ESPIPE, as a FIFO would.
- *   - /proc/<pid> is only ever the caller's own pid (= /proc/self); any
- *     other process, and anything not listed, is ENOENT.  Host /proc is
- *     never reached: these paths never go to the monitor.
- * Directory listings of /dev, /proc and /proc/self/fd are not offered
- * (open answers ENOSYS, which leaves an audit record). */
+ *   - What only this library OS knows, about its own process: the exe, cwd,
+ *     root and fd/N links, cmdline, comm; and the picoprocess's virtual host
+ *     description: /proc/{meminfo,cpuinfo,stat,uptime,loadavg,version} and a
+ *     few /proc/sys/kernel values.  That text is generated here into an
+ *     empty file the monitor hands out (seekable and re-readable, as procps
+ *     needs), or a pipe when it cannot.
+ *   - Everything else under /proc -- the listings of /proc and of a
+ *     process's fd, fdinfo and task directories, every other process, the
+ *     kernel's numbers for this one (stat, status, statm, maps), the mounts
+ *     -- and the listing of /dev go to the monitor as mediated calls on the
+ *     /proc path, "self" replaced by the caller's pid (native/procview.c).
+ *     It answers from a procfs of the guest's own pid namespace and from
+ *     what each process's library OS publishes (abi/libos_public.h): never
+ *     a host process.  A monitor without that view answers ENOSYS: the
+ *     library OS then generates stat, status, statm and maps for itself as
+ *     well as it can, and other processes do not exist. */
 #include "libos.h"
 
 struct libos_proc_info libos_proc = {.cpus = 1};
@@ -36,12 +40,12 @@ struct libos_proc_info libos_proc = {.cpus = 1};
 enum special_kind {
 	SP_NOT_OURS,
 	SP_ENOENT,
-	SP_DIR,
 	SP_LINK,     /* link_target() gives the text */
 	SP_FILE,     /* generated text */
 	SP_DEVICE,   /* a host device through the monitor */
 	SP_FD_ALIAS, /* fd N itself */
 	SP_TTY,
+	SP_MONITOR, /* the monitor's /proc: p->abs rewritten to /proc/<pid>/... */
 };
 
 enum proc_file {
@@ -57,17 +61,23 @@ enum proc_file {
 	PF_UPTIME,
 	PF_LOADAVG,
 	PF_VERSION,
+	PF_COMM,
+	PF_SYSCTL, /* a few of /proc/sys: special.sysctl */
 };
 
-enum link_kind { LK_SELF, LK_EXE, LK_CWD, LK_ROOT, LK_FD, LK_DEVFD };
+enum link_kind { LK_SELF, LK_THREAD_SELF, LK_EXE, LK_CWD, LK_ROOT, LK_FD, LK_DEVFD };
 
 struct special {
 	enum special_kind kind;
 	enum proc_file file;
+	/* SP_FILE that the monitor answers better (real numbers, every
+	 * mapping): asked first, generated here only when it cannot answer. */
+	int monitor_first;
 	enum link_kind link;
 	long fd;	     /* SP_FD_ALIAS, LK_FD, LK_DEVFD */
 	unsigned dev_minor; /* SP_DEVICE */
 	unsigned long ino;   /* synthesised inode number */
+	int sysctl;	     /* PF_SYSCTL: index in sysctls[] */
 };
 
 static const struct {
@@ -78,14 +88,20 @@ static const struct {
 static const struct {
 	const char *name;
 	enum proc_file file;
-} self_files[] = {{"maps", PF_MAPS}, {"status", PF_STATUS}, {"stat", PF_STAT}, {"statm", PF_STATM},
-		  {"cmdline", PF_CMDLINE}};
+} self_files[] = {{"maps", PF_MAPS},	  {"status", PF_STATUS}, {"stat", PF_STAT}, {"statm", PF_STATM},
+		  {"cmdline", PF_CMDLINE}, {"comm", PF_COMM}};
 
 static const struct {
 	const char *name;
 	enum proc_file file;
 } top_files[] = {{"meminfo", PF_MEMINFO}, {"cpuinfo", PF_CPUINFO}, {"stat", PF_SYSSTAT},
 		 {"uptime", PF_UPTIME},	   {"loadavg", PF_LOADAVG}, {"version", PF_VERSION}};
+
+/* The kernel settings programs read to size and describe things (procps
+ * reads pid_max for its column widths): the picoprocess's values. */
+static const char *const sysctls[] = {"sys/kernel/pid_max",	"sys/kernel/osrelease", "sys/kernel/ostype",
+				      "sys/kernel/hostname",	"sys/kernel/version",	"sys/kernel/domainname",
+				      "sys/kernel/ngroups_max", "sys/kernel/threads-max"};
 
 /* Parses a decimal fd or pid component ending at '/' or NUL. */
 static long parse_number(const char *s, const char **end)
@@ -124,14 +140,37 @@ static unsigned long hash_ino(const char *s)
 	return (h & 0xffffffffUL) | 1;
 }
 
-/* Classifies the normalised path under /proc/self/ (rest points after "self"). */
-static void classify_self(const char *rest, struct special *sp)
+/* The path becomes /proc/<pid><rest> (rest: "" or "/..."), for the monitor. */
+static void forward(struct guest_path *p, struct special *sp, long pid, const char *rest)
+{
+	char tail[PICO_MAX_PATH];
+	size_t n = libos_strnlen(rest, sizeof(tail) - 1);
+	memcpy(tail, rest, n);
+	tail[n] = 0;
+	struct strbuf sb;
+	sb_init(&sb, p->abs, sizeof(p->abs));
+	sb_add(&sb, "/proc/");
+	sb_addnum(&sb, (unsigned long)pid);
+	sb_add(&sb, tail);
+	if (sb.overflow) {
+		sp->kind = SP_ENOENT;
+		return;
+	}
+	p->len = sb.len;
+	sp->kind = SP_MONITOR;
+}
+
+/* Classifies the normalised path under /proc/self or /proc/<own pid> (rest
+ * points after that component): the links and the text the library OS
+ * knows itself; everything else is the monitor's, with real numbers. */
+static void classify_self(struct guest_path *p, const char *rest, struct special *sp, long pid)
 {
 	const char *r;
 	if (*rest == 0) {
-		sp->kind = SP_DIR;
+		forward(p, sp, pid, rest);
 		return;
 	}
+	const char *slash = rest;
 	rest++; /* the slash */
 	if ((r = component(rest, "exe")) && !*r) {
 		sp->kind = SP_LINK;
@@ -148,11 +187,7 @@ static void classify_self(const char *rest, struct special *sp)
 		sp->link = LK_ROOT;
 		return;
 	}
-	if ((r = component(rest, "fd"))) {
-		if (!*r) {
-			sp->kind = SP_DIR;
-			return;
-		}
+	if ((r = component(rest, "fd")) && *r) {
 		const char *end;
 		long fd = parse_number(r + 1, &end);
 		if (fd < 0 || *end) {
@@ -172,9 +207,15 @@ static void classify_self(const char *rest, struct special *sp)
 		if ((r = component(rest, self_files[i].name)) && !*r) {
 			sp->kind = SP_FILE;
 			sp->file = self_files[i].file;
+			sp->monitor_first = sp->file == PF_MAPS || sp->file == PF_STATUS || sp->file == PF_STAT ||
+					    sp->file == PF_STATM;
+			if (sp->monitor_first) {
+				forward(p, sp, pid, slash);
+				sp->kind = SP_FILE;
+			}
 			return;
 		}
-	sp->kind = SP_ENOENT;
+	forward(p, sp, pid, slash);
 }
 
 /* Decides whether the path is ours; normalises p->abs in place if it may be. */
@@ -193,7 +234,7 @@ static void classify(struct guest_path *p, struct special *sp)
 	const char *r;
 	if ((r = component(a + 1, "dev"))) {
 		if (!*r) {
-			sp->kind = SP_DIR;
+			sp->kind = SP_MONITOR; /* the listing of the guest's /dev */
 			return;
 		}
 		r++;
@@ -242,29 +283,46 @@ static void classify(struct guest_path *p, struct special *sp)
 	}
 	r = component(a + 1, "proc");
 	if (!*r) {
-		sp->kind = SP_DIR;
+		sp->kind = SP_MONITOR; /* the listing of the guest's processes */
 		return;
 	}
 	r++;
 	const char *e;
+	long self = sys0(__NR_getpid);
 	if ((e = component(r, "self"))) {
 		if (!*e) {
 			sp->kind = SP_LINK;
 			sp->link = LK_SELF;
 			return;
 		}
-		classify_self(e, sp);
+		classify_self(p, e, sp, self);
+		return;
+	}
+	if ((e = component(r, "thread-self"))) {
+		if (!*e) {
+			sp->kind = SP_LINK;
+			sp->link = LK_THREAD_SELF;
+			return;
+		}
+		/* /proc/thread-self/x is /proc/<pid>/task/<tid>/x */
+		char rest[PICO_MAX_PATH];
+		struct strbuf sb;
+		sb_init(&sb, rest, sizeof(rest));
+		sb_add(&sb, "/task/");
+		sb_addnum(&sb, (unsigned long)sys0(__NR_gettid));
+		sb_add(&sb, e);
+		forward(p, sp, self, sb.overflow ? "" : rest);
 		return;
 	}
 	long pid = parse_number(r, &e);
 	if (pid >= 0) {
-		/* Only the caller's own pid: never another process, and never
-		 * the host's. */
-		if (pid != sys0(__NR_getpid)) {
-			sp->kind = SP_ENOENT;
+		if (pid == self) {
+			classify_self(p, e, sp, self);
 			return;
 		}
-		classify_self(e, sp);
+		/* Another process of the picoprocess (the monitor shows only the
+		 * guest's own pid namespace): the monitor's to answer. */
+		sp->kind = SP_MONITOR;
 		return;
 	}
 	for (size_t i = 0; i < sizeof(top_files) / sizeof(top_files[0]); i++)
@@ -273,7 +331,15 @@ static void classify(struct guest_path *p, struct special *sp)
 			sp->file = top_files[i].file;
 			return;
 		}
-	sp->kind = SP_ENOENT;
+	for (size_t i = 0; i < sizeof(sysctls) / sizeof(sysctls[0]); i++)
+		if (libos_streq(r, sysctls[i])) {
+			sp->kind = SP_FILE;
+			sp->file = PF_SYSCTL;
+			sp->sysctl = (int)i;
+			return;
+		}
+	/* mounts, and whatever else the monitor may know (or answer ENOENT). */
+	sp->kind = SP_MONITOR;
 }
 
 /* A pseudo path for an fd without a file path, as Linux shows them. */
@@ -300,8 +366,13 @@ static long link_target(const struct special *sp, char *out, size_t cap)
 	case LK_SELF:
 		sb_addnum(&sb, (unsigned long)sys0(__NR_getpid));
 		break;
+	case LK_THREAD_SELF:
+		sb_addnum(&sb, (unsigned long)sys0(__NR_getpid));
+		sb_add(&sb, "/task/");
+		sb_addnum(&sb, (unsigned long)sys0(__NR_gettid));
+		break;
 	case LK_EXE:
-		sb_add(&sb, libos_exe_path);
+		sb_add(&sb, libos_public.exe);
 		break;
 	case LK_CWD:
 		return libos_cwd_get(out, cap);
@@ -315,6 +386,21 @@ static long link_target(const struct special *sp, char *out, size_t cap)
 			return r;
 		if (r != -ENOSYS)
 			return r;
+		/* An fd the library OS did not open (inherited from the monitor,
+		 * passed over a socket): the kernel knows what it is, and the
+		 * monitor names it in the guest's view. */
+		{
+			char path[40];
+			struct strbuf pb;
+			sb_init(&pb, path, sizeof(path));
+			sb_add(&pb, "/proc/");
+			sb_addnum(&pb, (unsigned long)sys0(__NR_getpid));
+			sb_add(&pb, "/fd/");
+			sb_addnum(&pb, (unsigned long)sp->fd);
+			long n = pico_readlink(path, pb.len, out, cap > PICO_MAX_PATH ? PICO_MAX_PATH : cap);
+			if (n > 0 && (size_t)n < cap && out[0] == '/')
+				return n;
+		}
 		return (long)fd_pseudo_path(sp->fd, &st, out, cap);
 	}
 	case LK_DEVFD:
@@ -394,8 +480,13 @@ static void gen_maps(struct strbuf *sb)
 
 static const char *comm_of_exe(size_t *n)
 {
-	const char *base = libos_exe_path;
-	for (const char *q = libos_exe_path; *q; q++)
+	const char *comm = libos_current()->pub.comm;
+	if (comm[0]) {
+		*n = libos_strnlen(comm, 15);
+		return comm;
+	}
+	const char *base = libos_public.exe;
+	for (const char *q = libos_public.exe; *q; q++)
 		if (*q == '/')
 			base = q + 1;
 	*n = libos_strnlen(base, 15);
@@ -410,7 +501,7 @@ static void gen_status(struct strbuf *sb)
 	sb_add(sb, "Name:\t");
 	sb_addn(sb, comm, n);
 	sb_add(sb, "\nUmask:\t0");
-	unsigned umask = libos_current()->umask;
+	unsigned umask = libos_current()->pub.umask;
 	char oct[3] = {(char)('0' + ((umask >> 6) & 7)), (char)('0' + ((umask >> 3) & 7)), (char)('0' + (umask & 7))};
 	sb_addn(sb, oct, 3);
 	sb_add(sb, "\nState:\tR (running)\n");
@@ -453,9 +544,9 @@ static void gen_stat(struct strbuf *sb)
 	sb_add(sb, ") R ");
 	sb_addnum(sb, (unsigned long)sys0(__NR_getppid));
 	sb_add(sb, " ");
-	sb_addnum(sb, (unsigned long)libos_current()->pgid);
+	sb_addnum(sb, (unsigned long)libos_current()->pub.pgid);
 	sb_add(sb, " ");
-	sb_addnum(sb, (unsigned long)libos_current()->sid);
+	sb_addnum(sb, (unsigned long)libos_current()->pub.sid);
 	/* tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime
 	 * cstime priority nice num_threads itrealvalue starttime vsize rss
 	 * rsslim startcode endcode startstack kstkesp kstkeip signal blocked
@@ -590,29 +681,78 @@ static long boot_seconds(void)
 	return ts.tv_sec;
 }
 
-static void gen_sysstat(struct strbuf *sb)
+/* /proc/stat: the picoprocess's view of its CPUs.  The host's counters are
+ * not the guest's business; each CPU shows the time since boot as idle
+ * except what this process used (CLOCK_PROCESS_CPUTIME_ID), which tools
+ * such as top need to be non-zero and consistent (their percentages come
+ * from the differences between two reads). */
+static void add_cpu_line(struct strbuf *sb, const char *name, unsigned long user, unsigned long idle)
 {
-	struct __kernel_timespec now = {0, 0};
-	sys2(__NR_clock_gettime, CLOCK_REALTIME, &now);
-	sb_add(sb, "cpu  0 0 0 0 0 0 0 0 0 0\n");
-	for (unsigned cpu = 0; cpu < libos_proc.cpus; cpu++) {
-		sb_add(sb, "cpu");
-		sb_addnum(sb, cpu);
-		sb_add(sb, " 0 0 0 0 0 0 0 0 0 0\n");
-	}
-	sb_add(sb, "intr 0\nctxt 0\n");
-	add_kv(sb, "btime ", (unsigned long)(now.tv_sec - boot_seconds()), NULL);
-	sb_add(sb, "processes 1\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n");
+	sb_add(sb, name);
+	sb_add(sb, " ");
+	sb_addnum(sb, user);
+	sb_add(sb, " 0 0 ");
+	sb_addnum(sb, idle);
+	sb_add(sb, " 0 0 0 0 0 0\n");
 }
 
-static void gen_text(enum proc_file f, struct strbuf *sb)
+static void gen_sysstat(struct strbuf *sb)
+{
+	struct __kernel_timespec now = {0, 0}, boot = {0, 0}, cpu = {0, 0};
+	sys2(__NR_clock_gettime, CLOCK_REALTIME, &now);
+	sys2(__NR_clock_gettime, CLOCK_BOOTTIME, &boot);
+	sys2(__NR_clock_gettime, CLOCK_PROCESS_CPUTIME_ID, &cpu);
+	unsigned n = libos_proc.cpus ? libos_proc.cpus : 1;
+	unsigned long per_cpu = (unsigned long)boot.tv_sec * 100 + (unsigned long)boot.tv_nsec / 10000000 + 1;
+	unsigned long used = (unsigned long)cpu.tv_sec * 100 + (unsigned long)cpu.tv_nsec / 10000000;
+	if (used > per_cpu)
+		used = per_cpu;
+	add_cpu_line(sb, "cpu ", used, per_cpu * n - used);
+	for (unsigned k = 0; k < n; k++) {
+		char name[32] = "cpu";
+		name[3 + libos_format_ulong(name + 3, k)] = 0;
+		add_cpu_line(sb, name, k == 0 ? used : 0, k == 0 ? per_cpu - used : per_cpu);
+	}
+	sb_add(sb, "intr 0\nctxt 0\n");
+	add_kv(sb, "btime ", (unsigned long)(now.tv_sec - boot.tv_sec), NULL);
+	sb_add(sb, "processes 1\nprocs_running 1\nprocs_blocked 0\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n");
+}
+
+static void gen_sysctl(int which, struct strbuf *sb)
+{
+	switch (which) {
+	case 0: sb_add(sb, "4194304"); break;
+	case 1: sb_add(sb, libos_release); break;
+	case 2: sb_add(sb, "Linux"); break;
+	case 3: sb_add(sb, libos_hostname); break;
+	case 4: sb_add(sb, "#1 SMP picoproc"); break;
+	case 5: sb_add(sb, "(none)"); break;
+	case 6: sb_add(sb, "65536"); break;
+	default: sb_add(sb, "4096"); break; /* threads-max: the picoprocess's own limit is lower */
+	}
+	sb_add(sb, "\n");
+}
+
+static void gen_text(enum proc_file f, int sysctl, struct strbuf *sb)
 {
 	switch (f) {
+	case PF_SYSCTL: gen_sysctl(sysctl, sb); break;
 	case PF_MAPS: gen_maps(sb); break;
 	case PF_STATUS: gen_status(sb); break;
 	case PF_STAT: gen_stat(sb); break;
 	case PF_STATM: sb_add(sb, "0 0 0 0 0 0 0\n"); break;
 	case PF_CMDLINE: gen_cmdline(sb); break;
+	case PF_COMM: {
+		size_t n;
+		const char *comm = libos_current()->pub.comm;
+		if (comm[0])
+			n = libos_strnlen(comm, 15);
+		else
+			comm = comm_of_exe(&n);
+		sb_addn(sb, comm, n);
+		sb_add(sb, "\n");
+		break;
+	}
 	case PF_MEMINFO: gen_meminfo(sb); break;
 	case PF_CPUINFO: gen_cpuinfo(sb); break;
 	case PF_SYSSTAT: gen_sysstat(sb); break;
@@ -630,26 +770,36 @@ static void gen_text(enum proc_file f, struct strbuf *sb)
 	}
 }
 
-/* A pipe holding `text` whose write end is closed: the read end is a real fd
- * on which read() returns the text and then end-of-file. */
-static long text_fd(enum proc_file f, int flags)
+/* The text in a file readers may seek in and read again (procps keeps
+ * /proc/stat open and rereads it from offset 0): an empty memfd the monitor
+ * hands out for that (native/procview.c), written here and rewound.
+ * Without one (a monitor with no /proc view), a pipe whose write end is
+ * closed: read() sees the text and then end-of-file, but lseek is ESPIPE. */
+#define TEXT_FILE "file:/proc/.picoproc-text"
+
+static long text_fd(enum proc_file f, int sysctl, int flags)
 {
 	long m = sys6(__NR_mmap, 0, PIPE_CAPACITY, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m < 0)
 		return m;
 	struct strbuf sb;
 	sb_init(&sb, (char *)m, PIPE_CAPACITY);
-	gen_text(f, &sb);
+	gen_text(f, sysctl, &sb);
 	size_t len = sb.len;
 	if (sb.overflow) {
 		/* Cut at the last complete line: a reader never sees half a line. */
 		while (len > 0 && ((char *)m)[len - 1] != '\n')
 			len--;
 	}
-	int fds[2];
-	long r = sys2(__NR_pipe2, fds, O_CLOEXEC);
-	if (r < 0)
-		goto out;
+	long r = pico_open(TEXT_FILE, sizeof(TEXT_FILE) - 1, O_RDWR | O_CLOEXEC, 0);
+	int fds[2] = {-1, -1};
+	if (r >= 0) {
+		fds[0] = fds[1] = (int)r;
+	} else {
+		r = sys2(__NR_pipe2, fds, O_CLOEXEC);
+		if (r < 0)
+			goto out;
+	}
 	for (size_t done = 0; done < len;) {
 		long n = sys3(__NR_write, fds[1], (char *)m + done, len - done);
 		if (n == -EINTR)
@@ -658,7 +808,10 @@ static long text_fd(enum proc_file f, int flags)
 			break;
 		done += (size_t)n;
 	}
-	sys1(__NR_close, fds[1]);
+	if (fds[0] != fds[1])
+		sys1(__NR_close, fds[1]);
+	else
+		sys3(__NR_lseek, fds[0], 0, 0 /* SEEK_SET */);
 	r = fds[0];
 	if (!(flags & O_CLOEXEC))
 		sys3(__NR_fcntl, r, F_SETFD, 0);
@@ -728,19 +881,59 @@ static long open_device(struct guest_path *p, int flags)
 	return fds[0];
 }
 
-static long open_special(struct guest_path *p, const struct special *sp, int flags)
+/* The monitor's /proc (and /dev listing): read-only, every open a real fd
+ * (a file of the text, or a directory to list with getdents64). */
+static long monitor_open(struct guest_path *p, int flags)
+{
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
+		return -EACCES;
+	const char *scheme = (flags & O_DIRECTORY) ? "dir:" : "file:";
+	size_t n = libos_strlen(scheme);
+	memcpy(p->abs - n, scheme, n);
+	long r = pico_open(p->abs - n, n + p->len, flags, 0);
+	if (r >= 0)
+		libos_fd_remember(r, p->abs);
+	return r;
+}
+
+/* A directory the monitor lists: /proc/<pid>[suffix]. */
+static long open_listing(struct guest_path *p, struct special *sp, const char *suffix, int flags)
+{
+	forward(p, sp, sys0(__NR_getpid), suffix);
+	if (sp->kind != SP_MONITOR)
+		return -ENOENT;
+	return monitor_open(p, flags | O_DIRECTORY);
+}
+
+static long open_special(struct guest_path *p, struct special *sp, int flags)
 {
 	int acc = flags & O_ACCMODE;
 	switch (sp->kind) {
 	case SP_NOT_OURS: return -EINVAL; /* not reached */
 	case SP_ENOENT: return (flags & O_CREAT) ? -EACCES : -ENOENT;
-	case SP_DIR: return -ENOSYS; /* no synthetic directory listings */
+	case SP_MONITOR: {
+		long r = monitor_open(p, flags);
+		/* A monitor without the guest's procfs (an old kernel) knows no
+		 * process but lets this one answer for itself: the rest does
+		 * not exist; listings are not offered at all. */
+		if (r == -ENOSYS && !(flags & O_DIRECTORY) && !libos_streq(p->abs, "/proc") &&
+		    !libos_streq(p->abs, "/dev"))
+			r = -ENOENT;
+		return r;
+	}
 	case SP_FILE:
 		if (acc != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
 			return -EACCES;
 		if (flags & O_DIRECTORY)
 			return -ENOTDIR;
-		return text_fd(sp->file, flags);
+		if (sp->monitor_first) {
+			/* ENOSYS: a monitor without the guest's procfs (an old
+			 * kernel): what the library OS knows itself. */
+			long r = monitor_open(p, flags);
+			if (r != -ENOSYS)
+				return r;
+		}
+		return text_fd(sp->file, sp->sysctl, flags);
 	case SP_DEVICE: return open_device(p, flags);
 	case SP_TTY: return open_tty(flags);
 	case SP_FD_ALIAS: return open_fd_alias(p, sp->fd, flags, 0);
@@ -749,11 +942,19 @@ static long open_special(struct guest_path *p, const struct special *sp, int fla
 		case LK_FD: return open_fd_alias(p, sp->fd, flags, 0);
 		case LK_DEVFD:
 			if (sp->fd < 0)
-				return -ENOSYS; /* /dev/fd: a listing */
+				return open_listing(p, sp, "/fd", flags); /* /dev/fd */
 			if (sys2(__NR_fcntl, sp->fd, F_GETFD) < 0)
 				return -ENOENT;
 			return open_fd_alias(p, sp->fd, flags, 0);
-		case LK_SELF: return -ENOSYS;
+		case LK_SELF: return open_listing(p, sp, "", flags);
+		case LK_THREAD_SELF: {
+			char rest[48];
+			struct strbuf sb;
+			sb_init(&sb, rest, sizeof(rest));
+			sb_add(&sb, "/task/");
+			sb_addnum(&sb, (unsigned long)sys0(__NR_gettid));
+			return open_listing(p, sp, rest, flags);
+		}
 		case LK_EXE:
 		case LK_CWD:
 		case LK_ROOT: {
@@ -785,6 +986,20 @@ int libos_special_open(struct guest_path *p, int flags, long *result)
 	return 1;
 }
 
+/* /proc/<own pid>, or its fd, fdinfo or task directory? */
+static int own_process_dir(const char *abs)
+{
+	char own[32];
+	struct strbuf sb;
+	sb_init(&sb, own, sizeof(own));
+	sb_add(&sb, "/proc/");
+	sb_addnum(&sb, (unsigned long)sys0(__NR_getpid));
+	if (!libos_startswith(abs, own))
+		return 0;
+	const char *rest = abs + sb.len;
+	return !*rest || libos_streq(rest, "/fd") || libos_streq(rest, "/fdinfo") || libos_streq(rest, "/task");
+}
+
 static void synthetic_statx(struct statx *x, unsigned mode, unsigned long ino)
 {
 	struct __kernel_timespec boot = {0, 0};
@@ -807,8 +1022,26 @@ static long stat_special(struct guest_path *p, const struct special *sp, int nof
 	switch (sp->kind) {
 	case SP_NOT_OURS:
 	case SP_ENOENT: return -ENOENT;
-	case SP_DIR: synthetic_statx(out, S_IFDIR | 0555, sp->ino); return 0;
-	case SP_FILE: synthetic_statx(out, S_IFREG | 0444, sp->ino); return 0;
+	case SP_MONITOR: {
+		long r = pico_stat(p->abs, p->len, nofollow, out);
+		if (r != -ENOSYS)
+			return r;
+		/* No procfs for this guest: the directories of the library OS's
+		 * own process still exist. */
+		if (libos_streq(p->abs, "/proc") || libos_streq(p->abs, "/dev") || own_process_dir(p->abs)) {
+			synthetic_statx(out, S_IFDIR | 0555, sp->ino);
+			return 0;
+		}
+		return -ENOENT;
+	}
+	case SP_FILE:
+		if (sp->monitor_first) {
+			long r = pico_stat(p->abs, p->len, nofollow, out);
+			if (r != -ENOSYS)
+				return r;
+		}
+		synthetic_statx(out, S_IFREG | 0444, sp->ino);
+		return 0;
 	case SP_DEVICE:
 		synthetic_statx(out, S_IFCHR | 0666, sp->ino);
 		out->stx_rdev_major = 1;
@@ -830,7 +1063,16 @@ static long stat_special(struct guest_path *p, const struct special *sp, int nof
 	case SP_FD_ALIAS:
 	case SP_LINK:
 		if (nofollow && sp->kind == SP_LINK) {
-			synthetic_statx(out, S_IFLNK | 0777, sp->ino);
+			unsigned perm = 0777;
+			if (sp->link == LK_FD) {
+				/* As Linux: the fd's access mode, for its owner. */
+				long fl = sys2(__NR_fcntl, sp->fd, F_GETFL);
+				int acc = fl < 0 ? O_RDWR : (int)(fl & O_ACCMODE);
+				perm = acc == O_RDONLY ? 0500 : acc == O_WRONLY ? 0300 : 0700;
+			}
+			synthetic_statx(out, S_IFLNK | perm, sp->ino);
+			if (sp->link == LK_FD)
+				out->stx_size = 64;
 			return 0;
 		}
 		if (sp->kind == SP_FD_ALIAS || sp->link == LK_FD || (sp->link == LK_DEVFD && sp->fd >= 0)) {
@@ -841,7 +1083,7 @@ static long stat_special(struct guest_path *p, const struct special *sp, int nof
 			libos_statx_from_stat(out, &st);
 			return 0;
 		}
-		if (sp->link == LK_SELF || sp->link == LK_DEVFD) {
+		if (sp->link == LK_SELF || sp->link == LK_DEVFD || sp->link == LK_THREAD_SELF) {
 			synthetic_statx(out, S_IFDIR | 0555, sp->ino);
 			return 0;
 		}
@@ -874,6 +1116,12 @@ int libos_special_readlink(struct guest_path *p, char *guest_buf, size_t size, l
 		return 0;
 	if (sp.kind == SP_ENOENT) {
 		*result = -ENOENT;
+		return 1;
+	}
+	if (sp.kind == SP_MONITOR) {
+		/* The monitor writes into the guest's buffer itself. */
+		long r = pico_readlink(p->abs, p->len, guest_buf, size > PICO_MAX_PATH ? PICO_MAX_PATH : size);
+		*result = r == -ENOSYS ? -ENOENT : r;
 		return 1;
 	}
 	if (sp.kind != SP_LINK) {

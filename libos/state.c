@@ -6,14 +6,19 @@
 #include "libos.h"
 
 struct libos_process libos_main_process = {
-	.cwd = {"/", "/"},
-	.umask = 022,
+	.pub = {.cwd = {"/", "/"}},
+	.pub.umask = 022,
 	.ident = {1000, 1000},
+};
+/* At a fixed address (libos/build.py links the section there), so that the
+ * monitor finds it in every guest process. */
+struct pico_libos_public libos_public __attribute__((section(".picoproc_public"), aligned(4096))) = {
+	.magic = PICO_LIBOS_PUBLIC_MAGIC,
+	.main = (uint64_t)(uintptr_t)&libos_main_process.pub,
 };
 /* Constant once the loader has read its options. */
 char libos_hostname[65] = "picoproc";
 char libos_release[65] = "6.1.0-picoproc";
-char libos_exe_path[PICO_MAX_PATH];
 
 void libos_process_copy(struct libos_process *dst, struct libos_process *src)
 {
@@ -22,23 +27,23 @@ void libos_process_copy(struct libos_process *dst, struct libos_process *src)
 	long n = 0;
 	/* The cwd through its seqlock: another thread may be in chdir. */
 	for (;;) {
-		unsigned seq = __atomic_load_n(&src->cwd_seq, __ATOMIC_ACQUIRE);
-		n = (long)libos_strnlen(src->cwd[seq & 1], PICO_MAX_PATH - 1);
-		memcpy(cwd, src->cwd[seq & 1], (size_t)n);
+		unsigned seq = __atomic_load_n(&src->pub.cwd_seq, __ATOMIC_ACQUIRE);
+		n = (long)libos_strnlen(src->pub.cwd[seq & 1], PICO_MAX_PATH - 1);
+		memcpy(cwd, src->pub.cwd[seq & 1], (size_t)n);
 		cwd[n] = 0;
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&src->cwd_seq, __ATOMIC_RELAXED) == seq)
+		if (__atomic_load_n(&src->pub.cwd_seq, __ATOMIC_RELAXED) == seq)
 			break;
 	}
-	dst->pid = 0;
-	dst->cwd_seq = 0;
+	dst->pub.pid = 0;
+	dst->pub.cwd_seq = 0;
 	dst->cwd_writer_busy = 0;
-	memcpy(dst->cwd[0], cwd, (size_t)n + 1);
-	dst->umask = __atomic_load_n(&src->umask, __ATOMIC_RELAXED);
+	memcpy(dst->pub.cwd[0], cwd, (size_t)n + 1);
+	dst->pub.umask = __atomic_load_n(&src->pub.umask, __ATOMIC_RELAXED);
 	dst->ident = src->ident;
-	dst->pgid = src->pgid;
-	dst->sid = src->sid;
-	memcpy(dst->comm, src->comm, sizeof(dst->comm));
+	dst->pub.pgid = src->pub.pgid;
+	dst->pub.sid = src->pub.sid;
+	memcpy(dst->pub.comm, src->pub.comm, sizeof(dst->pub.comm));
 	memcpy(dst->rlimits, src->rlimits, sizeof(dst->rlimits));
 	dst->guest_sigsys = src->guest_sigsys;
 	dst->guest_sigsys_lock = 0;
@@ -130,15 +135,15 @@ long libos_cwd_get(char *out, size_t cap)
 {
 	struct libos_process *proc = libos_current();
 	for (;;) {
-		unsigned seq = __atomic_load_n(&proc->cwd_seq, __ATOMIC_ACQUIRE);
-		const char *src = proc->cwd[seq & 1];
+		unsigned seq = __atomic_load_n(&proc->pub.cwd_seq, __ATOMIC_ACQUIRE);
+		const char *src = proc->pub.cwd[seq & 1];
 		size_t n = libos_strnlen(src, PICO_MAX_PATH - 1);
 		if (n + 1 > cap)
 			return -ERANGE;
 		memcpy(out, src, n);
 		out[n] = 0;
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&proc->cwd_seq, __ATOMIC_RELAXED) == seq)
+		if (__atomic_load_n(&proc->pub.cwd_seq, __ATOMIC_RELAXED) == seq)
 			return (long)n;
 	}
 }
@@ -153,10 +158,10 @@ long libos_cwd_set(const char *abs_path)
 		return -ENAMETOOLONG;
 	while (__atomic_exchange_n(&proc->cwd_writer_busy, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
-	unsigned seq = __atomic_load_n(&proc->cwd_seq, __ATOMIC_RELAXED);
-	char *dst = proc->cwd[(seq + 1) & 1];
+	unsigned seq = __atomic_load_n(&proc->pub.cwd_seq, __ATOMIC_RELAXED);
+	char *dst = proc->pub.cwd[(seq + 1) & 1];
 	memcpy(dst, abs_path, n + 1);
-	__atomic_store_n(&proc->cwd_seq, seq + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&proc->pub.cwd_seq, seq + 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&proc->cwd_writer_busy, 0, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -247,7 +252,7 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_add(&sb, "--umask=");
 	{
 		char oct[8];
-		unsigned v = proc->umask & 0777;
+		unsigned v = proc->pub.umask & 0777;
 		oct[0] = (char)('0' + ((v >> 6) & 7));
 		oct[1] = (char)('0' + ((v >> 3) & 7));
 		oct[2] = (char)('0' + (v & 7));
@@ -276,11 +281,11 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--pgid=");
-	sb_addnum(&sb, (unsigned long)proc->pgid);
+	sb_addnum(&sb, (unsigned long)proc->pub.pgid);
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--sid=");
-	sb_addnum(&sb, (unsigned long)proc->sid);
+	sb_addnum(&sb, (unsigned long)proc->pub.sid);
 	sb_end_string(&sb);
 	/* Limits the program set survive exec, as on Linux. */
 	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {

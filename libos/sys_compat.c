@@ -314,7 +314,7 @@ static long process_exists(long pid)
 }
 
 /* Implements Linux syscall getpgrp(2). */
-LIBOS_SYSCALL(getpgrp) { return libos_current()->pgid; }
+LIBOS_SYSCALL(getpgrp) { return libos_current()->pub.pgid; }
 
 /* Implements Linux syscall getpgid(2). */
 LIBOS_SYSCALL(getpgid)
@@ -322,9 +322,9 @@ LIBOS_SYSCALL(getpgid)
 	if (a0 < 0)
 		return -EINVAL;
 	if (a0 == 0 || a0 == own_pid())
-		return libos_current()->pgid;
+		return libos_current()->pub.pgid;
 	long r = process_exists(a0);
-	return r < 0 ? r : libos_current()->pgid;
+	return r < 0 ? r : libos_current()->pub.pgid;
 }
 
 /* Implements Linux syscall setpgid(2). */
@@ -336,9 +336,9 @@ LIBOS_SYSCALL(setpgid)
 	long self = own_pid();
 	if (pid == 0 || pid == self) {
 		struct libos_process *proc = libos_current();
-		if (proc->sid == self)
+		if (proc->pub.sid == self)
 			return -EPERM; /* a session leader cannot change group */
-		proc->pgid = pgid ? pgid : self;
+		proc->pub.pgid = pgid ? pgid : self;
 		return 0;
 	}
 	return process_exists(pid);
@@ -350,9 +350,9 @@ LIBOS_SYSCALL(getsid)
 	if (a0 < 0)
 		return -EINVAL;
 	if (a0 == 0 || a0 == own_pid())
-		return libos_current()->sid;
+		return libos_current()->pub.sid;
 	long r = process_exists(a0);
-	return r < 0 ? r : libos_current()->sid;
+	return r < 0 ? r : libos_current()->pub.sid;
 }
 
 /* Implements Linux syscall setsid(2). */
@@ -360,9 +360,9 @@ LIBOS_SYSCALL(setsid)
 {
 	long self = own_pid();
 	struct libos_process *proc = libos_current();
-	if (proc->pgid == self)
+	if (proc->pub.pgid == self)
 		return -EPERM; /* already a group leader */
-	proc->pgid = proc->sid = self;
+	proc->pub.pgid = proc->pub.sid = self;
 	return self;
 }
 
@@ -522,18 +522,18 @@ LIBOS_SYSCALL(prctl)
 		if (r < 0)
 			return r;
 		/* The process name (comm) is virtual: recorded, never the host's. */
-		memcpy(libos_current()->comm, name, sizeof(name));
+		memcpy(libos_current()->pub.comm, name, sizeof(name));
 		return 0;
 	}
 	case PR_GET_NAME_K: {
 		char name[16];
 		memset(name, 0, sizeof(name));
 		struct libos_process *proc = libos_current();
-		if (proc->comm[0]) {
-			memcpy(name, proc->comm, sizeof(name));
+		if (proc->pub.comm[0]) {
+			memcpy(name, proc->pub.comm, sizeof(name));
 		} else {
-			const char *base = libos_exe_path;
-			for (const char *q = libos_exe_path; *q; q++)
+			const char *base = libos_public.exe;
+			for (const char *q = libos_public.exe; *q; q++)
 				if (*q == '/')
 					base = q + 1;
 			memcpy(name, base, libos_strnlen(base, 15));

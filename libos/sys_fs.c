@@ -139,7 +139,7 @@ LIBOS_SYSCALL(fchdir)
 /* Implements Linux syscall umask(2). */
 LIBOS_SYSCALL(umask)
 {
-	return __atomic_exchange_n(&libos_current()->umask, (unsigned)a0 & 0777, __ATOMIC_RELAXED);
+	return __atomic_exchange_n(&libos_current()->pub.umask, (unsigned)a0 & 0777, __ATOMIC_RELAXED);
 }
 
 /* ---- access ---- */
@@ -325,7 +325,7 @@ LIBOS_SYSCALL(openat)
 		return r;
 	int tmpfile = (flags & O_TMPFILE) == O_TMPFILE;
 	if ((flags & O_CREAT) || tmpfile)
-		mode &= ~libos_current()->umask & 07777;
+		mode &= ~libos_current()->pub.umask & 07777;
 	else
 		mode = 0;
 	/* O_TMPFILE names a directory but opens an unnamed file in it. */
@@ -381,7 +381,7 @@ LIBOS_SYSCALL(mkdirat)
 	long r = fetch_path((int)a0, a1, &p);
 	if (r < 0)
 		return r;
-	return pico_mkdir(p.abs, p.len, (unsigned)a2 & ~libos_current()->umask & 07777);
+	return pico_mkdir(p.abs, p.len, (unsigned)a2 & ~libos_current()->pub.umask & 07777);
 }
 
 /* Implements Linux syscall mkdir(2). */

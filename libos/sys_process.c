@@ -214,8 +214,8 @@ LIBOS_SYSCALL(execveat)
 	if (self_exe) {
 		/* Re-executing oneself (busybox applets, CPython's multiprocessing):
 		 * the program's image, not the loader the host sees there. */
-		size_t n = libos_strlen(libos_exe_path);
-		memcpy(s->abs, libos_exe_path, n + 1);
+		size_t n = libos_strlen(libos_public.exe);
+		memcpy(s->abs, libos_public.exe, n + 1);
 	}
 	{
 		size_t n = libos_strlen(s->abs);

@@ -384,7 +384,7 @@ LIBOS_SYSCALL(bind)
 		sb_add(&sb, "unix.srv:");
 		r = format_unix(&sb, addr, len);
 		/* A socket file gets 0777 less the umask, as bind(2) makes it. */
-		mode = 0777 & ~libos_current()->umask;
+		mode = 0777 & ~libos_current()->pub.umask;
 	} else {
 		sb_add(&sb, e.type == SOCK_STREAM_K ? "tcp.srv:" : "udp.srv:");
 		r = format_inet(&sb, e.domain, addr, len);

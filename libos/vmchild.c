@@ -107,14 +107,28 @@ static struct libos_vm_block *block_of(struct libos_process *proc)
 	return (struct libos_vm_block *)((char *)proc - offsetof(struct libos_vm_block, proc));
 }
 
+/* The slot of b in libos_public (the monitor's /proc finds a vm child's
+ * record there). */
+static void publish(struct libos_vm_block *b, int on)
+{
+	for (int i = 0; i < LIBOS_VM_SLOTS; i++)
+		if (vm_slots[i] == b) {
+			__atomic_store_n(&libos_public.slot[i], on ? (uint64_t)(uintptr_t)&b->proc.pub : 0,
+					 __ATOMIC_RELEASE);
+			return;
+		}
+}
+
 static void block_free(struct libos_vm_block *b)
 {
 	for (unsigned i = 0; i < b->nmaps && i < VM_MAPS; i++)
 		if (b->maps[i].len)
 			sys2(__NR_munmap, b->maps[i].addr, b->maps[i].len);
 	b->nmaps = 0;
-	if (b->state == VM_PROCESS)
+	if (b->state == VM_PROCESS) {
+		publish(b, 0);
 		__atomic_fetch_sub(&libos_vm_children, 1, __ATOMIC_RELEASE);
+	}
 	__atomic_store_n(&b->state, VM_FREE, __ATOMIC_RELEASE);
 }
 
@@ -164,10 +178,10 @@ struct libos_process *libos_current_slow(void)
 	for (int i = 0; i < LIBOS_VM_SLOTS; i++) {
 		struct libos_vm_block *b = __atomic_load_n(&vm_slots[i], __ATOMIC_ACQUIRE);
 		if (b && __atomic_load_n(&b->state, __ATOMIC_ACQUIRE) == VM_PROCESS &&
-		    __atomic_load_n(&b->proc.pid, __ATOMIC_ACQUIRE) == pid)
+		    __atomic_load_n(&b->proc.pub.pid, __ATOMIC_ACQUIRE) == pid)
 			return &b->proc;
 	}
-	if (libos_main_process.pid != pid) {
+	if (libos_main_process.pub.pid != pid) {
 		/* The first lookup in a copy of this memory made by fork while
 		 * vm children existed: the blocks it sees are copies, and
 		 * those other processes made are not its own.  If its parent
@@ -175,7 +189,7 @@ struct libos_process *libos_current_slow(void)
 		int ppid = (int)sys0(__NR_getppid);
 		for (int i = 0; i < LIBOS_VM_SLOTS; i++) {
 			struct libos_vm_block *b = vm_slots[i];
-			if (b && b->state == VM_PROCESS && b->proc.pid == ppid) {
+			if (b && b->state == VM_PROCESS && b->proc.pub.pid == ppid) {
 				struct libos_fd_overlay *ov = b->proc.fd_overlay;
 				libos_process_copy(&libos_main_process, &b->proc);
 				libos_main_process.fd_overlay = NULL;
@@ -192,13 +206,16 @@ struct libos_process *libos_current_slow(void)
 			 * previous owner: leave it (a copy would only leak it). */
 			if (state == VM_FREE || state == VM_RESERVED)
 				continue;
-			if (b->owner != pid)
+			if (b->owner != pid) {
+				if (state == VM_PROCESS)
+					libos_public.slot[i] = 0;
 				__atomic_compare_exchange_n(&b->state, &state, VM_FREE, 0, __ATOMIC_RELEASE,
 							    __ATOMIC_RELAXED);
+			}
 			else if (state == VM_PROCESS)
 				mine++;
 		}
-		libos_main_process.pid = pid;
+		libos_main_process.pub.pid = pid;
 		__atomic_store_n(&libos_vm_children, mine, __ATOMIC_RELEASE);
 	}
 	return &libos_main_process;
@@ -258,7 +275,7 @@ static void clear_handlers(struct libos_process *proc)
 void libos_vm_child_start(struct libos_vm_block *b)
 {
 	if (b->state == VM_PROCESS) {
-		__atomic_store_n(&b->proc.pid, (int)sys0(__NR_getpid), __ATOMIC_RELEASE);
+		__atomic_store_n(&b->proc.pub.pid, (int)sys0(__NR_getpid), __ATOMIC_RELEASE);
 		if (b->own_altstack) {
 			struct {
 				void *sp;
@@ -384,6 +401,7 @@ long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_
 		    top - here + 4096 <= sizeof(b->snapshot))
 			a->snap_top = top;
 		__atomic_fetch_add(&libos_vm_children, 1, __ATOMIC_ACQ_REL);
+		publish(b, 1);
 	}
 	__atomic_store_n(&b->state, kind, __ATOMIC_RELEASE);
 

@@ -1,6 +1,7 @@
 /* The monitor's event loop and the dispatcher of mediated calls (loop.h). */
 #define _GNU_SOURCE
 #include "loop.h"
+#include "procview.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +87,7 @@ struct guest {
 	int32_t pid;
 	const struct pico_fs_policy *fs;
 	const struct pico_net_policy *net;
+	struct pico_proc_view proc; /* its /proc (procview.h) */
 	struct pico_guest_stats stats;
 	/* Steering (see "Keeping ADDFD's wake-up on the loop's CPU"): off when
 	 * the kernel refused it or the guest's pid namespace is not known;
@@ -127,6 +129,7 @@ struct cmd {
 	int32_t pid;
 	const struct pico_fs_policy *fs;
 	const void *net;
+	int proc_fd, listing_fd;
 	int64_t handle;
 	struct pico_guest_stats *stats;
 	int64_t result;
@@ -423,7 +426,11 @@ static long serve_open(struct call *c, char *uri)
 			return -ENAMETOOLONG;
 		if (rest_len == 0 || rest[0] != '/')
 			return -EINVAL;
-		ret = pico_fs_open(c->guest->fs, rest, rest_len, (int)flags, mode, dir, &c->denied);
+		if (pico_proc_is_view_path(rest, rest_len))
+			ret = pico_proc_open(&c->guest->proc, rest, rest_len, (int)flags, dir, (pid_t)c->n->pid,
+					     &c->denied);
+		else
+			ret = pico_fs_open(c->guest->fs, rest, rest_len, (int)flags, mode, dir, &c->denied);
 		if (ret >= 0) {
 			c->install_fd = (int)ret;
 			c->install_cloexec = !!(flags & O_CLOEXEC);
@@ -503,7 +510,11 @@ static long serve_stat(struct call *c, char *path)
 	if (ARG(3) == 0)
 		return -EFAULT;
 	memset(&stx, 0, sizeof(stx));
-	ret = pico_fs_stat(c->guest->fs, path, ARG(1), (int)flags, &stx, &c->denied);
+	if (pico_proc_is_view_path(path, ARG(1)))
+		ret = flags & ~AT_SYMLINK_NOFOLLOW ? -EINVAL
+						   : pico_proc_stat(&c->guest->proc, path, ARG(1), !!flags, &stx);
+	else
+		ret = pico_fs_stat(c->guest->fs, path, ARG(1), (int)flags, &stx, &c->denied);
 	if (ret < 0)
 		return ret;
 	return guest_write(c, ARG(3), &stx, sizeof(stx));
@@ -520,7 +531,10 @@ static long serve_readlink(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	ret = pico_fs_readlink(c->guest->fs, path, ARG(1), target, ARG(3), &c->denied);
+	if (pico_proc_is_view_path(path, ARG(1)))
+		ret = pico_proc_readlink(&c->guest->proc, path, ARG(1), target, ARG(3));
+	else
+		ret = pico_fs_readlink(c->guest->fs, path, ARG(1), target, ARG(3), &c->denied);
 	if (ret <= 0)
 		return ret;
 	int err = guest_write(c, ARG(2), target, (size_t)ret);
@@ -539,6 +553,8 @@ static long serve_access(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
+	if (pico_proc_is_view_path(path, ARG(1)))
+		return pico_proc_access(&c->guest->proc, path, ARG(1), (int)mode);
 	return pico_fs_access(c->guest->fs, path, ARG(1), (int)mode, (int)flags, &c->denied);
 }
 
@@ -1586,6 +1602,10 @@ static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
 	g->pid = cmd->pid;
 	g->fs = cmd->fs;
 	g->net = cmd->net;
+	g->proc.fs = cmd->fs;
+	g->proc.owner = handle_of(i, gen);
+	g->proc.procfd = cmd->proc_fd >= 0 ? fcntl(cmd->proc_fd, F_DUPFD_CLOEXEC, 3) : -1;
+	g->proc.listdir = cmd->listing_fd >= 0 ? fcntl(cmd->listing_fd, F_DUPFD_CLOEXEC, 3) : -1;
 	g->stats.handle = handle_of(i, gen);
 	g->stats.pid = cmd->pid;
 	g->stats.alive = 1;
@@ -1605,6 +1625,7 @@ static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
 	guest_hung_up(l, g);
 	if (cmd->stats)
 		*cmd->stats = g->stats;
+	pico_proc_view_release(&g->proc);
 	g->in_use = 0;
 	l->nguests--;
 	return 0;
@@ -1703,8 +1724,15 @@ static void run_queued(struct pico_loop *l)
 int64_t pico_loop_add_guest(struct pico_loop *l, int listener_fd, int32_t pid,
 			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd)
 {
+	return pico_loop_add_guest_view(l, listener_fd, pid, fs, net, guestnet_fd, -1, -1);
+}
+
+int64_t pico_loop_add_guest_view(struct pico_loop *l, int listener_fd, int32_t pid,
+				 const struct pico_fs_policy *fs, const void *net, int guestnet_fd, int proc_fd,
+				 int listing_fd)
+{
 	struct cmd cmd = {.kind = CMD_ADD, .listener_fd = listener_fd, .guestnet_fd = guestnet_fd,
-			  .pid = pid, .fs = fs, .net = net};
+			  .pid = pid, .fs = fs, .net = net, .proc_fd = proc_fd, .listing_fd = listing_fd};
 	return submit(l, &cmd);
 }
 
@@ -1788,8 +1816,10 @@ void pico_loop_free(struct pico_loop *l)
 			close(l->guests[i].listener);
 		if (l->guests[i].in_use && l->guests[i].gn_fd >= 0)
 			close(l->guests[i].gn_fd);
-		if (l->guests[i].in_use)
+		if (l->guests[i].in_use) {
 			free(l->guests[i].gn_q);
+			pico_proc_view_release(&l->guests[i].proc);
+		}
 	}
 	if (l->epfd >= 0)
 		close(l->epfd);

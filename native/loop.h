@@ -126,6 +126,13 @@ void pico_loop_stop(struct pico_loop *loop);
  * Returns a handle (> 0) or -errno (ENOSPC: max_guests). */
 int64_t pico_loop_add_guest(struct pico_loop *loop, int listener_fd, int32_t pid,
 			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd);
+/* The same, with the guest's /proc (native/procview.h): proc_fd an fd on
+ * a procfs of its pid namespace (spawn's proc_fd), listing_fd a directory
+ * where the monitor builds listings; either may be -1 (the loop keeps its
+ * own duplicates). */
+int64_t pico_loop_add_guest_view(struct pico_loop *loop, int listener_fd, int32_t pid,
+				 const struct pico_fs_policy *fs, const void *net, int guestnet_fd,
+				 int proc_fd, int listing_fd);
 /* Stops serving the guest (its pending calls fail with ENOSYS as the
  * listener closes) and returns its final counts.  0 or -ENOENT. */
 int pico_loop_remove_guest(struct pico_loop *loop, int64_t handle, struct pico_guest_stats *out);

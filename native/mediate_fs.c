@@ -55,6 +55,14 @@ struct fs_mount {
 	char *leaf;	  /* file mounts: the file's name in dirfd; NULL for directories */
 	int writable;
 	int exec;
+	/* For showing the guest its mounts (/proc/self/mountinfo) and the
+	 * paths of what it has open or mapped (the kernel names them by the
+	 * host path): the host file system and the host path of the mount,
+	 * as the monitor sees it ("/" for a detached scratch mount). */
+	dev_t dev;
+	long fstype;
+	char *host; /* NULL when unknown: nothing is ever translated through it */
+	size_t host_len;
 };
 
 struct hidden_inode {
@@ -150,6 +158,7 @@ void pico_fs_policy_free(struct pico_fs_policy *p)
 		close(p->mounts[i].dirfd);
 		free(p->mounts[i].guest);
 		free(p->mounts[i].leaf);
+		free(p->mounts[i].host);
 	}
 	for (size_t i = 0; i < p->nhidden; i++)
 		free(p->hidden[i]);
@@ -644,6 +653,23 @@ static int locate(const struct pico_fs_policy *p, struct resolved *r)
 	return 0;
 }
 
+/* The host path of a directory fd as the kernel names it for us (plus the
+ * leaf of a file mount), or NULL. */
+static char *host_path_of(int dirfd, const char *leaf)
+{
+	char link[64], path[PICO_MAX_PATH + NAME_MAX + 2];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+	ssize_t n = readlink(link, path, PICO_MAX_PATH);
+	if (n <= 0 || path[0] != '/')
+		return NULL;
+	path[n] = 0;
+	if (strstr(path, " (deleted)"))
+		return NULL;
+	if (leaf)
+		snprintf(path + n, sizeof(path) - (size_t)n, "%s%s", n == 1 ? "" : "/", leaf);
+	return strdup(path);
+}
+
 int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t guest_len,
 			     int host_dirfd, const char *leaf, int writable, int exec)
 {
@@ -692,8 +718,80 @@ int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t
 	m->guest_len = norm_len;
 	m->writable = writable;
 	m->exec = !!exec;
+	m->fstype = (long)sfs.f_type;
+	m->dev = st.st_dev;
+	m->host = host_path_of(m->dirfd, leaf);
+	m->host_len = m->host ? strlen(m->host) : 0;
+	if (leaf) {
+		struct stat lst;
+		if (fstatat(m->dirfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+			m->dev = lst.st_dev;
+	}
 	p->nmounts++;
 	return 0;
+}
+
+size_t pico_fs_policy_mount(const struct pico_fs_policy *p, size_t i, const char **guest, dev_t *dev,
+			    long *fstype, int *writable, int *exec)
+{
+	if (i >= p->nmounts)
+		return 0;
+	const struct fs_mount *m = &p->mounts[i];
+	*guest = m->guest;
+	*dev = m->dev;
+	*fstype = m->fstype;
+	*writable = m->writable;
+	*exec = m->exec;
+	return m->guest_len;
+}
+
+long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, const char *host, size_t host_len,
+			   char *out, size_t cap)
+{
+	const struct fs_mount *best = NULL;
+	int best_same = 0;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		if (!m->host || m->dev != dev || m->host_len > host_len || memcmp(m->host, host, m->host_len))
+			continue;
+		/* The whole host path of a file mount; a directory's up to a slash. */
+		int fits = m->leaf ? m->host_len == host_len
+				   : m->host_len == host_len || host[m->host_len] == '/' || m->host_len == 1;
+		if (!fits)
+			continue;
+		/* A mount shown where the host has it names the file as Linux
+		 * would (/usr/bin/x, not /bin/x through a /bin mount of the
+		 * host's /usr/bin); otherwise the closest mount. */
+		int same = m->guest_len == m->host_len && !memcmp(m->guest, m->host, m->host_len);
+		if (!best || same > best_same || (same == best_same && m->host_len > best->host_len)) {
+			best = m;
+			best_same = same;
+		}
+	}
+	if (!best)
+		return -ENOENT;
+	const char *rest = host + best->host_len;
+	size_t rest_len = host_len - best->host_len;
+	if (best->host_len == 1 && host[0] == '/') { /* "/" itself: keep the slash */
+		rest = host;
+		rest_len = host_len;
+	}
+	size_t base = best->guest_len == 1 && rest_len ? 0 : best->guest_len;
+	if (base + rest_len + 1 > cap || base + rest_len > PICO_MAX_PATH)
+		return -ENAMETOOLONG;
+	memcpy(out, best->guest, base);
+	memcpy(out + base, rest, rest_len);
+	out[base + rest_len] = 0;
+	size_t len = base + rest_len;
+	if (len == 0) {
+		out[0] = '/';
+		out[1] = 0;
+		len = 1;
+	}
+	/* A name the guest may not see is not shown either. */
+	if (is_hidden_path(p, out, len) || has_hidden_name(p, out, len))
+		return -EACCES;
+	return (long)len;
 }
 
 static long resolve(const struct pico_fs_policy *p, const char *path, size_t len, int follow,

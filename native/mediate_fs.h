@@ -45,6 +45,7 @@
 #define PICO_MEDIATE_FS_H
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define PICO_FS_MAX_LINKS 40
 
@@ -138,5 +139,17 @@ long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_
 			 unsigned int mode, int nonblock, int *denied);
 long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
 			  int nonblock, int *denied);
+
+/* For the guest's /proc (procview.c).  The i-th mount: its guest path (the
+ * length is returned, 0 past the last), host device, file-system type
+ * (statfs f_type), PICO_MOUNT_* mode and exec flag. */
+size_t pico_fs_policy_mount(const struct pico_fs_policy *p, size_t i, const char **guest, dev_t *dev,
+			    long *fstype, int *writable, int *exec);
+/* The guest path of a host path the kernel gave for an object on host
+ * device dev (an open file's or a mapping's name): through the mount whose
+ * host directory holds it.  Length, -ENOENT (outside every mount) or
+ * -EACCES (hidden: never shown). */
+long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, const char *host, size_t host_len,
+			   char *out, size_t cap);
 
 #endif

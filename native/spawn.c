@@ -60,6 +60,10 @@ struct child_report {
 	int err;
 };
 
+/* reaper -> parent, before the guest exists: {REPORT_PROC_VIEW, 0} with an
+ * fd on the guest's procfs (spec->proc_view). */
+#define REPORT_PROC_VIEW 1000
+
 static long raw(long nr, long a, long b, long c, long d, long e)
 {
 	return syscall(nr, a, b, c, d, e);
@@ -226,6 +230,29 @@ out:
 		close(old_root);
 	close(mnt);
 	return rc;
+}
+
+/* A procfs of the pid namespace the reaper is pid 1 of, as a detached
+ * mount (it never appears in any mount table): the monitor reads the
+ * guest's processes there, never the host's.  It must be made while the
+ * host's /proc is still visible in this mount namespace (the kernel lets a
+ * user namespace mount procfs only then) and before capabilities go.
+ * subset=pid (5.8) leaves out everything but the process directories; -1
+ * when the kernel refuses. */
+static int make_proc_view(void)
+{
+	int fs = fsopen("proc", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1;
+	/* An older kernel without subset=pid: the monitor opens only process
+	 * directories anyway. */
+	(void)fsconfig(fs, FSCONFIG_SET_STRING, "subset", "pid", 0);
+	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+		mnt = fsmount(fs, FSMOUNT_CLOEXEC,
+			      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	close(fs);
+	return mnt;
 }
 
 /* No capabilities at all, in any set, for the reaper and (by inheritance)
@@ -617,6 +644,15 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 		child_fail(PICO_STEP_CGROUP_NS);
 	if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		child_fail(PICO_STEP_HOSTNAME);
+	if (spec->proc_view) {
+		int proc = make_proc_view();
+		if (proc >= 0) {
+			struct child_report rep = {REPORT_PROC_VIEW, 0};
+			ssize_t n = send_with_fd(PICO_REPORT_FD, &rep, sizeof(rep), proc);
+			(void)n;
+			close(proc);
+		}
+	}
 	if (spec->empty_root && make_empty_root() < 0)
 		child_fail(PICO_STEP_EMPTY_ROOT);
 
@@ -774,6 +810,7 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	result->listener_fd = -1;
 	result->status_fd = -1;
 	result->guestnet_fd = -1;
+	result->proc_fd = -1;
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
@@ -783,7 +820,10 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet) ||
 	    (spec->join_namespaces && (spec->clone_flags || spec->empty_root || spec->cgroup_ns ||
 				       spec->hostname || fd_is_reserved(spec->join_pidfd) ||
-				       spec->join_pidfd < 0))) {
+				       spec->join_pidfd < 0 ||
+				       /* its procfs would be of the reaper's own pid
+					* namespace, the caller's, not the guest's */
+				       spec->proc_view))) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;
@@ -869,6 +909,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			result->listener_fd = fd;
 			continue;
 		}
+		if (n == (ssize_t)sizeof(rep) && rep.step == REPORT_PROC_VIEW && !hello && fd >= 0 &&
+		    result->proc_fd < 0 && spec->proc_view) {
+			result->proc_fd = fd;
+			continue;
+		}
 		if (fd >= 0)
 			close(fd);
 		failed = 1;
@@ -900,6 +945,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (result->listener_fd >= 0)
 		close(result->listener_fd);
 	result->listener_fd = -1;
+	if (result->proc_fd >= 0)
+		close(result->proc_fd);
+	result->proc_fd = -1;
 	result->guest_pid = 0;
 	close(st[0]);
 	result->step = rep.step;

@@ -131,6 +131,9 @@ struct pico_spawn_spec {
 				    * CLONE_NEWNET; joining: none entered): the picoprocess is
 				    * in the caller's, which is a container's own network (an
 				    * OCI runtime's pod), and guestnet serves that one */
+	int proc_view;		   /* 1: the reaper makes a procfs of the guest's pid namespace
+				    * (detached, subset=pid) and passes it to the caller, for
+				    * the monitor's /proc (native/procview.c); best effort */
 };
 
 struct pico_spawn_result {
@@ -147,6 +150,8 @@ struct pico_spawn_result {
 	int n_proxy_fds;
 	int step;	 /* PICO_STEP_* that failed, or PICO_STEP_NONE */
 	int err;	 /* errno of that failure */
+	int proc_fd;	 /* with proc_view: an O_PATH fd on the guest's procfs (caller
+			  * owns it), or -1 when the kernel refused one */
 };
 
 /* Returns 0 with result->pid set, or -1 with result->step/err describing the

@@ -767,11 +767,13 @@ class Sandbox:
             try:
                 net.start_udp_proxies(list(spawned.proxy_fds))
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
-                                           spawned.guestnet_fd)
+                                           spawned.guestnet_fd, proc_fd=spawned.proc_fd)
             finally:
                 os.close(spawned.listener_fd)
                 if spawned.guestnet_fd >= 0:
                     os.close(spawned.guestnet_fd)
+                if spawned.proc_fd >= 0:
+                    os.close(spawned.proc_fd)
             router.open(handle, sink)
 
             victim = spawned
@@ -916,6 +918,7 @@ class Sandbox:
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,
+            proc_view=True,
             **common,
         )
 

@@ -481,6 +481,7 @@ class Monitor:
         self._policies: dict[int, object] = {}  # keeps each guest's policy alive
         self._drain_lock = threading.Lock()
         self._drain_buf = None
+        self._listings = None  # where guests' /proc listings are built (made on first use)
 
     # -- running -----------------------------------------------------------------
 
@@ -533,6 +534,25 @@ class Monitor:
             lib.pico_loop_free(loop)
             self._policies.clear()
             self._handles.clear()
+        if self._listings is not None:
+            self._listings.close()
+            self._listings = None
+
+    # Directory listings of the guests' /proc and /dev are built as real
+    # directories (getdents64 is a direct call): a few empty files each,
+    # at most 8 per guest, in a small private tmpfs no guest can name.
+    _LISTINGS_BYTES = 8 << 20
+
+    def _listing_dir(self) -> int:
+        with self._lock:
+            if self._listings is None:
+                from picoproc.scratch import make_scratch
+
+                try:
+                    self._listings = make_scratch(self._LISTINGS_BYTES)
+                except OSError:
+                    return -1  # the guests' listings answer ENOSYS
+            return self._listings.dir_fd
 
     @property
     def running(self) -> bool:
@@ -548,16 +568,20 @@ class Monitor:
     # -- guests ------------------------------------------------------------------
 
     def add_guest(self, listener_fd: int, pid: int, policy: FsPolicy, net_policy=None,
-                  guestnet_fd: int = -1) -> int:
+                  guestnet_fd: int = -1, proc_fd: int = -1) -> int:
         """Starts serving the guest behind ``listener_fd`` (the loop keeps its
         own duplicate; the caller may close its fd).  ``net_policy``: a
         picoproc.netpolicy.NetPolicy (its ``handle`` is the C policy), or
         None (nothing granted).  ``guestnet_fd``: the channel to the socket
         helper of the guest's own network (``Spawned.guestnet_fd``; the loop
         keeps a duplicate), or -1: no own network, its URIs are refused as
-        not granted.  Returns the guest's handle."""
+        not granted.  ``proc_fd``: the guest's procfs (``Spawned.proc_fd``;
+        the loop keeps a duplicate), for its /proc, or -1.  Returns the
+        guest's handle."""
         net = ffi.NULL if net_policy is None else net_policy.handle
-        handle = lib.pico_loop_add_guest(self._loop, listener_fd, pid, policy.pointer, net, guestnet_fd)
+        listing_fd = self._listing_dir() if proc_fd >= 0 else -1
+        handle = lib.pico_loop_add_guest_view(self._loop, listener_fd, pid, policy.pointer, net, guestnet_fd,
+                                              proc_fd, listing_fd)
         _raise_errno(handle, f"adding guest pid {pid}")
         policy._in_use = True
         with self._lock:

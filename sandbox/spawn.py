@@ -131,6 +131,8 @@ class SpawnConfig:
     # OCI runtime's container process, which is in the pod's), and guestnet's
     # helper serves that one.  For a container engine's network only.
     share_network: bool = False
+    # A procfs of the guest's pid namespace for the monitor's /proc (Spawned.proc_fd)
+    proc_view: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +151,9 @@ class Spawned:
     limits: Limits = dataclasses.field(default_factory=Limits)
     guestnet_fd: int = -1  # the socket helper's channel (owned by the caller), or -1
     proxy_fds: tuple[int, ...] = ()  # the UDP proxies' sockets (owned by the caller)
+    # With SpawnConfig.proc_view: an fd on the guest's procfs (the caller owns
+    # it and passes it to Monitor.add_guest), or -1 when the kernel made none.
+    proc_fd: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -431,6 +436,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             ffi.memmove(spec.udp_proxies[i].addr, addr, len(addr))
             spec.udp_proxies[i].port = port
         spec.n_udp_proxies = len(config.udp_proxies)
+        spec.proc_view = int(config.proc_view)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
@@ -464,6 +470,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         limits,
         result.guestnet_fd,
         tuple(result.proxy_fds[i] for i in range(result.n_proxy_fds)),
+        result.proc_fd,
     )
     with _live_lock:
         _live[spawned.pid] = spawned

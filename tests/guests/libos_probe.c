@@ -798,7 +798,7 @@ static int cmd_special(void)
 	SHOW("write_proc", open("/proc/self/status", O_WRONLY));
 	SHOW("proc_other_pid", open("/proc/1/status", O_RDONLY));
 	SHOW("proc_other_pid_exe", readlink("/proc/1/exe", buf, sizeof(buf)));
-	SHOW("proc_unknown", open("/proc/sys/kernel/hostname", O_RDONLY));
+	SHOW("proc_unknown", open("/proc/sys/kernel/no-such-setting", O_RDONLY));
 	SHOW("proc_lseek", lseek(open("/proc/meminfo", O_RDONLY), 0, SEEK_SET));
 	SHOW("access_proc_r", access("/proc/self/status", R_OK));
 	SHOW("access_proc_w", access("/proc/self/status", W_OK));
