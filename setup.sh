@@ -11,6 +11,7 @@ APT_PACKAGES=(
   busybox-static sqlite3 strace   # real programs the tests run
   golang-go nodejs                # runtimes whose servers the tests run on loopback
   procps                          # ps, pgrep, pkill, top against the guest's /proc
+  openjdk-17-jdk-headless         # java started as /usr/bin/java (an alternatives link)
   libpython3.11-testsuite         # python3 -m test workloads of the perf suite
   bubblewrap crun runsc           # comparison backends (peers)
   podman runc containerd          # engines and runtimes picoproc-oci is tested and measured with

@@ -722,6 +722,31 @@ static uint64_t *build_stack(uint64_t *orig_sp, char **argv_pre, long npre, char
 	return sp;
 }
 
+/* /proc/self/exe, as Linux has it: the image file itself, every symbolic
+ * link on the way resolved (/usr/bin/java -> /etc/alternatives/java ->
+ * /usr/lib/jvm/.../bin/java: glibc's $ORIGIN is taken from it), the final
+ * interpreter of a #! chain.  The kernel knows that path for the fd the
+ * image is open on; the monitor names it in the guest's view (its /proc,
+ * native/procview.c).  Without that view: the path as resolved lexically. */
+static void set_exe_path(int image_fd, const char *lexical)
+{
+	char link[48];
+	struct strbuf sb;
+	sb_init(&sb, link, sizeof(link));
+	sb_add(&sb, "/proc/");
+	sb_addnum(&sb, (unsigned long)sys0(__NR_getpid));
+	sb_add(&sb, "/fd/");
+	sb_addnum(&sb, (unsigned long)image_fd);
+	long n = pico_readlink(link, sb.len, libos_public.exe, PICO_MAX_PATH - 1);
+	if (n > 0 && libos_public.exe[0] == '/' && libos_public.exe[1] != '[') {
+		libos_public.exe[n] = 0;
+		return;
+	}
+	n = (long)libos_strnlen(lexical, PICO_MAX_PATH - 1);
+	memcpy(libos_public.exe, lexical, (size_t)n);
+	libos_public.exe[n] = 0;
+}
+
 void loader_main(uint64_t *orig_sp)
 {
 	long r = libos_install_sigsys_handler();
@@ -821,11 +846,7 @@ void loader_main(uint64_t *orig_sp)
 	}
 
 	load_elf(&main_image, head, head_len, 1, phdr_bufs[0]);
-	{
-		size_t n = libos_strnlen(resolved_paths[depth], PICO_MAX_PATH - 1);
-		memcpy(libos_public.exe, resolved_paths[depth], n);
-		libos_public.exe[n] = 0;
-	}
+	set_exe_path(main_image.fd, resolved_paths[depth]);
 	struct image *interp = NULL;
 	if (main_image.interp[0]) {
 		char *abs = resolved_paths[SHEBANG_DEPTH + 1];

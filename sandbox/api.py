@@ -912,6 +912,11 @@ class Sandbox:
             return SpawnConfig(argv=argv, image_path=host, mode="raw", **common)
         from picoproc.libos import loader_argv
 
+        # A path with a slash goes to the loader as given, as execve gets it
+        # (it becomes AT_EXECFN; the loader resolves it against the cwd): the
+        # resolved path served only for the check above.
+        if "/" in argv[0]:
+            program = argv[0]
         return SpawnConfig(
             argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
                              hostname=m.hostname, limits=m.limits),
