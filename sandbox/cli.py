@@ -100,8 +100,9 @@ def _direct_in_words() -> dict[str, str]:
     return {d.name: rules_in_words(d, table) for d in table.direct}
 
 
-def _linux_row_text(r: dict, words: dict[str, str]) -> str:
-    """How one row of linux_table() is handled, in words.  Reads only the
+def _linux_row_text(r: dict, words: dict[str, str], with_note: bool = True) -> str:
+    """How one row of linux_table() is handled, in words (with what is missing
+    when its support is partial, unless with_note is false).  Reads only the
     documented row keys, with .get: the table's generator may add more."""
     handling = r.get("handling")
     text = ""
@@ -111,7 +112,7 @@ def _linux_row_text(r: dict, words: dict[str, str]) -> str:
         text = f"{r.get('errno') or 'not reachable'} ({r.get('by', '')})"
     elif handling == "direct" and r.get("rules"):
         text = "when " + words.get(r["name"], " or ".join(r["rules"]))
-    if r.get("support") == "partial" and r.get("note"):
+    if with_note and r.get("support") == "partial" and r.get("note"):
         # What is missing (libos/linux_calls.toml).
         text = (text + "; " if text else "") + "partial: " + r["note"]
     return text
@@ -134,14 +135,15 @@ def _cmd_abi_linux(args) -> int:
         return 0
     if args.names:
         for r in rows:
+            support = r.get("support")
             print(f"{r['name']} ({r['nr']}): {r.get('handling')}" +
-                  (f", {r['support']}" if r.get("support") else "") +
+                  (f", {support}" if support and support != r.get("handling") else "") +
                   (f", by the {r['by']}" if r.get("by") else ""))
-            how = _linux_row_text(r, words)
+            how = _linux_row_text(r, words, with_note=False)
             if how:
                 print(f"  {how}")
             if r.get("note"):
-                print(f"  {r['note']}")
+                print(f"  {'partial: ' if support == 'partial' else ''}{r['note']}")
         return 0
     from picoproc.libos.generate import summary
 
