@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,12 @@ def native_in_own_pidns(script: str) -> subprocess.CompletedProcess:
     return proc
 
 
+# Waits (bounded by the run's timeout) until each pid given has exec'd sleep
+# and is asleep in it, with shell builtins only, so it adds no processes.
+ASLEEP = ('asleep() { for p; do while :; do read -r c < /proc/$p/comm; '
+          'if [ "$c" = sleep ]; then read -r _ _ st _ < /proc/$p/stat; [ "$st" = S ] && break; fi; done; done; }; ')
+
+
 def rows(text: bytes) -> list[list[str]]:
     return [line.split(None, 3) for line in text.decode().splitlines()[1:]]
 
@@ -65,7 +72,7 @@ def rows(text: bytes) -> list[list[str]]:
 # ps, pgrep, pkill, top
 # ---------------------------------------------------------------------------------------
 
-PS_SCRIPT = "sleep 30 & a=$!; sleep 31 & b=$!; ps -o pid,ppid,comm,args; kill $a $b; wait"
+PS_SCRIPT = ASLEEP + "sleep 30 & a=$!; sleep 31 & b=$!; asleep $a $b; ps -o pid,ppid,comm,args; kill $a $b; wait"
 
 
 def test_ps_lists_the_guests_processes_as_native_does():
@@ -89,7 +96,7 @@ def test_ps_lists_the_guests_processes_as_native_does():
 
 def test_ps_ef_and_job_columns_tell_the_truth():
     need("ps")
-    got = guest("setsid sleep 30 & sleep 0.1; ps -eo pid,pgid,sid,user,stat,comm; kill $!")
+    got = guest(ASLEEP + "setsid sleep 30 & asleep $!; ps -eo pid,pgid,sid,user,stat,comm; kill $!")
     assert got.exit_code == 0, got.stderr
     table = {r[0]: r for r in (line.split() for line in got.stdout.decode().splitlines()[1:])}
     me = next(r for r in table.values() if r[5] == "sh")
@@ -107,7 +114,7 @@ def test_ps_ef_and_job_columns_tell_the_truth():
 def test_top_pgrep_and_pkill_work_on_the_guests_processes():
     need("top", "pgrep", "pkill")
     # (The patterns must not match the shell's own command line.)
-    got = guest("a=30; b=31; sleep $a & sleep $b & pgrep -l sleep; pgrep -f '^sleep 31$'; pkill -f '^sleep 30$'; "
+    got = guest(ASLEEP + "a=30; b=31; sleep $a & x=$!; sleep $b & y=$!; asleep $x $y; pgrep -l sleep; pgrep -f '^sleep 31$'; pkill -f '^sleep 30$'; "
                 "wait %1; echo first=$?; top -b -n1 | sed -n '1,3p;7,$p'; kill $!")
     assert got.exit_code == 0, got.stderr
     out = got.stdout.decode()
@@ -128,6 +135,11 @@ def host_marker(tmp_path):
     exe = tmp_path / "picoproc-hostmark"
     exe.symlink_to(shutil.which("sleep"))
     proc = subprocess.Popen([str(exe), "300"])
+    comm = Path(f"/proc/{proc.pid}/comm")
+    deadline = time.monotonic() + GUEST_TIMEOUT
+    while comm.read_text().strip() != exe.name[:15]:  # until it has exec'd
+        assert time.monotonic() < deadline, "the host marker never started"
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait(timeout=10)
@@ -152,7 +164,7 @@ def test_host_processes_are_never_visible_or_signalable(host_marker):
 # ---------------------------------------------------------------------------------------
 
 def test_another_processes_files_are_its_own():
-    got = guest("(cd /usr/lib && MARK=from-child exec sleep 30) & sleep 0.2; p=$!; "
+    got = guest(ASLEEP + "(cd /usr/lib && MARK=from-child exec sleep 30) & p=$!; asleep $p; "
                 "readlink /proc/$p/cwd /proc/$p/exe; tr '\\0' ' ' < /proc/$p/cmdline; echo; "
                 "cat /proc/$p/comm; tr '\\0' '\\n' < /proc/$p/environ | grep ^MARK=; "
                 "cut -d' ' -f1,2,3,4 /proc/$p/stat; grep -E '^(Name|State|PPid):' /proc/$p/status; "
@@ -216,8 +228,11 @@ def test_listings_of_proc_and_dev():
     names = proc.split()
     assert {"1", "2", "self", "thread-self", "meminfo", "stat"} <= set(names)
     assert [n for n in names if n.isdigit()] == sorted((n for n in names if n.isdigit()), key=int)
+    # The library OS's devices, and what the manifest mounts under /dev (the
+    # default one gives /dev/shm a tmpfs).
+    manifest_dev = {t.guest.split("/")[2] for t in default_manifest().tmpfs if t.guest.startswith("/dev/")}
     assert set(dev.split()) == {"null", "zero", "full", "random", "urandom", "tty", "stdin", "stdout", "stderr",
-                                "fd"}
+                                "fd"} | manifest_dev
     assert {"stat", "status", "maps", "fd", "task", "exe", "cwd", "cmdline", "environ"} <= set(self_.split())
     assert init_fds.strip() == "0"  # the reaper's fds are the monitor's
 
