@@ -914,7 +914,7 @@ class Sandbox:
 
         # A path with a slash goes to the loader as given, as execve gets it
         # (it becomes AT_EXECFN; the loader resolves it against the cwd): the
-        # resolved path served only for the check above.
+        # resolved path served only for the checks run() made before spawning.
         if "/" in argv[0]:
             program = argv[0]
         return SpawnConfig(
