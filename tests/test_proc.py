@@ -222,9 +222,10 @@ def test_mountinfo_describes_the_guests_view_and_nothing_of_the_host(tmp_path):
 
 
 def test_listings_of_proc_and_dev():
-    got = guest("ls /proc; echo --; ls /dev; echo --; ls /proc/self; echo --; ls /proc/1/fd | wc -l")
-    assert got.exit_code == 0, got.stderr
-    proc, dev, self_, init_fds = got.stdout.decode().split("--\n")
+    got = guest("ls /proc; echo --; ls /dev; echo --; ls /proc/self; echo --; ls /proc/1/fd | wc -l; echo --; "
+                "ls -l /dev | grep -c '^c'")
+    assert got.exit_code == 0 and got.stderr == b"", got.stderr
+    proc, dev, self_, init_fds, devices = got.stdout.decode().split("--\n")
     names = proc.split()
     assert {"1", "2", "self", "thread-self", "meminfo", "stat"} <= set(names)
     assert [n for n in names if n.isdigit()] == sorted((n for n in names if n.isdigit()), key=int)
@@ -235,6 +236,9 @@ def test_listings_of_proc_and_dev():
                                 "fd"} | manifest_dev
     assert {"stat", "status", "maps", "fd", "task", "exe", "cwd", "cmdline", "environ"} <= set(self_.split())
     assert init_fds.strip() == "0"  # the reaper's fds are the monitor's
+    # Every device can be looked at, /dev/tty too with no terminal (only
+    # opening it fails, as on Linux).
+    assert devices.strip() == "6"  # full null random tty urandom zero
 
 
 def test_threads_are_listed_under_task():
