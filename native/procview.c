@@ -1120,6 +1120,9 @@ long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int 
 		return r;
 	if (!available(v, &t))
 		return -ENOSYS;
+	/* Only a link leads to an image (the file policy then decides). */
+	if ((flags & PICO_OPEN_EXEC) && t.node != N_LINK)
+		return -EACCES;
 	if (t.node == N_TEXT) {
 		int fd = memfd_create("picoproc-text", MFD_CLOEXEC);
 		return fd < 0 ? -errno : fd;

@@ -278,8 +278,11 @@ def pico_open(uri, flags=0):
     b = uri.encode()
     r = libc.syscall(4096, b, len(b), flags, 0)
     return -ctypes.get_errno() if r < 0 else r
-for uri in sys.argv[1:]:
-    print(uri, pico_open(uri))
+for arg in sys.argv[1:]:
+    uri, flags = arg.replace("{pid}", str(os.getpid())), 0
+    if uri.startswith("exec:"):  # PICO_OPEN_EXEC
+        uri, flags = uri[5:], 0x40000000
+    print(arg, pico_open(uri, flags))
 """
 
 
@@ -295,6 +298,19 @@ def test_the_view_refuses_paths_it_does_not_know():
     for uri in uris:
         assert int(results[uri]) < 0, (uri, results[uri])
     assert int(results["file:/proc/2/fd/0"]) == -13  # another process's file: EACCES
+
+
+def test_only_a_link_of_the_view_opens_as_an_image():
+    # A listing or a generated file is never an image to execute; a link
+    # leads to a file the file policy then checks.
+    refused = ["exec:file:/dev", "exec:dir:/proc", "exec:file:/proc/{pid}/status", "exec:file:/proc/.picoproc-text",
+               "exec:file:/proc/1/stat"]
+    uris = [*refused, "exec:file:/proc/{pid}/exe", "file:/proc/{pid}/status"]
+    got = api.Sandbox().run(["/usr/bin/python3", "-c", RAW_OPEN, *uris], capture=True, timeout=GUEST_TIMEOUT)
+    assert got.exit_code == 0, got.stderr
+    results = {uri: int(r) for uri, r in (line.rsplit(" ", 1) for line in got.stdout.decode().splitlines())}
+    assert [results[u] for u in refused] == [-13] * len(refused), results
+    assert results["exec:file:/proc/{pid}/exe"] >= 0 and results["file:/proc/{pid}/status"] >= 0, results
 
 
 def test_a_guest_that_forges_its_published_state_fools_only_itself():
