@@ -164,6 +164,14 @@ def test_model_verdicts(tmp_path):
             kw = {"follow": True, **kw}
             got = m.path_verdict(path, **kw)
             assert got.decision == want, (path, kw, got)
+        # The picoprocess's own /proc: read, never changed; an image only
+        # through one of its links.
+        assert m.proc_verdict(b"/proc/self/status").decision == ALLOW
+        assert m.proc_verdict(b"/proc").decision == ALLOW
+        assert m.proc_verdict(b"/proc/1/environ", write=True).decision == DENY
+        assert m.proc_verdict(b"/proc/self/status", exec=True).decision == DENY
+        assert m.proc_verdict(b"/proc/self/exe", exec=True).decision == ALLOW
+        assert m.proc_verdict(b"/proc/.picoproc-text", write=True).decision == ALLOW
         assert m.net_verdict(b"unix:" + tree.control.encode()).decision == ALLOW
         assert m.net_verdict(b"unix:" + tree.trap_unix.encode()).decision == DENY
         # loopback nobody granted: the guest's own network, never the host's

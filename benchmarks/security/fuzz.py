@@ -51,7 +51,7 @@ import time
 from picoproc import manifest as manifest_mod
 
 from . import harness
-from .fuzz_model import ALLOW, DENY, PolicyModel
+from .fuzz_model import ALLOW, DENY, PolicyModel, is_proc_view_path
 
 MEDIATED_BASE = 4096
 NR = {name: MEDIATED_BASE + i for i, name in enumerate(
@@ -487,10 +487,14 @@ class Judge:
             # and O_TRUNC on an existing device create and cut nothing).
             writes = (flags & O_ACCMODE) != 0 or flags & (O_CREAT | O_TRUNC)
             follow = not flags & O_NOFOLLOW
+            if is_proc_view_path(rest):
+                return [(m.proc_verdict(rest, write=bool(writes), exec=bool(flags & OPEN_EXEC)), "the path")]
             return [(m.path_verdict(rest, follow=follow, data_write=bool(writes), exec=bool(flags & OPEN_EXEC)),
                      "the path")]
         nofollow = bool(args[2 if name == "stat" else 3] & AT_SYMLINK_NOFOLLOW) if name in (
             "stat", "access", "chmod", "utimens") else False
+        if name in ("stat", "readlink", "access") and is_proc_view_path(p1):
+            return [(m.proc_verdict(p1, write=name == "access" and bool(args[2] & W_OK)), "the path")]
         if name == "stat":
             return [(m.path_verdict(p1, follow=not nofollow), "the path")]
         if name in ("readlink",):

@@ -18,7 +18,13 @@ grants it:
   devices (``/dev/null`` ...) may be opened for writing and nothing else;
   opening an image to execute needs a mount that allows exec;
 * network URIs are granted only by ``net.connect``, ``net.listen`` and
-  ``net.unix``.
+  ``net.unix``;
+* ``/proc`` and the paths below it, and ``/dev`` itself, as given (not
+  resolved), are the picoprocess's own ``/proc`` (docs/ARCHITECTURE.md,
+  "The guest's /proc"): open, stat, readlink and access may read them,
+  nothing may change them; their links (``exe``, ``cwd``, ``fd/N``) lead to
+  guest paths the model cannot name, so what they hand back is judged by
+  its identity alone.
 
 The model also lists the host objects (device, inode) the manifest refuses
 outright (hidden objects, the trees no mount shows) and those it shows
@@ -53,6 +59,16 @@ AT_SYMLINK_FOLLOW = 0x400
 OPEN_EXEC = 0x40000000
 
 ALLOW, DENY, INVALID = "allow", "deny", "invalid"
+
+# The library OS's unnamed file for the text it makes (an empty memfd).
+PROC_TEXT = b"/proc/.picoproc-text"
+PROC_LINKS = (b"exe", b"cwd", b"root")
+
+
+def is_proc_view_path(path: bytes) -> bool:
+    """Whether the monitor answers ``path`` (as given) from the picoprocess's
+    own /proc rather than through the mounts."""
+    return path in (b"/dev", b"/proc") or path.startswith(b"/proc/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +285,20 @@ class PolicyModel:
         if exec and not m.exec:
             return Verdict(DENY, f"{canon}: mount {m.guest} is noexec", canon)
         return Verdict(ALLOW, "", canon)
+
+    def proc_verdict(self, path: bytes, *, write: bool = False, exec: bool = False) -> Verdict:
+        """Is reading ``path`` of the picoprocess's own /proc granted (open,
+        stat, readlink, access)?  ``write``: to open it for writing or to
+        change it; ``exec``: to open it as an image to execute."""
+        parts = path.split(b"/")
+        link = parts[-1] in PROC_LINKS or (len(parts) >= 2 and parts[-2] == b"fd")
+        if exec and not link:
+            return Verdict(DENY, f"{os.fsdecode(path)}: not an image")
+        if path == PROC_TEXT:
+            return Verdict(ALLOW, "an unnamed file of the library OS's own")
+        if write:
+            return Verdict(DENY, f"{os.fsdecode(path)}: the picoprocess's /proc is read-only")
+        return Verdict(ALLOW, "the picoprocess's own /proc")
 
     def _is_directory(self, canon: str) -> bool:
         m = self._mount_of(canon)
