@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3-cffi-backend            # the unprivileged half of the tests runs /usr/bin/python3
   busybox-static sqlite3 strace   # real programs the tests run
   golang-go nodejs                # runtimes whose servers the tests run on loopback
+  ruby                            # a runtime whose thread timer is a POSIX timer
   libpython3.11-testsuite         # python3 -m test workloads of the perf suite
   bubblewrap crun runsc           # comparison backends (peers)
   podman runc containerd          # engines and runtimes picoproc-oci is tested and measured with

@@ -204,7 +204,8 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(setxattr) X(lsetxattr) X(fsetxattr) X(removexattr) X(lremovexattr) X(fremovexattr) \
 	X(flock) X(alarm) X(getitimer) X(setitimer) X(close) X(dup3) X(socket) X(connect)     \
 	X(bind) X(listen) X(getpeername) X(accept) X(memfd_create) X(getsockname) \
-	X(setsockopt) X(getsockopt)
+	X(setsockopt) X(getsockopt) X(timer_create) X(timer_settime) X(timer_gettime)    \
+	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 
@@ -212,6 +213,23 @@ LIBOS_HANDLERS(LIBOS_DECLARE)
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come
  * from the filter (e.g. kill(getpid(), SIGSYS)). */
 void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc);
+
+/* ---- sys_timer.c: timers served by helper threads ---- */
+#define LIBOS_MAX_TIMERS 32
+struct itimerval_k {
+	struct __kernel_old_timeval interval, value;
+};
+long libos_cpu_getitimer(int which, struct itimerval_k *out);
+long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerval_k *old);
+/* 1 when tid is a timer's helper thread (its SIGSYS pokes are ours). */
+int libos_timer_is_helper(long tid);
+/* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
+int libos_timer_siginfo(int sig, siginfo_t *si);
+
+/* ---- sys_sigwait.c ---- */
+/* While a thread waits for signal sig (sigwaitinfo), rt_sigaction reads and
+ * writes the program's kept disposition: returns 1 when it did. */
+int libos_sigwait_sigaction(int sig, const struct kernel_sigaction *act, struct kernel_sigaction *old);
 
 /* ---- loader.c ---- */
 /* Validates an image header (first bytes of the file, `len` of them) for the

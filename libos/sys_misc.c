@@ -281,10 +281,6 @@ LIBOS_SYSCALL(alarm)
 	return (long)((left + NS_PER_S - 1) / NS_PER_S);
 }
 
-struct itimerval_k {
-	struct __kernel_old_timeval interval, value;
-};
-
 #define ITIMER_REAL_K 0
 
 static uint64_t tv_ns(const struct __kernel_old_timeval *tv)
@@ -302,14 +298,18 @@ static struct __kernel_old_timeval ns_tv(uint64_t ns)
 	return tv;
 }
 
-/* Implements Linux syscall getitimer(2) for ITIMER_REAL (the CPU-time
- * timers are not offered: ENOSYS, audited). */
+/* Implements Linux syscall getitimer(2): ITIMER_REAL here, the CPU-time
+ * timers in sys_timer.c. */
 LIBOS_SYSCALL(getitimer)
 {
 	struct itimerval_k v;
-	if ((int)a0 != ITIMER_REAL_K)
-		return (unsigned)a0 <= 2 ? -ENOSYS : -EINVAL;
 	memset(&v, 0, sizeof(v));
+	if ((int)a0 == ITIMER_VIRTUAL || (int)a0 == ITIMER_PROF) {
+		libos_cpu_getitimer((int)a0, &v);
+		return libos_copy_to_guest((void *)a1, &v, sizeof(v));
+	}
+	if ((int)a0 != ITIMER_REAL_K)
+		return -EINVAL;
 	long self = sys0(__NR_getpid);
 	uint64_t mask = itimer_lock();
 	if (itimer.owner == self && itimer.helper) {
@@ -324,13 +324,14 @@ LIBOS_SYSCALL(getitimer)
 	return libos_copy_to_guest((void *)a1, &v, sizeof(v));
 }
 
-/* Implements Linux syscall setitimer(2) for ITIMER_REAL. */
+/* Implements Linux syscall setitimer(2): ITIMER_REAL here, the CPU-time
+ * timers in sys_timer.c. */
 LIBOS_SYSCALL(setitimer)
 {
-	struct itimerval_k nv;
+	struct itimerval_k nv, old;
 	long r;
-	if ((int)a0 != ITIMER_REAL_K)
-		return (unsigned)a0 <= 2 ? -ENOSYS : -EINVAL;
+	if ((unsigned)a0 > ITIMER_PROF)
+		return -EINVAL;
 	if (a1) {
 		if ((r = libos_copy_from_guest(&nv, (const void *)a1, sizeof(nv))) < 0)
 			return r;
@@ -339,6 +340,11 @@ LIBOS_SYSCALL(setitimer)
 			return -EINVAL;
 	} else {
 		memset(&nv, 0, sizeof(nv));
+	}
+	if ((int)a0 != ITIMER_REAL_K) {
+		if ((r = libos_cpu_setitimer((int)a0, &nv, &old)) < 0)
+			return r;
+		return a2 ? libos_copy_to_guest((void *)a2, &old, sizeof(old)) : 0;
 	}
 	if (a2 && (r = libos_sys_getitimer(a0, a2, 0, 0, 0, 0, uc)) < 0)
 		return r;
