@@ -205,7 +205,10 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(flock) X(alarm) X(getitimer) X(setitimer) X(close) X(dup3) X(socket) X(connect)     \
 	X(bind) X(listen) X(getpeername) X(accept) X(memfd_create) X(getsockname) \
 	X(setsockopt) X(getsockopt) X(timer_create) X(timer_settime) X(timer_gettime)    \
-	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait)
+	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait) X(sched_getscheduler)       \
+	X(sched_getparam) X(sched_setparam) X(sched_setscheduler) X(sched_get_priority_max) \
+	X(sched_get_priority_min) X(sched_rr_get_interval) X(msync) X(fallocate) X(splice) X(tee) \
+	X(fcntl)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 

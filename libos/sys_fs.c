@@ -321,6 +321,12 @@ LIBOS_SYSCALL(openat)
 	if (r < 0)
 		return r;
 	flags &= ~OPEN_FLAGS_DROPPED;
+	if (flags & O_PATH) {
+		/* open(2) ignores every other flag with O_PATH (openat2 would
+		 * refuse them). */
+		flags &= O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+		mode = 0;
+	}
 	if (libos_special_open(&p, flags, &r))
 		return r;
 	int tmpfile = (flags & O_TMPFILE) == O_TMPFILE;

@@ -1070,6 +1070,43 @@ struct open_arg {
 	unsigned int mode;
 };
 
+/* open(O_PATH): the kernel will not pass an O_PATH file through NOTIF_ADDFD
+ * (it takes only files that can be read or written), so the guest gets a
+ * read-only fd of the same inode instead, for a directory or a regular file
+ * -- what O_PATH is used for: a handle to stat, fchdir to, or resolve
+ * names against.  The inode is pinned O_PATH first and reopened through
+ * the monitor's own /proc/self/fd, so no path is looked up twice; an
+ * object of another type (a FIFO, a device, a socket: opening those has
+ * effects) or a file the guest identity may not read answers as open(2)
+ * without O_PATH would (ENXIO, EACCES). */
+static long open_path_op(const struct pico_fs_policy *p, const struct resolved *r, int flags)
+{
+	struct stat st;
+	char proc[32];
+	long fd = open_checked_path(p, r, !!(flags & O_NOFOLLOW), &st, NULL);
+	if (fd < 0)
+		return fd;
+	long ret;
+	if (S_ISLNK(st.st_mode))
+		ret = -ELOOP;
+	else if ((flags & O_DIRECTORY) && !S_ISDIR(st.st_mode))
+		ret = -ENOTDIR;
+	else if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		ret = -ENXIO;
+	else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+		ret = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (ret < 0)
+			ret = -errno;
+		else if (fcntl((int)ret, F_SETFL, 0) < 0) {
+			close((int)ret);
+			ret = -errno;
+		}
+	}
+	close((int)fd);
+	return ret;
+}
+
 static long open_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
 	struct open_arg *a = varg;
@@ -1090,6 +1127,8 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	/* Opened non-blocking so that a FIFO or a device never blocks the
 	 * loop; O_TRUNC is applied only after the hidden-inode check. */
 	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
+	if (flags & O_PATH)
+		return open_path_op(p, r, flags);
 	unsigned int mode = (flags & O_CREAT) || is_tmpfile(flags) ? a->mode : 0;
 	long fd = open_resolved(r, host_flags, mode);
 	if (fd < 0)
