@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 15
+#define PICO_MEDIATED_COUNT 16
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -17,6 +17,7 @@
 #define PICO_MAX_URI 4200
 
 #define PICO_OPEN_EXEC 0x40000000
+#define PICO_TASK_INFO_WORDS 0xd
 
 /* Mediated call numbers (the guest issues them as syscalls). */
 #define PICO_NR_OPEN 4096
@@ -34,6 +35,7 @@
 #define PICO_NR_TRUNCATE 4108
 #define PICO_NR_STATFS 4109
 #define PICO_NR_NOTE_UNSUPPORTED 4110
+#define PICO_NR_TASK_INFO 4111
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -114,6 +116,7 @@
 	X(truncate, 4108, 3) \
 	X(statfs, 4109, 3) \
 	X(note_unsupported, 4110, 2) \
+	X(task_info, 4111, 2) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -194,6 +197,10 @@ static inline long pico_statfs(const char *path, size_t path_len, struct statfs 
 static inline long pico_note_unsupported(long linux_nr, long arg0)
 {
 	return pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
+}
+static inline long pico_task_info(int which, uint64_t *buf)
+{
+	return pico_syscall6(PICO_NR_TASK_INFO, (long)which, (long)buf, 0, 0, 0, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

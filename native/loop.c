@@ -699,6 +699,85 @@ static long serve_note_unsupported(struct call *c, char *path)
 	return -ENOSYS;
 }
 
+/* Reads "Name:\tvalue" from a /proc status text; the value parsed in base. */
+static uint64_t status_field(const char *text, const char *name, int base)
+{
+	const char *p = strstr(text, name);
+	if (!p)
+		return 0;
+	p += strlen(name);
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return strtoull(p, NULL, base);
+}
+
+static ssize_t read_proc_text(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, cap - 1);
+	int err = errno;
+	close(fd);
+	if (n < 0)
+		return -err;
+	buf[n] = 0;
+	return n;
+}
+
+/* Implements pico_task_info(which, buf): the caller's own accounting from
+ * the host's /proc (the notification names the calling thread; the
+ * answer is discarded if that thread is gone, its number then being free
+ * for another). */
+static long serve_task_info(struct call *c, char *scratch)
+{
+	uint64_t out[PICO_TASK_INFO_WORDS];
+	uint32_t which;
+	char path[64], *text = scratch; /* PICO_MAX_URI bytes */
+	const long tick_ns = 1000000000L / sysconf(_SC_CLK_TCK);
+
+	if (int_arg(ARG(0), &which) || which > 1)
+		return -EINVAL;
+	c->rec.arg = which;
+	if (c->n->pid <= 0)
+		return -EPERM;
+	memset(out, 0, sizeof(out));
+	snprintf(path, sizeof(path), "/proc/%u/status", c->n->pid);
+	if (read_proc_text(path, text, PICO_MAX_URI) < 0)
+		return -ESRCH;
+	unsigned tgid = (unsigned)status_field(text, "\nTgid:", 10);
+	out[0] = status_field(text, "\nSigPnd:", 16);
+	out[1] = status_field(text, "\nShdPnd:", 16);
+	out[6] = status_field(text, "\nVmHWM:", 10);
+	out[11] = status_field(text, "\nvoluntary_ctxt_switches:", 10);
+	out[12] = status_field(text, "\nnonvoluntary_ctxt_switches:", 10);
+	if (which == 0)
+		snprintf(path, sizeof(path), "/proc/%u/stat", tgid);
+	else
+		snprintf(path, sizeof(path), "/proc/%u/task/%u/stat", tgid, c->n->pid);
+	if (read_proc_text(path, text, PICO_MAX_URI) < 0)
+		return -ESRCH;
+	/* Fields after the command name, which is in parentheses and may
+	 * hold anything: state(3) ... minflt(10) cminflt majflt cmajflt
+	 * utime stime cutime cstime(17). */
+	const char *p = strrchr(text, ')');
+	unsigned long long v[16] = {0};
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+			 &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+		return -ESRCH;
+	out[7] = v[0];
+	out[9] = v[1];
+	out[8] = v[2];
+	out[10] = v[3];
+	out[2] = v[4] * tick_ns;
+	out[3] = v[5] * tick_ns;
+	out[4] = v[6] * tick_ns;
+	out[5] = v[7] * tick_ns;
+	if (!still_valid(c))
+		return -ECANCELED;
+	return guest_write(c, ARG(1), out, sizeof(out));
+}
+
 /* Indexed by mediated call number; PICO_MEDIATED_CALLS is the ABI's order. */
 typedef long (*serve_fn)(struct call *c, char *scratch);
 
@@ -728,6 +807,7 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_TRUNCATE - PICO_MEDIATED_BASE] = serve_truncate,
 	[PICO_NR_STATFS - PICO_MEDIATED_BASE] = serve_statfs,
 	[PICO_NR_NOTE_UNSUPPORTED - PICO_MEDIATED_BASE] = serve_note_unsupported,
+	[PICO_NR_TASK_INFO - PICO_MEDIATED_BASE] = serve_task_info,
 };
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the
