@@ -76,8 +76,11 @@ long libos_copy_string_from_guest(char *dst, const char *src, size_t cap);
 /* ---- state.c: per-process library-OS state ----
  * Process-wide like the kernel's (threads share it; fork copies it with the
  * memory; exec passes it to the next loader instance in its argv). */
+#define LIBOS_MAX_GROUPS 64
 struct libos_identity {
 	unsigned uid, gid;
+	/* Supplementary groups: those the monitor acts with for the guest. */
+	unsigned ngroups, groups[LIBOS_MAX_GROUPS];
 };
 extern struct libos_identity libos_ident;
 extern unsigned libos_umask_value;
@@ -208,7 +211,7 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait) X(sched_getscheduler)       \
 	X(sched_getparam) X(sched_setparam) X(sched_setscheduler) X(sched_get_priority_max) \
 	X(sched_get_priority_min) X(sched_rr_get_interval) X(msync) X(fallocate) X(splice) X(tee) \
-	X(fcntl) X(rt_sigpending)
+	X(fcntl) X(rt_sigpending) X(setgroups)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 

@@ -4,7 +4,7 @@
  * the memory; exec hands it to the next loader instance as options. */
 #include "libos.h"
 
-struct libos_identity libos_ident = {1000, 1000};
+struct libos_identity libos_ident = {1000, 1000, 0, {0}};
 unsigned libos_umask_value = 022;
 char libos_hostname[65] = "picoproc";
 char libos_release[65] = "6.1.0-picoproc";
@@ -225,6 +225,14 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	OPT_BEGIN();
 	sb_add(&sb, "--gid=");
 	sb_addnum(&sb, libos_ident.gid);
+	sb_end_string(&sb);
+	OPT_BEGIN();
+	sb_add(&sb, "--groups=");
+	for (unsigned i = 0; i < libos_ident.ngroups; i++) {
+		if (i)
+			sb_add(&sb, ",");
+		sb_addnum(&sb, libos_ident.groups[i]);
+	}
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--hostname=");

@@ -909,10 +909,14 @@ class Sandbox:
             host = argv[0] if "/" in argv[0] else None
             return SpawnConfig(argv=argv, image_path=host, mode="raw", **common)
         from picoproc.libos import loader_argv
+        from picoproc.monitor import guest_identity
 
+        # The groups the shared monitor of this identity acts with.
+        default = guest_identity()
+        groups = default[2][:64] if (identity.uid, identity.gid) == default[:2] else ()
         return SpawnConfig(
             argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
-                             hostname=m.hostname, limits=m.limits),
+                             hostname=m.hostname, limits=m.limits, groups=groups),
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,
