@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 16
+#define PICO_MEDIATED_COUNT 17
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -36,6 +36,7 @@
 #define PICO_NR_STATFS 4109
 #define PICO_NR_NOTE_UNSUPPORTED 4110
 #define PICO_NR_TASK_INFO 4111
+#define PICO_NR_MKNOD 4112
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -117,6 +118,7 @@
 	X(statfs, 4109, 3) \
 	X(note_unsupported, 4110, 2) \
 	X(task_info, 4111, 2) \
+	X(mknod, 4112, 3) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -201,6 +203,10 @@ static inline long pico_note_unsupported(long linux_nr, long arg0)
 static inline long pico_task_info(int which, uint64_t *buf)
 {
 	return pico_syscall6(PICO_NR_TASK_INFO, (long)which, (long)buf, 0, 0, 0, 0);
+}
+static inline long pico_mknod(const char *path, size_t path_len, unsigned int mode)
+{
+	return pico_syscall6(PICO_NR_MKNOD, (long)path, (long)path_len, (long)mode, 0, 0, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

@@ -211,7 +211,7 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait) X(sched_getscheduler)       \
 	X(sched_getparam) X(sched_setparam) X(sched_setscheduler) X(sched_get_priority_max) \
 	X(sched_get_priority_min) X(sched_rr_get_interval) X(msync) X(fallocate) X(splice) X(tee) \
-	X(fcntl) X(rt_sigpending) X(setgroups)
+	X(fcntl) X(rt_sigpending) X(setgroups) X(mknod) X(mknodat)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 
@@ -231,6 +231,11 @@ long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerv
 int libos_timer_is_helper(long tid);
 /* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
 int libos_timer_siginfo(int sig, siginfo_t *si);
+
+/* ---- sys_fifo.c: the blocking open of a FIFO, around the monitor's ---- */
+long libos_fifo_wait_reader(long fd, int flags);
+long libos_fifo_retry_writer(const char *uri, size_t uri_len, const char *path, size_t path_len, int flags,
+			     unsigned mode);
 
 /* ---- sys_sigwait.c ---- */
 /* While a thread waits for signal sig (sigwaitinfo), rt_sigaction reads and

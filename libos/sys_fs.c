@@ -337,8 +337,12 @@ LIBOS_SYSCALL(openat)
 	/* O_TMPFILE names a directory but opens an unnamed file in it. */
 	const char *uri = uri_of(&p, (flags & O_DIRECTORY) && !tmpfile ? "dir:" : "file:", &uri_len);
 	r = pico_open(uri, uri_len, flags, mode);
+	if (r == -ENXIO)
+		r = libos_fifo_retry_writer(uri, uri_len, p.abs, p.len, flags, mode);
 	if (tmpfile)
 		return r; /* no path to remember: /proc/self/fd/N duplicates it */
+	if (r >= 0)
+		r = libos_fifo_wait_reader(r, flags);
 	if (r == -EISDIR && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT)) {
 		/* open(dir, O_RDONLY) without O_DIRECTORY: a directory stream. */
 		uri = uri_of(&p, "dir:", &uri_len);

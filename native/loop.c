@@ -557,6 +557,21 @@ static long serve_mkdir(struct call *c, char *path)
 	return pico_fs_mkdir(c->guest->fs, path, ARG(1), mode, &c->denied);
 }
 
+/* Implements pico_mknod(path, path_len, mode). */
+static long serve_mknod(struct call *c, char *path)
+{
+	uint32_t mode;
+	long ret;
+
+	if (int_arg(ARG(2), &mode))
+		return -EINVAL;
+	c->rec.arg = mode;
+	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	return pico_fs_mknod(c->guest->fs, path, ARG(1), mode, &c->denied);
+}
+
 /* Implements pico_unlink(path, path_len, flags). */
 static long serve_unlink(struct call *c, char *path)
 {
@@ -808,6 +823,7 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_STATFS - PICO_MEDIATED_BASE] = serve_statfs,
 	[PICO_NR_NOTE_UNSUPPORTED - PICO_MEDIATED_BASE] = serve_note_unsupported,
 	[PICO_NR_TASK_INFO - PICO_MEDIATED_BASE] = serve_task_info,
+	[PICO_NR_MKNOD - PICO_MEDIATED_BASE] = serve_mknod,
 };
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the

@@ -1334,6 +1334,36 @@ long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len,
 	return SERVE(denied, with_path(p, path, len, 0, mkdir_op, &a));
 }
 
+static long mknod_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct name_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EEXIST);
+	if (ret < 0)
+		return ret;
+	ret = mknodat(pa.fd, pa.name, a->mode, 0) < 0 ? -errno : 0;
+	close(pa.fd);
+	return ret;
+}
+
+/* mknod(2) for what an unprivileged user may make: a FIFO (the inode only;
+ * its pipe exists while it is open, in the kernel of whoever opens it), an
+ * empty regular file, a socket inode.  Charged to the mount like any file. */
+long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied)
+{
+	*denied = 0;
+	unsigned int type = mode & S_IFMT;
+	if (mode & ~(S_IFMT | 07777u))
+		return -EINVAL;
+	if (type == S_IFCHR || type == S_IFBLK)
+		return -EPERM;
+	if (type != S_IFIFO && type != S_IFREG && type != S_IFSOCK)
+		return -EINVAL;
+	struct name_arg a = {.mode = mode};
+	return SERVE(denied, with_path(p, path, len, 0, mknod_op, &a));
+}
+
 static long unlink_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
 	struct name_arg *a = varg;

@@ -105,6 +105,8 @@ long pico_fs_readlink(const struct pico_fs_policy *p, const char *path, size_t l
 		      size_t cap, int *denied);
 long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len, int mode,
 		    int flags, int *denied);
+long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied);
 long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
 		   int *denied);
 long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
