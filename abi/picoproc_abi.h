@@ -200,7 +200,7 @@ static inline long pico_note_unsupported(long linux_nr, long arg0)
 {
 	return pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
 }
-static inline long pico_task_info(int which, uint64_t *buf)
+static inline long pico_task_info(int which, unsigned long *buf)
 {
 	return pico_syscall6(PICO_NR_TASK_INFO, (long)which, (long)buf, 0, 0, 0, 0);
 }

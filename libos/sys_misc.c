@@ -88,7 +88,7 @@ static struct __kernel_old_timeval timeval_of_ns(uint64_t ns)
 LIBOS_SYSCALL(getrusage)
 {
 	struct rusage ru;
-	uint64_t ti[PICO_TASK_INFO_WORDS];
+	unsigned long ti[PICO_TASK_INFO_WORDS];
 	int who = (int)a0;
 	if (who != RUSAGE_SELF_K && who != RUSAGE_THREAD_K && who != RUSAGE_CHILDREN_K)
 		return -EINVAL;
@@ -117,7 +117,7 @@ LIBOS_SYSCALL(getrusage)
 LIBOS_SYSCALL(times)
 {
 	struct __kernel_timespec boot = {0, 0};
-	uint64_t ti[PICO_TASK_INFO_WORDS];
+	unsigned long ti[PICO_TASK_INFO_WORDS];
 	sys2(__NR_clock_gettime, CLOCK_BOOTTIME, &boot);
 	if (a0) {
 		long r = pico_task_info(0, ti);
@@ -136,7 +136,7 @@ LIBOS_SYSCALL(times)
  * pending signals that it blocks, as the monitor reads them for it. */
 LIBOS_SYSCALL(rt_sigpending)
 {
-	uint64_t ti[PICO_TASK_INFO_WORDS];
+	unsigned long ti[PICO_TASK_INFO_WORDS];
 	if ((size_t)a1 > sizeof(uint64_t))
 		return -EINVAL;
 	long r = pico_task_info(1, ti);

@@ -1,0 +1,233 @@
+"""Timers, signals and files that programs use and the ABI has no call for:
+POSIX timers and CPU-time interval timers (helper threads), sigwaitinfo and
+friends (a catcher of the library OS), rt_sigpending and getrusage (the
+monitor reads the caller's own /proc), scheduling policy, msync, fallocate,
+splice, pipe sizes, O_PATH, FIFOs (a mediated mknod), supplementary groups.
+
+Each program runs inside (as root and as an unprivileged monitor) and
+natively as the guest's identity; the outputs must be equal.  Where a new
+monitor path touches host files (mknod), hostile cases check its bounds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+from conftest import native_as_guest
+
+PYTHON = "/usr/bin/python3"
+COMPAT = pathlib.Path(__file__).resolve().parent / "compat"
+
+
+def same_as_native(run, argv, **overrides):
+    native = native_as_guest(argv)
+    assert native.returncode == 0, native.stderr.decode()
+    inside = run(argv, **overrides)
+    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
+    assert inside.stdout == native.stdout.decode(), inside.stderr
+    assert inside.unsupported == [], inside.unsupported
+    return inside
+
+
+def script(name: str) -> list[str]:
+    return [PYTHON, "-c", (COMPAT / name).read_text()]
+
+
+@pytest.fixture
+def world_dir():
+    """A directory the guest identity (nobody) can traverse and write."""
+    d = tempfile.mkdtemp(prefix="picoproc-timers-test-")
+    os.chmod(d, 0o777)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# timers and signals
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["dyn", "static"])
+def test_posix_timers_as_native(guest_runner, guest_bin, kind):
+    """timer_create on the monotonic, real-time and CPU clocks; SIGEV_SIGNAL,
+    SIGEV_NONE, glibc's SIGEV_THREAD; sigwaitinfo shows SI_TIMER and the
+    timer's value; errors as Linux answers them."""
+    prog = guest_bin / f"libos_timers.{kind}"
+    native = native_as_guest([str(prog)])
+    assert native.returncode == 0, native.stderr
+    r = guest_runner(["/g/" + prog.name], volumes=[f"{guest_bin}:/g:ro"])
+    assert r.status == 0, (r.reason, r.stderr, r.unsupported)
+    assert r.stdout == native.stdout.decode()
+    assert "cpu fired 1" in r.stdout and "sigwaitinfo 1 code_is_timer 1 value 99" in r.stdout
+    assert r.unsupported == []
+
+
+def test_cpu_time_interval_timers(guest_runner):
+    same_as_native(guest_runner, script("cpu_itimers.py"))
+
+
+def test_sigwait_sigwaitinfo_sigtimedwait_sigpending(guest_runner):
+    r = same_as_native(guest_runner, script("sigwait.py"))
+    assert "sigwaitinfo True True" in r.stdout and "pending set()" in r.stdout
+
+
+def test_sigpending_reports_blocked_pending_signals(guest_runner):
+    code = ("import os, signal, threading\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP])\n"
+            "os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)\n"
+            "print(sorted(signal.sigpending()))\n")
+    r = same_as_native(guest_runner, [PYTHON, "-c", code])
+    assert "SIGUSR1" in r.stdout and "SIGUSR2" in r.stdout and "SIGHUP" not in r.stdout
+
+
+def test_getrusage_and_times_report_real_usage(guest_runner):
+    """User and system time, peak RSS, faults, and the children's times after
+    wait: non-zero where the program really used them (they were zero)."""
+    code = ("import os, resource\n"
+            "x = bytearray(32 << 20)\n"
+            "for i in range(0, len(x), 4096): x[i] = 1\n"
+            "s = sum(range(3 * 10**6))\n"
+            "r = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "print(r.ru_maxrss > 32 * 1024, r.ru_minflt > 8000, r.ru_utime > 0, r.ru_nvcsw >= 0)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    sum(range(3 * 10**7)); os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "c = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+            "print(c.ru_utime > 0.05, os.times().children_user > 0.05, os.times().user > 0)\n"
+            "t = resource.getrusage(resource.RUSAGE_THREAD)\n"
+            "print(t.ru_utime > 0)\n")
+    r = same_as_native(guest_runner, [PYTHON, "-c", code])
+    assert r.stdout == "True True True True\nTrue True True\nTrue\n"
+
+
+RUBY = shutil.which("ruby")
+
+
+@pytest.mark.skipif(RUBY is None, reason="ruby is not installed (setup.sh installs it)")
+def test_ruby_threads_and_backticks_without_timer_warning(guest_runner):
+    """Ruby's thread timer is a POSIX timer (SIGEV_THREAD_ID); before, it
+    warned `timer_create failed ... signals racy` on stderr."""
+    code = ("q = Queue.new; ts = 4.times.map { |i| Thread.new { sleep 0.01 * i; q << i * i } }; ts.each(&:join)\n"
+            "puts (1..4).map { q.pop }.sort.inspect\n"
+            "puts `echo from a child`\n"
+            "r, w = IO.pipe; t = Thread.new { r.read }; w.write 'pipe'; w.close; puts t.value\n")
+    native = native_as_guest([RUBY, "-e", code])
+    assert native.returncode == 0, native.stderr
+    r = guest_runner([RUBY, "-e", code])
+    assert r.status == 0, (r.reason, r.stderr)
+    assert r.stdout == native.stdout.decode()
+    assert r.stderr == native.stderr.decode() == ""
+    assert r.unsupported == []
+
+
+def test_timers_are_bounded_and_die_with_the_process(guest_runner):
+    """A process has at most 32 timers (EAGAIN after); their helper threads
+    end with timer_delete and with the process (nothing left behind: the
+    suite's own fixture checks every run's processes)."""
+    code = ("import ctypes, ctypes.util, threading\n"
+            "rt = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)\n"
+            "ids = []\n"
+            "for i in range(40):\n"
+            "    t = ctypes.c_void_p()\n"
+            "    if rt.timer_create(1, None, ctypes.byref(t)) != 0: print('refused at', i, ctypes.get_errno()); break\n"
+            "    ids.append(t)\n"
+            "    spec = (ctypes.c_long * 4)(0, 0, 1000, 0)\n"
+            "    rt.timer_settime(t, 0, spec, None)\n"
+            "print(len(ids))\n"
+            "for t in ids: assert rt.timer_delete(t) == 0\n"
+            "print('deleted')\n")
+    r = guest_runner([PYTHON, "-c", code])
+    assert r.status == 0, (r.stderr, r.unsupported)
+    assert r.stdout == f"refused at 32 {errno.EAGAIN}\n32\ndeleted\n"
+
+
+# ---------------------------------------------------------------------------------------
+# files, pipes, identity
+# ---------------------------------------------------------------------------------------
+
+def test_sched_msync_pipe_sizes_fallocate_opath_splice(guest_runner):
+    r = same_as_native(guest_runner, script("fileops.py"))
+    assert "msync b'hello EINVAL'" in r.stdout and "pipesz [65536, 32768" in r.stdout
+
+
+def test_fallocate_is_bounded_by_the_scratch_quota(guest_runner):
+    """Growing a file writes zeros, so it is charged to the tmpfs: a huge
+    posix_fallocate fails with ENOSPC and leaves the file as it was."""
+    code = ("import os, errno\n"
+            "fd = os.open('/tmp/big', os.O_CREAT | os.O_RDWR)\n"
+            "os.write(fd, b'abc')\n"
+            "free = os.statvfs('/tmp').f_bfree\n"
+            "try: os.posix_fallocate(fd, 0, 1 << 40)\n"
+            "except OSError as e: print(errno.errorcode[e.errno])\n"
+            "print(os.fstat(fd).st_size, os.statvfs('/tmp').f_bfree >= free - 1)\n"
+            "os.posix_fallocate(fd, 0, 1 << 20); print(os.fstat(fd).st_size)\n")
+    r = guest_runner([PYTHON, "-c", code])
+    assert r.status == 0, r.stderr
+    assert r.stdout == "ENOSPC\n3 True\n1048576\n"
+
+
+def test_fifos_as_native(guest_runner):
+    same_as_native(guest_runner, script("fifos.py"))
+
+
+def test_mknod_only_in_writable_mounts(guest_runner, world_dir):
+    """The monitor makes FIFOs through the pinned parent of a writable
+    mount, as the guest: never in a read-only mount (also through a link
+    that points there), never a device; the FIFO it made is the guest's."""
+    rw = world_dir / "rw"
+    rw.mkdir()
+    os.chmod(rw, 0o777)
+    ro = world_dir / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o777)
+    (rw / "to_ro").symlink_to("/ro")
+    (rw / "to_host_etc").symlink_to("/etc")
+    code = ("import os, errno, stat\n"
+            "def t(p, mode=0o600 | stat.S_IFIFO, dev=0):\n"
+            "    try: os.mknod(p, mode, dev); return 'made'\n"
+            "    except OSError as e: return errno.errorcode[e.errno]\n"
+            "print(t('/rw/f'), t('/ro/f'), t('/rw/to_ro/f'), t('/rw/to_host_etc/f'), t('/usr/f'))\n"
+            "print(t('/rw/d', 0o600 | stat.S_IFCHR, os.makedev(1, 3)), t('/rw/b', 0o600 | stat.S_IFBLK, 0))\n"
+            "print(t('/rw/f'), t('/rw/' + 'x' * 300))\n"
+            "os.mkfifo('/tmp/f'); print(stat.S_ISFIFO(os.stat('/tmp/f').st_mode))\n")
+    r = guest_runner([PYTHON, "-c", code], volumes=[f"{rw}:/rw:rw", f"{ro}:/ro:ro"])
+    assert r.status == 0, r.stderr
+    assert r.stdout == "made EROFS EROFS EROFS EROFS\nEPERM EPERM\nEEXIST ENAMETOOLONG\nTrue\n"
+    st = os.lstat(rw / "f")
+    assert stat.S_ISFIFO(st.st_mode)
+    assert st.st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    assert not (ro / "f").exists() and not os.path.exists("/etc/f")
+    denied = [a for a in r.audit if a.get("call") == "mknod" and a.get("errno")]
+    assert len(denied) == 8, denied  # 4 EROFS, 2 EPERM, EEXIST, ENAMETOOLONG
+
+
+def test_getgroups_is_the_identity(guest_runner):
+    """nobody (a root monitor's guest, and the unprivileged monitor here)
+    has no supplementary groups; setgroups is refused as natively."""
+    code = ("import os\nprint(os.getgroups())\n"
+            "try: os.setgroups([])\nexcept OSError as e: print(e.errno)\n")
+    same_as_native(guest_runner, [PYTHON, "-c", code])
+
+
+def test_getgroups_of_an_unprivileged_user_with_groups(unpriv_env):
+    """An unprivileged picoproc runs the program as its user, whose
+    supplementary groups the monitor acts with: the guest sees them."""
+    code = ("import json, sys\n"
+            "from picoproc.api import Sandbox\n"
+            "from picoproc.manifest import default_manifest\n"
+            "r = Sandbox(default_manifest()).run(['python3', '-c', 'import os; print(sorted(os.getgroups()))'],"
+            " capture=True, timeout=30)\n"
+            "print(r.stdout.decode().strip(), r.status)\n")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--groups=100,65534", "--inh-caps=-all"]
+    proc = subprocess.run([*prefix, unpriv_env["python"], "-c", code], capture_output=True, text=True,
+                          env=unpriv_env["env"], cwd="/", timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[100, 65534] 0\n"
