@@ -122,6 +122,8 @@ MEDIATED_BY = {
     "statfs": ("statfs",), "fstatfs": ("statfs",),
     "socket": ("open",), "connect": ("open",), "bind": ("open",), "listen": ("open",),
     "memfd_create": ("open",),
+    "getrusage": ("task_info",), "times": ("task_info",), "rt_sigpending": ("task_info",),
+    "mknod": ("mknod",), "mknodat": ("mknod",),
 }
 
 # Emulated calls whose handler refuses on purpose (no audit record).
