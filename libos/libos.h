@@ -231,6 +231,8 @@ long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerv
 int libos_timer_is_helper(long tid);
 /* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
 int libos_timer_siginfo(int sig, siginfo_t *si);
+long libos_pdeathsig_set(int sig);
+int libos_pdeathsig_get(void);
 
 /* ---- sys_fifo.c: the blocking open of a FIFO, around the monitor's ---- */
 long libos_fifo_wait_reader(long fd, int flags);

@@ -506,8 +506,24 @@ LIBOS_SYSCALL(sendfile)
 #define PR_SET_NO_NEW_PRIVS_K 38
 #define PR_GET_NO_NEW_PRIVS_K 39
 
-/* The process name (comm) is virtual: recorded, never the host's. */
+#define PR_GET_KEEPCAPS_K 7
+#define PR_SET_KEEPCAPS_K 8
+#define PR_GET_SECCOMP_K 21
+#define PR_CAPBSET_DROP_K 24
+#define PR_GET_TIMERSLACK_K 30
+#define PR_SET_TIMERSLACK_K 29
+#define PR_SET_CHILD_SUBREAPER_K 36
+#define PR_GET_CHILD_SUBREAPER_K 37
+#define PR_GET_THP_DISABLE_K 42
+#define PR_CAP_AMBIENT_K 47
+
+/* The process name (comm) is virtual: recorded, never the host's; so are
+ * the other per-process settings below (what they would change on the host
+ * is the picoprocess's business, not the guest's). */
 static char prctl_name[16] = "";
+static int prctl_dumpable = 1;
+static int prctl_subreaper;
+static long prctl_timerslack = 50000;
 
 /* Implements Linux syscall prctl(2) for the options programs use to name
  * themselves and query their state; the rest answer EINVAL (as Linux does
@@ -543,14 +559,40 @@ LIBOS_SYSCALL(prctl)
 		return libos_copy_to_guest((void *)a1, name, sizeof(name));
 	}
 	case PR_SET_PDEATHSIG_K:
-		/* The monitor already kills every guest process when it dies. */
-		return (unsigned long)a1 <= 64 ? 0 : -EINVAL;
+		if ((unsigned long)a1 > 64)
+			return -EINVAL;
+		return libos_pdeathsig_set((int)a1);
 	case PR_GET_PDEATHSIG_K: {
-		int zero = 0;
-		return libos_copy_to_guest((void *)a1, &zero, sizeof(zero));
+		int sig = libos_pdeathsig_get();
+		return libos_copy_to_guest((void *)a1, &sig, sizeof(sig));
 	}
-	case PR_GET_DUMPABLE_K: return 0;
-	case PR_SET_DUMPABLE_K: return (unsigned long)a1 <= 1 ? 0 : -EINVAL;
+	case PR_GET_DUMPABLE_K: return prctl_dumpable;
+	case PR_SET_DUMPABLE_K:
+		if ((unsigned long)a1 > 1)
+			return -EINVAL;
+		prctl_dumpable = (int)a1;
+		return 0;
+	case PR_SET_CHILD_SUBREAPER_K:
+		prctl_subreaper = a1 != 0;
+		return 0;
+	case PR_GET_CHILD_SUBREAPER_K:
+		return libos_copy_to_guest((void *)a1, &prctl_subreaper, sizeof(prctl_subreaper));
+	case PR_GET_TIMERSLACK_K: return prctl_timerslack;
+	case PR_SET_TIMERSLACK_K:
+		prctl_timerslack = a1 ? (long)a1 : 50000;
+		return 0;
+	case PR_GET_KEEPCAPS_K: return 0;
+	case PR_SET_KEEPCAPS_K: return (unsigned long)a1 <= 1 ? 0 : -EINVAL;
+	case PR_GET_SECCOMP_K: return 2; /* a filter is in force */
+	case PR_GET_THP_DISABLE_K: return 0;
+	case PR_CAPBSET_DROP_K: return (unsigned long)a1 < 64 ? -EPERM : -EINVAL;
+	case PR_CAP_AMBIENT_K:
+		/* IS_SET and CLEAR_ALL are answerable: the guest has no capability. */
+		if (a1 == 1 /* IS_SET */)
+			return (unsigned long)a2 < 64 ? 0 : -EINVAL;
+		if (a1 == 4 /* CLEAR_ALL */)
+			return 0;
+		return a1 == 2 /* RAISE */ ? -EPERM : -EINVAL;
 	case PR_CAPBSET_READ_K: return (unsigned long)a1 < 64 ? 0 : -EINVAL;
 	case PR_SET_NO_NEW_PRIVS_K: return a1 == 1 ? 0 : -EINVAL; /* already set */
 	case PR_GET_NO_NEW_PRIVS_K: return 1;

@@ -49,7 +49,10 @@
  * interval timers take the slots after them. */
 #define SLOT_ITIMER_VIRTUAL LIBOS_MAX_TIMERS
 #define SLOT_ITIMER_PROF (LIBOS_MAX_TIMERS + 1)
-#define NSLOTS (LIBOS_MAX_TIMERS + 2)
+/* prctl(PR_SET_PDEATHSIG): a periodic check of the parent (see below). */
+#define SLOT_PDEATHSIG (LIBOS_MAX_TIMERS + 2)
+#define NSLOTS (LIBOS_MAX_TIMERS + 3)
+#define PDEATH_CHECK_NS (50 * 1000 * 1000ULL)
 
 struct timer_slot {
 	int used;
@@ -66,6 +69,7 @@ struct timer_slot {
 	int helper_tid;	     /* cleared by the kernel when the helper exits */
 	int helper_sleeping; /* on a clock only a signal interrupts */
 	int stop;
+	long watch_parent; /* PDEATHSIG: fire only once getppid() is no longer this */
 	void *stack;
 };
 
@@ -145,6 +149,14 @@ static void __attribute__((noreturn)) helper_main(struct timer_slot *t)
 				t->deadline_ns = 0;
 			}
 			t->overrun = n - 1 > 0x7fffffff ? 0x7fffffff : (int)(n - 1);
+			if (t->watch_parent) {
+				if (sys0(__NR_getppid) != t->watch_parent) {
+					t->deadline_ns = 0;
+					helper_fire(t, owner);
+				}
+				timers_unlock(mask);
+				continue;
+			}
 			t->signal_sent = 1;
 			helper_fire(t, owner);
 			timers_unlock(mask);
@@ -568,4 +580,42 @@ long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerv
 		old->interval = tv_of_ts(&prev.it_interval);
 	}
 	return 0;
+}
+
+/* ---- prctl(PR_SET_PDEATHSIG) ----
+ * Nothing in the ABI blocks until a parent dies, so the parent-death signal
+ * is a periodic check (every PDEATH_CHECK_NS) on a helper thread: when the
+ * process has been re-parented, it gets the signal once.  Linux sends it at
+ * once, and when the creating *thread* exits; here it comes within the
+ * period, when the parent process has gone.  A fork child starts without it,
+ * as on Linux; unlike Linux, it does not survive execve. */
+long libos_pdeathsig_set(int sig)
+{
+	struct timer_slot *t = &timers.slot[SLOT_PDEATHSIG];
+	uint64_t mask = timers_lock();
+	timers_claim();
+	int had = t->used;
+	timers_unlock(mask);
+	if (had)
+		free_slot(t);
+	if (!sig)
+		return 0;
+	mask = timers_lock();
+	t->used = 1;
+	t->clock = CLOCK_MONOTONIC;
+	t->notify = SIGEV_SIGNAL;
+	t->signo = sig;
+	t->watch_parent = sys0(__NR_getppid);
+	timers_unlock(mask);
+	struct __kernel_itimerspec spec = {ts_of(PDEATH_CHECK_NS), ts_of(PDEATH_CHECK_NS)};
+	return slot_arm(t, &spec, 0, 0);
+}
+
+int libos_pdeathsig_get(void)
+{
+	uint64_t mask = timers_lock();
+	timers_claim();
+	int sig = timers.slot[SLOT_PDEATHSIG].used ? timers.slot[SLOT_PDEATHSIG].signo : 0;
+	timers_unlock(mask);
+	return sig;
 }

@@ -108,6 +108,11 @@ def test_getrusage_and_times_report_real_usage(guest_runner):
     assert r.stdout == "True True True True\nTrue True True\nTrue\n"
 
 
+def test_prctl_options_and_the_parent_death_signal(guest_runner):
+    r = same_as_native(guest_runner, script("prctl.py"))
+    assert "child of a dead parent: b'got'" in r.stdout
+
+
 RUBY = shutil.which("ruby")
 
 
