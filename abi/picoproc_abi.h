@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 17
+#define PICO_MEDIATED_COUNT 18
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -18,6 +18,11 @@
 
 #define PICO_OPEN_EXEC 0x40000000
 #define PICO_TASK_INFO_WORDS 0xd
+#define PICO_XATTR_GET 0x0
+#define PICO_XATTR_LIST 0x1
+#define PICO_XATTR_SET 0x2
+#define PICO_XATTR_REMOVE 0x3
+#define PICO_XATTR_NOFOLLOW 0x8
 
 /* Mediated call numbers (the guest issues them as syscalls). */
 #define PICO_NR_OPEN 4096
@@ -37,6 +42,7 @@
 #define PICO_NR_NOTE_UNSUPPORTED 4110
 #define PICO_NR_TASK_INFO 4111
 #define PICO_NR_MKNOD 4112
+#define PICO_NR_XATTR 4113
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -119,6 +125,7 @@
 	X(note_unsupported, 4110, 2) \
 	X(task_info, 4111, 2) \
 	X(mknod, 4112, 3) \
+	X(xattr, 4113, 6) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -207,6 +214,10 @@ static inline long pico_task_info(int which, unsigned long *buf)
 static inline long pico_mknod(const char *path, size_t path_len, unsigned int mode)
 {
 	return pico_syscall6(PICO_NR_MKNOD, (long)path, (long)path_len, (long)mode, 0, 0, 0);
+}
+static inline long pico_xattr(unsigned int op, const char *path, size_t path_len, const char *name, void *value, size_t size)
+{
+	return pico_syscall6(PICO_NR_XATTR, (long)op, (long)path, (long)path_len, (long)name, (long)value, (long)size);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

@@ -124,6 +124,7 @@ MEDIATED_BY = {
     "memfd_create": ("open",),
     "getrusage": ("task_info",), "times": ("task_info",), "rt_sigpending": ("task_info",),
     "mknod": ("mknod",), "mknodat": ("mknod",),
+    **{f"{p}{op}xattr": ("xattr",) for p in ("", "l", "f") for op in ("get", "set", "list", "remove")},
 }
 
 # Emulated calls whose handler refuses on purpose (no audit record).

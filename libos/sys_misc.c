@@ -1,5 +1,5 @@
 /* Calls programs make in passing: file advice and copies, resource usage,
- * extended attributes, flock, and the real-time interval timer (alarm). */
+ * flock, and the real-time interval timer (alarm). */
 #include "libos.h"
 
 #include <linux/fadvise.h>
@@ -145,23 +145,6 @@ LIBOS_SYSCALL(rt_sigpending)
 	uint64_t set = (ti[0] | ti[1]) & uc->uc_sigmask;
 	return libos_copy_to_guest((void *)a0, &set, (size_t)a1);
 }
-
-/* ---- extended attributes: none ----
- * The ABI has no mediated xattr call: every file system in a picoprocess
- * reads as one without extended attributes (ls, cp -a and tar handle that
- * answer; it is what they get on such a file system on Linux). */
-LIBOS_SYSCALL(getxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(lgetxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(fgetxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(listxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(llistxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(flistxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(setxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(lsetxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(fsetxattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(removexattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(lremovexattr) { return -EOPNOTSUPP; }
-LIBOS_SYSCALL(fremovexattr) { return -EOPNOTSUPP; }
 
 /* ---- flock on open-file-description locks ---- */
 

@@ -572,6 +572,58 @@ static long serve_mknod(struct call *c, char *path)
 	return pico_fs_mknod(c->guest->fs, path, ARG(1), mode, &c->denied);
 }
 
+#define XATTR_NAME_MAX_K 255
+#define XATTR_SIZE_MAX_K 65536
+
+/* Implements pico_xattr(op, path, path_len, name, value, size).  The value
+ * goes through a buffer of the call's own (at most 64 KiB, freed before the
+ * answer). */
+static long serve_xattr(struct call *c, char *path)
+{
+	uint32_t op;
+	char name[XATTR_NAME_MAX_K + 1];
+	size_t size = ARG(5);
+	long ret;
+
+	if (int_arg(ARG(0), &op))
+		return -EINVAL;
+	c->rec.arg = op & 0xff;
+	c->rec.arg2 = (int64_t)size;
+	unsigned kind = op & 7, name_len = (op >> 8) & 0xff;
+	if ((op >> 16) || kind > PICO_XATTR_REMOVE)
+		return -EINVAL;
+	if (size > XATTR_SIZE_MAX_K)
+		size = kind == PICO_XATTR_SET ? size : XATTR_SIZE_MAX_K;
+	if (kind == PICO_XATTR_SET && size > XATTR_SIZE_MAX_K)
+		return -E2BIG;
+	ret = fetch_string(c, ARG(1), ARG(2), PICO_MAX_PATH, path, 0);
+	if (ret < 0)
+		return ret;
+	name[0] = 0;
+	if (kind != PICO_XATTR_LIST) {
+		ret = fetch_string(c, ARG(3), name_len, XATTR_NAME_MAX_K, name, 1);
+		if (ret < 0)
+			return ret == -ENAMETOOLONG ? -ERANGE : ret;
+	}
+	char *value = NULL;
+	if (size) {
+		value = malloc(size);
+		if (!value)
+			return -ENOMEM;
+		if (kind == PICO_XATTR_SET && (ret = guest_read(c, ARG(4), value, size)) < 0)
+			goto out;
+	}
+	ret = pico_fs_xattr(c->guest->fs, path, ARG(2), op, name, value, size, &c->denied);
+	if (ret > 0 && size && (kind == PICO_XATTR_GET || kind == PICO_XATTR_LIST)) {
+		int err = guest_write(c, ARG(4), value, (size_t)ret);
+		if (err < 0)
+			ret = err;
+	}
+out:
+	free(value);
+	return ret;
+}
+
 /* Implements pico_unlink(path, path_len, flags). */
 static long serve_unlink(struct call *c, char *path)
 {
@@ -824,6 +876,7 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_NOTE_UNSUPPORTED - PICO_MEDIATED_BASE] = serve_note_unsupported,
 	[PICO_NR_TASK_INFO - PICO_MEDIATED_BASE] = serve_task_info,
 	[PICO_NR_MKNOD - PICO_MEDIATED_BASE] = serve_mknod,
+	[PICO_NR_XATTR - PICO_MEDIATED_BASE] = serve_xattr,
 };
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the

@@ -107,6 +107,8 @@ long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len
 		    int flags, int *denied);
 long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
 		   int *denied);
+long pico_fs_xattr(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int op,
+		   const char *name, void *value, size_t size, int *denied);
 long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
 		   int *denied);
 long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,

@@ -214,6 +214,46 @@ def test_mknod_only_in_writable_mounts(guest_runner, world_dir):
     assert len(denied) == 8, denied  # 4 EROFS, 2 EPERM, EEXIST, ENAMETOOLONG
 
 
+def test_user_xattrs_as_native(guest_runner):
+    same_as_native(guest_runner, script("xattrs.py"))
+
+
+def test_xattrs_change_only_in_writable_mounts_and_are_bounded(guest_runner, world_dir):
+    """Reading works wherever the name is visible; changing needs a writable
+    mount and the user. namespace, also through a link into a read-only
+    mount; what a guest stores on a scratch tmpfs is bounded by it."""
+    rw = world_dir / "rw"
+    rw.mkdir()
+    os.chmod(rw, 0o777)
+    ro = world_dir / "ro"
+    ro.mkdir()
+    (ro / "f").write_text("x")
+    os.chmod(ro / "f", 0o666)
+    os.setxattr(ro / "f", "user.host", b"set on the host")
+    (rw / "f").write_text("x")
+    os.chmod(rw / "f", 0o666)
+    (rw / "to_ro").symlink_to("/ro/f")
+    code = ("import os, errno\n"
+            "def t(f, *a):\n"
+            "    try: r = f(*a); return 'ok' if r is None else r\n"
+            "    except OSError as e: return errno.errorcode[e.errno]\n"
+            "print(t(os.getxattr, '/ro/f', 'user.host'), t(os.setxattr, '/ro/f', 'user.a', b'1'),"
+            " t(os.removexattr, '/ro/f', 'user.host'), t(os.setxattr, '/rw/to_ro', 'user.a', b'1'))\n"
+            "print(t(os.setxattr, '/rw/f', 'user.a', b'guest'), t(os.setxattr, '/rw/f', 'security.x', b'1'),"
+            " t(os.setxattr, '/rw/f', 'trusted.x', b'1'), t(os.setxattr, '/usr/bin/env', 'user.a', b'1'))\n"
+            "open('/tmp/f', 'w').close(); n = 0\n"
+            "try:\n"
+            "    for i in range(100000): os.setxattr('/tmp/f', 'user.%d' % i, b'x' * 60000); n += 1\n"
+            "except OSError as e: print(errno.errorcode[e.errno], 0 < n < 1000)\n")
+    r = guest_runner([PYTHON, "-c", code], volumes=[f"{rw}:/rw:rw", f"{ro}:/ro:ro"])
+    assert r.status == 0, r.stderr
+    assert r.stdout == "b'set on the host' EROFS EROFS EROFS\nok EPERM EPERM EROFS\nENOSPC True\n"
+    assert os.getxattr(rw / "f", "user.a") == b"guest"
+    assert os.listxattr(ro / "f") == ["user.host"]
+    denied = [a for a in r.audit if a.get("call") == "xattr" and a.get("errno")]
+    assert len(denied) >= 7, denied
+
+
 def test_getgroups_is_the_identity(guest_runner):
     """nobody (a root monitor's guest, and the unprivileged monitor here)
     has no supplementary groups; setgroups is refused as natively."""
