@@ -211,7 +211,7 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(timer_getoverrun) X(timer_delete) X(rt_sigtimedwait) X(sched_getscheduler)       \
 	X(sched_getparam) X(sched_setparam) X(sched_setscheduler) X(sched_get_priority_max) \
 	X(sched_get_priority_min) X(sched_rr_get_interval) X(msync) X(fallocate) X(splice) X(tee) \
-	X(fcntl) X(rt_sigpending) X(setgroups) X(mknod) X(mknodat)
+	X(fcntl) X(rt_sigpending) X(setgroups) X(mknod) X(mknodat) X(signalfd) X(signalfd4)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 
@@ -227,8 +227,13 @@ struct itimerval_k {
 };
 long libos_cpu_getitimer(int which, struct itimerval_k *out);
 long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerval_k *old);
-/* 1 when tid is a timer's helper thread (its SIGSYS pokes are ours). */
+/* 1 when tid is a helper thread of the library OS (its SIGSYS pokes are
+ * ours): a timer's, or the signalfd reader (sys_sigwait.c). */
 int libos_timer_is_helper(long tid);
+int libos_signalfd_is_helper(long tid);
+/* Starts fn(arg) on a helper thread (blocking every signal is fn's job);
+ * *tid_word is cleared by the kernel when it exits, then *stack may go. */
+long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, void **stack);
 /* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
 int libos_timer_siginfo(int sig, siginfo_t *si);
 long libos_pdeathsig_set(int sig);

@@ -1,5 +1,5 @@
 /* Accepting signals synchronously: rt_sigtimedwait (sigwait, sigwaitinfo,
- * sigtimedwait).
+ * sigtimedwait) and signalfd.
  *
  * Linux dequeues a pending signal of the set without running its handler.
  * The ABI has no call that dequeues a signal, so the library OS lets the
@@ -15,8 +15,31 @@
  * disposition there, as Linux may choose that thread too.
  *
  * Waiters are few (a thread blocked in sigwait), so the table is small and
- * fixed; a thread beyond it gets EAGAIN. */
+ * fixed; a thread beyond it gets EAGAIN.
+ *
+ * A signalfd is the same catcher kept installed for its mask, on a helper
+ * thread of the library OS that waits with exactly the masks of the
+ * process's signalfds let through: a process-directed signal that every
+ * program thread blocks (as signalfd's users do) is delivered there, and the
+ * catcher writes its signalfd_siginfo record into a SOCK_SEQPACKET pair
+ * whose other end is the program's fd (read, poll and epoll on it are direct
+ * calls).  Differences from Linux: a read returns one record at a time;
+ * signals sent to one thread (pthread_kill, raise in a threaded program) stay
+ * pending on that thread; a fork child's signalfd does not see the child's
+ * signals; and once the program closed its fd, the next signal of its mask
+ * finds the pair broken and goes back to the program's disposition. */
 #include "libos.h"
+
+#include <linux/signalfd.h>
+
+/* <sys/socket.h> */
+#define AF_UNIX_K 1
+#define SOCK_SEQPACKET_K 5
+#define SOCK_CLOEXEC_K O_CLOEXEC
+#define MSG_DONTWAIT_K 0x40
+#define MSG_NOSIGNAL_K 0x4000
+#define SHUT_RD_K 0
+#define SHUT_WR_K 1
 
 void libos_sigreturn(void);
 
@@ -31,9 +54,22 @@ struct waiter {
 	siginfo_t info;
 };
 
+#define MAX_SIGNALFDS 16
+
+struct sfd {
+	int used;
+	uint64_t dev, ino; /* the program's end */
+	int wfd;	   /* the library OS's end */
+	uint64_t mask;
+};
+
 static struct {
 	int lock;
 	struct waiter w[MAX_WAITERS];
+	struct sfd sfd[MAX_SIGNALFDS];
+	long sfd_owner;	     /* the process the table belongs to (a fork child starts empty) */
+	int sfd_reader_tid; /* the helper thread, 0 when none */
+	void *sfd_reader_stack;
 	int users[NSIG_K + 1];			  /* waiters per signal */
 	struct kernel_sigaction program[NSIG_K + 1]; /* the program's disposition, while users > 0 */
 } sw;
@@ -77,13 +113,60 @@ static void run_program_action(int sig, siginfo_t *si, void *uc, const struct ke
 		((void (*)(int))act->handler)(sig);
 }
 
+static void release_signals(uint64_t set);
+
+/* On the signalfd reader: the record goes to the first signalfd whose mask
+ * has the signal.  Under the lock; 1 when it went. */
+static int deliver_to_signalfd(int sig, const siginfo_t *si)
+{
+	struct signalfd_siginfo rec;
+	siginfo_t info = *si;
+	libos_timer_siginfo(sig, &info);
+	memset(&rec, 0, sizeof(rec));
+	rec.ssi_signo = (uint32_t)sig;
+	rec.ssi_errno = info.si_errno;
+	rec.ssi_code = info.si_code;
+	rec.ssi_pid = (uint32_t)info.si_pid;
+	rec.ssi_uid = (uint32_t)info.si_uid;
+	if (info.si_code == SI_TIMER) {
+		rec.ssi_tid = (uint32_t)info.si_tid;
+		rec.ssi_overrun = (uint32_t)info.si_overrun;
+		rec.ssi_ptr = (uint64_t)info.si_ptr;
+		rec.ssi_int = info.si_int;
+	} else if (sig == SIGCHLD) {
+		rec.ssi_status = info.si_status;
+		rec.ssi_utime = (uint64_t)info.si_utime;
+		rec.ssi_stime = (uint64_t)info.si_stime;
+	} else if (info.si_code == SI_QUEUE) {
+		rec.ssi_int = info.si_int;
+		rec.ssi_ptr = (uint64_t)info.si_ptr;
+	}
+	for (int i = 0; i < MAX_SIGNALFDS; i++) {
+		struct sfd *f = &sw.sfd[i];
+		if (!f->used || !(f->mask & SIGBIT(sig)))
+			continue;
+		long r = sys6(__NR_sendto, f->wfd, (long)&rec, sizeof(rec), MSG_DONTWAIT_K | MSG_NOSIGNAL_K, 0, 0);
+		if (r == -EPIPE || r == -ECONNREFUSED || r == -EBADF || r == -ENOTSOCK) {
+			/* The program closed its end: this signalfd is gone. */
+			release_signals(f->mask);
+			sys1(__NR_close, f->wfd);
+			f->used = 0;
+			continue;
+		}
+		return 1; /* sent, or dropped on a full queue (bounded, as the kernel's) */
+	}
+	return 0;
+}
+
 static void catcher(int sig, siginfo_t *si, void *uc)
 {
 	long tid = sys0(__NR_gettid);
 	struct kernel_sigaction act = {0};
 	int mine = 0;
 	uint64_t mask = sw_lock();
-	for (int i = 0; i < MAX_WAITERS; i++) {
+	if (tid == sw.sfd_reader_tid && sw.sfd_owner == sys0(__NR_getpid))
+		mine = deliver_to_signalfd(sig, si);
+	for (int i = 0; i < MAX_WAITERS && !mine; i++) {
 		struct waiter *w = &sw.w[i];
 		if (w->tid == tid && (w->set & SIGBIT(sig)) && !w->got) {
 			w->info = *si;
@@ -199,3 +282,131 @@ LIBOS_SYSCALL(rt_sigtimedwait)
 		return r;
 	return info.si_signo;
 }
+
+/* ---- signalfd ---- */
+
+int libos_signalfd_is_helper(long tid)
+{
+	return tid && tid == sw.sfd_reader_tid;
+}
+
+/* The reader thread: waits with the signalfds' signals (and SIGSYS, for
+ * the library OS's pokes when the masks change) let through. */
+static void signalfd_reader(void *unused)
+{
+	(void)unused;
+	uint64_t all = ~0ULL;
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof(uint64_t));
+	for (;;) {
+		uint64_t mask = sw_lock(), wanted = 0;
+		for (int i = 0; i < MAX_SIGNALFDS; i++)
+			if (sw.sfd[i].used)
+				wanted |= sw.sfd[i].mask;
+		sw_unlock(mask);
+		/* sw_unlock put back the full mask; ppoll lets `wanted` through. */
+		uint64_t wait_mask = ~(wanted | SIGBIT(SIGSYS));
+		sys5(__NR_ppoll, 0, 0, 0, &wait_mask, sizeof(uint64_t));
+	}
+}
+
+/* Under the lock: a fork child has its parent's table but not its reader. */
+static void signalfd_claim(void)
+{
+	long self = sys0(__NR_getpid);
+	if (sw.sfd_owner != self) {
+		for (int i = 0; i < MAX_SIGNALFDS; i++)
+			sw.sfd[i].used = 0;
+		sw.sfd_reader_tid = 0;
+		sw.sfd_owner = self;
+	}
+}
+
+#define SFD_NONBLOCK_K O_NONBLOCK
+#define SFD_CLOEXEC_K O_CLOEXEC
+
+/* Where the library OS keeps its end: high, out of the way of programs
+ * that count on the lowest free numbers. */
+static long high_fd(long fd)
+{
+	unsigned long limit = libos_rlimits[RLIMIT_NOFILE].rlim_cur;
+	long min = limit > 128 && limit <= PICO_LOADER_FD ? (long)limit - 64 : 0;
+	long r = min ? sys3(__NR_fcntl, fd, F_DUPFD_CLOEXEC, min) : -EINVAL;
+	if (r < 0)
+		return fd;
+	sys1(__NR_close, fd);
+	return r;
+}
+
+/* Implements Linux syscall signalfd4(2). */
+LIBOS_SYSCALL(signalfd4)
+{
+	int fd = (int)a0, flags = (int)a3;
+	uint64_t set;
+	long r;
+	if ((size_t)a2 != sizeof(uint64_t) || (flags & ~(SFD_NONBLOCK_K | SFD_CLOEXEC_K)))
+		return -EINVAL;
+	if ((r = libos_copy_from_guest(&set, (const void *)a1, sizeof(set))) < 0)
+		return r;
+	set &= ~(SIGBIT(SIGKILL) | SIGBIT(SIGSTOP) | SIGBIT(SIGSYS));
+	struct stat st;
+	if (fd != -1) {
+		/* A new mask for an existing signalfd. */
+		if ((r = sys2(__NR_fstat, fd, &st)) < 0)
+			return r;
+		uint64_t mask = sw_lock();
+		signalfd_claim();
+		struct sfd *f = 0;
+		for (int i = 0; i < MAX_SIGNALFDS && !f; i++)
+			if (sw.sfd[i].used && sw.sfd[i].dev == st.st_dev && sw.sfd[i].ino == st.st_ino)
+				f = &sw.sfd[i];
+		if (f) {
+			hold_signals(set & ~f->mask);
+			release_signals(f->mask & ~set);
+			f->mask = set;
+			if (sw.sfd_reader_tid)
+				sys3(__NR_tgkill, sw.sfd_owner, sw.sfd_reader_tid, SIGSYS);
+		}
+		sw_unlock(mask);
+		return f ? fd : -EINVAL;
+	}
+	int pair[2];
+	r = sys4(__NR_socketpair, AF_UNIX_K, SOCK_SEQPACKET_K | SOCK_CLOEXEC_K, 0, pair);
+	if (r < 0)
+		return r;
+	sys2(__NR_shutdown, pair[0], SHUT_WR_K);
+	sys2(__NR_shutdown, pair[1], SHUT_RD_K);
+	if (!(flags & SFD_CLOEXEC_K))
+		sys3(__NR_fcntl, pair[0], F_SETFD, 0);
+	if (flags & SFD_NONBLOCK_K)
+		sys3(__NR_fcntl, pair[0], F_SETFL, O_NONBLOCK);
+	sys2(__NR_fstat, pair[0], &st);
+	int wfd = (int)high_fd(pair[1]);
+	uint64_t mask = sw_lock();
+	signalfd_claim();
+	struct sfd *f = 0;
+	for (int i = 0; i < MAX_SIGNALFDS && !f; i++)
+		if (!sw.sfd[i].used)
+			f = &sw.sfd[i];
+	r = 0;
+	if (f && !sw.sfd_reader_tid)
+		r = libos_start_helper_thread(signalfd_reader, 0, &sw.sfd_reader_tid, &sw.sfd_reader_stack);
+	if (f && r == 0) {
+		f->used = 1;
+		f->dev = st.st_dev;
+		f->ino = st.st_ino;
+		f->wfd = wfd;
+		f->mask = set;
+		hold_signals(set);
+		sys3(__NR_tgkill, sw.sfd_owner, sw.sfd_reader_tid, SIGSYS);
+	}
+	sw_unlock(mask);
+	if (!f || r < 0) {
+		sys1(__NR_close, pair[0]);
+		sys1(__NR_close, wfd);
+		return !f ? -EMFILE : r;
+	}
+	return pair[0];
+}
+
+/* Implements Linux syscall signalfd(2). */
+LIBOS_SYSCALL(signalfd) { return libos_sys_signalfd4(a0, a1, a2, 0, 0, 0, uc); }

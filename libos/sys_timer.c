@@ -180,21 +180,23 @@ static void __attribute__((noreturn)) helper_main(struct timer_slot *t)
 		sys1(__NR_exit, 0);
 }
 
-/* The clone of a helper: on its own stack the child calls helper_main. */
-static long spawn_helper(struct timer_slot *t)
+/* Starts fn(arg) on a helper thread of this process, on a stack of its own
+ * (*stack, to munmap once *tid_word is 0 again: the kernel clears it, and
+ * wakes a futex waiter on it, when the thread has exited). */
+long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, void **stack_out)
 {
 	char *stack = (char *)sys6(__NR_mmap, 0, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE,
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if ((long)stack < 0 && (long)stack > -4096)
 		return (long)stack;
 	uint64_t *sp = (uint64_t *)(stack + HELPER_STACK_SIZE);
-	*--sp = (uint64_t)t;
-	*--sp = (uint64_t)helper_main;
-	t->stack = stack;
+	*--sp = (uint64_t)arg;
+	*--sp = (uint64_t)fn;
 	long tid;
-	/* The child starts on `sp` with the two words above: it pops the slot
-	 * into %rdi and returns into helper_main with an aligned stack. */
-	register long r10 __asm__("r10") = (long)&t->helper_tid;
+	/* The child starts on `sp` with the two words above: it pops fn into
+	 * %rax and arg into %rdi and jumps to fn with the stack aligned as for
+	 * a call (fn never returns). */
+	register long r10 __asm__("r10") = (long)tid_word;
 	register long r8 __asm__("r8") = 0;
 	__asm__ volatile("syscall\n\t"
 			 "test %%rax, %%rax\n\t"
@@ -205,16 +207,26 @@ static long spawn_helper(struct timer_slot *t)
 			 "jmp *%%rax\n"
 			 "1:"
 			 : "=a"(tid)
-			 : "0"((long)__NR_clone), "D"((long)CLONE_HELPER_K), "S"(sp), "d"(&t->helper_tid),
-			   "r"(r10), "r"(r8)
+			 : "0"((long)__NR_clone), "D"((long)CLONE_HELPER_K), "S"(sp), "d"(tid_word), "r"(r10),
+			   "r"(r8)
 			 : "rcx", "r11", "memory");
 	if (tid < 0) {
 		sys2(__NR_munmap, stack, HELPER_STACK_SIZE);
-		t->stack = 0;
 		return tid;
 	}
-	t->helper_tid = (int)tid;
+	*tid_word = (int)tid;
+	*stack_out = stack;
 	return 0;
+}
+
+static void timer_helper_entry(void *t)
+{
+	helper_main(t);
+}
+
+static long spawn_helper(struct timer_slot *t)
+{
+	return libos_start_helper_thread(timer_helper_entry, t, &t->helper_tid, &t->stack);
 }
 
 /* Tells the helper its timer changed.  Called with the lock held. */
