@@ -44,6 +44,7 @@
 	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |     \
 	 CLONE_CHILD_CLEARTID)
 #define HELPER_STACK_SIZE (32 * 1024)
+#define NOTIFY_TIMERFD 100 /* a timerfd: expirations written to its pair */
 
 /* Timer ids 0..LIBOS_MAX_TIMERS-1 are the program's; the two CPU-time
  * interval timers take the slots after them. */
@@ -70,6 +71,9 @@ struct timer_slot {
 	int helper_sleeping; /* on a clock only a signal interrupts */
 	int stop;
 	long watch_parent; /* PDEATHSIG: fire only once getppid() is no longer this */
+	int wfd;	   /* timerfd: the library OS's end of the pair */
+	uint64_t dev, ino; /* timerfd: the program's end */
+	int orphan;	   /* timerfd closed: the slot is free once its helper has gone */
 	void *stack;
 };
 
@@ -105,6 +109,16 @@ static void timers_claim(void)
 		memset(timers.slot, 0, sizeof(timers.slot));
 		timers.owner = self;
 	}
+	/* Timerfds the program closed, whose helpers have ended. */
+	for (int i = 0; i < LIBOS_MAX_TIMERS; i++) {
+		struct timer_slot *t = &timers.slot[i];
+		if (t->used && t->orphan && !__atomic_load_n(&t->helper_tid, __ATOMIC_ACQUIRE)) {
+			if (t->stack)
+				sys2(__NR_munmap, t->stack, HELPER_STACK_SIZE);
+			sys1(__NR_close, t->wfd);
+			memset(t, 0, sizeof(*t));
+		}
+	}
 }
 
 static uint64_t clock_now(int clock)
@@ -121,8 +135,23 @@ static int futex_clock(int clock)
 
 /* ---- the helper thread ---- */
 
+#define MSG_DONTWAIT_K 0x40
+#define MSG_NOSIGNAL_K 0x4000
+
 static void helper_fire(struct timer_slot *t, long owner)
 {
+	if (t->notify == NOTIFY_TIMERFD) {
+		uint64_t n = (uint64_t)t->overrun + 1;
+		long r = sys6(__NR_sendto, t->wfd, (long)&n, sizeof(n), MSG_DONTWAIT_K | MSG_NOSIGNAL_K, 0, 0);
+		if (r == -EPIPE || r == -ECONNREFUSED || r == -EBADF || r == -ENOTSOCK) {
+			/* The program closed its timerfd: this helper ends, and the
+			 * slot is reclaimed by the next timer call. */
+			t->deadline_ns = 0;
+			t->stop = 1;
+			t->orphan = 1;
+		}
+		return;
+	}
 	if (t->notify == SIGEV_THREAD_ID)
 		sys3(__NR_tgkill, owner, t->tid, t->signo);
 	else
@@ -452,7 +481,10 @@ static struct timer_slot *program_timer(long id)
 {
 	uint64_t mask = timers_lock();
 	timers_claim();
-	struct timer_slot *t = (unsigned long)id < LIBOS_MAX_TIMERS && timers.slot[id].used ? &timers.slot[id] : 0;
+	struct timer_slot *t = (unsigned long)id < LIBOS_MAX_TIMERS && timers.slot[id].used &&
+					       timers.slot[id].notify != NOTIFY_TIMERFD
+				       ? &timers.slot[id]
+				       : 0;
 	timers_unlock(mask);
 	return t;
 }
@@ -630,4 +662,134 @@ int libos_pdeathsig_get(void)
 	int sig = timers.slot[SLOT_PDEATHSIG].used ? timers.slot[SLOT_PDEATHSIG].signo : 0;
 	timers_unlock(mask);
 	return sig;
+}
+
+/* ---- timerfd ----
+ * A timerfd is one end of a SOCK_SEQPACKET pair (read, poll and epoll on it
+ * stay direct calls) and a timer slot whose helper writes the number of
+ * expirations, 8 bytes, into the other end.  Differences from Linux: each
+ * read returns the expirations of one wake-up of the helper rather than all
+ * of them since the last read (their sum over reads is the same), and
+ * TFD_TIMER_CANCEL_ON_SET never cancels (the guest cannot set the clock).
+ * The helper ends when it finds the program's end closed. */
+
+#define TFD_NONBLOCK_K O_NONBLOCK
+#define TFD_CLOEXEC_K O_CLOEXEC
+#define TFD_TIMER_ABSTIME_K 1
+#define TFD_TIMER_CANCEL_ON_SET_K 2
+#define AF_UNIX_K 1
+#define SOCK_SEQPACKET_K 5
+#define SHUT_RD_K 0
+#define SHUT_WR_K 1
+
+/* Implements Linux syscall timerfd_create(2). */
+LIBOS_SYSCALL(timerfd_create)
+{
+	int clock = (int)a0, flags = (int)a1;
+	if (flags & ~(TFD_NONBLOCK_K | TFD_CLOEXEC_K))
+		return -EINVAL;
+	if (clock == CLOCK_REALTIME_ALARM || clock == CLOCK_BOOTTIME_ALARM)
+		return -EPERM;
+	if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME)
+		return -EINVAL;
+	int pair[2];
+	long r = sys4(__NR_socketpair, AF_UNIX_K, SOCK_SEQPACKET_K | O_CLOEXEC, 0, pair);
+	if (r < 0)
+		return r;
+	sys2(__NR_shutdown, pair[0], SHUT_WR_K);
+	sys2(__NR_shutdown, pair[1], SHUT_RD_K);
+	if (!(flags & TFD_CLOEXEC_K))
+		sys3(__NR_fcntl, pair[0], F_SETFD, 0);
+	if (flags & TFD_NONBLOCK_K)
+		sys3(__NR_fcntl, pair[0], F_SETFL, O_NONBLOCK);
+	struct stat st;
+	sys2(__NR_fstat, pair[0], &st);
+	/* The library OS's end goes high, out of the program's way. */
+	unsigned long limit = libos_rlimits[RLIMIT_NOFILE].rlim_cur;
+	if (limit > 128 && limit <= PICO_LOADER_FD) {
+		long high = sys3(__NR_fcntl, pair[1], F_DUPFD_CLOEXEC, (long)limit - 64);
+		if (high >= 0) {
+			sys1(__NR_close, pair[1]);
+			pair[1] = (int)high;
+		}
+	}
+	uint64_t mask = timers_lock();
+	timers_claim();
+	struct timer_slot *t = 0;
+	for (int i = 0; i < LIBOS_MAX_TIMERS && !t; i++)
+		if (!timers.slot[i].used)
+			t = &timers.slot[i];
+	if (t) {
+		memset(t, 0, sizeof(*t));
+		t->used = 1;
+		t->clock = clock;
+		t->notify = NOTIFY_TIMERFD;
+		t->wfd = pair[1];
+		t->dev = st.st_dev;
+		t->ino = st.st_ino;
+	}
+	timers_unlock(mask);
+	if (!t) {
+		sys1(__NR_close, pair[0]);
+		sys1(__NR_close, pair[1]);
+		return -EMFILE;
+	}
+	return pair[0];
+}
+
+/* The timerfd slot of fd, or NULL (EINVAL, as Linux for another fd). */
+static struct timer_slot *timerfd_slot(long fd, long *err)
+{
+	struct stat st;
+	*err = sys2(__NR_fstat, (int)fd, &st);
+	if (*err < 0)
+		return 0;
+	*err = -EINVAL;
+	uint64_t mask = timers_lock();
+	timers_claim();
+	struct timer_slot *found = 0;
+	for (int i = 0; i < LIBOS_MAX_TIMERS && !found; i++) {
+		struct timer_slot *t = &timers.slot[i];
+		if (t->used && !t->orphan && t->notify == NOTIFY_TIMERFD && t->dev == st.st_dev && t->ino == st.st_ino)
+			found = t;
+	}
+	timers_unlock(mask);
+	return found;
+}
+
+/* Implements Linux syscall timerfd_settime(2). */
+LIBOS_SYSCALL(timerfd_settime)
+{
+	struct __kernel_itimerspec nv, old;
+	long r;
+	if ((int)a1 & ~(TFD_TIMER_ABSTIME_K | TFD_TIMER_CANCEL_ON_SET_K))
+		return -EINVAL;
+	struct timer_slot *t = timerfd_slot(a0, &r);
+	if (!t)
+		return r;
+	if ((r = libos_copy_from_guest(&nv, (const void *)a2, sizeof(nv))) < 0)
+		return r;
+	if (!valid_timespec(&nv.it_value) || !valid_timespec(&nv.it_interval))
+		return -EINVAL;
+	/* Setting a timerfd forgets the expirations not yet read. */
+	uint64_t junk;
+	while (sys6(__NR_recvfrom, a0, (long)&junk, sizeof(junk), MSG_DONTWAIT_K, 0, 0) > 0)
+		;
+	if ((r = slot_arm(t, &nv, (int)a1 & TFD_TIMER_ABSTIME_K, &old)) < 0)
+		return r;
+	return a3 ? libos_copy_to_guest((void *)a3, &old, sizeof(old)) : 0;
+}
+
+/* Implements Linux syscall timerfd_gettime(2). */
+LIBOS_SYSCALL(timerfd_gettime)
+{
+	struct __kernel_itimerspec cur;
+	long r;
+	struct timer_slot *t = timerfd_slot(a0, &r);
+	if (!t)
+		return r;
+	uint64_t mask = timers_lock();
+	slot_read(t, &cur);
+	timers_unlock(mask);
+	return libos_copy_to_guest((void *)a1, &cur, sizeof(cur));
 }

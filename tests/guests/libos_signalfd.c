@@ -46,7 +46,7 @@ int main(void)
 	n = read(nb, &si, sizeof(si));
 	printf("usr2 %zd signo %u\n", n, si.ssi_signo);
 	errno = 0;
-	printf("bad flags %d %s\n", signalfd(-1, &set, 0x10), strerror(errno));
-	/* pending stays visible to sigpending until read? (it is taken at once here) */
+	int r = signalfd(-1, &set, 0x10);
+	printf("bad flags %d %s\n", r, strerror(errno));
 	return 0;
 }
