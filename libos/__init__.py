@@ -133,6 +133,7 @@ DELIBERATELY_REFUSED = {"rseq": "ENOSYS"}
 # Direct calls that the filter also traps when their rules do not match, so
 # that the library OS emulates the other forms.
 DIRECT_AND_EMULATED_NOTES = {
+    "fcntl": "direct for fd flags, duplication and locks; the pipe-size and seal commands are emulated",
     "rt_sigaction": "direct from the library OS's own code range; emulated for the program (SIGSYS is virtual)",
     "rt_sigprocmask": "direct from the library OS's own code range; emulated for the program (SIGSYS stays deliverable)",
     "execveat": "direct only on the loader fd; every program exec is emulated by re-entering the loader",
