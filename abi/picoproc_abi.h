@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 18
+#define PICO_MEDIATED_COUNT 19
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -43,6 +43,7 @@
 #define PICO_NR_TASK_INFO 4111
 #define PICO_NR_MKNOD 4112
 #define PICO_NR_XATTR 4113
+#define PICO_NR_TTY_IOCTL 4114
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -126,6 +127,7 @@
 	X(task_info, 4111, 2) \
 	X(mknod, 4112, 3) \
 	X(xattr, 4113, 6) \
+	X(tty_ioctl, 4114, 3) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -218,6 +220,10 @@ static inline long pico_mknod(const char *path, size_t path_len, unsigned int mo
 static inline long pico_xattr(unsigned int op, const char *path, size_t path_len, const char *name, void *value, size_t size)
 {
 	return pico_syscall6(PICO_NR_XATTR, (long)op, (long)path, (long)path_len, (long)name, (long)value, (long)size);
+}
+static inline long pico_tty_ioctl(int fd, unsigned int request, unsigned long arg)
+{
+	return pico_syscall6(PICO_NR_TTY_IOCTL, (long)fd, (long)request, (long)arg, 0, 0, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

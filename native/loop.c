@@ -624,6 +624,112 @@ out:
 	return ret;
 }
 
+/* ---- terminal ioctls on the guest's own pseudo-terminals ---- */
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#define TTY_VALUE (-1) /* the argument is a value, not a pointer */
+
+/* The requests tty_ioctl performs, with the size of what they read from
+ * (in) or write to (out) the guest.  Nothing that reaches beyond the
+ * terminal itself: no TIOCSTI, no line discipline, no controlling-terminal
+ * or process-group change (those act on the caller, here the monitor). */
+static const struct tty_request {
+	unsigned int req;
+	int in, out;
+} tty_requests[] = {
+	{0x5402 /* TCSETS */, 36, 0},	   {0x5403 /* TCSETSW */, 36, 0},
+	{0x5404 /* TCSETSF */, 36, 0},	   {0x5401 /* TCGETS */, 0, 36},
+	{0x802C542A /* TCGETS2 */, 0, 44}, {0x402C542B /* TCSETS2 */, 44, 0},
+	{0x402C542C /* TCSETSW2 */, 44, 0}, {0x402C542D /* TCSETSF2 */, 44, 0},
+	{0x5414 /* TIOCSWINSZ */, 8, 0},   {0x5413 /* TIOCGWINSZ */, 0, 8},
+	{0x80045430 /* TIOCGPTN */, 0, 4}, {0x40045431 /* TIOCSPTLCK */, 4, 0},
+	{0x80045439 /* TIOCGPTLCK */, 0, 4}, {0x5420 /* TIOCPKT */, 4, 0},
+	{0x80045438 /* TIOCGPKT */, 0, 4}, {0x5411 /* TIOCOUTQ */, 0, 4},
+	{0x5424 /* TIOCGETD */, 0, 4},	   {0x80045440 /* TIOCGEXCL */, 0, 4},
+	{0x5409 /* TCSBRK */, TTY_VALUE, 0}, {0x5425 /* TCSBRKP */, TTY_VALUE, 0},
+	{0x540A /* TCXONC */, TTY_VALUE, 0}, {0x540B /* TCFLSH */, TTY_VALUE, 0},
+	{0x5427 /* TIOCSBRK */, TTY_VALUE, 0}, {0x5428 /* TIOCCBRK */, TTY_VALUE, 0},
+	{0x540C /* TIOCEXCL */, TTY_VALUE, 0}, {0x540D /* TIOCNXCL */, TTY_VALUE, 0},
+	{0x5441 /* TIOCGPTPEER */, TTY_VALUE, 0},
+};
+
+/* Implements pico_tty_ioctl(fd, request, arg).  The monitor copies the
+ * caller's fd (pidfd_getfd: the same open file), checks that it is a
+ * character device of the run's own devpts, and makes the call on it. */
+static long serve_tty_ioctl(struct call *c, char *scratch)
+{
+	uint32_t fd, req;
+	unsigned char buf[64];
+	const struct tty_request *t = NULL;
+	unsigned long devpts;
+	struct stat st;
+	long ret;
+
+	(void)scratch;
+	if (int_arg(ARG(0), &fd) || int_arg(ARG(1), &req))
+		return -EINVAL;
+	c->rec.arg = req;
+	c->rec.arg2 = fd;
+	for (size_t i = 0; i < sizeof(tty_requests) / sizeof(tty_requests[0]); i++)
+		if (tty_requests[i].req == req)
+			t = &tty_requests[i];
+	if (!t)
+		return -ENOTTY;
+	if (pico_fs_mount_dev(c->guest->fs, "/dev/pts", &devpts) < 0)
+		return -ENOTTY;
+	if (c->n->pid <= 0)
+		return -EPERM;
+	int pidfd = (int)syscall(SYS_pidfd_open, c->n->pid, PIDFD_THREAD);
+	if (pidfd < 0)
+		return -ESRCH;
+	int tfd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+	int err = errno;
+	close(pidfd);
+	if (tfd < 0)
+		return err == EBADF ? -EBADF : -err;
+	/* The fd number was the caller's: only if it still waits for us. */
+	if (!still_valid(c)) {
+		close(tfd);
+		return -ECANCELED;
+	}
+	if (fstat(tfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_dev != devpts) {
+		close(tfd);
+		c->denied = 1;
+		return -ENOTTY;
+	}
+	memset(buf, 0, sizeof(buf));
+	if (t->in > 0 && (ret = guest_read(c, ARG(2), buf, (size_t)t->in)) < 0)
+		goto out;
+	if (req == 0x5441 /* TIOCGPTPEER */) {
+		/* The new slave fd: never the monitor's controlling terminal. */
+		int flags = (int)(ARG(2) & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC)) | O_NOCTTY;
+		ret = ioctl(tfd, req, flags);
+		if (ret < 0) {
+			ret = -errno;
+			goto out;
+		}
+		c->install_fd = (int)ret;
+		c->install_cloexec = !!(flags & O_CLOEXEC);
+		ret = 0;
+		goto out;
+	}
+	ret = t->in == TTY_VALUE ? ioctl(tfd, req, (unsigned long)ARG(2)) : ioctl(tfd, req, buf);
+	if (ret < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (t->out > 0) {
+		int w = guest_write(c, ARG(2), buf, (size_t)t->out);
+		if (w < 0)
+			ret = w;
+	}
+out:
+	close(tfd);
+	return ret;
+}
+
 /* Implements pico_unlink(path, path_len, flags). */
 static long serve_unlink(struct call *c, char *path)
 {
@@ -877,6 +983,7 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_TASK_INFO - PICO_MEDIATED_BASE] = serve_task_info,
 	[PICO_NR_MKNOD - PICO_MEDIATED_BASE] = serve_mknod,
 	[PICO_NR_XATTR - PICO_MEDIATED_BASE] = serve_xattr,
+	[PICO_NR_TTY_IOCTL - PICO_MEDIATED_BASE] = serve_tty_ioctl,
 };
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the

@@ -1766,3 +1766,17 @@ long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size
 	struct unix_arg a = {.nonblock = nonblock};
 	return SERVE(denied, with_path(p, path, len, 1, unix_connect_op, &a));
 }
+
+int pico_fs_mount_dev(const struct pico_fs_policy *p, const char *guest, unsigned long *out)
+{
+	size_t len = strlen(guest);
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		struct stat st;
+		if (m->guest_len == len && !memcmp(m->guest, guest, len) && !m->leaf && fstat(m->dirfd, &st) == 0) {
+			*out = st.st_dev;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}

@@ -1003,21 +1003,88 @@ static int send_fd(int sock, int fd, int err)
 	return send_with_fd(sock, &err, sizeof(err), fd);
 }
 
+/* A private devpts instance (never the host's): its own pty numbers, at
+ * most `max` of them, its ptmx usable by anyone who can reach it. */
+static int devpts_dir_fd(int max)
+{
+	char buf[24];
+	int fs = fsopen("devpts", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1, dir = -1;
+	format_uint(buf, (uint64_t)max, 10);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "max", buf, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "ptmxmode", "0666", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0620", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto out;
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	if (mnt < 0)
+		goto out;
+	dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+out:;
+	int saved = errno;
+	if (mnt >= 0)
+		close(mnt);
+	close(fs);
+	errno = saved;
+	return dir;
+}
+
+/* What a helper (or the caller itself) makes: a tmpfs or a devpts. */
+struct fs_request {
+	int devpts;
+	uint64_t size_bytes, nr_inodes;
+	unsigned int mode;
+	int uid, gid, noexec, max;
+};
+
+static int make_fs_dir(const struct fs_request *r)
+{
+	if (r->devpts)
+		return devpts_dir_fd(r->max);
+	return tmpfs_dir_fd(r->size_bytes, r->nr_inodes, r->mode, r->uid, r->gid, r->noexec);
+}
+
+static int make_fs_in_helper(const struct fs_request *r, int *dir_fd_out);
+
 int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
 		    int in_userns, int noexec, int *dir_fd_out)
 {
 	*dir_fd_out = -1;
 	if (size_bytes == 0)
 		return -EINVAL;
+	struct fs_request r = {0, size_bytes, nr_inodes, mode, uid, gid, noexec, 0};
 	if (!in_userns) {
-		int dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
+		int dir = make_fs_dir(&r);
 		if (dir < 0)
 			return -errno;
 		*dir_fd_out = dir;
 		return 0;
 	}
+	return make_fs_in_helper(&r, dir_fd_out);
+}
+
+int pico_make_devpts(int max, int in_userns, int *dir_fd_out)
+{
+	*dir_fd_out = -1;
+	if (max <= 0)
+		return -EINVAL;
+	struct fs_request r = {1, 0, 0, 0, -1, -1, 1, max};
+	if (!in_userns) {
+		int dir = make_fs_dir(&r);
+		if (dir < 0)
+			return -errno;
+		*dir_fd_out = dir;
+		return 0;
+	}
+	return make_fs_in_helper(&r, dir_fd_out);
+}
+
+static int make_fs_in_helper(const struct fs_request *r, int *dir_fd_out)
+{
 	/* Unprivileged: a helper in its own user+mount namespace may create a
-	 * tmpfs.  It maps the caller's ids to themselves (files the monitor
+	 * tmpfs or a devpts.  It maps the caller's ids to themselves (files the monitor
 	 * creates there must have mapped owners, or creation fails with
 	 * EOVERFLOW), makes the detached mount and passes its fd back. */
 	int sv[2];
@@ -1044,7 +1111,7 @@ int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, 
 		len = format_id_map(map, (unsigned)egid);
 		if (write_file("/proc/self/gid_map", map, len) < 0)
 			goto helper_fail;
-		dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
+		dir = make_fs_dir(r);
 		if (dir < 0)
 			goto helper_fail;
 		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);

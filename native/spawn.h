@@ -163,6 +163,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
  * owner is the caller.  noexec: MOUNT_ATTR_NOEXEC.  Returns 0 or -errno. */
 int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
 		    int in_userns, int noexec, int *dir_fd_out);
+/* A private devpts instance as a detached mount: a picoprocess's own
+ * pseudo-terminals (at most `max`), never the host's.  *dir_fd_out is an
+ * O_DIRECTORY fd on its root (the ptmx node and the pty slaves); in_userns
+ * as for pico_make_tmpfs.  Returns 0 or -errno. */
+int pico_make_devpts(int max, int in_userns, int *dir_fd_out);
 /* cffi:end */
 
 #endif

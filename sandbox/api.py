@@ -737,6 +737,7 @@ class Sandbox:
                 scratches.append((t.guest, make_scratch(t.size_bytes, inodes=t.inodes, uid=identity.uid,
                                                         gid=identity.gid)))
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
+            _add_own_devpts(policy)
             skeleton = _mount_point_skeleton(manifest)
             if skeleton is not None:
                 # exec only lets directories be searched: the skeleton holds no files.
@@ -922,6 +923,23 @@ class Sandbox:
             keep_image_fd=True,
             **common,
         )
+
+
+def _add_own_devpts(policy) -> None:
+    """The guest's /dev/pts: a devpts instance of this run's own (its
+    /dev/ptmx is /dev/pts/ptmx), where the monitor opens the guest's
+    pseudo-terminals.  A machine whose kernel refuses one (no devpts in a
+    user namespace) runs without: opening /dev/ptmx then fails with ENOENT."""
+    from picoproc.scratch import ScratchError, make_devpts
+
+    try:
+        fd = make_devpts()
+    except ScratchError:
+        return
+    try:
+        policy.add_mount_fd("/dev/pts", fd, writable=True, exec=False)
+    finally:
+        os.close(fd)
 
 
 @functools.cache
