@@ -169,16 +169,23 @@ LIBOS_SYSCALL(access) { return libos_sys_faccessat2(AT_FDCWD, a0, a1, 0, 0, 0, u
 
 /* ---- the stat family ---- */
 
+/* dev_t as the kernel encodes it for stat (new_encode_dev): 12 bits of
+ * major, 20 of minor, the minor's low byte lowest. */
+static unsigned long encode_dev(uint32_t major, uint32_t minor)
+{
+	return (minor & 0xff) | ((unsigned long)major << 8) | ((unsigned long)(minor & ~0xffU) << 12);
+}
+
 static void stat_from_statx(struct stat *st, const struct statx *x)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_dev = ((unsigned long)x->stx_dev_major << 8) | x->stx_dev_minor;
+	st->st_dev = encode_dev(x->stx_dev_major, x->stx_dev_minor);
 	st->st_ino = x->stx_ino;
 	st->st_nlink = x->stx_nlink;
 	st->st_mode = x->stx_mode;
 	st->st_uid = x->stx_uid;
 	st->st_gid = x->stx_gid;
-	st->st_rdev = ((unsigned long)x->stx_rdev_major << 8) | x->stx_rdev_minor;
+	st->st_rdev = encode_dev(x->stx_rdev_major, x->stx_rdev_minor);
 	st->st_size = (long)x->stx_size;
 	st->st_blksize = x->stx_blksize;
 	st->st_blocks = (long)x->stx_blocks;

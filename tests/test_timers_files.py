@@ -265,6 +265,88 @@ def test_xattrs_change_only_in_writable_mounts_and_are_bounded(guest_runner, wor
     assert len(denied) >= 7, denied
 
 
+# ---------------------------------------------------------------------------------------
+# pseudo-terminals
+# ---------------------------------------------------------------------------------------
+
+def test_pseudo_terminals_as_native(guest_runner):
+    r = same_as_native(guest_runner, script("ptys.py"))
+    assert "child: setsid again EPERM" in r.stdout and "winsize (40, 132)" in r.stdout
+
+
+def test_cpython_test_pty_inside(guest_runner):
+    """CPython's own pty tests: the same tests pass inside as natively
+    (before, test_pty could not open a pty at all)."""
+    argv = [PYTHON, "-m", "test", "test_pty", "-v"]
+    native = native_as_guest(argv, timeout=120)
+    assert native.returncode == 0, native.stdout.decode()[-2000:]
+    r = guest_runner(argv, timeout=120)
+    assert r.status == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    def outcomes(text):
+        return sorted(line.rsplit(" ... ", 1)[1] for line in text.splitlines() if " ... " in line)
+
+    assert outcomes(r.stdout) == outcomes(native.stdout.decode())
+    assert "Tests result: SUCCESS" in r.stdout
+
+
+def test_ptys_are_the_runs_own_and_bounded(guest_runner):
+    """The guest's /dev/pts is a devpts instance of its own: none of the
+    host's ptys (this test holds one open) are there, and it holds at most
+    64; the guest identity owns the slaves it opens."""
+    host_master, host_slave = os.openpty()
+    try:
+        code = ("import os, errno\n"
+                "print(sorted(os.listdir('/dev/pts')))\n"
+                "fds = []\n"
+                "try:\n"
+                "    for i in range(100): fds.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\n"
+                "except OSError as e: print(len(fds), errno.errorcode[e.errno])\n"
+                "print(len(os.listdir('/dev/pts')))\n"
+                "for fd in fds: os.close(fd)\n"
+                "m, s = os.openpty(); st = os.fstat(s)\n"
+                "print(st.st_uid == os.getuid())\n")
+        r = guest_runner([PYTHON, "-c", code])
+        assert r.status == 0, r.stderr
+        assert r.stdout == "['ptmx']\n64 ENOSPC\n65\nTrue\n"
+    finally:
+        os.close(host_master)
+        os.close(host_slave)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the monitor in this process, as root")
+def test_a_host_terminal_on_stdin_is_never_changed():
+    """The guest's stdin may be the user's terminal: the ioctls that would
+    change it reach no host terminal (ENOTTY; TIOCSTI EPERM), only the
+    run's own ptys; the host's settings stay as they were."""
+    import termios
+
+    from picoproc.api import Sandbox
+    from picoproc.manifest import default_manifest
+
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        code = ("import os, termios, fcntl, struct, errno, tty\n"
+                "def t(f):\n"
+                "    try: f(); return 'changed'\n"
+                "    except OSError as e: return errno.errorcode[e.errno]\n"
+                "    except termios.error as e: return errno.errorcode[e.args[0]]\n"
+                "print(os.isatty(0), t(lambda: tty.setraw(0)),"
+                " t(lambda: fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 1, 1, 0, 0))),"
+                " t(lambda: fcntl.ioctl(0, termios.TIOCSTI, b'x')),"
+                " t(lambda: termios.tcflush(0, termios.TCIFLUSH)))\n")
+        r = Sandbox(default_manifest()).run([PYTHON, "-c", code], stdin=slave, capture=True, timeout=60)
+        assert r.status == 0, r.stderr
+        assert r.stdout.decode() == "True ENOTTY ENOTTY EPERM ENOTTY\n"
+        assert termios.tcgetattr(slave) == before
+        refused = [a for a in r.audit if a.get("call") == "tty_ioctl" and a.get("errno")]
+        assert refused and all(a["errno_name"] == "ENOTTY" for a in refused)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_getgroups_is_the_identity(guest_runner):
     """nobody (a root monitor's guest, and the unprivileged monitor here)
     has no supplementary groups; setgroups is refused as natively."""
