@@ -552,6 +552,50 @@ static int guest_entry(void *spec)
 	guest_main((const struct pico_spawn_spec *)spec);
 }
 
+static int send_with_fd(int sock, const void *data, size_t len, int fd);
+
+/* The picoprocess's own devpts: a new instance (never the host's ptys),
+ * made by the reaper in the guest's user namespace while it still has the
+ * capability to, as a detached mount whose root goes to the monitor: the
+ * monitor opens the guest's ptmx and ptys there.  At most `max` ptys: every
+ * devpts instance but the host's shares the kernel's pty budget. */
+static int devpts_dir_fd(int max)
+{
+	char buf[24];
+	int fs = fsopen("devpts", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1, dir = -1;
+	format_uint(buf, (uint64_t)max, 10);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "max", buf, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "ptmxmode", "0666", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0620", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto out;
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	if (mnt < 0)
+		goto out;
+	dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+out:;
+	int saved = errno;
+	if (mnt >= 0)
+		close(mnt);
+	close(fs);
+	errno = saved;
+	return dir;
+}
+
+static void send_devpts(const struct pico_spawn_spec *spec)
+{
+	int dir = devpts_dir_fd(spec->devpts_max);
+	if (dir < 0)
+		child_fail(PICO_STEP_DEVPTS);
+	struct child_report rep = {PICO_STEP_DEVPTS, 0};
+	if (send_with_fd(PICO_REPORT_FD, &rep, sizeof(rep), dir) < 0)
+		child_fail(PICO_STEP_DEVPTS);
+	close(dir);
+}
+
 static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *spec, int parent_pidfd)
 {
 	/* Into the run's cgroup before anything else, so that nothing we do
@@ -589,6 +633,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 		child_fail(PICO_STEP_LOOPBACK);
 	if (spec->n_udp_proxies > 0)
 		make_udp_proxies(spec);
+	if (spec->devpts_max > 0 && !spec->join_namespaces)
+		send_devpts(spec);
 
 	if (spec->identity_mode == PICO_IDENTITY_SWITCH &&
 	    ((spec->clone_flags & CLONE_NEWUSER) || spec->join_namespaces)) {
@@ -774,6 +820,7 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	result->listener_fd = -1;
 	result->status_fd = -1;
 	result->guestnet_fd = -1;
+	result->devpts_fd = -1;
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
@@ -869,6 +916,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			result->listener_fd = fd;
 			continue;
 		}
+		if (n == (ssize_t)sizeof(rep) && rep.step == PICO_STEP_DEVPTS && rep.err == 0 && fd >= 0 &&
+		    result->devpts_fd < 0 && spec->devpts_max > 0) {
+			result->devpts_fd = fd;
+			continue;
+		}
 		if (fd >= 0)
 			close(fd);
 		failed = 1;
@@ -900,6 +952,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (result->listener_fd >= 0)
 		close(result->listener_fd);
 	result->listener_fd = -1;
+	if (result->devpts_fd >= 0)
+		close(result->devpts_fd);
+	result->devpts_fd = -1;
 	result->guest_pid = 0;
 	close(st[0]);
 	result->step = rep.step;
@@ -1003,88 +1058,21 @@ static int send_fd(int sock, int fd, int err)
 	return send_with_fd(sock, &err, sizeof(err), fd);
 }
 
-/* A private devpts instance (never the host's): its own pty numbers, at
- * most `max` of them, its ptmx usable by anyone who can reach it. */
-static int devpts_dir_fd(int max)
-{
-	char buf[24];
-	int fs = fsopen("devpts", FSOPEN_CLOEXEC);
-	if (fs < 0)
-		return -1;
-	int mnt = -1, dir = -1;
-	format_uint(buf, (uint64_t)max, 10);
-	if (fsconfig(fs, FSCONFIG_SET_STRING, "max", buf, 0) < 0 ||
-	    fsconfig(fs, FSCONFIG_SET_STRING, "ptmxmode", "0666", 0) < 0 ||
-	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0620", 0) < 0 ||
-	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		goto out;
-	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
-	if (mnt < 0)
-		goto out;
-	dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-out:;
-	int saved = errno;
-	if (mnt >= 0)
-		close(mnt);
-	close(fs);
-	errno = saved;
-	return dir;
-}
-
-/* What a helper (or the caller itself) makes: a tmpfs or a devpts. */
-struct fs_request {
-	int devpts;
-	uint64_t size_bytes, nr_inodes;
-	unsigned int mode;
-	int uid, gid, noexec, max;
-};
-
-static int make_fs_dir(const struct fs_request *r)
-{
-	if (r->devpts)
-		return devpts_dir_fd(r->max);
-	return tmpfs_dir_fd(r->size_bytes, r->nr_inodes, r->mode, r->uid, r->gid, r->noexec);
-}
-
-static int make_fs_in_helper(const struct fs_request *r, int *dir_fd_out);
-
 int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
 		    int in_userns, int noexec, int *dir_fd_out)
 {
 	*dir_fd_out = -1;
 	if (size_bytes == 0)
 		return -EINVAL;
-	struct fs_request r = {0, size_bytes, nr_inodes, mode, uid, gid, noexec, 0};
 	if (!in_userns) {
-		int dir = make_fs_dir(&r);
+		int dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
 		if (dir < 0)
 			return -errno;
 		*dir_fd_out = dir;
 		return 0;
 	}
-	return make_fs_in_helper(&r, dir_fd_out);
-}
-
-int pico_make_devpts(int max, int in_userns, int *dir_fd_out)
-{
-	*dir_fd_out = -1;
-	if (max <= 0)
-		return -EINVAL;
-	struct fs_request r = {1, 0, 0, 0, -1, -1, 1, max};
-	if (!in_userns) {
-		int dir = make_fs_dir(&r);
-		if (dir < 0)
-			return -errno;
-		*dir_fd_out = dir;
-		return 0;
-	}
-	return make_fs_in_helper(&r, dir_fd_out);
-}
-
-static int make_fs_in_helper(const struct fs_request *r, int *dir_fd_out)
-{
 	/* Unprivileged: a helper in its own user+mount namespace may create a
-	 * tmpfs or a devpts.  It maps the caller's ids to themselves (files the monitor
+	 * tmpfs.  It maps the caller's ids to themselves (files the monitor
 	 * creates there must have mapped owners, or creation fails with
 	 * EOVERFLOW), makes the detached mount and passes its fd back. */
 	int sv[2];
@@ -1111,7 +1099,7 @@ static int make_fs_in_helper(const struct fs_request *r, int *dir_fd_out)
 		len = format_id_map(map, (unsigned)egid);
 		if (write_file("/proc/self/gid_map", map, len) < 0)
 			goto helper_fail;
-		dir = make_fs_dir(r);
+		dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
 		if (dir < 0)
 			goto helper_fail;
 		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);

@@ -737,7 +737,6 @@ class Sandbox:
                 scratches.append((t.guest, make_scratch(t.size_bytes, inodes=t.inodes, uid=identity.uid,
                                                         gid=identity.gid)))
             policy = FsPolicy.from_manifest(manifest, {g: s.dir_fd for g, s in scratches})
-            _add_own_devpts(policy)
             skeleton = _mount_point_skeleton(manifest)
             if skeleton is not None:
                 # exec only lets directories be searched: the skeleton holds no files.
@@ -766,6 +765,10 @@ class Sandbox:
                 os.close(own_stdin)  # the guest holds its own copy now
                 owned.remove(own_stdin)
             try:
+                if spawned.devpts_fd >= 0:
+                    # The guest's /dev/pts (and /dev/ptmx, its ptmx node):
+                    # the devpts instance its reaper made, never the host's.
+                    policy.add_mount_fd("/dev/pts", spawned.devpts_fd, writable=True, exec=False)
                 net.start_udp_proxies(list(spawned.proxy_fds))
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
                                            spawned.guestnet_fd)
@@ -773,6 +776,8 @@ class Sandbox:
                 os.close(spawned.listener_fd)
                 if spawned.guestnet_fd >= 0:
                     os.close(spawned.guestnet_fd)
+                if spawned.devpts_fd >= 0:
+                    os.close(spawned.devpts_fd)
             router.open(handle, sink)
 
             victim = spawned
@@ -905,6 +910,7 @@ class Sandbox:
             identity=(identity.uid, identity.gid) if os.geteuid() == 0 else None,
             guestnet=True,
             udp_proxies=tuple(udp_proxies),
+            devpts_max=DEVPTS_MAX,
         )
         if self.raw:
             host = argv[0] if "/" in argv[0] else None
@@ -925,23 +931,6 @@ class Sandbox:
         )
 
 
-def _add_own_devpts(policy) -> None:
-    """The guest's /dev/pts: a devpts instance of this run's own (its
-    /dev/ptmx is /dev/pts/ptmx), where the monitor opens the guest's
-    pseudo-terminals.  A machine whose kernel refuses one (no devpts in a
-    user namespace) runs without: opening /dev/ptmx then fails with ENOENT."""
-    from picoproc.scratch import ScratchError, make_devpts
-
-    try:
-        fd = make_devpts()
-    except ScratchError:
-        return
-    try:
-        policy.add_mount_fd("/dev/pts", fd, writable=True, exec=False)
-    finally:
-        os.close(fd)
-
-
 @functools.cache
 def _loader_image_path() -> str:
     """Where the loader image is: fixed for the life of the process (the
@@ -953,6 +942,11 @@ def _loader_image_path() -> str:
 
 # The skeleton is a few empty directories: a small tmpfs holds them.
 _SKELETON_BYTES = 256 * 1024
+# The most pseudo-terminals one picoprocess may have at once: each costs
+# kernel memory in the monitor's name (it opens them), and every devpts
+# instance but the host's shares one kernel budget (kernel.pty.max less
+# kernel.pty.reserve).
+DEVPTS_MAX = 64
 
 
 def _mount_point_skeleton(manifest: Manifest):

@@ -125,20 +125,3 @@ def make_scratch(
         )
     return Scratch(out[0], size_bytes, inodes, uid, gid, mode)
 
-
-# The most pseudo-terminals one picoprocess may have open at once: each costs
-# kernel memory in the monitor's name, and every devpts instance but the
-# host's shares the kernel's pty budget (kernel.pty.max minus .reserve).
-DEVPTS_MAX = 64
-
-
-def make_devpts(max_ptys: int = DEVPTS_MAX) -> int:
-    """A private devpts instance for one run (a detached mount, as the
-    scratch tmpfs): the guest's /dev/pts, whose ptmx gives it
-    pseudo-terminals of its own, never the host's.  Returns an O_DIRECTORY
-    fd on its root; the instance goes away with the last fd on it."""
-    out = ffi.new("int *")
-    rc = lib.pico_make_devpts(int(max_ptys), 0 if os.geteuid() == 0 else 1, out)
-    if rc < 0:
-        raise ScratchError(-rc, f"creating the run's devpts: {os.strerror(-rc)}")
-    return out[0]

@@ -85,6 +85,7 @@ STEP_NAMES = {
     lib.PICO_STEP_LOOPBACK: "bringing up the loopback interface of the guest's network",
     lib.PICO_STEP_GUESTNET: "starting the socket helper of the guest's network",
     lib.PICO_STEP_JOIN: "joining the namespaces of the running picoprocess (setns)",
+    lib.PICO_STEP_DEVPTS: "mounting the picoprocess's own devpts (fsopen devpts)",
 }
 
 
@@ -131,6 +132,9 @@ class SpawnConfig:
     # OCI runtime's container process, which is in the pod's), and guestnet's
     # helper serves that one.  For a container engine's network only.
     share_network: bool = False
+    # > 0: the reaper mounts a devpts instance of the picoprocess's own, with
+    # at most this many ptys, and passes its root back (Spawned.devpts_fd).
+    devpts_max: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +153,7 @@ class Spawned:
     limits: Limits = dataclasses.field(default_factory=Limits)
     guestnet_fd: int = -1  # the socket helper's channel (owned by the caller), or -1
     proxy_fds: tuple[int, ...] = ()  # the UDP proxies' sockets (owned by the caller)
+    devpts_fd: int = -1  # the picoprocess's own devpts root (owned by the caller), or -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -431,6 +436,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             ffi.memmove(spec.udp_proxies[i].addr, addr, len(addr))
             spec.udp_proxies[i].port = port
         spec.n_udp_proxies = len(config.udp_proxies)
+        spec.devpts_max = int(config.devpts_max)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
@@ -464,6 +470,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         limits,
         result.guestnet_fd,
         tuple(result.proxy_fds[i] for i in range(result.n_proxy_fds)),
+        result.devpts_fd,
     )
     with _live_lock:
         _live[spawned.pid] = spawned
