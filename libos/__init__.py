@@ -134,6 +134,8 @@ DELIBERATELY_REFUSED = {"rseq": "ENOSYS"}
 # that the library OS emulates the other forms.
 DIRECT_AND_EMULATED_NOTES = {
     "fcntl": "direct for fd flags, duplication and locks; the pipe-size and seal commands are emulated",
+    "ioctl": "direct for the read-only terminal queries and fd flags; the terminal requests that change a "
+             "terminal go to the monitor (tty_ioctl), only for the run's own ptys",
     "rt_sigaction": "direct from the library OS's own code range; emulated for the program (SIGSYS is virtual)",
     "rt_sigprocmask": "direct from the library OS's own code range; emulated for the program (SIGSYS stays deliverable)",
     "execveat": "direct only on the loader fd; every program exec is emulated by re-entering the loader",
