@@ -724,10 +724,11 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # socket names); setsockopt/getsockopt: direct for SOL_SOCKET and
     # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).  pipe2: direct
     # with O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.
-    # fcntl: direct for the commands the rules list, the others (pipe sizes,
-    # seals) trap.
+    # fcntl and ioctl: direct for the commands the rules list, the others
+    # (pipe sizes, seals; the terminal requests that change a terminal) trap.
     assert names & direct == {"rt_sigaction", "rt_sigprocmask", "execveat", "close", "dup3", "ppoll",
-                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt", "pipe2", "fcntl"}
+                              "epoll_pwait", "getsockname", "setsockopt", "getsockopt", "pipe2", "fcntl",
+                              "ioctl"}
 
 
 def test_loader_argv_helper(monitor):
