@@ -105,3 +105,103 @@ LIBOS_SYSCALL(sched_rr_get_interval)
 	long r = check_pid(a0);
 	return r < 0 ? r : libos_copy_to_guest((void *)a1, &ts, sizeof(ts));
 }
+
+/* ---- clock_getres ----
+ * The vDSO answers clock_getres for the clocks it knows; the CPU-time clocks
+ * (and a program's raw syscall) come here.  Linux's answers: 1 ns for the
+ * high-resolution clocks and the scheduler's CPU clocks (what
+ * CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID are), one tick for
+ * the coarse clocks and the profiling/virtual CPU clocks.  The tick is not
+ * told to user space: it is measured once, as the step of the coarse
+ * monotonic clock (bounded: at most 100 ms of watching). */
+#define CPUCLOCK_SCHED_K 2
+#define NS_PER_S_K 1000000000L
+
+static long measured_tick_ns(void);
+
+/* The kernel's HZ, from the measured step of the coarse clock (which the
+ * timekeeper advances by real elapsed time: near, not exactly, a tick). */
+static long measured_hz(void)
+{
+	static long hz;
+	static const long known[] = {100, 250, 300, 1000};
+	if (hz)
+		return hz;
+	long tick = measured_tick_ns(), best = 250;
+	for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		long d = NS_PER_S_K / known[i] - tick, e = NS_PER_S_K / best - tick;
+		if ((d < 0 ? -d : d) < (e < 0 ? -e : e))
+			best = known[i];
+	}
+	hz = best;
+	return hz;
+}
+
+static long measured_tick_ns(void)
+{
+	static long tick;
+	if (tick)
+		return tick;
+	struct __kernel_timespec a, b, start;
+	long first = 0;
+	sys2(__NR_clock_gettime, CLOCK_MONOTONIC, &start);
+	sys2(__NR_clock_gettime, CLOCK_MONOTONIC_COARSE, &a);
+	for (;;) {
+		sys2(__NR_clock_gettime, CLOCK_MONOTONIC_COARSE, &b);
+		long d = (b.tv_sec - a.tv_sec) * NS_PER_S_K + (b.tv_nsec - a.tv_nsec);
+		if (d > 0) {
+			if (first) {
+				/* The second step is a whole tick (the first may not be). */
+				tick = d;
+				break;
+			}
+			first = d;
+			a = b;
+		}
+		struct __kernel_timespec now;
+		sys2(__NR_clock_gettime, CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * NS_PER_S_K + (now.tv_nsec - start.tv_nsec) > 100000000L) {
+			tick = first ? first : 4000000; /* HZ=250, as Debian builds it */
+			break;
+		}
+	}
+	return tick;
+}
+
+/* Implements Linux syscall clock_getres(2). */
+LIBOS_SYSCALL(clock_getres)
+{
+	int clock = (int)a0;
+	struct __kernel_timespec now, res = {0, 1};
+	long r = sys2(__NR_clock_gettime, clock, &now);
+	if (r < 0)
+		return r;
+	if (clock == CLOCK_REALTIME_COARSE || clock == CLOCK_MONOTONIC_COARSE)
+		res.tv_nsec = (NS_PER_S_K + measured_hz() / 2) / measured_hz(); /* TICK_NSEC */
+	else if (clock < 0 && (clock & 3) != CPUCLOCK_SCHED_K)
+		res.tv_nsec = (NS_PER_S_K + measured_hz() - 1) / measured_hz();
+	return a1 ? libos_copy_to_guest((void *)a1, &res, sizeof(res)) : 0;
+}
+
+/* Implements Linux syscalls clock_settime(2) and settimeofday(2): the guest
+ * may read the clocks, never set them (EPERM, as for any unprivileged user,
+ * once the arguments are valid). */
+LIBOS_SYSCALL(clock_settime)
+{
+	struct __kernel_timespec ts;
+	long r = sys2(__NR_clock_gettime, (int)a0, &ts);
+	if (r < 0)
+		return r;
+	if ((r = libos_copy_from_guest(&ts, (const void *)a1, sizeof(ts))) < 0)
+		return r;
+	if (ts.tv_nsec < 0 || ts.tv_nsec >= NS_PER_S_K || ts.tv_sec < 0)
+		return -EINVAL;
+	if ((int)a0 != CLOCK_REALTIME)
+		return -EINVAL; /* Linux sets no other clock */
+	return -EPERM;
+}
+
+LIBOS_SYSCALL(settimeofday)
+{
+	return -EPERM;
+}
