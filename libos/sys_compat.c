@@ -400,8 +400,13 @@ LIBOS_SYSCALL(close_range)
 
 /* ---- CPUs: virtual, the count the monitor chose (--cpus) ---- */
 
-/* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1, for the
- * caller or any process of the picoprocess. */
+/* The CPUs the program chose (sched_setaffinity on itself), as a mask of
+ * the virtual ones; 0: all of them.  Recorded for the process (Linux keeps
+ * one per thread); placement stays the host's. */
+static uint64_t chosen_cpus[16];
+
+/* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1 (or those
+ * the program chose), for the caller or any process of the picoprocess. */
 LIBOS_SYSCALL(sched_getaffinity)
 {
 	size_t len = (size_t)a1;
@@ -409,34 +414,54 @@ LIBOS_SYSCALL(sched_getaffinity)
 	unsigned cpus = libos_proc.cpus;
 	if (a0 < 0)
 		return -ESRCH;
-	if (a0 && a0 != sys0(__NR_getpid) && sys2(__NR_kill, a0, 0) == -ESRCH)
+	int self = a0 == 0 || a0 == sys0(__NR_getpid);
+	if (!self && sys2(__NR_kill, a0, 0) == -ESRCH)
 		return -ESRCH;
 	size_t need = (((size_t)cpus + 63) / 64) * 8;
 	if (len < need || (len & 7))
 		return -EINVAL;
 	memset(mask, 0, sizeof(mask));
+	int chosen = 0;
+	for (unsigned i = 0; i < 16; i++)
+		chosen |= chosen_cpus[i] != 0;
 	for (unsigned i = 0; i < cpus && i < 1024; i++)
-		mask[i / 64] |= 1ULL << (i % 64);
+		if (!self || !chosen || (chosen_cpus[i / 64] & (1ULL << (i % 64))))
+			mask[i / 64] |= 1ULL << (i % 64);
 	long r = libos_copy_to_guest((void *)a2, mask, need);
 	return r < 0 ? r : (long)need;
 }
 
 /* Implements Linux syscall sched_setaffinity(2): accepted when the mask
- * names at least one of the picoprocess's CPUs; placement stays the host's. */
+ * names at least one of the picoprocess's CPUs, and recorded for the
+ * caller's own process. */
 LIBOS_SYSCALL(sched_setaffinity)
 {
 	size_t len = (size_t)a1;
-	uint64_t word = 0;
+	uint64_t mask[16];
 	if (a0 < 0)
 		return -ESRCH;
-	if (len < 8)
-		return -EINVAL;
-	long r = libos_copy_from_guest(&word, (const void *)a2, sizeof(word));
+	int self = a0 == 0 || a0 == sys0(__NR_getpid);
+	if (!self && sys2(__NR_kill, a0, 0) == -ESRCH)
+		return -ESRCH;
+	memset(mask, 0, sizeof(mask));
+	size_t take = len < sizeof(mask) ? len : sizeof(mask);
+	long r = libos_copy_from_guest(mask, (const void *)a2, take);
 	if (r < 0)
 		return r;
-	unsigned cpus = libos_proc.cpus < 64 ? libos_proc.cpus : 64;
-	uint64_t ours = cpus == 64 ? ~0ULL : ((1ULL << cpus) - 1);
-	return (word & ours) ? 0 : -EINVAL;
+	unsigned cpus = libos_proc.cpus < 1024 ? libos_proc.cpus : 1024;
+	uint64_t ours[16];
+	int any = 0;
+	memset(ours, 0, sizeof(ours));
+	for (unsigned i = 0; i < cpus; i++)
+		if (mask[i / 64] & (1ULL << (i % 64))) {
+			ours[i / 64] |= 1ULL << (i % 64);
+			any = 1;
+		}
+	if (!any)
+		return -EINVAL;
+	if (self)
+		memcpy(chosen_cpus, ours, sizeof(ours));
+	return 0;
 }
 
 /* Implements Linux syscall getcpu(2): CPU 0, node 0 (the vDSO normally

@@ -284,3 +284,66 @@ LIBOS_SYSCALL(fcntl)
 		return -ENOSYS;
 	}
 }
+
+/* ---- preadv, pwritev ---- */
+
+#define IOV_MAX_K 1024
+
+struct iovec_k {
+	void *base;
+	size_t len;
+};
+
+/* Reads (write = 0) or writes the guest's iovecs at `off`, one pread64 or
+ * pwrite64 per vector, stopping at the first short transfer: the count, or
+ * -errno when nothing moved.  Unlike Linux's, a transfer of several vectors
+ * is not one atomic operation. */
+static long positioned_vector(int fd, long user_iov, long cnt, long off, int write)
+{
+	if (cnt < 0 || cnt > IOV_MAX_K)
+		return -EINVAL;
+	if (off < 0)
+		return -EINVAL;
+	long done = 0;
+	for (long i = 0; i < cnt; i++) {
+		struct iovec_k v;
+		long r = libos_copy_from_guest(&v, (const struct iovec_k *)user_iov + i, sizeof(v));
+		if (r < 0)
+			return done ? done : r;
+		if (v.len == 0)
+			continue;
+		r = write ? sys4(__NR_pwrite64, fd, v.base, v.len, off + done)
+			  : sys4(__NR_pread64, fd, v.base, v.len, off + done);
+		if (r < 0)
+			return done ? done : r;
+		done += r;
+		if ((size_t)r < v.len)
+			break;
+	}
+	return done;
+}
+
+/* Implements Linux syscalls preadv(2) and pwritev(2). */
+LIBOS_SYSCALL(preadv) { return positioned_vector((int)a0, a1, a2, a3, 0); }
+LIBOS_SYSCALL(pwritev) { return positioned_vector((int)a0, a1, a2, a3, 1); }
+
+/* Implements Linux syscalls preadv2(2) and pwritev2(2) without flags (the
+ * RWF_* hints answer EOPNOTSUPP, as on a file that does not take them); an
+ * offset of -1 is the fd's own position (readv/writev). */
+LIBOS_SYSCALL(preadv2)
+{
+	if (a5)
+		return -EOPNOTSUPP;
+	if (a3 == -1)
+		return sys3(__NR_readv, (int)a0, a1, a2);
+	return positioned_vector((int)a0, a1, a2, a3, 0);
+}
+
+LIBOS_SYSCALL(pwritev2)
+{
+	if (a5)
+		return -EOPNOTSUPP;
+	if (a3 == -1)
+		return sys3(__NR_writev, (int)a0, a1, a2);
+	return positioned_vector((int)a0, a1, a2, a3, 1);
+}

@@ -205,3 +205,58 @@ LIBOS_SYSCALL(settimeofday)
 {
 	return -EPERM;
 }
+
+/* ---- nice values ----
+ * Virtual, like the CPU count: recorded for the process and reported, with
+ * Linux's rule for an unprivileged user (it may raise its nice value, never
+ * lower it: EACCES); the host's scheduling is the picoprocess's own. */
+#define PRIO_PROCESS_K 0
+#define PRIO_PGRP_K 1
+#define PRIO_USER_K 2
+
+static struct {
+	long owner;
+	int nice;
+} nice_value;
+
+static int *own_nice(void)
+{
+	long self = sys0(__NR_getpid);
+	if (nice_value.owner != self) {
+		/* A fork child inherits its parent's nice value, as on Linux. */
+		nice_value.owner = self;
+	}
+	return &nice_value.nice;
+}
+
+static long prio_target(long which, long who)
+{
+	if (which < PRIO_PROCESS_K || which > PRIO_USER_K)
+		return -EINVAL;
+	if (which == PRIO_PROCESS_K)
+		return check_pid(who);
+	return 0;
+}
+
+/* Implements Linux syscall getpriority(2): the kernel's form, 20 - nice. */
+LIBOS_SYSCALL(getpriority)
+{
+	long r = prio_target(a0, a1);
+	return r < 0 ? r : 20 - *own_nice();
+}
+
+/* Implements Linux syscall setpriority(2). */
+LIBOS_SYSCALL(setpriority)
+{
+	long r = prio_target(a0, a1);
+	if (r < 0)
+		return r;
+	int want = (int)a2 < -20 ? -20 : (int)a2 > 19 ? 19 : (int)a2;
+	int *nice = own_nice();
+	if (want < *nice)
+		return -EACCES;
+	if (a0 == PRIO_PROCESS_K && a1 && a1 != sys0(__NR_getpid))
+		return 0; /* another process of the picoprocess: nothing recorded */
+	*nice = want;
+	return 0;
+}

@@ -61,3 +61,29 @@ def sf():
     fd = os.open(d + "/sp", os.O_RDONLY); r, w = os.pipe()
     return os.sendfile(w, fd, 0, 5), os.read(r, 5), os.copy_file_range(fd, os.open(d + "/cfr", os.O_CREAT | os.O_WRONLY), 4)
 t("sendfile", sf)
+def vec():
+    fd = os.open(d + "/vec", os.O_CREAT | os.O_RDWR)
+    n = os.pwritev(fd, [b"abc", b"", b"defg"], 2)
+    a, b = bytearray(2), bytearray(10)
+    m = os.preadv(fd, [a, b], 1)
+    return n, m, bytes(a), bytes(b[:m - 2]), os.pread(fd, 20, 0)
+t("preadv/pwritev", vec)
+def prio():
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, base + 2)
+    out = [os.getpriority(os.PRIO_PROCESS, os.getpid()) - base]
+    try: os.setpriority(os.PRIO_PROCESS, 0, base)
+    except OSError as e: out.append(errno.errorcode[e.errno])
+    return out
+t("nice", prio)
+def aff():
+    cpus = os.sched_getaffinity(0)
+    one = {min(cpus)}
+    os.sched_setaffinity(0, one)
+    out = [os.sched_getaffinity(0) == one]
+    os.sched_setaffinity(0, cpus)
+    out.append(os.sched_getaffinity(0) == cpus)
+    try: os.sched_setaffinity(0, {4095})
+    except OSError as e: out.append(errno.errorcode[e.errno])
+    return out
+t("affinity", aff)
