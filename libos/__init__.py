@@ -123,7 +123,7 @@ MEDIATED_BY = {
     "socket": ("open",), "connect": ("open",), "bind": ("open",), "listen": ("open",),
     "memfd_create": ("open",),
     "getrusage": ("task_info",), "times": ("task_info",), "rt_sigpending": ("task_info",),
-    "mknod": ("mknod",), "mknodat": ("mknod",),
+    "mknod": ("mknod",), "mknodat": ("mknod",), "pidfd_open": ("open",),
     **{f"{p}{op}xattr": ("xattr",) for p in ("", "l", "f") for op in ("get", "set", "list", "remove")},
 }
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "loop.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -397,6 +398,117 @@ static int int_arg(uint64_t v, uint32_t *out)
 
 #define ARG(i) (c->n->data.args[i])
 
+/* ---- pidfds of the guest's own processes ---- */
+
+static ssize_t read_proc_text(const char *path, char *buf, size_t cap);
+
+/* The value after "Name:" in /proc/<pid>/status, the last of several
+ * (NSpid lists the pid in each namespace, the innermost last). */
+static long status_last_number(const char *text, const char *name)
+{
+	const char *p = strstr(text, name);
+	if (!p)
+		return -1;
+	p += strlen(name);
+	long last = -1;
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p < '0' || *p > '9')
+			break;
+		last = strtol(p, (char **)&p, 10);
+	}
+	return last;
+}
+
+static int read_status(long pid, char *buf, size_t cap)
+{
+	char path[48];
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	return read_proc_text(path, buf, cap) < 0 ? -1 : 0;
+}
+
+#define PIDFD_WALK_MAX 4096 /* processes looked at: the guest's own, bounded */
+
+/* The host pid of the process that is `guest_pid` in the caller's pid
+ * namespace, found by walking that namespace's tree from its init (the
+ * reaper, reached through the caller's ancestors): only the guest's own
+ * processes are ever looked at.  -ESRCH when there is none. */
+static long host_pid_of(struct call *c, long guest_pid, char *text, size_t cap)
+{
+	long p = c->n->pid;
+	if (read_status(p, text, cap) < 0)
+		return -ESRCH;
+	p = status_last_number(text, "\nTgid:");
+	for (int depth = 0; depth < PIDFD_WALK_MAX; depth++) {
+		if (read_status(p, text, cap) < 0)
+			return -ESRCH;
+		long inner = status_last_number(text, "\nNSpid:");
+		if (inner == guest_pid)
+			return p;
+		if (inner == 1)
+			break;
+		p = status_last_number(text, "\nPPid:");
+		if (p <= 0)
+			return -ESRCH;
+	}
+	/* Breadth-first from init over the children of every task. */
+	static __thread long queue[PIDFD_WALK_MAX];
+	size_t head = 0, tail = 0;
+	queue[tail++] = p;
+	while (head < tail) {
+		long q = queue[head++];
+		char path[300];
+		if (read_status(q, text, cap) == 0 && status_last_number(text, "\nNSpid:") == guest_pid &&
+		    status_last_number(text, "\nTgid:") == q)
+			return q;
+		snprintf(path, sizeof(path), "/proc/%ld/task", q);
+		DIR *d = opendir(path);
+		if (!d)
+			continue;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] < '0' || e->d_name[0] > '9')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%ld/task/%s/children", q, e->d_name);
+			if (read_proc_text(path, text, cap) < 0)
+				continue;
+			for (char *t = text; *t && tail < PIDFD_WALK_MAX;) {
+				long child = strtol(t, &t, 10);
+				if (child <= 0)
+					break;
+				queue[tail++] = child;
+			}
+		}
+		closedir(d);
+	}
+	return -ESRCH;
+}
+
+/* Implements pico_open("pid:N"): a pidfd of the caller's own process N. */
+static long open_pidfd(struct call *c, const char *num, int flags, char *text, size_t cap)
+{
+	char *end;
+	long guest_pid = strtol(num, &end, 10);
+	if (*end || guest_pid <= 0 || (flags & ~(O_NONBLOCK | O_CLOEXEC)))
+		return -EINVAL;
+	long host = host_pid_of(c, guest_pid, text, cap);
+	if (host < 0)
+		return host;
+	long fd = syscall(SYS_pidfd_open, host, flags & O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	/* The pid may have been reused between the walk and the open: the
+	 * process the pidfd holds must still be that guest process. */
+	char st[1024];
+	if (read_status(host, st, sizeof(st)) < 0 || status_last_number(st, "\nNSpid:") != guest_pid ||
+	    !still_valid(c)) {
+		close((int)fd);
+		return -ESRCH;
+	}
+	return fd;
+}
+
 /* Implements pico_open(uri, uri_len, flags, mode). */
 static long serve_open(struct call *c, char *uri)
 {
@@ -430,6 +542,11 @@ static long serve_open(struct call *c, char *uri)
 			return 0;
 		}
 		return ret;
+	}
+	if (scheme == 3 && !memcmp(uri, "pid", 3)) {
+		char *text = uri + PICO_MAX_URI + 1; /* the second half of the scratch */
+		ret = open_pidfd(c, rest, (int)flags, text, PICO_MAX_URI);
+		goto installed;
 	}
 	/* unix.srv:/PATH and (unless the manifest grants the host path)
 	 * unix:/PATH name sockets in the guest's own view: the file policy. */

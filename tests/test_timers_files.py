@@ -127,6 +127,26 @@ def test_prctl_options_and_the_parent_death_signal(guest_runner):
     assert "child of a dead parent: b'got'" in r.stdout
 
 
+def test_pidfds_of_own_processes(guest_runner):
+    r = same_as_native(guest_runner, script("pidfd.py"))
+    assert "exited True" in r.stdout and "killed 9" in r.stdout
+
+
+def test_pidfd_open_sees_only_the_guests_own_processes(guest_runner):
+    """The monitor looks for the pid in the caller's own pid namespace: a
+    host pid (this test's) is not there, whatever its number."""
+    code = ("import os, errno\n"
+            f"for pid in ({os.getpid()}, 1, 2, 10**6):\n"
+            "    try: fd = os.pidfd_open(pid); print(pid > 2 and 'host!' or 'own', end=' ')\n"
+            "    except OSError as e: print(errno.errorcode[e.errno], end=' ')\n"
+            "print()\n")
+    r = guest_runner([PYTHON, "-c", code])
+    assert r.status == 0, r.stderr
+    # pid 1 is the reaper, pid 2 the program itself; the host pid (far
+    # above any of the guest's) is not in its namespace.
+    assert r.stdout.split() == ["ESRCH", "own", "own", "ESRCH"]
+
+
 RUBY = shutil.which("ruby")
 
 
