@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 19
+#define PICO_MEDIATED_COUNT 20
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -23,6 +23,11 @@
 #define PICO_XATTR_SET 0x2
 #define PICO_XATTR_REMOVE 0x3
 #define PICO_XATTR_NOFOLLOW 0x8
+#define PICO_INOTIFY_INIT 0x0
+#define PICO_INOTIFY_ADD_WATCH 0x1
+#define PICO_INOTIFY_RM_WATCH 0x2
+#define PICO_INOTIFY_MAX_INSTANCES 0x10
+#define PICO_INOTIFY_MAX_WATCHES 0x2000
 
 /* Mediated call numbers (the guest issues them as syscalls). */
 #define PICO_NR_OPEN 4096
@@ -44,6 +49,7 @@
 #define PICO_NR_MKNOD 4112
 #define PICO_NR_XATTR 4113
 #define PICO_NR_TTY_IOCTL 4114
+#define PICO_NR_INOTIFY 4115
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -128,6 +134,7 @@
 	X(mknod, 4112, 3) \
 	X(xattr, 4113, 6) \
 	X(tty_ioctl, 4114, 3) \
+	X(inotify, 4115, 5) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -224,6 +231,10 @@ static inline long pico_xattr(unsigned int op, const char *path, size_t path_len
 static inline long pico_tty_ioctl(int fd, unsigned int request, unsigned long arg)
 {
 	return pico_syscall6(PICO_NR_TTY_IOCTL, (long)fd, (long)request, (long)arg, 0, 0, 0);
+}
+static inline long pico_inotify(unsigned int op, int fd_or_flags, const char *path, size_t path_len, unsigned int mask_or_wd)
+{
+	return pico_syscall6(PICO_NR_INOTIFY, (long)op, (long)fd_or_flags, (long)path, (long)path_len, (long)mask_or_wd, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

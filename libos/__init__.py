@@ -124,6 +124,8 @@ MEDIATED_BY = {
     "memfd_create": ("open",),
     "getrusage": ("task_info",), "times": ("task_info",), "rt_sigpending": ("task_info",),
     "mknod": ("mknod",), "mknodat": ("mknod",), "pidfd_open": ("open",),
+    "inotify_init": ("inotify",), "inotify_init1": ("inotify",), "inotify_add_watch": ("inotify",),
+    "inotify_rm_watch": ("inotify",),
     **{f"{p}{op}xattr": ("xattr",) for p in ("", "l", "f") for op in ("get", "set", "list", "remove")},
 }
 

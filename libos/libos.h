@@ -212,7 +212,8 @@ extern unsigned long libos_fast_count, libos_rewritten_sites;
 	X(sched_getparam) X(sched_setparam) X(sched_setscheduler) X(sched_get_priority_max) \
 	X(sched_get_priority_min) X(sched_rr_get_interval) X(msync) X(fallocate) X(splice) X(tee) \
 	X(fcntl) X(rt_sigpending) X(setgroups) X(clock_getres) X(clock_settime) X(settimeofday) X(preadv) X(pwritev) X(preadv2) \
-	X(pwritev2) X(getpriority) X(setpriority) X(pidfd_open) X(pidfd_send_signal) X(mknod) X(mknodat) X(signalfd) X(signalfd4) X(timerfd_create) X(timerfd_settime) X(timerfd_gettime) X(ioctl)
+	X(pwritev2) X(getpriority) X(setpriority) X(pidfd_open) X(pidfd_send_signal) \
+	X(inotify_init) X(inotify_init1) X(inotify_add_watch) X(inotify_rm_watch) X(mknod) X(mknodat) X(signalfd) X(signalfd4) X(timerfd_create) X(timerfd_settime) X(timerfd_gettime) X(ioctl)
 #define LIBOS_DECLARE(name) LIBOS_SYSCALL(name);
 LIBOS_HANDLERS(LIBOS_DECLARE)
 

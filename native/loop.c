@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -100,6 +101,9 @@ struct guest {
 	 * of its channel (-1: none, or gone) and the calls waiting for it, in
 	 * the order sent (a ring, grown on demand). */
 	int gn_fd;
+	/* inotify instances made and watches added for this guest (bounded
+	 * per run: the kernel charges them to the monitor's identity). */
+	unsigned int inotify_instances, inotify_watches;
 	uint32_t gn_next_id;
 	struct gn_pending *gn_q;
 	unsigned int gn_head, gn_count, gn_cap;
@@ -772,6 +776,8 @@ static const struct tty_request {
 	{0x5441 /* TIOCGPTPEER */, TTY_VALUE, 0},
 };
 
+static int copy_guest_fd(struct call *c, int fd);
+
 /* Implements pico_tty_ioctl(fd, request, arg).  The monitor copies the
  * caller's fd (pidfd_getfd: the same open file), checks that it is a
  * character device of the run's own devpts, and makes the call on it. */
@@ -796,21 +802,9 @@ static long serve_tty_ioctl(struct call *c, char *scratch)
 		return -ENOTTY;
 	if (pico_fs_mount_dev(c->guest->fs, "/dev/pts", &devpts) < 0)
 		return -ENOTTY;
-	if (c->n->pid <= 0)
-		return -EPERM;
-	int pidfd = (int)syscall(SYS_pidfd_open, c->n->pid, PIDFD_THREAD);
-	if (pidfd < 0)
-		return -ESRCH;
-	int tfd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
-	int err = errno;
-	close(pidfd);
+	int tfd = copy_guest_fd(c, (int)fd);
 	if (tfd < 0)
-		return err == EBADF ? -EBADF : -err;
-	/* The fd number was the caller's: only if it still waits for us. */
-	if (!still_valid(c)) {
-		close(tfd);
-		return -ECANCELED;
-	}
+		return tfd;
 	if (fstat(tfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_dev != devpts) {
 		close(tfd);
 		c->denied = 1;
@@ -844,6 +838,98 @@ static long serve_tty_ioctl(struct call *c, char *scratch)
 	}
 out:
 	close(tfd);
+	return ret;
+}
+
+/* A copy of the caller's fd `fd` (pidfd_getfd: the same open file), or
+ * -errno.  The fd number was the caller's: the copy is used only if the
+ * caller still waits for the answer. */
+static int copy_guest_fd(struct call *c, int fd)
+{
+	if (c->n->pid <= 0)
+		return -EPERM;
+	int pidfd = (int)syscall(SYS_pidfd_open, c->n->pid, PIDFD_THREAD);
+	if (pidfd < 0)
+		return -ESRCH;
+	int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	int err = errno;
+	close(pidfd);
+	if (copy < 0)
+		return -err;
+	if (!still_valid(c)) {
+		close(copy);
+		return -ECANCELED;
+	}
+	return copy;
+}
+
+/* Is fd an inotify instance? */
+static int is_inotify_fd(int fd)
+{
+	char proc[32], target[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(proc, target, sizeof(target) - 1);
+	if (n < 0)
+		return 0;
+	target[n] = 0;
+	return !strcmp(target, "anon_inode:inotify");
+}
+
+#define IN_INIT_FLAGS (IN_NONBLOCK | IN_CLOEXEC)
+
+/* Implements pico_inotify(op, fd_or_flags, path, path_len, mask_or_wd). */
+static long serve_inotify(struct call *c, char *path)
+{
+	uint32_t op, arg1, mask;
+	long ret;
+
+	if (int_arg(ARG(0), &op) || int_arg(ARG(1), &arg1) || int_arg(ARG(4), &mask))
+		return -EINVAL;
+	c->rec.arg = op;
+	c->rec.arg2 = mask;
+	if (op == PICO_INOTIFY_INIT) {
+		if (arg1 & ~(uint32_t)IN_INIT_FLAGS)
+			return -EINVAL;
+		if (c->guest->inotify_instances >= PICO_INOTIFY_MAX_INSTANCES) {
+			c->denied = 1;
+			return -EMFILE;
+		}
+		int fd = inotify_init1((int)(arg1 & IN_NONBLOCK) | IN_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		c->guest->inotify_instances++;
+		c->install_fd = fd;
+		c->install_cloexec = !!(arg1 & IN_CLOEXEC);
+		return 0;
+	}
+	if (op != PICO_INOTIFY_ADD_WATCH && op != PICO_INOTIFY_RM_WATCH)
+		return -EINVAL;
+	if (op == PICO_INOTIFY_ADD_WATCH) {
+		ret = fetch_string(c, ARG(2), ARG(3), PICO_MAX_PATH, path, 0);
+		if (ret < 0)
+			return ret;
+		if (c->guest->inotify_watches >= PICO_INOTIFY_MAX_WATCHES) {
+			c->denied = 1;
+			return -ENOSPC;
+		}
+	}
+	int ifd = copy_guest_fd(c, (int)arg1);
+	if (ifd < 0)
+		return ifd == -EBADF ? -EBADF : ifd;
+	if (!is_inotify_fd(ifd)) {
+		close(ifd);
+		return -EINVAL;
+	}
+	if (op == PICO_INOTIFY_ADD_WATCH) {
+		ret = pico_fs_inotify_watch(c->guest->fs, path, ARG(3), ifd, mask, &c->denied);
+		if (ret >= 0)
+			c->guest->inotify_watches++;
+	} else {
+		ret = inotify_rm_watch(ifd, (int)mask) < 0 ? -errno : 0;
+		if (ret == 0 && c->guest->inotify_watches)
+			c->guest->inotify_watches--;
+	}
+	close(ifd);
 	return ret;
 }
 
@@ -1101,6 +1187,7 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_MKNOD - PICO_MEDIATED_BASE] = serve_mknod,
 	[PICO_NR_XATTR - PICO_MEDIATED_BASE] = serve_xattr,
 	[PICO_NR_TTY_IOCTL - PICO_MEDIATED_BASE] = serve_tty_ioctl,
+	[PICO_NR_INOTIFY - PICO_MEDIATED_BASE] = serve_inotify,
 };
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the

@@ -11,6 +11,7 @@
 #include <stdio.h> /* renameat2 */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <sys/statfs.h>
@@ -1779,4 +1780,43 @@ int pico_fs_mount_dev(const struct pico_fs_policy *p, const char *guest, unsigne
 		}
 	}
 	return -ENOENT;
+}
+
+struct inotify_arg {
+	int ifd;
+	uint32_t mask;
+};
+
+/* A watch on the resolved object, through the monitor's own /proc/self/fd
+ * link to it pinned O_PATH: no guest path is looked up by the kernel.  Only
+ * in writable mounts: what the guest itself may change. */
+static long inotify_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct inotify_arg *a = varg;
+	char proc[32];
+	if (!r->mount)
+		return deny(-EACCES);
+	/* A missing name is ENOENT wherever it is, as on Linux. */
+	long fd = open_checked_path(p, r, !!(a->mask & IN_DONT_FOLLOW), NULL, NULL);
+	if (fd < 0)
+		return fd;
+	if (r->mount->writable != PICO_MOUNT_RW) {
+		close((int)fd);
+		return deny(-EACCES);
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+	/* IN_DONT_FOLLOW was the resolution's business; on the link to the
+	 * pinned object it would watch the link instead. */
+	long ret = inotify_add_watch(a->ifd, proc, a->mask & ~(uint32_t)IN_DONT_FOLLOW);
+	ret = ret < 0 ? -errno : ret;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_inotify_watch(const struct pico_fs_policy *p, const char *path, size_t len, int ifd,
+			   uint32_t mask, int *denied)
+{
+	*denied = 0;
+	struct inotify_arg a = {ifd, mask};
+	return SERVE(denied, with_path(p, path, len, !(mask & IN_DONT_FOLLOW), inotify_op, &a));
 }

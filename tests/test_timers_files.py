@@ -147,6 +147,39 @@ def test_pidfd_open_sees_only_the_guests_own_processes(guest_runner):
     assert r.stdout.split() == ["ESRCH", "own", "own", "ESRCH"]
 
 
+def test_inotify_as_native(guest_runner):
+    r = same_as_native(guest_runner, script("inotify.py"))
+    assert "(True, '0x80', 'b.txt')" in r.stdout
+
+
+def test_inotify_watches_only_writable_mounts_and_is_bounded(guest_runner, world_dir):
+    """Watches are added in writable mounts only (a read-only host view,
+    also through a link into it, answers EACCES), not on another process's
+    fd, and a run has at most 16 instances and 8192 watches."""
+    rw = world_dir / "rw"
+    rw.mkdir()
+    os.chmod(rw, 0o777)
+    (rw / "to_usr").symlink_to("/usr")
+    code = ("import ctypes, os, errno\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "fd = libc.inotify_init1(0)\n"
+            "def w(p):\n"
+            "    r = libc.inotify_add_watch(fd, p.encode(), 0x100)\n"
+            "    return 'ok' if r > 0 else errno.errorcode[ctypes.get_errno()]\n"
+            "print(w('/rw'), w('/tmp'), w('/usr'), w('/rw/to_usr'), w('/etc/passwd'))\n"
+            "n = 0\n"
+            "for i in range(10000):\n"
+            "    p = f'/tmp/d{i}'; open(p, 'w').close()\n"
+            "    if libc.inotify_add_watch(fd, p.encode(), 0x2) < 0: break\n"
+            "    n += 1\n"
+            "print(n + 2, errno.errorcode[ctypes.get_errno()])\n"
+            "fds = [libc.inotify_init1(0) for _ in range(20)]\n"
+            "print(sum(f >= 0 for f in fds) + 1, errno.errorcode[ctypes.get_errno()])\n")
+    r = guest_runner([PYTHON, "-c", code], volumes=[f"{rw}:/rw:rw"])
+    assert r.status == 0, r.stderr
+    assert r.stdout == "ok ok EACCES EACCES EACCES\n8192 ENOSPC\n16 EMFILE\n"
+
+
 RUBY = shutil.which("ruby")
 
 
