@@ -585,11 +585,13 @@ out:;
 	return dir;
 }
 
+/* A kernel that refuses a devpts here leaves the run without ptys
+ * (opening /dev/ptmx then answers ENOENT), not without a run. */
 static void send_devpts(const struct pico_spawn_spec *spec)
 {
 	int dir = devpts_dir_fd(spec->devpts_max);
 	if (dir < 0)
-		child_fail(PICO_STEP_DEVPTS);
+		return;
 	struct child_report rep = {PICO_STEP_DEVPTS, 0};
 	if (send_with_fd(PICO_REPORT_FD, &rep, sizeof(rep), dir) < 0)
 		child_fail(PICO_STEP_DEVPTS);
