@@ -124,4 +124,3 @@ def make_scratch(
             -rc, f"creating a {size_bytes}-byte scratch tmpfs with {how}: {os.strerror(-rc)}"
         )
     return Scratch(out[0], size_bytes, inodes, uid, gid, mode)
-
