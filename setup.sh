@@ -12,6 +12,7 @@ APT_PACKAGES=(
   golang-go nodejs                # runtimes whose servers the tests run on loopback
   procps                          # ps, pgrep, pkill, top against the guest's /proc
   openjdk-17-jdk-headless         # java started as /usr/bin/java (an alternatives link)
+  ruby                            # a runtime whose thread timer is a POSIX timer
   libpython3.11-testsuite         # python3 -m test workloads of the perf suite
   bubblewrap crun runsc           # comparison backends (peers)
   podman runc containerd          # engines and runtimes picoproc-oci is tested and measured with

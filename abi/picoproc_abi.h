@@ -8,7 +8,7 @@
 
 #define PICO_ABI_VERSION 1
 #define PICO_MEDIATED_BASE 4096
-#define PICO_MEDIATED_COUNT 15
+#define PICO_MEDIATED_COUNT 20
 #define PICO_DIRECT_COUNT 59
 #define PICO_LOADER_FD 1023
 #define PICO_LOADER_TEXT_START 0x10000000000UL
@@ -18,6 +18,17 @@
 
 #define PICO_LIBOS_PUBLIC_ADDR 0x10000f00000
 #define PICO_OPEN_EXEC 0x40000000
+#define PICO_TASK_INFO_WORDS 0xd
+#define PICO_XATTR_GET 0x0
+#define PICO_XATTR_LIST 0x1
+#define PICO_XATTR_SET 0x2
+#define PICO_XATTR_REMOVE 0x3
+#define PICO_XATTR_NOFOLLOW 0x8
+#define PICO_INOTIFY_INIT 0x0
+#define PICO_INOTIFY_ADD_WATCH 0x1
+#define PICO_INOTIFY_RM_WATCH 0x2
+#define PICO_INOTIFY_MAX_INSTANCES 0x10
+#define PICO_INOTIFY_MAX_WATCHES 0x2000
 
 /* Mediated call numbers (the guest issues them as syscalls). */
 #define PICO_NR_OPEN 4096
@@ -35,6 +46,11 @@
 #define PICO_NR_TRUNCATE 4108
 #define PICO_NR_STATFS 4109
 #define PICO_NR_NOTE_UNSUPPORTED 4110
+#define PICO_NR_TASK_INFO 4111
+#define PICO_NR_MKNOD 4112
+#define PICO_NR_XATTR 4113
+#define PICO_NR_TTY_IOCTL 4114
+#define PICO_NR_INOTIFY 4115
 
 /* X-macros: X(name, linux_nr) for each direct call; X(name, nr, nargs) for each
  * mediated call. */
@@ -115,6 +131,11 @@
 	X(truncate, 4108, 3) \
 	X(statfs, 4109, 3) \
 	X(note_unsupported, 4110, 2) \
+	X(task_info, 4111, 2) \
+	X(mknod, 4112, 3) \
+	X(xattr, 4113, 6) \
+	X(tty_ioctl, 4114, 3) \
+	X(inotify, 4115, 5) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
@@ -195,6 +216,26 @@ static inline long pico_statfs(const char *path, size_t path_len, struct statfs 
 static inline long pico_note_unsupported(long linux_nr, long arg0)
 {
 	return pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
+}
+static inline long pico_task_info(int which, unsigned long *buf)
+{
+	return pico_syscall6(PICO_NR_TASK_INFO, (long)which, (long)buf, 0, 0, 0, 0);
+}
+static inline long pico_mknod(const char *path, size_t path_len, unsigned int mode)
+{
+	return pico_syscall6(PICO_NR_MKNOD, (long)path, (long)path_len, (long)mode, 0, 0, 0);
+}
+static inline long pico_xattr(unsigned int op, const char *path, size_t path_len, const char *name, void *value, size_t size)
+{
+	return pico_syscall6(PICO_NR_XATTR, (long)op, (long)path, (long)path_len, (long)name, (long)value, (long)size);
+}
+static inline long pico_tty_ioctl(int fd, unsigned int request, unsigned long arg)
+{
+	return pico_syscall6(PICO_NR_TTY_IOCTL, (long)fd, (long)request, (long)arg, 0, 0, 0);
+}
+static inline long pico_inotify(unsigned int op, int fd_or_flags, const char *path, size_t path_len, unsigned int mask_or_wd)
+{
+	return pico_syscall6(PICO_NR_INOTIFY, (long)op, (long)fd_or_flags, (long)path, (long)path_len, (long)mask_or_wd, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */
 

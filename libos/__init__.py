@@ -19,7 +19,8 @@ def loader_path() -> pathlib.Path:
 
 def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | None = None,
                 gid: int | None = None, hostname: str | None = None, release: str | None = None,
-                umask: int | None = None, limits=None, cpus: int | None = None) -> list[str]:
+                umask: int | None = None, limits=None, cpus: int | None = None,
+                groups=()) -> list[str]:
     """The argv the monitor gives the loader image in "libos" mode:
 
         picoproc-loader [--option=value ...] -- PROGRAM ARGV0 ARGS...
@@ -29,7 +30,8 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
     program's own argv, argv[0] included.  The options set the library OS's
     initial state (the virtual identity uname/getuid report, the cwd, the
     umask); omitted ones keep the loader's defaults (uid/gid 1000, hostname
-    "picoproc", umask 022).  ``limits`` (a manifest Limits) makes getrlimit
+    "picoproc", umask 022).  ``groups`` are the supplementary groups
+    getgroups reports (at most 64: those the monitor acts with).  ``limits`` (a manifest Limits) makes getrlimit
     report the limits spawn sets (open files, CPU time, processes); ``cpus``
     is the CPU count the guest sees (default: the CPUs this process may use)."""
     if not cwd.startswith("/"):
@@ -39,6 +41,10 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
         opts.append(f"--uid={int(uid)}")
     if gid is not None:
         opts.append(f"--gid={int(gid)}")
+    groups = [int(g) for g in groups]
+    if len(groups) > 64 or any(not 0 <= g < 2**32 - 1 for g in groups):
+        raise ValueError("groups: at most 64 gids, each below 2**32-1")
+    opts.append("--groups=" + ",".join(map(str, groups)))
     if hostname is not None:
         if not 0 < len(hostname.encode()) <= 64:
             raise ValueError("hostname must be 1..64 bytes")

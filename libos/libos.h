@@ -81,8 +81,11 @@ long libos_copy_string_from_guest(char *dst, const char *src, size_t cap);
  * "vm child", vmchild.c) gets a copy of its own, so that its chdir, setsid
  * or umask never reach its parent: every handler finds the state of the
  * process it runs in through libos_current(). */
+#define LIBOS_MAX_GROUPS 64
 struct libos_identity {
 	unsigned uid, gid;
+	/* Supplementary groups: those the monitor acts with for the guest. */
+	unsigned ngroups, groups[LIBOS_MAX_GROUPS];
 };
 
 /* The ITIMER_REAL helper (sys_misc.c). */
@@ -114,6 +117,10 @@ struct libos_process {
 	struct kernel_sigaction guest_sigsys;
 	int guest_sigsys_lock;
 	struct libos_itimer itimer;
+	/* prctl's recorded settings (the host's are the picoprocess's own);
+	 * zero is Linux's default. */
+	int not_dumpable, subreaper;
+	long timerslack_ns; /* 0: the default */
 	/* vm children only (NULL otherwise): fd paths they recorded. */
 	struct libos_fd_overlay *fd_overlay;
 };
@@ -254,6 +261,35 @@ void libos_vm_forget_mapping(int slot);
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come
  * from the filter (e.g. kill(getpid(), SIGSYS)). */
 void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc);
+
+/* ---- sys_timer.c: timers served by helper threads ---- */
+#define LIBOS_MAX_TIMERS 32
+struct itimerval_k {
+	struct __kernel_old_timeval interval, value;
+};
+long libos_cpu_getitimer(int which, struct itimerval_k *out);
+long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerval_k *old);
+/* 1 when tid is a helper thread of the library OS (its SIGSYS pokes are
+ * ours): a timer's, or the signalfd reader (sys_sigwait.c). */
+int libos_timer_is_helper(long tid);
+int libos_signalfd_is_helper(long tid);
+/* Starts fn(arg) on a helper thread (blocking every signal is fn's job);
+ * *tid_word is cleared by the kernel when it exits, then *stack may go. */
+long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, void **stack);
+/* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
+int libos_timer_siginfo(int sig, siginfo_t *si);
+long libos_pdeathsig_set(int sig);
+int libos_pdeathsig_get(void);
+
+/* ---- sys_fifo.c: the blocking open of a FIFO, around the monitor's ---- */
+long libos_fifo_wait_reader(long fd, int flags);
+long libos_fifo_retry_writer(const char *uri, size_t uri_len, const char *path, size_t path_len, int flags,
+			     unsigned mode);
+
+/* ---- sys_sigwait.c ---- */
+/* While a thread waits for signal sig (sigwaitinfo), rt_sigaction reads and
+ * writes the program's kept disposition: returns 1 when it did. */
+int libos_sigwait_sigaction(int sig, const struct kernel_sigaction *act, struct kernel_sigaction *old);
 
 /* ---- loader.c ---- */
 /* Validates an image header (first bytes of the file, `len` of them) for the

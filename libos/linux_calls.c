@@ -18,8 +18,6 @@ REFUSE(pivot_root, 38) /* ENOSYS */
 REFUSE(adjtimex, 38) /* ENOSYS */
 /* chroot: the guest's file system view is the manifest's, served by the monitor */
 REFUSE(chroot, 38) /* ENOSYS */
-/* settimeofday: the host's clock is not the guest's to set */
-REFUSE(settimeofday, 38) /* ENOSYS */
 /* mount: the guest's file system view is the manifest's, served by the monitor */
 REFUSE(mount, 38) /* ENOSYS */
 /* umount2: the guest's file system view is the manifest's, served by the monitor */
@@ -36,32 +34,6 @@ REFUSE(sethostname, 1) /* EPERM */
 REFUSE(init_module, 38) /* ENOSYS */
 /* delete_module: host administration */
 REFUSE(delete_module, 38) /* ENOSYS */
-/* setxattr: every file system reads as one without extended attributes */
-REFUSE(setxattr, 95) /* EOPNOTSUPP */
-/* lsetxattr: every file system reads as one without extended attributes */
-REFUSE(lsetxattr, 95) /* EOPNOTSUPP */
-/* fsetxattr: every file system reads as one without extended attributes */
-REFUSE(fsetxattr, 95) /* EOPNOTSUPP */
-/* getxattr: every file system reads as one without extended attributes (what ls, cp -a and tar handle) */
-REFUSE(getxattr, 95) /* EOPNOTSUPP */
-/* lgetxattr: every file system reads as one without extended attributes */
-REFUSE(lgetxattr, 95) /* EOPNOTSUPP */
-/* fgetxattr: every file system reads as one without extended attributes */
-REFUSE(fgetxattr, 95) /* EOPNOTSUPP */
-/* listxattr: every file system reads as one without extended attributes */
-REFUSE(listxattr, 95) /* EOPNOTSUPP */
-/* llistxattr: every file system reads as one without extended attributes */
-REFUSE(llistxattr, 95) /* EOPNOTSUPP */
-/* flistxattr: every file system reads as one without extended attributes */
-REFUSE(flistxattr, 95) /* EOPNOTSUPP */
-/* removexattr: every file system reads as one without extended attributes */
-REFUSE(removexattr, 95) /* EOPNOTSUPP */
-/* lremovexattr: every file system reads as one without extended attributes */
-REFUSE(lremovexattr, 95) /* EOPNOTSUPP */
-/* fremovexattr: every file system reads as one without extended attributes */
-REFUSE(fremovexattr, 95) /* EOPNOTSUPP */
-/* clock_settime: the host's clock is not the guest's to set */
-REFUSE(clock_settime, 38) /* ENOSYS */
 /* kexec_load: host administration */
 REFUSE(kexec_load, 38) /* ENOSYS */
 /* add_key: the host kernel's key store */
@@ -129,10 +101,12 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[7] = libos_sys_poll,
 	[13] = libos_sys_rt_sigaction,
 	[14] = libos_sys_rt_sigprocmask,
+	[16] = libos_sys_ioctl,
 	[21] = libos_sys_access,
 	[22] = libos_sys_pipe,
 	[23] = libos_sys_select,
 	[24] = libos_sys_sched_yield,
+	[26] = libos_sys_msync,
 	[32] = libos_sys_dup,
 	[33] = libos_sys_dup2,
 	[34] = libos_sys_pause,
@@ -155,6 +129,7 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[58] = libos_sys_vfork,
 	[59] = libos_sys_execve,
 	[63] = libos_sys_uname,
+	[72] = libos_sys_fcntl,
 	[73] = libos_sys_flock,
 	[75] = libos_sys_fdatasync,
 	[76] = libos_sys_truncate,
@@ -193,6 +168,7 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[113] = libos_sys_setreuid,
 	[114] = libos_sys_setregid,
 	[115] = libos_sys_getgroups,
+	[116] = libos_sys_setgroups,
 	[117] = libos_sys_setresuid,
 	[118] = libos_sys_getresuid,
 	[119] = libos_sys_setresgid,
@@ -201,17 +177,29 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[122] = libos_sys_setfsuid,
 	[123] = libos_sys_setfsgid,
 	[124] = libos_sys_getsid,
+	[127] = libos_sys_rt_sigpending,
+	[128] = libos_sys_rt_sigtimedwait,
 	[130] = libos_sys_rt_sigsuspend,
 	[132] = libos_sys_utime,
+	[133] = libos_sys_mknod,
 	[137] = libos_sys_statfs,
 	[138] = libos_sys_fstatfs,
+	[140] = libos_sys_getpriority,
+	[141] = libos_sys_setpriority,
+	[142] = libos_sys_sched_setparam,
+	[143] = libos_sys_sched_getparam,
+	[144] = libos_sys_sched_setscheduler,
+	[145] = libos_sys_sched_getscheduler,
+	[146] = libos_sys_sched_get_priority_max,
+	[147] = libos_sys_sched_get_priority_min,
+	[148] = libos_sys_sched_rr_get_interval,
 	[155] = libos_refuse_pivot_root,
 	[157] = libos_sys_prctl,
 	[159] = libos_refuse_adjtimex,
 	[160] = libos_sys_setrlimit,
 	[161] = libos_refuse_chroot,
 	[162] = libos_sys_sync,
-	[164] = libos_refuse_settimeofday,
+	[164] = libos_sys_settimeofday,
 	[165] = libos_refuse_mount,
 	[166] = libos_refuse_umount2,
 	[167] = libos_refuse_swapon,
@@ -220,32 +208,42 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[170] = libos_refuse_sethostname,
 	[175] = libos_refuse_init_module,
 	[176] = libos_refuse_delete_module,
-	[188] = libos_refuse_setxattr,
-	[189] = libos_refuse_lsetxattr,
-	[190] = libos_refuse_fsetxattr,
-	[191] = libos_refuse_getxattr,
-	[192] = libos_refuse_lgetxattr,
-	[193] = libos_refuse_fgetxattr,
-	[194] = libos_refuse_listxattr,
-	[195] = libos_refuse_llistxattr,
-	[196] = libos_refuse_flistxattr,
-	[197] = libos_refuse_removexattr,
-	[198] = libos_refuse_lremovexattr,
-	[199] = libos_refuse_fremovexattr,
+	[188] = libos_sys_setxattr,
+	[189] = libos_sys_lsetxattr,
+	[190] = libos_sys_fsetxattr,
+	[191] = libos_sys_getxattr,
+	[192] = libos_sys_lgetxattr,
+	[193] = libos_sys_fgetxattr,
+	[194] = libos_sys_listxattr,
+	[195] = libos_sys_llistxattr,
+	[196] = libos_sys_flistxattr,
+	[197] = libos_sys_removexattr,
+	[198] = libos_sys_lremovexattr,
+	[199] = libos_sys_fremovexattr,
 	[201] = libos_sys_time,
 	[203] = libos_sys_sched_setaffinity,
 	[204] = libos_sys_sched_getaffinity,
 	[213] = libos_sys_epoll_create,
 	[221] = libos_sys_fadvise64,
-	[227] = libos_refuse_clock_settime,
+	[222] = libos_sys_timer_create,
+	[223] = libos_sys_timer_settime,
+	[224] = libos_sys_timer_gettime,
+	[225] = libos_sys_timer_getoverrun,
+	[226] = libos_sys_timer_delete,
+	[227] = libos_sys_clock_settime,
+	[229] = libos_sys_clock_getres,
 	[232] = libos_sys_epoll_wait,
 	[235] = libos_sys_utimes,
 	[246] = libos_refuse_kexec_load,
 	[248] = libos_refuse_add_key,
 	[249] = libos_refuse_request_key,
 	[250] = libos_refuse_keyctl,
+	[253] = libos_sys_inotify_init,
+	[254] = libos_sys_inotify_add_watch,
+	[255] = libos_sys_inotify_rm_watch,
 	[257] = libos_sys_openat,
 	[258] = libos_sys_mkdirat,
+	[259] = libos_sys_mknodat,
 	[260] = libos_sys_fchownat,
 	[261] = libos_sys_futimesat,
 	[262] = libos_sys_newfstatat,
@@ -259,10 +257,21 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[270] = libos_sys_pselect6,
 	[271] = libos_sys_ppoll,
 	[272] = libos_refuse_unshare,
+	[275] = libos_sys_splice,
+	[276] = libos_sys_tee,
 	[280] = libos_sys_utimensat,
 	[281] = libos_sys_epoll_pwait,
+	[282] = libos_sys_signalfd,
+	[283] = libos_sys_timerfd_create,
+	[285] = libos_sys_fallocate,
+	[286] = libos_sys_timerfd_settime,
+	[287] = libos_sys_timerfd_gettime,
+	[289] = libos_sys_signalfd4,
 	[292] = libos_sys_dup3,
 	[293] = libos_sys_pipe2,
+	[294] = libos_sys_inotify_init1,
+	[295] = libos_sys_preadv,
+	[296] = libos_sys_pwritev,
 	[298] = libos_refuse_perf_event_open,
 	[302] = libos_sys_prlimit64,
 	[303] = libos_refuse_name_to_handle_at,
@@ -282,8 +291,11 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[322] = libos_sys_execveat,
 	[323] = libos_refuse_userfaultfd,
 	[326] = libos_sys_copy_file_range,
+	[327] = libos_sys_preadv2,
+	[328] = libos_sys_pwritev2,
 	[332] = libos_sys_statx,
 	[334] = libos_refuse_rseq,
+	[424] = libos_sys_pidfd_send_signal,
 	[425] = libos_refuse_io_uring_setup,
 	[426] = libos_refuse_io_uring_enter,
 	[427] = libos_refuse_io_uring_register,
@@ -293,6 +305,7 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[431] = libos_refuse_fsconfig,
 	[432] = libos_refuse_fsmount,
 	[433] = libos_refuse_fspick,
+	[434] = libos_sys_pidfd_open,
 	[435] = libos_sys_clone3,
 	[436] = libos_sys_close_range,
 	[439] = libos_sys_faccessat2,

@@ -533,6 +533,21 @@ static void apply_option(const char *opt)
 		if (libos_parse_ulong(val, 10, &v) || v > 0xfffffffeUL)
 			die(NULL, "bad --gid option", 0);
 		libos_main_process.ident.gid = (unsigned)v;
+	} else if (VALUE_OF("--groups")) {
+		/* Comma-separated gids (empty: none). */
+		char num[16];
+		libos_main_process.ident.ngroups = 0;
+		while (*val) {
+			size_t n = 0;
+			while (val[n] && val[n] != ',' && n < sizeof(num) - 1)
+				num[n] = val[n], n++;
+			num[n] = 0;
+			if (libos_main_process.ident.ngroups >= LIBOS_MAX_GROUPS || libos_parse_ulong(num, 10, &v) ||
+			    v > 0xfffffffeUL || (val[n] && val[n] != ','))
+				die(NULL, "bad --groups option", 0);
+			libos_main_process.ident.groups[libos_main_process.ident.ngroups++] = (unsigned)v;
+			val += n + (val[n] == ',');
+		}
 	} else if (VALUE_OF("--hostname")) {
 		size_t n = libos_strnlen(val, sizeof(libos_hostname));
 		if (n >= sizeof(libos_hostname))

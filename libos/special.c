@@ -278,7 +278,15 @@ static void classify(struct guest_path *p, struct special *sp)
 			sp->fd = fd;
 			return;
 		}
-		/* Anything else under /dev (e.g. /dev/shm) is the manifest's. */
+		if ((e = component(r, "ptmx")) && !*e) {
+			/* The run's own devpts (the monitor's mount at /dev/pts)
+			 * has the ptmx node, as a devpts mounted with newinstance. */
+			memcpy(p->abs, "/dev/pts/ptmx", sizeof("/dev/pts/ptmx"));
+			p->len = sizeof("/dev/pts/ptmx") - 1;
+			return;
+		}
+		/* Anything else under /dev (e.g. /dev/shm, /dev/pts) is the
+		 * manifest's. */
 		return;
 	}
 	r = component(a + 1, "proc");

@@ -8,7 +8,7 @@
 struct libos_process libos_main_process = {
 	.pub = {.cwd = {"/", "/"}},
 	.pub.umask = 022,
-	.ident = {1000, 1000},
+	.ident = {1000, 1000, 0, {0}},
 };
 /* At a fixed address (libos/build.py links the section there), so that the
  * monitor finds it in every guest process. */
@@ -49,6 +49,9 @@ void libos_process_copy(struct libos_process *dst, struct libos_process *src)
 	dst->guest_sigsys_lock = 0;
 	dst->itimer = src->itimer;
 	dst->itimer.lock = 0;
+	dst->not_dumpable = src->not_dumpable;
+	dst->timerslack_ns = src->timerslack_ns;
+	dst->subreaper = 0; /* not inherited by a child, as on Linux */
 	dst->fd_overlay = overlay;
 }
 
@@ -266,6 +269,14 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	OPT_BEGIN();
 	sb_add(&sb, "--gid=");
 	sb_addnum(&sb, proc->ident.gid);
+	sb_end_string(&sb);
+	OPT_BEGIN();
+	sb_add(&sb, "--groups=");
+	for (unsigned i = 0; i < proc->ident.ngroups; i++) {
+		if (i)
+			sb_add(&sb, ",");
+		sb_addnum(&sb, proc->ident.groups[i]);
+	}
 	sb_end_string(&sb);
 	OPT_BEGIN();
 	sb_add(&sb, "--hostname=");

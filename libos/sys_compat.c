@@ -399,8 +399,13 @@ LIBOS_SYSCALL(close_range)
 
 /* ---- CPUs: virtual, the count the monitor chose (--cpus) ---- */
 
-/* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1, for the
- * caller or any process of the picoprocess. */
+/* The CPUs the program chose (sched_setaffinity on itself), as a mask of
+ * the virtual ones; 0: all of them.  Recorded for the process (Linux keeps
+ * one per thread); placement stays the host's. */
+static uint64_t chosen_cpus[16];
+
+/* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1 (or those
+ * the program chose), for the caller or any process of the picoprocess. */
 LIBOS_SYSCALL(sched_getaffinity)
 {
 	size_t len = (size_t)a1;
@@ -408,34 +413,54 @@ LIBOS_SYSCALL(sched_getaffinity)
 	unsigned cpus = libos_proc.cpus;
 	if (a0 < 0)
 		return -ESRCH;
-	if (a0 && a0 != sys0(__NR_getpid) && sys2(__NR_kill, a0, 0) == -ESRCH)
+	int self = a0 == 0 || a0 == sys0(__NR_getpid);
+	if (!self && sys2(__NR_kill, a0, 0) == -ESRCH)
 		return -ESRCH;
 	size_t need = (((size_t)cpus + 63) / 64) * 8;
 	if (len < need || (len & 7))
 		return -EINVAL;
 	memset(mask, 0, sizeof(mask));
+	int chosen = 0;
+	for (unsigned i = 0; i < 16; i++)
+		chosen |= chosen_cpus[i] != 0;
 	for (unsigned i = 0; i < cpus && i < 1024; i++)
-		mask[i / 64] |= 1ULL << (i % 64);
+		if (!self || !chosen || (chosen_cpus[i / 64] & (1ULL << (i % 64))))
+			mask[i / 64] |= 1ULL << (i % 64);
 	long r = libos_copy_to_guest((void *)a2, mask, need);
 	return r < 0 ? r : (long)need;
 }
 
 /* Implements Linux syscall sched_setaffinity(2): accepted when the mask
- * names at least one of the picoprocess's CPUs; placement stays the host's. */
+ * names at least one of the picoprocess's CPUs, and recorded for the
+ * caller's own process. */
 LIBOS_SYSCALL(sched_setaffinity)
 {
 	size_t len = (size_t)a1;
-	uint64_t word = 0;
+	uint64_t mask[16];
 	if (a0 < 0)
 		return -ESRCH;
-	if (len < 8)
-		return -EINVAL;
-	long r = libos_copy_from_guest(&word, (const void *)a2, sizeof(word));
+	int self = a0 == 0 || a0 == sys0(__NR_getpid);
+	if (!self && sys2(__NR_kill, a0, 0) == -ESRCH)
+		return -ESRCH;
+	memset(mask, 0, sizeof(mask));
+	size_t take = len < sizeof(mask) ? len : sizeof(mask);
+	long r = libos_copy_from_guest(mask, (const void *)a2, take);
 	if (r < 0)
 		return r;
-	unsigned cpus = libos_proc.cpus < 64 ? libos_proc.cpus : 64;
-	uint64_t ours = cpus == 64 ? ~0ULL : ((1ULL << cpus) - 1);
-	return (word & ours) ? 0 : -EINVAL;
+	unsigned cpus = libos_proc.cpus < 1024 ? libos_proc.cpus : 1024;
+	uint64_t ours[16];
+	int any = 0;
+	memset(ours, 0, sizeof(ours));
+	for (unsigned i = 0; i < cpus; i++)
+		if (mask[i / 64] & (1ULL << (i % 64))) {
+			ours[i / 64] |= 1ULL << (i % 64);
+			any = 1;
+		}
+	if (!any)
+		return -EINVAL;
+	if (self)
+		memcpy(chosen_cpus, ours, sizeof(ours));
+	return 0;
 }
 
 /* Implements Linux syscall getcpu(2): CPU 0, node 0 (the vDSO normally
@@ -505,6 +530,18 @@ LIBOS_SYSCALL(sendfile)
 #define PR_SET_NO_NEW_PRIVS_K 38
 #define PR_GET_NO_NEW_PRIVS_K 39
 
+#define PR_GET_KEEPCAPS_K 7
+#define PR_SET_KEEPCAPS_K 8
+#define PR_GET_SECCOMP_K 21
+#define PR_CAPBSET_DROP_K 24
+#define PR_GET_TIMERSLACK_K 30
+#define PR_SET_TIMERSLACK_K 29
+#define PR_SET_CHILD_SUBREAPER_K 36
+#define PR_GET_CHILD_SUBREAPER_K 37
+#define PR_GET_THP_DISABLE_K 42
+#define PR_CAP_AMBIENT_K 47
+#define PR_DEFAULT_TIMERSLACK_NS 50000
+
 /* Implements Linux syscall prctl(2) for the options programs use to name
  * themselves and query their state; the rest answer EINVAL (as Linux does
  * for an option it does not know). */
@@ -541,14 +578,45 @@ LIBOS_SYSCALL(prctl)
 		return libos_copy_to_guest((void *)a1, name, sizeof(name));
 	}
 	case PR_SET_PDEATHSIG_K:
-		/* The monitor already kills every guest process when it dies. */
-		return (unsigned long)a1 <= 64 ? 0 : -EINVAL;
+		if ((unsigned long)a1 > 64)
+			return -EINVAL;
+		return libos_pdeathsig_set((int)a1);
 	case PR_GET_PDEATHSIG_K: {
-		int zero = 0;
-		return libos_copy_to_guest((void *)a1, &zero, sizeof(zero));
+		int sig = libos_pdeathsig_get();
+		return libos_copy_to_guest((void *)a1, &sig, sizeof(sig));
 	}
-	case PR_GET_DUMPABLE_K: return 0;
-	case PR_SET_DUMPABLE_K: return (unsigned long)a1 <= 1 ? 0 : -EINVAL;
+	case PR_GET_DUMPABLE_K: return !libos_current()->not_dumpable;
+	case PR_SET_DUMPABLE_K:
+		if ((unsigned long)a1 > 1)
+			return -EINVAL;
+		libos_current()->not_dumpable = !a1;
+		return 0;
+	case PR_SET_CHILD_SUBREAPER_K:
+		libos_current()->subreaper = a1 != 0;
+		return 0;
+	case PR_GET_CHILD_SUBREAPER_K: {
+		int subreaper = libos_current()->subreaper;
+		return libos_copy_to_guest((void *)a1, &subreaper, sizeof(subreaper));
+	}
+	case PR_GET_TIMERSLACK_K: {
+		long slack = libos_current()->timerslack_ns;
+		return slack ? slack : PR_DEFAULT_TIMERSLACK_NS;
+	}
+	case PR_SET_TIMERSLACK_K:
+		libos_current()->timerslack_ns = (long)a1;
+		return 0;
+	case PR_GET_KEEPCAPS_K: return 0;
+	case PR_SET_KEEPCAPS_K: return (unsigned long)a1 <= 1 ? 0 : -EINVAL;
+	case PR_GET_SECCOMP_K: return 2; /* a filter is in force */
+	case PR_GET_THP_DISABLE_K: return 0;
+	case PR_CAPBSET_DROP_K: return (unsigned long)a1 < 64 ? -EPERM : -EINVAL;
+	case PR_CAP_AMBIENT_K:
+		/* IS_SET and CLEAR_ALL are answerable: the guest has no capability. */
+		if (a1 == 1 /* IS_SET */)
+			return (unsigned long)a2 < 64 ? 0 : -EINVAL;
+		if (a1 == 4 /* CLEAR_ALL */)
+			return 0;
+		return a1 == 2 /* RAISE */ ? -EPERM : -EINVAL;
 	case PR_CAPBSET_READ_K: return (unsigned long)a1 < 64 ? 0 : -EINVAL;
 	case PR_SET_NO_NEW_PRIVS_K: return a1 == 1 ? 0 : -EINVAL; /* already set */
 	case PR_GET_NO_NEW_PRIVS_K: return 1;

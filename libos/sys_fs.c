@@ -169,16 +169,23 @@ LIBOS_SYSCALL(access) { return libos_sys_faccessat2(AT_FDCWD, a0, a1, 0, 0, 0, u
 
 /* ---- the stat family ---- */
 
+/* dev_t as the kernel encodes it for stat (new_encode_dev): 12 bits of
+ * major, 20 of minor, the minor's low byte lowest. */
+static unsigned long encode_dev(uint32_t major, uint32_t minor)
+{
+	return (minor & 0xff) | ((unsigned long)major << 8) | ((unsigned long)(minor & ~0xffU) << 12);
+}
+
 static void stat_from_statx(struct stat *st, const struct statx *x)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_dev = ((unsigned long)x->stx_dev_major << 8) | x->stx_dev_minor;
+	st->st_dev = encode_dev(x->stx_dev_major, x->stx_dev_minor);
 	st->st_ino = x->stx_ino;
 	st->st_nlink = x->stx_nlink;
 	st->st_mode = x->stx_mode;
 	st->st_uid = x->stx_uid;
 	st->st_gid = x->stx_gid;
-	st->st_rdev = ((unsigned long)x->stx_rdev_major << 8) | x->stx_rdev_minor;
+	st->st_rdev = encode_dev(x->stx_rdev_major, x->stx_rdev_minor);
 	st->st_size = (long)x->stx_size;
 	st->st_blksize = x->stx_blksize;
 	st->st_blocks = (long)x->stx_blocks;
@@ -321,6 +328,12 @@ LIBOS_SYSCALL(openat)
 	if (r < 0)
 		return r;
 	flags &= ~OPEN_FLAGS_DROPPED;
+	if (flags & O_PATH) {
+		/* open(2) ignores every other flag with O_PATH (openat2 would
+		 * refuse them). */
+		flags &= O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+		mode = 0;
+	}
 	if (libos_special_open(&p, flags, &r))
 		return r;
 	int tmpfile = (flags & O_TMPFILE) == O_TMPFILE;
@@ -331,8 +344,12 @@ LIBOS_SYSCALL(openat)
 	/* O_TMPFILE names a directory but opens an unnamed file in it. */
 	const char *uri = uri_of(&p, (flags & O_DIRECTORY) && !tmpfile ? "dir:" : "file:", &uri_len);
 	r = pico_open(uri, uri_len, flags, mode);
+	if (r == -ENXIO)
+		r = libos_fifo_retry_writer(uri, uri_len, p.abs, p.len, flags, mode);
 	if (tmpfile)
 		return r; /* no path to remember: /proc/self/fd/N duplicates it */
+	if (r >= 0)
+		r = libos_fifo_wait_reader(r, flags);
 	if (r == -EISDIR && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_CREAT)) {
 		/* open(dir, O_RDONLY) without O_DIRECTORY: a directory stream. */
 		uri = uri_of(&p, "dir:", &uri_len);

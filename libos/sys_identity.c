@@ -23,17 +23,29 @@ LIBOS_SYSCALL(geteuid) { return libos_current()->ident.uid; }
 LIBOS_SYSCALL(getgid) { return libos_current()->ident.gid; }
 LIBOS_SYSCALL(getegid) { return libos_current()->ident.gid; }
 
-/* Implements Linux syscall getgroups(2): the primary group only. */
+/* Implements Linux syscall getgroups(2): the supplementary groups of the
+ * guest identity, those the monitor acts with (none for `nobody`). */
 LIBOS_SYSCALL(getgroups)
 {
 	int size = (int)a0;
+	const struct libos_identity *ident = &libos_current()->ident;
+	unsigned n = ident->ngroups;
 	if (size < 0)
 		return -EINVAL;
 	if (size == 0)
-		return 1;
-	unsigned gid = libos_current()->ident.gid;
-	long r = libos_copy_to_guest((void *)a1, &gid, sizeof(gid));
-	return r < 0 ? r : 1;
+		return n;
+	if ((unsigned)size < n)
+		return -EINVAL;
+	long r = libos_copy_to_guest((void *)a1, ident->groups, n * sizeof(unsigned));
+	return r < 0 ? r : n;
+}
+
+/* Implements Linux syscall setgroups(2): the guest is unprivileged. */
+LIBOS_SYSCALL(setgroups)
+{
+	if ((int)a0 < 0 || a0 > 65536)
+		return -EINVAL;
+	return -EPERM;
 }
 
 static long put_three_ids(long a, long b, long c, unsigned id)

@@ -75,44 +75,75 @@ LIBOS_SYSCALL(copy_file_range)
 #define RUSAGE_CHILDREN_K (-1)
 #define RUSAGE_THREAD_K 1
 
-static struct __kernel_old_timeval timeval_of(const struct __kernel_timespec *ts)
+static struct __kernel_old_timeval timeval_of_ns(uint64_t ns)
 {
-	struct __kernel_old_timeval tv = {ts->tv_sec, ts->tv_nsec / 1000};
+	struct __kernel_old_timeval tv = {(long)(ns / 1000000000ULL), (long)(ns % 1000000000ULL / 1000)};
 	return tv;
 }
 
-/* Implements Linux syscall getrusage(2): user time from the process (or
- * thread) CPU clock; system time, faults and children are not known to the
- * library OS and read as zero (the monitor reports the real usage). */
+/* Implements Linux syscall getrusage(2) from the caller's accounting, which
+ * the monitor reads for it (task_info).  For a thread, and for children
+ * (whose peak resident size Linux keeps but /proc does not show), what is
+ * not known reads as zero. */
 LIBOS_SYSCALL(getrusage)
 {
 	struct rusage ru;
-	struct __kernel_timespec ts = {0, 0};
+	unsigned long ti[PICO_TASK_INFO_WORDS];
 	int who = (int)a0;
-	memset(&ru, 0, sizeof(ru));
-	if (who == RUSAGE_SELF_K)
-		sys2(__NR_clock_gettime, CLOCK_PROCESS_CPUTIME_ID, &ts);
-	else if (who == RUSAGE_THREAD_K)
-		sys2(__NR_clock_gettime, CLOCK_THREAD_CPUTIME_ID, &ts);
-	else if (who != RUSAGE_CHILDREN_K)
+	if (who != RUSAGE_SELF_K && who != RUSAGE_THREAD_K && who != RUSAGE_CHILDREN_K)
 		return -EINVAL;
-	ru.ru_utime = timeval_of(&ts);
+	long r = pico_task_info(who == RUSAGE_THREAD_K, ti);
+	if (r < 0)
+		return r;
+	memset(&ru, 0, sizeof(ru));
+	if (who == RUSAGE_CHILDREN_K) {
+		ru.ru_utime = timeval_of_ns(ti[4]);
+		ru.ru_stime = timeval_of_ns(ti[5]);
+		ru.ru_minflt = (long)ti[9];
+		ru.ru_majflt = (long)ti[10];
+	} else {
+		ru.ru_utime = timeval_of_ns(ti[2]);
+		ru.ru_stime = timeval_of_ns(ti[3]);
+		ru.ru_maxrss = (long)ti[6];
+		ru.ru_minflt = (long)ti[7];
+		ru.ru_majflt = (long)ti[8];
+		ru.ru_nvcsw = (long)ti[11];
+		ru.ru_nivcsw = (long)ti[12];
+	}
 	return libos_copy_to_guest((void *)a1, &ru, sizeof(ru));
 }
 
 /* Implements Linux syscall times(2) in clock ticks (USER_HZ = 100). */
 LIBOS_SYSCALL(times)
 {
-	struct __kernel_timespec cpu = {0, 0}, boot = {0, 0};
-	sys2(__NR_clock_gettime, CLOCK_PROCESS_CPUTIME_ID, &cpu);
+	struct __kernel_timespec boot = {0, 0};
+	unsigned long ti[PICO_TASK_INFO_WORDS];
 	sys2(__NR_clock_gettime, CLOCK_BOOTTIME, &boot);
 	if (a0) {
-		long tms[4] = {cpu.tv_sec * 100 + cpu.tv_nsec / 10000000, 0, 0, 0};
-		long r = libos_copy_to_guest((void *)a0, tms, sizeof(tms));
+		long r = pico_task_info(0, ti);
+		if (r < 0)
+			return r;
+		long tms[4] = {(long)(ti[2] / 10000000), (long)(ti[3] / 10000000), (long)(ti[4] / 10000000),
+			       (long)(ti[5] / 10000000)};
+		r = libos_copy_to_guest((void *)a0, tms, sizeof(tms));
 		if (r < 0)
 			return r;
 	}
 	return boot.tv_sec * 100 + boot.tv_nsec / 10000000;
+}
+
+/* Implements Linux syscall rt_sigpending(2): the thread's and the process's
+ * pending signals that it blocks, as the monitor reads them for it. */
+LIBOS_SYSCALL(rt_sigpending)
+{
+	unsigned long ti[PICO_TASK_INFO_WORDS];
+	if ((size_t)a1 > sizeof(uint64_t))
+		return -EINVAL;
+	long r = pico_task_info(1, ti);
+	if (r < 0)
+		return r;
+	uint64_t set = (ti[0] | ti[1]) & uc->uc_sigmask;
+	return libos_copy_to_guest((void *)a0, &set, (size_t)a1);
 }
 
 /* ---- flock on open-file-description locks ---- */
@@ -260,10 +291,6 @@ LIBOS_SYSCALL(alarm)
 	return (long)((left + NS_PER_S - 1) / NS_PER_S);
 }
 
-struct itimerval_k {
-	struct __kernel_old_timeval interval, value;
-};
-
 #define ITIMER_REAL_K 0
 
 static uint64_t tv_ns(const struct __kernel_old_timeval *tv)
@@ -281,14 +308,18 @@ static struct __kernel_old_timeval ns_tv(uint64_t ns)
 	return tv;
 }
 
-/* Implements Linux syscall getitimer(2) for ITIMER_REAL (the CPU-time
- * timers are not offered: ENOSYS, audited). */
+/* Implements Linux syscall getitimer(2): ITIMER_REAL here, the CPU-time
+ * timers in sys_timer.c. */
 LIBOS_SYSCALL(getitimer)
 {
 	struct itimerval_k v;
-	if ((int)a0 != ITIMER_REAL_K)
-		return (unsigned)a0 <= 2 ? -ENOSYS : -EINVAL;
 	memset(&v, 0, sizeof(v));
+	if ((int)a0 == ITIMER_VIRTUAL || (int)a0 == ITIMER_PROF) {
+		libos_cpu_getitimer((int)a0, &v);
+		return libos_copy_to_guest((void *)a1, &v, sizeof(v));
+	}
+	if ((int)a0 != ITIMER_REAL_K)
+		return -EINVAL;
 	long self = sys0(__NR_getpid);
 	struct libos_itimer *itimer = &libos_current()->itimer;
 	uint64_t mask = itimer_lock(itimer);
@@ -304,13 +335,14 @@ LIBOS_SYSCALL(getitimer)
 	return libos_copy_to_guest((void *)a1, &v, sizeof(v));
 }
 
-/* Implements Linux syscall setitimer(2) for ITIMER_REAL. */
+/* Implements Linux syscall setitimer(2): ITIMER_REAL here, the CPU-time
+ * timers in sys_timer.c. */
 LIBOS_SYSCALL(setitimer)
 {
-	struct itimerval_k nv;
+	struct itimerval_k nv, old;
 	long r;
-	if ((int)a0 != ITIMER_REAL_K)
-		return (unsigned)a0 <= 2 ? -ENOSYS : -EINVAL;
+	if ((unsigned)a0 > ITIMER_PROF)
+		return -EINVAL;
 	if (a1) {
 		if ((r = libos_copy_from_guest(&nv, (const void *)a1, sizeof(nv))) < 0)
 			return r;
@@ -319,6 +351,11 @@ LIBOS_SYSCALL(setitimer)
 			return -EINVAL;
 	} else {
 		memset(&nv, 0, sizeof(nv));
+	}
+	if ((int)a0 != ITIMER_REAL_K) {
+		if ((r = libos_cpu_setitimer((int)a0, &nv, &old)) < 0)
+			return r;
+		return a2 ? libos_copy_to_guest((void *)a2, &old, sizeof(old)) : 0;
 	}
 	if (a2 && (r = libos_sys_getitimer(a0, a2, 0, 0, 0, 0, uc)) < 0)
 		return r;

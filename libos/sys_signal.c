@@ -28,6 +28,8 @@ LIBOS_SYSCALL(rt_sigaction)
 	/* The kernel takes the signal as an int: decide on the same value, so
 	 * garbage in the upper half cannot smuggle a real SIGSYS handler in. */
 	if (sig != SIGSYS) {
+		if (libos_sigwait_sigaction(sig, a1 ? &act : NULL, a2 ? &old : NULL))
+			return a2 ? libos_copy_to_guest((void *)a2, &old, sizeof(old)) : 0;
 		r = sys4(__NR_rt_sigaction, sig, a1 ? &act : NULL, a2 ? &old : NULL, sizeof(uint64_t));
 		if (r < 0 || !a2)
 			return r;

@@ -23,7 +23,11 @@ static void sigsys_handler(int sig, siginfo_t *si, void *ctx)
 	struct sigcontext *r = &uc->uc_mcontext;
 	if (si->si_code != SYS_SECCOMP_K || si->si_arch != AUDIT_ARCH_X86_64_K) {
 		/* A SIGSYS the guest sent itself (kill/tgkill): it belongs to the
-		 * guest's virtual SIGSYS disposition. */
+		 * guest's virtual SIGSYS disposition -- unless it is the library
+		 * OS's own poke of a timer's helper thread (sys_timer.c). */
+		if (si->si_code == SI_TKILL &&
+		    (libos_timer_is_helper(sys0(__NR_gettid)) || libos_signalfd_is_helper(sys0(__NR_gettid))))
+			return;
 		libos_deliver_guest_sigsys(sig, si, ctx);
 		return;
 	}

@@ -11,7 +11,9 @@
 #include <stdio.h> /* renameat2 */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -1168,6 +1170,43 @@ struct open_arg {
 	unsigned int mode;
 };
 
+/* open(O_PATH): the kernel will not pass an O_PATH file through NOTIF_ADDFD
+ * (it takes only files that can be read or written), so the guest gets a
+ * read-only fd of the same inode instead, for a directory or a regular file
+ * -- what O_PATH is used for: a handle to stat, fchdir to, or resolve
+ * names against.  The inode is pinned O_PATH first and reopened through
+ * the monitor's own /proc/self/fd, so no path is looked up twice; an
+ * object of another type (a FIFO, a device, a socket: opening those has
+ * effects) or a file the guest identity may not read answers as open(2)
+ * without O_PATH would (ENXIO, EACCES). */
+static long open_path_op(const struct pico_fs_policy *p, const struct resolved *r, int flags)
+{
+	struct stat st;
+	char proc[32];
+	long fd = open_checked_path(p, r, !!(flags & O_NOFOLLOW), &st, NULL);
+	if (fd < 0)
+		return fd;
+	long ret;
+	if (S_ISLNK(st.st_mode))
+		ret = -ELOOP;
+	else if ((flags & O_DIRECTORY) && !S_ISDIR(st.st_mode))
+		ret = -ENOTDIR;
+	else if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		ret = -ENXIO;
+	else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+		ret = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (ret < 0)
+			ret = -errno;
+		else if (fcntl((int)ret, F_SETFL, 0) < 0) {
+			close((int)ret);
+			ret = -errno;
+		}
+	}
+	close((int)fd);
+	return ret;
+}
+
 static long open_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
 	struct open_arg *a = varg;
@@ -1188,6 +1227,8 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	/* Opened non-blocking so that a FIFO or a device never blocks the
 	 * loop; O_TRUNC is applied only after the hidden-inode check. */
 	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
+	if (flags & O_PATH)
+		return open_path_op(p, r, flags);
 	unsigned int mode = (flags & O_CREAT) || is_tmpfile(flags) ? a->mode : 0;
 	long fd = open_resolved(r, host_flags, mode);
 	if (fd < 0)
@@ -1393,6 +1434,36 @@ long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len,
 	return SERVE(denied, with_path(p, path, len, 0, mkdir_op, &a));
 }
 
+static long mknod_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct name_arg *a = varg;
+	struct parent pa;
+	long ret = writable_parent(r, &pa, -EEXIST);
+	if (ret < 0)
+		return ret;
+	ret = mknodat(pa.fd, pa.name, a->mode, 0) < 0 ? -errno : 0;
+	close(pa.fd);
+	return ret;
+}
+
+/* mknod(2) for what an unprivileged user may make: a FIFO (the inode only;
+ * its pipe exists while it is open, in the kernel of whoever opens it), an
+ * empty regular file, a socket inode.  Charged to the mount like any file. */
+long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied)
+{
+	*denied = 0;
+	unsigned int type = mode & S_IFMT;
+	if (mode & ~(S_IFMT | 07777u))
+		return -EINVAL;
+	if (type == S_IFCHR || type == S_IFBLK)
+		return -EPERM;
+	if (type != S_IFIFO && type != S_IFREG && type != S_IFSOCK)
+		return -EINVAL;
+	struct name_arg a = {.mode = mode};
+	return SERVE(denied, with_path(p, path, len, 0, mknod_op, &a));
+}
+
 static long unlink_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
 {
 	struct name_arg *a = varg;
@@ -1580,6 +1651,60 @@ static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	return ret;
 }
 
+struct xattr_arg {
+	unsigned int op; /* PICO_XATTR_* without flags */
+	int nofollow, set_flags;
+	const char *name;
+	void *value;
+	size_t size;
+};
+
+/* Extended attributes through the object pinned O_PATH, by the monitor's own
+ * /proc/self/fd link to it (the *xattr calls take no O_PATH fd before Linux
+ * 6.13's *xattrat), so no guest path is looked up twice; as the guest
+ * identity, so the host's permissions decide.  Changes only in writable
+ * mounts and only in the user. namespace: trusted., security. and the ACLs
+ * stay the host's business. */
+static long xattr_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct xattr_arg *a = varg;
+	char proc[32];
+	long ret;
+
+	if (!r->mount)
+		return deny(-EACCES);
+	if (a->op == PICO_XATTR_SET || a->op == PICO_XATTR_REMOVE) {
+		if (r->mount->writable != PICO_MOUNT_RW)
+			return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		if (strncmp(a->name, "user.", 5) != 0)
+			return deny(-EPERM);
+	}
+	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
+	if (fd < 0)
+		return fd;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+	switch (a->op) {
+	case PICO_XATTR_GET: ret = getxattr(proc, a->name, a->value, a->size); break;
+	case PICO_XATTR_LIST: ret = listxattr(proc, a->value, a->size); break;
+	case PICO_XATTR_SET: ret = setxattr(proc, a->name, a->value, a->size, a->set_flags); break;
+	default: ret = removexattr(proc, a->name); break;
+	}
+	ret = ret < 0 ? -errno : ret;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_xattr(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int op,
+		   const char *name, void *value, size_t size, int *denied)
+{
+	*denied = 0;
+	struct xattr_arg a = {.op = op & 7, .nofollow = !!(op & PICO_XATTR_NOFOLLOW),
+			      .set_flags = (int)((op >> 4) & 3), .name = name, .value = value, .size = size};
+	if (a.op > PICO_XATTR_REMOVE || (a.set_flags && a.op != PICO_XATTR_SET) || a.set_flags == 3)
+		return -EINVAL;
+	return SERVE(denied, with_path(p, path, len, !a.nofollow, xattr_op, &a));
+}
+
 long pico_fs_chmod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
 		   int flags, int *denied)
 {
@@ -1739,4 +1864,57 @@ long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size
 	*denied = 0;
 	struct unix_arg a = {.nonblock = nonblock};
 	return SERVE(denied, with_path(p, path, len, 1, unix_connect_op, &a));
+}
+
+int pico_fs_mount_dev(const struct pico_fs_policy *p, const char *guest, unsigned long *out)
+{
+	size_t len = strlen(guest);
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		struct stat st;
+		if (m->guest_len == len && !memcmp(m->guest, guest, len) && !m->leaf && fstat(m->dirfd, &st) == 0) {
+			*out = st.st_dev;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+struct inotify_arg {
+	int ifd;
+	uint32_t mask;
+};
+
+/* A watch on the resolved object, through the monitor's own /proc/self/fd
+ * link to it pinned O_PATH: no guest path is looked up by the kernel.  Only
+ * in writable mounts: what the guest itself may change. */
+static long inotify_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
+{
+	struct inotify_arg *a = varg;
+	char proc[32];
+	if (!r->mount)
+		return deny(-EACCES);
+	/* A missing name is ENOENT wherever it is, as on Linux. */
+	long fd = open_checked_path(p, r, !!(a->mask & IN_DONT_FOLLOW), NULL, NULL);
+	if (fd < 0)
+		return fd;
+	if (r->mount->writable != PICO_MOUNT_RW) {
+		close((int)fd);
+		return deny(-EACCES);
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
+	/* IN_DONT_FOLLOW was the resolution's business; on the link to the
+	 * pinned object it would watch the link instead. */
+	long ret = inotify_add_watch(a->ifd, proc, a->mask & ~(uint32_t)IN_DONT_FOLLOW);
+	ret = ret < 0 ? -errno : ret;
+	close((int)fd);
+	return ret;
+}
+
+long pico_fs_inotify_watch(const struct pico_fs_policy *p, const char *path, size_t len, int ifd,
+			   uint32_t mask, int *denied)
+{
+	*denied = 0;
+	struct inotify_arg a = {ifd, mask};
+	return SERVE(denied, with_path(p, path, len, !(mask & IN_DONT_FOLLOW), inotify_op, &a));
 }

@@ -106,6 +106,15 @@ long pico_fs_readlink(const struct pico_fs_policy *p, const char *path, size_t l
 		      size_t cap, int *denied);
 long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len, int mode,
 		    int flags, int *denied);
+long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
+		   int *denied);
+long pico_fs_xattr(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int op,
+		   const char *name, void *value, size_t size, int *denied);
+/* The device of the file system mounted (as a directory) at `guest`. */
+int pico_fs_mount_dev(const struct pico_fs_policy *p, const char *guest, unsigned long *out);
+/* inotify_add_watch(ifd, the resolved name, mask) in a writable mount. */
+long pico_fs_inotify_watch(const struct pico_fs_policy *p, const char *path, size_t len, int ifd,
+			   uint32_t mask, int *denied);
 long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
 		   int *denied);
 long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,

@@ -579,6 +579,52 @@ static int guest_entry(void *spec)
 	guest_main((const struct pico_spawn_spec *)spec);
 }
 
+static int send_with_fd(int sock, const void *data, size_t len, int fd);
+
+/* The picoprocess's own devpts: a new instance (never the host's ptys),
+ * made by the reaper in the guest's user namespace while it still has the
+ * capability to, as a detached mount whose root goes to the monitor: the
+ * monitor opens the guest's ptmx and ptys there.  At most `max` ptys: every
+ * devpts instance but the host's shares the kernel's pty budget. */
+static int devpts_dir_fd(int max)
+{
+	char buf[24];
+	int fs = fsopen("devpts", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -1;
+	int mnt = -1, dir = -1;
+	format_uint(buf, (uint64_t)max, 10);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "max", buf, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "ptmxmode", "0666", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0620", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto out;
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	if (mnt < 0)
+		goto out;
+	dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+out:;
+	int saved = errno;
+	if (mnt >= 0)
+		close(mnt);
+	close(fs);
+	errno = saved;
+	return dir;
+}
+
+/* A kernel that refuses a devpts here leaves the run without ptys
+ * (opening /dev/ptmx then answers ENOENT), not without a run. */
+static void send_devpts(const struct pico_spawn_spec *spec)
+{
+	int dir = devpts_dir_fd(spec->devpts_max);
+	if (dir < 0)
+		return;
+	struct child_report rep = {PICO_STEP_DEVPTS, 0};
+	if (send_with_fd(PICO_REPORT_FD, &rep, sizeof(rep), dir) < 0)
+		child_fail(PICO_STEP_DEVPTS);
+	close(dir);
+}
+
 static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *spec, int parent_pidfd)
 {
 	/* Into the run's cgroup before anything else, so that nothing we do
@@ -616,6 +662,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 		child_fail(PICO_STEP_LOOPBACK);
 	if (spec->n_udp_proxies > 0)
 		make_udp_proxies(spec);
+	if (spec->devpts_max > 0 && !spec->join_namespaces)
+		send_devpts(spec);
 
 	if (spec->identity_mode == PICO_IDENTITY_SWITCH &&
 	    ((spec->clone_flags & CLONE_NEWUSER) || spec->join_namespaces)) {
@@ -811,6 +859,7 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	result->status_fd = -1;
 	result->guestnet_fd = -1;
 	result->proc_fd = -1;
+	result->devpts_fd = -1;
 	if (spec->filter_len == 0 || spec->filter_len > BPF_MAXINSNS || spec->n_rlimits < 0 ||
 	    spec->n_rlimits > 16 || spec->n_cgroup_procs_fds < 0 || spec->n_cgroup_procs_fds > 4 ||
 	    (spec->empty_root && !(spec->clone_flags & CLONE_NEWNS)) ||
@@ -914,6 +963,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			result->proc_fd = fd;
 			continue;
 		}
+		if (n == (ssize_t)sizeof(rep) && rep.step == PICO_STEP_DEVPTS && rep.err == 0 && fd >= 0 &&
+		    result->devpts_fd < 0 && spec->devpts_max > 0) {
+			result->devpts_fd = fd;
+			continue;
+		}
 		if (fd >= 0)
 			close(fd);
 		failed = 1;
@@ -948,6 +1002,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (result->proc_fd >= 0)
 		close(result->proc_fd);
 	result->proc_fd = -1;
+	if (result->devpts_fd >= 0)
+		close(result->devpts_fd);
+	result->devpts_fd = -1;
 	result->guest_pid = 0;
 	close(st[0]);
 	result->step = rep.step;

@@ -58,6 +58,8 @@
 #define PICO_STEP_GUESTNET 23    /* starting the reaper's socket helper (guestnet.h) */
 #define PICO_STEP_UDP_PROXY 24   /* an address or socket of a UDP proxy (spec.udp_proxies) */
 #define PICO_STEP_JOIN 25        /* setns into the namespaces of a running picoprocess */
+#define PICO_STEP_DEVPTS 30      /* the picoprocess's own devpts (spec.devpts_max); also the
+                                  * reaper's message that carries its fd */
 
 #define PICO_MAX_UDP_PROXIES 16
 
@@ -127,6 +129,9 @@ struct pico_spawn_spec {
 				    * enters the picoprocess's; hostname, empty_root and
 				    * cgroup_ns must be off (they were done by the first). */
 	int join_pidfd;
+	int devpts_max;		   /* > 0: the reaper mounts a devpts instance of the
+				    * picoprocess's own (at most this many ptys) and passes
+				    * its root to the caller (result.devpts_fd) */
 	int share_net;		   /* 1: no network namespace of its own (clone_flags without
 				    * CLONE_NEWNET; joining: none entered): the picoprocess is
 				    * in the caller's, which is a container's own network (an
@@ -137,6 +142,8 @@ struct pico_spawn_spec {
 };
 
 struct pico_spawn_result {
+	int devpts_fd;	 /* spec->devpts_max: an O_DIRECTORY fd on the root of the
+			  * picoprocess's own devpts instance, else -1; the caller owns it */
 	int pid;	 /* the reaper's host pid (wait for this one); > 0 on success */
 	int guest_pid;	 /* the guest's host pid (as reported by the kernel), or 0 */
 	int listener_fd; /* the seccomp user-notification fd when seccomp_flags asked

@@ -765,6 +765,10 @@ class Sandbox:
                 os.close(own_stdin)  # the guest holds its own copy now
                 owned.remove(own_stdin)
             try:
+                if spawned.devpts_fd >= 0:
+                    # The guest's /dev/pts (and /dev/ptmx, its ptmx node):
+                    # the devpts instance its reaper made, never the host's.
+                    policy.add_mount_fd("/dev/pts", spawned.devpts_fd, writable=True, exec=False)
                 net.start_udp_proxies(list(spawned.proxy_fds))
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
                                            spawned.guestnet_fd, proc_fd=spawned.proc_fd)
@@ -774,6 +778,8 @@ class Sandbox:
                     os.close(spawned.guestnet_fd)
                 if spawned.proc_fd >= 0:
                     os.close(spawned.proc_fd)
+                if spawned.devpts_fd >= 0:
+                    os.close(spawned.devpts_fd)
             router.open(handle, sink)
 
             victim = spawned
@@ -906,20 +912,26 @@ class Sandbox:
             identity=(identity.uid, identity.gid) if os.geteuid() == 0 else None,
             guestnet=True,
             udp_proxies=tuple(udp_proxies),
+            devpts_max=DEVPTS_MAX,
         )
         if self.raw:
             host = argv[0] if "/" in argv[0] else None
             return SpawnConfig(argv=argv, image_path=host, mode="raw", **common)
         from picoproc.libos import loader_argv
+        from picoproc.monitor import guest_identity
 
         # A path with a slash goes to the loader as given, as execve gets it
         # (it becomes AT_EXECFN; the loader resolves it against the cwd): the
         # resolved path served only for the checks run() made before spawning.
         if "/" in argv[0]:
             program = argv[0]
+
+        # The groups the shared monitor of this identity acts with.
+        default = guest_identity()
+        groups = default[2][:64] if (identity.uid, identity.gid) == default[:2] else ()
         return SpawnConfig(
             argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
-                             hostname=m.hostname, limits=m.limits),
+                             hostname=m.hostname, limits=m.limits, groups=groups),
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,
@@ -939,6 +951,11 @@ def _loader_image_path() -> str:
 
 # The skeleton is a few empty directories: a small tmpfs holds them.
 _SKELETON_BYTES = 256 * 1024
+# The most pseudo-terminals one picoprocess may have at once: each costs
+# kernel memory in the monitor's name (it opens them), and every devpts
+# instance but the host's shares one kernel budget (kernel.pty.max less
+# kernel.pty.reserve).
+DEVPTS_MAX = 64
 
 
 def _mount_point_skeleton(manifest: Manifest):

@@ -85,6 +85,7 @@ STEP_NAMES = {
     lib.PICO_STEP_LOOPBACK: "bringing up the loopback interface of the guest's network",
     lib.PICO_STEP_GUESTNET: "starting the socket helper of the guest's network",
     lib.PICO_STEP_JOIN: "joining the namespaces of the running picoprocess (setns)",
+    lib.PICO_STEP_DEVPTS: "mounting the picoprocess's own devpts (fsopen devpts)",
 }
 
 
@@ -133,6 +134,9 @@ class SpawnConfig:
     share_network: bool = False
     # A procfs of the guest's pid namespace for the monitor's /proc (Spawned.proc_fd)
     proc_view: bool = False
+    # > 0: the reaper mounts a devpts instance of the picoprocess's own, with
+    # at most this many ptys, and passes its root back (Spawned.devpts_fd).
+    devpts_max: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +158,7 @@ class Spawned:
     # With SpawnConfig.proc_view: an fd on the guest's procfs (the caller owns
     # it and passes it to Monitor.add_guest), or -1 when the kernel made none.
     proc_fd: int = -1
+    devpts_fd: int = -1  # the picoprocess's own devpts root (owned by the caller), or -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -437,6 +442,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             spec.udp_proxies[i].port = port
         spec.n_udp_proxies = len(config.udp_proxies)
         spec.proc_view = int(config.proc_view)
+        spec.devpts_max = int(config.devpts_max)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:
@@ -471,6 +477,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         result.guestnet_fd,
         tuple(result.proxy_fds[i] for i in range(result.n_proxy_fds)),
         result.proc_fd,
+        result.devpts_fd,
     )
     with _live_lock:
         _live[spawned.pid] = spawned

@@ -229,11 +229,11 @@ def test_listings_of_proc_and_dev():
     names = proc.split()
     assert {"1", "2", "self", "thread-self", "meminfo", "stat"} <= set(names)
     assert [n for n in names if n.isdigit()] == sorted((n for n in names if n.isdigit()), key=int)
-    # The library OS's devices, and what the manifest mounts under /dev (the
-    # default one gives /dev/shm a tmpfs).
+    # The library OS's devices, the run's own devpts, and what the manifest
+    # mounts under /dev (the default one gives /dev/shm a tmpfs).
     manifest_dev = {t.guest.split("/")[2] for t in default_manifest().tmpfs if t.guest.startswith("/dev/")}
     assert set(dev.split()) == {"null", "zero", "full", "random", "urandom", "tty", "stdin", "stdout", "stderr",
-                                "fd"} | manifest_dev
+                                "fd", "pts"} | manifest_dev
     assert {"stat", "status", "maps", "fd", "task", "exe", "cwd", "cmdline", "environ"} <= set(self_.split())
     assert init_fds.strip() == "0"  # the reaper's fds are the monitor's
     # Every device can be looked at, /dev/tty too with no terminal (only
