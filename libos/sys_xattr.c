@@ -27,6 +27,38 @@ static long xattr_target(long path_or_fd, int by_fd, struct guest_path *p)
 	return libos_fetch_path(AT_FDCWD, path_or_fd, p);
 }
 
+enum xattr_op { XATTR_OP_GET, XATTR_OP_LIST, XATTR_OP_CHANGE };
+
+/* The library OS's own /dev and /proc entries (special.c) are in no mount
+ * the monitor knows: their attributes are answered here, as Linux's
+ * devtmpfs and procfs answer them: none to read (procfs has no attribute
+ * support at all, a symbolic link no ACL); a change is refused by the
+ * permission check first (EACCES), then by the file system (a device node
+ * or link takes no user. attribute: EPERM; procfs: EOPNOTSUPP).  1 when
+ * *result is the answer. */
+static int special_answer(struct guest_path *p, int nofollow, enum xattr_op op, long *result)
+{
+	struct statx stx;
+	long r;
+	if (!libos_special_stat(p, nofollow ? AT_SYMLINK_NOFOLLOW : 0, &stx, &r))
+		return 0;
+	int proc = p->len >= 5 && !memcmp(p->abs, "/proc", 5);
+	int link = (stx.stx_mode & S_IFMT) == S_IFLNK;
+	const struct libos_identity *id = &libos_current()->ident;
+	unsigned write_bit = stx.stx_uid == id->uid ? 0200 : stx.stx_gid == id->gid ? 020 : 02;
+	if (r < 0)
+		*result = r;
+	else if (op == XATTR_OP_LIST)
+		*result = 0;
+	else if (op == XATTR_OP_GET)
+		*result = proc || link ? -EOPNOTSUPP : -ENODATA;
+	else if (!(stx.stx_mode & write_bit))
+		*result = -EACCES;
+	else
+		*result = proc && !link ? -EOPNOTSUPP : -EPERM;
+	return 1;
+}
+
 static long xattr_get(long target, int by_fd, int nofollow, long name, long value, long size)
 {
 	struct guest_path p;
@@ -34,7 +66,7 @@ static long xattr_get(long target, int by_fd, int nofollow, long name, long valu
 	long n = xattr_name_len(name, nm), r;
 	if (n < 0)
 		return n;
-	if ((r = xattr_target(target, by_fd, &p)) < 0)
+	if ((r = xattr_target(target, by_fd, &p)) < 0 || special_answer(&p, nofollow, XATTR_OP_GET, &r))
 		return r;
 	unsigned op = PICO_XATTR_GET | (nofollow ? PICO_XATTR_NOFOLLOW : 0) | ((unsigned)n << 8);
 	return pico_xattr(op, p.abs, p.len, nm, (void *)value, (size_t)size);
@@ -44,7 +76,7 @@ static long xattr_list(long target, int by_fd, int nofollow, long list, long siz
 {
 	struct guest_path p;
 	long r = xattr_target(target, by_fd, &p);
-	if (r < 0)
+	if (r < 0 || special_answer(&p, nofollow, XATTR_OP_LIST, &r))
 		return r;
 	return pico_xattr(PICO_XATTR_LIST | (nofollow ? PICO_XATTR_NOFOLLOW : 0), p.abs, p.len, 0, (void *)list,
 			  (size_t)size);
@@ -61,7 +93,7 @@ static long xattr_set(long target, int by_fd, int nofollow, long name, long valu
 	long n = xattr_name_len(name, nm), r;
 	if (n < 0)
 		return n;
-	if ((r = xattr_target(target, by_fd, &p)) < 0)
+	if ((r = xattr_target(target, by_fd, &p)) < 0 || special_answer(&p, nofollow, XATTR_OP_CHANGE, &r))
 		return r;
 	unsigned op = PICO_XATTR_SET | (nofollow ? PICO_XATTR_NOFOLLOW : 0) | ((unsigned)flags << 4) | ((unsigned)n << 8);
 	return pico_xattr(op, p.abs, p.len, nm, (void *)value, (size_t)size);
@@ -74,7 +106,7 @@ static long xattr_remove(long target, int by_fd, int nofollow, long name)
 	long n = xattr_name_len(name, nm), r;
 	if (n < 0)
 		return n;
-	if ((r = xattr_target(target, by_fd, &p)) < 0)
+	if ((r = xattr_target(target, by_fd, &p)) < 0 || special_answer(&p, nofollow, XATTR_OP_CHANGE, &r))
 		return r;
 	unsigned op = PICO_XATTR_REMOVE | (nofollow ? PICO_XATTR_NOFOLLOW : 0) | ((unsigned)n << 8);
 	return pico_xattr(op, p.abs, p.len, nm, 0, 0);

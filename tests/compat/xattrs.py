@@ -33,3 +33,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 buf = ctypes.create_string_buffer(2)
 r = libc.getxattr(f.encode(), b"user.fd", buf, ctypes.c_size_t(0)); print("size only", r)
 r = libc.getxattr(f.encode(), b"user.big", buf, ctypes.c_size_t(2)); print("small buf", r, errno.errorcode[ctypes.get_errno()])
+# The library OS's own /dev and /proc entries answer as devtmpfs and procfs
+# do (ls -l asks every file it lists for its ACL).
+for p in ("/dev/tty", "/dev/stdin", "/dev/null", "/proc/self/status", "/proc/meminfo", "/proc"):
+    t(p + " lget", lambda: os.getxattr(p, "system.posix_acl_access", follow_symlinks=False))
+    t(p + " llist", lambda: os.listxattr(p, follow_symlinks=False))
+    t(p + " lset", lambda: os.setxattr(p, "user.a", b"1", follow_symlinks=False))
