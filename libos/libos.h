@@ -143,6 +143,10 @@ static inline struct libos_process *libos_current(void)
 
 extern char libos_hostname[65];
 extern char libos_release[65];
+/* The vDSO the kernel mapped (AT_SYSINFO_EHDR), 0 if none, and the address
+ * of one of its functions (its dynamic symbol table), or NULL. */
+extern uint64_t libos_vdso;
+void *libos_vdso_symbol(const char *name);
 /* What the monitor's /proc reads, at PICO_LIBOS_PUBLIC_ADDR; its exe is
  * the program's image (set once per image by the loader). */
 extern struct pico_libos_public libos_public;

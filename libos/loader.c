@@ -253,6 +253,47 @@ static uint64_t vdso_size(uint64_t ehdr)
 	return hi ? page_up(hi) : PAGE_SIZE_K;
 }
 
+uint64_t libos_vdso;
+
+void *libos_vdso_symbol(const char *name)
+{
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)libos_vdso;
+	if (!eh || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_phentsize != sizeof(Elf64_Phdr) ||
+	    eh->e_phnum > 16)
+		return 0;
+	const Elf64_Phdr *ph = (const Elf64_Phdr *)(libos_vdso + eh->e_phoff);
+	uint64_t bias = 0, dyn = 0;
+	int have_load = 0;
+	for (unsigned i = 0; i < eh->e_phnum; i++) {
+		if (ph[i].p_type == PT_LOAD && !have_load) {
+			bias = libos_vdso - (ph[i].p_vaddr - ph[i].p_offset);
+			have_load = 1;
+		} else if (ph[i].p_type == PT_DYNAMIC) {
+			dyn = ph[i].p_vaddr;
+		}
+	}
+	if (!have_load || !dyn)
+		return 0;
+	const Elf64_Sym *symtab = 0;
+	const char *strtab = 0;
+	const uint32_t *hash = 0;
+	for (const Elf64_Dyn *d = (const Elf64_Dyn *)(bias + dyn); d->d_tag != DT_NULL; d++) {
+		if (d->d_tag == DT_SYMTAB)
+			symtab = (const Elf64_Sym *)(bias + d->d_un.d_ptr);
+		else if (d->d_tag == DT_STRTAB)
+			strtab = (const char *)(bias + d->d_un.d_ptr);
+		else if (d->d_tag == DT_HASH)
+			hash = (const uint32_t *)(bias + d->d_un.d_ptr);
+	}
+	if (!symtab || !strtab || !hash)
+		return 0;
+	for (uint32_t i = 0; i < hash[1] /* nchain: the symbol count */; i++)
+		if (symtab[i].st_shndx != SHN_UNDEF && ELF64_ST_TYPE(symtab[i].st_info) == STT_FUNC &&
+		    libos_streq(strtab + symtab[i].st_name, name))
+			return (void *)(bias + symtab[i].st_value);
+	return 0;
+}
+
 /* The top of the kernel's stack mapping: the first unreadable page above sp
  * (the argument and environment strings sit just below it). */
 static uint64_t stack_top_above(uint64_t sp)
@@ -881,9 +922,11 @@ void loader_main(uint64_t *orig_sp)
 		extern char __executable_start[], _end[];
 		remember_mapping((uint64_t)__executable_start, page_up((uint64_t)_end), PROT_READ | PROT_EXEC, 0, 0,
 				 0, "[picoproc-libos]");
-		if (in.have_sysinfo)
+		if (in.have_sysinfo) {
 			remember_mapping(in.sysinfo_ehdr, in.sysinfo_ehdr + vdso_size(in.sysinfo_ehdr),
 					 PROT_READ | PROT_EXEC, 0, 0, 0, "[vdso]");
+			libos_vdso = in.sysinfo_ehdr;
+		}
 		libos_proc.argc = (long)sp[0];
 		libos_proc.argv = (const char *const *)(sp + 1);
 		libos_proc.stack_top = stack_top_above((uint64_t)orig_sp);

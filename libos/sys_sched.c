@@ -112,60 +112,71 @@ LIBOS_SYSCALL(sched_rr_get_interval)
  * high-resolution clocks and the scheduler's CPU clocks (what
  * CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID are), one tick for
  * the coarse clocks and the profiling/virtual CPU clocks.  The tick is not
- * told to user space: it is measured once, as the step of the coarse
- * monotonic clock (bounded: at most 100 ms of watching). */
+ * told to user space by any call of the ABI, but the vDSO's own
+ * clock_getres (a function reading the kernel's data page, no system call)
+ * knows it for the coarse clocks.  Without a vDSO it is measured once, as
+ * the smallest step of the coarse monotonic clock: a step is a tick, or
+ * more when this thread was not running to see the ticks in between. */
 #define CPUCLOCK_SCHED_K 2
 #define NS_PER_S_K 1000000000L
+#define TICK_STEPS 4
 
-static long measured_tick_ns(void);
-
-/* The kernel's HZ, from the measured step of the coarse clock (which the
- * timekeeper advances by real elapsed time: near, not exactly, a tick). */
-static long measured_hz(void)
+/* The HZ Linux is built with whose tick is nearest ns. */
+static long hz_of_tick(long ns)
 {
-	static long hz;
 	static const long known[] = {100, 250, 300, 1000};
-	if (hz)
-		return hz;
-	long tick = measured_tick_ns(), best = 250;
+	long best = 250;
 	for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-		long d = NS_PER_S_K / known[i] - tick, e = NS_PER_S_K / best - tick;
+		long d = NS_PER_S_K / known[i] - ns, e = NS_PER_S_K / best - ns;
 		if ((d < 0 ? -d : d) < (e < 0 ? -e : e))
 			best = known[i];
 	}
-	hz = best;
-	return hz;
+	return best;
 }
 
 static long measured_tick_ns(void)
 {
-	static long tick;
-	if (tick)
-		return tick;
 	struct __kernel_timespec a, b, start;
-	long first = 0;
+	long smallest = 0;
+	int steps = -1; /* the first step may not be a whole one */
 	sys2(__NR_clock_gettime, CLOCK_MONOTONIC, &start);
 	sys2(__NR_clock_gettime, CLOCK_MONOTONIC_COARSE, &a);
-	for (;;) {
+	while (steps < TICK_STEPS) {
 		sys2(__NR_clock_gettime, CLOCK_MONOTONIC_COARSE, &b);
 		long d = (b.tv_sec - a.tv_sec) * NS_PER_S_K + (b.tv_nsec - a.tv_nsec);
 		if (d > 0) {
-			if (first) {
-				/* The second step is a whole tick (the first may not be). */
-				tick = d;
-				break;
-			}
-			first = d;
+			if (steps >= 0 && (!smallest || d < smallest))
+				smallest = d;
+			steps++;
 			a = b;
 		}
 		struct __kernel_timespec now;
 		sys2(__NR_clock_gettime, CLOCK_MONOTONIC, &now);
-		if ((now.tv_sec - start.tv_sec) * NS_PER_S_K + (now.tv_nsec - start.tv_nsec) > 100000000L) {
-			tick = first ? first : 4000000; /* HZ=250, as Debian builds it */
+		if ((now.tv_sec - start.tv_sec) * NS_PER_S_K + (now.tv_nsec - start.tv_nsec) > 100000000L)
 			break;
-		}
 	}
-	return tick;
+	return smallest ? smallest : 4000000; /* HZ=250, as Debian builds it */
+}
+
+/* The kernel's HZ: from the vDSO's answer for a coarse clock (TICK_NSEC),
+ * else measured. */
+static long kernel_hz(void)
+{
+	static long hz;
+	if (hz)
+		return hz;
+	/* The vDSO answers a coarse clock itself; were it ever to fall back
+	 * to the system call, that would trap back here: asked only once. */
+	static int asked;
+	long (*vdso_getres)(long, struct __kernel_timespec *) =
+		(long (*)(long, struct __kernel_timespec *))libos_vdso_symbol("__vdso_clock_getres");
+	struct __kernel_timespec res = {0, 0};
+	if (vdso_getres && !__atomic_exchange_n(&asked, 1, __ATOMIC_ACQ_REL) &&
+	    vdso_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0 && res.tv_nsec > 0)
+		hz = hz_of_tick(res.tv_nsec);
+	else
+		hz = hz_of_tick(measured_tick_ns());
+	return hz;
 }
 
 /* Implements Linux syscall clock_getres(2). */
@@ -177,9 +188,9 @@ LIBOS_SYSCALL(clock_getres)
 	if (r < 0)
 		return r;
 	if (clock == CLOCK_REALTIME_COARSE || clock == CLOCK_MONOTONIC_COARSE)
-		res.tv_nsec = (NS_PER_S_K + measured_hz() / 2) / measured_hz(); /* TICK_NSEC */
+		res.tv_nsec = (NS_PER_S_K + kernel_hz() / 2) / kernel_hz(); /* TICK_NSEC */
 	else if (clock < 0 && (clock & 3) != CPUCLOCK_SCHED_K)
-		res.tv_nsec = (NS_PER_S_K + measured_hz() - 1) / measured_hz();
+		res.tv_nsec = (NS_PER_S_K + kernel_hz() - 1) / kernel_hz();
 	return a1 ? libos_copy_to_guest((void *)a1, &res, sizeof(res)) : 0;
 }
 
