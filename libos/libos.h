@@ -96,6 +96,68 @@ struct libos_itimer {
 	uint64_t deadline_ns, interval_ns;
 };
 
+/* POSIX timers, the CPU-time itimers and the parent-death check, each served
+ * by a helper thread of the process (sys_timer.c).  Slots 0..LIBOS_MAX_TIMERS-1
+ * are the program's timer ids and timerfds; the three after them the
+ * itimers' and the check's. */
+#define LIBOS_MAX_TIMERS 32
+#define LIBOS_TIMER_SLOTS (LIBOS_MAX_TIMERS + 3)
+struct libos_timer_slot {
+	int used;
+	int clock;  /* the clock the helper sleeps on and gettime reads */
+	int notify; /* SIGEV_SIGNAL, SIGEV_NONE, or SIGEV_THREAD_ID */
+	int signo;
+	int tid;	/* SIGEV_THREAD_ID: the thread signalled */
+	uint64_t value; /* sigev_value */
+	/* Arming, under the table lock: deadline 0 is disarmed. */
+	uint64_t deadline_ns, interval_ns;
+	int overrun;	     /* expirations missed before the last signal */
+	int signal_sent;     /* a signal of this timer may be waiting for sigwaitinfo */
+	uint32_t gen;	     /* futex word: bumped on every change */
+	int helper_tid;	     /* cleared by the kernel when the helper exits */
+	int helper_sleeping; /* on a clock only a signal interrupts */
+	int stop;
+	long watch_parent; /* PDEATHSIG: fire only once getppid() is no longer this */
+	int wfd;	   /* timerfd: the library OS's end of the pair */
+	uint64_t dev, ino; /* timerfd: the program's end */
+	int orphan;	   /* timerfd closed: the slot is free once its helper has gone */
+	void *stack;
+};
+struct libos_timers {
+	int lock;
+	long owner; /* the process these timers belong to (fork: a child starts empty) */
+	struct libos_timer_slot slot[LIBOS_TIMER_SLOTS];
+};
+
+/* Signals accepted synchronously (sys_sigwait.c): the threads waiting in
+ * sigwaitinfo, the signalfds and their reader thread, and the program's own
+ * dispositions of the signals the library OS's catcher holds meanwhile. */
+#define LIBOS_MAX_SIGWAITERS 32
+#define LIBOS_MAX_SIGNALFDS 16
+#define LIBOS_NSIG 64
+struct libos_sigwaiter {
+	int tid;      /* 0: free */
+	uint64_t set; /* the signals it accepts */
+	int got;      /* the catcher stored a signal */
+	siginfo_t info;
+};
+struct libos_signalfd {
+	int used;
+	uint64_t dev, ino; /* the program's end */
+	int wfd;	   /* the library OS's end */
+	uint64_t mask;
+};
+struct libos_sigwait {
+	int lock;
+	struct libos_sigwaiter w[LIBOS_MAX_SIGWAITERS];
+	struct libos_signalfd sfd[LIBOS_MAX_SIGNALFDS];
+	long sfd_owner;	    /* the process the signalfds belong to (a fork child starts empty) */
+	int sfd_reader_tid; /* the helper thread, 0 when none */
+	void *sfd_reader_stack;
+	int users[LIBOS_NSIG + 1];			/* holders (waiters, signalfds) per signal */
+	struct kernel_sigaction program[LIBOS_NSIG + 1]; /* the program's disposition, while users > 0 */
+};
+
 /* fd paths a vm child learnt itself (its fd table is its own). */
 #define LIBOS_FD_OVERLAY 8
 struct libos_fd_overlay {
@@ -121,6 +183,12 @@ struct libos_process {
 	 * zero is Linux's default. */
 	int not_dumpable, subreaper;
 	long timerslack_ns; /* 0: the default */
+	/* Scheduling as the program sees it (sys_sched.c, sys_compat.c): its
+	 * nice value and the CPUs it chose (all zero: all of them). */
+	int nice;
+	uint64_t chosen_cpus[16];
+	struct libos_timers timers;
+	struct libos_sigwait sigwait;
 	/* vm children only (NULL otherwise): fd paths they recorded. */
 	struct libos_fd_overlay *fd_overlay;
 };
@@ -260,6 +328,8 @@ long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_
  * unmaps it once the child has gone (-1: not a vm child, nothing recorded). */
 int libos_vm_keep_mapping(uint64_t addr, uint64_t len);
 void libos_vm_forget_mapping(int slot);
+/* The same, by the mapping's address (a helper thread's stack). */
+void libos_vm_forget_mapping_at(uint64_t addr);
 
 /* ---- signal state (sys_signal.c) ---- */
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come
@@ -267,7 +337,6 @@ void libos_vm_forget_mapping(int slot);
 void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc);
 
 /* ---- sys_timer.c: timers served by helper threads ---- */
-#define LIBOS_MAX_TIMERS 32
 struct itimerval_k {
 	struct __kernel_old_timeval interval, value;
 };
@@ -278,8 +347,10 @@ long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerv
 int libos_timer_is_helper(long tid);
 int libos_signalfd_is_helper(long tid);
 /* Starts fn(arg) on a helper thread (blocking every signal is fn's job);
- * *tid_word is cleared by the kernel when it exits, then *stack may go. */
+ * *tid_word is cleared by the kernel when it exits, then *stack may go,
+ * through libos_free_helper_stack. */
 long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, void **stack);
+void libos_free_helper_stack(void *stack);
 /* Rewrites the siginfo of a signal a timer sent as Linux shows it (SI_TIMER). */
 int libos_timer_siginfo(int sig, siginfo_t *si);
 long libos_pdeathsig_set(int sig);
@@ -294,6 +365,12 @@ long libos_fifo_retry_writer(const char *uri, size_t uri_len, const char *path, 
 /* While a thread waits for signal sig (sigwaitinfo), rt_sigaction reads and
  * writes the program's kept disposition: returns 1 when it did. */
 int libos_sigwait_sigaction(int sig, const struct kernel_sigaction *act, struct kernel_sigaction *old);
+/* What a new process that shares this memory inherits (vmchild.c): the
+ * program's kept dispositions, no waiter, no signalfd. */
+void libos_sigwait_inherit(struct libos_sigwait *dst, struct libos_sigwait *src);
+/* In a process with no waiter and no signalfd of its own (a new vm child):
+ * gives every held signal its program's disposition back. */
+void libos_sigwait_release_held(struct libos_sigwait *sw);
 
 /* ---- loader.c ---- */
 /* Validates an image header (first bytes of the file, `len` of them) for the

@@ -52,6 +52,12 @@ void libos_process_copy(struct libos_process *dst, struct libos_process *src)
 	dst->not_dumpable = src->not_dumpable;
 	dst->timerslack_ns = src->timerslack_ns;
 	dst->subreaper = 0; /* not inherited by a child, as on Linux */
+	dst->nice = src->nice;
+	memcpy(dst->chosen_cpus, src->chosen_cpus, sizeof(dst->chosen_cpus));
+	/* A new process has no timer (POSIX), no waiter and no signalfd; the
+	 * dispositions the library OS keeps aside for the program are its. */
+	memset(&dst->timers, 0, sizeof(dst->timers));
+	libos_sigwait_inherit(&dst->sigwait, &src->sigwait);
 	dst->fd_overlay = overlay;
 }
 

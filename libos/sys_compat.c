@@ -399,10 +399,10 @@ LIBOS_SYSCALL(close_range)
 
 /* ---- CPUs: virtual, the count the monitor chose (--cpus) ---- */
 
-/* The CPUs the program chose (sched_setaffinity on itself), as a mask of
- * the virtual ones; 0: all of them.  Recorded for the process (Linux keeps
- * one per thread); placement stays the host's. */
-static uint64_t chosen_cpus[16];
+/* The CPUs the program chose (sched_setaffinity on itself) are recorded as
+ * a mask of the virtual ones in libos_current()->chosen_cpus (0: all of
+ * them), for the process (Linux keeps one per thread); placement stays the
+ * host's. */
 
 /* Implements Linux syscall sched_getaffinity(2): CPUs 0..cpus-1 (or those
  * the program chose), for the caller or any process of the picoprocess. */
@@ -420,6 +420,7 @@ LIBOS_SYSCALL(sched_getaffinity)
 	if (len < need || (len & 7))
 		return -EINVAL;
 	memset(mask, 0, sizeof(mask));
+	const uint64_t *chosen_cpus = libos_current()->chosen_cpus;
 	int chosen = 0;
 	for (unsigned i = 0; i < 16; i++)
 		chosen |= chosen_cpus[i] != 0;
@@ -459,7 +460,7 @@ LIBOS_SYSCALL(sched_setaffinity)
 	if (!any)
 		return -EINVAL;
 	if (self)
-		memcpy(chosen_cpus, ours, sizeof(ours));
+		memcpy(libos_current()->chosen_cpus, ours, sizeof(ours));
 	return 0;
 }
 

@@ -225,21 +225,6 @@ LIBOS_SYSCALL(settimeofday)
 #define PRIO_PGRP_K 1
 #define PRIO_USER_K 2
 
-static struct {
-	long owner;
-	int nice;
-} nice_value;
-
-static int *own_nice(void)
-{
-	long self = sys0(__NR_getpid);
-	if (nice_value.owner != self) {
-		/* A fork child inherits its parent's nice value, as on Linux. */
-		nice_value.owner = self;
-	}
-	return &nice_value.nice;
-}
-
 static long prio_target(long which, long who)
 {
 	if (which < PRIO_PROCESS_K || which > PRIO_USER_K)
@@ -253,7 +238,7 @@ static long prio_target(long which, long who)
 LIBOS_SYSCALL(getpriority)
 {
 	long r = prio_target(a0, a1);
-	return r < 0 ? r : 20 - *own_nice();
+	return r < 0 ? r : 20 - libos_current()->nice;
 }
 
 /* Implements Linux syscall setpriority(2). */
@@ -263,7 +248,7 @@ LIBOS_SYSCALL(setpriority)
 	if (r < 0)
 		return r;
 	int want = (int)a2 < -20 ? -20 : (int)a2 > 19 ? 19 : (int)a2;
-	int *nice = own_nice();
+	int *nice = &libos_current()->nice;
 	if (want < *nice)
 		return -EACCES;
 	if (a0 == PRIO_PROCESS_K && a1 && a1 != sys0(__NR_getpid))

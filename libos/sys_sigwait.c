@@ -15,7 +15,10 @@
  * disposition there, as Linux may choose that thread too.
  *
  * Waiters are few (a thread blocked in sigwait), so the table is small and
- * fixed; a thread beyond it gets EAGAIN.
+ * fixed; a thread beyond it gets EAGAIN.  It is the process's
+ * (libos_current()->sigwait): a child that shares this memory (vfork,
+ * posix_spawn) starts with no waiter and no signalfd, the program's
+ * dispositions back in force, and what it changes stays its own.
  *
  * A signalfd is the same catcher kept installed for its mask, on a helper
  * thread of the library OS that waits with exactly the masks of the
@@ -44,48 +47,22 @@
 void libos_sigreturn(void);
 
 #define SIGBIT(s) (1ULL << ((s) - 1))
-#define MAX_WAITERS 32
-#define NSIG_K 64
+#define MAX_WAITERS LIBOS_MAX_SIGWAITERS
+#define MAX_SIGNALFDS LIBOS_MAX_SIGNALFDS
+#define NSIG_K LIBOS_NSIG
 
-struct waiter {
-	int tid;      /* 0: free */
-	uint64_t set; /* the signals it accepts */
-	int got;      /* the catcher stored a signal */
-	siginfo_t info;
-};
-
-#define MAX_SIGNALFDS 16
-
-struct sfd {
-	int used;
-	uint64_t dev, ino; /* the program's end */
-	int wfd;	   /* the library OS's end */
-	uint64_t mask;
-};
-
-static struct {
-	int lock;
-	struct waiter w[MAX_WAITERS];
-	struct sfd sfd[MAX_SIGNALFDS];
-	long sfd_owner;	     /* the process the table belongs to (a fork child starts empty) */
-	int sfd_reader_tid; /* the helper thread, 0 when none */
-	void *sfd_reader_stack;
-	int users[NSIG_K + 1];			  /* waiters per signal */
-	struct kernel_sigaction program[NSIG_K + 1]; /* the program's disposition, while users > 0 */
-} sw;
-
-static uint64_t sw_lock(void)
+static uint64_t sw_lock(struct libos_sigwait *sw)
 {
 	uint64_t all = ~SIGBIT(SIGSYS), old = 0;
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&sw.lock, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&sw->lock, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
 	return old;
 }
 
-static void sw_unlock(uint64_t old)
+static void sw_unlock(struct libos_sigwait *sw, uint64_t old)
 {
-	__atomic_store_n(&sw.lock, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&sw->lock, 0, __ATOMIC_RELEASE);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 
@@ -113,11 +90,11 @@ static void run_program_action(int sig, siginfo_t *si, void *uc, const struct ke
 		((void (*)(int))act->handler)(sig);
 }
 
-static void release_signals(uint64_t set);
+static void release_signals(struct libos_sigwait *sw, uint64_t set);
 
 /* On the signalfd reader: the record goes to the first signalfd whose mask
  * has the signal.  Under the lock; 1 when it went. */
-static int deliver_to_signalfd(int sig, const siginfo_t *si)
+static int deliver_to_signalfd(struct libos_sigwait *sw, int sig, const siginfo_t *si)
 {
 	struct signalfd_siginfo rec;
 	siginfo_t info = *si;
@@ -142,13 +119,13 @@ static int deliver_to_signalfd(int sig, const siginfo_t *si)
 		rec.ssi_ptr = (uint64_t)info.si_ptr;
 	}
 	for (int i = 0; i < MAX_SIGNALFDS; i++) {
-		struct sfd *f = &sw.sfd[i];
+		struct libos_signalfd *f = &sw->sfd[i];
 		if (!f->used || !(f->mask & SIGBIT(sig)))
 			continue;
 		long r = sys6(__NR_sendto, f->wfd, (long)&rec, sizeof(rec), MSG_DONTWAIT_K | MSG_NOSIGNAL_K, 0, 0);
 		if (r == -EPIPE || r == -ECONNREFUSED || r == -EBADF || r == -ENOTSOCK) {
 			/* The program closed its end: this signalfd is gone. */
-			release_signals(f->mask);
+			release_signals(sw, f->mask);
 			sys1(__NR_close, f->wfd);
 			f->used = 0;
 			continue;
@@ -160,14 +137,15 @@ static int deliver_to_signalfd(int sig, const siginfo_t *si)
 
 static void catcher(int sig, siginfo_t *si, void *uc)
 {
+	struct libos_sigwait *sw = &libos_current()->sigwait;
 	long tid = sys0(__NR_gettid);
 	struct kernel_sigaction act = {0};
 	int mine = 0;
-	uint64_t mask = sw_lock();
-	if (tid == sw.sfd_reader_tid && sw.sfd_owner == sys0(__NR_getpid))
-		mine = deliver_to_signalfd(sig, si);
+	uint64_t mask = sw_lock(sw);
+	if (tid == sw->sfd_reader_tid && sw->sfd_owner == sys0(__NR_getpid))
+		mine = deliver_to_signalfd(sw, sig, si);
 	for (int i = 0; i < MAX_WAITERS && !mine; i++) {
-		struct waiter *w = &sw.w[i];
+		struct libos_sigwaiter *w = &sw->w[i];
 		if (w->tid == tid && (w->set & SIGBIT(sig)) && !w->got) {
 			w->info = *si;
 			w->got = 1;
@@ -176,8 +154,8 @@ static void catcher(int sig, siginfo_t *si, void *uc)
 		}
 	}
 	if (!mine)
-		act = sw.program[sig];
-	sw_unlock(mask);
+		act = sw->program[sig];
+	sw_unlock(sw, mask);
 	if (!mine)
 		run_program_action(sig, si, uc, &act);
 }
@@ -186,23 +164,24 @@ static void catcher(int sig, siginfo_t *si, void *uc)
  * disposition.  Returns 1 when it did (the answer in *result). */
 int libos_sigwait_sigaction(int sig, const struct kernel_sigaction *act, struct kernel_sigaction *old)
 {
-	if (sig <= 0 || sig > NSIG_K || !__atomic_load_n(&sw.users[sig], __ATOMIC_ACQUIRE))
+	struct libos_sigwait *sw = &libos_current()->sigwait;
+	if (sig <= 0 || sig > NSIG_K || !__atomic_load_n(&sw->users[sig], __ATOMIC_ACQUIRE))
 		return 0;
-	uint64_t mask = sw_lock();
-	int kept = sw.users[sig] > 0;
+	uint64_t mask = sw_lock(sw);
+	int kept = sw->users[sig] > 0;
 	if (kept) {
 		if (old)
-			*old = sw.program[sig];
+			*old = sw->program[sig];
 		if (act)
-			sw.program[sig] = *act;
+			sw->program[sig] = *act;
 	}
-	sw_unlock(mask);
+	sw_unlock(sw, mask);
 	return kept;
 }
 
 /* Takes (or gives back) the real dispositions of `set` for a waiter.  Under
  * the lock. */
-static void hold_signals(uint64_t set)
+static void hold_signals(struct libos_sigwait *sw, uint64_t set)
 {
 	struct kernel_sigaction ours = {
 		.handler = (void *)catcher,
@@ -212,25 +191,44 @@ static void hold_signals(uint64_t set)
 		.mask = ~SIGBIT(SIGSYS),
 	};
 	for (int s = 1; s <= NSIG_K; s++)
-		if ((set & SIGBIT(s)) && sw.users[s]++ == 0) {
-			sys4(__NR_rt_sigaction, s, 0, &sw.program[s], sizeof(uint64_t));
+		if ((set & SIGBIT(s)) && sw->users[s]++ == 0) {
+			sys4(__NR_rt_sigaction, s, 0, &sw->program[s], sizeof(uint64_t));
 			/* A thread that takes it for the program restarts its call
 			 * as the program's handler would have. */
-			ours.flags = (ours.flags & ~(unsigned long)SA_RESTART) | (sw.program[s].flags & SA_RESTART);
+			ours.flags = (ours.flags & ~(unsigned long)SA_RESTART) | (sw->program[s].flags & SA_RESTART);
 			sys4(__NR_rt_sigaction, s, &ours, 0, sizeof(uint64_t));
 		}
 }
 
-static void release_signals(uint64_t set)
+static void release_signals(struct libos_sigwait *sw, uint64_t set)
 {
 	for (int s = 1; s <= NSIG_K; s++)
-		if ((set & SIGBIT(s)) && --sw.users[s] == 0)
-			sys4(__NR_rt_sigaction, s, &sw.program[s], 0, sizeof(uint64_t));
+		if ((set & SIGBIT(s)) && --sw->users[s] == 0)
+			sys4(__NR_rt_sigaction, s, &sw->program[s], 0, sizeof(uint64_t));
+}
+
+void libos_sigwait_inherit(struct libos_sigwait *dst, struct libos_sigwait *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	uint64_t mask = sw_lock(src);
+	memcpy(dst->users, src->users, sizeof(dst->users));
+	memcpy(dst->program, src->program, sizeof(dst->program));
+	sw_unlock(src, mask);
+}
+
+void libos_sigwait_release_held(struct libos_sigwait *sw)
+{
+	for (int s = 1; s <= NSIG_K; s++)
+		if (sw->users[s]) {
+			sw->users[s] = 0;
+			sys4(__NR_rt_sigaction, s, &sw->program[s], 0, sizeof(uint64_t));
+		}
 }
 
 /* Implements Linux syscall rt_sigtimedwait(2). */
 LIBOS_SYSCALL(rt_sigtimedwait)
 {
+	struct libos_sigwait *sw = &libos_current()->sigwait;
 	uint64_t set;
 	struct __kernel_timespec tmo, *tmop = 0;
 	long r;
@@ -250,18 +248,18 @@ LIBOS_SYSCALL(rt_sigtimedwait)
 	/* SIGKILL and SIGSTOP cannot be waited for; SIGSYS is the library OS's. */
 	set &= ~(SIGBIT(SIGKILL) | SIGBIT(SIGSTOP) | SIGBIT(SIGSYS));
 	long tid = sys0(__NR_gettid);
-	uint64_t mask = sw_lock();
-	struct waiter *w = 0;
+	uint64_t mask = sw_lock(sw);
+	struct libos_sigwaiter *w = 0;
 	for (int i = 0; i < MAX_WAITERS && !w; i++)
-		if (!sw.w[i].tid)
-			w = &sw.w[i];
+		if (!sw->w[i].tid)
+			w = &sw->w[i];
 	if (w) {
 		w->tid = (int)tid;
 		w->set = set;
 		w->got = 0;
-		hold_signals(set);
+		hold_signals(sw, set);
 	}
-	sw_unlock(mask);
+	sw_unlock(sw, mask);
 	if (!w)
 		return -EAGAIN;
 	/* The mask of the wait: the program's, with the set let through. */
@@ -269,12 +267,12 @@ LIBOS_SYSCALL(rt_sigtimedwait)
 	do
 		r = sys5(__NR_ppoll, 0, 0, tmop, &wait_mask, sizeof(uint64_t));
 	while (r == 0 && !tmop);
-	mask = sw_lock();
+	mask = sw_lock(sw);
 	int got = w->got;
 	siginfo_t info = w->info;
-	release_signals(set);
+	release_signals(sw, set);
 	w->tid = 0;
-	sw_unlock(mask);
+	sw_unlock(sw, mask);
 	if (!got)
 		return r == 0 ? -EAGAIN : r; /* timed out, or another handler ran: EINTR */
 	libos_timer_siginfo(info.si_signo, &info);
@@ -287,22 +285,24 @@ LIBOS_SYSCALL(rt_sigtimedwait)
 
 int libos_signalfd_is_helper(long tid)
 {
-	return tid && tid == sw.sfd_reader_tid;
+	struct libos_sigwait *sw = &libos_current()->sigwait;
+	return tid && tid == sw->sfd_reader_tid;
 }
 
 /* The reader thread: waits with the signalfds' signals (and SIGSYS, for
  * the library OS's pokes when the masks change) let through. */
 static void signalfd_reader(void *unused)
 {
+	struct libos_sigwait *sw = &libos_current()->sigwait;
 	(void)unused;
 	uint64_t all = ~0ULL;
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof(uint64_t));
 	for (;;) {
-		uint64_t mask = sw_lock(), wanted = 0;
+		uint64_t mask = sw_lock(sw), wanted = 0;
 		for (int i = 0; i < MAX_SIGNALFDS; i++)
-			if (sw.sfd[i].used)
-				wanted |= sw.sfd[i].mask;
-		sw_unlock(mask);
+			if (sw->sfd[i].used)
+				wanted |= sw->sfd[i].mask;
+		sw_unlock(sw, mask);
 		/* sw_unlock put back the full mask; ppoll lets `wanted` through. */
 		uint64_t wait_mask = ~(wanted | SIGBIT(SIGSYS));
 		sys5(__NR_ppoll, 0, 0, 0, &wait_mask, sizeof(uint64_t));
@@ -310,14 +310,14 @@ static void signalfd_reader(void *unused)
 }
 
 /* Under the lock: a fork child has its parent's table but not its reader. */
-static void signalfd_claim(void)
+static void signalfd_claim(struct libos_sigwait *sw)
 {
 	long self = sys0(__NR_getpid);
-	if (sw.sfd_owner != self) {
+	if (sw->sfd_owner != self) {
 		for (int i = 0; i < MAX_SIGNALFDS; i++)
-			sw.sfd[i].used = 0;
-		sw.sfd_reader_tid = 0;
-		sw.sfd_owner = self;
+			sw->sfd[i].used = 0;
+		sw->sfd_reader_tid = 0;
+		sw->sfd_owner = self;
 	}
 }
 
@@ -340,6 +340,7 @@ static long high_fd(long fd)
 /* Implements Linux syscall signalfd4(2). */
 LIBOS_SYSCALL(signalfd4)
 {
+	struct libos_sigwait *sw = &libos_current()->sigwait;
 	int fd = (int)a0, flags = (int)a3;
 	uint64_t set;
 	long r;
@@ -353,20 +354,20 @@ LIBOS_SYSCALL(signalfd4)
 		/* A new mask for an existing signalfd. */
 		if ((r = sys2(__NR_fstat, fd, &st)) < 0)
 			return r;
-		uint64_t mask = sw_lock();
-		signalfd_claim();
-		struct sfd *f = 0;
+		uint64_t mask = sw_lock(sw);
+		signalfd_claim(sw);
+		struct libos_signalfd *f = 0;
 		for (int i = 0; i < MAX_SIGNALFDS && !f; i++)
-			if (sw.sfd[i].used && sw.sfd[i].dev == st.st_dev && sw.sfd[i].ino == st.st_ino)
-				f = &sw.sfd[i];
+			if (sw->sfd[i].used && sw->sfd[i].dev == st.st_dev && sw->sfd[i].ino == st.st_ino)
+				f = &sw->sfd[i];
 		if (f) {
-			hold_signals(set & ~f->mask);
-			release_signals(f->mask & ~set);
+			hold_signals(sw, set & ~f->mask);
+			release_signals(sw, f->mask & ~set);
 			f->mask = set;
-			if (sw.sfd_reader_tid)
-				sys3(__NR_tgkill, sw.sfd_owner, sw.sfd_reader_tid, SIGSYS);
+			if (sw->sfd_reader_tid)
+				sys3(__NR_tgkill, sw->sfd_owner, sw->sfd_reader_tid, SIGSYS);
 		}
-		sw_unlock(mask);
+		sw_unlock(sw, mask);
 		return f ? fd : -EINVAL;
 	}
 	int pair[2];
@@ -381,25 +382,25 @@ LIBOS_SYSCALL(signalfd4)
 		sys3(__NR_fcntl, pair[0], F_SETFL, O_NONBLOCK);
 	sys2(__NR_fstat, pair[0], &st);
 	int wfd = (int)high_fd(pair[1]);
-	uint64_t mask = sw_lock();
-	signalfd_claim();
-	struct sfd *f = 0;
+	uint64_t mask = sw_lock(sw);
+	signalfd_claim(sw);
+	struct libos_signalfd *f = 0;
 	for (int i = 0; i < MAX_SIGNALFDS && !f; i++)
-		if (!sw.sfd[i].used)
-			f = &sw.sfd[i];
+		if (!sw->sfd[i].used)
+			f = &sw->sfd[i];
 	r = 0;
-	if (f && !sw.sfd_reader_tid)
-		r = libos_start_helper_thread(signalfd_reader, 0, &sw.sfd_reader_tid, &sw.sfd_reader_stack);
+	if (f && !sw->sfd_reader_tid)
+		r = libos_start_helper_thread(signalfd_reader, 0, &sw->sfd_reader_tid, &sw->sfd_reader_stack);
 	if (f && r == 0) {
 		f->used = 1;
 		f->dev = st.st_dev;
 		f->ino = st.st_ino;
 		f->wfd = wfd;
 		f->mask = set;
-		hold_signals(set);
-		sys3(__NR_tgkill, sw.sfd_owner, sw.sfd_reader_tid, SIGSYS);
+		hold_signals(sw, set);
+		sys3(__NR_tgkill, sw->sfd_owner, sw->sfd_reader_tid, SIGSYS);
 	}
-	sw_unlock(mask);
+	sw_unlock(sw, mask);
 	if (!f || r < 0) {
 		sys1(__NR_close, pair[0]);
 		sys1(__NR_close, wfd);

@@ -14,6 +14,9 @@
  *    process (CLOCK_THREAD_CPUTIME_ID), which a separate process may not;
  *  - dies with the process and on execve, as POSIX timers do, and does not
  *    exist in a fork child, whose timers POSIX says start disarmed.
+ * The table is the process's (libos_current()->timers): a child that shares
+ * this memory (vfork, posix_spawn) has one of its own, empty, like a fork
+ * child's.
  * It blocks every signal (SIGSYS stays deliverable, as everywhere in a
  * picoprocess), so a process-directed signal never lands on it.  A change of
  * a timer bumps its `gen` word: a helper waiting on a futex wakes on it; one
@@ -52,69 +55,41 @@
 #define SLOT_ITIMER_PROF (LIBOS_MAX_TIMERS + 1)
 /* prctl(PR_SET_PDEATHSIG): a periodic check of the parent (see below). */
 #define SLOT_PDEATHSIG (LIBOS_MAX_TIMERS + 2)
-#define NSLOTS (LIBOS_MAX_TIMERS + 3)
+#define NSLOTS LIBOS_TIMER_SLOTS
 #define PDEATH_CHECK_NS (50 * 1000 * 1000ULL)
 
-struct timer_slot {
-	int used;
-	int clock;  /* the clock the helper sleeps on and gettime reads */
-	int notify; /* SIGEV_SIGNAL, SIGEV_NONE, or SIGEV_THREAD_ID */
-	int signo;
-	int tid;	/* SIGEV_THREAD_ID: the thread signalled */
-	uint64_t value; /* sigev_value */
-	/* Arming, under the table lock: deadline 0 is disarmed. */
-	uint64_t deadline_ns, interval_ns;
-	int overrun;	     /* expirations missed before the last signal */
-	int signal_sent;     /* a signal of this timer may be waiting for sigwaitinfo */
-	uint32_t gen;	     /* futex word: bumped on every change */
-	int helper_tid;	     /* cleared by the kernel when the helper exits */
-	int helper_sleeping; /* on a clock only a signal interrupts */
-	int stop;
-	long watch_parent; /* PDEATHSIG: fire only once getppid() is no longer this */
-	int wfd;	   /* timerfd: the library OS's end of the pair */
-	uint64_t dev, ino; /* timerfd: the program's end */
-	int orphan;	   /* timerfd closed: the slot is free once its helper has gone */
-	void *stack;
-};
-
-static struct {
-	int lock;
-	long owner; /* the process these timers belong to (fork: a child starts empty) */
-	struct timer_slot slot[NSLOTS];
-} timers;
-
-static uint64_t timers_lock(void)
+static uint64_t timers_lock(struct libos_timers *tt)
 {
 	uint64_t all = ~(1ULL << (SIGSYS - 1)), old = 0;
 	/* Every signal blocked: a guest handler that arms a timer must not
 	 * interrupt its own thread inside the critical section. */
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&timers.lock, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&tt->lock, 1, __ATOMIC_ACQUIRE))
 		__asm__ volatile("pause");
 	return old;
 }
 
-static void timers_unlock(uint64_t old)
+static void timers_unlock(struct libos_timers *tt, uint64_t old)
 {
-	__atomic_store_n(&timers.lock, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&tt->lock, 0, __ATOMIC_RELEASE);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 
 /* A fork child has its parent's table in its memory but none of its
  * helpers: it starts with no timers.  Called with the lock held. */
-static void timers_claim(void)
+static void timers_claim(struct libos_timers *tt)
 {
 	long self = sys0(__NR_getpid);
-	if (timers.owner != self) {
-		memset(timers.slot, 0, sizeof(timers.slot));
-		timers.owner = self;
+	if (tt->owner != self) {
+		memset(tt->slot, 0, sizeof(tt->slot));
+		tt->owner = self;
 	}
 	/* Timerfds the program closed, whose helpers have ended. */
 	for (int i = 0; i < LIBOS_MAX_TIMERS; i++) {
-		struct timer_slot *t = &timers.slot[i];
+		struct libos_timer_slot *t = &tt->slot[i];
 		if (t->used && t->orphan && !__atomic_load_n(&t->helper_tid, __ATOMIC_ACQUIRE)) {
 			if (t->stack)
-				sys2(__NR_munmap, t->stack, HELPER_STACK_SIZE);
+				libos_free_helper_stack(t->stack);
 			sys1(__NR_close, t->wfd);
 			memset(t, 0, sizeof(*t));
 		}
@@ -138,7 +113,7 @@ static int futex_clock(int clock)
 #define MSG_DONTWAIT_K 0x40
 #define MSG_NOSIGNAL_K 0x4000
 
-static void helper_fire(struct timer_slot *t, long owner)
+static void helper_fire(struct libos_timer_slot *t, long owner)
 {
 	if (t->notify == NOTIFY_TIMERFD) {
 		uint64_t n = (uint64_t)t->overrun + 1;
@@ -158,13 +133,14 @@ static void helper_fire(struct timer_slot *t, long owner)
 		sys2(__NR_kill, owner, t->signo);
 }
 
-static void __attribute__((noreturn)) helper_main(struct timer_slot *t)
+static void __attribute__((noreturn)) helper_main(struct libos_timer_slot *t)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	uint64_t none = ~(1ULL << (SIGSYS - 1));
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof(uint64_t));
 	long owner = sys0(__NR_getpid);
 	for (;;) {
-		uint64_t mask = timers_lock();
+		uint64_t mask = timers_lock(tt);
 		uint32_t gen = t->gen;
 		uint64_t deadline = t->deadline_ns;
 		int stop = t->stop;
@@ -183,16 +159,16 @@ static void __attribute__((noreturn)) helper_main(struct timer_slot *t)
 					t->deadline_ns = 0;
 					helper_fire(t, owner);
 				}
-				timers_unlock(mask);
+				timers_unlock(tt, mask);
 				continue;
 			}
 			t->signal_sent = 1;
 			helper_fire(t, owner);
-			timers_unlock(mask);
+			timers_unlock(tt, mask);
 			continue;
 		}
 		t->helper_sleeping = !stop && deadline && !futex_clock(t->clock);
-		timers_unlock(mask);
+		timers_unlock(tt, mask);
 		if (stop)
 			break;
 		struct __kernel_timespec ts = {(long)(deadline / NS_PER_S), (long)(deadline % NS_PER_S)};
@@ -210,14 +186,17 @@ static void __attribute__((noreturn)) helper_main(struct timer_slot *t)
 }
 
 /* Starts fn(arg) on a helper thread of this process, on a stack of its own
- * (*stack, to munmap once *tid_word is 0 again: the kernel clears it, and
- * wakes a futex waiter on it, when the thread has exited). */
+ * (*stack, to free with libos_free_helper_stack once *tid_word is 0 again:
+ * the kernel clears it, and wakes a futex waiter on it, when the thread has
+ * exited).  A vm child's helper dies when the child execs, in memory that
+ * stays its parent's: the parent unmaps the stack then (vmchild.c). */
 long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, void **stack_out)
 {
 	char *stack = (char *)sys6(__NR_mmap, 0, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE,
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if ((long)stack < 0 && (long)stack > -4096)
 		return (long)stack;
+	libos_vm_keep_mapping((uint64_t)stack, HELPER_STACK_SIZE);
 	uint64_t *sp = (uint64_t *)(stack + HELPER_STACK_SIZE);
 	*--sp = (uint64_t)arg;
 	*--sp = (uint64_t)fn;
@@ -240,7 +219,7 @@ long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, voi
 			   "r"(r8)
 			 : "rcx", "r11", "memory");
 	if (tid < 0) {
-		sys2(__NR_munmap, stack, HELPER_STACK_SIZE);
+		libos_free_helper_stack(stack);
 		return tid;
 	}
 	*tid_word = (int)tid;
@@ -248,58 +227,65 @@ long libos_start_helper_thread(void (*fn)(void *), void *arg, int *tid_word, voi
 	return 0;
 }
 
+void libos_free_helper_stack(void *stack)
+{
+	libos_vm_forget_mapping_at((uint64_t)stack);
+	sys2(__NR_munmap, stack, HELPER_STACK_SIZE);
+}
+
 static void timer_helper_entry(void *t)
 {
 	helper_main(t);
 }
 
-static long spawn_helper(struct timer_slot *t)
+static long spawn_helper(struct libos_timer_slot *t)
 {
 	return libos_start_helper_thread(timer_helper_entry, t, &t->helper_tid, &t->stack);
 }
 
 /* Tells the helper its timer changed.  Called with the lock held. */
-static void poke_helper(struct timer_slot *t)
+static void poke_helper(struct libos_timers *tt, struct libos_timer_slot *t)
 {
 	__atomic_add_fetch(&t->gen, 1, __ATOMIC_RELEASE);
 	sys3(__NR_futex, &t->gen, FUTEX_WAKE_PRIVATE, 1);
 	if (t->helper_sleeping && t->helper_tid)
-		sys3(__NR_tgkill, timers.owner, t->helper_tid, SIGSYS);
+		sys3(__NR_tgkill, tt->owner, t->helper_tid, SIGSYS);
 }
 
 int libos_timer_is_helper(long tid)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	for (int i = 0; i < NSLOTS; i++)
-		if (timers.slot[i].used && timers.slot[i].helper_tid == tid)
+		if (tt->slot[i].used && tt->slot[i].helper_tid == tid)
 			return 1;
 	return 0;
 }
 
 /* Ends a slot's helper (if any) and frees the slot.  Called WITHOUT the lock:
  * it waits for the helper, which needs the lock to see `stop`. */
-static void free_slot(struct timer_slot *t)
+static void free_slot(struct libos_timers *tt, struct libos_timer_slot *t)
 {
-	uint64_t mask = timers_lock();
+	uint64_t mask = timers_lock(tt);
 	int tid = t->helper_tid;
 	t->stop = 1;
-	poke_helper(t);
-	timers_unlock(mask);
+	poke_helper(tt, t);
+	timers_unlock(tt, mask);
 	while (tid) {
 		/* A poke that lands just before the helper enters its sleep is
 		 * lost (clock_nanosleep takes no signal mask): poke again. */
 		struct __kernel_timespec wait = {0, 10 * 1000 * 1000};
 		if (sys4(__NR_futex, &t->helper_tid, FUTEX_WAIT, tid, &wait) == -ETIMEDOUT) {
-			mask = timers_lock();
-			poke_helper(t);
-			timers_unlock(mask);
+			mask = timers_lock(tt);
+			poke_helper(tt, t);
+			timers_unlock(tt, mask);
 		}
 		tid = __atomic_load_n(&t->helper_tid, __ATOMIC_ACQUIRE);
 	}
 	if (t->stack)
-		sys2(__NR_munmap, t->stack, HELPER_STACK_SIZE);
-	mask = timers_lock();
+		libos_free_helper_stack(t->stack);
+	mask = timers_lock(tt);
 	memset(t, 0, sizeof(*t));
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 }
 
 /* ---- arming and reading ---- */
@@ -324,7 +310,7 @@ static struct __kernel_timespec ts_of(uint64_t ns)
 
 /* What is left of an armed slot; under the lock.  A timer without a helper
  * (SIGEV_NONE) expires here, as Linux's does when it is read. */
-static void slot_read(struct timer_slot *t, struct __kernel_itimerspec *out)
+static void slot_read(struct libos_timer_slot *t, struct __kernel_itimerspec *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->it_interval = ts_of(t->interval_ns);
@@ -350,12 +336,12 @@ static void slot_read(struct timer_slot *t, struct __kernel_itimerspec *out)
 }
 
 /* Arms (value non-zero) or disarms a slot; `absolute` per TIMER_ABSTIME. */
-static long slot_arm(struct timer_slot *t, const struct __kernel_itimerspec *nv, int absolute,
+static long slot_arm(struct libos_timers *tt, struct libos_timer_slot *t, const struct __kernel_itimerspec *nv, int absolute,
 		     struct __kernel_itimerspec *old)
 {
 	uint64_t value = ns_of(&nv->it_value), interval = ns_of(&nv->it_interval);
 	long r = 0;
-	uint64_t mask = timers_lock();
+	uint64_t mask = timers_lock(tt);
 	if (old)
 		slot_read(t, old);
 	if (value && !absolute)
@@ -368,10 +354,10 @@ static long slot_arm(struct timer_slot *t, const struct __kernel_itimerspec *nv,
 	if (value && t->notify != SIGEV_NONE && !t->helper_tid)
 		r = spawn_helper(t);
 	else if (t->helper_tid)
-		poke_helper(t);
+		poke_helper(tt, t);
 	if (r < 0)
 		t->deadline_ns = 0;
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return r == -ENOMEM || r == -EAGAIN ? -EAGAIN : r;
 }
 
@@ -422,6 +408,7 @@ static long timer_clock(int clock, int *out)
  * Linux offers timers on. */
 LIBOS_SYSCALL(timer_create)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	struct sigevent ev;
 	int clock;
 	long r = timer_clock((int)a0, &clock);
@@ -446,16 +433,16 @@ LIBOS_SYSCALL(timer_create)
 	    (ev.sigev_notify_thread_id <= 0 ||
 	     sys3(__NR_tgkill, sys0(__NR_getpid), ev.sigev_notify_thread_id, 0) < 0))
 		return -EINVAL;
-	uint64_t mask = timers_lock();
-	timers_claim();
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
 	int id = -1;
 	for (int i = 0; i < LIBOS_MAX_TIMERS; i++)
-		if (!timers.slot[i].used) {
+		if (!tt->slot[i].used) {
 			id = i;
 			break;
 		}
 	if (id >= 0) {
-		struct timer_slot *t = &timers.slot[id];
+		struct libos_timer_slot *t = &tt->slot[id];
 		memset(t, 0, sizeof(*t));
 		t->used = 1;
 		t->clock = clock;
@@ -464,35 +451,37 @@ LIBOS_SYSCALL(timer_create)
 		t->tid = ev.sigev_notify_thread_id;
 		t->value = a1 ? (uint64_t)ev.sigev_value.sival_ptr : (uint64_t)id;
 	}
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	if (id < 0)
 		return -EAGAIN;
 	int out = id;
 	r = libos_copy_to_guest((void *)a2, &out, sizeof(out));
 	if (r < 0) {
-		free_slot(&timers.slot[id]);
+		free_slot(tt, &tt->slot[id]);
 		return r;
 	}
 	return 0;
 }
 
 /* The program's timer `id`, or NULL (EINVAL). */
-static struct timer_slot *program_timer(long id)
+static struct libos_timer_slot *program_timer(long id)
 {
-	uint64_t mask = timers_lock();
-	timers_claim();
-	struct timer_slot *t = (unsigned long)id < LIBOS_MAX_TIMERS && timers.slot[id].used &&
-					       timers.slot[id].notify != NOTIFY_TIMERFD
-				       ? &timers.slot[id]
+	struct libos_timers *tt = &libos_current()->timers;
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
+	struct libos_timer_slot *t = (unsigned long)id < LIBOS_MAX_TIMERS && tt->slot[id].used &&
+					       tt->slot[id].notify != NOTIFY_TIMERFD
+				       ? &tt->slot[id]
 				       : 0;
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return t;
 }
 
 /* Implements Linux syscall timer_settime(2). */
 LIBOS_SYSCALL(timer_settime)
 {
-	struct timer_slot *t = program_timer(a0);
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = program_timer(a0);
 	struct __kernel_itimerspec nv, old;
 	long r;
 	if (!t)
@@ -501,7 +490,7 @@ LIBOS_SYSCALL(timer_settime)
 		return r;
 	if (!valid_timespec(&nv.it_value) || !valid_timespec(&nv.it_interval))
 		return -EINVAL;
-	if ((r = slot_arm(t, &nv, (int)a1 & TIMER_ABSTIME_K, &old)) < 0)
+	if ((r = slot_arm(tt, t, &nv, (int)a1 & TIMER_ABSTIME_K, &old)) < 0)
 		return r;
 	return a3 ? libos_copy_to_guest((void *)a3, &old, sizeof(old)) : 0;
 }
@@ -509,30 +498,32 @@ LIBOS_SYSCALL(timer_settime)
 /* Implements Linux syscall timer_gettime(2). */
 LIBOS_SYSCALL(timer_gettime)
 {
-	struct timer_slot *t = program_timer(a0);
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = program_timer(a0);
 	struct __kernel_itimerspec cur;
 	if (!t)
 		return -EINVAL;
-	uint64_t mask = timers_lock();
+	uint64_t mask = timers_lock(tt);
 	slot_read(t, &cur);
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return libos_copy_to_guest((void *)a1, &cur, sizeof(cur));
 }
 
 /* Implements Linux syscall timer_getoverrun(2). */
 LIBOS_SYSCALL(timer_getoverrun)
 {
-	struct timer_slot *t = program_timer(a0);
+	struct libos_timer_slot *t = program_timer(a0);
 	return t ? t->overrun : -EINVAL;
 }
 
 /* Implements Linux syscall timer_delete(2). */
 LIBOS_SYSCALL(timer_delete)
 {
-	struct timer_slot *t = program_timer(a0);
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = program_timer(a0);
 	if (!t)
 		return -EINVAL;
-	free_slot(t);
+	free_slot(tt, t);
 	return 0;
 }
 
@@ -541,13 +532,14 @@ LIBOS_SYSCALL(timer_delete)
  * value).  Returns 1 when *si was rewritten. */
 int libos_timer_siginfo(int sig, siginfo_t *si)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	if (si->si_pid != sys0(__NR_getpid) || (si->si_code != SI_USER && si->si_code != SI_TKILL))
 		return 0;
 	int done = 0;
-	uint64_t mask = timers_lock();
-	if (timers.owner == si->si_pid)
+	uint64_t mask = timers_lock(tt);
+	if (tt->owner == si->si_pid)
 		for (int i = 0; i < LIBOS_MAX_TIMERS && !done; i++) {
-			struct timer_slot *t = &timers.slot[i];
+			struct libos_timer_slot *t = &tt->slot[i];
 			if (!t->used || !t->signal_sent || t->signo != sig)
 				continue;
 			t->signal_sent = 0;
@@ -558,7 +550,7 @@ int libos_timer_siginfo(int sig, siginfo_t *si)
 			si->si_ptr = (void *)t->value;
 			done = 1;
 		}
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return done;
 }
 
@@ -581,19 +573,20 @@ static struct __kernel_old_timeval tv_of_ts(const struct __kernel_timespec *ts)
 	return tv;
 }
 
-static struct timer_slot *cpu_itimer(int which)
+static struct libos_timer_slot *cpu_itimer(int which)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	int idx = which == ITIMER_VIRTUAL ? SLOT_ITIMER_VIRTUAL : SLOT_ITIMER_PROF;
-	struct timer_slot *t = &timers.slot[idx];
-	uint64_t mask = timers_lock();
-	timers_claim();
+	struct libos_timer_slot *t = &tt->slot[idx];
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
 	if (!t->used) {
 		t->used = 1;
 		t->clock = MAKE_PROCESS_CPUCLOCK_K(0, which == ITIMER_VIRTUAL ? CPUCLOCK_VIRT_K : CPUCLOCK_PROF_K);
 		t->notify = SIGEV_SIGNAL;
 		t->signo = which == ITIMER_VIRTUAL ? SIGVTALRM : SIGPROF;
 	}
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return t;
 }
 
@@ -601,11 +594,12 @@ static struct timer_slot *cpu_itimer(int which)
  * ITIMER_REAL). */
 long libos_cpu_getitimer(int which, struct itimerval_k *out)
 {
-	struct timer_slot *t = cpu_itimer(which);
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = cpu_itimer(which);
 	struct __kernel_itimerspec cur;
-	uint64_t mask = timers_lock();
+	uint64_t mask = timers_lock(tt);
 	slot_read(t, &cur);
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	out->value = tv_of_ts(&cur.it_value);
 	out->interval = tv_of_ts(&cur.it_interval);
 	return 0;
@@ -614,9 +608,10 @@ long libos_cpu_getitimer(int which, struct itimerval_k *out)
 /* setitimer(2) for ITIMER_VIRTUAL and ITIMER_PROF; `nv` is validated. */
 long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerval_k *old)
 {
-	struct timer_slot *t = cpu_itimer(which);
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = cpu_itimer(which);
 	struct __kernel_itimerspec spec = {ts_of_tv(&nv->interval), ts_of_tv(&nv->value)}, prev;
-	long r = slot_arm(t, &spec, 0, &prev);
+	long r = slot_arm(tt, t, &spec, 0, &prev);
 	if (r < 0)
 		return r;
 	if (old) {
@@ -635,32 +630,34 @@ long libos_cpu_setitimer(int which, const struct itimerval_k *nv, struct itimerv
  * as on Linux; unlike Linux, it does not survive execve. */
 long libos_pdeathsig_set(int sig)
 {
-	struct timer_slot *t = &timers.slot[SLOT_PDEATHSIG];
-	uint64_t mask = timers_lock();
-	timers_claim();
+	struct libos_timers *tt = &libos_current()->timers;
+	struct libos_timer_slot *t = &tt->slot[SLOT_PDEATHSIG];
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
 	int had = t->used;
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	if (had)
-		free_slot(t);
+		free_slot(tt, t);
 	if (!sig)
 		return 0;
-	mask = timers_lock();
+	mask = timers_lock(tt);
 	t->used = 1;
 	t->clock = CLOCK_MONOTONIC;
 	t->notify = SIGEV_SIGNAL;
 	t->signo = sig;
 	t->watch_parent = sys0(__NR_getppid);
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	struct __kernel_itimerspec spec = {ts_of(PDEATH_CHECK_NS), ts_of(PDEATH_CHECK_NS)};
-	return slot_arm(t, &spec, 0, 0);
+	return slot_arm(tt, t, &spec, 0, 0);
 }
 
 int libos_pdeathsig_get(void)
 {
-	uint64_t mask = timers_lock();
-	timers_claim();
-	int sig = timers.slot[SLOT_PDEATHSIG].used ? timers.slot[SLOT_PDEATHSIG].signo : 0;
-	timers_unlock(mask);
+	struct libos_timers *tt = &libos_current()->timers;
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
+	int sig = tt->slot[SLOT_PDEATHSIG].used ? tt->slot[SLOT_PDEATHSIG].signo : 0;
+	timers_unlock(tt, mask);
 	return sig;
 }
 
@@ -685,6 +682,7 @@ int libos_pdeathsig_get(void)
 /* Implements Linux syscall timerfd_create(2). */
 LIBOS_SYSCALL(timerfd_create)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	int clock = (int)a0, flags = (int)a1;
 	if (flags & ~(TFD_NONBLOCK_K | TFD_CLOEXEC_K))
 		return -EINVAL;
@@ -713,12 +711,12 @@ LIBOS_SYSCALL(timerfd_create)
 			pair[1] = (int)high;
 		}
 	}
-	uint64_t mask = timers_lock();
-	timers_claim();
-	struct timer_slot *t = 0;
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
+	struct libos_timer_slot *t = 0;
 	for (int i = 0; i < LIBOS_MAX_TIMERS && !t; i++)
-		if (!timers.slot[i].used)
-			t = &timers.slot[i];
+		if (!tt->slot[i].used)
+			t = &tt->slot[i];
 	if (t) {
 		memset(t, 0, sizeof(*t));
 		t->used = 1;
@@ -728,7 +726,7 @@ LIBOS_SYSCALL(timerfd_create)
 		t->dev = st.st_dev;
 		t->ino = st.st_ino;
 	}
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	if (!t) {
 		sys1(__NR_close, pair[0]);
 		sys1(__NR_close, pair[1]);
@@ -738,33 +736,35 @@ LIBOS_SYSCALL(timerfd_create)
 }
 
 /* The timerfd slot of fd, or NULL (EINVAL, as Linux for another fd). */
-static struct timer_slot *timerfd_slot(long fd, long *err)
+static struct libos_timer_slot *timerfd_slot(long fd, long *err)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	struct stat st;
 	*err = sys2(__NR_fstat, (int)fd, &st);
 	if (*err < 0)
 		return 0;
 	*err = -EINVAL;
-	uint64_t mask = timers_lock();
-	timers_claim();
-	struct timer_slot *found = 0;
+	uint64_t mask = timers_lock(tt);
+	timers_claim(tt);
+	struct libos_timer_slot *found = 0;
 	for (int i = 0; i < LIBOS_MAX_TIMERS && !found; i++) {
-		struct timer_slot *t = &timers.slot[i];
+		struct libos_timer_slot *t = &tt->slot[i];
 		if (t->used && !t->orphan && t->notify == NOTIFY_TIMERFD && t->dev == st.st_dev && t->ino == st.st_ino)
 			found = t;
 	}
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return found;
 }
 
 /* Implements Linux syscall timerfd_settime(2). */
 LIBOS_SYSCALL(timerfd_settime)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	struct __kernel_itimerspec nv, old;
 	long r;
 	if ((int)a1 & ~(TFD_TIMER_ABSTIME_K | TFD_TIMER_CANCEL_ON_SET_K))
 		return -EINVAL;
-	struct timer_slot *t = timerfd_slot(a0, &r);
+	struct libos_timer_slot *t = timerfd_slot(a0, &r);
 	if (!t)
 		return r;
 	if ((r = libos_copy_from_guest(&nv, (const void *)a2, sizeof(nv))) < 0)
@@ -775,7 +775,7 @@ LIBOS_SYSCALL(timerfd_settime)
 	uint64_t junk;
 	while (sys6(__NR_recvfrom, a0, (long)&junk, sizeof(junk), MSG_DONTWAIT_K, 0, 0) > 0)
 		;
-	if ((r = slot_arm(t, &nv, (int)a1 & TFD_TIMER_ABSTIME_K, &old)) < 0)
+	if ((r = slot_arm(tt, t, &nv, (int)a1 & TFD_TIMER_ABSTIME_K, &old)) < 0)
 		return r;
 	return a3 ? libos_copy_to_guest((void *)a3, &old, sizeof(old)) : 0;
 }
@@ -783,13 +783,14 @@ LIBOS_SYSCALL(timerfd_settime)
 /* Implements Linux syscall timerfd_gettime(2). */
 LIBOS_SYSCALL(timerfd_gettime)
 {
+	struct libos_timers *tt = &libos_current()->timers;
 	struct __kernel_itimerspec cur;
 	long r;
-	struct timer_slot *t = timerfd_slot(a0, &r);
+	struct libos_timer_slot *t = timerfd_slot(a0, &r);
 	if (!t)
 		return r;
-	uint64_t mask = timers_lock();
+	uint64_t mask = timers_lock(tt);
 	slot_read(t, &cur);
-	timers_unlock(mask);
+	timers_unlock(tt, mask);
 	return libos_copy_to_guest((void *)a1, &cur, sizeof(cur));
 }

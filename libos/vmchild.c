@@ -54,7 +54,7 @@
 #define VM_ALTSTACK (64 * 1024)
 #define VM_SNAPSHOT (48 * 1024)
 #define VM_FPSTATE (16 * 1024)
-#define VM_MAPS 4
+#define VM_MAPS 8
 
 /* What start.S reads: the clone arguments, the parent's stack snapshot and
  * the guest's registers for the child.  The offsets are written out there. */
@@ -251,6 +251,17 @@ void libos_vm_forget_mapping(int slot)
 		block_of(proc)->maps[slot].len = 0;
 }
 
+void libos_vm_forget_mapping_at(uint64_t addr)
+{
+	struct libos_process *proc = libos_current();
+	if (proc == &libos_main_process)
+		return;
+	struct libos_vm_block *b = block_of(proc);
+	for (unsigned i = 0; i < VM_MAPS; i++)
+		if (b->maps[i].len && b->maps[i].addr == addr)
+			b->maps[i].len = 0;
+}
+
 /* ---- making the child ---- */
 
 static void clear_handlers(struct libos_process *proc)
@@ -285,6 +296,11 @@ void libos_vm_child_start(struct libos_vm_block *b)
 			sys2(__NR_sigaltstack, &ss, 0);
 		}
 	}
+	/* The catcher that holds signals for its parent's waiters and
+	 * signalfds is no use to a child that has none: the program's
+	 * dispositions go back in force, unless it shares its parent's. */
+	if (b->state == VM_PROCESS && !(b->args.flags & CLONE_SIGHAND_K))
+		libos_sigwait_release_held(&b->proc.sigwait);
 	if (b->clear_sighand)
 		clear_handlers(b->state == VM_PROCESS ? &b->proc : &libos_main_process);
 	libos_resume_guest(&b->args);

@@ -68,7 +68,8 @@ def lines(data: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("cmd", ["spawn", "system", "vfork", "clonevm 100", "threads", "clone3", "concurrent 40"])
+@pytest.mark.parametrize("cmd", ["spawn", "system", "vfork", "clonevm 100", "threads", "clone3", "concurrent 40",
+                                 "timers"])
 def test_process_creation_matches_native(guests_sandbox, spawn_guest, kind, cmd):
     argv = [str(spawn_guest[kind]), *cmd.split()]
     want = native(argv)
@@ -87,6 +88,16 @@ def test_process_creation_matches_native(guests_sandbox, spawn_guest, kind, cmd)
         "threads": ["threads_ok=64/64 main_rounding_kept=1"],
         "clone3": ["nonzero_tail=-7", "fork_like status=0"],
         "concurrent 40": ["concurrent_spawns=40/40 watcher_saw_foreign_state=0"],
+        # A vfork child's timers, CPU-time itimer, parent-death signal, nice
+        # value and dispositions are its own; programs with timers start
+        # from posix_spawn and vfork+exec beside the parent's armed timer.
+        "timers": ["vfork_child status=0 timer=1 itimer=1 pdeathsig=1 nice=1 saw_handler=1",
+                   "spawn_timerchild rc=0 status=0", "vfork_exec_timerchild status=0",
+                   "timerchild ok=1 signo=14 code_is_timer=1 more=2",
+                   "parent timer_kept=1 fires=3 itimer_virtual_off=1 pdeathsig=0 nice_kept=1",
+                   "parent next_timer_is_second=1", "parent usr1_handler_kept=1 signalfd_read=128 signo=10",
+                   "parent handler_ran=1", "parent mapped_kept=1",
+                   "vfork_child_sigwait status=0 sig=10 from_self=1", "fork_child_sigwait status=10"],
     }[cmd]:
         assert fact in out, out
 

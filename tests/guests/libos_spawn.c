@@ -16,9 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/sched.h>
 
@@ -362,6 +367,221 @@ static int cmd_concurrent(int rounds)
 	return 0;
 }
 
+/* ---- process-wide state that children sharing memory must not touch ----
+ * POSIX timers, CPU-time itimers, the parent-death signal, nice values,
+ * signalfds and the dispositions kept aside while a signal is accepted
+ * synchronously all belong to one process: a vfork or posix_spawn child
+ * starts without the timers and signalfds, and what it changes stays its
+ * own, although it runs in its parent's memory. */
+
+/* Waits (at most 5 s) for `n` signals `sig` that the caller blocks; the
+ * number that came. */
+static int take_signals(int sig, int n)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	struct timespec tmo = {5, 0};
+	int got = 0;
+	while (got < n) {
+		siginfo_t si;
+		if (sigtimedwait(&set, &si, &tmo) != sig)
+			break;
+		got++;
+	}
+	return got;
+}
+
+/* A program that uses timers, run by the "timers" test through posix_spawn
+ * and vfork+exec. */
+static int cmd_timerchild(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	timer_t t;
+	struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGALRM};
+	struct itimerspec its = {{0, 2000000}, {0, 2000000}};
+	int ok = timer_create(CLOCK_MONOTONIC, &ev, &t) == 0 && timer_settime(t, 0, &its, NULL) == 0;
+	siginfo_t si = {0};
+	struct timespec tmo = {5, 0};
+	int first = sigtimedwait(&set, &si, &tmo);
+	printf("timerchild ok=%d signo=%d code_is_timer=%d more=%d\n", ok, first, si.si_code == SI_TIMER,
+	       take_signals(SIGALRM, 2));
+	return 0;
+}
+
+/* How much memory the process has mapped (what a child's leftovers would
+ * add). */
+static unsigned long mapped_bytes(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long total = 0, lo, hi;
+	char line[512];
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			total += hi - lo;
+	fclose(f);
+	return total;
+}
+
+static volatile int usr1_handled;
+static void count_usr1(int sig)
+{
+	(void)sig;
+	usr1_handled++;
+}
+
+struct vfork_report {
+	int status, timer, itimer, pdeath, nice, dfl;
+};
+
+static void vfork_using_tables(struct vfork_report *out, int nice_before)
+{
+	volatile int child_timer = -1, child_itimer = -1, child_pdeath = -1, child_nice = -1, child_dfl = -1;
+	pid_t pid = vfork();
+	if (pid == 0) {
+		timer_t t;
+		struct sigevent none = {.sigev_notify = SIGEV_NONE};
+		struct itimerspec its = {{0, 2000000}, {0, 2000000}};
+		child_timer = timer_create(CLOCK_MONOTONIC, &none, &t) == 0 && timer_settime(t, 0, &its, NULL) == 0;
+		struct itimerval vt = {{0, 0}, {100, 0}}, cur;
+		child_itimer = setitimer(ITIMER_VIRTUAL, &vt, NULL) == 0 && getitimer(ITIMER_VIRTUAL, &cur) == 0 &&
+			       cur.it_value.tv_sec > 0;
+		int sig = 0;
+		child_pdeath = prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 && prctl(PR_GET_PDEATHSIG, &sig) == 0 &&
+			       sig == SIGTERM;
+		int want = nice_before + 5 > 19 ? 19 : nice_before + 5;
+		child_nice = setpriority(PRIO_PROCESS, 0, want) == 0 && getpriority(PRIO_PROCESS, 0) == want;
+		/* As glibc's posix_spawn and Python's subprocess do in the child. */
+		child_dfl = signal(SIGUSR1, SIG_DFL) == count_usr1;
+		_exit(0);
+	}
+	out->status = wait_status(pid);
+	out->timer = child_timer;
+	out->itimer = child_itimer;
+	out->pdeath = child_pdeath;
+	out->nice = child_nice;
+	out->dfl = child_dfl;
+}
+
+static int cmd_timers(void)
+{
+	sigset_t blocked;
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGUSR1);
+	sigaddset(&blocked, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &blocked, NULL);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = count_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+
+	/* The parent's timer, armed throughout; its signal is taken with
+	 * sigtimedwait. */
+	timer_t mine;
+	struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2};
+	struct itimerspec its = {{0, 2000000}, {0, 2000000}};
+	if (timer_create(CLOCK_MONOTONIC, &ev, &mine) || timer_settime(mine, 0, &its, NULL))
+		return 3;
+	/* A signalfd of SIGUSR1: SIGUSR1 is accepted synchronously, and the
+	 * handler installed above is the program's disposition kept aside. */
+	int sfd = signalfd(-1, &(sigset_t){0}, SFD_CLOEXEC);
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sfd = signalfd(sfd, &usr1, 0);
+	int nice_before = getpriority(PRIO_PROCESS, 0);
+
+	/* A vfork child that uses every one of those tables (two of them
+	 * start helper threads in the library OS), then exits; twice, and
+	 * the second must leave no memory mapped behind.  (The first leaves
+	 * the library OS's own: the memory it made the child from, kept for
+	 * the next, and the stubs of call sites it rewrote.) */
+	struct vfork_report first, second;
+	vfork_using_tables(&first, nice_before);
+	mapped_bytes();
+	unsigned long mapped_before = mapped_bytes();
+	vfork_using_tables(&second, nice_before);
+	printf("vfork_child status=%d timer=%d itimer=%d pdeathsig=%d nice=%d saw_handler=%d\n", second.status,
+	       second.timer, second.itimer, second.pdeath, second.nice, second.dfl);
+	printf("parent mapped_kept=%d\n", mapped_bytes() == mapped_before);
+	pid_t pid;
+
+	/* Children that accept SIGUSR1 synchronously themselves while the
+	 * parent's signalfd holds it: a vfork child (from itself) and a fork
+	 * child (from the parent). */
+	volatile int vfork_sig = -1, vfork_from_self = -1;
+	pid = vfork();
+	if (pid == 0) {
+		siginfo_t si;
+		struct timespec tmo = {5, 0};
+		kill(getpid(), SIGUSR1);
+		vfork_sig = sigtimedwait(&usr1, &si, &tmo);
+		vfork_from_self = si.si_pid == getpid();
+		_exit(0);
+	}
+	printf("vfork_child_sigwait status=%d sig=%d from_self=%d\n", wait_status(pid), vfork_sig, vfork_from_self);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		/* SIGUSR1 is blocked (inherited): it waits pending until taken. */
+		siginfo_t si;
+		struct timespec tmo = {5, 0};
+		int got = sigtimedwait(&usr1, &si, &tmo);
+		_exit(got == SIGUSR1 && si.si_pid == getppid() ? 10 : 20);
+	}
+	kill(pid, SIGUSR1);
+	printf("fork_child_sigwait status=%d\n", wait_status(pid));
+
+	/* A program with timers of its own, started by posix_spawn and by
+	 * vfork+exec while ours is armed. */
+	char *argv[] = {(char *)self_path, "timerchild", NULL};
+	fflush(stdout);
+	int rc = posix_spawn(&pid, self_path, NULL, NULL, argv, environ);
+	printf("spawn_timerchild rc=%d status=%d\n", rc, rc ? -1 : wait_status(pid));
+	fflush(stdout);
+	pid = vfork();
+	if (pid == 0) {
+		execv(self_path, argv);
+		_exit(127);
+	}
+	printf("vfork_exec_timerchild status=%d\n", wait_status(pid));
+
+	/* What the parent must still have. */
+	struct itimerspec cur;
+	int sig = -1;
+	struct itimerval vt;
+	getitimer(ITIMER_VIRTUAL, &vt);
+	prctl(PR_GET_PDEATHSIG, &sig);
+	printf("parent timer_kept=%d fires=%d itimer_virtual_off=%d pdeathsig=%d nice_kept=%d\n",
+	       timer_gettime(mine, &cur) == 0 && cur.it_interval.tv_nsec == 2000000, take_signals(SIGUSR2, 3),
+	       vt.it_value.tv_sec == 0 && vt.it_value.tv_usec == 0, sig, getpriority(PRIO_PROCESS, 0) == nice_before);
+	timer_t next;
+	printf("parent next_timer_is_second=%d\n",
+	       timer_create(CLOCK_MONOTONIC, &(struct sigevent){.sigev_notify = SIGEV_NONE}, &next) == 0 &&
+		       next != mine && timer_delete(next) == 0);
+	struct sigaction now;
+	sigaction(SIGUSR1, NULL, &now);
+	kill(getpid(), SIGUSR1);
+	struct signalfd_siginfo rec;
+	ssize_t n = read(sfd, &rec, sizeof(rec));
+	printf("parent usr1_handler_kept=%d signalfd_read=%d signo=%u\n", now.sa_handler == count_usr1, (int)n,
+	       n > 0 ? rec.ssi_signo : 0);
+	/* The program's disposition comes back once the signalfd is gone. */
+	close(sfd);
+	sigset_t none;
+	sigemptyset(&none);
+	kill(getpid(), SIGUSR1);
+	sigprocmask(SIG_UNBLOCK, &usr1, NULL);
+	printf("parent handler_ran=%d\n", usr1_handled);
+	timer_delete(mine);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -383,6 +603,10 @@ int main(int argc, char **argv)
 		return cmd_threads();
 	if (!strcmp(cmd, "clone3"))
 		return cmd_clone3();
+	if (!strcmp(cmd, "timers"))
+		return cmd_timers();
+	if (!strcmp(cmd, "timerchild"))
+		return cmd_timerchild();
 	if (!strcmp(cmd, "concurrent"))
 		return cmd_concurrent(argc > 2 ? atoi(argv[2]) : 50);
 	return 2;
