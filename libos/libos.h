@@ -221,6 +221,13 @@ extern struct pico_libos_public libos_public;
 
 long libos_cwd_get(char *out, size_t cap);
 long libos_cwd_set(const char *abs_path);
+/* A spin lock of the threads of one process over its own state: the word
+ * holds the holder's tid, so that a copy of the memory (fork, or a vm
+ * child's state copied by its own fork) in which a thread of the old
+ * process held it is taken over, not waited for forever.  Not for state
+ * shared with a vm child (another process's threads hold it legitimately). */
+void libos_lock(int *word);
+void libos_unlock(int *word);
 /* Copies the state a new process inherits (not its fd overlay). */
 void libos_process_copy(struct libos_process *dst, struct libos_process *src);
 /* Makes `path` (a guest string already copied into our memory) absolute

@@ -20,6 +20,24 @@ struct pico_libos_public libos_public __attribute__((section(".picoproc_public")
 char libos_hostname[65] = "picoproc";
 char libos_release[65] = "6.1.0-picoproc";
 
+void libos_lock(int *word)
+{
+	int self = (int)sys0(__NR_gettid);
+	for (unsigned spins = 1;; spins++) {
+		int holder = 0;
+		if (__atomic_compare_exchange_n(word, &holder, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return;
+		if (!(spins % 1024) && sys3(__NR_tgkill, sys0(__NR_getpid), holder, 0) == -ESRCH)
+			__atomic_compare_exchange_n(word, &holder, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+		__asm__ volatile("pause");
+	}
+}
+
+void libos_unlock(int *word)
+{
+	__atomic_store_n(word, 0, __ATOMIC_RELEASE);
+}
+
 void libos_process_copy(struct libos_process *dst, struct libos_process *src)
 {
 	char cwd[PICO_MAX_PATH];

@@ -226,14 +226,13 @@ static uint64_t itimer_lock(struct libos_itimer *itimer)
 {
 	uint64_t all = ~(1ULL << (SIGSYS - 1)), old = 0;
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&itimer->lock, 1, __ATOMIC_ACQUIRE))
-		__asm__ volatile("pause");
+	libos_lock(&itimer->lock);
 	return old;
 }
 
 static void itimer_unlock(struct libos_itimer *itimer, uint64_t old)
 {
-	__atomic_store_n(&itimer->lock, 0, __ATOMIC_RELEASE);
+	libos_unlock(&itimer->lock);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 

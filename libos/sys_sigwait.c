@@ -55,14 +55,13 @@ static uint64_t sw_lock(struct libos_sigwait *sw)
 {
 	uint64_t all = ~SIGBIT(SIGSYS), old = 0;
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&sw->lock, 1, __ATOMIC_ACQUIRE))
-		__asm__ volatile("pause");
+	libos_lock(&sw->lock);
 	return old;
 }
 
 static void sw_unlock(struct libos_sigwait *sw, uint64_t old)
 {
-	__atomic_store_n(&sw->lock, 0, __ATOMIC_RELEASE);
+	libos_unlock(&sw->lock);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 

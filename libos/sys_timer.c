@@ -64,14 +64,13 @@ static uint64_t timers_lock(struct libos_timers *tt)
 	/* Every signal blocked: a guest handler that arms a timer must not
 	 * interrupt its own thread inside the critical section. */
 	sys4(__NR_rt_sigprocmask, SIG_BLOCK, &all, &old, sizeof(uint64_t));
-	while (__atomic_exchange_n(&tt->lock, 1, __ATOMIC_ACQUIRE))
-		__asm__ volatile("pause");
+	libos_lock(&tt->lock);
 	return old;
 }
 
 static void timers_unlock(struct libos_timers *tt, uint64_t old)
 {
-	__atomic_store_n(&tt->lock, 0, __ATOMIC_RELEASE);
+	libos_unlock(&tt->lock);
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &old, 0, sizeof(uint64_t));
 }
 

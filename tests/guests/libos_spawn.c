@@ -582,6 +582,44 @@ static int cmd_timers(void)
 	return 0;
 }
 
+/* Fork children of a process whose timers fire all the time: the library
+ * OS's helper threads take the timer table's lock at every expiration, and
+ * a child whose copy of memory has it taken must not wait forever. */
+static int cmd_forktimers(int rounds)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	for (int k = 0; k < 4; k++) {
+		timer_t t;
+		struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2};
+		struct itimerspec its = {{0, 5000}, {0, 5000}};
+		if (timer_create(CLOCK_MONOTONIC, &ev, &t) || timer_settime(t, 0, &its, NULL))
+			return 3;
+	}
+	int ok = 0;
+	for (int i = 0; i < rounds; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			timer_t t;
+			struct sigevent none = {.sigev_notify = SIGEV_NONE};
+			_exit(timer_create(CLOCK_MONOTONIC, &none, &t) == 0 && timer_delete(t) == 0 ? 0 : 1);
+		}
+		/* A child that hangs is killed after 2 s. */
+		int st = 0, r = 0;
+		for (int w = 0; w < 2000 && (r = waitpid(pid, &st, WNOHANG)) == 0; w++)
+			usleep(1000);
+		if (r == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+		}
+		ok += r == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
+	printf("fork_children_with_timers ok=%d/%d\n", ok, rounds);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -607,6 +645,8 @@ int main(int argc, char **argv)
 		return cmd_timers();
 	if (!strcmp(cmd, "timerchild"))
 		return cmd_timerchild();
+	if (!strcmp(cmd, "forktimers"))
+		return cmd_forktimers(argc > 2 ? atoi(argv[2]) : 1000);
 	if (!strcmp(cmd, "concurrent"))
 		return cmd_concurrent(argc > 2 ? atoi(argv[2]) : 50);
 	return 2;
