@@ -109,6 +109,55 @@ def test_system_sh_with_coreutils():
     assert r.stdout.decode().splitlines()[:3] == ["b", "moved", "5 regular file"]
 
 
+# A file system whose device minor is 256 or more: the library OS's stat()
+# and the kernel's fstat() must encode st_dev alike (new_encode_dev), or cp
+# -r, tar and fts see every file "replaced while being copied".  Anonymous
+# devices (each tmpfs, so each run's scratch) get the lowest free minor: on
+# a busy machine they pass 255.  This process holds enough tmpfs instances
+# in a mount namespace of its own that the next one is above.
+HIGH_MINOR_RUNNER = r"""
+import ctypes, json, os, sys, tempfile
+from picoproc.api import Sandbox
+from picoproc.manifest import apply_overrides, default_manifest
+
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x20000, 0x4000, 0x40000
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(CLONE_NEWNS) or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None):
+    sys.exit("unshare/mount: " + os.strerror(ctypes.get_errno()))
+base = tempfile.mkdtemp(prefix="picoproc-minor-")
+for i in range(1100):
+    d = os.path.join(base, str(i))
+    os.mkdir(d)
+    if libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, b"size=64k,mode=0777"):
+        sys.exit("mount: " + os.strerror(ctypes.get_errno()))
+    if os.minor(os.stat(d).st_dev) >= 256:
+        break
+m = apply_overrides(default_manifest(), volumes=[d + ":/data:rw"], cwd="/data")
+r = Sandbox(m).run(["/bin/sh", "-c", sys.argv[1]], capture=True, timeout=60)
+print(json.dumps({"minor": os.minor(os.stat(d).st_dev), "status": r.status, "stdout": r.stdout.decode(),
+                  "stderr": r.stderr.decode()}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="holding tmpfs instances needs root in this namespace")
+def test_coreutils_on_a_device_with_a_minor_above_255():
+    import json
+    import sys
+
+    need("/bin/sh", "cp", "mv", "rm", "du", "stat")
+    script = COREUTILS_SCRIPT + (
+        "echo x > f; python3 -c \"import os; fd = os.open('f', os.O_RDONLY); "
+        "print(os.stat('f').st_dev == os.fstat(fd).st_dev, os.lstat('f').st_ino == os.fstat(fd).st_ino)\"\n")
+    proc = subprocess.run([sys.executable, "-c", HIGH_MINOR_RUNNER, script], capture_output=True, text=True,
+                          timeout=GUEST_TIMEOUT * 2)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["minor"] >= 256
+    assert got["status"] == 0, got["stderr"]
+    assert got["stdout"].splitlines() == ["b", "moved", "5 regular file", "directory", "5", "end", "True True"], \
+        got["stderr"]
+
+
 # ---------------------------------------------------------------------------------------
 # python3
 # ---------------------------------------------------------------------------------------
