@@ -622,6 +622,10 @@ static void apply_option(const char *opt)
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --pgid option", 0);
 		libos_main_process.pub.pgid = (long)v;
+	} else if (VALUE_OF("--nice")) {
+		if (libos_parse_ulong(val, 10, &v) || v > 19)
+			die(NULL, "bad --nice option (0..19)", 0);
+		libos_main_process.nice = (int)v;
 	} else if (VALUE_OF("--sid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --sid option", 0);

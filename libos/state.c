@@ -322,6 +322,13 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 	sb_add(&sb, "--sid=");
 	sb_addnum(&sb, (unsigned long)proc->pub.sid);
 	sb_end_string(&sb);
+	if (proc->nice) {
+		/* The nice value survives exec, as on Linux (0..19: only raised). */
+		OPT_BEGIN();
+		sb_add(&sb, "--nice=");
+		sb_addnum(&sb, (unsigned long)proc->nice);
+		sb_end_string(&sb);
+	}
 	/* Limits the program set survive exec, as on Linux. */
 	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {
 		OPT_BEGIN();

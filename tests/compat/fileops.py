@@ -1,6 +1,6 @@
 """Calls on open files: scheduling policy reads, msync, pipe sizes, fallocate,
 O_PATH, splice, sendfile (output compared with native)."""
-import os, fcntl, mmap, errno, tempfile
+import os, fcntl, mmap, errno, subprocess, sys, tempfile
 d = tempfile.mkdtemp()
 def t(name, f):
     try: print(name, f())
@@ -74,6 +74,9 @@ def prio():
     out = [os.getpriority(os.PRIO_PROCESS, os.getpid()) - base]
     try: os.setpriority(os.PRIO_PROCESS, 0, base)
     except OSError as e: out.append(errno.errorcode[e.errno])
+    # A child inherits the nice value, and keeps it across exec.
+    child = subprocess.check_output([sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"])
+    out.append(int(child) - base)
     return out
 t("nice", prio)
 def aff():
