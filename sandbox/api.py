@@ -974,16 +974,15 @@ _skeletons: dict[tuple[str, ...], object] = {}
 
 
 def _make_skeleton(points: tuple[str, ...]):
-    skeleton = make_scratch(_SKELETON_BYTES, mode=0o755)
+    dirs: dict[str, None] = {}  # in creation order, parents first
+    for point in points:
+        parts = [p for p in point.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            dirs.setdefault("/".join(parts[:i]))
+    skeleton = make_scratch(_SKELETON_BYTES, mode=0o755, inodes=len(dirs) + 1)
     try:
-        made = set()
-        for point in points:
-            parts = [p for p in point.split("/") if p]
-            for i in range(1, len(parts) + 1):
-                rel = "/".join(parts[:i])
-                if rel not in made:
-                    os.mkdir(rel, 0o755, dir_fd=skeleton.dir_fd)
-                    made.add(rel)
+        for rel in dirs:
+            os.mkdir(rel, 0o755, dir_fd=skeleton.dir_fd)
     except BaseException:
         skeleton.close()
         raise
