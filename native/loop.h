@@ -77,6 +77,15 @@ struct pico_audit_record {
 	char text2[PICO_AUDIT_TEXT];
 };
 
+/* Connects in progress one guest may have the monitor hold at once (a
+ * socket each); past them a connect answers EAGAIN.  (Its udp: relays are
+ * bounded by its network policy, net.h.) */
+#define PICO_LOOP_GUEST_CONNECTS 32
+/* The last 1/this of the audit ring is kept for guests holding less than
+ * that much of it: a guest flooding the monitor with calls loses its own
+ * records, not the others'. */
+#define PICO_LOOP_AUDIT_SHARE_DIVISOR 4
+
 struct pico_guest_stats {
 	int64_t handle;
 	int32_t pid;
@@ -86,6 +95,10 @@ struct pico_guest_stats {
 	uint64_t denied;
 	uint64_t errors;
 	uint64_t abandoned;
+	uint64_t monitor_cpu_ns; /* monitor CPU spent serving the guest (loop and udp: relays) */
+	uint64_t audit_dropped;	 /* its records lost: the ring, or its share of it, was full */
+	uint32_t connects_peak;	 /* most connects in progress at once */
+	uint32_t pad;
 };
 
 struct pico_loop_counters {

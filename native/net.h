@@ -99,6 +99,7 @@
 #ifndef PICO_NET_H
 #define PICO_NET_H
 #include <stddef.h>
+#include <stdint.h>
 
 /* cffi:begin */
 #define PICO_NET_TCP_CONNECT 1
@@ -133,6 +134,9 @@ int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, i
 int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets);
 /* udp: relays alive for this policy. */
 int pico_net_policy_relays(const struct pico_net_policy *p);
+/* CPU time this policy's udp: relay and UDP proxy threads have spent (the
+ * loop charges it to the guest with its own). */
+uint64_t pico_net_policy_cpu_ns(const struct pico_net_policy *p);
 
 /* Relays the run's UDP proxies: fds are UDP sockets the reaper bound in the
  * guest's own network to granted destinations (spawn.h, udp_proxies), each

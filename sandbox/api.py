@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
 from picoproc.manifest import Manifest
-from picoproc.monitor import GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
+from picoproc.monitor import AUDIT_FILE_LIMIT, GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
 from picoproc.result import Result, RunError, RunTimeout, Usage, run_error
 from picoproc.scratch import make_scratch
 from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
@@ -56,6 +56,8 @@ __all__ = ["Identity", "ProgramNotExecutable", "ProgramNotFound", "Result", "Run
 
 # Read from the guest's stdout/stderr pipes in chunks of this size.
 _PUMP_CHUNK = 65536
+# How often a run with a CPU-time limit adds up the CPU time charged to it.
+_CPU_CHECK_S = 0.1
 NOBODY = 65534
 
 
@@ -184,25 +186,53 @@ def resolve_identity(manifest: Manifest, user=None) -> Identity:
     return Identity(NOBODY, NOBODY, "nobody (picoproc is root)")
 
 
+# Audit records a run keeps in memory for its Result (the first ones; the
+# rest are counted in Result.audit_dropped, and still reach an audit file):
+# a guest that floods the monitor with calls must not grow the monitor.
+AUDIT_KEEP = 10000
+
+
+class _AuditBucket:
+    """One run's records: the first ``keep`` of them, and of its denials."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.records: list[dict] = []
+        self.denials: list[dict] = []
+        self.dropped = 0
+
+    def extend(self, recs: list[dict]) -> None:
+        room = self.keep - len(self.records)
+        self.records.extend(recs[:room])
+        self.dropped += max(len(recs) - room, 0)
+        if len(self.denials) < self.keep:
+            self.denials.extend([r for r in recs if r["decision"] == "deny"][: self.keep - len(self.denials)])
+
+
 class _AuditRouter:
     """Sends each audit record to the run whose guest made the call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets: dict[int, list[dict]] = {}
+        self._buckets: dict[int, _AuditBucket] = {}
         self._sinks: dict[int, Callable[[list[dict]], None]] = {}
         # Records of a guest whose run has not claimed its handle yet: the
         # guest may call before Sandbox.run learns the handle.
-        self._unclaimed: dict[int, list[dict]] = {}
+        self._unclaimed: dict[int, _AuditBucket] = {}
 
-    def open(self, handle: int, sink: Callable[[list[dict]], None] | None) -> None:
+    def open(self, handle: int, sink: Callable[[list[dict]], None] | None,
+             keep: int = AUDIT_KEEP) -> None:
         with self._lock:
-            early = self._unclaimed.pop(handle, [])
-            self._buckets[handle] = list(early)
+            bucket = _AuditBucket(keep)
+            early = self._unclaimed.pop(handle, None)
+            if early is not None:
+                bucket.extend(early.records)
+                bucket.dropped += early.dropped
+            self._buckets[handle] = bucket
             if sink is not None:
                 self._sinks[handle] = sink
-                if early:
-                    sink(early)
+                if early is not None and early.records:
+                    sink(early.records)
 
     def dispatch(self, records: list[dict]) -> None:
         by_guest: dict[int, list[dict]] = {}
@@ -212,17 +242,17 @@ class _AuditRouter:
             for handle, recs in by_guest.items():
                 bucket = self._buckets.get(handle)
                 if bucket is None:
-                    bucket = self._unclaimed.setdefault(handle, [])
+                    bucket = self._unclaimed.setdefault(handle, _AuditBucket(AUDIT_KEEP))
                 bucket.extend(recs)
                 sink = self._sinks.get(handle)
                 if sink is not None:
                     sink(recs)
 
-    def close(self, handle: int) -> list[dict]:
+    def close(self, handle: int) -> _AuditBucket:
         with self._lock:
             self._sinks.pop(handle, None)
             self._unclaimed.pop(handle, None)
-            return self._buckets.pop(handle, [])
+            return self._buckets.pop(handle, None) or _AuditBucket(0)
 
 
 _shared_lock = threading.Lock()
@@ -499,16 +529,42 @@ class _Ending:
     """How the waiting ended, besides the guest's own status."""
 
     timed_out: bool = False
+    cpu_time: bool = False  # the CPU time charged to it reached the limit (_CpuWatch)
     stopped_by: int | None = None  # the stop signal after which the run was killed
     forwarded: list[int] = dataclasses.field(default_factory=list)
 
 
+class _CpuWatch:
+    """The CPU time charged to a run while it runs: what its processes used
+    (from its cgroup, where the cgroup can tell; otherwise each process is
+    held to the limit by RLIMIT_CPU alone) plus what the monitor spent
+    serving it."""
+
+    def __init__(self, limit_s: float, monitor: Monitor, handle: int, spawned: Spawned) -> None:
+        self.limit_ns = int(limit_s * 1e9)
+        self._monitor = monitor
+        self._handle = handle
+        cgroup = spawned.cgroup
+        self._cgroup = cgroup if cgroup is not None and cgroup.counts_cpu else None
+
+    def used_ns(self) -> int:
+        used = self._monitor.guest_stats(self._handle)["monitor_cpu_ns"]
+        if self._cgroup is not None:
+            used += self._cgroup.cpu_usage_ns() or 0
+        return used
+
+    def exceeded(self) -> bool:
+        return self.used_ns() >= self.limit_ns
+
+
 def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
                    feeder: _InputFeeder | None = None,
-                   relay: SignalRelay | None = None) -> tuple[RawResult, _Ending]:
+                   relay: SignalRelay | None = None,
+                   cpu: _CpuWatch | None = None) -> tuple[RawResult, _Ending]:
     """Waits for the run while reading its output (see _OutputPump), feeding
     its input and passing on the signals ``relay`` catches; past ``wall``
-    seconds, or ``relay.stop_timeout`` after a stop signal, kills it."""
+    seconds, once ``cpu`` says the CPU time charged to it reached its limit,
+    or ``relay.stop_timeout`` after a stop signal, kills it."""
     pidfd = os.pidfd_open(spawned.pid)
     ending = _Ending()
     try:
@@ -527,6 +583,7 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
             poller.register(relay.fileno(), select.POLLIN)
         deadline = None if wall is None else time.monotonic() + wall
         stop_deadline = None
+        cpu_check = None if cpu is None else time.monotonic() + _CPU_CHECK_S
         alive = True
         # Until the reaper has exited and both pipes are at EOF: the reaper
         # exits only once every process of its pid namespace is gone, so EOF
@@ -544,7 +601,14 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
                 ending.stopped_by = relay.first_stop.signo
                 kill_picoprocess(spawned)
                 continue
-            pending = [d for d in (deadline, stop_deadline) if d is not None]
+            if cpu_check is not None and alive and cpu_check - now <= 0:
+                cpu_check = now + _CPU_CHECK_S
+                if cpu.exceeded():
+                    ending.cpu_time = True
+                    deadline = cpu_check = None
+                    kill_picoprocess(spawned)
+                continue
+            pending = [d for d in (deadline, stop_deadline, cpu_check if alive else None) if d is not None]
             if pending:
                 timeout = math.ceil((min(pending) - now) * 1000)
             for fd, events in poller.poll(timeout):
@@ -658,11 +722,12 @@ class Sandbox:
 
     def __init__(self, manifest: Manifest | None = None, *, raw: bool = False,
                  audit: str | os.PathLike | Callable[[list[dict]], None] | None = None,
-                 user=None) -> None:
+                 user=None, audit_limit: int | None = AUDIT_FILE_LIMIT) -> None:
         self.manifest = manifest if manifest is not None else manifest_mod.default_manifest()
         self.raw = raw
         self.audit = audit
         self.user = user
+        self.audit_limit = audit_limit  # bytes an audit file may hold (None: no bound)
 
     def identity(self) -> Identity:
         return resolve_identity(self.manifest, self.user)
@@ -785,19 +850,22 @@ class Sandbox:
                                lambda: kill_picoprocess(victim))
 
             relay = SignalRelay(stop_timeout) if forward_signals else None
+            cpu = None
+            if limits.cpu_time_s is not None:
+                cpu = _CpuWatch(limits.cpu_time_s, monitor, handle, spawned)
             try:
                 if relay is not None:
                     with relay:
                         raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder,
-                                                            relay=relay)
+                                                            relay=relay, cpu=cpu)
                 else:
-                    raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder)
+                    raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder, cpu=cpu)
                 feeder = None
             except BaseException:
                 kill_picoprocess(spawned)
                 wait_picoprocess(spawned)
                 raise
-            limit = "wall_time" if ending.timed_out else None
+            limit = "wall_time" if ending.timed_out else "cpu_time" if ending.cpu_time else None
             spawned_done, spawned = spawned, None
             # The guest is gone: every writer of the pipes is closed, so a
             # relaying thread reaches EOF.
@@ -807,7 +875,8 @@ class Sandbox:
             limit = limit or raw_result.limit
             stats = monitor.remove_guest(handle)
             router.dispatch(monitor.drain_audit())
-            records = router.close(handle)
+            bucket = router.close(handle)
+            records = bucket.records
             handle = None
             ru = raw_result.rusage
             out_data = bytes(pump.captured[0]) if out_sink is None else None
@@ -842,12 +911,15 @@ class Sandbox:
                     max_rss_kb=ru.ru_maxrss if ru else 0,
                     memory_peak_bytes=getattr(cg, "memory_peak_bytes", None),
                     output_bytes=pump.total,
+                    monitor_cpu_s=stats["monitor_cpu_ns"] / 1e9,
                 ),
                 counts={"mediated": stats["calls"], "mediated_allowed": stats["allowed"],
                         "mediated_denied": stats["denied"], "mediated_errors": stats["errors"],
                         "emulated": None, "direct": None},
-                denials=[r for r in records if r["decision"] == "deny"],
+                denials=bucket.denials,
                 audit=records,
+                audit_dropped=bucket.dropped + stats["audit_dropped"],
+                audit_error=sink.error if isinstance(sink, AuditJsonlWriter) else None,
                 notes=notes,
                 enforcement=dict(spawned_done.enforcement),
                 unsupported=sorted({_syscall_name(r.get("linux_nr")) for r in records
@@ -896,7 +968,7 @@ class Sandbox:
             return None
         if callable(self.audit):
             return self.audit
-        return AuditJsonlWriter(self.audit)
+        return AuditJsonlWriter(self.audit, self.audit_limit)
 
     def _spawn_config(self, argv: list[str], program: str | None, stdio: tuple[int, int, int],
                       identity: Identity, udp_proxies=()) -> SpawnConfig:

@@ -38,6 +38,11 @@ import time
 from typing import NamedTuple
 
 CONTROLLERS = ("memory", "pids")
+# Usage only, no limit: the CPU time of a run while it runs (the monitor adds
+# its own work for the run to it, picoproc.api).  cgroup v2 has it in every
+# cgroup's cpu.stat; v1 needs the cpuacct hierarchy, joined only by runs
+# with a CPU-time limit.
+USAGE_CONTROLLERS = ("cpuacct",)
 _PREFIX = "picoproc-"
 
 
@@ -57,6 +62,7 @@ class _Plan:
         tuple[str, str], ...
     ]  # v2: (("unified", dir),); v1: (("memory", dir), ("pids", dir))
     controllers: tuple[str, ...]  # the limits this plan can enforce
+    usage_bases: tuple[tuple[str, str], ...] = ()  # v1: (("cpuacct", dir),) where present
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,7 @@ def _mounts() -> tuple[str | None, dict[str, str]]:
                 unified = mountpoint
             elif fstype == "cgroup":
                 for opt in super_opts.split(","):
-                    if opt in CONTROLLERS and opt not in v1:
+                    if (opt in CONTROLLERS or opt in USAGE_CONTROLLERS) and opt not in v1:
                         v1[opt] = mountpoint
     return unified, v1
 
@@ -133,7 +139,7 @@ def _own_paths() -> tuple[str | None, dict[str, str]]:
                 v2 = path
             else:
                 for c in controllers.split(","):
-                    if c in CONTROLLERS:
+                    if c in CONTROLLERS or c in USAGE_CONTROLLERS:
                         v1[c] = path
     return v2, v1
 
@@ -199,7 +205,11 @@ def _plan_v1(mounts: dict[str, str], own: dict[str, str]) -> tuple[_Plan | None,
     note = "cgroup v1 under " + ", ".join(b for _, b in bases)
     if missing:
         note += " (" + "; ".join(missing) + ")"
-    return _Plan("v1", tuple(bases), tuple(c for c, _ in bases)), note
+    usage = []
+    for c in USAGE_CONTROLLERS:
+        if c in mounts and c in own and os.access(_join(mounts[c], own[c]), os.W_OK):
+            usage.append((c, _join(mounts[c], own[c])))
+    return _Plan("v1", tuple(bases), tuple(c for c, _ in bases), tuple(usage)), note
 
 
 _support_lock = threading.Lock()
@@ -314,7 +324,7 @@ def sweep_stale(plan: _Plan | None = None) -> list[str]:
     removed = []
     if plan is None:
         return removed
-    for _, base in plan.bases:
+    for _, base in plan.bases + plan.usage_bases:
         try:
             names = os.listdir(base)
         except OSError:
@@ -342,7 +352,7 @@ class RunCgroup:
 
     def __init__(self, version: str, paths: dict[str, str], controllers: tuple[str, ...]):
         self.version = version
-        self.paths = paths  # controller (or "unified") -> directory
+        self.paths = paths  # controller (or "unified"), or a usage controller -> directory
         self.controllers = controllers
         self.enforced: dict[str, str] = {}  # limit -> file that enforces it
         self._removed = False
@@ -406,6 +416,23 @@ class RunCgroup:
             _write(os.path.join(d, "pids.max"), str(pids + 1))
             self.enforced["pids"] = os.path.join(d, "pids.max")
 
+    @property
+    def counts_cpu(self) -> bool:
+        """Whether cpu_usage_ns() can tell the run's CPU time while it runs."""
+        return self.version == "v2" or "cpuacct" in self.paths
+
+    def cpu_usage_ns(self) -> int | None:
+        """CPU time used so far by every process of the run, or None."""
+        try:
+            if self.version == "v2":
+                usec = _keyed(_read(os.path.join(self.paths["unified"], "cpu.stat"))).get("usage_usec")
+                return None if usec is None else usec * 1000
+            if "cpuacct" in self.paths:
+                return int(_read(os.path.join(self.paths["cpuacct"], "cpuacct.usage")))
+        except (OSError, ValueError):
+            pass
+        return None
+
     def stats(self) -> CgroupStats:
         peak = None
         oom = mem_hits = pid_hits = 0
@@ -448,13 +475,17 @@ class RunCgroup:
 
 
 def create_run_cgroup(
-    memory_bytes: int | None = None, pids: int | None = None, version: str = "auto"
+    memory_bytes: int | None = None, pids: int | None = None, version: str = "auto",
+    count_cpu: bool = False,
 ) -> tuple[RunCgroup | None, str]:
     """Creates the cgroup for one run and writes its limits.
 
     ``version``: "auto" (what ``available()`` found), "none", "v1" or "v2"
-    (use it only if that is what the machine offers).  Returns the cgroup
-    (or None) and a note saying what was used or why nothing was."""
+    (use it only if that is what the machine offers).  ``count_cpu``: the
+    run's CPU time must be readable while it runs (RunCgroup.cpu_usage_ns;
+    on v1 this joins the cpuacct hierarchy too, where there is one).
+    Returns the cgroup (or None) and a note saying what was used or why
+    nothing was."""
     global _swept
     if version == "none":
         return None, "cgroups disabled by the caller"
@@ -473,8 +504,9 @@ def create_run_cgroup(
         sweep_stale(plan)
     name = f"{_PREFIX}{os.getpid()}-{next(_counter)}"
     paths: dict[str, str] = {}
+    bases = plan.bases + (plan.usage_bases if count_cpu else ())
     try:
-        for controller, base in plan.bases:
+        for controller, base in bases:
             if plan.version == "v2" and not os.path.isdir(base):
                 # <root>/picoproc: the parent of all runs when we sit in the root cgroup.
                 try:

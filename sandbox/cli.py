@@ -309,7 +309,12 @@ def _cmd_run(args) -> int:
     from picoproc.spawn import ConfigError, SpawnError
 
     try:
-        sandbox = Sandbox(manifest, raw=args.raw, audit=args.audit, user=args.user)
+        audit_limit = _audit_limit(args.audit_limit)
+    except ValueError as exc:
+        return _fail(args, EXIT_USAGE, f"--audit-limit: {exc}")
+    try:
+        sandbox = Sandbox(manifest, raw=args.raw, audit=args.audit, user=args.user,
+                          audit_limit=audit_limit)
         result = sandbox.run(args.command, stdin=0, forward_signals=True,
                              stop_timeout=args.stop_timeout)
     except ProgramNotFound as exc:
@@ -327,12 +332,28 @@ def _cmd_run(args) -> int:
         return _fail(args, EXIT_PICOPROC_ERROR, f"{exc.strerror or exc}")
     if args.json:
         _write_json(args.json, result.to_json(output=False))
+    if result.audit_error:
+        print(f"picoproc: {result.audit_error}; later records were not written", file=sys.stderr)
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
     hint = _write_refusal_hint(manifest, result)
     if hint:
         print(f"picoproc: {hint}", file=sys.stderr)
     return result.exit_status
+
+
+def _audit_limit(text: str | None) -> int | None:
+    from picoproc.manifest import parse_size
+    from picoproc.monitor import AUDIT_FILE_LIMIT, AUDIT_FILE_MIN_LIMIT
+
+    if text is None:
+        return AUDIT_FILE_LIMIT
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    size = parse_size(text)  # ValueError names the problem
+    if size < AUDIT_FILE_MIN_LIMIT:
+        raise ValueError(f"must be at least {AUDIT_FILE_MIN_LIMIT} bytes (got {text})")
+    return size
 
 
 # Calls that change the file system: a refusal of one on a writable mount is
@@ -461,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after passing a stop signal (TERM, INT, HUP, QUIT) to the program, kill it "
                      "if it still runs S seconds later (default 10)")
     run.add_argument("--audit", metavar="FILE", help="write every mediated call's audit record (JSONL)")
+    run.add_argument("--audit-limit", metavar="SIZE",
+                     help="most bytes the --audit file may take (default 64M; 'none': no bound); "
+                     "past it one last line says the file was cut")
     run.add_argument("--json", metavar="FILE",
                      help="write the result as JSON ('-' for stderr), also when the run cannot start")
     add_cli_options(run)

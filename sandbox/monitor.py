@@ -385,6 +385,8 @@ def _stats_dict(s) -> dict:
     return {
         "handle": s.handle, "pid": s.pid, "alive": bool(s.alive), "calls": s.calls,
         "allowed": s.allowed, "denied": s.denied, "errors": s.errors, "abandoned": s.abandoned,
+        "monitor_cpu_ns": s.monitor_cpu_ns, "audit_dropped": s.audit_dropped,
+        "connects_peak": s.connects_peak,
     }
 
 
@@ -436,23 +438,96 @@ def _record_dicts(buf, n: int) -> list[dict]:
     return out
 
 
+# The default bound on an audit file (``picoproc run --audit-limit``): a
+# guest that floods the monitor with refused calls writes tens of MB/s.
+AUDIT_FILE_LIMIT = 64 << 20
+# Room kept below the bound for the line that says the file was cut.
+AUDIT_FILE_MIN_LIMIT = _AUDIT_TRUNCATION_ROOM = 512
+
+
 class AuditJsonlWriter:
     """Appends audit records to a file, one JSON object per line
-    (``picoproc run --audit FILE``).  Usable as a Monitor audit_sink."""
+    (``picoproc run --audit FILE``).  Usable as a Monitor audit_sink.
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+    At most ``limit`` bytes (None: no bound) are written: the records that
+    would go past it are dropped, and one last line
+    ``{"audit_truncated": true, "reason": ..., "records_written": N}`` says
+    so.  A write that fails (a full disk, an I/O error) stops the file the
+    same way; whatever part of a batch did reach the file is cut off again
+    (ftruncate), so the file only ever holds whole records.  Either way
+    ``error`` says why, and ``dropped`` counts the records not written."""
+
+    def __init__(self, path: str | os.PathLike, limit: int | None = AUDIT_FILE_LIMIT) -> None:
+        if limit is not None and limit < _AUDIT_TRUNCATION_ROOM:
+            raise ValueError(f"an audit size limit must be at least {_AUDIT_TRUNCATION_ROOM} bytes")
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._lock = threading.Lock()
+        self._limit = limit
+        self.written_bytes = 0
+        self.records_written = 0
+        self.dropped = 0
+        self.error: str | None = None
 
     def __call__(self, records: Iterable[dict]) -> None:
+        records = list(records)
         with self._lock:
-            for rec in records:
-                self._file.write(json.dumps(rec, sort_keys=True) + "\n")
-            self._file.flush()
+            if self.error is not None or self._fd < 0:
+                self.dropped += len(records)
+                return
+            lines = [json.dumps(rec, sort_keys=True) + "\n" for rec in records]
+            keep = len(lines)
+            if self._limit is not None:
+                room = self._limit - _AUDIT_TRUNCATION_ROOM - self.written_bytes
+                total = 0
+                for i, line in enumerate(lines):
+                    total += len(line.encode("utf-8"))
+                    if total > room:
+                        keep = i
+                        break
+            data = "".join(lines[:keep]).encode("utf-8")
+            if data and not self._write(data):
+                self.dropped += len(lines)
+                return
+            self.records_written += keep
+            if keep < len(lines):
+                self.dropped += len(lines) - keep
+                self._stop(f"size limit of {self._limit} bytes reached")
+
+    def _write(self, data: bytes) -> bool:
+        """Appends data whole, or leaves the file as it was and stops."""
+        try:
+            start = os.fstat(self._fd).st_size
+        except OSError as exc:
+            self.error = f"audit file {self.path}: {exc.strerror}"
+            return False
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self.error = f"audit file {self.path}: {exc.strerror}"
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            return False
+        self.written_bytes += len(data)
+        return True
+
+    def _stop(self, reason: str) -> None:
+        marker = {"audit_truncated": True, "reason": reason, "records_written": self.records_written}
+        self.error = f"audit file {self.path}: {reason}"
+        try:
+            os.write(self._fd, (json.dumps(marker, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError:
+            pass  # the error above says why the file ends
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
 
 
 class Monitor:

@@ -90,6 +90,9 @@ class Usage:
     max_rss_kb: int = 0  # the largest single process
     memory_peak_bytes: int | None = None  # the whole run, from its cgroup where there is one
     output_bytes: int = 0  # stdout + stderr bytes the program wrote (where counted)
+    # pico: CPU time the monitor spent serving the program (its calls, its
+    # udp: relays), counted against the CPU-time limit with the program's own.
+    monitor_cpu_s: float = 0.0
 
 
 @dataclasses.dataclass
@@ -114,7 +117,11 @@ class Result:
     # errors); None where a backend cannot count a class.
     counts: dict[str, int | None] = dataclasses.field(default_factory=dict)
     denials: list[dict] = dataclasses.field(default_factory=list)  # refused calls (audit records)
-    audit: list[dict] = dataclasses.field(default_factory=list)  # every audit record (pico)
+    audit: list[dict] = dataclasses.field(default_factory=list)  # its audit records (pico: the first 10000)
+    # pico: audit records not in ``audit`` (past its bound, or lost when the
+    # program flooded the monitor faster than they were drained).
+    audit_dropped: int = 0
+    audit_error: str | None = None  # pico: why the --audit file stopped, if it did
     notes: list[str] = dataclasses.field(default_factory=list)  # what a reader must also know
     enforcement: Mapping[str, str] = dataclasses.field(default_factory=dict)  # limit -> mechanism
     unsupported: list[str] = dataclasses.field(default_factory=list)  # Linux calls answered ENOSYS
@@ -216,6 +223,10 @@ class Result:
         return self.usage.cpu_system_s
 
     @property
+    def monitor_cpu_s(self) -> float:
+        return self.usage.monitor_cpu_s
+
+    @property
     def max_rss_kb(self) -> int:
         return self.usage.max_rss_kb
 
@@ -260,6 +271,8 @@ class Result:
             "denials": denials,
             "denials_total": len(self.denials),
             "audit_records": len(self.audit),
+            "audit_dropped": self.audit_dropped,
+            "audit_error": self.audit_error,
             "unsupported": list(self.unsupported),
             "enforcement": dict(self.enforcement),
             "identity": dict(self.identity) if self.identity else None,

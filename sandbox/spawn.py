@@ -384,6 +384,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             limits.memory_bytes,
             None if limits.pids is None else limits.pids + helper_tasks,
             config.cgroup,
+            count_cpu=limits.cpu_time_s is not None,
         )
     procs_fds: list[int] = []
     image_fd, own_image = -1, False

@@ -9,7 +9,9 @@ or charge the resource.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
 import threading
 
 import pytest
@@ -110,3 +112,58 @@ def test_a_million_mkdirs_cannot_grow_host_slab_unbounded():
     assert held - before < bound + 20_000, (before, held)
     after = _slab_objects("shmem_inode_cache")
     assert after - before < 20_000, (before, after)
+
+
+# Each stat of /data/l0 makes the monitor walk a chain of 39 symbolic links,
+# each to a name 30 directories deep (an openat2 and fstat per component, a
+# readlinkat per link: ~1200 host calls), while the guest only waits: nearly
+# all the CPU time this guest causes is the monitor's.
+STAT_LOOP = (
+    "import os\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.stat('/data/l0')\n"
+    "    except OSError:\n"
+    "        pass\n"
+)
+DEPTH = 30
+
+
+def _link_chain(root, n=39):
+    """The chain, readable by the guest identity (pytest's tmp_path is not)."""
+    deep = root.joinpath(*["d"] * DEPTH)
+    deep.mkdir(parents=True)
+    for d in [root, *deep.parents][: DEPTH + 1]:
+        d.chmod(0o755)
+    deep.chmod(0o755)
+    guest_deep = "/data/" + "/".join(["d"] * DEPTH)
+    os.symlink(f"{guest_deep}/l1", root / "l0")
+    for i in range(1, n):
+        os.symlink(f"{guest_deep}/l{i + 1}", deep / f"l{i}")
+    (deep / f"l{n}").write_text("end\n")
+
+
+def test_monitor_cpu_is_charged_and_ends_the_run_at_the_cpu_time_limit(tmp_path):
+    from picoproc.manifest import Mount
+
+    _link_chain(tmp_path)
+    base = default_manifest()
+    m = dataclasses.replace(base, mounts=(*base.mounts, Mount("/data", str(tmp_path))),
+                            limits=dataclasses.replace(base.limits, cpu_time_s=2))
+    result = Sandbox(m).run(["python3", "-c", STAT_LOOP], capture=True, timeout=60)
+    assert result.limit == "cpu_time", (result.reason, result.monitor_cpu_s, result.wall_time_s)
+    assert result.reason == "killed: CPU-time limit reached"
+    # The monitor's work for it is what ended it (the guest's own CPU time
+    # is a small part: RLIMIT_CPU alone would have let it run for minutes);
+    # it is charged with the guest's, not on its own (below the limit).
+    assert 1.5 < result.monitor_cpu_s < 2.0 + 0.5, result.monitor_cpu_s
+
+
+def test_monitor_cpu_is_reported_for_every_run():
+    result = Sandbox().run(["python3", "-c", "import json, email, http.client"], capture=True,
+                           timeout=60)
+    assert result.status == 0, result.stderr
+    # Python opens and stats its modules through the monitor.
+    assert result.calls["mediated"] > 50
+    assert 0 < result.monitor_cpu_s < result.wall_time_s
+    assert result.to_json()["usage"]["monitor_cpu_s"] == result.monitor_cpu_s
