@@ -90,6 +90,7 @@ struct guest {
 	const struct pico_net_policy *net;
 	uint64_t cpu_ns;	 /* the loop's CPU time spent serving it */
 	unsigned int nconnects;	 /* its connects in progress */
+	unsigned int nlisteners; /* host tcp.srv: listeners it was given */
 	struct pico_guest_stats stats;
 	/* Steering (see "Keeping ADDFD's wake-up on the loop's CPU"): off when
 	 * the kernel refused it or the guest's pid namespace is not known;
@@ -619,6 +620,16 @@ static long serve_open(struct call *c, char *uri)
 			c->own_nonblock = !!(flags & O_NONBLOCK);
 			c->install_cloexec = !!(flags & O_CLOEXEC);
 			return 0;
+		}
+		/* A host listener holds a host port for as long as the guest
+		 * keeps it, and the monitor cannot tell when it lets go: a
+		 * guest gets PICO_LOOP_GUEST_LISTENERS in its life. */
+		if (ret >= 0 && scheme == 7 && !memcmp(uri, "tcp.srv", 7)) {
+			if (c->guest->nlisteners >= PICO_LOOP_GUEST_LISTENERS) {
+				close((int)ret);
+				return -EMFILE;
+			}
+			c->guest->stats.listeners = ++c->guest->nlisteners;
 		}
 		if (ret >= 0) {
 			c->install_fd = (int)ret;

@@ -78,9 +78,11 @@ struct pico_audit_record {
 };
 
 /* Connects in progress one guest may have the monitor hold at once (a
- * socket each); past them a connect answers EAGAIN.  (Its udp: relays are
- * bounded by its network policy, net.h.) */
+ * socket each), and host tcp.srv: listeners (a host port each) it may be
+ * given in its life; past them a connect answers EAGAIN, a listen EMFILE.
+ * (Its udp: relays are bounded by its network policy, net.h.) */
 #define PICO_LOOP_GUEST_CONNECTS 32
+#define PICO_LOOP_GUEST_LISTENERS 1024
 /* The last 1/this of the audit ring is kept for guests holding less than
  * that much of it: a guest flooding the monitor with calls loses its own
  * records, not the others'. */
@@ -98,7 +100,7 @@ struct pico_guest_stats {
 	uint64_t monitor_cpu_ns; /* monitor CPU spent serving the guest (loop and udp: relays) */
 	uint64_t audit_dropped;	 /* its records lost: the ring, or its share of it, was full */
 	uint32_t connects_peak;	 /* most connects in progress at once */
-	uint32_t pad;
+	uint32_t listeners;	 /* host tcp.srv: listeners given */
 };
 
 struct pico_loop_counters {

@@ -386,7 +386,7 @@ def _stats_dict(s) -> dict:
         "handle": s.handle, "pid": s.pid, "alive": bool(s.alive), "calls": s.calls,
         "allowed": s.allowed, "denied": s.denied, "errors": s.errors, "abandoned": s.abandoned,
         "monitor_cpu_ns": s.monitor_cpu_ns, "audit_dropped": s.audit_dropped,
-        "connects_peak": s.connects_peak,
+        "connects_peak": s.connects_peak, "listeners": s.listeners,
     }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import threading
 
 import pytest
@@ -167,3 +166,190 @@ def test_monitor_cpu_is_reported_for_every_run():
     assert result.calls["mediated"] > 50
     assert 0 < result.monitor_cpu_s < result.wall_time_s
     assert result.to_json()["usage"]["monitor_cpu_s"] == result.monitor_cpu_s
+
+
+# ---------------------------------------------------------------------------
+# Audit: bounded in the file, in memory and in the monitor's ring
+
+DENIED_FLOOD = (
+    "import sys\n"
+    "for _ in range(int(sys.argv[1])):\n"
+    "    try:\n"
+    "        open('/etc/shadow')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "print('done')\n"
+)
+
+
+def test_audit_file_is_cut_at_its_size_limit_and_says_so(run_picoproc, tmp_path):
+    audit, result_json = tmp_path / "audit.jsonl", tmp_path / "result.json"
+    proc = run_picoproc("run", "--audit", audit, "--audit-limit", "64K", "--json", result_json, "--",
+                        "python3", "-c", DENIED_FLOOD, "20000", timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\n"
+    assert audit.stat().st_size <= 64 * 1024
+    lines = audit.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # whole records only
+    assert records[-1]["audit_truncated"] is True
+    assert records[-1]["records_written"] == len(records) - 1
+    assert all(r["decision"] == "deny" for r in records[:-1] if r.get("uri") == "file:/etc/shadow")
+    doc = json.loads(result_json.read_text())
+    assert "size limit of 65536 bytes" in doc["audit_error"]
+    assert doc["audit_dropped"] >= 20000 - 10000  # past the in-memory bound
+    errors = [line for line in proc.stderr.splitlines() if "audit" in line]
+    assert errors == [f"picoproc: audit file {audit}: size limit of 65536 bytes reached; "
+                      "later records were not written"]
+
+
+def test_audit_file_has_a_default_bound_and_flag_errors_are_one_line(run_picoproc, tmp_path):
+    from picoproc.monitor import AUDIT_FILE_LIMIT, AuditJsonlWriter
+
+    assert Sandbox().audit_limit == AUDIT_FILE_LIMIT
+    writer = AuditJsonlWriter(tmp_path / "a.jsonl")
+    try:
+        writer([{"n": i, "pad": "x" * 1000} for i in range(100)])
+        assert writer.error is None and writer.records_written == 100
+    finally:
+        writer.close()
+    proc = run_picoproc("run", "--audit", tmp_path / "b.jsonl", "--audit-limit", "12", "--", "true")
+    assert proc.returncode == 125
+    assert proc.stderr.strip() == "picoproc: --audit-limit: must be at least 512 bytes (got 12)"
+
+
+def test_a_runs_audit_in_memory_is_bounded():
+    from picoproc.api import AUDIT_KEEP
+
+    n = AUDIT_KEEP + 3000
+    result = Sandbox().run(["python3", "-c", DENIED_FLOOD, str(n)], capture=True, timeout=TIMEOUT)
+    assert result.stdout == b"done\n", result.stderr
+    assert result.calls["mediated_denied"] >= n
+    assert len(result.audit) == AUDIT_KEEP
+    assert len(result.denials) == AUDIT_KEEP
+    assert result.audit_dropped >= result.calls["mediated"] - AUDIT_KEEP
+
+
+def test_a_flooding_guest_loses_its_own_audit_records_not_anothers(guest_bin, tmp_path):
+    """The monitor's ring of audit records is shared by every guest; with
+    nobody draining it, a guest's flood fills its part and the rest stays
+    for the others (before: the flood filled it and the quiet guest's
+    records were the ones dropped)."""
+    from picoproc.monitor import FsPolicy, Monitor
+    from picoproc.raw import spawn_raw
+    from picoproc.monitor import GUEST_SECCOMP_FLAGS
+    from picoproc.spawn import wait_picoprocess
+
+    (tmp_path / "a.txt").write_text("A")
+    tmp_path.chmod(0o755)
+    (tmp_path / "a.txt").chmod(0o644)
+    capacity, flood = 400, 3000
+
+    def run(mon, policy, argv):
+        with open(os.devnull, "rb") as devnull, open(os.devnull, "wb") as out:
+            g = spawn_raw([str(a) for a in argv], {}, (devnull.fileno(), out.fileno(), 2),
+                          seccomp_flags=GUEST_SECCOMP_FLAGS)
+        try:
+            handle = mon.add_guest(g.listener_fd, g.guest_pid, policy)
+        finally:
+            os.close(g.listener_fd)
+        wait_picoprocess(g, 60)
+        return handle, mon.remove_guest(handle)
+
+    with Monitor(audit_capacity=capacity) as mon, FsPolicy() as policy:
+        policy.add_mount("/data", str(tmp_path))
+        flooder, fstats = run(mon, policy, [guest_bin / "med_spam", "/nope", "x", flood])
+        quiet, qstats = run(mon, policy, [guest_bin / "med_spam", "/data/a.txt", "A", 5])
+        records = mon.drain_audit()
+    assert fstats["calls"] == flood and fstats["audit_dropped"] > 0
+    assert qstats["calls"] == 5 and qstats["audit_dropped"] == 0
+    assert sum(r["guest"] == quiet for r in records) == 5
+    assert sum(r["guest"] == flooder for r in records) == flood - fstats["audit_dropped"]
+
+
+# ---------------------------------------------------------------------------
+# Sockets the monitor holds for a guest
+
+def _net_manifest(connect=(), listen=()):
+    from picoproc.manifest import Endpoint
+
+    base = default_manifest()
+    return dataclasses.replace(base, net_connect=tuple(Endpoint("127.0.0.1", p) for p in connect),
+                               net_listen=tuple(Endpoint("127.0.0.1", p) for p in listen))
+
+
+CONNECT_HOARD = (
+    "import socket, sys, threading, time, errno\n"
+    "errs = []\n"
+    "def one():\n"
+    "    s = socket.socket()\n"
+    "    try:\n"
+    "        s.connect(('127.0.0.1', int(sys.argv[1])))\n"
+    "    except OSError as e:\n"
+    "        errs.append(e.errno)\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    threading.Thread(target=one, daemon=True).start()\n"
+    "deadline = time.monotonic() + 30\n"
+    "while len(errs) < int(sys.argv[3]) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.01)\n"
+    "print(sorted(errs), flush=True)\n"
+    "sys.stdin.read(1)\n"
+    "import os; os._exit(0)\n"
+)
+
+
+def test_a_guests_connects_in_progress_are_bounded():
+    """Connects to a listener whose queue is full stay in progress: each is
+    a socket the monitor holds (and a slot of its table) until it ends."""
+    import socket
+
+    from picoproc.native import lib
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # the one place in its queue
+    cap, tries = lib.PICO_LOOP_GUEST_CONNECTS, lib.PICO_LOOP_GUEST_CONNECTS + 8
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    thread, box = _run_in_thread(Sandbox(_net_manifest(connect=[port])),
+                                 ["python3", "-c", CONNECT_HOARD, str(port), str(tries), str(tries - cap)],
+                                 stdin=in_r, stdout=out_w, timeout=TIMEOUT)
+    try:
+        line = _read_line(out_r, TIMEOUT)
+    finally:
+        os.write(in_w, b"x")
+        thread.join(TIMEOUT)
+        for fd in (in_r, in_w, out_r, out_w):
+            os.close(fd)
+        filler.close()
+        server.close()
+    result = box["result"]
+    assert line == f"{[11] * (tries - cap)}\n".encode(), line  # EAGAIN past the cap
+    assert result.status == 0, result.reason
+
+
+LISTEN_MANY = (
+    "import socket, sys\n"
+    "n, err = 0, None\n"
+    "for _ in range(int(sys.argv[1])):\n"
+    "    s = socket.socket()\n"
+    "    s.bind(('127.0.0.1', 0))\n"
+    "    try:\n"
+    "        s.listen()\n"
+    "    except OSError as e:\n"
+    "        err = e.errno\n"
+    "        break\n"
+    "    s.close()\n"
+    "    n += 1\n"
+    "print(n, err)\n"
+)
+
+
+def test_a_guest_gets_a_bounded_number_of_listeners():
+    from picoproc.native import lib
+
+    cap = lib.PICO_LOOP_GUEST_LISTENERS
+    result = Sandbox(_net_manifest(listen=[0])).run(["python3", "-c", LISTEN_MANY, str(cap + 10)],
+                                                   capture=True, timeout=TIMEOUT)
+    assert result.stdout == f"{cap} 24\n".encode(), result.stderr
