@@ -28,6 +28,8 @@ import errno as errno_mod
 import functools
 import json
 import os
+import re
+import select
 import stat as stat_mod
 import struct
 import threading
@@ -172,6 +174,93 @@ class _Resolver:
         return base, True
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """A mountinfo path field: space, tab, newline and backslash are \\ooo."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+class MountTable:
+    """The monitor's mount table (/proc/self/mountinfo), to tell which file
+    system and which path in it a host path shows.  Two mounts can show one
+    tree under different paths (a bind mount): the same files have the same
+    identity through both, whatever the paths say."""
+
+    def __init__(self, text: str) -> None:
+        mounts = []  # (id, parent, device, root, mount point)
+        for line in text.splitlines():
+            fields = line.split(" ")
+            if len(fields) < 7 or "-" not in fields[6:]:
+                continue
+            mounts.append((fields[0], fields[1], fields[2], _unescape_mountinfo(fields[3]),
+                           _unescape_mountinfo(fields[4])))
+        # A mount point covered by a later mount on the same point (its child
+        # there) is not what a path shows: keep the top one of each point.
+        covered = {parent for mid, parent, _, _, point in mounts
+                   for pid, _, _, _, ppoint in mounts if pid == parent and ppoint == point}
+        self._by_point = {point: (device, root) for mid, _, device, root, point in mounts
+                          if mid not in covered}
+        self._known: dict[str, tuple[str, str] | None] = {}  # builds ask for the same paths
+
+    def identity(self, real_path: str) -> tuple[str, str] | None:
+        """(device, path inside that file system) of an absolute, resolved
+        host path, or None if no mount shows it."""
+        try:
+            return self._known[real_path]
+        except KeyError:
+            pass
+        point, found = real_path, None
+        while True:
+            mount = self._by_point.get(point)
+            if mount is not None:
+                device, root = mount
+                rest = real_path[len(point):].lstrip("/")
+                found = device, os.path.normpath(root.rstrip("/") + "/" + rest) if rest else root
+                break
+            if point == "/":
+                break
+            point = os.path.dirname(point)
+        if len(self._known) < 65536:
+            self._known[real_path] = found
+        return found
+
+
+_mount_table_lock = threading.Lock()
+_mount_table_fd = -1
+_mount_table: MountTable | None = None
+
+
+def current_mount_table() -> MountTable | None:
+    """The monitor's mount table as it is now, or None if it cannot be read.
+    Parsed again only when it changed: the open mountinfo file polls
+    POLLPRI after a mount or unmount in this mount namespace."""
+    global _mount_table_fd, _mount_table
+    with _mount_table_lock:
+        try:
+            if _mount_table_fd < 0:
+                _mount_table_fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+                _mount_table = None
+            else:
+                poller = select.poll()
+                poller.register(_mount_table_fd, select.POLLPRI)
+                if poller.poll(0):
+                    _mount_table = None
+            if _mount_table is None:
+                os.lseek(_mount_table_fd, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(_mount_table_fd, 65536):
+                    chunks.append(chunk)
+                _mount_table = MountTable(b"".join(chunks).decode("utf-8", "surrogateescape"))
+        except OSError:
+            return None
+        return _mount_table
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
+
+
 # The pure parts of finding a hidden path's aliases are cached (they depend
 # only on their arguments); resolving the host path, which depends on the
 # host's symlinks at the time, is done for every build (_Resolver).
@@ -209,10 +298,33 @@ def _aliases_of(mounts: tuple[tuple[str, str | None], ...], guest: str, host: st
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _identity_aliases(mount_ids: tuple[tuple[str, tuple[str, str]], ...],
+                      hidden: tuple[str, str]) -> tuple[str, ...]:
+    """The guest paths whose mount shows the host object of identity
+    ``hidden`` (MountTable.identity), a tree holding it, or lies inside it:
+    through a bind mount of an ancestor, or of a directory inside it, too.
+    ``mount_ids``: (guest path, identity) of every mount."""
+    device, path = hidden
+    out = []
+    for other_guest, (other_device, other_path) in mount_ids:
+        if other_device != device:
+            continue
+        if _within(path, other_path):
+            rest = path[len(other_path):].lstrip("/") if other_path != "/" else path.lstrip("/")
+            out.append(other_guest.rstrip("/") + "/" + rest if rest else other_guest)
+        elif _within(other_path, path):
+            out.append(other_guest)  # the whole of that mount is inside the hidden tree
+    return tuple(out)
+
+
 def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
-                    resolver: _Resolver | None = None) -> tuple[str, ...]:
+                    resolver: _Resolver | None = None, table: MountTable | None = None,
+                    mount_ids: tuple[tuple[str, tuple[str, str]], ...] = ()) -> tuple[str, ...]:
     """``guest`` and every other guest path showing the same host tree, as
-    the host's symlinks are now."""
+    the host's symlinks and mounts are now.  ``mounts``: the directory
+    mounts (host path None for others); ``table`` and ``mount_ids``: the
+    mount table and the identity of every mount, single files included."""
     found = _mount_of(mounts, guest)
     if found is None:
         return (guest,)
@@ -220,7 +332,12 @@ def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
     # The mount's host path is already real (add_mount resolved it in this
     # build): only ``rest`` needs resolving.
     host = (resolver or _Resolver()).realpath(rest, base) if rest else base
-    return _aliases_of(mounts, guest, host)
+    out = _aliases_of(mounts, guest, host)
+    hidden = None if table is None else table.identity(host)
+    if hidden is None:
+        return out
+    extra = [a for a in _identity_aliases(mount_ids, hidden) if a not in out]
+    return out + tuple(extra) if extra else out
 
 
 # Errors of opening a host path as a directory that mean "not one" (what a
@@ -237,7 +354,9 @@ class FsPolicy:
         self._p = lib.pico_fs_policy_new()
         if self._p == ffi.NULL:
             raise MemoryError("pico_fs_policy_new")
-        self._mounts: list[tuple[str, str | None]] = []  # (guest, host real path)
+        self._mounts: list[tuple[str, str | None]] = []  # (guest, host real path of a directory)
+        self._host_objects: list[tuple[str, str]] = []  # (guest, host real path) of every host mount
+        self._identities = None  # (mount count, MountTable, identities), see _mount_identities
         self._in_use = False
 
     @property
@@ -283,6 +402,7 @@ class FsPolicy:
         finally:
             os.close(fd)
         self._mounts.append((guest, real if leaf is None else None))
+        self._host_objects.append((guest, real))
 
     def add_mount_fd(self, guest: str, dir_fd: int, *, writable: bool = True, exec: bool = True) -> None:
         """Shows the directory open on ``dir_fd`` (e.g. a scratch tmpfs) at
@@ -333,10 +453,24 @@ class FsPolicy:
 
     def hide_with_aliases(self, guest: str, _resolver: _Resolver | None = None) -> None:
         """Hides ``guest`` and every other guest path whose mount shows the
-        same host directory tree (two mounts of overlapping host paths).
-        The host paths are resolved now, as they are at this moment."""
-        for path in _hidden_aliases(tuple(self._mounts), guest, _resolver):
+        same host directory tree: two mounts of overlapping host paths, or
+        of the same files mounted twice on the host (a bind mount, found by
+        the file system and path each mount shows in the monitor's mount
+        table).  The host paths and mounts are taken as they are now."""
+        table, mount_ids = self._mount_identities()
+        for path in _hidden_aliases(tuple(self._mounts), guest, _resolver, table, mount_ids):
             self.add_hidden(path)
+
+    def _mount_identities(self):
+        """The mount table and each host mount's identity in it, once per
+        set of mounts (a build hides many paths)."""
+        key = len(self._host_objects)
+        if self._identities is None or self._identities[0] != key:
+            table = current_mount_table()
+            ids = () if table is None else tuple(
+                (g, ident) for g, h in self._host_objects if (ident := table.identity(h)) is not None)
+            self._identities = (key, table, ids)
+        return self._identities[1], self._identities[2]
 
     @classmethod
     def from_manifest(cls, manifest, scratch_fds: Mapping[str, int] | None = None) -> FsPolicy:
