@@ -22,6 +22,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1055,29 +1056,47 @@ static int send_with_fd(int sock, const void *data, size_t len, int fd)
 	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
 }
 
-static int send_fd(int sock, int fd, int err)
+/* Several fds in one message (SCM_RIGHTS), after an int: 0, or the errno
+ * of the helper's failure.  Async-signal-safe. */
+static int send_fds(int sock, int err, const int *fds, int n)
 {
-	return send_with_fd(sock, &err, sizeof(err), fd);
+	struct iovec iov = {&err, sizeof(err)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * PICO_HELPER_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (n > 0) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)n);
+	}
+	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(err) ? 0 : -1;
 }
 
-int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
-		    int in_userns, int noexec, int *dir_fd_out)
+/* What a user-namespace helper does: fills fds[0..n) or returns -1 with
+ * errno set.  Runs in the child of a raw clone: async-signal-safe only. */
+typedef int (*helper_work)(void *arg, int *fds, int n);
+
+/* Runs `work` in a short-lived helper with its own user and mount
+ * namespace, where an unprivileged monitor may create and change mounts,
+ * and receives the n fds it made.  The helper maps the caller's ids to
+ * themselves (files the monitor then creates on those mounts must have
+ * mapped owners, or creation fails with EOVERFLOW).  Returns 0 or -errno;
+ * on failure no fd is left open. */
+static int run_userns_helper(helper_work work, void *arg, int *fds_out, int n)
 {
-	*dir_fd_out = -1;
-	if (size_bytes == 0)
-		return -EINVAL;
-	if (!in_userns) {
-		int dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
-		if (dir < 0)
-			return -errno;
-		*dir_fd_out = dir;
-		return 0;
-	}
-	/* Unprivileged: a helper in its own user+mount namespace may create a
-	 * tmpfs.  It maps the caller's ids to themselves (files the monitor
-	 * creates there must have mapped owners, or creation fails with
-	 * EOVERFLOW), makes the detached mount and passes its fd back. */
 	int sv[2];
+
+	if (n <= 0 || n > PICO_HELPER_MAX_FDS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++)
+		fds_out[i] = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
 	uid_t euid = geteuid();
@@ -1092,7 +1111,7 @@ int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, 
 	if (pid == 0) {
 		char map[64];
 		size_t len;
-		int dir = -1;
+		int made[PICO_HELPER_MAX_FDS];
 		if (write_file("/proc/self/setgroups", "deny", 4) < 0)
 			goto helper_fail;
 		len = format_id_map(map, (unsigned)euid);
@@ -1101,45 +1120,160 @@ int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, 
 		len = format_id_map(map, (unsigned)egid);
 		if (write_file("/proc/self/gid_map", map, len) < 0)
 			goto helper_fail;
-		dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
-		if (dir < 0)
+		if (work(arg, made, n) < 0)
 			goto helper_fail;
-		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);
+		_exit(send_fds(sv[1], 0, made, n) < 0 ? 1 : 0);
 	helper_fail:
-		send_fd(sv[1], -1, errno ? errno : EIO);
+		send_fds(sv[1], errno ? errno : EIO, NULL, 0);
 		_exit(1);
 	}
 	close(sv[1]);
-	int err = 0, fd = -1;
+	int err = 0;
 	struct iovec iov = {&err, sizeof(err)};
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * PICO_HELPER_MAX_FDS)];
 		struct cmsghdr align;
 	} u;
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
 			     .msg_controllen = sizeof(u.buf)};
-	ssize_t n;
+	ssize_t got;
 	do
-		n = recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	int recv_errno = errno;
-	if (n > 0) {
+		got = recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC);
+	while (got < 0 && errno == EINTR);
+	int recv_errno = errno, nfds = 0;
+	if (got > 0) {
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			if (nfds > n)
+				nfds = n; /* cannot happen: the helper sends n */
+			memcpy(fds_out, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
+		}
 	}
 	close(sv[0]);
 	int status;
 	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(err) || fd < 0) {
-		if (fd >= 0)
-			close(fd);
-		if (n < 0)
+	if (got != (ssize_t)sizeof(err) || err || nfds != n) {
+		for (int i = 0; i < nfds; i++)
+			close(fds_out[i]);
+		for (int i = 0; i < n; i++)
+			fds_out[i] = -1;
+		if (got < 0)
 			return -recv_errno;
 		return -(err > 0 ? err : EIO);
 	}
-	*dir_fd_out = fd;
 	return 0;
+}
+
+struct tmpfs_args {
+	uint64_t size_bytes, nr_inodes;
+	unsigned int mode;
+	int uid, gid, noexec;
+};
+
+static int tmpfs_work(void *arg, int *fds, int n)
+{
+	struct tmpfs_args *a = arg;
+	(void)n;
+	fds[0] = tmpfs_dir_fd(a->size_bytes, a->nr_inodes, a->mode, a->uid, a->gid, a->noexec);
+	return fds[0] < 0 ? -1 : 0;
+}
+
+int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
+		    int in_userns, int noexec, int *dir_fd_out)
+{
+	struct tmpfs_args a = {size_bytes, nr_inodes, mode, uid, gid, noexec};
+
+	*dir_fd_out = -1;
+	if (size_bytes == 0)
+		return -EINVAL;
+	if (!in_userns)
+		return tmpfs_work(&a, dir_fd_out, 1) < 0 ? -errno : 0;
+	/* Unprivileged: a helper in its own user+mount namespace may create a
+	 * tmpfs and passes the detached mount's fd back. */
+	return run_userns_helper(tmpfs_work, &a, dir_fd_out, 1);
+}
+
+/* ---- detached copies of host directories -------------------------------- */
+
+/* A detached, recursive copy of the directory `path` (relative to dirfd;
+ * "" for dirfd itself) with `attrs` set on every mount of it, as an O_PATH
+ * fd on its root; -1 with errno.  Recursive: a copy without the mounts
+ * below would show what they cover on the host (and the kernel refuses it
+ * in a user namespace for that reason); the monitor never crosses into them
+ * anyway (RESOLVE_NO_XDEV). */
+static int clone_tree(int dirfd, const char *path, unsigned int attrs)
+{
+	unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+	int fd = (int)syscall(SYS_open_tree, dirfd, path, flags | (*path ? 0 : AT_EMPTY_PATH));
+	if (fd < 0)
+		return -1;
+	struct mount_attr ma = {.attr_set = attrs};
+	if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+struct clone_args {
+	const int *dirfds;
+	const char *const *paths;
+	const unsigned int *attrs;
+	int by_path;
+};
+
+static int same_object(int a, int b)
+{
+	struct stat sa, sb;
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+static int clone_work(void *arg, int *fds, int n)
+{
+	struct clone_args *a = arg;
+	for (int i = 0; i < n; i++) {
+		/* In the helper's mount namespace the monitor's fds name mounts
+		 * of another namespace, which the kernel will not copy: the path
+		 * is looked up again, and must lead to the same directory. */
+		fds[i] = a->by_path ? clone_tree(AT_FDCWD, a->paths[i], a->attrs[i])
+				    : clone_tree(a->dirfds[i], "", a->attrs[i]);
+		if (fds[i] >= 0 && a->by_path && !same_object(fds[i], a->dirfds[i])) {
+			close(fds[i]);
+			fds[i] = -1;
+			errno = ESTALE;
+		}
+		if (fds[i] < 0) {
+			int saved = errno;
+			for (int j = 0; j < i; j++)
+				close(fds[j]);
+			errno = saved;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int pico_detached_mounts(const int *dirfds, const char *const *paths, const unsigned int *attrs,
+			 int n, int in_userns, int *fds_out)
+{
+	struct clone_args a = {dirfds, paths, attrs, in_userns};
+
+	if (n <= 0 || n > PICO_HELPER_MAX_FDS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		fds_out[i] = -1;
+		if (attrs[i] & ~(unsigned int)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+					       MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC))
+			return -EINVAL;
+		if (in_userns && (!paths[i] || paths[i][0] != '/'))
+			return -EINVAL;
+	}
+	if (!in_userns)
+		return clone_work(&a, fds_out, n) < 0 ? -errno : 0;
+	return run_userns_helper(clone_work, &a, fds_out, n);
 }

@@ -340,6 +340,96 @@ def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
     return out + tuple(extra) if extra else out
 
 
+def _kernel_mount_attrs(mode: int, exec: bool) -> int:
+    """The mount attributes the kernel enforces for a mount of this policy
+    mode (PICO_MOUNT_*): RDONLY for read-only, NOEXEC without exec, NOSUID
+    with either; 0: the host directory is used as it is."""
+    attrs = (lib.PICO_MOUNT_ATTR_RDONLY if mode == lib.PICO_MOUNT_RO else 0) | (
+        0 if exec else lib.PICO_MOUNT_ATTR_NOEXEC)
+    return attrs | lib.PICO_MOUNT_ATTR_NOSUID if attrs else 0
+
+
+# Detached copies made for earlier policies, kept for the next ones while
+# the mount table stays the same: (dev, ino, attrs) -> O_PATH fd.  Sharing
+# is safe (a copy is a view of the host directory with attributes that only
+# take away); a changed mount table drops them all, so a copy never shows
+# the host's mounts as they were (a mount added on the host since would
+# show what it covers).  Making them costs ~30 us each as root, a helper
+# process unprivileged.
+_COPY_CACHE_MAX = 256
+_copy_lock = threading.Lock()
+_copy_cache: dict[tuple[int, int, int], int] = {}
+_copy_cache_table: MountTable | None = None
+
+
+def _detached_copies(wanted: list[tuple[str, int, str, int]]) -> list[int]:
+    """For each (guest, O_PATH directory fd, its real path, attrs): a
+    detached copy of the directory with the mount attributes ``attrs``
+    (pico_detached_mounts), or -1 where attrs is 0.  Every fd returned is
+    the caller's to close."""
+    global _copy_cache_table
+    out = [-1] * len(wanted)
+    todo: dict[tuple[int, int, int], list[int]] = {}  # (dev, ino, attrs) -> indexes
+    for i, (_, fd, _, attrs) in enumerate(wanted):
+        if attrs:
+            st = os.fstat(fd)
+            todo.setdefault((st.st_dev, st.st_ino, attrs), []).append(i)
+    if not todo:
+        return out
+    with _copy_lock:
+        table = current_mount_table()
+        if table is None or table is not _copy_cache_table or len(_copy_cache) > _COPY_CACHE_MAX:
+            for fd in _copy_cache.values():
+                os.close(fd)
+            _copy_cache.clear()
+            _copy_cache_table = table
+        missing = [key for key in todo if key not in _copy_cache]
+        made = _make_copies([wanted[todo[key][0]] for key in missing])
+        if table is not None:
+            _copy_cache.update(zip(missing, made, strict=True))
+        try:
+            for key, indexes in todo.items():
+                shared = _copy_cache[key] if table is not None else made[missing.index(key)]
+                for i in indexes:
+                    out[i] = os.dup(shared)
+        except BaseException:
+            for fd in out:
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            if table is None:
+                for fd in made:
+                    os.close(fd)
+    return out
+
+
+def _make_copies(wanted: list[tuple[str, int, str, int]]) -> list[int]:
+    """pico_detached_mounts for each (guest, fd, real path, attrs)."""
+    out: list[int] = []
+    in_userns = int(os.geteuid() != 0)
+    try:
+        for start in range(0, len(wanted), lib.PICO_HELPER_MAX_FDS):
+            chunk = wanted[start:start + lib.PICO_HELPER_MAX_FDS]
+            paths = [ffi.new("char[]", os.fsencode(real)) for _, _, real, _ in chunk]
+            fds = ffi.new("int[]", len(chunk))
+            ret = lib.pico_detached_mounts(ffi.new("int[]", [fd for _, fd, _, _ in chunk]),
+                                           ffi.new("char *[]", paths),
+                                           ffi.new("unsigned int[]", [a for _, _, _, a in chunk]),
+                                           len(chunk), in_userns, fds)
+            if ret < 0:
+                names = ", ".join(guest for guest, *_ in chunk)
+                how = "open_tree + mount_setattr" + (" in a user namespace helper" if in_userns else "")
+                raise MonitorError(-ret, f"mount {names}: making the read-only/no-exec copy of the host "
+                                   f"directory ({how}): {os.strerror(-ret)}")
+            out.extend(fds)
+    except BaseException:
+        for fd in out:
+            os.close(fd)
+        raise
+    return out
+
+
 # Errors of opening a host path as a directory that mean "not one" (what a
 # failing stat or a non-directory told before): the file-mount path decides.
 _NOT_OPENABLE_AS_DIRECTORY = frozenset({errno_mod.ENOTDIR, errno_mod.ENOENT, errno_mod.ELOOP,
@@ -376,7 +466,49 @@ class FsPolicy:
                   data_only: bool = False) -> None:
         """Shows the host directory (or file) ``host`` at ``guest``.  With
         ``data_only`` files may be opened for writing but never changed
-        otherwise (mode, owner, times, size, names): for device files."""
+        otherwise (mode, owner, times, size, names): for device files.
+        A read-only or no-exec mount is shown through a detached copy of
+        the host directory with those mount attributes (see add_mounts)."""
+        self.add_mounts([(guest, host, writable, exec, data_only)])
+
+    def add_mounts(self, mounts: Iterable[tuple[str, str, bool, bool, bool]]) -> None:
+        """add_mount for each (guest, host, writable, exec, data_only).
+
+        Where a mount is read-only or no-exec, the monitor does not use the
+        host directory itself but a detached copy of it (open_tree +
+        mount_setattr: it appears in no mount table and lives as long as an
+        fd on it) with the mount attributes RDONLY and/or NOEXEC (and
+        NOSUID): every fd the monitor opens there, and so every fd the guest
+        gets from there, carries them, and the kernel enforces them on its
+        own: no write through it, and no mmap(PROT_EXEC) or execveat of a
+        no-exec file, whoever asks (the dynamic loader mapping a program,
+        dlopen).  The copies of one call are made together (an unprivileged
+        monitor needs one helper in a user namespace for them)."""
+        opened = []  # (guest, fd, leaf, mode, exec, real)
+        try:
+            for guest, host, writable, exec_, data_only in mounts:
+                fd, leaf, real = self._open_host(guest, host)
+                mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
+                opened.append((guest, fd, leaf, mode, exec_, real))
+            copies = _detached_copies([(guest, fd, os.path.dirname(real) if leaf else real,
+                                        _kernel_mount_attrs(mode, exec_))
+                                       for guest, fd, leaf, mode, exec_, real in opened])
+            try:
+                for (guest, fd, leaf, mode, exec_, real), copy in zip(opened, copies, strict=True):
+                    self._add_fd(guest, fd if copy < 0 else copy, leaf, mode, exec_)
+                    self._mounts.append((guest, real if leaf is None else None))
+                    self._host_objects.append((guest, real))
+            finally:
+                for fd in set(copies):
+                    if fd >= 0:
+                        os.close(fd)
+        finally:
+            for _, fd, *_ in opened:
+                os.close(fd)
+
+    @staticmethod
+    def _open_host(guest: str, host: str) -> tuple[int, str | None, str]:
+        """(O_PATH fd of the directory, leaf name for a file mount, real path)."""
         real = os.path.realpath(host)
         leaf = None
         fd = -1
@@ -396,13 +528,7 @@ class FsPolicy:
                 fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise MonitorError(errno_mod.ENOENT, f"mount {guest}: host path {host} does not exist") from None
-        mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
-        try:
-            self._add_fd(guest, fd, leaf, mode, exec)
-        finally:
-            os.close(fd)
-        self._mounts.append((guest, real if leaf is None else None))
-        self._host_objects.append((guest, real))
+        return fd, leaf, real
 
     def add_mount_fd(self, guest: str, dir_fd: int, *, writable: bool = True, exec: bool = True) -> None:
         """Shows the directory open on ``dir_fd`` (e.g. a scratch tmpfs) at
@@ -427,9 +553,11 @@ class FsPolicy:
         """Mounts /dev/null, zero, full, random and urandom: writable data,
         no exec, and never changed otherwise, whatever the host's permissions
         (a host /dev/null owned by nobody was seen: chmod must not reach it)."""
-        for name in self.LIBRARY_OS_DEVICES:
-            if os.path.exists(f"/dev/{name}"):
-                self.add_mount(f"/dev/{name}", f"/dev/{name}", exec=False, data_only=True)
+        self.add_mounts(self._library_os_devices())
+
+    def _library_os_devices(self) -> list[tuple[str, str, bool, bool, bool]]:
+        return [(f"/dev/{name}", f"/dev/{name}", False, False, True)
+                for name in self.LIBRARY_OS_DEVICES if os.path.exists(f"/dev/{name}")]
 
     def add_hidden(self, guest: str) -> None:
         """Refuses ``guest`` and everything under it (call after the mounts)."""
@@ -480,8 +608,9 @@ class FsPolicy:
         scratch_fds = dict(scratch_fds or {})
         policy = cls()
         try:
-            for m in manifest.mounts:
-                policy.add_mount(m.guest, m.host, writable=m.writable, exec=m.exec)
+            # One batch: the detached copies are made together.
+            policy.add_mounts([(m.guest, m.host, m.writable, m.exec, False) for m in manifest.mounts]
+                              + policy._library_os_devices())
             for t in manifest.tmpfs:
                 if t.guest not in scratch_fds:
                     raise MonitorError(errno_mod.EINVAL, f"tmpfs {t.guest}: no scratch directory fd given")
@@ -489,7 +618,6 @@ class FsPolicy:
             if scratch_fds:
                 raise MonitorError(errno_mod.EINVAL, f"scratch fds for paths the manifest has no tmpfs at: "
                                    f"{', '.join(sorted(scratch_fds))}")
-            policy.add_library_os_devices()
             resolver = _Resolver()  # one for all the hidden paths of this build
             for h in manifest.hidden:
                 policy.hide_with_aliases(h, resolver)

@@ -10,6 +10,7 @@ rule by name only.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def test_hidden_subtree_stays_hidden_through_a_bind_mount_alias(picoproc_exe, tm
              "/inner/deep.txt", "/alias/public.txt"]
     proc = _picoproc_in_mount_namespace(
         picoproc_exe, setup,
-        ["run", "--mount", f"/data={data}", "--mount", f"/alias={alias}", "--mount", f"/inner={inner}",
+        ["run", "-v", f"{data}:/data", "-v", f"{alias}:/alias", "-v", f"{inner}:/inner",
          "--hide", "/data/secret", "--", "/bin/sh", "-c",
          "for f in " + " ".join(reads) + "; do cat $f 2>/dev/null || echo refused $f; done; "
          "ls /alias/secret >/dev/null 2>&1 || echo refused ls"])
@@ -121,3 +122,120 @@ def test_mount_table_identity_follows_bind_roots_stacked_mounts_and_escapes():
     # /mnt/over: the bind mount on top hides the tmpfs under it.
     assert table.identity("/mnt/over/x") == ("8:1", "/srv/data/secret/x")
     assert MountTable("").identity("/x") is None
+
+
+# ---------------------------------------------------------------------------
+# noexec and read-only, enforced by the kernel on the fds the monitor hands out
+
+LD_SO = "/lib64/ld-linux-x86-64.so.2"
+LIBM = "/usr/lib/x86_64-linux-gnu/libm.so.6"
+
+# What a program can do with files of a no-exec mount besides execve: the
+# dynamic loader maps one as a program, dlopen maps a library, mmap asks for
+# PROT_EXEC.  Each line says whether the kernel let it.
+NOEXEC_PROBE = textwrap.dedent("""
+    import ctypes, mmap, os, subprocess, sys
+    nx = sys.argv[1]
+    p = subprocess.run([sys.argv[2], nx + "/true"], capture_output=True, text=True)
+    print("ld.so", p.returncode, "failed to map segment" in p.stderr)
+    try:
+        ctypes.CDLL(nx + "/libm.so.6")
+        print("dlopen ok")
+    except OSError as e:
+        print("dlopen refused", "failed to map segment" in str(e))
+    fd = os.open(nx + "/libm.so.6", os.O_RDONLY)
+    try:
+        mmap.mmap(fd, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_EXEC)
+        print("mmap exec ok")
+    except OSError as e:
+        print("mmap exec", e.errno)
+    mmap.mmap(fd, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ)
+    print("mmap read ok")
+    f = os.statvfs(nx).f_flag
+    print("flags", bool(f & os.ST_NOEXEC), bool(f & os.ST_RDONLY))
+""")
+NOEXEC_EXPECTED = ["ld.so 127 True", "dlopen refused True", "mmap exec 1", "mmap read ok",
+                   "flags True True"]
+
+
+def _noexec_dir(root):
+    nx = root / "nx"
+    nx.mkdir(mode=0o755)
+    for src in ("/bin/true", LIBM):
+        shutil.copy(src, nx)
+        (nx / os.path.basename(src)).chmod(0o755)
+    return nx
+
+
+def _noexec_manifest(nx):
+    import dataclasses
+
+    from picoproc.manifest import Mount, default_manifest
+
+    base = default_manifest()
+    return dataclasses.replace(base, mounts=(*base.mounts, Mount("/nx", str(nx), exec=False)))
+
+
+@pytest.mark.skipif(not os.path.exists(LD_SO) or not os.path.exists(LIBM), reason="x86-64 glibc layout")
+def test_noexec_holds_for_the_loader_dlopen_and_mmap_as_on_linux(tmp_path):
+    """The oracle is Linux itself: the same probe, run natively against a
+    noexec bind mount of the same directory, must say the same (before: the
+    monitor refused execve only, and all three ran the files' code)."""
+    from picoproc.api import Sandbox
+
+    nx = _noexec_dir(tmp_path)
+    tmp_path.chmod(0o755)
+    result = Sandbox(_noexec_manifest(nx)).run(["python3", "-c", NOEXEC_PROBE, "/nx", LD_SO], capture=True, timeout=TIMEOUT)
+    assert result.status == 0, result.stderr
+    assert result.stdout.decode().splitlines() == NOEXEC_EXPECTED
+    if os.geteuid() == 0:
+        native = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mount --bind {nx} {nx} && mount -o remount,bind,ro,noexec {nx} && "
+             f"exec python3 -c \"$0\" {nx} {LD_SO}", NOEXEC_PROBE],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        assert native.stdout.splitlines() == NOEXEC_EXPECTED, native.stderr
+
+
+def test_read_only_mounts_are_read_only_in_the_kernel_too():
+    """Every fd the guest gets from a read-only mount is on a read-only
+    mount (statvfs reads the mount's flags through the monitor's own fd):
+    a write the policy check missed would still be refused."""
+    from picoproc.api import Sandbox
+
+    probe = ("import os\n"
+             "for d in ('/usr', '/etc', '/tmp'):\n"
+             "    f = os.statvfs(d).f_flag\n"
+             "    print(d, bool(f & os.ST_RDONLY), bool(f & os.ST_NOEXEC), bool(f & os.ST_NOSUID))\n")
+    result = Sandbox().run(["python3", "-c", probe], capture=True, timeout=TIMEOUT)
+    assert result.stdout.decode().splitlines() == [
+        "/usr True False True", "/etc True True True", "/tmp False False True"], result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(LD_SO) or not os.path.exists(LIBM), reason="x86-64 glibc layout")
+def test_noexec_is_kernel_enforced_for_an_unprivileged_monitor(unpriv_env):
+    """An unprivileged monitor cannot make mounts in its own mount
+    namespace: a helper in a user namespace makes the detached copy."""
+    import tempfile
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="picoproc-nx-"))
+    try:
+        root.chmod(0o755)
+        nx = _noexec_dir(root)
+        script = textwrap.dedent(f"""
+            import dataclasses, sys
+            from picoproc.api import Sandbox
+            from picoproc.manifest import Mount, default_manifest
+            base = default_manifest()
+            m = dataclasses.replace(base, mounts=(*base.mounts, Mount("/nx", {str(nx)!r}, exec=False)))
+            r = Sandbox(m).run(["python3", "-c", sys.argv[1], "/nx", {LD_SO!r}], capture=True)
+            sys.stdout.write(r.stdout.decode())
+            sys.stderr.write(r.stderr.decode())
+        """)
+        proc = subprocess.run([*unpriv_env["prefix"], unpriv_env["python"], "-c", script, NOEXEC_PROBE],
+                              capture_output=True, text=True, timeout=TIMEOUT, env=unpriv_env["env"],
+                              cwd="/", check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines() == NOEXEC_EXPECTED, proc.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
