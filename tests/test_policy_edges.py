@@ -239,3 +239,185 @@ def test_noexec_is_kernel_enforced_for_an_unprivileged_monitor(unpriv_env):
         assert proc.stdout.splitlines() == NOEXEC_EXPECTED, proc.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Socket options: an allow-list of names in the ABI table
+
+SOCKOPT_PROBE = textwrap.dedent("""
+    import ctypes, ctypes.util, os, socket, struct
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    a, b = socket.socketpair()
+    # struct sock_fprog {len, filter*}: one instruction, "accept everything".
+    insn = (ctypes.c_uint64 * 1)(0x0000ffff00000006)
+    prog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn))
+    def attempt(level, name, value):
+        buf = ctypes.create_string_buffer(value)
+        r = libc.setsockopt(a.fileno(), level, name, buf, len(value))
+        return "ok" if r == 0 else os.strerror(ctypes.get_errno())
+    print("SO_ATTACH_FILTER", attempt(socket.SOL_SOCKET, 26, prog))
+    print("SO_ATTACH_BPF", attempt(socket.SOL_SOCKET, 50, struct.pack("i", -1)))
+    print("SO_MARK", attempt(socket.SOL_SOCKET, 36, struct.pack("i", 1)))
+    print("SO_RCVBUF", attempt(socket.SOL_SOCKET, socket.SO_RCVBUF, struct.pack("i", 65536)))
+    print("SO_PASSCRED", attempt(socket.SOL_SOCKET, socket.SO_PASSCRED, struct.pack("i", 1)))
+    print("type", a.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM)
+""")
+
+
+def test_socket_options_outside_the_allow_list_are_refused():
+    """setsockopt(SO_ATTACH_FILTER) on a socketpair handed guest BPF to the
+    host kernel (the whole SOL_SOCKET level was allowed); now only listed
+    names pass the filter, the rest are refused (ENOPROTOOPT) and audited."""
+    from picoproc.api import Sandbox
+
+    result = Sandbox().run(["python3", "-c", SOCKOPT_PROBE], capture=True, timeout=TIMEOUT)
+    assert result.status == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "SO_ATTACH_FILTER Protocol not available", "SO_ATTACH_BPF Protocol not available",
+        "SO_MARK Protocol not available", "SO_RCVBUF ok", "SO_PASSCRED ok", "type True"]
+    assert "setsockopt" in result.unsupported
+
+
+def test_the_filter_refuses_every_unlisted_socket_option():
+    """From the ABI table: (level, name) pairs, nothing else, on the full
+    registers (upper-half garbage is refused too)."""
+    from picoproc.abi.table import load_table
+
+    table = load_table().direct_by_name()
+    for call in ("setsockopt", "getsockopt"):
+        d = table[call]
+        assert d.allows((3, 1, 2, 0, 4, 0))  # SOL_SOCKET, SO_REUSEADDR
+        assert d.allows((3, 6, 1, 0, 4, 0))  # IPPROTO_TCP, TCP_NODELAY
+        # IPPROTO_IPV6 traps: the library OS records IPV6_V6ONLY itself.
+        assert not d.allows((3, 41, 26, 0, 4, 0))
+        for level, name in ((1, 26), (1, 50), (1, 51), (1, 52), (1, 44), (1, 25), (1, 36), (6, 31),
+                            (6, 13), (0, 64), (41, 64), (0, 83), (0, 35), (270, 1)):
+            assert not d.allows((3, level, name, 0, 4, 0)), (call, level, name)
+        assert not d.allows((3, 1 | (1 << 32), 2, 0, 4, 0))
+        assert not d.allows((3, 1, 2 | (1 << 32), 0, 4, 0))
+
+
+# What a real runtime's own networking code sets (listeners, connects,
+# keep-alive, no-delay, dual-stack), traced natively: every (level, name) it
+# uses must be on the allow-list, or the runtime would fail inside.
+RUNTIME_PROGRAMS = {
+    "python": ("py", textwrap.dedent("""
+        import asyncio, socket
+        async def main():
+            async def handle(r, w):
+                w.write(await r.readline()); await w.drain(); w.close()
+            srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+            r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+            w.write(b"hi\\n"); await w.drain(); print((await r.readline()).decode().strip())
+            w.close(); srv.close()
+        asyncio.run(main())
+        s = socket.create_server(("127.0.0.1", 0))
+        c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        c.sendall(b"x"); print(a.recv(1).decode())
+    """)),
+    "go": ("go", textwrap.dedent("""
+        package main
+        import ("bufio"; "fmt"; "net")
+        func main() {
+            ln, err := net.Listen("tcp", "127.0.0.1:0"); if err != nil { panic(err) }
+            go func() { c, _ := ln.Accept(); l, _ := bufio.NewReader(c).ReadString('\\n'); c.Write([]byte(l)); c.Close() }()
+            c, err := net.Dial("tcp", ln.Addr().String()); if err != nil { panic(err) }
+            c.Write([]byte("hi\\n")); l, _ := bufio.NewReader(c).ReadString('\\n'); fmt.Print(l); c.Close()
+            fmt.Println("x")
+        }
+    """)),
+    "node": ("js", textwrap.dedent("""
+        const net = require('net');
+        const srv = net.createServer(s => s.on('data', d => s.end(d))).listen(0, '127.0.0.1', () => {
+          const c = net.connect(srv.address().port, '127.0.0.1', () => c.write('hi\\n'));
+          c.setNoDelay(true); c.setKeepAlive(true, 1000);
+          c.on('data', d => { console.log(d.toString().trim()); console.log('x'); c.end(); srv.close(); });
+        });
+    """)),
+    "java": ("java", textwrap.dedent("""
+        import java.io.*; import java.net.*;
+        public class Net { public static void main(String[] a) throws Exception {
+          ServerSocket s = new ServerSocket(0, 50, InetAddress.getByName("127.0.0.1"));
+          Thread t = new Thread(() -> { try { Socket c = s.accept();
+             BufferedReader r = new BufferedReader(new InputStreamReader(c.getInputStream()));
+             c.getOutputStream().write((r.readLine() + "\\n").getBytes()); c.close(); }
+             catch (Exception e) { throw new RuntimeException(e); } });
+          t.start();
+          Socket c = new Socket(); c.setTcpNoDelay(true); c.setKeepAlive(true); c.setSoTimeout(5000);
+          c.connect(new InetSocketAddress("127.0.0.1", s.getLocalPort()));
+          c.getOutputStream().write("hi\\n".getBytes());
+          System.out.println(new BufferedReader(new InputStreamReader(c.getInputStream())).readLine());
+          System.out.println("x"); c.close(); t.join(); s.close();
+        }}
+    """)),
+}
+
+
+def _runtime_command(name: str, directory: pathlib.Path) -> list[str]:
+    """The command running RUNTIME_PROGRAMS[name] (built into ``directory``)."""
+    ext, source = RUNTIME_PROGRAMS[name]
+    tool = {"python": "python3", "go": "go", "node": "node", "java": "java"}[name]
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    path = directory / ("Net.java" if name == "java" else f"net.{ext}")
+    path.write_text(source)
+    if name == "go":
+        env = {**os.environ, "GOCACHE": str(directory / "gocache"), "GOPATH": str(directory / "gopath"),
+               "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+        subprocess.run(["go", "build", "-o", str(directory / "net_go"), str(path)], env=env,
+                       check=True, capture_output=True, timeout=300)
+        return [str(directory / "net_go")]
+    return {"python": ["python3", str(path)], "node": ["node", str(path)],
+            "java": ["java", str(path)]}[name]
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIME_PROGRAMS))
+def test_the_socket_options_real_runtimes_set_are_on_the_allow_list(runtime, tmp_path):
+    from picoproc.abi.table import load_table
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    command = _runtime_command(runtime, tmp_path)
+    trace = tmp_path / "trace"
+    proc = subprocess.run(["strace", "-f", "-qq", "-o", str(trace), "-e", "trace=setsockopt,getsockopt",
+                           "-e", "raw=setsockopt,getsockopt", *command],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["hi", "x"]
+    used = set()
+    for line in trace.read_text().splitlines():
+        call, _, rest = line.partition("(")
+        call = call.split()[-1] if call.split() else ""
+        if call in ("setsockopt", "getsockopt"):
+            args = [a.strip() for a in rest.split(",")]
+            used.add((call, int(args[1], 0), int(args[2], 0)))
+    assert used, "the runtime set no socket option at all: the trace is wrong"
+    # The filter lets SOL_SOCKET and IPPROTO_TCP through by name and refuses
+    # the other names of those levels; other levels trap to the library OS.
+    table = load_table().direct_by_name()
+    refused = sorted(u for u in used if u[1] in (1, 6) and not table[u[0]].allows((3, u[1], u[2], 0, 4, 0)))
+    assert refused == [], f"{runtime} uses socket options the filter refuses: {refused}"
+
+
+@pytest.mark.parametrize("runtime", ["python", "go"])
+def test_runtimes_networking_runs_the_same_under_the_allow_list(runtime, tmp_path):
+    """The same programs in a picoprocess (with loopback granted) print
+    what they print natively.  (Node's connect and Java's start-up fail in
+    the library OS for reasons of their own, before any option is set.)"""
+    import dataclasses
+
+    from picoproc.api import Sandbox
+    from picoproc.manifest import Endpoint, Mount, default_manifest
+
+    command = _runtime_command(runtime, tmp_path)
+    for p in [tmp_path, *tmp_path.iterdir()]:
+        p.chmod(0o755)
+    guest = [c.replace(str(tmp_path), "/prog") for c in command]
+    base = default_manifest()
+    m = dataclasses.replace(base, mounts=(*base.mounts, Mount("/prog", str(tmp_path))),
+                            net_connect=(Endpoint("127.0.0.1", 0),), net_listen=(Endpoint("127.0.0.1", 0),))
+    result = Sandbox(m).run(guest, capture=True, timeout=TIMEOUT)
+    assert result.status == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["hi", "x"]
