@@ -181,7 +181,7 @@ static ssize_t recv_report(int sock, struct child_report *rep, int *fd_out, pid_
 		}
 	}
 	if (msg.msg_flags & MSG_CTRUNC)
-		return -2; /* more fds than we have room for: treat as a broken peer */
+		return -2; /* an fd was not received: no room for it here (EMFILE) */
 	return n;
 }
 
@@ -868,8 +868,22 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		goto close_all;
 	}
 	if (pid == 0) {
-		if (sv[1] != PICO_REPORT_FD && raw(SYS_dup3, sv[1], PICO_REPORT_FD, O_CLOEXEC, 0, 0) < 0)
+		/* The report and status ends and the loader fd sit at fixed
+		 * numbers just below 1024: a monitor whose soft fd limit is
+		 * lower lends its child room up to its hard limit. */
+		struct rlimit nofile;
+		if (raw(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&nofile, 0) == 0 &&
+		    nofile.rlim_cur < PICO_LOADER_FD + 1) {
+			nofile.rlim_cur = nofile.rlim_max < PICO_LOADER_FD + 1 ? nofile.rlim_max
+									  : PICO_LOADER_FD + 1;
+			raw(SYS_prlimit64, 0, RLIMIT_NOFILE, (long)&nofile, 0, 0);
+		}
+		if (sv[1] != PICO_REPORT_FD && raw(SYS_dup3, sv[1], PICO_REPORT_FD, O_CLOEXEC, 0, 0) < 0) {
+			struct child_report rep = {PICO_STEP_SETUP, errno == EBADF ? EMFILE : errno};
+			ssize_t w = write(sv[1], &rep, sizeof(rep));
+			(void)w;
 			_exit(127);
+		}
 		if (st[1] != PICO_STATUS_FD && raw(SYS_dup3, st[1], PICO_STATUS_FD, O_CLOEXEC, 0, 0) < 0)
 			_exit(127);
 		if (gn[1] >= 0 && gn[1] != PICO_GUESTNET_FD &&
@@ -904,6 +918,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		int fd = -1;
 		pid_t sender = 0;
 		ssize_t n = recv_report(sv[0], &rep, &fd, &sender);
+		/* A child that failed closed its end before reading "g": the
+		 * socket reports ECONNRESET once, ahead of the report it left
+		 * queued, which says why. */
+		if (n < 0 && errno == ECONNRESET)
+			continue;
 		if (n == 0) {
 			if (!hello) {
 				/* Both ends closed without a hello: something died. */
@@ -928,7 +947,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			close(fd);
 		failed = 1;
 		if (n != (ssize_t)sizeof(rep) || rep.step == PICO_STEP_NONE) {
-			rep.err = n == -1 ? errno : EIO;
+			/* -2: the kernel could not give this process the fd the
+			 * guest sent (its fd table is full). */
+			rep.err = n == -1 ? errno : n == -2 ? EMFILE : EIO;
 			rep.step = PICO_STEP_HANDSHAKE;
 		}
 	}

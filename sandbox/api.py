@@ -927,6 +927,7 @@ class Sandbox:
                 identity=identity.as_dict(),
                 stopped_by=ending.stopped_by,
                 pid=spawned_done.guest_pid or None,
+                cleanup_error=raw_result.cleanup_error,
             )
             if kill_log is not None and result.signal == signal_mod.SIGSYS:
                 nr = kill_log.find(spawned_done.guest_pid)

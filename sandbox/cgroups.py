@@ -297,9 +297,18 @@ def _kill_members(path: str) -> None:
             pass
 
 
+def _child_cgroups(path: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
 def _remove_dir(path: str, timeout: float = 5.0) -> None:
     """Removes a run cgroup, killing stragglers; bounded retries while the
-    kernel finishes tearing down exiting members (rmdir says EBUSY)."""
+    kernel finishes tearing down exiting members (rmdir says EBUSY).  A
+    cgroup holding cgroups of its own is not picoproc's to empty: that fails
+    at once, naming them."""
     deadline = time.monotonic() + timeout
     killed = False
     while True:
@@ -309,12 +318,63 @@ def _remove_dir(path: str, timeout: float = 5.0) -> None:
         except FileNotFoundError:
             return
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+            if exc.errno != errno.EBUSY:
+                raise
+            children = _child_cgroups(path)
+            if children:
+                raise OSError(errno.EBUSY, f"it holds cgroups picoproc did not make: {', '.join(children)}",
+                              path) from None
+            if time.monotonic() > deadline:
                 raise
         if not killed:
             _kill_members(path)
             killed = True
         time.sleep(0.002)
+
+
+# Run cgroups that could not be removed when their run ended (a process that
+# would not die in time, a cgroup someone else made inside): retried before
+# each new run cgroup is made and when the monitor exits; a monitor that
+# dies first leaves them to the next one's sweep_stale.
+_pending_lock = threading.Lock()
+_pending: set[str] = set()
+
+
+def _defer_removal(paths: list[str]) -> None:
+    global _atexit_registered
+    with _pending_lock:
+        _pending.update(paths)
+        if not _atexit_registered:
+            import atexit
+
+            atexit.register(retry_pending_removals)
+            _atexit_registered = True
+
+
+_atexit_registered = False
+
+
+def pending_removals() -> set[str]:
+    """Run cgroups waiting to be removed."""
+    with _pending_lock:
+        return set(_pending)
+
+
+def retry_pending_removals() -> list[str]:
+    """Tries again to remove the run cgroups that could not be removed;
+    returns those still there."""
+    with _pending_lock:
+        paths = sorted(_pending)
+    left = []
+    for path in paths:
+        try:
+            _remove_dir(path, timeout=0.05)
+        except OSError:
+            left.append(path)
+            continue
+        with _pending_lock:
+            _pending.discard(path)
+    return left
 
 
 def sweep_stale(plan: _Plan | None = None) -> list[str]:
@@ -460,18 +520,24 @@ class RunCgroup:
         return CgroupStats(peak, oom, mem_hits, pid_hits)
 
     def remove(self) -> None:
-        """Kills anything still inside and removes the directories (idempotent)."""
+        """Kills anything still inside and removes the directories
+        (idempotent).  A directory that cannot be removed is retried later
+        (before the next run cgroup is made, and at exit): CgroupError says
+        which and why, after everything else was done."""
         if self._removed:
             return
-        errors = []
+        errors, stuck = [], []
         for path in dict.fromkeys(self.paths.values()):
             try:
                 _remove_dir(path)
             except OSError as exc:
                 errors.append(f"{path}: {exc.strerror}")
+                stuck.append(path)
         self._removed = True
         if errors:
-            raise CgroupError(errno.EBUSY, "could not remove run cgroup " + "; ".join(errors))
+            _defer_removal(stuck)
+            raise CgroupError(errno.EBUSY, "could not remove run cgroup " + "; ".join(errors)
+                              + " (retried later)")
 
 
 def create_run_cgroup(
@@ -502,6 +568,8 @@ def create_run_cgroup(
     if not _swept:
         _swept = True
         sweep_stale(plan)
+    if _pending:
+        retry_pending_removals()
     name = f"{_PREFIX}{os.getpid()}-{next(_counter)}"
     paths: dict[str, str] = {}
     bases = plan.bases + (plan.usage_bases if count_cpu else ())

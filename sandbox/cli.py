@@ -334,6 +334,8 @@ def _cmd_run(args) -> int:
         _write_json(args.json, result.to_json(output=False))
     if result.audit_error:
         print(f"picoproc: {result.audit_error}; later records were not written", file=sys.stderr)
+    if result.cleanup_error:
+        print(f"picoproc: warning: {result.cleanup_error}", file=sys.stderr)
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
     hint = _write_refusal_hint(manifest, result)

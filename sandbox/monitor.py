@@ -391,7 +391,10 @@ def _detached_copies(wanted: list[tuple[str, int, str, int]]) -> list[int]:
             for key, indexes in todo.items():
                 shared = _copy_cache[key] if table is not None else made[missing.index(key)]
                 for i in indexes:
-                    out[i] = os.dup(shared)
+                    try:
+                        out[i] = os.dup(shared)
+                    except OSError as exc:
+                        raise MonitorError(exc.errno, f"mount {wanted[i][0]}: {exc.strerror}") from None
         except BaseException:
             for fd in out:
                 if fd >= 0:
@@ -487,7 +490,12 @@ class FsPolicy:
         opened = []  # (guest, fd, leaf, mode, exec, real)
         try:
             for guest, host, writable, exec_, data_only in mounts:
-                fd, leaf, real = self._open_host(guest, host)
+                try:
+                    fd, leaf, real = self._open_host(guest, host)
+                except MonitorError:
+                    raise
+                except OSError as exc:
+                    raise MonitorError(exc.errno, f"mount {guest}: opening host {host}: {exc.strerror}") from None
                 mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
                 opened.append((guest, fd, leaf, mode, exec_, real))
             copies = _detached_copies([(guest, fd, os.path.dirname(real) if leaf else real,
@@ -737,45 +745,65 @@ class AuditJsonlWriter:
             if self.error is not None or self._fd < 0:
                 self.dropped += len(records)
                 return
-            lines = [json.dumps(rec, sort_keys=True) + "\n" for rec in records]
+            lines = [(json.dumps(rec, sort_keys=True) + "\n").encode("utf-8") for rec in records]
             keep = len(lines)
             if self._limit is not None:
                 room = self._limit - _AUDIT_TRUNCATION_ROOM - self.written_bytes
                 total = 0
                 for i, line in enumerate(lines):
-                    total += len(line.encode("utf-8"))
+                    total += len(line)
                     if total > room:
                         keep = i
                         break
-            data = "".join(lines[:keep]).encode("utf-8")
-            if data and not self._write(data):
-                self.dropped += len(lines)
-                return
-            self.records_written += keep
-            if keep < len(lines):
-                self.dropped += len(lines) - keep
+            written = self._write_lines(lines[:keep])
+            self.records_written += written
+            self.dropped += len(lines) - written
+            if self.error is None and keep < len(lines):
                 self._stop(f"size limit of {self._limit} bytes reached")
 
-    def _write(self, data: bytes) -> bool:
-        """Appends data whole, or leaves the file as it was and stops."""
+    # Records are written in chunks of about this many bytes; a chunk that
+    # does not fit is written again record by record, so that a full disk
+    # keeps every record that fits.
+    _CHUNK = 16384
+
+    def _write_lines(self, lines: list[bytes]) -> int:
+        """Appends whole lines until one cannot be written (self.error then
+        says why); returns how many were written."""
+        i = 0
+        while i < len(lines):
+            j, size = i, 0
+            while j < len(lines) and (j == i or size + len(lines[j]) <= self._CHUNK):
+                size += len(lines[j])
+                j += 1
+            if self._append(b"".join(lines[i:j])) is None:
+                i = j
+                continue
+            for k in range(i, j):
+                failure = self._append(lines[k])
+                if failure is not None:
+                    self.error = f"audit file {self.path}: {failure.strerror}"
+                    return k
+            i = j
+        return i
+
+    def _append(self, data: bytes) -> OSError | None:
+        """Appends data whole, or leaves the file as it was."""
         try:
             start = os.fstat(self._fd).st_size
         except OSError as exc:
-            self.error = f"audit file {self.path}: {exc.strerror}"
-            return False
+            return exc
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self._fd, view):]
         except OSError as exc:
-            self.error = f"audit file {self.path}: {exc.strerror}"
             try:
                 os.ftruncate(self._fd, start)
             except OSError:
                 pass
-            return False
+            return exc
         self.written_bytes += len(data)
-        return True
+        return None
 
     def _stop(self, reason: str) -> None:
         marker = {"audit_truncated": True, "reason": reason, "records_written": self.records_written}

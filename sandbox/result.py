@@ -122,6 +122,7 @@ class Result:
     # program flooded the monitor faster than they were drained).
     audit_dropped: int = 0
     audit_error: str | None = None  # pico: why the --audit file stopped, if it did
+    cleanup_error: str | None = None  # pico: what was left to clean up after the run (retried later)
     notes: list[str] = dataclasses.field(default_factory=list)  # what a reader must also know
     enforcement: Mapping[str, str] = dataclasses.field(default_factory=dict)  # limit -> mechanism
     unsupported: list[str] = dataclasses.field(default_factory=list)  # Linux calls answered ENOSYS
@@ -273,6 +274,7 @@ class Result:
             "audit_records": len(self.audit),
             "audit_dropped": self.audit_dropped,
             "audit_error": self.audit_error,
+            "cleanup_error": self.cleanup_error,
             "unsupported": list(self.unsupported),
             "enforcement": dict(self.enforcement),
             "identity": dict(self.identity) if self.identity else None,

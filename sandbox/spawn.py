@@ -164,6 +164,7 @@ class RawResult:
     rusage: resource.struct_rusage | None = None  # the whole run (reaper + everything it reaped)
     cgroup_stats: cgroups.CgroupStats | None = None
     limit: str | None = None  # "memory", "cpu_time" or "pids" when that limit ended the run (or refused a fork)
+    cleanup_error: str | None = None  # what could not be cleaned up after the run (retried later)
 
     @property
     def status(self) -> int:
@@ -526,9 +527,14 @@ def wait_picoprocess(spawned: Spawned, timeout: float | None = None) -> RawResul
     guest = _guest_status(spawned.status_fd)
     exit_code, sig = _decode(guest if guest is not None else status)
     stats = None
+    cleanup_error = None
     if spawned.cgroup is not None:
         stats = spawned.cgroup.stats()
-        spawned.cgroup.remove()
+        try:
+            spawned.cgroup.remove()
+        except cgroups.CgroupError as exc:
+            # The run's result stands; the cgroup is removed later.
+            cleanup_error = exc.strerror
     limit = None
     killed = sig == signal.SIGKILL or (guest is None and os.WIFSIGNALED(status))
     if stats is not None and stats.oom_kills > 0 and killed:
@@ -541,7 +547,7 @@ def wait_picoprocess(spawned: Spawned, timeout: float | None = None) -> RawResul
         limit = "cpu_time"
     elif stats is not None and stats.pids_limit_hits > 0:
         limit = "pids"
-    return RawResult(spawned.pid, exit_code, sig, rusage, stats, limit)
+    return RawResult(spawned.pid, exit_code, sig, rusage, stats, limit, cleanup_error)
 
 
 def kill_picoprocess(spawned: Spawned) -> None:
