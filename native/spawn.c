@@ -811,14 +811,35 @@ static int receive_proxies(int chan, int want, struct pico_spawn_result *result)
 	return 0;
 }
 
-static int fd_is_reserved(int fd)
+/* The child puts the status and report ends and the image on fixed numbers
+ * (PICO_GUESTNET_FD .. PICO_LOADER_FD) first: an fd it still needs that sits
+ * there would be clobbered.  A monitor serving many guests holds a thousand
+ * fds and more, so the numbers it gets can be those: such an fd is
+ * duplicated above them for the spawn.  moved == NULL: *fd is our own (the
+ * original is closed); otherwise the caller's (the copy is added to
+ * moved[], which pico_spawn closes).  0, or -1 with errno (EMFILE: no room
+ * above). */
+static int move_off_fixed(int *fd, int *moved, int *nmoved)
 {
-	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD || fd == PICO_GUESTNET_FD;
+	if (*fd < PICO_GUESTNET_FD || *fd > PICO_LOADER_FD)
+		return 0;
+	int copy = fcntl(*fd, F_DUPFD_CLOEXEC, PICO_LOADER_FD + 1);
+	if (copy < 0)
+		return -1;
+	if (moved)
+		moved[(*nmoved)++] = copy;
+	else
+		close(*fd);
+	*fd = copy;
+	return 0;
 }
 
-int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result)
+int pico_spawn(const struct pico_spawn_spec *caller_spec, struct pico_spawn_result *result)
 {
 	int sv[2] = {-1, -1}, st[2] = {-1, -1}, gn[2] = {-1, -1}, parent_pidfd = -1;
+	struct pico_spawn_spec local = *caller_spec;
+	const struct pico_spawn_spec *spec = &local;
+	int moved[16], nmoved = 0;
 	memset(result, 0, sizeof(*result));
 	result->listener_fd = -1;
 	result->status_fd = -1;
@@ -838,14 +859,6 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		result->err = EINVAL;
 		return -1;
 	}
-	/* The reaper places its report/status ends on fixed numbers first; an
-	 * fd it must keep that already sits there would be clobbered. */
-	if (fd_is_reserved(spec->image_fd) || fd_is_reserved(spec->stdio[0]) ||
-	    fd_is_reserved(spec->stdio[1]) || fd_is_reserved(spec->stdio[2])) {
-		result->step = PICO_STEP_SETUP;
-		result->err = EBADF;
-		return -1;
-	}
 	parent_pidfd = (int)raw(SYS_pidfd_open, getpid(), 0, 0, 0, 0);
 	if (parent_pidfd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
 	    pipe2(st, O_CLOEXEC) < 0 ||
@@ -854,11 +867,17 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	int one = 1;
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
 		goto setup_failed;
-	if (fd_is_reserved(sv[1]) || fd_is_reserved(st[1]) || fd_is_reserved(parent_pidfd) ||
-	    fd_is_reserved(gn[1])) {
-		errno = EMFILE; /* only when ~1020 fds are open: refuse rather than clobber */
+	if (move_off_fixed(&local.image_fd, moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[0], moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[1], moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[2], moved, &nmoved) < 0 ||
+	    move_off_fixed(&sv[1], NULL, NULL) < 0 || move_off_fixed(&st[1], NULL, NULL) < 0 ||
+	    move_off_fixed(&parent_pidfd, NULL, NULL) < 0 ||
+	    (gn[1] >= 0 && move_off_fixed(&gn[1], NULL, NULL) < 0))
 		goto setup_failed;
-	}
+	for (int i = 0; i < local.n_cgroup_procs_fds; i++)
+		if (move_off_fixed(&local.cgroup_procs_fds[i], moved, &nmoved) < 0)
+			goto setup_failed;
 
 	/* A raw clone, not fork(3): no atfork handlers run in the child. */
 	long pid = raw(SYS_clone, (long)(spec->clone_flags | SIGCHLD), 0, 0, 0, 0);
@@ -897,6 +916,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (gn[1] >= 0)
 		close(gn[1]);
 	sv[1] = st[1] = gn[1] = parent_pidfd = -1;
+	for (int i = 0; i < nmoved; i++)
+		close(moved[i]);
+	nmoved = 0;
 
 	struct child_report rep = {PICO_STEP_NONE, 0};
 	int failed = 0;
@@ -989,6 +1011,8 @@ setup_failed:
 	result->step = PICO_STEP_SETUP;
 	result->err = errno;
 close_all:
+	for (int i = 0; i < nmoved; i++)
+		close(moved[i]);
 	for (int i = 0; i < 2; i++) {
 		if (sv[i] >= 0)
 			close(sv[i]);

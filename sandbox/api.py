@@ -27,6 +27,7 @@ import functools
 import math
 import os
 import pwd
+import resource
 import select
 import selectors
 import signal as signal_mod
@@ -259,6 +260,21 @@ _shared_lock = threading.Lock()
 _shared: dict[tuple[int, int], tuple[Monitor, _AuditRouter]] = {}
 
 
+# The monitor holds ~20 fds for every run (its mounts' directories, the
+# run's pipes, the guest's listener): past ~50 runs at once the usual soft
+# limit of 1024 would refuse the next one.
+_FD_LIMIT = 1 << 16
+
+
+def _raise_fd_limit() -> None:
+    """Raises this process's soft fd limit towards its hard limit (as a
+    service manager would for a server that does not use select())."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, _FD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def shared_monitor(identity: tuple[int, int] | None = None) -> tuple[Monitor, _AuditRouter]:
     """The process-wide monitor for guests running as ``identity`` (uid, gid;
     default: the default guest identity), started on first use, and its
@@ -272,6 +288,7 @@ def shared_monitor(identity: tuple[int, int] | None = None) -> tuple[Monitor, _A
     with _shared_lock:
         entry = _shared.get(key)
         if entry is None:
+            _raise_fd_limit()
             router = _AuditRouter()
             groups = guest_identity()[2] if key == guest_identity()[:2] else ()
             monitor = Monitor(identity=(key[0], key[1], groups), audit_sink=router.dispatch)

@@ -518,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from picoproc.bench.perf.cli import add_perf_parser
         from picoproc.bench.security.cli import add_bench_parsers
+        from picoproc.bench.soak import add_soak_parser
     except ImportError as exc:
         missing = sub.add_parser("bench", help="benchmarks (not installed in this copy)")
         reason = f"picoproc bench: the benchmark suites are not installed ({exc})"
@@ -528,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
 
         missing.set_defaults(func=_no_bench)
     else:
-        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser])
+        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser, add_soak_parser])
     return parser
 
 

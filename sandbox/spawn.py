@@ -217,10 +217,6 @@ def _check_fd(fd, what: str) -> int:
         os.fstat(fd)
     except OSError:
         raise ConfigError(f"{what}: fd {fd} is not open") from None
-    if fd in (lib.PICO_REPORT_FD, lib.PICO_STATUS_FD, lib.PICO_GUESTNET_FD):
-        raise ConfigError(
-            f"{what}: fd {fd} is reserved for the spawn's report channel; dup it elsewhere"
-        )
     return fd
 
 
