@@ -353,3 +353,67 @@ def test_a_guest_gets_a_bounded_number_of_listeners():
     result = Sandbox(_net_manifest(listen=[0])).run(["python3", "-c", LISTEN_MANY, str(cap + 10)],
                                                    capture=True, timeout=TIMEOUT)
     assert result.stdout == f"{cap} 24\n".encode(), result.stderr
+
+
+def test_scratch_inodes_are_bounded_for_an_unprivileged_monitor_too(unpriv_env):
+    """The scratch tmpfs an unprivileged monitor gets from its user-namespace
+    helper has the same inode bound."""
+    import subprocess
+
+    proc = subprocess.run(
+        [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc", "run", "--tmpfs", "/tmp:1M", "--",
+         "python3", "-c", MKDIR_LOOP.replace("sys.stdin.read(1)\n", "")],
+        capture_output=True, timeout=TIMEOUT, env=unpriv_env["env"], cwd="/", check=False)
+    assert proc.returncode == 0, proc.stderr
+    made, err = proc.stdout.split()
+    assert err == b"28" and int(made) < scratch_inodes(1 << 20), proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# What a manifest makes the monitor hold
+
+def test_mounts_and_scratch_file_systems_are_counted(run_picoproc):
+    from picoproc.manifest import MAX_TMPFS
+
+    # The default manifest has its /tmp: MAX_TMPFS flags make one too many.
+    tmpfs = [a for i in range(MAX_TMPFS) for a in ("--tmpfs", f"/t{i}:64K")]
+    proc = run_picoproc("run", *tmpfs, "--", "true")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"picoproc: --tmpfs: {MAX_TMPFS + 1} tmpfs; at most {MAX_TMPFS} (each is "
+                                   "a file system the monitor creates for the run)")
+    ok = run_picoproc("run", *tmpfs[:-2], "--", "/bin/sh", "-c", f"ls -d /t{MAX_TMPFS - 2}")
+    assert ok.returncode == 0 and ok.stdout == f"/t{MAX_TMPFS - 2}\n", ok.stderr
+
+
+def test_the_fds_the_monitor_holds_for_a_run_are_bounded_and_given_back(tmp_path):
+    """Measured from outside the guest: the monitor's own fd table while a
+    run with 16 scratch file systems waits, and after it."""
+    from picoproc.manifest import MAX_TMPFS
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    base = default_manifest()
+    m = dataclasses.replace(base, tmpfs=(*base.tmpfs, *(Tmpfs(f"/t{i}", 65536) for i in range(MAX_TMPFS - 1))))
+    sandbox = Sandbox(m)
+    sandbox.run(["/bin/true"], capture=True)  # the shared monitor and its caches exist
+    before = fds()
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    thread, box = _run_in_thread(sandbox, ["/bin/sh", "-c", "echo waiting; read x"], stdin=in_r,
+                                 stdout=out_w, timeout=TIMEOUT)
+    try:
+        assert _read_line(out_r, TIMEOUT) == b"waiting\n"
+        during = fds()
+    finally:
+        os.write(in_w, b"x\n")
+        thread.join(TIMEOUT)
+    for fd in (in_r, in_w, out_r, out_w):
+        os.close(fd)
+    assert box["result"].status == 0
+    # Per run: two per scratch (its fd and the policy's), one per mount,
+    # the pipes, the guest's listener, and a few of the spawn's.
+    mounts = len(m.mounts) + 5 + 1  # the library OS's devices, the skeleton
+    print(f"monitor fds: {before} before, {during} during a run with {len(m.tmpfs)} tmpfs and {mounts} mounts")
+    assert during - before <= 2 * len(m.tmpfs) + mounts + 12, (before, during)
+    assert fds() == before
