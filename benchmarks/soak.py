@@ -329,9 +329,8 @@ def run_soak(guests: int = 64, duration: float = 60.0, log=None) -> dict:
                        for i in range(guests)]
             for t in threads:
                 t.start()
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.5)
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(max(0.0, next_log - time.monotonic()) if log else None)
                 if log and time.monotonic() >= next_log:
                     log(f"soak: {time.monotonic() - started:.0f} s, {sum(counts.values())} runs")
                     next_log += 10

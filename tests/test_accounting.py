@@ -417,3 +417,35 @@ def test_the_fds_the_monitor_holds_for_a_run_are_bounded_and_given_back(tmp_path
     print(f"monitor fds: {before} before, {during} during a run with {len(m.tmpfs)} tmpfs and {mounts} mounts")
     assert during - before <= 2 * len(m.tmpfs) + mounts + 12, (before, during)
     assert fds() == before
+
+
+def test_monitor_cpu_ends_the_run_for_an_unprivileged_monitor_too(unpriv_env):
+    """Without root there is no run cgroup to read the guest's own CPU time
+    from: the monitor's part is checked against the limit on its own."""
+    import pathlib
+    import shutil
+    import subprocess
+    import tempfile
+    import textwrap
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="picoproc-cpu-"))
+    try:
+        _link_chain(root)
+        script = textwrap.dedent(f"""
+            import dataclasses, json, sys
+            from picoproc.api import Sandbox
+            from picoproc.manifest import Mount, default_manifest
+            base = default_manifest()
+            m = dataclasses.replace(base, mounts=(*base.mounts, Mount("/data", {str(root)!r})),
+                                    limits=dataclasses.replace(base.limits, cpu_time_s=2))
+            r = Sandbox(m).run(["python3", "-c", sys.argv[1]], capture=True, timeout=60)
+            print(json.dumps({{"limit": r.limit, "monitor_cpu_s": r.monitor_cpu_s}}))
+        """)
+        proc = subprocess.run([*unpriv_env["prefix"], unpriv_env["python"], "-c", script, STAT_LOOP],
+                              capture_output=True, text=True, timeout=120, env=unpriv_env["env"],
+                              cwd="/", check=False)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["limit"] == "cpu_time" and doc["monitor_cpu_s"] >= 2.0, doc
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
