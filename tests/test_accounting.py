@@ -16,7 +16,6 @@ import threading
 import pytest
 from picoproc.api import Sandbox
 from picoproc.manifest import Tmpfs, default_manifest
-from picoproc.scratch import default_inodes
 
 TIMEOUT = 120
 
@@ -81,6 +80,8 @@ MKDIR_LOOP = (
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="/proc/slabinfo is readable by root only")
 def test_a_million_mkdirs_cannot_grow_host_slab_unbounded():
+    from picoproc.scratch import default_inodes
+
     size = 4 << 20
     base = default_manifest()
     m = dataclasses.replace(base, tmpfs=(Tmpfs("/tmp", size),))
@@ -360,13 +361,15 @@ def test_scratch_inodes_are_bounded_for_an_unprivileged_monitor_too(unpriv_env):
     helper has the same inode bound."""
     import subprocess
 
+    from picoproc.scratch import default_inodes
+
     proc = subprocess.run(
         [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc", "run", "--tmpfs", "/tmp:1M", "--",
          "python3", "-c", MKDIR_LOOP.replace("sys.stdin.read(1)\n", "")],
         capture_output=True, timeout=TIMEOUT, env=unpriv_env["env"], cwd="/", check=False)
     assert proc.returncode == 0, proc.stderr
     made, err = proc.stdout.split()
-    assert err == b"28" and int(made) < scratch_inodes(1 << 20), proc.stdout
+    assert err == b"28" and int(made) < default_inodes(1 << 20), proc.stdout
 
 
 # ---------------------------------------------------------------------------
