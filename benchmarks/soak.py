@@ -212,8 +212,15 @@ def workloads(hostname_bytes: int) -> list[Workload]:
 # ---------------------------------------------------------------------------
 # Measuring the monitor from outside its guests
 
-def measure() -> dict:
-    """What this (monitor) process holds now."""
+def _mount_ids() -> set[int]:
+    with open("/proc/self/mountinfo") as f:
+        return {int(line.split()[0]) for line in f}
+
+
+def measure(baseline_mounts: set[int] | None = None) -> dict:
+    """What this (monitor) process holds now.  Mounts: those of its mount
+    namespace made since ``baseline_mounts`` (mount ids only grow), so that
+    another program unmounting something meanwhile does not count."""
     import psutil
 
     from picoproc import cgroups
@@ -226,28 +233,28 @@ def measure() -> dict:
     for mount in [*v1.values(), *([unified] if unified else [])]:
         for _, dirnames, _ in os.walk(mount):
             run_cgroups += sum(d.startswith(f"picoproc-{os.getpid()}-") for d in dirnames)
-    with open("/proc/self/mountinfo") as f:
-        mounts = sum(1 for _ in f)
+    ids = _mount_ids()
+    mounts = len(ids - baseline_mounts) if baseline_mounts is not None else 0
     monitor, _ = shared_monitor()
     return {
         "fds": len(os.listdir("/proc/self/fd")) - 1,  # not listdir's own
         "rss_bytes": me.memory_info().rss,
         "threads": me.num_threads(),
         "run_cgroups": run_cgroups,
-        "mounts": mounts,
+        "mounts_added": mounts,
         "udp_relays": lib.pico_net_udp_relay_count(),
         "child_processes": len(me.children(recursive=True)),
         "guests_registered": monitor.counters()["guests"],
     }
 
 
-def _quiesced(before: dict, timeout: float = 30.0) -> dict:
+def _quiesced(before: dict, baseline_mounts: set[int], timeout: float = 30.0) -> dict:
     """Measures once the last runs' stragglers are gone (relay threads end
     when their guest's socket closes; the children of the last runs are
     being reaped): bounded, never a blind sleep."""
     deadline = time.monotonic() + timeout
     while True:
-        now = measure()
+        now = measure(baseline_mounts)
         settled = all(now[k] <= before[k] for k in ("udp_relays", "child_processes", "guests_registered",
                                                      "threads", "fds"))
         if settled or time.monotonic() > deadline:
@@ -312,7 +319,8 @@ def run_soak(guests: int = 64, duration: float = 60.0, log=None) -> dict:
         walls = {w.name: [] for w in kinds}
         if problems or errors:
             raise RuntimeError(f"the warm-up runs failed: {problems + errors}")
-        before = measure()
+        baseline_mounts = _mount_ids()
+        before = measure(baseline_mounts)
         started = time.monotonic()
         next_log = started + 10
 
@@ -338,10 +346,10 @@ def run_soak(guests: int = 64, duration: float = 60.0, log=None) -> dict:
         # Two halves: what the first leaves (allocator caches, arenas of
         # the threads) may stay; what the second adds to it would be a leak.
         phase(started + duration / 2)
-        middle = _quiesced(before)
+        middle = _quiesced(before, baseline_mounts)
         phase(time.monotonic() + duration / 2)
         elapsed = time.monotonic() - started
-        after = _quiesced(before)
+        after = _quiesced(before, baseline_mounts)
     finally:
         echo.close()
         os.close(_devnull)
@@ -366,7 +374,7 @@ def run_soak(guests: int = 64, duration: float = 60.0, log=None) -> dict:
 
 def markdown(result: dict) -> str:
     names = {"fds": "open fds", "rss_bytes": "RSS", "threads": "threads", "run_cgroups": "run cgroups",
-             "mounts": "mounts (mountinfo lines)", "udp_relays": "udp: relay threads",
+             "mounts_added": "mounts added to its namespace", "udp_relays": "udp: relay threads",
              "child_processes": "child processes", "guests_registered": "guests registered in the loop"}
 
     def show(key, value):
