@@ -853,8 +853,7 @@ int pico_spawn(const struct pico_spawn_spec *caller_spec, struct pico_spawn_resu
 	    (spec->share_net && (spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
 	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet) ||
 	    (spec->join_namespaces && (spec->clone_flags || spec->empty_root || spec->cgroup_ns ||
-				       spec->hostname || fd_is_reserved(spec->join_pidfd) ||
-				       spec->join_pidfd < 0))) {
+				       spec->hostname || spec->join_pidfd < 0))) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
 		return -1;
@@ -874,6 +873,8 @@ int pico_spawn(const struct pico_spawn_spec *caller_spec, struct pico_spawn_resu
 	    move_off_fixed(&sv[1], NULL, NULL) < 0 || move_off_fixed(&st[1], NULL, NULL) < 0 ||
 	    move_off_fixed(&parent_pidfd, NULL, NULL) < 0 ||
 	    (gn[1] >= 0 && move_off_fixed(&gn[1], NULL, NULL) < 0))
+		goto setup_failed;
+	if (local.join_namespaces && move_off_fixed(&local.join_pidfd, moved, &nmoved) < 0)
 		goto setup_failed;
 	for (int i = 0; i < local.n_cgroup_procs_fds; i++)
 		if (move_off_fixed(&local.cgroup_procs_fds[i], moved, &nmoved) < 0)
