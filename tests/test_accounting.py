@@ -378,14 +378,15 @@ def test_scratch_inodes_are_bounded_for_an_unprivileged_monitor_too(unpriv_env):
 def test_mounts_and_scratch_file_systems_are_counted(run_picoproc):
     from picoproc.manifest import MAX_TMPFS
 
-    # The default manifest has its /tmp: MAX_TMPFS flags make one too many.
-    tmpfs = [a for i in range(MAX_TMPFS) for a in ("--tmpfs", f"/t{i}:64K")]
+    # One flag too many, on top of the default manifest's own tmpfs.
+    extra = MAX_TMPFS + 1 - len(default_manifest().tmpfs)
+    tmpfs = [a for i in range(extra) for a in ("--tmpfs", f"/t{i}:64K")]
     proc = run_picoproc("run", *tmpfs, "--", "true")
-    assert proc.returncode == 2
+    assert proc.returncode == 125
     assert proc.stderr.strip() == (f"picoproc: --tmpfs: {MAX_TMPFS + 1} tmpfs; at most {MAX_TMPFS} (each is "
                                    "a file system the monitor creates for the run)")
-    ok = run_picoproc("run", *tmpfs[:-2], "--", "/bin/sh", "-c", f"ls -d /t{MAX_TMPFS - 2}")
-    assert ok.returncode == 0 and ok.stdout == f"/t{MAX_TMPFS - 2}\n", ok.stderr
+    ok = run_picoproc("run", *tmpfs[:-2], "--", "/bin/sh", "-c", f"ls -d /t{extra - 2}")
+    assert ok.returncode == 0 and ok.stdout == f"/t{extra - 2}\n", ok.stderr
 
 
 def test_the_fds_the_monitor_holds_for_a_run_are_bounded_and_given_back(tmp_path):
@@ -397,7 +398,8 @@ def test_the_fds_the_monitor_holds_for_a_run_are_bounded_and_given_back(tmp_path
         return len(os.listdir("/proc/self/fd"))
 
     base = default_manifest()
-    m = dataclasses.replace(base, tmpfs=(*base.tmpfs, *(Tmpfs(f"/t{i}", 65536) for i in range(MAX_TMPFS - 1))))
+    m = dataclasses.replace(base, tmpfs=(*base.tmpfs, *(Tmpfs(f"/t{i}", 65536)
+                                                         for i in range(MAX_TMPFS - len(base.tmpfs)))))
     sandbox = Sandbox(m)
     sandbox.run(["/bin/true"], capture=True)  # the shared monitor and its caches exist
     before = fds()
