@@ -194,8 +194,10 @@ def _cmd_abi(args) -> int:
     print(f"picoproc ABI v{table.version}: {len(table.direct)} direct, "
           f"{len(table.errno_calls)} errno, {len(table.mediated)} mediated "
           f"(base {table.mediated_base}); everything else traps (or kills in raw mode)")
+    from picoproc.abi.describe import rules_in_words
+
     for d in table.direct:
-        print(f"  direct    {d.nr:4d} {d.name:16s} {words[d.name]}")
+        print(f"  direct    {d.nr:4d} {d.name:16s} {rules_in_words(d, table, brief=True)}")
     for e in table.errno_calls:
         print(f"  errno     {e.nr:4d} {e.name:16s} -> {e.errno_name}")
     for m in table.mediated:

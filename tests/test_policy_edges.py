@@ -295,6 +295,14 @@ def test_the_filter_refuses_every_unlisted_socket_option():
             assert not d.allows((3, level, name, 0, 4, 0)), (call, level, name)
         assert not d.allows((3, 1 | (1 << 32), 2, 0, 4, 0))
         assert not d.allows((3, 1, 2 | (1 << 32), 0, 4, 0))
+    # In words, with the names the table gives (6 is SO_BROADCAST as an
+    # optname, IPPROTO_TCP as a level).
+    from picoproc.abi.describe import rules_in_words
+
+    words = rules_in_words(table["setsockopt"], load_table())
+    assert words.startswith("level is SOL_SOCKET and optname is one of SO_REUSEADDR, SO_TYPE, ")
+    assert "SO_BROADCAST" in words and "SO_ATTACH_FILTER" not in words
+    assert "; or level is IPPROTO_TCP and optname is one of TCP_NODELAY, " in words
 
 
 # What a real runtime's own networking code sets (listeners, connects,
