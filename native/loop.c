@@ -2554,6 +2554,16 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 		restore_identity(&saved);
 		return ret;
 	}
+	/* The loop thread takes none of the process's signals, only its own
+	 * wake-up (below).  A signal that interrupts the wait inside a
+	 * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND leaves the guest's call
+	 * answered 0 with no fd installed: the kernel marks the call replied
+	 * before it waits for the guest to take the fd, and withdraws the fd
+	 * when that wait is interrupted.  A signal sent to the whole process
+	 * goes to a thread that does not block it. */
+	sigset_t all, old_mask;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old_mask);
 	l->tid = (pid_t)syscall(SYS_gettid);
 	l->cpu_mark = thread_cpu_ns();
 	l->cpu_owner = NULL;
@@ -2615,6 +2625,7 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 	}
 
 	cpu_release(l);
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	restore_identity(&saved);
 	pthread_mutex_lock(&l->lock);
 	l->state = STOPPED;

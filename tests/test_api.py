@@ -241,6 +241,45 @@ def test_many_runs_share_one_monitor_and_leak_no_fds():
     assert fds() == before
 
 
+def test_signals_that_reach_the_monitor_thread_never_lose_an_answer():
+    # A process-wide signal may land on the monitor's loop thread (any
+    # thread that does not block it).  Were it to interrupt the loop while
+    # it hands the guest an opened fd, the guest's open would return 0 with
+    # nothing installed: reads then fail with EBADF.  Here every thread of
+    # the monitor is sent a handled signal, over and over, while a guest
+    # opens files.
+    import signal
+    import threading
+
+    run(["/bin/true"])  # the shared monitor is up
+    loops = [t for t in threading.enumerate() if t.name == "picoproc-monitor"]
+    assert loops
+    stop = threading.Event()
+    sent = 0
+
+    def storm():
+        nonlocal sent
+        while not stop.is_set():
+            for t in loops:
+                signal.pthread_kill(t.ident, signal.SIGWINCH)
+                sent += 1
+
+    # SIGWINCH: its default is to ignore it, so putting the default back
+    # drops any still pending on a thread that blocks it.
+    old = signal.signal(signal.SIGWINCH, lambda signo, frame: None)
+    stormer = threading.Thread(target=storm)
+    stormer.start()
+    try:
+        r = run(["/bin/sh", "-c", "for i in $(seq 200); do cat /etc/hostname >/dev/null || echo lost; done; echo done"],
+                timeout=TIMEOUT)
+    finally:
+        stop.set()
+        stormer.join()
+        signal.signal(signal.SIGWINCH, old)
+    assert sent > 100  # (the storm really ran)
+    assert (r.exit_code, r.stdout, r.stderr) == (0, b"done\n", b"")
+
+
 def test_cli_as_an_unprivileged_user(unpriv_env):
     env = dict(unpriv_env["env"])
     proc = subprocess.run(
