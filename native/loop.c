@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "denial.h"
 #include "picoproc_abi.h"
 
 /* Linux 6.6; older headers lack them. */
@@ -329,7 +330,7 @@ struct call {
 	const struct seccomp_notif *n;
 	struct pico_audit_record rec;
 	int gone;	  /* the notification is no longer valid: do not answer */
-	int denied;	  /* the refusal is a policy decision */
+	int denied;	  /* the refusal is a policy decision: its PICO_DENY_* reason */
 	int install_fd;	  /* >= 0: answer by installing this fd in the guest */
 	int install_cloexec;
 	int deferred;	  /* answered later (a connect in progress) */
@@ -643,7 +644,7 @@ static long serve_open(struct call *c, char *uri)
 			return 0;
 		}
 		if (ret == -EACCES)
-			c->denied = 1;
+			c->denied = PICO_DENY_NET;
 		return ret;
 	}
 	return -EINVAL;
@@ -855,7 +856,7 @@ static long serve_tty_ioctl(struct call *c, char *scratch)
 		return tfd;
 	if (fstat(tfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_dev != devpts) {
 		close(tfd);
-		c->denied = 1;
+		c->denied = PICO_DENY_HOST_TERMINAL;
 		return -ENOTTY;
 	}
 	memset(buf, 0, sizeof(buf));
@@ -939,7 +940,7 @@ static long serve_inotify(struct call *c, char *path)
 		if (arg1 & ~(uint32_t)IN_INIT_FLAGS)
 			return -EINVAL;
 		if (c->guest->inotify_instances >= PICO_INOTIFY_MAX_INSTANCES) {
-			c->denied = 1;
+			c->denied = PICO_DENY_RUN_BOUND;
 			return -EMFILE;
 		}
 		int fd = inotify_init1((int)(arg1 & IN_NONBLOCK) | IN_CLOEXEC);
@@ -957,7 +958,7 @@ static long serve_inotify(struct call *c, char *path)
 		if (ret < 0)
 			return ret;
 		if (c->guest->inotify_watches >= PICO_INOTIFY_MAX_WATCHES) {
-			c->denied = 1;
+			c->denied = PICO_DENY_RUN_BOUND;
 			return -ENOSPC;
 		}
 	}
@@ -1731,12 +1732,14 @@ static void account(struct pico_loop *l, struct guest *g, struct pico_audit_reco
 
 static void finish_record(struct pico_audit_record *rec, long ret, int denied)
 {
+	rec->reason = 0;
 	if (ret == -ECANCELED) {
 		rec->decision = PICO_DECISION_ABANDONED;
 		rec->err = ECANCELED;
 		rec->result = 0;
 	} else if (ret < 0) {
 		rec->decision = denied ? PICO_DECISION_DENY : PICO_DECISION_ERROR;
+		rec->reason = (int16_t)denied;
 		rec->err = (int32_t)-ret;
 		rec->result = ret;
 	} else {

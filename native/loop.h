@@ -37,7 +37,7 @@
  *
  * Audit decisions: allow (answered with success), deny (refused by the
  * policy: outside the manifest, hidden, read-only mount, exec not allowed,
- * network not granted), error (the call failed for another reason: bad
+ * network not granted; the record's reason names the rule), error (the call failed for another reason: bad
  * arguments, or the host said no, e.g. ENOENT or permission bits), abandoned
  * (the caller was killed before the answer; the operation may have
  * happened). */
@@ -64,7 +64,8 @@ struct pico_audit_record {
 	int64_t guest;	    /* the handle pico_loop_add_guest returned */
 	int32_t pid;	    /* the calling thread, as the monitor sees it */
 	int32_t call;	    /* mediated call number minus PICO_MEDIATED_BASE, -1 if unknown */
-	int32_t decision;   /* PICO_DECISION_* */
+	int16_t decision;   /* PICO_DECISION_* */
+	int16_t reason;	    /* deny: why (denial.h, PICO_DENY_*); 0 otherwise */
 	int32_t err;	    /* errno answered (0 when allowed) */
 	int64_t result;	    /* value answered (the guest's fd number for open) */
 	int64_t arg;	    /* flags / mode of the call; note_unsupported: the Linux number */

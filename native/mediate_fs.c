@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "denial.h"
 #include "picoproc_abi.h"
 
 #ifndef SYS_openat2
@@ -113,16 +114,24 @@ struct resolved {
 	int trailing_slash;
 };
 
-/* Set when the current call's refusal is a policy decision (for the audit
- * log): a host EACCES (permission bits) is an error, a path outside the
+/* The reason code (denial.h) when the current call's refusal is a policy
+ * decision (for the audit log): a host EACCES (permission bits) is an error, a path outside the
  * manifest is a denial.  Per thread: policies are built in Python threads
  * while the loop thread serves calls. */
 static __thread int call_denied;
 
-static long deny(long err)
+static long deny(int reason, long err)
 {
-	call_denied = 1;
+	call_denied = reason;
 	return err;
+}
+
+/* A change refused by the mount's mode: EROFS on a read-only mount, EPERM
+ * on a data-only device file. */
+static long deny_change(const struct fs_mount *m)
+{
+	return m->writable == PICO_MOUNT_DATA ? deny(PICO_DENY_DEVICE, -EPERM)
+					      : deny(PICO_DENY_READ_ONLY, -EROFS);
 }
 
 static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode)
@@ -133,7 +142,7 @@ static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mo
 		return fd;
 	/* Relative paths here never hold `..`: EXDEV means the lookup met a
 	 * host mount point below the granted directory. */
-	return errno == EXDEV ? deny(-EACCES) : -errno;
+	return errno == EXDEV ? deny(PICO_DENY_HOST_MOUNT, -EACCES) : -errno;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -632,7 +641,7 @@ static int locate(const struct pico_fs_policy *p, struct resolved *r)
 {
 	r->mount = find_mount(p, r->canon, r->canon_len);
 	if (!r->mount)
-		return is_mount_ancestor(p, r->canon, r->canon_len) ? 0 : deny(-EACCES);
+		return is_mount_ancestor(p, r->canon, r->canon_len) ? 0 : deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->leaf) {
 		if (r->canon_len != r->mount->guest_len)
 			return -ENOTDIR; /* a path below a file */
@@ -810,9 +819,10 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 		 * components before this one were checked as they came (a
 		 * link's target restarts the canonical path, and its
 		 * components come through here again). */
-		if (is_hidden_path(p, r->canon, r->canon_len) ||
-		    is_hidden_name(p, pending + start, n))
-			return deny(-EACCES);
+		if (is_hidden_path(p, r->canon, r->canon_len))
+			return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
+		if (is_hidden_name(p, pending + start, n))
+			return deny(PICO_DENY_HIDDEN_NAME, -EACCES);
 		if (is_last && !follow)
 			break;
 
@@ -876,7 +886,7 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 	}
 	r->canon[r->canon_len] = '\0';
 	if (is_hidden_path(p, r->canon, r->canon_len))
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
 	return locate(p, r);
 }
 
@@ -889,8 +899,10 @@ static long resolve_lexical(const struct pico_fs_policy *p, const char *path, si
 	int ret = normalise(path, len, r->canon, &r->canon_len, &r->trailing_slash);
 	if (ret != 0)
 		return ret; /* 1: holds `..` */
-	if (is_hidden_path(p, r->canon, r->canon_len) || has_hidden_name(p, r->canon, r->canon_len))
-		return deny(-EACCES);
+	if (is_hidden_path(p, r->canon, r->canon_len))
+		return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
+	if (has_hidden_name(p, r->canon, r->canon_len))
+		return deny(PICO_DENY_HIDDEN_NAME, -EACCES);
 	return locate(p, r);
 }
 
@@ -942,7 +954,7 @@ static long with_path(const struct pico_fs_policy *p, const char *path, size_t l
 static long open_resolved(const struct resolved *r, int flags, unsigned int mode)
 {
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->trailing_slash && !(flags & O_PATH))
 		flags |= O_DIRECTORY;
 	return sys_openat2(r->mount->dirfd, r->rel, (uint64_t)(flags | O_CLOEXEC), mode);
@@ -978,7 +990,7 @@ static long open_checked_path(const struct pico_fs_policy *p, const struct resol
 	 * as hidden. */
 	if (hidden || (err && p->nhidden_inodes)) {
 		close((int)fd);
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 	}
 	if (err) {
 		close((int)fd);
@@ -1000,7 +1012,7 @@ static long open_parent(const struct resolved *r, struct parent *out, int root_e
 	const char *name;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->leaf) {
 		name = r->mount->leaf;
 		strcpy(dir, ".");
@@ -1033,7 +1045,7 @@ static long check_name_not_hidden(const struct pico_fs_policy *p, const struct p
 	struct stat st;
 	if (p->nhidden_inodes && fstatat(pa->fd, pa->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    is_hidden_inode(p, &st))
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 	return 0;
 }
 
@@ -1118,14 +1130,14 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (opens_for_writing(flags) && !r->mount->writable)
-		return deny(-EROFS);
+		return deny(PICO_DENY_READ_ONLY, -EROFS);
 	/* An unnamed file in a directory: only where names may be made. */
 	if (is_tmpfile(flags) && r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	if (exec && !r->mount->exec)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOEXEC, -EACCES);
 	/* Opened non-blocking so that a FIFO or a device never blocks the
 	 * loop; O_TRUNC is applied only after the hidden-inode check. */
 	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
@@ -1144,7 +1156,7 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 		goto fail;
 	}
 	if (is_hidden_inode(p, &st)) {
-		ret = deny(-EACCES);
+		ret = deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 		goto fail;
 	}
 	/* PICO_OPEN_EXEC: a regular file the guest identity may execute. */
@@ -1265,7 +1277,7 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 	struct access_arg *a = varg;
 
 	if (r->mount && (a->mode & W_OK) && !r->mount->writable)
-		return deny(-EROFS);
+		return deny(PICO_DENY_READ_ONLY, -EROFS);
 	/* A no-exec mount refuses executing files, not searching directories
 	 * (as MS_NOEXEC): cd into /etc must work. */
 	int dir_only = r->mount && (a->mode & X_OK) && !r->mount->exec;
@@ -1276,7 +1288,7 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 	if (dir_only) {
 		if (!S_ISDIR(st.st_mode)) {
 			close((int)fd);
-			return deny(-EACCES);
+			return deny(PICO_DENY_NOEXEC, -EACCES);
 		}
 	}
 	/* AT_EACCESS: check with the thread's fsuid/fsgid (the guest's
@@ -1302,9 +1314,9 @@ long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len
 static long writable_parent(const struct resolved *r, struct parent *pa, int root_err)
 {
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	return open_parent(r, pa, root_err);
 }
 
@@ -1447,7 +1459,7 @@ static long serve_two_names(const struct pico_fs_policy *p, const char *old, siz
 		if (ret < 0)
 			break;
 		if (!t->old.mount || !t->new.mount) {
-			ret = deny(-EACCES);
+			ret = deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 			break;
 		}
 		if (t->old.mount != t->new.mount) {
@@ -1456,7 +1468,7 @@ static long serve_two_names(const struct pico_fs_policy *p, const char *old, siz
 		}
 		if (holds_hidden_path(p, t->old.canon, t->old.canon_len) ||
 		    holds_hidden_path(p, t->new.canon, t->new.canon_len)) {
-			ret = deny(-EACCES);
+			ret = deny(PICO_DENY_HOLDS_HIDDEN, -EACCES);
 			break;
 		}
 		ret = writable_parent(&t->old, &po, -EBUSY);
@@ -1531,9 +1543,9 @@ static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
 	if (fd < 0)
 		return fd;
@@ -1574,12 +1586,12 @@ static long xattr_op(const struct pico_fs_policy *p, const struct resolved *r, v
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (a->op == PICO_XATTR_SET || a->op == PICO_XATTR_REMOVE) {
 		if (r->mount->writable != PICO_MOUNT_RW)
-			return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+			return deny_change(r->mount);
 		if (strncmp(a->name, "user.", 5) != 0)
-			return deny(-EPERM);
+			return deny(PICO_DENY_XATTR_NAMESPACE, -EPERM);
 	}
 	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
 	if (fd < 0)
@@ -1654,9 +1666,9 @@ static long truncate_op(const struct pico_fs_policy *p, const struct resolved *r
 	long ret = 0;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	/* Look before opening for writing: truncate(2) refuses anything but a
 	 * regular file, and opening a FIFO or a device for writing could have
 	 * effects of its own. */
@@ -1750,8 +1762,10 @@ static long unix_connect_op(const struct pico_fs_policy *p, const struct resolve
 {
 	struct unix_arg *a = varg;
 
+	/* A socket the guest did not make: what would grant it is a unix
+	 * grant (net.h), not a mount. */
 	if (!r->mount || r->mount->writable != PICO_MOUNT_RW)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NET, -EACCES);
 	long fd = open_checked_path(p, r, 0, NULL, NULL);
 	if (fd < 0)
 		return fd;
@@ -1795,14 +1809,14 @@ static long inotify_op(const struct pico_fs_policy *p, const struct resolved *r,
 	struct inotify_arg *a = varg;
 	char proc[32];
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	/* A missing name is ENOENT wherever it is, as on Linux. */
 	long fd = open_checked_path(p, r, !!(a->mask & IN_DONT_FOLLOW), NULL, NULL);
 	if (fd < 0)
 		return fd;
 	if (r->mount->writable != PICO_MOUNT_RW) {
 		close((int)fd);
-		return deny(-EACCES);
+		return deny(PICO_DENY_READ_ONLY, -EACCES);
 	}
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
 	/* IN_DONT_FOLLOW was the resolution's business; on the link to the

@@ -37,7 +37,8 @@
  *
  * Refusals by policy answer EACCES (outside every mount, hidden: the same
  * answer whether or not the host object exists) or EROFS (a modifying call
- * on a read-only mount) and are flagged as denials for the audit log.
+ * on a read-only mount) and are flagged as denials for the audit log, with
+ * the reason code of the rule that refused them (denial.h).
  *
  * The functions below take arguments the loop has already copied out of the
  * guest and validated for length and NULs; they validate flags themselves. */
@@ -96,7 +97,8 @@ size_t pico_fs_policy_mount_count(const struct pico_fs_policy *policy);
 /* cffi:end */
 
 /* Serving the calls (used by the loop).  Each returns >= 0 or -errno and
- * sets *denied to 1 when the refusal is a policy decision. */
+ * sets *denied to the reason code (denial.h: PICO_DENY_*) when the refusal
+ * is a policy decision, else to 0. */
 long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
 		  unsigned int mode, int directory_only, int *denied);
 long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,

@@ -56,6 +56,24 @@ DECISIONS = {
     lib.PICO_DECISION_ABANDONED: "abandoned",
 }
 
+# Why a call was denied (native/denial.h), as the audit record's "reason";
+# picoproc.denials turns each into the rule and the flag that would grant it.
+DENIAL_REASONS = {
+    lib.PICO_DENY_NOT_MOUNTED: "not_mounted",
+    lib.PICO_DENY_HIDDEN_PATH: "hidden_path",
+    lib.PICO_DENY_HIDDEN_NAME: "hidden_name",
+    lib.PICO_DENY_HIDDEN_OBJECT: "hidden_object",
+    lib.PICO_DENY_READ_ONLY: "read_only",
+    lib.PICO_DENY_NOEXEC: "noexec",
+    lib.PICO_DENY_DEVICE: "device",
+    lib.PICO_DENY_HOST_MOUNT: "host_mount",
+    lib.PICO_DENY_HOLDS_HIDDEN: "holds_hidden",
+    lib.PICO_DENY_NET: "net_not_granted",
+    lib.PICO_DENY_XATTR_NAMESPACE: "xattr_namespace",
+    lib.PICO_DENY_HOST_TERMINAL: "host_terminal",
+    lib.PICO_DENY_RUN_BOUND: "run_bound",
+}
+
 _TABLE = load_table()
 CALL_NAMES = {m.index: m.name for m in _TABLE.mediated}
 _DRAIN_BATCH = 1024
@@ -663,7 +681,7 @@ def _stats_dict(s) -> dict:
 # struct pico_audit_record (native/loop.h), read with one struct.iter_unpack
 # over the drained batch: reading each field through cffi cost ~2 us a
 # record, about twice this.  Checked against the C layout at import.
-_RECORD = struct.Struct(f"<QqiiiiqqqIIII{lib.PICO_AUDIT_TEXT}s{lib.PICO_AUDIT_TEXT}s")
+_RECORD = struct.Struct(f"<QqiihhiqqqIIII{lib.PICO_AUDIT_TEXT}s{lib.PICO_AUDIT_TEXT}s")
 if _RECORD.size != ffi.sizeof("struct pico_audit_record"):
     raise ImportError(f"struct pico_audit_record is {ffi.sizeof('struct pico_audit_record')} bytes, "
                       f"the decoder expects {_RECORD.size}: update monitor._RECORD with native/loop.h")
@@ -673,7 +691,7 @@ def _record_dicts(buf, n: int) -> list[dict]:
     """The first ``n`` records of the cffi array ``buf`` as dicts."""
     out = []
     errorcode = errno_mod.errorcode
-    for (time_ns, guest, pid, call_nr, decision, err, result, arg, arg2,
+    for (time_ns, guest, pid, call_nr, decision, reason, err, result, arg, arg2,
          text_len, text_full, text2_len, text2_full, text, text2) in _RECORD.iter_unpack(
             ffi.buffer(buf, n * _RECORD.size)):
         call = CALL_NAMES.get(call_nr, "unknown")
@@ -687,6 +705,8 @@ def _record_dicts(buf, n: int) -> list[dict]:
             "errno_name": errorcode.get(err, "") if err else "",
             "result": result,
         }
+        if reason:
+            rec["reason"] = DENIAL_REASONS.get(reason, str(reason))
         if call == "note_unsupported":
             rec["linux_nr"] = arg
             rec["arg0"] = arg2

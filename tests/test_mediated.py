@@ -1192,6 +1192,8 @@ def test_audit_records_decode_every_field():
         r.time_ns, r.guest, r.pid = 10**18 + i, (1 << 32) + i, 100 + i
         r.call = number[call] if call else -1
         r.decision, r.err, r.result, r.arg, r.arg2 = decision, err, result, arg, arg2
+        # A denial carries the reason code of the rule that refused it.
+        r.reason = lib.PICO_DENY_HIDDEN_PATH if decision == lib.PICO_DECISION_DENY else 0
         r.text_len, r.text_full = len(text), len(text) if full is None else full
         ffi.memmove(r.text, text, len(text))
         r.text2_len, r.text2_full = len(text2), len(text2) if full2 is None else full2
@@ -1204,6 +1206,7 @@ def test_audit_records_decode_every_field():
                        "result": 5, "arg": 0o100000, "uri": "file:/etc/hosts"}
     assert recs[1] == {**base[1], "call": "open", "decision": "deny", "errno": errno.EACCES,
                        "errno_name": "EACCES", "result": -errno.EACCES, "arg": 0,
+                       "reason": "hidden_path",
                        "uri": long_path[:cap].decode(), "uri_truncated_from": len(long_path)}
     assert recs[2] == {**base[2], "call": "stat", "decision": "error", "errno": errno.ENOENT,
                        "errno_name": "ENOENT", "result": -errno.ENOENT, "arg": 0, "path": "/tmp/\\xff\\\\x"}
