@@ -942,6 +942,7 @@ class Sandbox:
                 unsupported=sorted({_syscall_name(r.get("linux_nr")) for r in records
                                     if r["call"] == "note_unsupported"}),
                 identity=identity.as_dict(),
+                manifest=manifest,
                 stopped_by=ending.stopped_by,
                 pid=spawned_done.guest_pid or None,
                 cleanup_error=raw_result.cleanup_error,

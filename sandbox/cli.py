@@ -340,10 +340,21 @@ def _cmd_run(args) -> int:
         print(f"picoproc: warning: {result.cleanup_error}", file=sys.stderr)
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+    if not args.quiet:
+        _print_end_of_run_notes(manifest, result)
+    return result.exit_status
+
+
+def _print_end_of_run_notes(manifest, result) -> None:
+    """What a user needs after a run that the policy got in the way of: the
+    refusals with the rule and the flag that would grant each, the calls
+    picoproc does not implement, a write the host's permissions refused."""
+    report = result.denial_report()
+    if report:
+        print(report, file=sys.stderr)
     hint = _write_refusal_hint(manifest, result)
     if hint:
         print(f"picoproc: {hint}", file=sys.stderr)
-    return result.exit_status
 
 
 def _audit_limit(text: str | None) -> int | None:
@@ -491,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "past it one last line says the file was cut")
     run.add_argument("--json", metavar="FILE",
                      help="write the result as JSON ('-' for stderr), also when the run cannot start")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no summary on stderr of what the manifest refused and which calls "
+                     "picoproc does not implement (--json still has it)")
     add_cli_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     run.set_defaults(func=_cmd_run)

@@ -134,6 +134,11 @@ class Result:
     # raw mode, killed by SIGSYS: the call outside the ABI ("bpf (321)"), when
     # the kernel's seccomp log could be read; "" when it could not.
     fatal_syscall: str | None = None
+    # The manifest the run was given (pico): what denial_summary explains
+    # the refusals against.  Not part of the JSON document.
+    manifest: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _denial_summary: list | None = dataclasses.field(default=None, init=False, repr=False,
+                                                     compare=False)
 
     # -- subprocess.CompletedProcess compatibility --------------------------------
 
@@ -204,6 +209,36 @@ class Result:
             return f"killed by {name}: still running at the end of the stop timeout after " \
                 f"{signal_name(self.stopped_by)}"
         return f"killed by {name}"
+
+    # -- what the manifest refused ----------------------------------------------------
+
+    @property
+    def denial_summary(self) -> list:
+        """One ``picoproc.denials.Denial`` per distinct guest path or network
+        address the manifest refused: the rule that refused it (hidden path,
+        read-only mount, not mounted, network not granted, ...), the manifest
+        key and the flag that would grant it.  Empty without audit records or
+        a manifest (comparison backends)."""
+        if self._denial_summary is None:
+            from picoproc.denials import summarize
+
+            self._denial_summary = summarize(self.audit or self.denials, self.manifest) \
+                if (self.denials or self.audit) else []
+        return self._denial_summary
+
+    @property
+    def unsupported_counts(self) -> dict[str, int]:
+        """{Linux call: times the library OS answered it ENOSYS}."""
+        from picoproc.denials import unsupported_counts
+
+        return unsupported_counts(self.audit)
+
+    def denial_report(self) -> str | None:
+        """What ``picoproc run`` prints on stderr at the end of a run that had
+        denials or unsupported calls (None: nothing to report)."""
+        from picoproc.denials import format_summary
+
+        return format_summary(self.denial_summary, self.unsupported_counts)
 
     # -- older attribute names (kept: they cost nothing) -------------------------------
 
@@ -276,6 +311,8 @@ class Result:
             "audit_error": self.audit_error,
             "cleanup_error": self.cleanup_error,
             "unsupported": list(self.unsupported),
+            "unsupported_counts": self.unsupported_counts,
+            "denial_summary": [d.to_json() for d in self.denial_summary],
             "enforcement": dict(self.enforcement),
             "identity": dict(self.identity) if self.identity else None,
             "pid": self.pid,
