@@ -204,14 +204,40 @@ class _Explainer:
                     return "name", n
         return None
 
+    def _same_object(self, path: str) -> tuple[str, str] | None:
+        """("path", the hidden path) whose host object ``path`` is (a hard
+        link of it, or another mount showing it)."""
+        host = self.view.host_path(path)
+        try:
+            st = os.stat(host) if host else None
+        except OSError:
+            st = None
+        if st is None:
+            return None
+        for h in self.manifest.hidden:
+            other = self.view.host_path(h)
+            try:
+                ost = os.stat(other) if other else None
+            except OSError:
+                continue
+            if ost is not None and (ost.st_dev, ost.st_ino) == (st.st_dev, st.st_ino):
+                return "path", h
+        return None
+
     def hidden(self, rule: str, path: str, resolved: str) -> tuple[str, str, str | None]:
         """(key, why, grant) of a hidden rule."""
         paths = [path, resolved]
         entry = self._hidden_entry(paths)
+        if entry is None and rule == "hidden_object":
+            entry = self._same_object(resolved)
+        if entry is None and rule == "holds_hidden":
+            entry = next((("path", h) for h in self.manifest.hidden
+                          if h != resolved and under(h, resolved)), None)
         default_paths, default_names = _default_secrets()
         if entry is None:
-            return ("hidden", "hidden by policy (a hidden path of the manifest, reached through "
-                    "a link or another name)", None)
+            why = ("hidden by policy (a hidden path of the manifest, reached through a link or "
+                   "another name)")
+            return "hidden", why, None
         what, value = entry
         if what == "name":
             origin = ("a name the default manifest hides everywhere (private keys, credential "
@@ -436,6 +462,12 @@ def summarize(records: Iterable[Mapping], manifest: Manifest | None) -> list[Den
                     denial = explain.path_denial("not_mounted", rec, path)
                     if not denial.exists_on_host:
                         denial = None  # the host has nothing there either: a probe
+                elif scheme == "unix" and path and path.startswith("/") and \
+                        mount_is_missing(manifest, path) and os.path.exists(path):
+                    # A host socket no mount shows: the guest's view has no
+                    # such name, a unix grant would connect it.
+                    explain = explain or _Explainer(manifest)
+                    denial = explain.net_denial(scheme, path)
             elif err == errno.ECONNREFUSED:
                 scheme, rest = record_path(rec)
                 if scheme == "tcp" and rest:
