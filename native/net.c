@@ -87,6 +87,7 @@ struct pico_net_policy {
 	int max_sockets;	/* bound on live relays of this run (0: only the global one) */
 	struct relay_count *relays;
 	struct proxy_relay *proxies; /* the run's UDP proxies, or NULL */
+	int any_host;		/* every host address grants connect (learning runs) */
 };
 
 static void stop_proxies(struct proxy_relay *r);
@@ -321,6 +322,14 @@ void pico_net_policy_free(struct pico_net_policy *p)
 	free(p);
 }
 
+int pico_net_policy_grant_any_host(struct pico_net_policy *p)
+{
+	if (!p)
+		return -EINVAL;
+	p->any_host = 1;
+	return 0;
+}
+
 int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets)
 {
 	if (!p || max_sockets < 0)
@@ -392,10 +401,19 @@ int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, i
 	return 0;
 }
 
+static bool is_loopback(const struct inet_addr *a);
+static bool is_wildcard(const struct inet_addr *a);
+
 static bool inet_granted(const struct pico_net_policy *p, int kind, const struct inet_addr *a,
 			 int port)
 {
 	size_t len = a->family == AF_INET ? 4 : 16;
+
+	/* Loopback and the wildcard stay the guest's own even then: a
+	 * program's own servers are not the host's. */
+	if (p && p->any_host && (kind == PICO_NET_TCP_CONNECT || kind == PICO_NET_UDP_CONNECT) &&
+	    !is_loopback(a) && !is_wildcard(a))
+		return true;
 
 	for (size_t i = 0; p && i < p->count; i++) {
 		const struct net_grant *g = &p->grants[i];

@@ -128,6 +128,12 @@ void pico_net_policy_free(struct pico_net_policy *p);
  * policy: build the policy, then use it. */
 int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port);
 
+/* Grants TCP and UDP connects to every host address except loopback and
+ * the wildcard, which stay the guest's own network: what `picoproc learn
+ * --allow-net` runs with, to see which endpoints a program uses.  No
+ * manifest expresses it.  Returns 0 or -EINVAL. */
+int pico_net_policy_grant_any_host(struct pico_net_policy *p);
+
 /* Bounds the udp: relays (each a monitor thread and two sockets) the run
  * may hold at once; 0: no bound but the monitor's PICO_NET_MAX_UDP_RELAYS.
  * Returns 0 or -EINVAL. */

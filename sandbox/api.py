@@ -574,6 +574,57 @@ class _CpuWatch:
         return self.used_ns() >= self.limit_ns
 
 
+class _ScratchSampler:
+    """Samples the use of a run's scratch tmpfs while it lasts, for its peak
+    (a tmpfs keeps no high-water mark).  Every SCRATCH_SAMPLE_S seconds: a
+    build that fills and empties a tmpfs faster than that is under-counted,
+    which is why picoproc learn adds a margin."""
+
+    SCRATCH_SAMPLE_S = 0.002
+
+    def __init__(self, scratches) -> None:
+        self._scratches = list(scratches)
+        self.peaks: dict[str, list[int]] = {g: [0, 0] for g, _ in self._scratches}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="picoproc-scratch", daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        for guest, scratch in self._scratches:
+            try:
+                used, inodes = scratch.used()
+            except (OSError, ValueError):
+                continue  # closed under us at the end of the run
+            peak = self.peaks[guest]
+            peak[0] = max(peak[0], used)
+            peak[1] = max(peak[1], inodes)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.SCRATCH_SAMPLE_S):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _scratch_use(scratches, sampler: _ScratchSampler | None) -> dict | None:
+    """Usage.scratch: each tmpfs's use at the end, and its sampled peak."""
+    if not scratches:
+        return None
+    if sampler is not None:
+        sampler.stop()
+        sampler.sample()
+    out = {}
+    for guest, scratch in scratches:
+        used, inodes = scratch.used()
+        peak = sampler.peaks[guest] if sampler is not None else None
+        out[guest] = {"size_bytes": scratch.size_bytes, "used_bytes": used, "used_inodes": inodes,
+                      "peak_bytes": max(peak[0], used) if peak else None,
+                      "peak_inodes": max(peak[1], inodes) if peak else None}
+    return out
+
+
 def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
                    feeder: _InputFeeder | None = None,
                    relay: SignalRelay | None = None,
@@ -735,16 +786,27 @@ class Sandbox:
     (no library OS).  ``audit``: a JSONL file path, or a callable given each
     batch of this run's audit records.  ``user``: whom the program runs as
     (``"UID[:GID]"``, a user name or a (uid, gid) tuple; see
-    resolve_identity for the rule when it is None)."""
+    resolve_identity for the rule when it is None).  ``trace``: also sample
+    the scratch tmpfs use while the run lasts (``Usage.scratch`` peaks; what
+    picoproc.trace profiles).  ``any_host_network``: grant connects to every
+    host address but loopback (picoproc learn --allow-net)."""
 
     def __init__(self, manifest: Manifest | None = None, *, raw: bool = False,
                  audit: str | os.PathLike | Callable[[list[dict]], None] | None = None,
-                 user=None, audit_limit: int | None = AUDIT_FILE_LIMIT) -> None:
+                 user=None, audit_limit: int | None = AUDIT_FILE_LIMIT,
+                 trace: bool = False, any_host_network: bool = False) -> None:
         self.manifest = manifest if manifest is not None else manifest_mod.default_manifest()
         self.raw = raw
         self.audit = audit
         self.user = user
         self.audit_limit = audit_limit  # bytes an audit file may hold (None: no bound)
+        # Watch the run more closely, for picoproc trace and learn: the
+        # scratch tmpfs use is sampled while it lasts (its peak).
+        self.trace = trace
+        # Learning (picoproc learn --allow-net): TCP and UDP connects to any
+        # host address but loopback and the wildcard, which stay the
+        # program's own.  No manifest can say this.
+        self.any_host_network = any_host_network
 
     def identity(self) -> Identity:
         return resolve_identity(self.manifest, self.user)
@@ -809,6 +871,7 @@ class Sandbox:
         owned: list[int] = []
         feeder = None
         kill_log = None
+        sampler = None
         started = time.monotonic()
         try:
             if self.raw:
@@ -823,7 +886,7 @@ class Sandbox:
             if skeleton is not None:
                 # exec only lets directories be searched: the skeleton holds no files.
                 policy.add_mount_fd("/", skeleton.dir_fd, writable=False, exec=True)
-            net = _net_policy(manifest)
+            net = _net_policy(manifest, any_host=self.any_host_network)
 
             stdin_fd, own_stdin, feed = _stdin_fd(stdin, input_data)
             if own_stdin >= 0:
@@ -862,6 +925,9 @@ class Sandbox:
                     os.close(spawned.devpts_fd)
             router.open(handle, sink)
 
+            if self.trace and scratches:
+                with blocked_in_new_threads():
+                    sampler = _ScratchSampler(scratches)
             victim = spawned
             pump = _OutputPump([out_r, err_r], [out_sink, err_sink], limits.output_bytes,
                                lambda: kill_picoprocess(victim))
@@ -910,6 +976,8 @@ class Sandbox:
                 notes.append("signals passed on to the program: "
                              + ", ".join(signal_name(s) for s in ending.forwarded))
             cg = raw_result.cgroup_stats
+            scratch_use = _scratch_use(scratches, sampler)
+            sampler = None
             if cg is not None and cg.pids_limit_hits:
                 notes.append(f"limits.pids: {cg.pids_limit_hits} fork(s) refused")
             result = Result(
@@ -929,6 +997,9 @@ class Sandbox:
                     memory_peak_bytes=getattr(cg, "memory_peak_bytes", None),
                     output_bytes=pump.total,
                     monitor_cpu_s=stats["monitor_cpu_ns"] / 1e9,
+                    # The reaper is a task of the run's cgroup too.
+                    tasks_peak=(cg.pids_peak - 1 if cg is not None and cg.pids_peak else None),
+                    scratch=scratch_use,
                 ),
                 counts={"mediated": stats["calls"], "mediated_allowed": stats["allowed"],
                         "mediated_denied": stats["denied"], "mediated_errors": stats["errors"],
@@ -966,6 +1037,8 @@ class Sandbox:
                     router.close(handle)
             if pump is not None:
                 pump.finish()
+            if sampler is not None:
+                sampler.stop()
             for fd in pipes + owned:
                 os.close(fd)
             if policy is not None:
@@ -1080,13 +1153,14 @@ def _make_skeleton(points: tuple[str, ...]):
     return skeleton
 
 
-def _net_policy(manifest: Manifest):
+def _net_policy(manifest: Manifest, any_host: bool = False):
     """The run's network policy: its grants, and the bound on the udp:
     relays it may hold.  Even with no grants: the guest's own network
-    (loopback) needs no grant, but the relay bound still applies."""
+    (loopback) needs no grant, but the relay bound still applies.
+    ``any_host``: connects to every host address but loopback (learning)."""
     from picoproc.netpolicy import build_net_policy
 
-    return build_net_policy(manifest)
+    return build_net_policy(manifest, any_host=any_host)
 
 
 def _syscall_name(nr) -> str:

@@ -71,6 +71,9 @@ class CgroupStats:
     oom_kills: int  # processes the OOM killer ended inside the run
     memory_limit_hits: int  # times the memory limit was reached (v1 failcnt, v2 events "max")
     pids_limit_hits: int  # forks refused by pids.max
+    # The most tasks (processes and threads) alive at once, the reaper
+    # included (pids.peak, Linux 6.1+); None where it cannot be read.
+    pids_peak: int | None = None
 
 
 def _read(path: str) -> str:
@@ -494,7 +497,7 @@ class RunCgroup:
         return None
 
     def stats(self) -> CgroupStats:
-        peak = None
+        peak = pids_peak = None
         oom = mem_hits = pid_hits = 0
         d = self._dir("memory") if "memory" in self.controllers else None
         if d:
@@ -517,7 +520,11 @@ class RunCgroup:
                 pid_hits = _keyed(_read(os.path.join(d, "pids.events"))).get("max", 0)
             except OSError:
                 pass
-        return CgroupStats(peak, oom, mem_hits, pid_hits)
+            try:
+                pids_peak = int(_read(os.path.join(d, "pids.peak")))
+            except (OSError, ValueError):
+                pass
+        return CgroupStats(peak, oom, mem_hits, pid_hits, pids_peak)
 
     def remove(self) -> None:
         """Kills anything still inside and removes the directories

@@ -93,6 +93,13 @@ class Usage:
     # pico: CPU time the monitor spent serving the program (its calls, its
     # udp: relays), counted against the CPU-time limit with the program's own.
     monitor_cpu_s: float = 0.0
+    # The most tasks (processes and threads) of the run alive at once, from
+    # its cgroup (None without one).
+    tasks_peak: int | None = None
+    # Scratch tmpfs use, by guest path: {"size_bytes", "used_bytes",
+    # "used_inodes" (at the end), "peak_bytes", "peak_inodes" (sampled while
+    # the run lasted when it was traced, else None)}; None: not measured.
+    scratch: dict[str, dict[str, int | None]] | None = None
 
 
 @dataclasses.dataclass
