@@ -1131,6 +1131,11 @@ def _toml_string(value: str) -> str:
     return "".join(out)
 
 
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (for writers of manifests: picoproc learn)."""
+    return _toml_string(value)
+
+
 def format_size(nbytes: int) -> str:
     for suffix, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
         if nbytes % (1 << shift) == 0:

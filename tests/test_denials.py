@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import shutil
-import tempfile
+import socket
 import subprocess
+import tempfile
 import threading
 
 import pytest
-
 from picoproc.api import Sandbox
 from picoproc.manifest import apply_overrides, default_manifest
 
@@ -132,7 +131,7 @@ def test_read_only_mount_names_the_narrowest_writable_grant(run_picoproc, world_
 
 
 def test_system_directory_write_warns(run_picoproc, tmp_path):
-    proc, doc = _run(run_picoproc, "--", "sh", "-c", "echo x > /usr/x", json_path=tmp_path / "r.json")
+    _proc, doc = _run(run_picoproc, "--", "sh", "-c", "echo x > /usr/x", json_path=tmp_path / "r.json")
     d = _only(doc, "read_only")
     assert "a system directory" in d["why"] and d["grant"] == "-v /usr:/usr:rw"
 
@@ -166,7 +165,7 @@ def test_not_mounted_path_the_host_has(run_picoproc, outside_dir, tmp_path):
 
 
 def test_probes_of_what_the_host_lacks_are_only_counted(run_picoproc, tmp_path):
-    proc, doc = _run(run_picoproc, "--", "sh", "-c", "cat /nonexistent-dir/x; echo x > /usr/x",
+    proc, _doc = _run(run_picoproc, "--", "sh", "-c", "cat /nonexistent-dir/x; echo x > /usr/x",
                      json_path=tmp_path / "r.json")
     lines = _summary_lines(proc.stderr)
     assert not any("nonexistent" in ln for ln in lines)
