@@ -1121,7 +1121,8 @@ static long serve_note_unsupported(struct call *c, char *path)
 {
 	c->rec.arg = (int64_t)ARG(0);
 	c->rec.arg2 = (int64_t)ARG(1);
-	return -ENOSYS;
+	/* A traced run's note of a call the library OS emulated: not an error. */
+	return (ARG(0) & PICO_NOTE_EMULATED) ? 0 : -ENOSYS;
 }
 
 /* Reads "Name:\tvalue" from a /proc status text; the value parsed in base. */

@@ -787,8 +787,10 @@ class Sandbox:
     batch of this run's audit records.  ``user``: whom the program runs as
     (``"UID[:GID]"``, a user name or a (uid, gid) tuple; see
     resolve_identity for the rule when it is None).  ``trace``: also sample
-    the scratch tmpfs use while the run lasts (``Usage.scratch`` peaks; what
-    picoproc.trace profiles).  ``any_host_network``: grant connects to every
+    the scratch tmpfs use while the run lasts (``Usage.scratch`` peaks), and
+    have the library OS report the first call of each Linux syscall it
+    emulates in each program image (audit records ``note_emulated``): what
+    picoproc.trace profiles.  ``any_host_network``: grant connects to every
     host address but loopback (picoproc learn --allow-net)."""
 
     def __init__(self, manifest: Manifest | None = None, *, raw: bool = False,
@@ -801,7 +803,8 @@ class Sandbox:
         self.user = user
         self.audit_limit = audit_limit  # bytes an audit file may hold (None: no bound)
         # Watch the run more closely, for picoproc trace and learn: the
-        # scratch tmpfs use is sampled while it lasts (its peak).
+        # scratch tmpfs use is sampled while it lasts (its peak), and the
+        # library OS names the calls it emulates.
         self.trace = trace
         # Learning (picoproc learn --allow-net): TCP and UDP connects to any
         # host address but loopback and the wildcard, which stay the
@@ -1087,7 +1090,8 @@ class Sandbox:
         groups = default[2][:64] if (identity.uid, identity.gid) == default[:2] else ()
         return SpawnConfig(
             argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
-                             hostname=m.hostname, limits=m.limits, groups=groups),
+                             hostname=m.hostname, limits=m.limits, groups=groups,
+                             trace=self.trace),
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,

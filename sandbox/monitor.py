@@ -75,6 +75,7 @@ DENIAL_REASONS = {
 }
 
 _TABLE = load_table()
+_NOTE_EMULATED = _TABLE.constants["PICO_NOTE_EMULATED"]
 CALL_NAMES = {m.index: m.name for m in _TABLE.mediated}
 _DRAIN_BATCH = 1024
 
@@ -707,7 +708,11 @@ def _record_dicts(buf, n: int) -> list[dict]:
         }
         if reason:
             rec["reason"] = DENIAL_REASONS.get(reason, str(reason))
-        if call == "note_unsupported":
+        if call == "note_unsupported" and arg & _NOTE_EMULATED:
+            # A traced run's note of a call the library OS emulated.
+            rec["call"] = "note_emulated"
+            rec["linux_nr"] = arg & ~_NOTE_EMULATED
+        elif call == "note_unsupported":
             rec["linux_nr"] = arg
             rec["arg0"] = arg2
         elif call == "unknown":

@@ -460,12 +460,13 @@ def describe_record(record: Mapping[str, Any]) -> dict:
         key, show = _ARG_MEANING.get(call, ("arg", lambda v: v))
         value = record["arg"]
         out[key] = show(value) if isinstance(value, int) else value
-    if call == "note_unsupported":
+    if call in ("note_unsupported", "note_emulated"):
         from picoproc.abi.linux import SYSCALLS_BY_NR
 
         nr = record.get("linux_nr")
         out["syscall"] = SYSCALLS_BY_NR.get(nr, str(nr))
-        out["first_arg"] = record.get("arg0")
+        if call == "note_unsupported":
+            out["first_arg"] = record.get("arg0")
     elif call == "unknown" and "nr" in record:
         out["nr"] = record["nr"]
     return out

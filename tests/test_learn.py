@@ -534,6 +534,8 @@ def test_trace_profile(run_picoproc, work):
     assert "list" in files["/data"]["access"]
     assert set(doc["executed"]) >= {"/usr/bin/dash", "/usr/bin/cat", "/usr/bin/ls"}
     assert all("ld-linux" in p for p in doc["interpreters"])
+    # The library OS names what it emulated (uname(2) for uname(1)).
+    assert "uname" in doc["emulated"] and "Emulated by the library OS" in text
     assert doc["peaks"]["tasks"] is None or doc["peaks"]["tasks"] >= 2
     assert doc["outcome"]["exit_status"] == 1
     assert [d["rule"] for d in doc["denials"]] == ["hidden_path"]
