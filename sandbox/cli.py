@@ -399,7 +399,20 @@ def _traced_run(args, manifest, any_host_network: bool = False):
     _print_run_warnings(result)
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
-    return result, profile_run(result, manifest, any_host_network=any_host_network)
+    return result, profile_run(result, manifest, any_host_network=any_host_network,
+                               audit_dropped=_audit_dropped(result))
+
+
+def _audit_dropped(result) -> bool:
+    """Whether the monitor that served the run (this process's only one for
+    that identity) dropped audit records: the profile is then incomplete."""
+    from picoproc.api import shared_monitor
+
+    ident = result.identity or {}
+    if "uid" not in ident:
+        return False
+    monitor, _ = shared_monitor((ident["uid"], ident["gid"]))
+    return monitor.counters()["audit_dropped"] > 0
 
 
 def _write_text(target: str, text: str) -> None:
