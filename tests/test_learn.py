@@ -532,7 +532,8 @@ def test_trace_profile(run_picoproc, work):
     assert files["/data/in.txt"]["access"] == ["read"]
     assert "create" in files["/out/o.txt"]["access"]
     assert "list" in files["/data"]["access"]
-    assert set(doc["executed"]) >= {"/usr/bin/dash", "/usr/bin/cat", "/usr/bin/ls"}
+    # /bin and /usr/bin are two mounts of the same host directory: either may run.
+    assert {os.path.basename(p) for p in doc["executed"]} >= {"dash", "cat", "ls", "uname"}
     assert all("ld-linux" in p for p in doc["interpreters"])
     # The library OS names what it emulated (uname(2) for uname(1)).
     assert "uname" in doc["emulated"] and "Emulated by the library OS" in text
