@@ -462,10 +462,13 @@ def test_traces_merge_into_one_manifest(run_picoproc, work):
     flags = ["-v", f"{data}:/data:ro", "-v", f"{out}:/out:rw"]
     reader = ["cat", "/data/in.txt"]
     writer = ["sh", "-c", "echo made > /out/made.txt"]
-    for name, cmd in (("r", reader), ("w", writer)):
-        proc = run_picoproc("trace", "--json", str(work / f"{name}.json"), "-o",
-                            str(work / f"{name}.txt"), *flags, "--", *cmd, timeout=TIMEOUT)
-        assert proc.returncode == 0, proc.stderr
+    proc = run_picoproc("trace", "--json", str(work / "r.json"), "-o", str(work / "r.txt"),
+                        *flags, "--", *reader, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    # A learning run keeps its profile too.
+    proc = run_picoproc("learn", "--save-trace", str(work / "w.json"), "-o", str(work / "w.toml"),
+                        *flags, "--", *writer, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
     proc, text, _doc = learn(run_picoproc, work / "both.toml", "--from", str(work / "r.json"),
                             "--from", str(work / "w.json"))
     assert text.count("from 2 runs") == 1
