@@ -387,7 +387,8 @@ def _write_toml(profiles: Sequence[Profile], base: Manifest, anchors: list[Ancho
                      "learning: this manifest reproduces that run.")
     if any(p.audit_dropped for p in profiles):
         lines.append("# NOTE: the monitor dropped audit records while learning: some uses may be missing.")
-    lines += ["", f"cwd = {q(base.cwd)}", f"hostname = {q(base.hostname)}"]
+    lines += ["", "# The learning run's working directory and host name.",
+              f"cwd = {q(base.cwd)}", f"hostname = {q(base.hostname)}"]
     if base.hidden:
         lines += ["", "# Secrets stay hidden even where a mount below would show them (the",
                   "# learning manifest's hidden paths, the default's secrets among them).",
