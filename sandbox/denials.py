@@ -272,6 +272,10 @@ class _Explainer:
         if rule in HIDDEN_RULES:
             key, why, grant = self.hidden(rule, canon, resolved)
             return Denial(path, "path", rule, key, why, grant, exists_on_host=exists, resolved=shown)
+        if rule == "xattr_namespace":
+            return Denial(path, "path", rule, "(extended attributes)",
+                          "only user.* extended attributes may be set or removed", None,
+                          exists_on_host=exists, resolved=shown)
         if rule == "device":
             return Denial(path, "path", rule, "(library OS devices)",
                           "a host device file the library OS shows (/dev/null ...): its data "

@@ -279,6 +279,18 @@ def test_device_files_are_data_only(run_picoproc, tmp_path):
     assert d["grant"] is None and "device" in d["why"]
 
 
+def test_extended_attributes_outside_user_are_refused(run_picoproc, world_dir, tmp_path):
+    (world_dir / "f").write_text("x")
+    (world_dir / "f").chmod(0o666)
+    prog = ("import os\ntry:\n    os.setxattr('/data/f', 'trusted.x', b'1')\n"
+            "except PermissionError:\n    print('refused')\n")
+    proc, doc = _run(run_picoproc, "-v", f"{world_dir}:/data:rw", "--", "python3", "-c", prog,
+                     json_path=tmp_path / "r.json")
+    assert proc.stdout == "refused\n", proc.stderr
+    d = _only(doc, "xattr_namespace")
+    assert d["grant"] is None and "user." in d["why"]
+
+
 def test_renaming_a_directory_that_holds_a_hidden_path(run_picoproc, world_dir, tmp_path):
     keep = world_dir / "keep"
     keep.mkdir()
