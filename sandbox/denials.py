@@ -501,6 +501,14 @@ def mount_is_missing(manifest: Manifest, guest_path: str) -> bool:
 def _explain_denial(explain: _Explainer, rec: Mapping) -> Denial:
     rule = rec.get("reason") or ""
     scheme, target = record_path(rec)
+    if rule == "host_terminal":
+        return Denial("a terminal the run did not make", "terminal", rule, "(terminals)",
+                      "a terminal request on a terminal that is not the run's own pseudo-terminal: "
+                      "a host terminal the program inherited never changes", None)
+    if rule == "run_bound":
+        return Denial(f"{rec.get('call', '?')} bound", "bound", rule, "(per-run bounds)",
+                      "a bound every run has was reached (inotify instances and watches)", None,
+                      exists_on_host=True)
     if scheme in _NET_SCHEMES and (rule == "net_not_granted" or not rule):
         return explain.net_denial(scheme, target or "")
     if target is None:

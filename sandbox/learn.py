@@ -151,7 +151,8 @@ class _Learner:
             self.link_targets[use.path] = view.resolve(use.path).path
         access = use.access
         is_dir = _is_dir(host_path(mount, use.path))
-        data_change = bool(access & {"write", "attr"})
+        # A watch is offered only in writable mounts (the monitor's rule).
+        data_change = bool(access & {"write", "attr", "watch"})
         runs = "exec" in access or (use.exec_checked and not is_dir)
         parent = os.path.dirname(use.path) if use.path != mount.guest else mount.guest
         if access & {"create", "remove"}:
@@ -165,8 +166,8 @@ class _Learner:
             elif not access & {"create", "remove"}:
                 self.looked_up.append((mount, use.path))
             return
-        kind = next((k for k in ("exec", "write", "attr", "read", "stat", "link") if k in access),
-                    None)
+        kind = next((k for k in ("exec", "write", "attr", "watch", "read", "stat", "link")
+                     if k in access), None)
         if runs:
             kind = "exec"
         if kind is None or not os.path.lexists(host_path(mount, use.path)):
@@ -263,10 +264,11 @@ def _round_up(n: float, unit: int) -> int:
 
 def _examples(why: dict[str, list[str]], limit: int = 2) -> str:
     words = {"exec": "executed", "create": "created", "remove": "removed", "write": "wrote",
-             "attr": "changed", "read": "read", "list": "listed", "stat": "looked up",
-             "link": "followed links"}
+             "attr": "changed", "watch": "watched", "read": "read", "list": "listed",
+             "stat": "looked up", "link": "followed links"}
     parts = []
-    for access in ("exec", "create", "remove", "write", "attr", "read", "list", "stat", "link"):
+    for access in ("exec", "create", "remove", "write", "attr", "watch", "read", "list", "stat",
+                   "link"):
         paths = why.get(access)
         if not paths:
             continue

@@ -52,7 +52,8 @@ O_PATH, O_TMPFILE = 0o10000000, 0o20000000
 AT_SYMLINK_NOFOLLOW, X_OK = 0x100, 1
 
 # What a run can do to a file or directory, in the order a profile shows it.
-ACCESS_ORDER = ("exec", "create", "write", "remove", "attr", "read", "list", "stat", "link")
+ACCESS_ORDER = ("exec", "create", "write", "remove", "attr", "watch", "read", "list", "stat",
+                "link")
 # Kinds of access that change a directory's contents (need a writable mount
 # of the directory the name is in).
 CHANGES_NAME = {"create", "remove"}
@@ -261,6 +262,15 @@ def _file_accesses(rec: Mapping) -> list[tuple[str, str, bool]]:
         return out
     if call in ("chmod", "chown", "utimens", "truncate"):
         return [(path, "attr", True)]
+    if call == "mknod":
+        return [(path, "create", False)]
+    if call == "xattr":
+        # The op in the low bits: get 0, list 1, set 2, remove 3 (PICO_XATTR_*).
+        op = flags & 0x7
+        return [(path, "attr" if op in (2, 3) else "stat", True)]
+    if call == "inotify":
+        # A watch is offered only in writable mounts: learning must keep that.
+        return [(path, "watch", True)]
     return []
 
 
@@ -456,7 +466,8 @@ def _size(n: int | None) -> str:
 
 
 _WORDS = {"exec": "executed", "create": "created", "write": "written", "remove": "removed",
-          "attr": "changed (mode, times, size)", "read": "read", "list": "listed",
+          "attr": "changed (mode, times, size)", "watch": "watched (inotify)", "read": "read",
+          "list": "listed",
           "stat": "looked up", "link": "symbolic links followed"}
 
 

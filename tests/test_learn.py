@@ -576,3 +576,22 @@ def test_learn_usage_errors(run_picoproc, work):
     assert proc.returncode == 125 and "not a picoproc trace" in proc.stderr
     proc = run_picoproc("learn", "--margin", "0.5", "--", "true", timeout=TIMEOUT)
     assert proc.returncode == 125 and "--margin" in proc.stderr
+
+
+def test_fifos_and_extended_attributes_are_learned_as_changes(run_picoproc, work):
+    data = work / "data"
+    data.mkdir()
+    (data / "f").write_text("x")
+    _tree_open(work)
+    prog = ("import os\n"
+            "os.mkfifo('/data/pipe')\n"
+            "os.setxattr('/data/f', 'user.tag', b'1')\n"
+            "print(os.getxattr('/data/f', 'user.tag').decode())\n"
+            "os.unlink('/data/pipe')\n")
+    proc, text, doc = learn(run_picoproc, work / "x.toml", "-v", f"{data}:/data:rw", "--",
+                            "python3", "-c", prog)
+    assert proc.stdout == "1\n"
+    assert mounts_of(doc)["/data"]["mode"] == "rw" and "created /data/pipe" in text
+    os.removexattr(data / "f", "user.tag")
+    again, _ = run_with(run_picoproc, work / "x.toml", "--", "python3", "-c", prog)
+    assert again.returncode == 0 and again.stdout == "1\n", again.stderr
