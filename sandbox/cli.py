@@ -324,9 +324,11 @@ def _print_run_warnings(result) -> None:
         print(f"picoproc: warning: {result.cleanup_error}", file=sys.stderr)
 
 
-def _run_pico(args, manifest, **sandbox_options):
+def _run_pico(args, manifest, audit=None, **sandbox_options):
     """Runs args.command under the pico backend: the Result, or the exit
-    status of a run that could not start (its message already printed)."""
+    status of a run that could not start (its message already printed).
+    ``audit``: a callable given the run's audit records (instead of
+    --audit FILE)."""
     from picoproc.api import ProgramNotExecutable, ProgramNotFound, Sandbox, SandboxError
     from picoproc.image import ImageError
     from picoproc.monitor import MonitorError
@@ -337,8 +339,9 @@ def _run_pico(args, manifest, **sandbox_options):
     except ValueError as exc:
         return _fail(args, EXIT_USAGE, f"--audit-limit: {exc}")
     try:
-        sandbox = Sandbox(manifest, raw=getattr(args, "raw", False), audit=args.audit,
-                          user=args.user, audit_limit=audit_limit, **sandbox_options)
+        sandbox = Sandbox(manifest, raw=getattr(args, "raw", False),
+                          audit=args.audit if audit is None else audit, user=args.user,
+                          audit_limit=audit_limit, **sandbox_options)
         return sandbox.run(args.command, stdin=0, forward_signals=True,
                            stop_timeout=args.stop_timeout)
     except ProgramNotFound as exc:
@@ -387,32 +390,52 @@ def _audit_limit(text: str | None) -> int | None:
 
 
 def _traced_run(args, manifest, any_host_network: bool = False):
-    """Runs args.command traced: (Result, Profile), or an exit status."""
-    from picoproc.trace import profile_run
+    """Runs args.command traced: (Result, Profile), or an exit status.  The
+    profile is built from the audit records as they come (a run keeps only
+    its first records in memory); --audit FILE gets them too."""
+    from picoproc.monitor import AuditJsonlWriter
+    from picoproc.trace import ProfileBuilder
 
     if not args.command:
         raise UsageError(f"picoproc {args.cmd}: no program given (usage: picoproc {args.cmd} "
                          "[options] -- PROG [ARGS...])")
-    result = _run_pico(args, manifest, trace=True, any_host_network=any_host_network)
+    try:
+        audit_limit = _audit_limit(getattr(args, "audit_limit", None))
+    except ValueError as exc:
+        return _fail(args, EXIT_USAGE, f"--audit-limit: {exc}")
+    builder = ProfileBuilder(manifest, any_host_network)
+    received = [0]
+    writer = None
+    if args.audit:
+        try:
+            writer = AuditJsonlWriter(args.audit, audit_limit)
+        except OSError as exc:
+            return _fail(args, EXIT_PICOPROC_ERROR, f"--audit {args.audit}: {exc.strerror}")
+
+    def sink(records) -> None:
+        records = list(records)
+        received[0] += len(records)
+        builder.add(records)
+        if writer is not None:
+            writer(records)
+
+    try:
+        result = _run_pico(args, manifest, audit=sink, trace=True,
+                           any_host_network=any_host_network)
+    finally:
+        if writer is not None:
+            writer.close()
     if isinstance(result, int):
         return result
+    if writer is not None and writer.error:
+        result.audit_error = writer.error
     _print_run_warnings(result)
     if result.signal is not None or result.limit is not None:
         print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
-    return result, profile_run(result, manifest, any_host_network=any_host_network,
-                               audit_dropped=_audit_dropped(result))
-
-
-def _audit_dropped(result) -> bool:
-    """Whether the monitor that served the run (this process's only one for
-    that identity) dropped audit records: the profile is then incomplete."""
-    from picoproc.api import shared_monitor
-
-    ident = result.identity or {}
-    if "uid" not in ident:
-        return False
-    monitor, _ = shared_monitor((ident["uid"], ident["gid"]))
-    return monitor.counters()["audit_dropped"] > 0
+    # Every call served leaves one record: fewer received means the monitor
+    # dropped some (its ring was full), and the profile misses them.
+    served = (result.counts or {}).get("mediated") or 0
+    return result, builder.finish(result, audit_dropped=received[0] < served)
 
 
 def _write_text(target: str, text: str) -> None:

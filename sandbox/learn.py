@@ -153,7 +153,9 @@ class _Learner:
         is_dir = _is_dir(host_path(mount, use.path))
         # A watch is offered only in writable mounts (the monitor's rule).
         data_change = bool(access & {"write", "attr", "watch"})
-        runs = "exec" in access or (use.exec_checked and not is_dir)
+        # An ELF object loaded (mapped executable) needs exec as much as a
+        # program run: the kernel refuses mmap(PROT_EXEC) on a noexec mount.
+        runs = bool(access & {"exec", "map"}) or (use.exec_checked and not is_dir)
         parent = os.path.dirname(use.path) if use.path != mount.guest else mount.guest
         if access & {"create", "remove"}:
             # A name made or removed: its directory must be writable.
@@ -166,12 +168,19 @@ class _Learner:
             elif not access & {"create", "remove"}:
                 self.looked_up.append((mount, use.path))
             return
-        kind = next((k for k in ("exec", "write", "attr", "watch", "read", "stat", "link")
+        kind = next((k for k in ("exec", "map", "write", "attr", "watch", "read", "stat", "link")
                      if k in access), None)
-        if runs:
+        if runs and kind not in ("exec", "map"):
             kind = "exec"
         if kind is None or not os.path.lexists(host_path(mount, use.path)):
             return  # gone since: its directory was made writable above
+        if "create" in access:
+            # Made by the run (a build's output): not an input to mount on its
+            # own, which would not exist before the next run; its directory,
+            # writable already, also runs it if the run did.
+            if runs:
+                self.add(mount, parent, True, True, "exec", use.path)
+            return
         need = self.files.setdefault((mount.guest, parent), {}).setdefault(use.path,
                                                                            [False, False, kind])
         need[0] |= data_change
@@ -263,12 +272,13 @@ def _round_up(n: float, unit: int) -> int:
 
 
 def _examples(why: dict[str, list[str]], limit: int = 2) -> str:
-    words = {"exec": "executed", "create": "created", "remove": "removed", "write": "wrote",
+    words = {"exec": "executed", "map": "loaded", "create": "created", "remove": "removed",
+             "write": "wrote",
              "attr": "changed", "watch": "watched", "read": "read", "list": "listed",
              "stat": "looked up", "link": "followed links"}
     parts = []
-    for access in ("exec", "create", "remove", "write", "attr", "watch", "read", "list", "stat",
-                   "link"):
+    for access in ("exec", "map", "create", "remove", "write", "attr", "watch", "read", "list",
+                   "stat", "link"):
         paths = why.get(access)
         if not paths:
             continue
@@ -425,8 +435,8 @@ def _write_toml(profiles: Sequence[Profile], base: Manifest, anchors: list[Ancho
             lines.append(f"# (narrowed from the learning mount {_c(a.source)})")
         lines += ["[[mount]]", f"guest = {q(a.guest)}", f"host = {q(a.host)}",
                   f"mode = \"{mode}\"" + ("  # written" if a.writable else ""),
-                  f"exec = {'true' if a.exec else 'false'}" + ("  # a program ran from here"
-                                                               if a.exec else "")]
+                  f"exec = {'true' if a.exec else 'false'}"
+                  + ("  # a program ran or was loaded from here" if a.exec else "")]
     for t in tmpfs:
         peak = _tmpfs_peak(profiles, t.guest)
         lines += ["", (f"# Scratch: peak {peak[0]} bytes and {peak[1]} inodes observed "

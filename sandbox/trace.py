@@ -28,10 +28,11 @@ import dataclasses
 import errno
 import ipaddress
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from picoproc.denials import PICO_OPEN_EXEC, Denial, record_path, unsupported_counts
+from picoproc.denials import PICO_OPEN_EXEC, Denial, record_path
 from picoproc.guestview import GuestView, under
 from picoproc.manifest import (
     Manifest,
@@ -52,8 +53,8 @@ O_PATH, O_TMPFILE = 0o10000000, 0o20000000
 AT_SYMLINK_NOFOLLOW, X_OK = 0x100, 1
 
 # What a run can do to a file or directory, in the order a profile shows it.
-ACCESS_ORDER = ("exec", "create", "write", "remove", "attr", "watch", "read", "list", "stat",
-                "link")
+ACCESS_ORDER = ("exec", "map", "create", "write", "remove", "attr", "watch", "read", "list",
+                "stat", "link")
 # Kinds of access that change a directory's contents (need a writable mount
 # of the directory the name is in).
 CHANGES_NAME = {"create", "remove"}
@@ -312,85 +313,169 @@ def _net_endpoint(scheme: str, rest: str) -> str:
 NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "unix", "unix.srv")
 
 
-def profile_run(result, manifest: Manifest | None = None, *, any_host_network: bool = False,
-                audit_dropped: bool = False) -> Profile:
-    """The profile of a finished run (a ``picoproc.result.Result`` of the pico
-    backend, ideally from ``Sandbox(trace=True)``)."""
-    manifest = manifest or result.manifest
-    if manifest is None:
-        raise ValueError("profile_run: the run's manifest is needed")
-    view = GuestView(manifest)
-    prof = Profile(argv=list(result.argv), manifest=manifest, any_host_network=any_host_network,
-                   audit_dropped=audit_dropped)
-    net: dict[tuple[str, str], NetUse] = {}
-    exec_paths: dict[str, int] = {}
-    for rec in result.audit:
+class ProfileBuilder:
+    """Builds a Profile from a run's audit records as they come: a traced
+    run's audit sink (``Sandbox(trace=True, audit=builder.add)``), since a
+    run keeps only its first records in memory (api.AUDIT_KEEP).  Records
+    are folded as they arrive into one entry per distinct (path, kind of
+    access) and endpoint, at most MAX_ENTRIES (a guest that makes up names
+    must not grow the monitor): beyond that the profile is marked
+    incomplete.  Paths are resolved in the guest's view at ``finish``."""
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self, manifest: Manifest, any_host_network: bool = False) -> None:
+        self.manifest = manifest
+        self.any_host_network = any_host_network
+        # (path, access, follow) -> [calls, ok, enoent, exec_checked, {errno: n}]
+        self._files: dict[tuple[str, str, bool], list] = {}
+        self._net: dict[tuple[str, str], NetUse] = {}
+        self._unsupported: dict[int, int] = {}
+        self._emulated: dict[int, int] = {}
+        self.overflow = False
+        self._lock = threading.Lock()
+
+    def add(self, records: Iterable[Mapping]) -> None:
+        with self._lock:
+            for rec in records:
+                self._add(rec)
+
+    def _room(self) -> bool:
+        if len(self._files) + len(self._net) < self.MAX_ENTRIES:
+            return True
+        self.overflow = True
+        return False
+
+    def _add(self, rec: Mapping) -> None:
         decision = rec.get("decision")
-        if decision in ("abandoned",):
-            continue
+        call = rec.get("call")
+        if decision == "abandoned":
+            return
+        if call in ("note_unsupported", "note_emulated"):
+            into = self._unsupported if call == "note_unsupported" else self._emulated
+            nr = rec.get("linux_nr")
+            if nr in into or len(into) < 1024:
+                into[nr] = into.get(nr, 0) + 1
+            return
         scheme, rest = record_path(rec)
-        if rec.get("call") == "open" and scheme in NET_SCHEMES and rest is not None:
+        if call == "open" and scheme in NET_SCHEMES and rest is not None:
             endpoint = _net_endpoint(scheme, rest)
             # unix:/PATH names a socket in the guest's view unless granted:
             # also a file use (it needs its writable mount).
             network = "refused" if decision == "deny" else \
-                _network_of(manifest, any_host_network, scheme, endpoint)
+                _network_of(self.manifest, self.any_host_network, scheme, endpoint)
             key = (scheme, endpoint)
-            use = net.get(key)
+            use = self._net.get(key)
             if use is None:
-                use = net[key] = NetUse(scheme, endpoint, network)
-            elif decision == "deny":
-                use.network = "refused" if use.network == "refused" else use.network
+                if not self._room():
+                    return
+                use = self._net[key] = NetUse(scheme, endpoint, network)
             use.calls += 1
             if decision == "allow":
                 use.ok += 1
             elif rec.get("errno_name"):
                 use.errors[rec["errno_name"]] = use.errors.get(rec["errno_name"], 0) + 1
             if not (scheme in ("unix", "unix.srv") and network == "own" and rest.startswith("/")):
-                continue
+                return
         if decision == "deny":
-            continue  # in the denial summary
+            return  # in the denial summary
         for path, access, follow in _file_accesses(rec):
+            key = (path, access, follow)
+            entry = self._files.get(key)
+            if entry is None:
+                if not self._room():
+                    return
+                entry = self._files[key] = [0, 0, False, False, {}]
+            entry[0] += 1
+            if decision == "allow":
+                entry[1] += 1
+                if call == "access" and isinstance(rec.get("arg"), int) and rec["arg"] & X_OK:
+                    entry[3] = True
+            elif rec.get("errno") == errno.ENOENT:
+                entry[2] = True
+            elif rec.get("errno_name"):
+                entry[4][rec["errno_name"]] = entry[4].get(rec["errno_name"], 0) + 1
+
+    def finish(self, result, audit_dropped: bool = False) -> Profile:
+        """The profile, once every record of the run has been added."""
+        from picoproc.abi.linux import SYSCALLS_BY_NR
+
+        view = GuestView(self.manifest)
+        prof = Profile(argv=list(result.argv), manifest=self.manifest,
+                       any_host_network=self.any_host_network,
+                       audit_dropped=audit_dropped or self.overflow)
+        exec_paths: dict[str, int] = {}
+        with self._lock:
+            files = list(self._files.items())
+            prof.network = sorted(self._net.values(), key=lambda n: (n.network, n.scheme, n.endpoint))
+            unsupported = dict(self._unsupported)
+            emulated = dict(self._emulated)
+        for (path, access, follow), (calls, ok, enoent, exec_checked, errs) in files:
             res = view.resolve(path, follow=follow)
             canon = res.path
             for link in res.links:
                 prof.links.setdefault(link, _link_text(view, link))
                 _use(prof, link).access.add("link")
             use = _use(prof, canon)
-            use.calls += 1
-            if decision == "allow":
+            use.calls += calls
+            if ok:
                 use.access.add(access)
-                if rec.get("call") == "access" and isinstance(rec.get("arg"), int) and \
-                        rec["arg"] & X_OK:
-                    use.exec_checked = True
+                use.exec_checked |= exec_checked
                 if access == "exec":
-                    exec_paths[canon] = exec_paths.get(canon, 0) + 1
-            elif rec.get("errno") == errno.ENOENT:
-                use.missing = True
-            elif rec.get("errno_name"):
-                use.errors[rec["errno_name"]] = use.errors.get(rec["errno_name"], 0) + 1
-    prof.network = sorted(net.values(), key=lambda n: (n.network, n.scheme, n.endpoint))
-    prof.executed, prof.interpreters = _split_interpreters(view, exec_paths)
-    prof.unsupported = unsupported_counts(result.audit)
-    prof.emulated = _emulated(result.audit)
-    prof.denials = [d.to_json() for d in result.denial_summary]
-    prof.peaks = _peaks(result)
-    prof.outcome = {"exit_status": result.exit_status, "exit_code": result.exit_code,
-                    "signal": result.signal, "limit": result.limit, "reason": result.reason}
-    return prof
+                    exec_paths[canon] = exec_paths.get(canon, 0) + ok
+            use.missing |= enoent
+            for name, n in errs.items():
+                use.errors[name] = use.errors.get(name, 0) + n
+        _mark_elf_objects(view, prof)
+        prof.executed, prof.interpreters = _split_interpreters(view, exec_paths)
+        prof.unsupported = dict(sorted(((SYSCALLS_BY_NR.get(nr, str(nr)), n)
+                                        for nr, n in unsupported.items()),
+                                       key=lambda kv: (-kv[1], kv[0])))
+        prof.emulated = dict(sorted((SYSCALLS_BY_NR.get(nr, str(nr)), n)
+                                    for nr, n in emulated.items())) or None
+        prof.denials = [d.to_json() for d in result.denial_summary]
+        prof.peaks = _peaks(result)
+        prof.outcome = {"exit_status": result.exit_status, "exit_code": result.exit_code,
+                        "signal": result.signal, "limit": result.limit, "reason": result.reason}
+        return prof
 
 
-def _emulated(records) -> dict[str, int] | None:
-    """{Linux call: program images that made it} from the library OS's
-    reports; None when there are none (the run was not traced)."""
-    from picoproc.abi.linux import SYSCALLS_BY_NR
+def profile_run(result, manifest: Manifest | None = None, *, any_host_network: bool = False,
+                audit_dropped: bool = False) -> Profile:
+    """The profile of a finished run from the records its Result kept (a run
+    keeps only its first records: for a long run, build it while the run
+    lasts with ProfileBuilder)."""
+    manifest = manifest or result.manifest
+    if manifest is None:
+        raise ValueError("profile_run: the run's manifest is needed")
+    builder = ProfileBuilder(manifest, any_host_network)
+    builder.add(result.audit)
+    return builder.finish(result, audit_dropped or bool(getattr(result, "audit_dropped", 0)))
 
-    counts: dict[str, int] = {}
-    for rec in records:
-        if rec.get("call") == "note_emulated":
-            name = SYSCALLS_BY_NR.get(rec.get("linux_nr"), str(rec.get("linux_nr")))
-            counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items())) if counts else None
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def _mark_elf_objects(view: GuestView, prof: Profile) -> None:
+    """Marks "map" on the ELF shared objects and executables the run read:
+    the dynamic loader and dlopen map them executable, which a noexec mount
+    refuses (the monitor never sees an mmap: it is a direct call).  One read
+    only as data is marked too."""
+    for use in prof.files.values():
+        if "read" not in use.access or "exec" in use.access:
+            continue
+        host = view.host_path(use.path)
+        if host is None:
+            continue
+        try:
+            with open(host, "rb") as f:
+                head = f.read(18)
+        except OSError:
+            continue
+        # Shared objects and executables (e_type ET_EXEC 2, ET_DYN 3, little
+        # endian); an object file (.o, ET_REL) is only ever read.
+        if head[:4] == ELF_MAGIC and len(head) == 18 and head[16:18] in (b"\x02\x00", b"\x03\x00"):
+            use.access.add("map")
 
 
 def _use(prof: Profile, path: str) -> FileUse:
@@ -465,7 +550,8 @@ def _size(n: int | None) -> str:
     return f"{n}B"
 
 
-_WORDS = {"exec": "executed", "create": "created", "write": "written", "remove": "removed",
+_WORDS = {"exec": "executed", "map": "loaded (shared objects)",
+          "create": "created", "write": "written", "remove": "removed",
           "attr": "changed (mode, times, size)", "watch": "watched (inotify)", "read": "read",
           "list": "listed",
           "stat": "looked up", "link": "symbolic links followed"}

@@ -117,7 +117,10 @@ def test_python_script_learned_manifest_reproduces_and_refuses_strays(run_picopr
     # The interpreter runs; the system directories are not mounted whole.
     assert mounts["/usr/bin/python3.11"]["exec"] is True
     assert "/usr" not in mounts and "/etc" not in mounts and "/bin" not in mounts
-    assert not any(m["exec"] for g, m in mounts.items() if g.startswith(("/etc", "/usr/lib/python3")))
+    assert not any(m["exec"] for g, m in mounts.items() if g.startswith("/etc"))
+    # Shared objects are loaded (mapped executable): their mounts allow it,
+    # as a noexec mount would refuse the dynamic loader.
+    assert mounts["/lib/x86_64-linux-gnu/libc.so.6"]["exec"] is True
     # Never the secrets; no network; every mount line has its reason.
     assert "/etc/shadow" in doc["hidden"] and "*.key" in doc["hidden_names"]
     assert doc["net"] == {"connect": [], "listen": [], "unix": []}
@@ -595,3 +598,23 @@ def test_fifos_and_extended_attributes_are_learned_as_changes(run_picoproc, work
     os.removexattr(data / "f", "user.tag")
     again, _ = run_with(run_picoproc, work / "x.toml", "--", "python3", "-c", prog)
     assert again.returncode == 0 and again.stdout == "1\n", again.stderr
+
+
+def test_a_long_run_is_profiled_to_its_last_call(run_picoproc, work):
+    """A run keeps only its first records in memory (api.AUDIT_KEEP); the
+    profile is built from all of them as they come, so what a program uses
+    after many calls is learned too."""
+    from picoproc.api import AUDIT_KEEP
+
+    data = work / "data"
+    data.mkdir()
+    (data / "late.txt").write_text("late\n")
+    _tree_open(work)
+    prog = (f"import os\nfor _ in range({AUDIT_KEEP + 2000}): os.stat('/usr/bin/python3')\n"
+            "print(open('/data/late.txt').read(), end='')\n")
+    proc, text, doc = learn(run_picoproc, work / "long.toml", "-v", f"{data}:/data:ro", "--",
+                            "python3", "-c", prog)
+    assert proc.stdout == "late\n"
+    assert "/data/late.txt" in mounts_of(doc) or "/data" in mounts_of(doc)
+    again, _ = run_with(run_picoproc, work / "long.toml", "--", "python3", "-c", prog)
+    assert again.returncode == 0 and again.stdout == "late\n", again.stderr
