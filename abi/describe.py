@@ -154,10 +154,42 @@ def _comparison_in_words(call: str, c: Comparison, names: _Names) -> str:
     return f"{arg} & {hex(c.mask)} is {names.show(c.value)}"
 
 
-def rules_in_words(call: DirectCall, table: ABITable) -> str:
-    """The call's rules as one sentence; "any arguments" when unconstrained."""
+def _pairs_in_words(call: DirectCall, brief: bool) -> str | None:
+    """Rules that each name one value of the same two arguments ("a1 == X
+    && a2 == Y", setsockopt's (level, optname) pairs), grouped by the first:
+    "level is SOL_SOCKET and optname is one of ...".  The names are the
+    rules' own (a value can have several: 6 is SO_BROADCAST as an optname,
+    IPPROTO_TCP as a level).  None when the rules have another shape."""
+    groups: dict[str, list[str]] = {}
+    args = None
+    for rule in call.rules:
+        cs = rule.comparisons
+        if len(cs) != 2 or any(c.op != "==" or c.mask is not None for c in cs):
+            return None
+        if args is None:
+            args = (cs[0].arg, cs[1].arg)
+        if (cs[0].arg, cs[1].arg) != args:
+            return None
+        first, second = (c.text.split("==")[1].strip() for c in cs)
+        groups.setdefault(first, []).append(second)
+    if args is None or len(call.rules) < 4:
+        return None
+    a, b = (_arg_name(call.name, i) for i in args)
+    out = []
+    for first, seconds in groups.items():
+        listed = f"one of {len(seconds)} names" if brief else "one of " + ", ".join(seconds)
+        out.append(f"{a} is {first} and {b} is {listed if len(seconds) > 1 else seconds[0]}")
+    return "; or ".join(out)
+
+
+def rules_in_words(call: DirectCall, table: ABITable, *, brief: bool = False) -> str:
+    """The call's rules as one sentence; "any arguments" when unconstrained.
+    ``brief``: long lists of names are counted, not listed (an overview)."""
     if not call.rules:
         return "any arguments"
+    pairs = _pairs_in_words(call, brief)
+    if pairs is not None:
+        return pairs
     names = _Names(table, call)
     single = [r.comparisons[0] for r in call.rules if len(r.comparisons) == 1]
     if len(single) == len(call.rules) and len({c.arg for c in single}) == 1:

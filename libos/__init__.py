@@ -20,7 +20,7 @@ def loader_path() -> pathlib.Path:
 def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | None = None,
                 gid: int | None = None, hostname: str | None = None, release: str | None = None,
                 umask: int | None = None, limits=None, cpus: int | None = None,
-                groups=()) -> list[str]:
+                groups=(), trace: bool = False) -> list[str]:
     """The argv the monitor gives the loader image in "libos" mode:
 
         picoproc-loader [--option=value ...] -- PROGRAM ARGV0 ARGS...
@@ -33,7 +33,10 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
     "picoproc", umask 022).  ``groups`` are the supplementary groups
     getgroups reports (at most 64: those the monitor acts with).  ``limits`` (a manifest Limits) makes getrlimit
     report the limits spawn sets (open files, CPU time, processes); ``cpus``
-    is the CPU count the guest sees (default: the CPUs this process may use)."""
+    is the CPU count the guest sees (default: the CPUs this process may use).
+    ``trace``: the library OS reports the first call of each Linux syscall it
+    emulates in each program image (pico_note_unsupported with
+    PICO_NOTE_EMULATED), for picoproc trace."""
     if not cwd.startswith("/"):
         raise ValueError(f"cwd must be an absolute guest path, not {cwd!r}")
     opts = [f"--cwd={cwd}"]
@@ -63,6 +66,8 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
     if not 1 <= int(cpus) <= 1024:
         raise ValueError("cpus must be within 1..1024")
     opts.append(f"--cpus={int(cpus)}")
+    if trace:
+        opts.append("--trace")
     return [str(loader_path()), *opts, "--", program, *argv]
 
 

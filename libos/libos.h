@@ -309,6 +309,12 @@ extern const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX];
 long libos_install_sigsys_handler(void);
 /* Counters for tests and the audit: emulated calls served in this process. */
 extern unsigned long libos_trap_count;
+/* A traced run (loader option --trace: picoproc trace, learn): the first
+ * call of each emulated Linux syscall in this program image is reported to
+ * the monitor (pico_note_unsupported with PICO_NOTE_EMULATED), for the
+ * run's profile. */
+extern int libos_trace;
+void libos_note_emulated(unsigned nr);
 
 /* ---- rewrite.c: syscall-site rewriting (the trap-free fast path) ---- */
 /* After serving a trap whose syscall instruction ended at ip: rewrite the

@@ -626,6 +626,8 @@ static void apply_option(const char *opt)
 		if (libos_parse_ulong(val, 10, &v) || v > 19)
 			die(NULL, "bad --nice option (0..19)", 0);
 		libos_main_process.nice = (int)v;
+	} else if (libos_streq(opt, "--trace")) {
+		libos_trace = 1;
 	} else if (VALUE_OF("--sid")) {
 		if (libos_parse_ulong(val, 10, &v) || v > 0x7fffffffUL)
 			die(NULL, "bad --sid option", 0);

@@ -323,5 +323,7 @@ long libos_fast_dispatch(unsigned nr, const long *saved)
 	long ret = fn ? fn(saved[5], saved[4], saved[3], saved[2], saved[1], saved[0], NULL) : -ENOSYS;
 	if (ret == -ENOSYS && !(nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_QUIET)))
 		pico_note_unsupported((long)nr, saved[5]);
+	else if (libos_trace)
+		libos_note_emulated(nr);
 	return ret;
 }

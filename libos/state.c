@@ -329,6 +329,11 @@ size_t libos_state_options(char *buf, size_t cap, const char **opts, size_t max_
 		sb_addnum(&sb, (unsigned long)proc->nice);
 		sb_end_string(&sb);
 	}
+	if (libos_trace) {
+		OPT_BEGIN();
+		sb_add(&sb, "--trace");
+		sb_end_string(&sb);
+	}
 	/* Limits the program set survive exec, as on Linux. */
 	for (int i = 0; i < RLIMIT_NLIMITS_K; i++) {
 		OPT_BEGIN();

@@ -525,14 +525,26 @@ LIBOS_SYSCALL(getsockname)
 	return give_address(a1, a2, &u, len);
 }
 
+/* The filter lets SOL_SOCKET and IPPROTO_TCP options through by name
+ * (abi_v1.toml): one of those levels trapping is a name it refuses
+ * (SO_ATTACH_FILTER, TCP_ULP ...), refused here as Linux refuses an option
+ * it does not know, and audited. */
+static long refused_option(long nr, long fd)
+{
+	pico_note_unsupported(nr, fd);
+	return -ENOPROTOOPT;
+}
+
 /* Implements the forms of Linux syscall setsockopt(2) the filter does not
- * let through (options of levels other than SOL_SOCKET and IPPROTO_TCP).
+ * let through (option names it does not list, options of other levels).
  * IPV6_V6ONLY is recorded until the socket is made: the monitor sets it
  * before bind.  Other options answer ENOSYS (and leave an audit record). */
 LIBOS_SYSCALL(setsockopt)
 {
 	struct sock_entry e;
 	int v;
+	if (a1 == SOL_SOCKET_K || a1 == IPPROTO_TCP)
+		return refused_option(__NR_setsockopt, a0);
 	if (a1 != IPPROTO_IPV6_K || a2 != IPV6_V6ONLY_K)
 		return -ENOSYS;
 	if (!sock_get(a0, &e))
@@ -552,10 +564,13 @@ LIBOS_SYSCALL(setsockopt)
 }
 
 /* Implements the forms of Linux syscall getsockopt(2) the filter does not
- * let through: IPV6_V6ONLY as recorded; others ENOSYS. */
+ * let through: IPV6_V6ONLY as recorded; refused names as setsockopt;
+ * others ENOSYS. */
 LIBOS_SYSCALL(getsockopt)
 {
 	struct sock_entry e;
+	if (a1 == SOL_SOCKET_K || a1 == IPPROTO_TCP)
+		return refused_option(__NR_getsockopt, a0);
 	if (a1 != IPPROTO_IPV6_K || a2 != IPV6_V6ONLY_K)
 		return -ENOSYS;
 	if (!sock_get(a0, &e))

@@ -14,6 +14,20 @@
 void libos_sigreturn(void);
 
 unsigned long libos_trap_count;
+int libos_trace;
+
+/* Calls already reported in this image: one bit per syscall number. */
+static unsigned long emulated_seen[(LIBOS_NR_MAX + 63) / 64];
+
+void libos_note_emulated(unsigned nr)
+{
+	if (nr >= LIBOS_NR_MAX)
+		return;
+	unsigned long bit = 1UL << (nr % 64);
+	if (__atomic_fetch_or(&emulated_seen[nr / 64], bit, __ATOMIC_RELAXED) & bit)
+		return;
+	pico_note_unsupported((long)nr | PICO_NOTE_EMULATED, 0);
+}
 
 /* Offsets of the argument registers in the saved context (struct sigcontext
  * inside struct ucontext). */
@@ -40,8 +54,12 @@ static void sigsys_handler(int sig, siginfo_t *si, void *ctx)
 	/* An empty slot, or a form of the call not implemented yet (a handler
 	 * answering ENOSYS): leave an audit record naming the call, unless the
 	 * table says the refusal is expected (rseq: it would only add noise). */
-	if (ret == -ENOSYS && !(nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_QUIET)))
-		pico_note_unsupported((long)nr, (long)r->rdi);
+	if (ret == -ENOSYS) {
+		if (!(nr < LIBOS_NR_MAX && (libos_call_flags[nr] & LIBOS_CALL_QUIET)))
+			pico_note_unsupported((long)nr, (long)r->rdi);
+	} else if (libos_trace) {
+		libos_note_emulated(nr);
+	}
 	r->rax = (uint64_t)ret;
 	/* Next time, let this site call the library OS without a trap. */
 	libos_rewrite_site((uintptr_t)r->rip, nr);

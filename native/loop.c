@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "denial.h"
 #include "picoproc_abi.h"
 
 /* Linux 6.6; older headers lack them. */
@@ -90,6 +91,9 @@ struct guest {
 	const struct pico_fs_policy *fs;
 	const struct pico_net_policy *net;
 	struct pico_proc_view proc; /* its /proc (procview.h) */
+	uint64_t cpu_ns;	 /* the loop's CPU time spent serving it */
+	unsigned int nconnects;	 /* its connects in progress */
+	unsigned int nlisteners; /* host tcp.srv: listeners it was given */
 	struct pico_guest_stats stats;
 	/* Steering (see "Keeping ADDFD's wake-up on the loop's CPU"): off when
 	 * the kernel refused it or the guest's pid namespace is not known;
@@ -169,6 +173,20 @@ struct pico_loop {
 	struct pico_audit_record *ring;
 	size_t ring_cap, ring_head, ring_count;
 	int audit_signalled;
+	/* Each guest's records in the ring (indexed like guests, checked by
+	 * generation), so that one guest's flood cannot fill the ring and
+	 * drop the records of the others: the last ring_share places are
+	 * kept for guests that hold fewer than ring_share records. */
+	uint32_t *ring_held;
+	uint32_t *ring_held_gen;
+	size_t ring_share;
+
+	/* Charging the loop's CPU time to guests (see "Charging the monitor's
+	 * CPU"): the thread CPU clock at the last reading, and the guest the
+	 * time since then belongs to (NULL: nobody). */
+	uint64_t cpu_mark;
+	struct guest *cpu_owner;
+	unsigned int cpu_calls;
 
 	struct seccomp_notif *notif; /* sized as the kernel says */
 	size_t notif_size;
@@ -235,16 +253,33 @@ static struct guest *guest_of_handle(struct pico_loop *l, int64_t handle)
 /* ---------------------------------------------------------------------- */
 /* Audit ring                                                              */
 
-static void audit_push(struct pico_loop *l, const struct pico_audit_record *rec)
+/* The guest slot and generation a record's handle names. */
+static uint32_t record_slot(const struct pico_audit_record *rec, uint32_t *gen)
 {
-	int signal_consumer = 0;
+	*gen = (uint32_t)((uint64_t)rec->guest >> 32);
+	return (uint32_t)(rec->guest & 0xffffffff) - 1;
+}
+
+/* Returns 0, or -1 when the record was dropped (the ring, or the part of it
+ * a guest holding its share may not use, is full). */
+static int audit_push(struct pico_loop *l, const struct pico_audit_record *rec)
+{
+	int signal_consumer = 0, dropped = 0;
+	uint32_t gen, slot = record_slot(rec, &gen);
 
 	pthread_mutex_lock(&l->audit_lock);
-	if (l->ring_count == l->ring_cap) {
+	if (l->ring_held_gen[slot] != gen) {
+		l->ring_held_gen[slot] = gen;
+		l->ring_held[slot] = 0;
+	}
+	if (l->ring_count == l->ring_cap ||
+	    (l->ring_held[slot] >= l->ring_share && l->ring_count >= l->ring_cap - l->ring_share)) {
 		l->audit_dropped++;
+		dropped = 1;
 	} else {
 		l->ring[(l->ring_head + l->ring_count) % l->ring_cap] = *rec;
 		l->ring_count++;
+		l->ring_held[slot]++;
 		if (l->ring_count * 2 >= l->ring_cap && !l->audit_signalled) {
 			l->audit_signalled = 1;
 			signal_consumer = 1;
@@ -256,6 +291,7 @@ static void audit_push(struct pico_loop *l, const struct pico_audit_record *rec)
 		ssize_t n = write(l->audit_efd, &one, sizeof(one));
 		(void)n; /* a full counter is already a signal */
 	}
+	return dropped ? -1 : 0;
 }
 
 size_t pico_loop_drain_audit(struct pico_loop *l, struct pico_audit_record *out, size_t max)
@@ -264,6 +300,9 @@ size_t pico_loop_drain_audit(struct pico_loop *l, struct pico_audit_record *out,
 
 	pthread_mutex_lock(&l->audit_lock);
 	while (n < max && l->ring_count > 0) {
+		uint32_t gen, slot = record_slot(&l->ring[l->ring_head], &gen);
+		if (l->ring_held_gen[slot] == gen && l->ring_held[slot] > 0)
+			l->ring_held[slot]--;
 		out[n++] = l->ring[l->ring_head];
 		l->ring_head = (l->ring_head + 1) % l->ring_cap;
 		l->ring_count--;
@@ -294,7 +333,7 @@ struct call {
 	const struct seccomp_notif *n;
 	struct pico_audit_record rec;
 	int gone;	  /* the notification is no longer valid: do not answer */
-	int denied;	  /* the refusal is a policy decision */
+	int denied;	  /* the refusal is a policy decision: its PICO_DENY_* reason */
 	int install_fd;	  /* >= 0: answer by installing this fd in the guest */
 	int install_cloexec;
 	int deferred;	  /* answered later (a connect in progress) */
@@ -590,6 +629,16 @@ static long serve_open(struct call *c, char *uri)
 			c->install_cloexec = !!(flags & O_CLOEXEC);
 			return 0;
 		}
+		/* A host listener holds a host port for as long as the guest
+		 * keeps it, and the monitor cannot tell when it lets go: a
+		 * guest gets PICO_LOOP_GUEST_LISTENERS in its life. */
+		if (ret >= 0 && scheme == 7 && !memcmp(uri, "tcp.srv", 7)) {
+			if (c->guest->nlisteners >= PICO_LOOP_GUEST_LISTENERS) {
+				close((int)ret);
+				return -EMFILE;
+			}
+			c->guest->stats.listeners = ++c->guest->nlisteners;
+		}
 		if (ret >= 0) {
 			c->install_fd = (int)ret;
 			c->install_cloexec = !!(flags & O_CLOEXEC);
@@ -602,7 +651,7 @@ static long serve_open(struct call *c, char *uri)
 			return 0;
 		}
 		if (ret == -EACCES)
-			c->denied = 1;
+			c->denied = PICO_DENY_NET;
 		return ret;
 	}
 	return -EINVAL;
@@ -823,7 +872,7 @@ static long serve_tty_ioctl(struct call *c, char *scratch)
 		return tfd;
 	if (fstat(tfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_dev != devpts) {
 		close(tfd);
-		c->denied = 1;
+		c->denied = PICO_DENY_HOST_TERMINAL;
 		return -ENOTTY;
 	}
 	memset(buf, 0, sizeof(buf));
@@ -907,7 +956,7 @@ static long serve_inotify(struct call *c, char *path)
 		if (arg1 & ~(uint32_t)IN_INIT_FLAGS)
 			return -EINVAL;
 		if (c->guest->inotify_instances >= PICO_INOTIFY_MAX_INSTANCES) {
-			c->denied = 1;
+			c->denied = PICO_DENY_RUN_BOUND;
 			return -EMFILE;
 		}
 		int fd = inotify_init1((int)(arg1 & IN_NONBLOCK) | IN_CLOEXEC);
@@ -925,7 +974,7 @@ static long serve_inotify(struct call *c, char *path)
 		if (ret < 0)
 			return ret;
 		if (c->guest->inotify_watches >= PICO_INOTIFY_MAX_WATCHES) {
-			c->denied = 1;
+			c->denied = PICO_DENY_RUN_BOUND;
 			return -ENOSPC;
 		}
 	}
@@ -1088,7 +1137,8 @@ static long serve_note_unsupported(struct call *c, char *path)
 {
 	c->rec.arg = (int64_t)ARG(0);
 	c->rec.arg2 = (int64_t)ARG(1);
-	return -ENOSYS;
+	/* A traced run's note of a call the library OS emulated: not an error. */
+	return (ARG(0) & PICO_NOTE_EMULATED) ? 0 : -ENOSYS;
 }
 
 /* Reads "Name:\tvalue" from a /proc status text; the value parsed in base. */
@@ -1693,17 +1743,20 @@ static void account(struct pico_loop *l, struct guest *g, struct pico_audit_reco
 		break;
 	}
 	rec->time_ns = now_ns();
-	audit_push(l, rec);
+	if (audit_push(l, rec) < 0)
+		g->stats.audit_dropped++;
 }
 
 static void finish_record(struct pico_audit_record *rec, long ret, int denied)
 {
+	rec->reason = 0;
 	if (ret == -ECANCELED) {
 		rec->decision = PICO_DECISION_ABANDONED;
 		rec->err = ECANCELED;
 		rec->result = 0;
 	} else if (ret < 0) {
 		rec->decision = denied ? PICO_DECISION_DENY : PICO_DECISION_ERROR;
+		rec->reason = (int16_t)denied;
 		rec->err = (int32_t)-ret;
 		rec->result = ret;
 	} else {
@@ -1711,6 +1764,64 @@ static void finish_record(struct pico_audit_record *rec, long ret, int denied)
 		rec->err = 0;
 		rec->result = ret;
 	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Charging the monitor's CPU                                              */
+/*
+ * The CPU time the loop thread spends on a guest (receiving, checking and
+ * performing its calls, answering, steering) is added to that guest's
+ * count and counts against its CPU-time limit like its own.  The thread's
+ * CPU clock advances only while the thread runs, so the time between two
+ * readings is exactly what the loop spent, waits excluded, and all of it
+ * belongs to the guest served in between.  The clock is a system call
+ * (CLOCK_THREAD_CPUTIME_ID has no vDSO path), so it is not read around
+ * every call: it is read when the loop turns to another guest (the time
+ * since the last reading goes to the one it served), after CPU_CHARGE_CALLS
+ * calls of the same guest, when a guest's counts are asked for, and before
+ * the loop's own housekeeping (commands), whose time goes to nobody.  The
+ * udp: relay threads charge theirs to the guest's network policy (net.h).
+ */
+#define CPU_CHARGE_CALLS 64
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Charges the time since the last reading to the guest it belongs to. */
+static void cpu_settle(struct pico_loop *l)
+{
+	uint64_t now = thread_cpu_ns();
+	if (l->cpu_owner)
+		l->cpu_owner->cpu_ns += now - l->cpu_mark;
+	l->cpu_mark = now;
+	l->cpu_calls = 0;
+}
+
+/* Before serving a call of g. */
+static void cpu_begin(struct pico_loop *l, struct guest *g)
+{
+	if (l->cpu_owner != g) {
+		cpu_settle(l);
+		l->cpu_owner = g;
+	}
+}
+
+/* After serving a call of l->cpu_owner. */
+static void cpu_end(struct pico_loop *l)
+{
+	if (++l->cpu_calls >= CPU_CHARGE_CALLS)
+		cpu_settle(l);
+}
+
+/* Settles, and the time from now on goes to nobody. */
+static void cpu_release(struct pico_loop *l)
+{
+	cpu_settle(l);
+	l->cpu_owner = NULL;
 }
 
 static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t notif_id, pid_t tid,
@@ -1726,6 +1837,7 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 	long ret;
 
 	l->notifications++;
+	cpu_begin(l, g);
 	memset(&c, 0, sizeof(c));
 	c.loop = l;
 	c.guest = g;
@@ -1750,16 +1862,20 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 		if (c.install_fd >= 0)
 			close(c.install_fd);
 	} else if (c.deferred) {
-		if (defer_connect(l, g, c.install_fd, n->id, (pid_t)n->pid, c.install_cloexec, &c.rec) == 0)
+		if (defer_connect(l, g, c.install_fd, n->id, (pid_t)n->pid, c.install_cloexec, &c.rec) == 0) {
+			cpu_end(l);
 			return; /* answered when the connect completes */
+		}
 		close(c.install_fd);
 		ret = send_answer(l, g->listener, n->id, -EAGAIN);
 		if (ret == 0)
 			ret = -EAGAIN;
 	} else if (c.own) {
 		int err = gn_submit(l, g, &c);
-		if (err == 0)
+		if (err == 0) {
+			cpu_end(l);
 			return; /* answered when the helper has made the socket */
+		}
 		ret = send_answer(l, g->listener, n->id, err);
 		if (ret == 0)
 			ret = err;
@@ -1775,6 +1891,7 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 	account(l, g, &c.rec);
 	if (g->nwatch)
 		steer_follow_up(l, g, (pid_t)n->pid);
+	cpu_end(l);
 }
 
 /* Receives: 0, or -errno (ENOENT: the caller vanished since the wake-up;
@@ -1805,6 +1922,10 @@ static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t 
 {
 	unsigned int i;
 
+	/* Each connect in progress is a socket the monitor holds for the
+	 * guest: a guest gets PICO_LOOP_GUEST_CONNECTS of the loop's slots. */
+	if (g->nconnects >= PICO_LOOP_GUEST_CONNECTS)
+		return -EAGAIN;
 	for (i = 0; i < l->max_connects; i++)
 		if (!l->connects[i].in_use)
 			break;
@@ -1824,15 +1945,21 @@ static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t 
 	pc->cloexec = cloexec;
 	pc->rec = *rec;
 	l->nconnects++;
+	if (++g->nconnects > g->stats.connects_peak)
+		g->stats.connects_peak = g->nconnects;
 	return 0;
 }
 
 static void drop_connect(struct pico_loop *l, struct pending_connect *pc)
 {
+	struct guest *g = &l->guests[pc->guest_idx];
+
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, pc->fd, NULL);
 	close(pc->fd);
 	pc->in_use = 0;
 	l->nconnects--;
+	if (g->in_use && g->gen == pc->guest_gen && g->nconnects > 0)
+		g->nconnects--;
 }
 
 static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
@@ -1847,9 +1974,12 @@ static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
 		drop_connect(l, pc);
 		return;
 	}
+	cpu_begin(l, g);
 	ret = pico_net_finish(pc->fd);
-	if (ret == -EINPROGRESS)
+	if (ret == -EINPROGRESS) {
+		cpu_end(l);
 		return; /* not yet: wait for the next EPOLLOUT */
+	}
 	if (ret == 0)
 		ret = install_fd(l, g, pc->notif_id, pc->tid, pc->fd, pc->cloexec);
 	else if (send_answer(l, g->listener, pc->notif_id, ret) < 0)
@@ -1857,6 +1987,7 @@ static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
 	finish_record(&pc->rec, ret, 0);
 	account(l, g, &pc->rec);
 	drop_connect(l, pc);
+	cpu_end(l);
 }
 
 static void drop_connects_of(struct pico_loop *l, uint32_t guest_idx)
@@ -1973,6 +2104,7 @@ static void gn_ready(struct pico_loop *l, uint32_t idx, uint32_t gen, uint32_t e
 	struct guest *g = &l->guests[idx];
 	if (!g->in_use || g->gen != gen || g->gn_fd < 0)
 		return;
+	cpu_begin(l, g);
 	for (;;) {
 		struct pico_gn_reply rep;
 		int fd;
@@ -1995,6 +2127,7 @@ static void gn_ready(struct pico_loop *l, uint32_t idx, uint32_t gen, uint32_t e
 	}
 	if (events & (EPOLLHUP | EPOLLERR))
 		gn_close(l, g);
+	cpu_end(l);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2075,6 +2208,13 @@ static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
 	return g->stats.handle;
 }
 
+/* The guest's counts, with the CPU time charged to it so far. */
+static void fill_stats(struct guest *g, struct pico_guest_stats *out)
+{
+	*out = g->stats;
+	out->monitor_cpu_ns = g->cpu_ns + (g->net ? pico_net_policy_cpu_ns(g->net) : 0);
+}
+
 static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
 {
 	struct guest *g = guest_of_handle(l, cmd->handle);
@@ -2083,8 +2223,10 @@ static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
 	if (g->nwatch && g->listener >= 0)
 		steer_follow_up(l, g, 0); /* a last look: the guest may live on */
 	guest_hung_up(l, g);
+	if (l->cpu_owner == g)
+		cpu_release(l);
 	if (cmd->stats)
-		*cmd->stats = g->stats;
+		fill_stats(g, cmd->stats);
 	pico_proc_view_release(&g->proc);
 	g->in_use = 0;
 	l->nguests--;
@@ -2096,7 +2238,9 @@ static int64_t do_stats(struct pico_loop *l, struct cmd *cmd)
 	struct guest *g = guest_of_handle(l, cmd->handle);
 	if (!g)
 		return -ENOENT;
-	*cmd->stats = g->stats;
+	if (l->cpu_owner == g)
+		cpu_settle(l);
+	fill_stats(g, cmd->stats);
 	return 0;
 }
 
@@ -2243,12 +2387,16 @@ struct pico_loop *pico_loop_new(unsigned int max_guests, unsigned int audit_capa
 	l->guests = calloc(max_guests, sizeof(*l->guests));
 	l->connects = calloc(l->max_connects, sizeof(*l->connects));
 	l->ring = calloc(audit_capacity, sizeof(*l->ring));
+	l->ring_held = calloc(max_guests, sizeof(*l->ring_held));
+	l->ring_held_gen = calloc(max_guests, sizeof(*l->ring_held_gen));
+	l->ring_share = audit_capacity / PICO_LOOP_AUDIT_SHARE_DIVISOR ?: 1;
 	l->notif = calloc(1, l->notif_size);
 	l->resp = calloc(1, l->resp_size);
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	l->audit_efd = eventfd(0, EFD_CLOEXEC);
-	if (!l->guests || !l->connects || !l->ring || !l->notif || !l->resp || l->epfd < 0 ||
+	if (!l->guests || !l->connects || !l->ring || !l->ring_held || !l->ring_held_gen ||
+	    !l->notif || !l->resp || l->epfd < 0 ||
 	    l->wakefd < 0 || l->audit_efd < 0)
 		goto fail;
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_WAKE, 0, 0)};
@@ -2295,6 +2443,8 @@ void pico_loop_free(struct pico_loop *l)
 	free(l->guests);
 	free(l->connects);
 	free(l->ring);
+	free(l->ring_held);
+	free(l->ring_held_gen);
 	free(l->notif);
 	free(l->resp);
 	free(l);
@@ -2385,6 +2535,7 @@ static void dispatch(struct pico_loop *l, const struct epoll_event *ev)
 		uint64_t v;
 		ssize_t n = read(l->wakefd, &v, sizeof(v));
 		(void)n;
+		cpu_release(l);
 		pthread_mutex_lock(&l->lock);
 		run_queued(l);
 		pthread_mutex_unlock(&l->lock);
@@ -2448,6 +2599,8 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old_mask);
 	l->tid = (pid_t)syscall(SYS_gettid);
+	l->cpu_mark = thread_cpu_ns();
+	l->cpu_owner = NULL;
 	l->direct_ok = install_wake_handler();
 	l->state = RUNNING;
 	pthread_cond_broadcast(&l->cond);
@@ -2505,6 +2658,7 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 		use_epoll = 0;
 	}
 
+	cpu_release(l);
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	restore_identity(&saved);
 	pthread_mutex_lock(&l->lock);

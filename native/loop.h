@@ -37,7 +37,7 @@
  *
  * Audit decisions: allow (answered with success), deny (refused by the
  * policy: outside the manifest, hidden, read-only mount, exec not allowed,
- * network not granted), error (the call failed for another reason: bad
+ * network not granted; the record's reason names the rule), error (the call failed for another reason: bad
  * arguments, or the host said no, e.g. ENOENT or permission bits), abandoned
  * (the caller was killed before the answer; the operation may have
  * happened). */
@@ -64,7 +64,8 @@ struct pico_audit_record {
 	int64_t guest;	    /* the handle pico_loop_add_guest returned */
 	int32_t pid;	    /* the calling thread, as the monitor sees it */
 	int32_t call;	    /* mediated call number minus PICO_MEDIATED_BASE, -1 if unknown */
-	int32_t decision;   /* PICO_DECISION_* */
+	int16_t decision;   /* PICO_DECISION_* */
+	int16_t reason;	    /* deny: why (denial.h, PICO_DENY_*); 0 otherwise */
 	int32_t err;	    /* errno answered (0 when allowed) */
 	int64_t result;	    /* value answered (the guest's fd number for open) */
 	int64_t arg;	    /* flags / mode of the call; note_unsupported: the Linux number */
@@ -77,6 +78,17 @@ struct pico_audit_record {
 	char text2[PICO_AUDIT_TEXT];
 };
 
+/* Connects in progress one guest may have the monitor hold at once (a
+ * socket each), and host tcp.srv: listeners (a host port each) it may be
+ * given in its life; past them a connect answers EAGAIN, a listen EMFILE.
+ * (Its udp: relays are bounded by its network policy, net.h.) */
+#define PICO_LOOP_GUEST_CONNECTS 32
+#define PICO_LOOP_GUEST_LISTENERS 1024
+/* The last 1/this of the audit ring is kept for guests holding less than
+ * that much of it: a guest flooding the monitor with calls loses its own
+ * records, not the others'. */
+#define PICO_LOOP_AUDIT_SHARE_DIVISOR 4
+
 struct pico_guest_stats {
 	int64_t handle;
 	int32_t pid;
@@ -86,6 +98,10 @@ struct pico_guest_stats {
 	uint64_t denied;
 	uint64_t errors;
 	uint64_t abandoned;
+	uint64_t monitor_cpu_ns; /* monitor CPU spent serving the guest (loop and udp: relays) */
+	uint64_t audit_dropped;	 /* its records lost: the ring, or its share of it, was full */
+	uint32_t connects_peak;	 /* most connects in progress at once */
+	uint32_t listeners;	 /* host tcp.srv: listeners given */
 };
 
 struct pico_loop_counters {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "denial.h"
 #include "picoproc_abi.h"
 
 #ifndef SYS_openat2
@@ -58,12 +59,17 @@ struct fs_mount {
 	int writable;
 	int exec;
 	/* For showing the guest its mounts (/proc/self/mountinfo) and the
-	 * paths of what it has open or mapped (the kernel names them by the
-	 * host path): the host file system and the host path of the mount,
-	 * as the monitor sees it ("/" for a detached scratch mount). */
+	 * paths of what it has open or mapped: the host file system, the
+	 * host path of the mount, and the kernel's name for it, which is what
+	 * the kernel names the objects under it by.  The two differ for a
+	 * detached copy (a read-only or no-exec mount, a scratch tmpfs), whose
+	 * root the kernel names "/"; without a host path of its own (a
+	 * scratch), host is the kernel's name. */
 	dev_t dev;
 	long fstype;
-	char *host; /* NULL when unknown: nothing is ever translated through it */
+	char *kname; /* NULL when unknown: nothing is ever translated through it */
+	size_t kname_len;
+	char *host; /* kname, or its own copy (pico_fs_policy_set_host_path) */
 	size_t host_len;
 };
 
@@ -121,16 +127,24 @@ struct resolved {
 	int trailing_slash;
 };
 
-/* Set when the current call's refusal is a policy decision (for the audit
- * log): a host EACCES (permission bits) is an error, a path outside the
+/* The reason code (denial.h) when the current call's refusal is a policy
+ * decision (for the audit log): a host EACCES (permission bits) is an error, a path outside the
  * manifest is a denial.  Per thread: policies are built in Python threads
  * while the loop thread serves calls. */
 static __thread int call_denied;
 
-static long deny(long err)
+static long deny(int reason, long err)
 {
-	call_denied = 1;
+	call_denied = reason;
 	return err;
+}
+
+/* A change refused by the mount's mode: EROFS on a read-only mount, EPERM
+ * on a data-only device file. */
+static long deny_change(const struct fs_mount *m)
+{
+	return m->writable == PICO_MOUNT_DATA ? deny(PICO_DENY_DEVICE, -EPERM)
+					      : deny(PICO_DENY_READ_ONLY, -EROFS);
 }
 
 static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode)
@@ -141,7 +155,7 @@ static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mo
 		return fd;
 	/* Relative paths here never hold `..`: EXDEV means the lookup met a
 	 * host mount point below the granted directory. */
-	return errno == EXDEV ? deny(-EACCES) : -errno;
+	return errno == EXDEV ? deny(PICO_DENY_HOST_MOUNT, -EACCES) : -errno;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -160,7 +174,9 @@ void pico_fs_policy_free(struct pico_fs_policy *p)
 		close(p->mounts[i].dirfd);
 		free(p->mounts[i].guest);
 		free(p->mounts[i].leaf);
-		free(p->mounts[i].host);
+		if (p->mounts[i].host != p->mounts[i].kname)
+			free(p->mounts[i].host);
+		free(p->mounts[i].kname);
 	}
 	for (size_t i = 0; i < p->nhidden; i++)
 		free(p->hidden[i]);
@@ -641,7 +657,7 @@ static int locate(const struct pico_fs_policy *p, struct resolved *r)
 {
 	r->mount = find_mount(p, r->canon, r->canon_len);
 	if (!r->mount)
-		return is_mount_ancestor(p, r->canon, r->canon_len) ? 0 : deny(-EACCES);
+		return is_mount_ancestor(p, r->canon, r->canon_len) ? 0 : deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->leaf) {
 		if (r->canon_len != r->mount->guest_len)
 			return -ENOTDIR; /* a path below a file */
@@ -722,8 +738,10 @@ int pico_fs_policy_add_mount(struct pico_fs_policy *p, const char *guest, size_t
 	m->exec = !!exec;
 	m->fstype = (long)sfs.f_type;
 	m->dev = st.st_dev;
-	m->host = host_path_of(m->dirfd, leaf);
-	m->host_len = m->host ? strlen(m->host) : 0;
+	m->kname = host_path_of(m->dirfd, leaf);
+	m->kname_len = m->kname ? strlen(m->kname) : 0;
+	m->host = m->kname;
+	m->host_len = m->kname_len;
 	if (leaf) {
 		struct stat lst;
 		if (fstatat(m->dirfd, leaf, &lst, AT_SYMLINK_NOFOLLOW) == 0)
@@ -747,19 +765,91 @@ size_t pico_fs_policy_mount(const struct pico_fs_policy *p, size_t i, const char
 	return m->guest_len;
 }
 
-long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, const char *host, size_t host_len,
+int pico_fs_policy_set_host_path(struct pico_fs_policy *p, const char *host, size_t host_len)
+{
+	if (!p->nmounts || !host_len || host[0] != '/' || host_len > PICO_MAX_PATH || memchr(host, 0, host_len))
+		return -EINVAL;
+	struct fs_mount *m = &p->mounts[p->nmounts - 1];
+	size_t leaf_len = m->leaf ? strlen(m->leaf) : 0;
+	char *copy = malloc(host_len + leaf_len + 2);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, host, host_len);
+	size_t n = host_len;
+	if (m->leaf) {
+		if (n > 1)
+			copy[n++] = '/';
+		memcpy(copy + n, m->leaf, leaf_len);
+		n += leaf_len;
+	}
+	copy[n] = 0;
+	if (m->host != m->kname)
+		free(m->host);
+	m->host = copy;
+	m->host_len = n;
+	return 0;
+}
+
+/* Whether `name` (length len) lies under the mount's name `prefix`: the whole
+ * name for a file mount, a directory's up to a slash. */
+static int name_under(const struct fs_mount *m, const char *prefix, size_t prefix_len, const char *name, size_t len)
+{
+	if (!prefix || prefix_len > len || memcmp(prefix, name, prefix_len))
+		return 0;
+	return m->leaf ? prefix_len == len : prefix_len == len || name[prefix_len] == '/' || prefix_len == 1;
+}
+
+/* The host path of what the kernel names `kname` (st_dev dev, st_ino ino):
+ * through the mount whose kernel name holds it and where that name reaches
+ * that very inode (copies of one file system all name their roots "/").
+ * Returns its length in out, or 0 when no mount is sure (kname is then
+ * taken as the host path, as for a mount shown without a copy). */
+static size_t host_path_of_kname(const struct pico_fs_policy *p, dev_t dev, ino_t ino, const char *kname,
+				 size_t len, char *out, size_t cap)
+{
+	const struct fs_mount *best = NULL;
+	for (size_t i = 0; i < p->nmounts; i++) {
+		const struct fs_mount *m = &p->mounts[i];
+		if (m->host == m->kname || m->dev != dev || !name_under(m, m->kname, m->kname_len, kname, len))
+			continue;
+		if (best && best->kname_len >= m->kname_len)
+			continue;
+		const char *rest = kname + (m->kname_len == 1 ? 0 : m->kname_len);
+		struct stat st;
+		int r = m->leaf ? fstatat(m->dirfd, m->leaf, &st, AT_SYMLINK_NOFOLLOW)
+			: rest[0] && rest[1] ? fstatat(m->dirfd, rest + 1, &st, AT_SYMLINK_NOFOLLOW)
+					     : fstat(m->dirfd, &st);
+		if (r == 0 && st.st_dev == dev && st.st_ino == ino)
+			best = m;
+	}
+	if (!best)
+		return 0;
+	size_t rest_len = len - (best->kname_len == 1 ? 0 : best->kname_len);
+	const char *rest = kname + (len - rest_len);
+	size_t base = best->host_len == 1 && rest_len ? 0 : best->host_len;
+	if (base + rest_len + 1 > cap)
+		return 0;
+	memcpy(out, best->host, base);
+	memcpy(out + base, rest, rest_len);
+	out[base + rest_len] = 0;
+	return base + rest_len;
+}
+
+long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, ino_t ino, const char *kname, size_t kname_len,
 			   char *out, size_t cap)
 {
+	char buf[2 * PICO_MAX_PATH + NAME_MAX + 2];
+	const char *host = kname;
+	size_t host_len = host_path_of_kname(p, dev, ino, kname, kname_len, buf, sizeof(buf));
+	if (host_len)
+		host = buf;
+	else
+		host_len = kname_len;
 	const struct fs_mount *best = NULL;
 	int best_same = 0;
 	for (size_t i = 0; i < p->nmounts; i++) {
 		const struct fs_mount *m = &p->mounts[i];
-		if (!m->host || m->dev != dev || m->host_len > host_len || memcmp(m->host, host, m->host_len))
-			continue;
-		/* The whole host path of a file mount; a directory's up to a slash. */
-		int fits = m->leaf ? m->host_len == host_len
-				   : m->host_len == host_len || host[m->host_len] == '/' || m->host_len == 1;
-		if (!fits)
+		if (m->dev != dev || !name_under(m, m->host, m->host_len, host, host_len))
 			continue;
 		/* A mount shown where the host has it names the file as Linux
 		 * would (/usr/bin/x, not /bin/x through a /bin mount of the
@@ -908,9 +998,10 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 		 * components before this one were checked as they came (a
 		 * link's target restarts the canonical path, and its
 		 * components come through here again). */
-		if (is_hidden_path(p, r->canon, r->canon_len) ||
-		    is_hidden_name(p, pending + start, n))
-			return deny(-EACCES);
+		if (is_hidden_path(p, r->canon, r->canon_len))
+			return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
+		if (is_hidden_name(p, pending + start, n))
+			return deny(PICO_DENY_HIDDEN_NAME, -EACCES);
 		if (is_last && !follow)
 			break;
 
@@ -974,7 +1065,7 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 	}
 	r->canon[r->canon_len] = '\0';
 	if (is_hidden_path(p, r->canon, r->canon_len))
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
 	return locate(p, r);
 }
 
@@ -987,8 +1078,10 @@ static long resolve_lexical(const struct pico_fs_policy *p, const char *path, si
 	int ret = normalise(path, len, r->canon, &r->canon_len, &r->trailing_slash);
 	if (ret != 0)
 		return ret; /* 1: holds `..` */
-	if (is_hidden_path(p, r->canon, r->canon_len) || has_hidden_name(p, r->canon, r->canon_len))
-		return deny(-EACCES);
+	if (is_hidden_path(p, r->canon, r->canon_len))
+		return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
+	if (has_hidden_name(p, r->canon, r->canon_len))
+		return deny(PICO_DENY_HIDDEN_NAME, -EACCES);
 	return locate(p, r);
 }
 
@@ -1040,7 +1133,7 @@ static long with_path(const struct pico_fs_policy *p, const char *path, size_t l
 static long open_resolved(const struct resolved *r, int flags, unsigned int mode)
 {
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->trailing_slash && !(flags & O_PATH))
 		flags |= O_DIRECTORY;
 	return sys_openat2(r->mount->dirfd, r->rel, (uint64_t)(flags | O_CLOEXEC), mode);
@@ -1076,7 +1169,7 @@ static long open_checked_path(const struct pico_fs_policy *p, const struct resol
 	 * as hidden. */
 	if (hidden || (err && p->nhidden_inodes)) {
 		close((int)fd);
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 	}
 	if (err) {
 		close((int)fd);
@@ -1098,7 +1191,7 @@ static long open_parent(const struct resolved *r, struct parent *out, int root_e
 	const char *name;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->leaf) {
 		name = r->mount->leaf;
 		strcpy(dir, ".");
@@ -1131,7 +1224,7 @@ static long check_name_not_hidden(const struct pico_fs_policy *p, const struct p
 	struct stat st;
 	if (p->nhidden_inodes && fstatat(pa->fd, pa->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    is_hidden_inode(p, &st))
-		return deny(-EACCES);
+		return deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 	return 0;
 }
 
@@ -1216,14 +1309,14 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (opens_for_writing(flags) && !r->mount->writable)
-		return deny(-EROFS);
+		return deny(PICO_DENY_READ_ONLY, -EROFS);
 	/* An unnamed file in a directory: only where names may be made. */
 	if (is_tmpfile(flags) && r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	if (exec && !r->mount->exec)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOEXEC, -EACCES);
 	/* Opened non-blocking so that a FIFO or a device never blocks the
 	 * loop; O_TRUNC is applied only after the hidden-inode check. */
 	int host_flags = (flags & ~(PICO_OPEN_EXEC | O_TRUNC)) | O_NONBLOCK | O_NOCTTY;
@@ -1242,7 +1335,7 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 		goto fail;
 	}
 	if (is_hidden_inode(p, &st)) {
-		ret = deny(-EACCES);
+		ret = deny(PICO_DENY_HIDDEN_OBJECT, -EACCES);
 		goto fail;
 	}
 	/* PICO_OPEN_EXEC: a regular file the guest identity may execute. */
@@ -1363,7 +1456,7 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 	struct access_arg *a = varg;
 
 	if (r->mount && (a->mode & W_OK) && !r->mount->writable)
-		return deny(-EROFS);
+		return deny(PICO_DENY_READ_ONLY, -EROFS);
 	/* A no-exec mount refuses executing files, not searching directories
 	 * (as MS_NOEXEC): cd into /etc must work. */
 	int dir_only = r->mount && (a->mode & X_OK) && !r->mount->exec;
@@ -1374,7 +1467,7 @@ static long access_op(const struct pico_fs_policy *p, const struct resolved *r, 
 	if (dir_only) {
 		if (!S_ISDIR(st.st_mode)) {
 			close((int)fd);
-			return deny(-EACCES);
+			return deny(PICO_DENY_NOEXEC, -EACCES);
 		}
 	}
 	/* AT_EACCESS: check with the thread's fsuid/fsgid (the guest's
@@ -1400,9 +1493,9 @@ long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len
 static long writable_parent(const struct resolved *r, struct parent *pa, int root_err)
 {
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	return open_parent(r, pa, root_err);
 }
 
@@ -1545,7 +1638,7 @@ static long serve_two_names(const struct pico_fs_policy *p, const char *old, siz
 		if (ret < 0)
 			break;
 		if (!t->old.mount || !t->new.mount) {
-			ret = deny(-EACCES);
+			ret = deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 			break;
 		}
 		if (t->old.mount != t->new.mount) {
@@ -1554,7 +1647,7 @@ static long serve_two_names(const struct pico_fs_policy *p, const char *old, siz
 		}
 		if (holds_hidden_path(p, t->old.canon, t->old.canon_len) ||
 		    holds_hidden_path(p, t->new.canon, t->new.canon_len)) {
-			ret = deny(-EACCES);
+			ret = deny(PICO_DENY_HOLDS_HIDDEN, -EACCES);
 			break;
 		}
 		ret = writable_parent(&t->old, &po, -EBUSY);
@@ -1629,9 +1722,9 @@ static long attr_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
 	if (fd < 0)
 		return fd;
@@ -1672,12 +1765,12 @@ static long xattr_op(const struct pico_fs_policy *p, const struct resolved *r, v
 	long ret;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (a->op == PICO_XATTR_SET || a->op == PICO_XATTR_REMOVE) {
 		if (r->mount->writable != PICO_MOUNT_RW)
-			return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+			return deny_change(r->mount);
 		if (strncmp(a->name, "user.", 5) != 0)
-			return deny(-EPERM);
+			return deny(PICO_DENY_XATTR_NAMESPACE, -EPERM);
 	}
 	long fd = open_checked_path(p, r, a->nofollow, NULL, NULL);
 	if (fd < 0)
@@ -1752,9 +1845,9 @@ static long truncate_op(const struct pico_fs_policy *p, const struct resolved *r
 	long ret = 0;
 
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	if (r->mount->writable != PICO_MOUNT_RW)
-		return deny(r->mount->writable == PICO_MOUNT_DATA ? -EPERM : -EROFS);
+		return deny_change(r->mount);
 	/* Look before opening for writing: truncate(2) refuses anything but a
 	 * regular file, and opening a FIFO or a device for writing could have
 	 * effects of its own. */
@@ -1848,8 +1941,10 @@ static long unix_connect_op(const struct pico_fs_policy *p, const struct resolve
 {
 	struct unix_arg *a = varg;
 
+	/* A socket the guest did not make: what would grant it is a unix
+	 * grant (net.h), not a mount. */
 	if (!r->mount || r->mount->writable != PICO_MOUNT_RW)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NET, -EACCES);
 	long fd = open_checked_path(p, r, 0, NULL, NULL);
 	if (fd < 0)
 		return fd;
@@ -1893,14 +1988,14 @@ static long inotify_op(const struct pico_fs_policy *p, const struct resolved *r,
 	struct inotify_arg *a = varg;
 	char proc[32];
 	if (!r->mount)
-		return deny(-EACCES);
+		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
 	/* A missing name is ENOENT wherever it is, as on Linux. */
 	long fd = open_checked_path(p, r, !!(a->mask & IN_DONT_FOLLOW), NULL, NULL);
 	if (fd < 0)
 		return fd;
 	if (r->mount->writable != PICO_MOUNT_RW) {
 		close((int)fd);
-		return deny(-EACCES);
+		return deny(PICO_DENY_READ_ONLY, -EACCES);
 	}
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", (int)fd);
 	/* IN_DONT_FOLLOW was the resolution's business; on the link to the

@@ -37,7 +37,8 @@
  *
  * Refusals by policy answer EACCES (outside every mount, hidden: the same
  * answer whether or not the host object exists) or EROFS (a modifying call
- * on a read-only mount) and are flagged as denials for the audit log.
+ * on a read-only mount) and are flagged as denials for the audit log, with
+ * the reason code of the rule that refused them (denial.h).
  *
  * The functions below take arguments the loop has already copied out of the
  * guest and validated for length and NULs; they validate flags themselves. */
@@ -79,6 +80,12 @@ void pico_fs_policy_free(struct pico_fs_policy *policy);
  * is already mounted, EPERM: a procfs directory, which is never shown). */
 int pico_fs_policy_add_mount(struct pico_fs_policy *policy, const char *guest, size_t guest_len,
 			     int host_dirfd, const char *leaf, int writable, int exec);
+/* The host path of the directory (or of a file mount's directory) the last
+ * mount added shows, when its fd is a detached copy of it (open_tree): the
+ * kernel names what is under a copy from the copy's own root, and the
+ * guest is shown the names Linux would give (/proc/self/maps, fd links).
+ * Returns 0 or -errno (EINVAL: no mount yet, not an absolute path). */
+int pico_fs_policy_set_host_path(struct pico_fs_policy *policy, const char *host, size_t host_len);
 /* Refuses the guest path (and everything under it).  Call after the mounts:
  * the object the path reaches now is also refused by (st_dev, st_ino). */
 int pico_fs_policy_add_hidden(struct pico_fs_policy *policy, const char *guest, size_t guest_len);
@@ -97,7 +104,8 @@ size_t pico_fs_policy_mount_count(const struct pico_fs_policy *policy);
 /* cffi:end */
 
 /* Serving the calls (used by the loop).  Each returns >= 0 or -errno and
- * sets *denied to 1 when the refusal is a policy decision. */
+ * sets *denied to the reason code (denial.h: PICO_DENY_*) when the refusal
+ * is a policy decision, else to 0. */
 long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
 		  unsigned int mode, int directory_only, int *denied);
 long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
@@ -154,11 +162,11 @@ long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size
  * (statfs f_type), PICO_MOUNT_* mode and exec flag. */
 size_t pico_fs_policy_mount(const struct pico_fs_policy *p, size_t i, const char **guest, dev_t *dev,
 			    long *fstype, int *writable, int *exec);
-/* The guest path of a host path the kernel gave for an object on host
- * device dev (an open file's or a mapping's name): through the mount whose
- * host directory holds it.  Length, -ENOENT (outside every mount) or
- * -EACCES (hidden: never shown). */
-long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, const char *host, size_t host_len,
+/* The guest path of what the kernel names `kname` (an open file's or a
+ * mapping's name), an object (dev, ino) on host device dev: through the
+ * mount whose host directory holds it.  Length, -ENOENT (outside every
+ * mount) or -EACCES (hidden: never shown). */
+long pico_fs_guest_path_of(const struct pico_fs_policy *p, dev_t dev, ino_t ino, const char *kname, size_t kname_len,
 			   char *out, size_t cap);
 
 #endif

@@ -56,7 +56,27 @@ struct net_grant {
 struct relay_count {
 	atomic_int live;
 	atomic_int refs;
+	_Atomic uint64_t cpu_ns;	/* CPU time the run's relay and proxy threads spent */
 };
+
+/* A relay or proxy thread charges its CPU time to its run every this many
+ * wake-ups (and when it ends): the thread CPU clock is a system call. */
+#define CHARGE_EVERY 64
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Adds the thread's CPU time since *mark to the run's; moves the mark. */
+static void charge_cpu(struct relay_count *rc, uint64_t *mark)
+{
+	uint64_t now = thread_cpu_ns();
+	atomic_fetch_add(&rc->cpu_ns, now - *mark);
+	*mark = now;
+}
 
 struct proxy_relay;
 
@@ -67,6 +87,7 @@ struct pico_net_policy {
 	int max_sockets;	/* bound on live relays of this run (0: only the global one) */
 	struct relay_count *relays;
 	struct proxy_relay *proxies; /* the run's UDP proxies, or NULL */
+	int any_host;		/* every host address grants connect (learning runs) */
 };
 
 static void stop_proxies(struct proxy_relay *r);
@@ -301,6 +322,14 @@ void pico_net_policy_free(struct pico_net_policy *p)
 	free(p);
 }
 
+int pico_net_policy_grant_any_host(struct pico_net_policy *p)
+{
+	if (!p)
+		return -EINVAL;
+	p->any_host = 1;
+	return 0;
+}
+
 int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets)
 {
 	if (!p || max_sockets < 0)
@@ -312,6 +341,11 @@ int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets)
 int pico_net_policy_relays(const struct pico_net_policy *p)
 {
 	return p ? atomic_load(&p->relays->live) : 0;
+}
+
+uint64_t pico_net_policy_cpu_ns(const struct pico_net_policy *p)
+{
+	return p ? atomic_load(&p->relays->cpu_ns) : 0;
 }
 
 int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port)
@@ -367,10 +401,19 @@ int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, i
 	return 0;
 }
 
+static bool is_loopback(const struct inet_addr *a);
+static bool is_wildcard(const struct inet_addr *a);
+
 static bool inet_granted(const struct pico_net_policy *p, int kind, const struct inet_addr *a,
 			 int port)
 {
 	size_t len = a->family == AF_INET ? 4 : 16;
+
+	/* Loopback and the wildcard stay the guest's own even then: a
+	 * program's own servers are not the host's. */
+	if (p && p->any_host && (kind == PICO_NET_TCP_CONNECT || kind == PICO_NET_UDP_CONNECT) &&
+	    !is_loopback(a) && !is_wildcard(a))
+		return true;
 
 	for (size_t i = 0; p && i < p->count; i++) {
 		const struct net_grant *g = &p->grants[i];
@@ -643,6 +686,8 @@ static void *udp_relay_main(void *arg)
 		{.fd = r->local, .events = POLLIN | POLLRDHUP},
 		{.fd = r->udp, .events = POLLIN},
 	};
+	uint64_t mark = thread_cpu_ns();
+	unsigned int wakeups = 0;
 
 	for (;;) {
 		if (poll(pfd, 2, -1) < 0) {
@@ -650,6 +695,8 @@ static void *udp_relay_main(void *arg)
 				continue;
 			break;
 		}
+		if (++wakeups % CHARGE_EVERY == 0)
+			charge_cpu(r->count, &mark);
 		if (pfd[0].revents & (POLLERR | POLLNVAL))
 			break;
 		if (pfd[0].revents & (POLLHUP | POLLRDHUP)) {
@@ -672,6 +719,7 @@ static void *udp_relay_main(void *arg)
 	}
 	close(r->local);
 	close(r->udp);
+	charge_cpu(r->count, &mark);
 	atomic_fetch_sub(&r->count->live, 1);
 	relay_count_put(r->count);
 	free(r);
@@ -967,6 +1015,7 @@ struct proxy_relay {
 	int max_entries;
 	struct nat_entry *nat;
 	int nnat;
+	struct relay_count *count; /* of the policy (run) it serves: its CPU time */
 	char buf[PICO_NET_UDP_MAX_DATAGRAM];
 };
 
@@ -1014,11 +1063,17 @@ static void *proxy_main(void *arg)
 	struct pollfd *pfd = calloc(1 + 16 + (size_t)r->max_entries, sizeof(*pfd));
 	int *owner = calloc(1 + 16 + (size_t)r->max_entries, sizeof(*owner));
 
+	uint64_t mark = thread_cpu_ns();
+	unsigned int wakeups = 0;
+
 	if (!pfd || !owner)
 		goto out;
 	for (;;) {
 		int n = 0, timeout = -1;
 		uint64_t now = mono_ns();
+
+		if (++wakeups % CHARGE_EVERY == 0)
+			charge_cpu(r->count, &mark);
 
 		pfd[n++] = (struct pollfd){.fd = r->stop_efd, .events = POLLIN};
 		for (int i = 0; i < r->n; i++) {
@@ -1082,6 +1137,7 @@ static void *proxy_main(void *arg)
 		}
 	}
 out:
+	charge_cpu(r->count, &mark);
 	free(pfd);
 	free(owner);
 	return NULL;
@@ -1100,6 +1156,7 @@ static void stop_proxies(struct proxy_relay *r)
 		close(r->fds[i]);
 	close(r->stop_efd);
 	free(r->nat);
+	relay_count_put(r->count);
 	free(r);
 }
 
@@ -1148,6 +1205,8 @@ int pico_net_policy_start_proxies(struct pico_net_policy *p, const int *fds, int
 		r->n = n;
 		memcpy(r->fds, fds, sizeof(int) * (size_t)n);
 		r->max_entries = p->max_sockets > 0 ? p->max_sockets : PROXY_DEFAULT_ENTRIES;
+		r->count = p->relays;
+		atomic_fetch_add(&r->count->refs, 1);
 		r->nat = calloc((size_t)r->max_entries, sizeof(*r->nat));
 		r->stop_efd = eventfd(0, EFD_CLOEXEC);
 		if (!r->nat || r->stop_efd < 0)
@@ -1168,6 +1227,8 @@ int pico_net_policy_start_proxies(struct pico_net_policy *p, const int *fds, int
 			if (r->stop_efd >= 0)
 				close(r->stop_efd);
 			free(r->nat);
+			if (r->count)
+				relay_count_put(r->count);
 			free(r);
 		}
 		for (int i = 0; i < n && fds; i++)

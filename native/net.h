@@ -99,6 +99,7 @@
 #ifndef PICO_NET_H
 #define PICO_NET_H
 #include <stddef.h>
+#include <stdint.h>
 
 /* cffi:begin */
 #define PICO_NET_TCP_CONNECT 1
@@ -127,12 +128,21 @@ void pico_net_policy_free(struct pico_net_policy *p);
  * policy: build the policy, then use it. */
 int pico_net_policy_add(struct pico_net_policy *p, int kind, const char *addr, int port);
 
+/* Grants TCP and UDP connects to every host address except loopback and
+ * the wildcard, which stay the guest's own network: what `picoproc learn
+ * --allow-net` runs with, to see which endpoints a program uses.  No
+ * manifest expresses it.  Returns 0 or -EINVAL. */
+int pico_net_policy_grant_any_host(struct pico_net_policy *p);
+
 /* Bounds the udp: relays (each a monitor thread and two sockets) the run
  * may hold at once; 0: no bound but the monitor's PICO_NET_MAX_UDP_RELAYS.
  * Returns 0 or -EINVAL. */
 int pico_net_policy_set_max_sockets(struct pico_net_policy *p, int max_sockets);
 /* udp: relays alive for this policy. */
 int pico_net_policy_relays(const struct pico_net_policy *p);
+/* CPU time this policy's udp: relay and UDP proxy threads have spent (the
+ * loop charges it to the guest with its own). */
+uint64_t pico_net_policy_cpu_ns(const struct pico_net_policy *p);
 
 /* Relays the run's UDP proxies: fds are UDP sockets the reaper bound in the
  * guest's own network to granted destinations (spawn.h, udp_proxies), each

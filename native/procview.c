@@ -527,8 +527,8 @@ static long gen_maps(const struct pico_proc_view *v, const struct target *t, con
 			char *deleted = strstr(host, " (deleted)");
 			if (deleted)
 				*deleted = 0;
-			long n = pico_fs_guest_path_of(v->fs, makedev(major, minor), host, strlen(host), guest,
-						       sizeof(guest));
+			long n = pico_fs_guest_path_of(v->fs, makedev(major, minor), (ino_t)ino, host, strlen(host),
+						       guest, sizeof(guest));
 			if (n > 0) {
 				text_add(o, guest, (size_t)n);
 				if (deleted)
@@ -1008,7 +1008,8 @@ long pico_proc_readlink(struct pico_proc_view *v, const char *path, size_t len, 
 			*deleted = 0;
 		long g = -ENOENT;
 		if (fstatat(v->procfd, rel, &st, 0) == 0)
-			g = pico_fs_guest_path_of(v->fs, st.st_dev, host, strlen(host), guest, sizeof(guest) - 16);
+			g = pico_fs_guest_path_of(v->fs, st.st_dev, st.st_ino, host, strlen(host), guest,
+						  sizeof(guest) - 16);
 		if (g < 0)
 			snprintf(guest, sizeof(guest), "/[outside the view]");
 		else if (deleted)

@@ -22,6 +22,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,7 +185,7 @@ static ssize_t recv_report(int sock, struct child_report *rep, int *fd_out, pid_
 		}
 	}
 	if (msg.msg_flags & MSG_CTRUNC)
-		return -2; /* more fds than we have room for: treat as a broken peer */
+		return -2; /* an fd was not received: no room for it here (EMFILE) */
 	return n;
 }
 
@@ -846,14 +847,35 @@ static int receive_proxies(int chan, int want, struct pico_spawn_result *result)
 	return 0;
 }
 
-static int fd_is_reserved(int fd)
+/* The child puts the status and report ends and the image on fixed numbers
+ * (PICO_GUESTNET_FD .. PICO_LOADER_FD) first: an fd it still needs that sits
+ * there would be clobbered.  A monitor serving many guests holds a thousand
+ * fds and more, so the numbers it gets can be those: such an fd is
+ * duplicated above them for the spawn.  moved == NULL: *fd is our own (the
+ * original is closed); otherwise the caller's (the copy is added to
+ * moved[], which pico_spawn closes).  0, or -1 with errno (EMFILE: no room
+ * above). */
+static int move_off_fixed(int *fd, int *moved, int *nmoved)
 {
-	return fd == PICO_REPORT_FD || fd == PICO_STATUS_FD || fd == PICO_GUESTNET_FD;
+	if (*fd < PICO_GUESTNET_FD || *fd > PICO_LOADER_FD)
+		return 0;
+	int copy = fcntl(*fd, F_DUPFD_CLOEXEC, PICO_LOADER_FD + 1);
+	if (copy < 0)
+		return -1;
+	if (moved)
+		moved[(*nmoved)++] = copy;
+	else
+		close(*fd);
+	*fd = copy;
+	return 0;
 }
 
-int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *result)
+int pico_spawn(const struct pico_spawn_spec *caller_spec, struct pico_spawn_result *result)
 {
 	int sv[2] = {-1, -1}, st[2] = {-1, -1}, gn[2] = {-1, -1}, parent_pidfd = -1;
+	struct pico_spawn_spec local = *caller_spec;
+	const struct pico_spawn_spec *spec = &local;
+	int moved[16], nmoved = 0;
 	memset(result, 0, sizeof(*result));
 	result->listener_fd = -1;
 	result->status_fd = -1;
@@ -868,21 +890,12 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	    (spec->share_net && (spec->clone_flags & CLONE_NEWNET)) || spec->n_udp_proxies < 0 ||
 	    spec->n_udp_proxies > PICO_MAX_UDP_PROXIES || (spec->n_udp_proxies && !spec->guestnet) ||
 	    (spec->join_namespaces && (spec->clone_flags || spec->empty_root || spec->cgroup_ns ||
-				       spec->hostname || fd_is_reserved(spec->join_pidfd) ||
-				       spec->join_pidfd < 0 ||
+				       spec->hostname || spec->join_pidfd < 0 ||
 				       /* its procfs would be of the reaper's own pid
 					* namespace, the caller's, not the guest's */
 				       spec->proc_view))) {
 		result->step = PICO_STEP_SETUP;
 		result->err = EINVAL;
-		return -1;
-	}
-	/* The reaper places its report/status ends on fixed numbers first; an
-	 * fd it must keep that already sits there would be clobbered. */
-	if (fd_is_reserved(spec->image_fd) || fd_is_reserved(spec->stdio[0]) ||
-	    fd_is_reserved(spec->stdio[1]) || fd_is_reserved(spec->stdio[2])) {
-		result->step = PICO_STEP_SETUP;
-		result->err = EBADF;
 		return -1;
 	}
 	parent_pidfd = (int)raw(SYS_pidfd_open, getpid(), 0, 0, 0, 0);
@@ -893,11 +906,19 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	int one = 1;
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
 		goto setup_failed;
-	if (fd_is_reserved(sv[1]) || fd_is_reserved(st[1]) || fd_is_reserved(parent_pidfd) ||
-	    fd_is_reserved(gn[1])) {
-		errno = EMFILE; /* only when ~1020 fds are open: refuse rather than clobber */
+	if (move_off_fixed(&local.image_fd, moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[0], moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[1], moved, &nmoved) < 0 ||
+	    move_off_fixed(&local.stdio[2], moved, &nmoved) < 0 ||
+	    move_off_fixed(&sv[1], NULL, NULL) < 0 || move_off_fixed(&st[1], NULL, NULL) < 0 ||
+	    move_off_fixed(&parent_pidfd, NULL, NULL) < 0 ||
+	    (gn[1] >= 0 && move_off_fixed(&gn[1], NULL, NULL) < 0))
 		goto setup_failed;
-	}
+	if (local.join_namespaces && move_off_fixed(&local.join_pidfd, moved, &nmoved) < 0)
+		goto setup_failed;
+	for (int i = 0; i < local.n_cgroup_procs_fds; i++)
+		if (move_off_fixed(&local.cgroup_procs_fds[i], moved, &nmoved) < 0)
+			goto setup_failed;
 
 	/* A raw clone, not fork(3): no atfork handlers run in the child. */
 	long pid = raw(SYS_clone, (long)(spec->clone_flags | SIGCHLD), 0, 0, 0, 0);
@@ -907,8 +928,22 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		goto close_all;
 	}
 	if (pid == 0) {
-		if (sv[1] != PICO_REPORT_FD && raw(SYS_dup3, sv[1], PICO_REPORT_FD, O_CLOEXEC, 0, 0) < 0)
+		/* The report and status ends and the loader fd sit at fixed
+		 * numbers just below 1024: a monitor whose soft fd limit is
+		 * lower lends its child room up to its hard limit. */
+		struct rlimit nofile;
+		if (raw(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&nofile, 0) == 0 &&
+		    nofile.rlim_cur < PICO_LOADER_FD + 1) {
+			nofile.rlim_cur = nofile.rlim_max < PICO_LOADER_FD + 1 ? nofile.rlim_max
+									  : PICO_LOADER_FD + 1;
+			raw(SYS_prlimit64, 0, RLIMIT_NOFILE, (long)&nofile, 0, 0);
+		}
+		if (sv[1] != PICO_REPORT_FD && raw(SYS_dup3, sv[1], PICO_REPORT_FD, O_CLOEXEC, 0, 0) < 0) {
+			struct child_report rep = {PICO_STEP_SETUP, errno == EBADF ? EMFILE : errno};
+			ssize_t w = write(sv[1], &rep, sizeof(rep));
+			(void)w;
 			_exit(127);
+		}
 		if (st[1] != PICO_STATUS_FD && raw(SYS_dup3, st[1], PICO_STATUS_FD, O_CLOEXEC, 0, 0) < 0)
 			_exit(127);
 		if (gn[1] >= 0 && gn[1] != PICO_GUESTNET_FD &&
@@ -922,6 +957,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 	if (gn[1] >= 0)
 		close(gn[1]);
 	sv[1] = st[1] = gn[1] = parent_pidfd = -1;
+	for (int i = 0; i < nmoved; i++)
+		close(moved[i]);
+	nmoved = 0;
 
 	struct child_report rep = {PICO_STEP_NONE, 0};
 	int failed = 0;
@@ -943,6 +981,11 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 		int fd = -1;
 		pid_t sender = 0;
 		ssize_t n = recv_report(sv[0], &rep, &fd, &sender);
+		/* A child that failed closed its end before reading "g": the
+		 * socket reports ECONNRESET once, ahead of the report it left
+		 * queued, which says why. */
+		if (n < 0 && errno == ECONNRESET)
+			continue;
 		if (n == 0) {
 			if (!hello) {
 				/* Both ends closed without a hello: something died. */
@@ -972,7 +1015,9 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
 			close(fd);
 		failed = 1;
 		if (n != (ssize_t)sizeof(rep) || rep.step == PICO_STEP_NONE) {
-			rep.err = n == -1 ? errno : EIO;
+			/* -2: the kernel could not give this process the fd the
+			 * guest sent (its fd table is full). */
+			rep.err = n == -1 ? errno : n == -2 ? EMFILE : EIO;
 			rep.step = PICO_STEP_HANDSHAKE;
 		}
 	}
@@ -1015,6 +1060,8 @@ setup_failed:
 	result->step = PICO_STEP_SETUP;
 	result->err = errno;
 close_all:
+	for (int i = 0; i < nmoved; i++)
+		close(moved[i]);
 	for (int i = 0; i < 2; i++) {
 		if (sv[i] >= 0)
 			close(sv[i]);
@@ -1103,29 +1150,47 @@ static int send_with_fd(int sock, const void *data, size_t len, int fd)
 	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
 }
 
-static int send_fd(int sock, int fd, int err)
+/* Several fds in one message (SCM_RIGHTS), after an int: 0, or the errno
+ * of the helper's failure.  Async-signal-safe. */
+static int send_fds(int sock, int err, const int *fds, int n)
 {
-	return send_with_fd(sock, &err, sizeof(err), fd);
+	struct iovec iov = {&err, sizeof(err)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * PICO_HELPER_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (n > 0) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)n);
+	}
+	return sendmsg(sock, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(err) ? 0 : -1;
 }
 
-int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
-		    int in_userns, int noexec, int *dir_fd_out)
+/* What a user-namespace helper does: fills fds[0..n) or returns -1 with
+ * errno set.  Runs in the child of a raw clone: async-signal-safe only. */
+typedef int (*helper_work)(void *arg, int *fds, int n);
+
+/* Runs `work` in a short-lived helper with its own user and mount
+ * namespace, where an unprivileged monitor may create and change mounts,
+ * and receives the n fds it made.  The helper maps the caller's ids to
+ * themselves (files the monitor then creates on those mounts must have
+ * mapped owners, or creation fails with EOVERFLOW).  Returns 0 or -errno;
+ * on failure no fd is left open. */
+static int run_userns_helper(helper_work work, void *arg, int *fds_out, int n)
 {
-	*dir_fd_out = -1;
-	if (size_bytes == 0)
-		return -EINVAL;
-	if (!in_userns) {
-		int dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
-		if (dir < 0)
-			return -errno;
-		*dir_fd_out = dir;
-		return 0;
-	}
-	/* Unprivileged: a helper in its own user+mount namespace may create a
-	 * tmpfs.  It maps the caller's ids to themselves (files the monitor
-	 * creates there must have mapped owners, or creation fails with
-	 * EOVERFLOW), makes the detached mount and passes its fd back. */
 	int sv[2];
+
+	if (n <= 0 || n > PICO_HELPER_MAX_FDS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++)
+		fds_out[i] = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
 	uid_t euid = geteuid();
@@ -1140,7 +1205,7 @@ int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, 
 	if (pid == 0) {
 		char map[64];
 		size_t len;
-		int dir = -1;
+		int made[PICO_HELPER_MAX_FDS];
 		if (write_file("/proc/self/setgroups", "deny", 4) < 0)
 			goto helper_fail;
 		len = format_id_map(map, (unsigned)euid);
@@ -1149,45 +1214,160 @@ int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, 
 		len = format_id_map(map, (unsigned)egid);
 		if (write_file("/proc/self/gid_map", map, len) < 0)
 			goto helper_fail;
-		dir = tmpfs_dir_fd(size_bytes, nr_inodes, mode, uid, gid, noexec);
-		if (dir < 0)
+		if (work(arg, made, n) < 0)
 			goto helper_fail;
-		_exit(send_fd(sv[1], dir, 0) < 0 ? 1 : 0);
+		_exit(send_fds(sv[1], 0, made, n) < 0 ? 1 : 0);
 	helper_fail:
-		send_fd(sv[1], -1, errno ? errno : EIO);
+		send_fds(sv[1], errno ? errno : EIO, NULL, 0);
 		_exit(1);
 	}
 	close(sv[1]);
-	int err = 0, fd = -1;
+	int err = 0;
 	struct iovec iov = {&err, sizeof(err)};
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * PICO_HELPER_MAX_FDS)];
 		struct cmsghdr align;
 	} u;
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
 			     .msg_controllen = sizeof(u.buf)};
-	ssize_t n;
+	ssize_t got;
 	do
-		n = recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	int recv_errno = errno;
-	if (n > 0) {
+		got = recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC);
+	while (got < 0 && errno == EINTR);
+	int recv_errno = errno, nfds = 0;
+	if (got > 0) {
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			if (nfds > n)
+				nfds = n; /* cannot happen: the helper sends n */
+			memcpy(fds_out, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
+		}
 	}
 	close(sv[0]);
 	int status;
 	while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(err) || fd < 0) {
-		if (fd >= 0)
-			close(fd);
-		if (n < 0)
+	if (got != (ssize_t)sizeof(err) || err || nfds != n) {
+		for (int i = 0; i < nfds; i++)
+			close(fds_out[i]);
+		for (int i = 0; i < n; i++)
+			fds_out[i] = -1;
+		if (got < 0)
 			return -recv_errno;
 		return -(err > 0 ? err : EIO);
 	}
-	*dir_fd_out = fd;
 	return 0;
+}
+
+struct tmpfs_args {
+	uint64_t size_bytes, nr_inodes;
+	unsigned int mode;
+	int uid, gid, noexec;
+};
+
+static int tmpfs_work(void *arg, int *fds, int n)
+{
+	struct tmpfs_args *a = arg;
+	(void)n;
+	fds[0] = tmpfs_dir_fd(a->size_bytes, a->nr_inodes, a->mode, a->uid, a->gid, a->noexec);
+	return fds[0] < 0 ? -1 : 0;
+}
+
+int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
+		    int in_userns, int noexec, int *dir_fd_out)
+{
+	struct tmpfs_args a = {size_bytes, nr_inodes, mode, uid, gid, noexec};
+
+	*dir_fd_out = -1;
+	if (size_bytes == 0)
+		return -EINVAL;
+	if (!in_userns)
+		return tmpfs_work(&a, dir_fd_out, 1) < 0 ? -errno : 0;
+	/* Unprivileged: a helper in its own user+mount namespace may create a
+	 * tmpfs and passes the detached mount's fd back. */
+	return run_userns_helper(tmpfs_work, &a, dir_fd_out, 1);
+}
+
+/* ---- detached copies of host directories -------------------------------- */
+
+/* A detached, recursive copy of the directory `path` (relative to dirfd;
+ * "" for dirfd itself) with `attrs` set on every mount of it, as an O_PATH
+ * fd on its root; -1 with errno.  Recursive: a copy without the mounts
+ * below would show what they cover on the host (and the kernel refuses it
+ * in a user namespace for that reason); the monitor never crosses into them
+ * anyway (RESOLVE_NO_XDEV). */
+static int clone_tree(int dirfd, const char *path, unsigned int attrs)
+{
+	unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+	int fd = (int)syscall(SYS_open_tree, dirfd, path, flags | (*path ? 0 : AT_EMPTY_PATH));
+	if (fd < 0)
+		return -1;
+	struct mount_attr ma = {.attr_set = attrs};
+	if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+struct clone_args {
+	const int *dirfds;
+	const char *const *paths;
+	const unsigned int *attrs;
+	int by_path;
+};
+
+static int same_object(int a, int b)
+{
+	struct stat sa, sb;
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+static int clone_work(void *arg, int *fds, int n)
+{
+	struct clone_args *a = arg;
+	for (int i = 0; i < n; i++) {
+		/* In the helper's mount namespace the monitor's fds name mounts
+		 * of another namespace, which the kernel will not copy: the path
+		 * is looked up again, and must lead to the same directory. */
+		fds[i] = a->by_path ? clone_tree(AT_FDCWD, a->paths[i], a->attrs[i])
+				    : clone_tree(a->dirfds[i], "", a->attrs[i]);
+		if (fds[i] >= 0 && a->by_path && !same_object(fds[i], a->dirfds[i])) {
+			close(fds[i]);
+			fds[i] = -1;
+			errno = ESTALE;
+		}
+		if (fds[i] < 0) {
+			int saved = errno;
+			for (int j = 0; j < i; j++)
+				close(fds[j]);
+			errno = saved;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int pico_detached_mounts(const int *dirfds, const char *const *paths, const unsigned int *attrs,
+			 int n, int in_userns, int *fds_out)
+{
+	struct clone_args a = {dirfds, paths, attrs, in_userns};
+
+	if (n <= 0 || n > PICO_HELPER_MAX_FDS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		fds_out[i] = -1;
+		if (attrs[i] & ~(unsigned int)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+					       MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC))
+			return -EINVAL;
+		if (in_userns && (!paths[i] || paths[i][0] != '/'))
+			return -EINVAL;
+	}
+	if (!in_userns)
+		return clone_work(&a, fds_out, n) < 0 ? -errno : 0;
+	return run_userns_helper(clone_work, &a, fds_out, n);
 }

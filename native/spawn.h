@@ -175,6 +175,27 @@ int pico_spawn(const struct pico_spawn_spec *spec, struct pico_spawn_result *res
  * owner is the caller.  noexec: MOUNT_ATTR_NOEXEC.  Returns 0 or -errno. */
 int pico_make_tmpfs(uint64_t size_bytes, uint64_t nr_inodes, unsigned int mode, int uid, int gid,
 		    int in_userns, int noexec, int *dir_fd_out);
+
+/* Mount attributes (<linux/mount.h> MOUNT_ATTR_*) pico_detached_mounts sets. */
+#define PICO_MOUNT_ATTR_RDONLY 1
+#define PICO_MOUNT_ATTR_NOSUID 2
+#define PICO_MOUNT_ATTR_NODEV 4
+#define PICO_MOUNT_ATTR_NOEXEC 8
+/* Fds one user-namespace helper passes back at most (one SCM_RIGHTS message). */
+#define PICO_HELPER_MAX_FDS 64
+
+/* For each i < n: a detached, recursive copy (open_tree OPEN_TREE_CLONE) of
+ * the host directory open on dirfds[i] (an O_PATH fd), with the mount
+ * attributes attrs[i] (PICO_MOUNT_ATTR_*) set on every mount of it by
+ * mount_setattr, so that the kernel itself enforces them on every file
+ * opened beneath it: fds_out[i] is an O_PATH fd on its root, which keeps
+ * the copy alive (it appears in no mount table).  in_userns: made by a
+ * helper in its own user and mount namespace (works unprivileged), which
+ * looks up paths[i] (absolute) and checks that it is the directory on
+ * dirfds[i] (ESTALE otherwise).  n <= PICO_HELPER_MAX_FDS.  Returns 0 or
+ * -errno, with no fd left open on failure. */
+int pico_detached_mounts(const int *dirfds, const char *const *paths, const unsigned int *attrs,
+			 int n, int in_userns, int *fds_out);
 /* cffi:end */
 
 #endif

@@ -27,6 +27,7 @@ import functools
 import math
 import os
 import pwd
+import resource
 import select
 import selectors
 import signal as signal_mod
@@ -38,7 +39,7 @@ from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
 from picoproc.manifest import Manifest
-from picoproc.monitor import GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
+from picoproc.monitor import AUDIT_FILE_LIMIT, GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
 from picoproc.result import Result, RunError, RunTimeout, Usage, run_error
 from picoproc.scratch import make_scratch
 from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
@@ -56,6 +57,8 @@ __all__ = ["Identity", "ProgramNotExecutable", "ProgramNotFound", "Result", "Run
 
 # Read from the guest's stdout/stderr pipes in chunks of this size.
 _PUMP_CHUNK = 65536
+# How often a run with a CPU-time limit adds up the CPU time charged to it.
+_CPU_CHECK_S = 0.1
 NOBODY = 65534
 
 
@@ -184,25 +187,53 @@ def resolve_identity(manifest: Manifest, user=None) -> Identity:
     return Identity(NOBODY, NOBODY, "nobody (picoproc is root)")
 
 
+# Audit records a run keeps in memory for its Result (the first ones; the
+# rest are counted in Result.audit_dropped, and still reach an audit file):
+# a guest that floods the monitor with calls must not grow the monitor.
+AUDIT_KEEP = 10000
+
+
+class _AuditBucket:
+    """One run's records: the first ``keep`` of them, and of its denials."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.records: list[dict] = []
+        self.denials: list[dict] = []
+        self.dropped = 0
+
+    def extend(self, recs: list[dict]) -> None:
+        room = self.keep - len(self.records)
+        self.records.extend(recs[:room])
+        self.dropped += max(len(recs) - room, 0)
+        if len(self.denials) < self.keep:
+            self.denials.extend([r for r in recs if r["decision"] == "deny"][: self.keep - len(self.denials)])
+
+
 class _AuditRouter:
     """Sends each audit record to the run whose guest made the call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets: dict[int, list[dict]] = {}
+        self._buckets: dict[int, _AuditBucket] = {}
         self._sinks: dict[int, Callable[[list[dict]], None]] = {}
         # Records of a guest whose run has not claimed its handle yet: the
         # guest may call before Sandbox.run learns the handle.
-        self._unclaimed: dict[int, list[dict]] = {}
+        self._unclaimed: dict[int, _AuditBucket] = {}
 
-    def open(self, handle: int, sink: Callable[[list[dict]], None] | None) -> None:
+    def open(self, handle: int, sink: Callable[[list[dict]], None] | None,
+             keep: int = AUDIT_KEEP) -> None:
         with self._lock:
-            early = self._unclaimed.pop(handle, [])
-            self._buckets[handle] = list(early)
+            bucket = _AuditBucket(keep)
+            early = self._unclaimed.pop(handle, None)
+            if early is not None:
+                bucket.extend(early.records)
+                bucket.dropped += early.dropped
+            self._buckets[handle] = bucket
             if sink is not None:
                 self._sinks[handle] = sink
-                if early:
-                    sink(early)
+                if early is not None and early.records:
+                    sink(early.records)
 
     def dispatch(self, records: list[dict]) -> None:
         by_guest: dict[int, list[dict]] = {}
@@ -212,21 +243,36 @@ class _AuditRouter:
             for handle, recs in by_guest.items():
                 bucket = self._buckets.get(handle)
                 if bucket is None:
-                    bucket = self._unclaimed.setdefault(handle, [])
+                    bucket = self._unclaimed.setdefault(handle, _AuditBucket(AUDIT_KEEP))
                 bucket.extend(recs)
                 sink = self._sinks.get(handle)
                 if sink is not None:
                     sink(recs)
 
-    def close(self, handle: int) -> list[dict]:
+    def close(self, handle: int) -> _AuditBucket:
         with self._lock:
             self._sinks.pop(handle, None)
             self._unclaimed.pop(handle, None)
-            return self._buckets.pop(handle, [])
+            return self._buckets.pop(handle, None) or _AuditBucket(0)
 
 
 _shared_lock = threading.Lock()
 _shared: dict[tuple[int, int], tuple[Monitor, _AuditRouter]] = {}
+
+
+# The monitor holds ~20 fds for every run (its mounts' directories, the
+# run's pipes, the guest's listener): past ~50 runs at once the usual soft
+# limit of 1024 would refuse the next one.
+_FD_LIMIT = 1 << 16
+
+
+def _raise_fd_limit() -> None:
+    """Raises this process's soft fd limit towards its hard limit (as a
+    service manager would for a server that does not use select())."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, _FD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def shared_monitor(identity: tuple[int, int] | None = None) -> tuple[Monitor, _AuditRouter]:
@@ -242,6 +288,7 @@ def shared_monitor(identity: tuple[int, int] | None = None) -> tuple[Monitor, _A
     with _shared_lock:
         entry = _shared.get(key)
         if entry is None:
+            _raise_fd_limit()
             router = _AuditRouter()
             groups = guest_identity()[2] if key == guest_identity()[:2] else ()
             monitor = Monitor(identity=(key[0], key[1], groups), audit_sink=router.dispatch)
@@ -499,16 +546,93 @@ class _Ending:
     """How the waiting ended, besides the guest's own status."""
 
     timed_out: bool = False
+    cpu_time: bool = False  # the CPU time charged to it reached the limit (_CpuWatch)
     stopped_by: int | None = None  # the stop signal after which the run was killed
     forwarded: list[int] = dataclasses.field(default_factory=list)
 
 
+class _CpuWatch:
+    """The CPU time charged to a run while it runs: what its processes used
+    (from its cgroup, where the cgroup can tell; otherwise each process is
+    held to the limit by RLIMIT_CPU alone) plus what the monitor spent
+    serving it."""
+
+    def __init__(self, limit_s: float, monitor: Monitor, handle: int, spawned: Spawned) -> None:
+        self.limit_ns = int(limit_s * 1e9)
+        self._monitor = monitor
+        self._handle = handle
+        cgroup = spawned.cgroup
+        self._cgroup = cgroup if cgroup is not None and cgroup.counts_cpu else None
+
+    def used_ns(self) -> int:
+        used = self._monitor.guest_stats(self._handle)["monitor_cpu_ns"]
+        if self._cgroup is not None:
+            used += self._cgroup.cpu_usage_ns() or 0
+        return used
+
+    def exceeded(self) -> bool:
+        return self.used_ns() >= self.limit_ns
+
+
+class _ScratchSampler:
+    """Samples the use of a run's scratch tmpfs while it lasts, for its peak
+    (a tmpfs keeps no high-water mark).  Every SCRATCH_SAMPLE_S seconds: a
+    build that fills and empties a tmpfs faster than that is under-counted,
+    which is why picoproc learn adds a margin."""
+
+    SCRATCH_SAMPLE_S = 0.002
+
+    def __init__(self, scratches) -> None:
+        self._scratches = list(scratches)
+        self.peaks: dict[str, list[int]] = {g: [0, 0] for g, _ in self._scratches}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="picoproc-scratch", daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        for guest, scratch in self._scratches:
+            try:
+                used, inodes = scratch.used()
+            except (OSError, ValueError):
+                continue  # closed under us at the end of the run
+            peak = self.peaks[guest]
+            peak[0] = max(peak[0], used)
+            peak[1] = max(peak[1], inodes)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.SCRATCH_SAMPLE_S):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _scratch_use(scratches, sampler: _ScratchSampler | None) -> dict | None:
+    """Usage.scratch: each tmpfs's use at the end, and its sampled peak."""
+    if not scratches:
+        return None
+    if sampler is not None:
+        sampler.stop()
+        sampler.sample()
+    out = {}
+    for guest, scratch in scratches:
+        used, inodes = scratch.used()
+        peak = sampler.peaks[guest] if sampler is not None else None
+        out[guest] = {"size_bytes": scratch.size_bytes, "used_bytes": used, "used_inodes": inodes,
+                      "peak_bytes": max(peak[0], used) if peak else None,
+                      "peak_inodes": max(peak[1], inodes) if peak else None}
+    return out
+
+
 def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
                    feeder: _InputFeeder | None = None,
-                   relay: SignalRelay | None = None) -> tuple[RawResult, _Ending]:
+                   relay: SignalRelay | None = None,
+                   cpu: _CpuWatch | None = None) -> tuple[RawResult, _Ending]:
     """Waits for the run while reading its output (see _OutputPump), feeding
     its input and passing on the signals ``relay`` catches; past ``wall``
-    seconds, or ``relay.stop_timeout`` after a stop signal, kills it."""
+    seconds, once ``cpu`` says the CPU time charged to it reached its limit,
+    or ``relay.stop_timeout`` after a stop signal, kills it."""
     pidfd = os.pidfd_open(spawned.pid)
     ending = _Ending()
     try:
@@ -527,6 +651,7 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
             poller.register(relay.fileno(), select.POLLIN)
         deadline = None if wall is None else time.monotonic() + wall
         stop_deadline = None
+        cpu_check = None if cpu is None else time.monotonic() + _CPU_CHECK_S
         alive = True
         # Until the reaper has exited and both pipes are at EOF: the reaper
         # exits only once every process of its pid namespace is gone, so EOF
@@ -544,7 +669,14 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
                 ending.stopped_by = relay.first_stop.signo
                 kill_picoprocess(spawned)
                 continue
-            pending = [d for d in (deadline, stop_deadline) if d is not None]
+            if cpu_check is not None and alive and cpu_check - now <= 0:
+                cpu_check = now + _CPU_CHECK_S
+                if cpu.exceeded():
+                    ending.cpu_time = True
+                    deadline = cpu_check = None
+                    kill_picoprocess(spawned)
+                continue
+            pending = [d for d in (deadline, stop_deadline, cpu_check if alive else None) if d is not None]
             if pending:
                 timeout = math.ceil((min(pending) - now) * 1000)
             for fd, events in poller.poll(timeout):
@@ -654,15 +786,30 @@ class Sandbox:
     (no library OS).  ``audit``: a JSONL file path, or a callable given each
     batch of this run's audit records.  ``user``: whom the program runs as
     (``"UID[:GID]"``, a user name or a (uid, gid) tuple; see
-    resolve_identity for the rule when it is None)."""
+    resolve_identity for the rule when it is None).  ``trace``: also sample
+    the scratch tmpfs use while the run lasts (``Usage.scratch`` peaks), and
+    have the library OS report the first call of each Linux syscall it
+    emulates in each program image (audit records ``note_emulated``): what
+    picoproc.trace profiles.  ``any_host_network``: grant connects to every
+    host address but loopback (picoproc learn --allow-net)."""
 
     def __init__(self, manifest: Manifest | None = None, *, raw: bool = False,
                  audit: str | os.PathLike | Callable[[list[dict]], None] | None = None,
-                 user=None) -> None:
+                 user=None, audit_limit: int | None = AUDIT_FILE_LIMIT,
+                 trace: bool = False, any_host_network: bool = False) -> None:
         self.manifest = manifest if manifest is not None else manifest_mod.default_manifest()
         self.raw = raw
         self.audit = audit
         self.user = user
+        self.audit_limit = audit_limit  # bytes an audit file may hold (None: no bound)
+        # Watch the run more closely, for picoproc trace and learn: the
+        # scratch tmpfs use is sampled while it lasts (its peak), and the
+        # library OS names the calls it emulates.
+        self.trace = trace
+        # Learning (picoproc learn --allow-net): TCP and UDP connects to any
+        # host address but loopback and the wildcard, which stay the
+        # program's own.  No manifest can say this.
+        self.any_host_network = any_host_network
 
     def identity(self) -> Identity:
         return resolve_identity(self.manifest, self.user)
@@ -727,6 +874,7 @@ class Sandbox:
         owned: list[int] = []
         feeder = None
         kill_log = None
+        sampler = None
         started = time.monotonic()
         try:
             if self.raw:
@@ -741,7 +889,7 @@ class Sandbox:
             if skeleton is not None:
                 # exec only lets directories be searched: the skeleton holds no files.
                 policy.add_mount_fd("/", skeleton.dir_fd, writable=False, exec=True)
-            net = _net_policy(manifest)
+            net = _net_policy(manifest, any_host=self.any_host_network)
 
             stdin_fd, own_stdin, feed = _stdin_fd(stdin, input_data)
             if own_stdin >= 0:
@@ -782,24 +930,30 @@ class Sandbox:
                     os.close(spawned.devpts_fd)
             router.open(handle, sink)
 
+            if self.trace and scratches:
+                with blocked_in_new_threads():
+                    sampler = _ScratchSampler(scratches)
             victim = spawned
             pump = _OutputPump([out_r, err_r], [out_sink, err_sink], limits.output_bytes,
                                lambda: kill_picoprocess(victim))
 
             relay = SignalRelay(stop_timeout) if forward_signals else None
+            cpu = None
+            if limits.cpu_time_s is not None:
+                cpu = _CpuWatch(limits.cpu_time_s, monitor, handle, spawned)
             try:
                 if relay is not None:
                     with relay:
                         raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder,
-                                                            relay=relay)
+                                                            relay=relay, cpu=cpu)
                 else:
-                    raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder)
+                    raw_result, ending = _wait_and_pump(spawned, pump, wall, feeder=feeder, cpu=cpu)
                 feeder = None
             except BaseException:
                 kill_picoprocess(spawned)
                 wait_picoprocess(spawned)
                 raise
-            limit = "wall_time" if ending.timed_out else None
+            limit = "wall_time" if ending.timed_out else "cpu_time" if ending.cpu_time else None
             spawned_done, spawned = spawned, None
             # The guest is gone: every writer of the pipes is closed, so a
             # relaying thread reaches EOF.
@@ -809,7 +963,8 @@ class Sandbox:
             limit = limit or raw_result.limit
             stats = monitor.remove_guest(handle)
             router.dispatch(monitor.drain_audit())
-            records = router.close(handle)
+            bucket = router.close(handle)
+            records = bucket.records
             handle = None
             ru = raw_result.rusage
             out_data = bytes(pump.captured[0]) if out_sink is None else None
@@ -826,6 +981,8 @@ class Sandbox:
                 notes.append("signals passed on to the program: "
                              + ", ".join(signal_name(s) for s in ending.forwarded))
             cg = raw_result.cgroup_stats
+            scratch_use = _scratch_use(scratches, sampler)
+            sampler = None
             if cg is not None and cg.pids_limit_hits:
                 notes.append(f"limits.pids: {cg.pids_limit_hits} fork(s) refused")
             result = Result(
@@ -844,19 +1001,27 @@ class Sandbox:
                     max_rss_kb=ru.ru_maxrss if ru else 0,
                     memory_peak_bytes=getattr(cg, "memory_peak_bytes", None),
                     output_bytes=pump.total,
+                    monitor_cpu_s=stats["monitor_cpu_ns"] / 1e9,
+                    # The reaper is a task of the run's cgroup too.
+                    tasks_peak=(cg.pids_peak - 1 if cg is not None and cg.pids_peak else None),
+                    scratch=scratch_use,
                 ),
                 counts={"mediated": stats["calls"], "mediated_allowed": stats["allowed"],
                         "mediated_denied": stats["denied"], "mediated_errors": stats["errors"],
                         "emulated": None, "direct": None},
-                denials=[r for r in records if r["decision"] == "deny"],
+                denials=bucket.denials,
                 audit=records,
+                audit_dropped=bucket.dropped + stats["audit_dropped"],
+                audit_error=sink.error if isinstance(sink, AuditJsonlWriter) else None,
                 notes=notes,
                 enforcement=dict(spawned_done.enforcement),
                 unsupported=sorted({_syscall_name(r.get("linux_nr")) for r in records
                                     if r["call"] == "note_unsupported"}),
                 identity=identity.as_dict(),
+                manifest=manifest,
                 stopped_by=ending.stopped_by,
                 pid=spawned_done.guest_pid or None,
+                cleanup_error=raw_result.cleanup_error,
             )
             if kill_log is not None and result.signal == signal_mod.SIGSYS:
                 nr = kill_log.find(spawned_done.guest_pid)
@@ -877,6 +1042,8 @@ class Sandbox:
                     router.close(handle)
             if pump is not None:
                 pump.finish()
+            if sampler is not None:
+                sampler.stop()
             for fd in pipes + owned:
                 os.close(fd)
             if policy is not None:
@@ -898,7 +1065,7 @@ class Sandbox:
             return None
         if callable(self.audit):
             return self.audit
-        return AuditJsonlWriter(self.audit)
+        return AuditJsonlWriter(self.audit, self.audit_limit)
 
     def _spawn_config(self, argv: list[str], program: str | None, stdio: tuple[int, int, int],
                       identity: Identity, udp_proxies=()) -> SpawnConfig:
@@ -931,7 +1098,8 @@ class Sandbox:
         groups = default[2][:64] if (identity.uid, identity.gid) == default[:2] else ()
         return SpawnConfig(
             argv=loader_argv(program, argv, cwd=m.cwd, uid=identity.uid, gid=identity.gid,
-                             hostname=m.hostname, limits=m.limits, groups=groups),
+                             hostname=m.hostname, limits=m.limits, groups=groups,
+                             trace=self.trace),
             image_path=_loader_image_path(),
             mode="libos",
             keep_image_fd=True,
@@ -983,29 +1151,29 @@ _skeletons: dict[tuple[str, ...], object] = {}
 
 
 def _make_skeleton(points: tuple[str, ...]):
-    skeleton = make_scratch(_SKELETON_BYTES, mode=0o755)
+    dirs: dict[str, None] = {}  # in creation order, parents first
+    for point in points:
+        parts = [p for p in point.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            dirs.setdefault("/".join(parts[:i]))
+    skeleton = make_scratch(_SKELETON_BYTES, mode=0o755, inodes=len(dirs) + 1)
     try:
-        made = set()
-        for point in points:
-            parts = [p for p in point.split("/") if p]
-            for i in range(1, len(parts) + 1):
-                rel = "/".join(parts[:i])
-                if rel not in made:
-                    os.mkdir(rel, 0o755, dir_fd=skeleton.dir_fd)
-                    made.add(rel)
+        for rel in dirs:
+            os.mkdir(rel, 0o755, dir_fd=skeleton.dir_fd)
     except BaseException:
         skeleton.close()
         raise
     return skeleton
 
 
-def _net_policy(manifest: Manifest):
+def _net_policy(manifest: Manifest, any_host: bool = False):
     """The run's network policy: its grants, and the bound on the udp:
     relays it may hold.  Even with no grants: the guest's own network
-    (loopback) needs no grant, but the relay bound still applies."""
+    (loopback) needs no grant, but the relay bound still applies.
+    ``any_host``: connects to every host address but loopback (learning)."""
     from picoproc.netpolicy import build_net_policy
 
-    return build_net_policy(manifest)
+    return build_net_policy(manifest, any_host=any_host)
 
 
 def _syscall_name(nr) -> str:

@@ -38,6 +38,11 @@ import time
 from typing import NamedTuple
 
 CONTROLLERS = ("memory", "pids")
+# Usage only, no limit: the CPU time of a run while it runs (the monitor adds
+# its own work for the run to it, picoproc.api).  cgroup v2 has it in every
+# cgroup's cpu.stat; v1 needs the cpuacct hierarchy, joined only by runs
+# with a CPU-time limit.
+USAGE_CONTROLLERS = ("cpuacct",)
 _PREFIX = "picoproc-"
 
 
@@ -57,6 +62,7 @@ class _Plan:
         tuple[str, str], ...
     ]  # v2: (("unified", dir),); v1: (("memory", dir), ("pids", dir))
     controllers: tuple[str, ...]  # the limits this plan can enforce
+    usage_bases: tuple[tuple[str, str], ...] = ()  # v1: (("cpuacct", dir),) where present
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +71,9 @@ class CgroupStats:
     oom_kills: int  # processes the OOM killer ended inside the run
     memory_limit_hits: int  # times the memory limit was reached (v1 failcnt, v2 events "max")
     pids_limit_hits: int  # forks refused by pids.max
+    # The most tasks (processes and threads) alive at once, the reaper
+    # included (pids.peak, Linux 6.1+); None where it cannot be read.
+    pids_peak: int | None = None
 
 
 def _read(path: str) -> str:
@@ -116,7 +125,7 @@ def _mounts() -> tuple[str | None, dict[str, str]]:
                 unified = mountpoint
             elif fstype == "cgroup":
                 for opt in super_opts.split(","):
-                    if opt in CONTROLLERS and opt not in v1:
+                    if (opt in CONTROLLERS or opt in USAGE_CONTROLLERS) and opt not in v1:
                         v1[opt] = mountpoint
     return unified, v1
 
@@ -133,7 +142,7 @@ def _own_paths() -> tuple[str | None, dict[str, str]]:
                 v2 = path
             else:
                 for c in controllers.split(","):
-                    if c in CONTROLLERS:
+                    if c in CONTROLLERS or c in USAGE_CONTROLLERS:
                         v1[c] = path
     return v2, v1
 
@@ -199,7 +208,11 @@ def _plan_v1(mounts: dict[str, str], own: dict[str, str]) -> tuple[_Plan | None,
     note = "cgroup v1 under " + ", ".join(b for _, b in bases)
     if missing:
         note += " (" + "; ".join(missing) + ")"
-    return _Plan("v1", tuple(bases), tuple(c for c, _ in bases)), note
+    usage = []
+    for c in USAGE_CONTROLLERS:
+        if c in mounts and c in own and os.access(_join(mounts[c], own[c]), os.W_OK):
+            usage.append((c, _join(mounts[c], own[c])))
+    return _Plan("v1", tuple(bases), tuple(c for c, _ in bases), tuple(usage)), note
 
 
 _support_lock = threading.Lock()
@@ -287,9 +300,18 @@ def _kill_members(path: str) -> None:
             pass
 
 
+def _child_cgroups(path: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
 def _remove_dir(path: str, timeout: float = 5.0) -> None:
     """Removes a run cgroup, killing stragglers; bounded retries while the
-    kernel finishes tearing down exiting members (rmdir says EBUSY)."""
+    kernel finishes tearing down exiting members (rmdir says EBUSY).  A
+    cgroup holding cgroups of its own is not picoproc's to empty: that fails
+    at once, naming them."""
     deadline = time.monotonic() + timeout
     killed = False
     while True:
@@ -299,12 +321,63 @@ def _remove_dir(path: str, timeout: float = 5.0) -> None:
         except FileNotFoundError:
             return
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+            if exc.errno != errno.EBUSY:
+                raise
+            children = _child_cgroups(path)
+            if children:
+                raise OSError(errno.EBUSY, f"it holds cgroups picoproc did not make: {', '.join(children)}",
+                              path) from None
+            if time.monotonic() > deadline:
                 raise
         if not killed:
             _kill_members(path)
             killed = True
         time.sleep(0.002)
+
+
+# Run cgroups that could not be removed when their run ended (a process that
+# would not die in time, a cgroup someone else made inside): retried before
+# each new run cgroup is made and when the monitor exits; a monitor that
+# dies first leaves them to the next one's sweep_stale.
+_pending_lock = threading.Lock()
+_pending: set[str] = set()
+
+
+def _defer_removal(paths: list[str]) -> None:
+    global _atexit_registered
+    with _pending_lock:
+        _pending.update(paths)
+        if not _atexit_registered:
+            import atexit
+
+            atexit.register(retry_pending_removals)
+            _atexit_registered = True
+
+
+_atexit_registered = False
+
+
+def pending_removals() -> set[str]:
+    """Run cgroups waiting to be removed."""
+    with _pending_lock:
+        return set(_pending)
+
+
+def retry_pending_removals() -> list[str]:
+    """Tries again to remove the run cgroups that could not be removed;
+    returns those still there."""
+    with _pending_lock:
+        paths = sorted(_pending)
+    left = []
+    for path in paths:
+        try:
+            _remove_dir(path, timeout=0.05)
+        except OSError:
+            left.append(path)
+            continue
+        with _pending_lock:
+            _pending.discard(path)
+    return left
 
 
 def sweep_stale(plan: _Plan | None = None) -> list[str]:
@@ -314,7 +387,7 @@ def sweep_stale(plan: _Plan | None = None) -> list[str]:
     removed = []
     if plan is None:
         return removed
-    for _, base in plan.bases:
+    for _, base in plan.bases + plan.usage_bases:
         try:
             names = os.listdir(base)
         except OSError:
@@ -342,7 +415,7 @@ class RunCgroup:
 
     def __init__(self, version: str, paths: dict[str, str], controllers: tuple[str, ...]):
         self.version = version
-        self.paths = paths  # controller (or "unified") -> directory
+        self.paths = paths  # controller (or "unified"), or a usage controller -> directory
         self.controllers = controllers
         self.enforced: dict[str, str] = {}  # limit -> file that enforces it
         self._removed = False
@@ -406,8 +479,25 @@ class RunCgroup:
             _write(os.path.join(d, "pids.max"), str(pids + 1))
             self.enforced["pids"] = os.path.join(d, "pids.max")
 
+    @property
+    def counts_cpu(self) -> bool:
+        """Whether cpu_usage_ns() can tell the run's CPU time while it runs."""
+        return self.version == "v2" or "cpuacct" in self.paths
+
+    def cpu_usage_ns(self) -> int | None:
+        """CPU time used so far by every process of the run, or None."""
+        try:
+            if self.version == "v2":
+                usec = _keyed(_read(os.path.join(self.paths["unified"], "cpu.stat"))).get("usage_usec")
+                return None if usec is None else usec * 1000
+            if "cpuacct" in self.paths:
+                return int(_read(os.path.join(self.paths["cpuacct"], "cpuacct.usage")))
+        except (OSError, ValueError):
+            pass
+        return None
+
     def stats(self) -> CgroupStats:
-        peak = None
+        peak = pids_peak = None
         oom = mem_hits = pid_hits = 0
         d = self._dir("memory") if "memory" in self.controllers else None
         if d:
@@ -430,31 +520,45 @@ class RunCgroup:
                 pid_hits = _keyed(_read(os.path.join(d, "pids.events"))).get("max", 0)
             except OSError:
                 pass
-        return CgroupStats(peak, oom, mem_hits, pid_hits)
+            try:
+                pids_peak = int(_read(os.path.join(d, "pids.peak")))
+            except (OSError, ValueError):
+                pass
+        return CgroupStats(peak, oom, mem_hits, pid_hits, pids_peak)
 
     def remove(self) -> None:
-        """Kills anything still inside and removes the directories (idempotent)."""
+        """Kills anything still inside and removes the directories
+        (idempotent).  A directory that cannot be removed is retried later
+        (before the next run cgroup is made, and at exit): CgroupError says
+        which and why, after everything else was done."""
         if self._removed:
             return
-        errors = []
+        errors, stuck = [], []
         for path in dict.fromkeys(self.paths.values()):
             try:
                 _remove_dir(path)
             except OSError as exc:
                 errors.append(f"{path}: {exc.strerror}")
+                stuck.append(path)
         self._removed = True
         if errors:
-            raise CgroupError(errno.EBUSY, "could not remove run cgroup " + "; ".join(errors))
+            _defer_removal(stuck)
+            raise CgroupError(errno.EBUSY, "could not remove run cgroup " + "; ".join(errors)
+                              + " (retried later)")
 
 
 def create_run_cgroup(
-    memory_bytes: int | None = None, pids: int | None = None, version: str = "auto"
+    memory_bytes: int | None = None, pids: int | None = None, version: str = "auto",
+    count_cpu: bool = False,
 ) -> tuple[RunCgroup | None, str]:
     """Creates the cgroup for one run and writes its limits.
 
     ``version``: "auto" (what ``available()`` found), "none", "v1" or "v2"
-    (use it only if that is what the machine offers).  Returns the cgroup
-    (or None) and a note saying what was used or why nothing was."""
+    (use it only if that is what the machine offers).  ``count_cpu``: the
+    run's CPU time must be readable while it runs (RunCgroup.cpu_usage_ns;
+    on v1 this joins the cpuacct hierarchy too, where there is one).
+    Returns the cgroup (or None) and a note saying what was used or why
+    nothing was."""
     global _swept
     if version == "none":
         return None, "cgroups disabled by the caller"
@@ -471,10 +575,13 @@ def create_run_cgroup(
     if not _swept:
         _swept = True
         sweep_stale(plan)
+    if _pending:
+        retry_pending_removals()
     name = f"{_PREFIX}{os.getpid()}-{next(_counter)}"
     paths: dict[str, str] = {}
+    bases = plan.bases + (plan.usage_bases if count_cpu else ())
     try:
-        for controller, base in plan.bases:
+        for controller, base in bases:
             if plan.version == "v2" and not os.path.isdir(base):
                 # <root>/picoproc: the parent of all runs when we sit in the root cgroup.
                 try:

@@ -203,8 +203,10 @@ def _cmd_abi(args) -> int:
     print(f"picoproc ABI v{table.version}: {len(table.direct)} direct, "
           f"{len(table.errno_calls)} errno, {len(table.mediated)} mediated "
           f"(base {table.mediated_base}); everything else traps (or kills in raw mode)")
+    from picoproc.abi.describe import rules_in_words
+
     for d in table.direct:
-        print(f"  direct    {d.nr:4d} {d.name:16s} {words[d.name]}")
+        print(f"  direct    {d.nr:4d} {d.name:16s} {rules_in_words(d, table, brief=True)}")
     for e in table.errno_calls:
         print(f"  errno     {e.nr:4d} {e.name:16s} -> {e.errno_name}")
     for m in table.mediated:
@@ -301,7 +303,6 @@ def _not_found_hints(args, manifest) -> str:
 
 
 def _cmd_run(args) -> int:
-    from picoproc.image import ImageError
     from picoproc.manifest import ManifestError, manifest_from_cli_args
 
     if not args.command:
@@ -312,15 +313,46 @@ def _cmd_run(args) -> int:
         return _fail(args, EXIT_PICOPROC_ERROR, f"{exc}{_manifest_hint(exc)}")
     if args.backend != "pico":
         return _run_with_backend(args, manifest)
+    result = _run_pico(args, manifest)
+    if isinstance(result, int):
+        return result
+    if args.json:
+        _write_json(args.json, result.to_json(output=False))
+    _print_run_warnings(result)
+    if result.signal is not None or result.limit is not None:
+        print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+    if not args.quiet:
+        _print_end_of_run_notes(manifest, result)
+    return result.exit_status
 
+
+def _print_run_warnings(result) -> None:
+    if result.audit_error:
+        print(f"picoproc: {result.audit_error}; later records were not written", file=sys.stderr)
+    if result.cleanup_error:
+        print(f"picoproc: warning: {result.cleanup_error}", file=sys.stderr)
+
+
+def _run_pico(args, manifest, audit=None, **sandbox_options):
+    """Runs args.command under the pico backend: the Result, or the exit
+    status of a run that could not start (its message already printed).
+    ``audit``: a callable given the run's audit records (instead of
+    --audit FILE)."""
     from picoproc.api import ProgramNotExecutable, ProgramNotFound, Sandbox, SandboxError
+    from picoproc.image import ImageError
     from picoproc.monitor import MonitorError
     from picoproc.spawn import ConfigError, SpawnError
 
     try:
-        sandbox = Sandbox(manifest, raw=args.raw, audit=args.audit, user=args.user)
-        result = sandbox.run(args.command, stdin=0, forward_signals=True,
-                             stop_timeout=args.stop_timeout)
+        audit_limit = _audit_limit(getattr(args, "audit_limit", None))
+    except ValueError as exc:
+        return _fail(args, EXIT_USAGE, f"--audit-limit: {exc}")
+    try:
+        sandbox = Sandbox(manifest, raw=getattr(args, "raw", False),
+                          audit=args.audit if audit is None else audit, user=args.user,
+                          audit_limit=audit_limit, **sandbox_options)
+        return sandbox.run(args.command, stdin=0, forward_signals=True,
+                           stop_timeout=args.stop_timeout)
     except ProgramNotFound as exc:
         return _fail(args, EXIT_NOT_FOUND, f"{exc}{_not_found_hints(args, manifest)}")
     except ProgramNotExecutable as exc:
@@ -334,14 +366,199 @@ def _cmd_run(args) -> int:
         return _fail(args, EXIT_PICOPROC_ERROR, f"could not start the picoprocess: {exc.strerror}")
     except (MonitorError, OSError) as exc:
         return _fail(args, EXIT_PICOPROC_ERROR, f"{exc.strerror or exc}")
-    if args.json:
-        _write_json(args.json, result.to_json(output=False))
-    if result.signal is not None or result.limit is not None:
-        print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+
+
+def _print_end_of_run_notes(manifest, result) -> None:
+    """What a user needs after a run that the policy got in the way of: the
+    refusals with the rule and the flag that would grant each, the calls
+    picoproc does not implement, a write the host's permissions refused."""
+    report = result.denial_report()
+    if report:
+        print(report, file=sys.stderr)
     hint = _write_refusal_hint(manifest, result)
     if hint:
         print(f"picoproc: {hint}", file=sys.stderr)
+
+
+def _audit_limit(text: str | None) -> int | None:
+    from picoproc.manifest import parse_size
+    from picoproc.monitor import AUDIT_FILE_LIMIT, AUDIT_FILE_MIN_LIMIT
+
+    if text is None:
+        return AUDIT_FILE_LIMIT
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    size = parse_size(text)  # ValueError names the problem
+    if size < AUDIT_FILE_MIN_LIMIT:
+        raise ValueError(f"must be at least {AUDIT_FILE_MIN_LIMIT} bytes (got {text})")
+    return size
+
+
+# --------------------------------------------------------------------------
+# picoproc trace / learn
+
+
+def _traced_run(args, manifest, any_host_network: bool = False):
+    """Runs args.command traced: (Result, Profile), or an exit status.  The
+    profile is built from the audit records as they come (a run keeps only
+    its first records in memory); --audit FILE gets them too."""
+    from picoproc.monitor import AuditJsonlWriter
+    from picoproc.trace import ProfileBuilder
+
+    if not args.command:
+        raise UsageError(f"picoproc {args.cmd}: no program given (usage: picoproc {args.cmd} "
+                         "[options] -- PROG [ARGS...])")
+    try:
+        audit_limit = _audit_limit(getattr(args, "audit_limit", None))
+    except ValueError as exc:
+        return _fail(args, EXIT_USAGE, f"--audit-limit: {exc}")
+    builder = ProfileBuilder(manifest, any_host_network)
+    received = [0]
+    writer = None
+    if args.audit:
+        try:
+            writer = AuditJsonlWriter(args.audit, audit_limit)
+        except OSError as exc:
+            return _fail(args, EXIT_PICOPROC_ERROR, f"--audit {args.audit}: {exc.strerror}")
+
+    def sink(records) -> None:
+        records = list(records)
+        received[0] += len(records)
+        builder.add(records)
+        if writer is not None:
+            writer(records)
+
+    try:
+        result = _run_pico(args, manifest, audit=sink, trace=True,
+                           any_host_network=any_host_network)
+    finally:
+        if writer is not None:
+            writer.close()
+    if isinstance(result, int):
+        return result
+    if writer is not None and writer.error:
+        result.audit_error = writer.error
+    _print_run_warnings(result)
+    if result.signal is not None or result.limit is not None:
+        print(f"picoproc: {args.command[0]}: {result.reason}", file=sys.stderr)
+    # Every call served leaves one record: fewer received means the monitor
+    # dropped some (its ring was full), and the profile misses them.
+    served = (result.counts or {}).get("mediated") or 0
+    return result, builder.finish(result, audit_dropped=received[0] < served)
+
+
+def _write_text(target: str, text: str) -> None:
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with open(target, "w") as f:
+        f.write(text)
+
+
+def _cmd_trace(args) -> int:
+    from picoproc.manifest import ManifestError, manifest_from_cli_args
+    from picoproc.trace import format_profile
+
+    try:
+        manifest = manifest_from_cli_args(args)
+    except ManifestError as exc:
+        return _fail(args, EXIT_PICOPROC_ERROR, f"{exc}{_manifest_hint(exc)}")
+    ran = _traced_run(args, manifest)
+    if isinstance(ran, int):
+        return ran
+    result, profile = ran
+    try:
+        if args.profile_json:
+            _write_json_out(args.profile_json, profile.to_json())
+        text = format_profile(profile, verbose=args.all)
+        if args.output == "-":
+            sys.stderr.write(text)
+        else:
+            _write_text(args.output, text)
+    except OSError as exc:
+        print(f"picoproc trace: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_PICOPROC_ERROR
     return result.exit_status
+
+
+def _write_json_out(target: str, doc: dict) -> None:
+    """JSON to a file, or to stdout for '-' (the program's own output is over)."""
+    text = json.dumps(doc, indent=2, default=str) + "\n"
+    _write_text(target, text)
+
+
+def learning_manifest(args):
+    """The manifest a learning run gets: the default's system directories
+    (or --manifest FILE) with the run options on top, and always the
+    default's hidden secrets."""
+    from picoproc.manifest import apply_overrides, default_manifest, manifest_from_cli_args
+
+    manifest = manifest_from_cli_args(args)
+    default = default_manifest()
+    missing_paths = [h for h in default.hidden if h not in manifest.hidden]
+    missing_names = [n for n in default.hidden_names if n not in manifest.hidden_names]
+    if missing_paths or missing_names:
+        manifest = apply_overrides(manifest, hide=missing_paths, hide_names=missing_names)
+    return manifest
+
+
+def _cmd_learn(args) -> int:
+    from picoproc.learn import DEFAULT_MARGIN, LearnError, learn_manifest
+    from picoproc.manifest import ManifestError
+    from picoproc.trace import Profile
+
+    profiles = []
+    for path in args.traces:
+        try:
+            with open(path) as f:
+                profiles.append(Profile.from_json(json.load(f), path))
+        except OSError as exc:
+            raise UsageError(f"picoproc learn: --from {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"picoproc learn: --from {exc}") from None
+    status = 0
+    if args.command:
+        try:
+            manifest = learning_manifest(args)
+        except ManifestError as exc:
+            return _fail(args, EXIT_PICOPROC_ERROR, f"{exc}{_manifest_hint(exc)}")
+        ran = _traced_run(args, manifest, any_host_network=args.allow_net)
+        if isinstance(ran, int):
+            return ran
+        result, profile = ran
+        profiles.append(profile)
+        status = result.exit_status
+        if args.save_trace:
+            _write_json_out(args.save_trace, profile.to_json())
+        report = result.denial_report()
+        if report and not args.quiet:
+            print(report.replace("picoproc: the manifest refused", "picoproc learn: the learning "
+                                 "manifest refused", 1), file=sys.stderr)
+        if status:
+            print(f"picoproc learn: {args.command[0]} {result.reason} while learning; the manifest "
+                  "reproduces that run", file=sys.stderr)
+    elif not profiles:
+        raise UsageError("picoproc learn: give a program to run (-- PROG [ARGS...]) or --from TRACE")
+    try:
+        learned = learn_manifest(profiles, margin=args.margin if args.margin else DEFAULT_MARGIN)
+    except LearnError as exc:
+        print(f"picoproc learn: {exc}", file=sys.stderr)
+        return EXIT_PICOPROC_ERROR
+    try:
+        _write_text(args.output, learned.toml)
+    except OSError as exc:
+        print(f"picoproc learn: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_PICOPROC_ERROR
+    if not args.quiet:
+        rw = sum(1 for m in learned.mounts if m.writable)
+        grants = len(learned.connect) + len(learned.listen) + len(learned.unix)
+        where = "" if args.output == "-" else f" to {args.output}"
+        print(f"picoproc learn: wrote the manifest{where}: {len(learned.mounts)} mounts ({rw} "
+              f"writable), {len(learned.tmpfs)} tmpfs, {grants} network grant"
+              f"{'s' if grants != 1 else ''}, from {len(profiles)} run"
+              f"{'s' if len(profiles) != 1 else ''}", file=sys.stderr)
+    return status
 
 
 # Calls that change the file system: a refusal of one on a writable mount is
@@ -446,6 +663,27 @@ def _run_with_backend(args, manifest) -> int:
 # The parser
 
 
+def _add_traced_run_options(parser) -> None:
+    """The options of picoproc run that a traced run (trace, learn) takes too."""
+    parser.add_argument("-u", "--user", metavar="UID[:GID]",
+                        help="run as this host user (as root only; never 0), as picoproc run")
+    parser.add_argument("--stop-timeout", type=_stop_timeout, default=10.0, metavar="S",
+                        help="after passing a stop signal to the program, kill it S seconds later")
+    parser.add_argument("--audit", metavar="FILE", help="write every mediated call's audit record (JSONL)")
+    parser.add_argument("--audit-limit", metavar="SIZE",
+                        help="most bytes the --audit file may take (default 64M; 'none': no bound)")
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--margin: {text!r} is not a number") from None
+    if not (1 <= value <= 1000):
+        raise argparse.ArgumentTypeError(f"--margin: {text} must be between 1 and 1000")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.",
                      epilog="exit status of `picoproc run`: the program's own, 128+N for a signal, "
@@ -470,11 +708,63 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after passing a stop signal (TERM, INT, HUP, QUIT) to the program, kill it "
                      "if it still runs S seconds later (default 10)")
     run.add_argument("--audit", metavar="FILE", help="write every mediated call's audit record (JSONL)")
+    run.add_argument("--audit-limit", metavar="SIZE",
+                     help="most bytes the --audit file may take (default 64M; 'none': no bound); "
+                     "past it one last line says the file was cut")
     run.add_argument("--json", metavar="FILE",
                      help="write the result as JSON ('-' for stderr), also when the run cannot start")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no summary on stderr of what the manifest refused and which calls "
+                     "picoproc does not implement (--json still has it)")
     add_cli_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     run.set_defaults(func=_cmd_run)
+
+    trace = sub.add_parser("trace", help="run a program and profile what it asked for",
+                           usage="picoproc trace [options] -- PROG [ARGS...]",
+                           description="Run PROG as `picoproc run` would and write a profile of what "
+                           "it asked for: files and directories by mount (read, written, created, "
+                           "executed), network endpoints, programs executed, calls picoproc does "
+                           "not implement, peaks of memory, tasks and scratch.",
+                           epilog="exit status: the program's, as picoproc run's (see picoproc run "
+                           "--help)")
+    _add_traced_run_options(trace)
+    trace.add_argument("-o", "--output", default="-", metavar="FILE",
+                       help="write the profile to FILE (default: stderr, after the program's output)")
+    trace.add_argument("--json", dest="profile_json", metavar="FILE",
+                       help="write the profile as JSON ('-' for stdout); picoproc learn --from reads it")
+    trace.add_argument("--all", action="store_true", help="list every path, not counts per directory")
+    add_cli_options(trace)
+    trace.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
+    trace.set_defaults(func=_cmd_trace)
+
+    learn = sub.add_parser("learn", help="write the narrowest manifest under which a program runs",
+                           usage="picoproc learn [-o FILE] [--from TRACE ...] [--allow-net] "
+                           "[options] [-- PROG [ARGS...]]",
+                           description="Run PROG under a permissive learning manifest (the default's "
+                           "read-only system directories and secrets, your mounts and flags, no "
+                           "network unless --allow-net) and write the narrowest manifest that lets "
+                           "the same run succeed, with a comment on each line saying why. Several "
+                           "runs merge: --from TRACE reads profiles of picoproc trace --json (or "
+                           "learn --save-trace).",
+                           epilog="then: picoproc run --manifest FILE -- PROG ... (exit status: the "
+                           "learning run's, as picoproc run's)")
+    _add_traced_run_options(learn)
+    learn.add_argument("-o", "--output", default="-", metavar="FILE",
+                       help="write the manifest to FILE (default: stdout)")
+    learn.add_argument("--from", dest="traces", action="append", default=[], metavar="TRACE",
+                       help="also learn from this profile (picoproc trace --json); repeatable")
+    learn.add_argument("--allow-net", action="store_true",
+                       help="let the learning run connect to any host address (loopback stays the "
+                       "program's own) and grant the endpoints it used")
+    learn.add_argument("--margin", type=_margin, default=None, metavar="FACTOR",
+                       help="limits and scratch sizes are the observed peaks times FACTOR (default 2)")
+    learn.add_argument("--save-trace", metavar="FILE",
+                       help="also write the learning run's profile as JSON, for a later --from")
+    learn.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    add_cli_options(learn)
+    learn.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
+    learn.set_defaults(func=_cmd_learn)
 
     manifest = sub.add_parser("manifest", help="print the effective manifest of a run as TOML",
                               usage="picoproc manifest [run's manifest options]",
@@ -501,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from picoproc.bench.perf.cli import add_perf_parser
         from picoproc.bench.security.cli import add_bench_parsers
+        from picoproc.bench.soak import add_soak_parser
     except ImportError as exc:
         missing = sub.add_parser("bench", help="benchmarks (not installed in this copy)")
         reason = f"picoproc bench: the benchmark suites are not installed ({exc})"
@@ -511,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
 
         missing.set_defaults(func=_no_bench)
     else:
-        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser])
+        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser, add_soak_parser])
     return parser
 
 

@@ -216,6 +216,11 @@ UNRESERVED_GUEST_PATHS = ("/dev/shm",)
 FORBIDDEN_HOST_ROOTS = ("/proc", "/dev")
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KiB; refuse to read more
 DEFAULT_TMPFS_SIZE = 64 << 20
+# The monitor holds each mount's directory (and, for a tmpfs, a file system
+# of its own) open for the whole run: the counts a manifest may ask for are
+# bounded like the guest's other resources.
+MAX_MOUNTS = 256
+MAX_TMPFS = 16
 MAX_SIZE = (1 << 63) - 1
 MAX_PIDS = 4_194_304  # PID_MAX_LIMIT on 64-bit Linux
 MAX_OPEN_FILES = 1 << 20  # fs.nr_open's default: setrlimit refuses more
@@ -749,6 +754,12 @@ def _finish(layer: _Layer) -> Manifest:
     hit = _hidden_by(cwd, layer)
     if hit:
         raise ManifestError(f"{cwd} is hidden by {hit[0]} ({_show(hit[1])})", key=cwd_label)
+    if len(layer.mounts) > MAX_MOUNTS:
+        raise ManifestError(f"{len(layer.mounts)} mounts; at most {MAX_MOUNTS} (the monitor holds "
+                            "each one open for the run)", key=layer.mounts[MAX_MOUNTS][0])
+    if len(layer.tmpfs) > MAX_TMPFS:
+        raise ManifestError(f"{len(layer.tmpfs)} tmpfs; at most {MAX_TMPFS} (each is a file system "
+                            "the monitor creates for the run)", key=layer.tmpfs[MAX_TMPFS][0])
     known = {f.name for f in dataclasses.fields(Limits)}
     mounts = [m for _, m in layer.mounts]
     return Manifest(
@@ -1118,6 +1129,11 @@ def _toml_string(value: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (for writers of manifests: picoproc learn)."""
+    return _toml_string(value)
 
 
 def format_size(nbytes: int) -> str:

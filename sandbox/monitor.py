@@ -28,6 +28,8 @@ import errno as errno_mod
 import functools
 import json
 import os
+import re
+import select
 import stat as stat_mod
 import struct
 import threading
@@ -54,7 +56,26 @@ DECISIONS = {
     lib.PICO_DECISION_ABANDONED: "abandoned",
 }
 
+# Why a call was denied (native/denial.h), as the audit record's "reason";
+# picoproc.denials turns each into the rule and the flag that would grant it.
+DENIAL_REASONS = {
+    lib.PICO_DENY_NOT_MOUNTED: "not_mounted",
+    lib.PICO_DENY_HIDDEN_PATH: "hidden_path",
+    lib.PICO_DENY_HIDDEN_NAME: "hidden_name",
+    lib.PICO_DENY_HIDDEN_OBJECT: "hidden_object",
+    lib.PICO_DENY_READ_ONLY: "read_only",
+    lib.PICO_DENY_NOEXEC: "noexec",
+    lib.PICO_DENY_DEVICE: "device",
+    lib.PICO_DENY_HOST_MOUNT: "host_mount",
+    lib.PICO_DENY_HOLDS_HIDDEN: "holds_hidden",
+    lib.PICO_DENY_NET: "net_not_granted",
+    lib.PICO_DENY_XATTR_NAMESPACE: "xattr_namespace",
+    lib.PICO_DENY_HOST_TERMINAL: "host_terminal",
+    lib.PICO_DENY_RUN_BOUND: "run_bound",
+}
+
 _TABLE = load_table()
+_NOTE_EMULATED = _TABLE.constants["PICO_NOTE_EMULATED"]
 CALL_NAMES = {m.index: m.name for m in _TABLE.mediated}
 _DRAIN_BATCH = 1024
 
@@ -172,6 +193,93 @@ class _Resolver:
         return base, True
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """A mountinfo path field: space, tab, newline and backslash are \\ooo."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+class MountTable:
+    """The monitor's mount table (/proc/self/mountinfo), to tell which file
+    system and which path in it a host path shows.  Two mounts can show one
+    tree under different paths (a bind mount): the same files have the same
+    identity through both, whatever the paths say."""
+
+    def __init__(self, text: str) -> None:
+        mounts = []  # (id, parent, device, root, mount point)
+        for line in text.splitlines():
+            fields = line.split(" ")
+            if len(fields) < 7 or "-" not in fields[6:]:
+                continue
+            mounts.append((fields[0], fields[1], fields[2], _unescape_mountinfo(fields[3]),
+                           _unescape_mountinfo(fields[4])))
+        # A mount point covered by a later mount on the same point (its child
+        # there) is not what a path shows: keep the top one of each point.
+        covered = {parent for mid, parent, _, _, point in mounts
+                   for pid, _, _, _, ppoint in mounts if pid == parent and ppoint == point}
+        self._by_point = {point: (device, root) for mid, _, device, root, point in mounts
+                          if mid not in covered}
+        self._known: dict[str, tuple[str, str] | None] = {}  # builds ask for the same paths
+
+    def identity(self, real_path: str) -> tuple[str, str] | None:
+        """(device, path inside that file system) of an absolute, resolved
+        host path, or None if no mount shows it."""
+        try:
+            return self._known[real_path]
+        except KeyError:
+            pass
+        point, found = real_path, None
+        while True:
+            mount = self._by_point.get(point)
+            if mount is not None:
+                device, root = mount
+                rest = real_path[len(point):].lstrip("/")
+                found = device, os.path.normpath(root.rstrip("/") + "/" + rest) if rest else root
+                break
+            if point == "/":
+                break
+            point = os.path.dirname(point)
+        if len(self._known) < 65536:
+            self._known[real_path] = found
+        return found
+
+
+_mount_table_lock = threading.Lock()
+_mount_table_fd = -1
+_mount_table: MountTable | None = None
+
+
+def current_mount_table() -> MountTable | None:
+    """The monitor's mount table as it is now, or None if it cannot be read.
+    Parsed again only when it changed: the open mountinfo file polls
+    POLLPRI after a mount or unmount in this mount namespace."""
+    global _mount_table_fd, _mount_table
+    with _mount_table_lock:
+        try:
+            if _mount_table_fd < 0:
+                _mount_table_fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+                _mount_table = None
+            else:
+                poller = select.poll()
+                poller.register(_mount_table_fd, select.POLLPRI)
+                if poller.poll(0):
+                    _mount_table = None
+            if _mount_table is None:
+                os.lseek(_mount_table_fd, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(_mount_table_fd, 65536):
+                    chunks.append(chunk)
+                _mount_table = MountTable(b"".join(chunks).decode("utf-8", "surrogateescape"))
+        except OSError:
+            return None
+        return _mount_table
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
+
+
 # The pure parts of finding a hidden path's aliases are cached (they depend
 # only on their arguments); resolving the host path, which depends on the
 # host's symlinks at the time, is done for every build (_Resolver).
@@ -209,10 +317,33 @@ def _aliases_of(mounts: tuple[tuple[str, str | None], ...], guest: str, host: st
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _identity_aliases(mount_ids: tuple[tuple[str, tuple[str, str]], ...],
+                      hidden: tuple[str, str]) -> tuple[str, ...]:
+    """The guest paths whose mount shows the host object of identity
+    ``hidden`` (MountTable.identity), a tree holding it, or lies inside it:
+    through a bind mount of an ancestor, or of a directory inside it, too.
+    ``mount_ids``: (guest path, identity) of every mount."""
+    device, path = hidden
+    out = []
+    for other_guest, (other_device, other_path) in mount_ids:
+        if other_device != device:
+            continue
+        if _within(path, other_path):
+            rest = path[len(other_path):].lstrip("/") if other_path != "/" else path.lstrip("/")
+            out.append(other_guest.rstrip("/") + "/" + rest if rest else other_guest)
+        elif _within(other_path, path):
+            out.append(other_guest)  # the whole of that mount is inside the hidden tree
+    return tuple(out)
+
+
 def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
-                    resolver: _Resolver | None = None) -> tuple[str, ...]:
+                    resolver: _Resolver | None = None, table: MountTable | None = None,
+                    mount_ids: tuple[tuple[str, tuple[str, str]], ...] = ()) -> tuple[str, ...]:
     """``guest`` and every other guest path showing the same host tree, as
-    the host's symlinks are now."""
+    the host's symlinks and mounts are now.  ``mounts``: the directory
+    mounts (host path None for others); ``table`` and ``mount_ids``: the
+    mount table and the identity of every mount, single files included."""
     found = _mount_of(mounts, guest)
     if found is None:
         return (guest,)
@@ -220,7 +351,105 @@ def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
     # The mount's host path is already real (add_mount resolved it in this
     # build): only ``rest`` needs resolving.
     host = (resolver or _Resolver()).realpath(rest, base) if rest else base
-    return _aliases_of(mounts, guest, host)
+    out = _aliases_of(mounts, guest, host)
+    hidden = None if table is None else table.identity(host)
+    if hidden is None:
+        return out
+    extra = [a for a in _identity_aliases(mount_ids, hidden) if a not in out]
+    return out + tuple(extra) if extra else out
+
+
+def _kernel_mount_attrs(mode: int, exec: bool) -> int:
+    """The mount attributes the kernel enforces for a mount of this policy
+    mode (PICO_MOUNT_*): RDONLY for read-only, NOEXEC without exec, NOSUID
+    with either; 0: the host directory is used as it is."""
+    attrs = (lib.PICO_MOUNT_ATTR_RDONLY if mode == lib.PICO_MOUNT_RO else 0) | (
+        0 if exec else lib.PICO_MOUNT_ATTR_NOEXEC)
+    return attrs | lib.PICO_MOUNT_ATTR_NOSUID if attrs else 0
+
+
+# Detached copies made for earlier policies, kept for the next ones while
+# the mount table stays the same: (dev, ino, attrs) -> O_PATH fd.  Sharing
+# is safe (a copy is a view of the host directory with attributes that only
+# take away); a changed mount table drops them all, so a copy never shows
+# the host's mounts as they were (a mount added on the host since would
+# show what it covers).  Making them costs ~30 us each as root, a helper
+# process unprivileged.
+_COPY_CACHE_MAX = 256
+_copy_lock = threading.Lock()
+_copy_cache: dict[tuple[int, int, int], int] = {}
+_copy_cache_table: MountTable | None = None
+
+
+def _detached_copies(wanted: list[tuple[str, int, str, int]]) -> list[int]:
+    """For each (guest, O_PATH directory fd, its real path, attrs): a
+    detached copy of the directory with the mount attributes ``attrs``
+    (pico_detached_mounts), or -1 where attrs is 0.  Every fd returned is
+    the caller's to close."""
+    global _copy_cache_table
+    out = [-1] * len(wanted)
+    todo: dict[tuple[int, int, int], list[int]] = {}  # (dev, ino, attrs) -> indexes
+    for i, (_, fd, _, attrs) in enumerate(wanted):
+        if attrs:
+            st = os.fstat(fd)
+            todo.setdefault((st.st_dev, st.st_ino, attrs), []).append(i)
+    if not todo:
+        return out
+    with _copy_lock:
+        table = current_mount_table()
+        if table is None or table is not _copy_cache_table or len(_copy_cache) > _COPY_CACHE_MAX:
+            for fd in _copy_cache.values():
+                os.close(fd)
+            _copy_cache.clear()
+            _copy_cache_table = table
+        missing = [key for key in todo if key not in _copy_cache]
+        made = _make_copies([wanted[todo[key][0]] for key in missing])
+        if table is not None:
+            _copy_cache.update(zip(missing, made, strict=True))
+        try:
+            for key, indexes in todo.items():
+                shared = _copy_cache[key] if table is not None else made[missing.index(key)]
+                for i in indexes:
+                    try:
+                        out[i] = os.dup(shared)
+                    except OSError as exc:
+                        raise MonitorError(exc.errno, f"mount {wanted[i][0]}: {exc.strerror}") from None
+        except BaseException:
+            for fd in out:
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            if table is None:
+                for fd in made:
+                    os.close(fd)
+    return out
+
+
+def _make_copies(wanted: list[tuple[str, int, str, int]]) -> list[int]:
+    """pico_detached_mounts for each (guest, fd, real path, attrs)."""
+    out: list[int] = []
+    in_userns = int(os.geteuid() != 0)
+    try:
+        for start in range(0, len(wanted), lib.PICO_HELPER_MAX_FDS):
+            chunk = wanted[start:start + lib.PICO_HELPER_MAX_FDS]
+            paths = [ffi.new("char[]", os.fsencode(real)) for _, _, real, _ in chunk]
+            fds = ffi.new("int[]", len(chunk))
+            ret = lib.pico_detached_mounts(ffi.new("int[]", [fd for _, fd, _, _ in chunk]),
+                                           ffi.new("char *[]", paths),
+                                           ffi.new("unsigned int[]", [a for _, _, _, a in chunk]),
+                                           len(chunk), in_userns, fds)
+            if ret < 0:
+                names = ", ".join(guest for guest, *_ in chunk)
+                how = "open_tree + mount_setattr" + (" in a user namespace helper" if in_userns else "")
+                raise MonitorError(-ret, f"mount {names}: making the read-only/no-exec copy of the host "
+                                   f"directory ({how}): {os.strerror(-ret)}")
+            out.extend(fds)
+    except BaseException:
+        for fd in out:
+            os.close(fd)
+        raise
+    return out
 
 
 # Errors of opening a host path as a directory that mean "not one" (what a
@@ -237,7 +466,9 @@ class FsPolicy:
         self._p = lib.pico_fs_policy_new()
         if self._p == ffi.NULL:
             raise MemoryError("pico_fs_policy_new")
-        self._mounts: list[tuple[str, str | None]] = []  # (guest, host real path)
+        self._mounts: list[tuple[str, str | None]] = []  # (guest, host real path of a directory)
+        self._host_objects: list[tuple[str, str]] = []  # (guest, host real path) of every host mount
+        self._identities = None  # (mount count, MountTable, identities), see _mount_identities
         self._in_use = False
 
     @property
@@ -257,7 +488,60 @@ class FsPolicy:
                   data_only: bool = False) -> None:
         """Shows the host directory (or file) ``host`` at ``guest``.  With
         ``data_only`` files may be opened for writing but never changed
-        otherwise (mode, owner, times, size, names): for device files."""
+        otherwise (mode, owner, times, size, names): for device files.
+        A read-only or no-exec mount is shown through a detached copy of
+        the host directory with those mount attributes (see add_mounts)."""
+        self.add_mounts([(guest, host, writable, exec, data_only)])
+
+    def add_mounts(self, mounts: Iterable[tuple[str, str, bool, bool, bool]]) -> None:
+        """add_mount for each (guest, host, writable, exec, data_only).
+
+        Where a mount is read-only or no-exec, the monitor does not use the
+        host directory itself but a detached copy of it (open_tree +
+        mount_setattr: it appears in no mount table and lives as long as an
+        fd on it) with the mount attributes RDONLY and/or NOEXEC (and
+        NOSUID): every fd the monitor opens there, and so every fd the guest
+        gets from there, carries them, and the kernel enforces them on its
+        own: no write through it, and no mmap(PROT_EXEC) or execveat of a
+        no-exec file, whoever asks (the dynamic loader mapping a program,
+        dlopen).  The copies of one call are made together (an unprivileged
+        monitor needs one helper in a user namespace for them)."""
+        opened = []  # (guest, fd, leaf, mode, exec, real)
+        try:
+            for guest, host, writable, exec_, data_only in mounts:
+                try:
+                    fd, leaf, real = self._open_host(guest, host)
+                except MonitorError:
+                    raise
+                except OSError as exc:
+                    raise MonitorError(exc.errno, f"mount {guest}: opening host {host}: {exc.strerror}") from None
+                mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
+                opened.append((guest, fd, leaf, mode, exec_, real))
+            copies = _detached_copies([(guest, fd, os.path.dirname(real) if leaf else real,
+                                        _kernel_mount_attrs(mode, exec_))
+                                       for guest, fd, leaf, mode, exec_, real in opened])
+            try:
+                for (guest, fd, leaf, mode, exec_, real), copy in zip(opened, copies, strict=True):
+                    self._add_fd(guest, fd if copy < 0 else copy, leaf, mode, exec_)
+                    if copy >= 0:
+                        # The kernel names what is under a copy from the
+                        # copy's root: the guest is shown the host's names.
+                        h = (os.path.dirname(real) if leaf else real).encode("utf-8", "surrogateescape")
+                        _raise_errno(lib.pico_fs_policy_set_host_path(self._building(), h, len(h)),
+                                     f"mount {guest}")
+                    self._mounts.append((guest, real if leaf is None else None))
+                    self._host_objects.append((guest, real))
+            finally:
+                for fd in set(copies):
+                    if fd >= 0:
+                        os.close(fd)
+        finally:
+            for _, fd, *_ in opened:
+                os.close(fd)
+
+    @staticmethod
+    def _open_host(guest: str, host: str) -> tuple[int, str | None, str]:
+        """(O_PATH fd of the directory, leaf name for a file mount, real path)."""
         real = os.path.realpath(host)
         leaf = None
         fd = -1
@@ -277,12 +561,7 @@ class FsPolicy:
                 fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise MonitorError(errno_mod.ENOENT, f"mount {guest}: host path {host} does not exist") from None
-        mode = lib.PICO_MOUNT_DATA if data_only else (lib.PICO_MOUNT_RW if writable else lib.PICO_MOUNT_RO)
-        try:
-            self._add_fd(guest, fd, leaf, mode, exec)
-        finally:
-            os.close(fd)
-        self._mounts.append((guest, real if leaf is None else None))
+        return fd, leaf, real
 
     def add_mount_fd(self, guest: str, dir_fd: int, *, writable: bool = True, exec: bool = True) -> None:
         """Shows the directory open on ``dir_fd`` (e.g. a scratch tmpfs) at
@@ -307,9 +586,11 @@ class FsPolicy:
         """Mounts /dev/null, zero, full, random and urandom: writable data,
         no exec, and never changed otherwise, whatever the host's permissions
         (a host /dev/null owned by nobody was seen: chmod must not reach it)."""
-        for name in self.LIBRARY_OS_DEVICES:
-            if os.path.exists(f"/dev/{name}"):
-                self.add_mount(f"/dev/{name}", f"/dev/{name}", exec=False, data_only=True)
+        self.add_mounts(self._library_os_devices())
+
+    def _library_os_devices(self) -> list[tuple[str, str, bool, bool, bool]]:
+        return [(f"/dev/{name}", f"/dev/{name}", False, False, True)
+                for name in self.LIBRARY_OS_DEVICES if os.path.exists(f"/dev/{name}")]
 
     def add_hidden(self, guest: str) -> None:
         """Refuses ``guest`` and everything under it (call after the mounts)."""
@@ -333,10 +614,24 @@ class FsPolicy:
 
     def hide_with_aliases(self, guest: str, _resolver: _Resolver | None = None) -> None:
         """Hides ``guest`` and every other guest path whose mount shows the
-        same host directory tree (two mounts of overlapping host paths).
-        The host paths are resolved now, as they are at this moment."""
-        for path in _hidden_aliases(tuple(self._mounts), guest, _resolver):
+        same host directory tree: two mounts of overlapping host paths, or
+        of the same files mounted twice on the host (a bind mount, found by
+        the file system and path each mount shows in the monitor's mount
+        table).  The host paths and mounts are taken as they are now."""
+        table, mount_ids = self._mount_identities()
+        for path in _hidden_aliases(tuple(self._mounts), guest, _resolver, table, mount_ids):
             self.add_hidden(path)
+
+    def _mount_identities(self):
+        """The mount table and each host mount's identity in it, once per
+        set of mounts (a build hides many paths)."""
+        key = len(self._host_objects)
+        if self._identities is None or self._identities[0] != key:
+            table = current_mount_table()
+            ids = () if table is None else tuple(
+                (g, ident) for g, h in self._host_objects if (ident := table.identity(h)) is not None)
+            self._identities = (key, table, ids)
+        return self._identities[1], self._identities[2]
 
     @classmethod
     def from_manifest(cls, manifest, scratch_fds: Mapping[str, int] | None = None) -> FsPolicy:
@@ -346,8 +641,9 @@ class FsPolicy:
         scratch_fds = dict(scratch_fds or {})
         policy = cls()
         try:
-            for m in manifest.mounts:
-                policy.add_mount(m.guest, m.host, writable=m.writable, exec=m.exec)
+            # One batch: the detached copies are made together.
+            policy.add_mounts([(m.guest, m.host, m.writable, m.exec, False) for m in manifest.mounts]
+                              + policy._library_os_devices())
             for t in manifest.tmpfs:
                 if t.guest not in scratch_fds:
                     raise MonitorError(errno_mod.EINVAL, f"tmpfs {t.guest}: no scratch directory fd given")
@@ -355,7 +651,6 @@ class FsPolicy:
             if scratch_fds:
                 raise MonitorError(errno_mod.EINVAL, f"scratch fds for paths the manifest has no tmpfs at: "
                                    f"{', '.join(sorted(scratch_fds))}")
-            policy.add_library_os_devices()
             resolver = _Resolver()  # one for all the hidden paths of this build
             for h in manifest.hidden:
                 policy.hide_with_aliases(h, resolver)
@@ -385,13 +680,15 @@ def _stats_dict(s) -> dict:
     return {
         "handle": s.handle, "pid": s.pid, "alive": bool(s.alive), "calls": s.calls,
         "allowed": s.allowed, "denied": s.denied, "errors": s.errors, "abandoned": s.abandoned,
+        "monitor_cpu_ns": s.monitor_cpu_ns, "audit_dropped": s.audit_dropped,
+        "connects_peak": s.connects_peak, "listeners": s.listeners,
     }
 
 
 # struct pico_audit_record (native/loop.h), read with one struct.iter_unpack
 # over the drained batch: reading each field through cffi cost ~2 us a
 # record, about twice this.  Checked against the C layout at import.
-_RECORD = struct.Struct(f"<QqiiiiqqqIIII{lib.PICO_AUDIT_TEXT}s{lib.PICO_AUDIT_TEXT}s")
+_RECORD = struct.Struct(f"<QqiihhiqqqIIII{lib.PICO_AUDIT_TEXT}s{lib.PICO_AUDIT_TEXT}s")
 if _RECORD.size != ffi.sizeof("struct pico_audit_record"):
     raise ImportError(f"struct pico_audit_record is {ffi.sizeof('struct pico_audit_record')} bytes, "
                       f"the decoder expects {_RECORD.size}: update monitor._RECORD with native/loop.h")
@@ -401,7 +698,7 @@ def _record_dicts(buf, n: int) -> list[dict]:
     """The first ``n`` records of the cffi array ``buf`` as dicts."""
     out = []
     errorcode = errno_mod.errorcode
-    for (time_ns, guest, pid, call_nr, decision, err, result, arg, arg2,
+    for (time_ns, guest, pid, call_nr, decision, reason, err, result, arg, arg2,
          text_len, text_full, text2_len, text2_full, text, text2) in _RECORD.iter_unpack(
             ffi.buffer(buf, n * _RECORD.size)):
         call = CALL_NAMES.get(call_nr, "unknown")
@@ -415,7 +712,13 @@ def _record_dicts(buf, n: int) -> list[dict]:
             "errno_name": errorcode.get(err, "") if err else "",
             "result": result,
         }
-        if call == "note_unsupported":
+        if reason:
+            rec["reason"] = DENIAL_REASONS.get(reason, str(reason))
+        if call == "note_unsupported" and arg & _NOTE_EMULATED:
+            # A traced run's note of a call the library OS emulated.
+            rec["call"] = "note_emulated"
+            rec["linux_nr"] = arg & ~_NOTE_EMULATED
+        elif call == "note_unsupported":
             rec["linux_nr"] = arg
             rec["arg0"] = arg2
         elif call == "unknown":
@@ -436,23 +739,116 @@ def _record_dicts(buf, n: int) -> list[dict]:
     return out
 
 
+# The default bound on an audit file (``picoproc run --audit-limit``): a
+# guest that floods the monitor with refused calls writes tens of MB/s.
+AUDIT_FILE_LIMIT = 64 << 20
+# Room kept below the bound for the line that says the file was cut.
+AUDIT_FILE_MIN_LIMIT = _AUDIT_TRUNCATION_ROOM = 512
+
+
 class AuditJsonlWriter:
     """Appends audit records to a file, one JSON object per line
-    (``picoproc run --audit FILE``).  Usable as a Monitor audit_sink."""
+    (``picoproc run --audit FILE``).  Usable as a Monitor audit_sink.
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+    At most ``limit`` bytes (None: no bound) are written: the records that
+    would go past it are dropped, and one last line
+    ``{"audit_truncated": true, "reason": ..., "records_written": N}`` says
+    so.  A write that fails (a full disk, an I/O error) stops the file the
+    same way; whatever part of a batch did reach the file is cut off again
+    (ftruncate), so the file only ever holds whole records.  Either way
+    ``error`` says why, and ``dropped`` counts the records not written."""
+
+    def __init__(self, path: str | os.PathLike, limit: int | None = AUDIT_FILE_LIMIT) -> None:
+        if limit is not None and limit < _AUDIT_TRUNCATION_ROOM:
+            raise ValueError(f"an audit size limit must be at least {_AUDIT_TRUNCATION_ROOM} bytes")
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._lock = threading.Lock()
+        self._limit = limit
+        self.written_bytes = 0
+        self.records_written = 0
+        self.dropped = 0
+        self.error: str | None = None
 
     def __call__(self, records: Iterable[dict]) -> None:
+        records = list(records)
         with self._lock:
-            for rec in records:
-                self._file.write(json.dumps(rec, sort_keys=True) + "\n")
-            self._file.flush()
+            if self.error is not None or self._fd < 0:
+                self.dropped += len(records)
+                return
+            lines = [(json.dumps(rec, sort_keys=True) + "\n").encode("utf-8") for rec in records]
+            keep = len(lines)
+            if self._limit is not None:
+                room = self._limit - _AUDIT_TRUNCATION_ROOM - self.written_bytes
+                total = 0
+                for i, line in enumerate(lines):
+                    total += len(line)
+                    if total > room:
+                        keep = i
+                        break
+            written = self._write_lines(lines[:keep])
+            self.records_written += written
+            self.dropped += len(lines) - written
+            if self.error is None and keep < len(lines):
+                self._stop(f"size limit of {self._limit} bytes reached")
+
+    # Records are written in chunks of about this many bytes; a chunk that
+    # does not fit is written again record by record, so that a full disk
+    # keeps every record that fits.
+    _CHUNK = 16384
+
+    def _write_lines(self, lines: list[bytes]) -> int:
+        """Appends whole lines until one cannot be written (self.error then
+        says why); returns how many were written."""
+        i = 0
+        while i < len(lines):
+            j, size = i, 0
+            while j < len(lines) and (j == i or size + len(lines[j]) <= self._CHUNK):
+                size += len(lines[j])
+                j += 1
+            if self._append(b"".join(lines[i:j])) is None:
+                i = j
+                continue
+            for k in range(i, j):
+                failure = self._append(lines[k])
+                if failure is not None:
+                    self.error = f"audit file {self.path}: {failure.strerror}"
+                    return k
+            i = j
+        return i
+
+    def _append(self, data: bytes) -> OSError | None:
+        """Appends data whole, or leaves the file as it was."""
+        try:
+            start = os.fstat(self._fd).st_size
+        except OSError as exc:
+            return exc
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            return exc
+        self.written_bytes += len(data)
+        return None
+
+    def _stop(self, reason: str) -> None:
+        marker = {"audit_truncated": True, "reason": reason, "records_written": self.records_written}
+        self.error = f"audit file {self.path}: {reason}"
+        try:
+            os.write(self._fd, (json.dumps(marker, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError:
+            pass  # the error above says why the file ends
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
 
 
 class Monitor:

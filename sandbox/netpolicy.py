@@ -108,7 +108,7 @@ def _unix_grant(path: str, where: str) -> str:
 class NetPolicy:
     """The C network policy for one run, built from a manifest."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, *, any_host: bool = False):
         ffi, lib = _native()
         self._ffi, self._lib = ffi, lib
         grants: list[NetGrant] = []
@@ -138,6 +138,9 @@ class NetPolicy:
         # sockets each) as it may hold open files.
         if manifest.limits.open_files is not None:
             lib.pico_net_policy_set_max_sockets(self._handle, manifest.limits.open_files)
+        self.any_host = any_host
+        if any_host:
+            lib.pico_net_policy_grant_any_host(self._handle)
         for g in grants:
             rc = lib.pico_net_policy_add(self._handle, kinds[g.kind], os.fsencode(g.addr), g.port)
             if rc < 0:
@@ -244,6 +247,8 @@ class NetPolicy:
                 os.close(fd)
 
 
-def build_net_policy(manifest: Manifest) -> NetPolicy:
-    """The network policy for ``manifest`` (raises NetPolicyError naming the bad grant)."""
-    return NetPolicy(manifest)
+def build_net_policy(manifest: Manifest, *, any_host: bool = False) -> NetPolicy:
+    """The network policy for ``manifest`` (raises NetPolicyError naming the bad
+    grant); ``any_host``: also every host address but loopback and the
+    wildcard, for connects (learning runs: picoproc learn --allow-net)."""
+    return NetPolicy(manifest, any_host=any_host)

@@ -90,6 +90,16 @@ class Usage:
     max_rss_kb: int = 0  # the largest single process
     memory_peak_bytes: int | None = None  # the whole run, from its cgroup where there is one
     output_bytes: int = 0  # stdout + stderr bytes the program wrote (where counted)
+    # pico: CPU time the monitor spent serving the program (its calls, its
+    # udp: relays), counted against the CPU-time limit with the program's own.
+    monitor_cpu_s: float = 0.0
+    # The most tasks (processes and threads) of the run alive at once, from
+    # its cgroup (None without one).
+    tasks_peak: int | None = None
+    # Scratch tmpfs use, by guest path: {"size_bytes", "used_bytes",
+    # "used_inodes" (at the end), "peak_bytes", "peak_inodes" (sampled while
+    # the run lasted when it was traced, else None)}; None: not measured.
+    scratch: dict[str, dict[str, int | None]] | None = None
 
 
 @dataclasses.dataclass
@@ -114,7 +124,12 @@ class Result:
     # errors); None where a backend cannot count a class.
     counts: dict[str, int | None] = dataclasses.field(default_factory=dict)
     denials: list[dict] = dataclasses.field(default_factory=list)  # refused calls (audit records)
-    audit: list[dict] = dataclasses.field(default_factory=list)  # every audit record (pico)
+    audit: list[dict] = dataclasses.field(default_factory=list)  # its audit records (pico: the first 10000)
+    # pico: audit records not in ``audit`` (past its bound, or lost when the
+    # program flooded the monitor faster than they were drained).
+    audit_dropped: int = 0
+    audit_error: str | None = None  # pico: why the --audit file stopped, if it did
+    cleanup_error: str | None = None  # pico: what was left to clean up after the run (retried later)
     notes: list[str] = dataclasses.field(default_factory=list)  # what a reader must also know
     enforcement: Mapping[str, str] = dataclasses.field(default_factory=dict)  # limit -> mechanism
     unsupported: list[str] = dataclasses.field(default_factory=list)  # Linux calls answered ENOSYS
@@ -126,6 +141,11 @@ class Result:
     # raw mode, killed by SIGSYS: the call outside the ABI ("bpf (321)"), when
     # the kernel's seccomp log could be read; "" when it could not.
     fatal_syscall: str | None = None
+    # The manifest the run was given (pico): what denial_summary explains
+    # the refusals against.  Not part of the JSON document.
+    manifest: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _denial_summary: list | None = dataclasses.field(default=None, init=False, repr=False,
+                                                     compare=False)
 
     # -- subprocess.CompletedProcess compatibility --------------------------------
 
@@ -197,6 +217,36 @@ class Result:
                 f"{signal_name(self.stopped_by)}"
         return f"killed by {name}"
 
+    # -- what the manifest refused ----------------------------------------------------
+
+    @property
+    def denial_summary(self) -> list:
+        """One ``picoproc.denials.Denial`` per distinct guest path or network
+        address the manifest refused: the rule that refused it (hidden path,
+        read-only mount, not mounted, network not granted, ...), the manifest
+        key and the flag that would grant it.  Empty without audit records or
+        a manifest (comparison backends)."""
+        if self._denial_summary is None:
+            from picoproc.denials import summarize
+
+            self._denial_summary = summarize(self.audit or self.denials, self.manifest) \
+                if (self.denials or self.audit) else []
+        return self._denial_summary
+
+    @property
+    def unsupported_counts(self) -> dict[str, int]:
+        """{Linux call: times the library OS answered it ENOSYS}."""
+        from picoproc.denials import unsupported_counts
+
+        return unsupported_counts(self.audit)
+
+    def denial_report(self) -> str | None:
+        """What ``picoproc run`` prints on stderr at the end of a run that had
+        denials or unsupported calls (None: nothing to report)."""
+        from picoproc.denials import format_summary
+
+        return format_summary(self.denial_summary, self.unsupported_counts)
+
     # -- older attribute names (kept: they cost nothing) -------------------------------
 
     @property
@@ -214,6 +264,10 @@ class Result:
     @property
     def cpu_system_s(self) -> float:
         return self.usage.cpu_system_s
+
+    @property
+    def monitor_cpu_s(self) -> float:
+        return self.usage.monitor_cpu_s
 
     @property
     def max_rss_kb(self) -> int:
@@ -260,7 +314,12 @@ class Result:
             "denials": denials,
             "denials_total": len(self.denials),
             "audit_records": len(self.audit),
+            "audit_dropped": self.audit_dropped,
+            "audit_error": self.audit_error,
+            "cleanup_error": self.cleanup_error,
             "unsupported": list(self.unsupported),
+            "unsupported_counts": self.unsupported_counts,
+            "denial_summary": [d.to_json() for d in self.denial_summary],
             "enforcement": dict(self.enforcement),
             "identity": dict(self.identity) if self.identity else None,
             "pid": self.pid,
@@ -401,12 +460,13 @@ def describe_record(record: Mapping[str, Any]) -> dict:
         key, show = _ARG_MEANING.get(call, ("arg", lambda v: v))
         value = record["arg"]
         out[key] = show(value) if isinstance(value, int) else value
-    if call == "note_unsupported":
+    if call in ("note_unsupported", "note_emulated"):
         from picoproc.abi.linux import SYSCALLS_BY_NR
 
         nr = record.get("linux_nr")
         out["syscall"] = SYSCALLS_BY_NR.get(nr, str(nr))
-        out["first_arg"] = record.get("arg0")
+        if call == "note_unsupported":
+            out["first_arg"] = record.get("arg0")
     elif call == "unknown" and "nr" in record:
         out["nr"] = record["nr"]
     return out

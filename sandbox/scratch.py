@@ -44,6 +44,11 @@ class Scratch:
     gid: int
     mode: int
 
+    def used(self) -> tuple[int, int]:
+        """(bytes, inodes) the tmpfs holds now, its root directory included."""
+        st = os.fstatvfs(self.dir_fd)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_files - st.f_ffree
+
     @property
     def closed(self) -> bool:
         return self.dir_fd < 0

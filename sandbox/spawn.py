@@ -169,6 +169,7 @@ class RawResult:
     rusage: resource.struct_rusage | None = None  # the whole run (reaper + everything it reaped)
     cgroup_stats: cgroups.CgroupStats | None = None
     limit: str | None = None  # "memory", "cpu_time" or "pids" when that limit ended the run (or refused a fork)
+    cleanup_error: str | None = None  # what could not be cleaned up after the run (retried later)
 
     @property
     def status(self) -> int:
@@ -221,10 +222,6 @@ def _check_fd(fd, what: str) -> int:
         os.fstat(fd)
     except OSError:
         raise ConfigError(f"{what}: fd {fd} is not open") from None
-    if fd in (lib.PICO_REPORT_FD, lib.PICO_STATUS_FD, lib.PICO_GUESTNET_FD):
-        raise ConfigError(
-            f"{what}: fd {fd} is reserved for the spawn's report channel; dup it elsewhere"
-        )
     return fd
 
 
@@ -389,6 +386,7 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
             limits.memory_bytes,
             None if limits.pids is None else limits.pids + helper_tasks,
             config.cgroup,
+            count_cpu=limits.cpu_time_s is not None,
         )
     procs_fds: list[int] = []
     image_fd, own_image = -1, False
@@ -532,9 +530,14 @@ def wait_picoprocess(spawned: Spawned, timeout: float | None = None) -> RawResul
     guest = _guest_status(spawned.status_fd)
     exit_code, sig = _decode(guest if guest is not None else status)
     stats = None
+    cleanup_error = None
     if spawned.cgroup is not None:
         stats = spawned.cgroup.stats()
-        spawned.cgroup.remove()
+        try:
+            spawned.cgroup.remove()
+        except cgroups.CgroupError as exc:
+            # The run's result stands; the cgroup is removed later.
+            cleanup_error = exc.strerror
     limit = None
     killed = sig == signal.SIGKILL or (guest is None and os.WIFSIGNALED(status))
     if stats is not None and stats.oom_kills > 0 and killed:
@@ -547,7 +550,7 @@ def wait_picoprocess(spawned: Spawned, timeout: float | None = None) -> RawResul
         limit = "cpu_time"
     elif stats is not None and stats.pids_limit_hits > 0:
         limit = "pids"
-    return RawResult(spawned.pid, exit_code, sig, rusage, stats, limit)
+    return RawResult(spawned.pid, exit_code, sig, rusage, stats, limit, cleanup_error)
 
 
 def kill_picoprocess(spawned: Spawned) -> None:

@@ -723,9 +723,10 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # close and dup3: direct on every fd but the loader fd; the trapped forms
     # (the loader fd, garbage in the upper half) are emulated.  getsockname:
     # direct from the library OS's range, emulated for the program (unix
-    # socket names); setsockopt/getsockopt: direct for SOL_SOCKET and
-    # IPPROTO_TCP, the trapped levels emulated (IPV6_V6ONLY).  pipe2: direct
-    # with O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.  clone:
+    # socket names); setsockopt/getsockopt: direct for the SOL_SOCKET and
+    # IPPROTO_TCP names the ABI lists, the other names refused (ENOPROTOOPT),
+    # the trapped levels emulated (IPV6_V6ONLY).  pipe2: direct with
+    # O_CLOEXEC/O_NONBLOCK/O_DIRECT; other flags are answered.  clone:
     # direct, but a child that shares memory without being a thread (vfork,
     # posix_spawn) is the library OS's to make.  fcntl and ioctl: direct for
     # the commands the rules list, the others (pipe sizes, seals; the terminal

@@ -626,6 +626,10 @@ def _open_fds() -> dict[str, str]:
 
 
 def test_no_fd_leaks_in_the_monitor(guest_bin, host_root):
+    # What the process keeps for every policy (its mount table, the
+    # read-only copy of a host directory) is made once, before counting.
+    with FsPolicy() as warm:
+        warm.add_mount("/data", str(host_root / "data"))
     before = _open_fds()
     scratch = make_scratch(SCRATCH_BYTES)
     with Monitor() as mon:
@@ -1195,6 +1199,8 @@ def test_audit_records_decode_every_field():
         r.time_ns, r.guest, r.pid = 10**18 + i, (1 << 32) + i, 100 + i
         r.call = number[call] if call else -1
         r.decision, r.err, r.result, r.arg, r.arg2 = decision, err, result, arg, arg2
+        # A denial carries the reason code of the rule that refused it.
+        r.reason = lib.PICO_DENY_HIDDEN_PATH if decision == lib.PICO_DECISION_DENY else 0
         r.text_len, r.text_full = len(text), len(text) if full is None else full
         ffi.memmove(r.text, text, len(text))
         r.text2_len, r.text2_full = len(text2), len(text2) if full2 is None else full2
@@ -1207,6 +1213,7 @@ def test_audit_records_decode_every_field():
                        "result": 5, "arg": 0o100000, "uri": "file:/etc/hosts"}
     assert recs[1] == {**base[1], "call": "open", "decision": "deny", "errno": errno.EACCES,
                        "errno_name": "EACCES", "result": -errno.EACCES, "arg": 0,
+                       "reason": "hidden_path",
                        "uri": long_path[:cap].decode(), "uri_truncated_from": len(long_path)}
     assert recs[2] == {**base[2], "call": "stat", "decision": "error", "errno": errno.ENOENT,
                        "errno_name": "ENOENT", "result": -errno.ENOENT, "arg": 0, "path": "/tmp/\\xff\\\\x"}

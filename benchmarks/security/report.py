@@ -328,6 +328,15 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
+    # Sections other commands write into the same file (the soak's table:
+    # picoproc bench soak --write-doc) are carried over as they are.
+    from picoproc.bench.soak import preserve_sections
+
+    try:
+        with open(args.write) as f:
+            text = preserve_sections(f.read(), text)
+    except FileNotFoundError:
+        pass
     with open(args.write, "w") as f:
         f.write(text)
     print(f"wrote {args.write}", file=sys.stderr)
