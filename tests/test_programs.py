@@ -116,26 +116,33 @@ def test_system_sh_with_coreutils():
 # a busy machine they pass 255.  This process holds enough tmpfs instances
 # in a mount namespace of its own that the next one is above.
 HIGH_MINOR_RUNNER = r"""
-import ctypes, json, os, sys, tempfile
+import ctypes, json, os, shutil, sys, tempfile
 from picoproc.api import Sandbox
 from picoproc.manifest import apply_overrides, default_manifest
 
-CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x20000, 0x4000, 0x40000
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x20000, 0x4000, 0x40000, 2
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.unshare(CLONE_NEWNS) or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None):
     sys.exit("unshare/mount: " + os.strerror(ctypes.get_errno()))
 base = tempfile.mkdtemp(prefix="picoproc-minor-")
-for i in range(1100):
-    d = os.path.join(base, str(i))
-    os.mkdir(d)
-    if libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, b"size=64k,mode=0777"):
-        sys.exit("mount: " + os.strerror(ctypes.get_errno()))
-    if os.minor(os.stat(d).st_dev) >= 256:
-        break
-m = apply_overrides(default_manifest(), volumes=[d + ":/data:rw"], cwd="/data")
-r = Sandbox(m).run(["/bin/sh", "-c", sys.argv[1]], capture=True, timeout=60)
-print(json.dumps({"minor": os.minor(os.stat(d).st_dev), "status": r.status, "stdout": r.stdout.decode(),
-                  "stderr": r.stderr.decode()}))
+mounted = []
+try:
+    for i in range(1100):
+        d = os.path.join(base, str(i))
+        os.mkdir(d)
+        if libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, b"size=64k,mode=0777"):
+            sys.exit("mount: " + os.strerror(ctypes.get_errno()))
+        mounted.append(d)
+        if os.minor(os.stat(d).st_dev) >= 256:
+            break
+    m = apply_overrides(default_manifest(), volumes=[d + ":/data:rw"], cwd="/data")
+    r = Sandbox(m).run(["/bin/sh", "-c", sys.argv[1]], capture=True, timeout=60)
+    print(json.dumps({"minor": os.minor(os.stat(d).st_dev), "status": r.status, "stdout": r.stdout.decode(),
+                      "stderr": r.stderr.decode()}))
+finally:
+    for d in mounted:
+        libc.umount2(d.encode(), MNT_DETACH)
+    shutil.rmtree(base)
 """
 
 
