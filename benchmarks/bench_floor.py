@@ -1,19 +1,22 @@
 """The kernel's floor under a mediated call and a picoprocess start-up on
 this machine (not a test).
 
-    python3 benchmarks/bench_floor.py [--iterations N] [--repeat R] [--runs K] [--json FILE]
+    python3 benchmarks/bench_floor.py [--target-ms T] [--batches B] [--repeat R] [--runs K] [--json FILE]
 
 Builds benchmarks/floor/notif_floor.c and runs it: a child whose seccomp
-filter sends getppid and dup to a supervisor process that answers at once,
-with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.  "null" is one bare notification
-round trip; "addfd" is a call answered with NOTIF_ADDFD + ADDFD_FLAG_SEND
-plus the close, i.e. how a mediated open ends, without any path work.  No
-monitor can serve a mediated open+close faster than "addfd" on the same
-machine, so compare picoproc's benchmarks/bench_mediated.py against it.
+filter sends calls to a supervisor process that does only the host call a
+mediated call needs and answers at once, with
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (the classes are described in that
+file: a bare round trip, a stat, an open answered with NOTIF_ADDFD + SEND,
+with NOTIF_ADDFD then NOTIF_SEND, or through an AF_UNIX channel).  No
+monitor can serve a mediated call faster on the same machine;
+``picoproc bench perf`` measures the same floor in every run and reports
+picoproc's in-guest cost as a ratio to it.
 
 Each configuration runs R times: unpinned (the scheduler decides where the
 woken task runs) and with both processes pinned to one CPU (every wake-up
-stays local: the best case).  Medians of the per-run medians are reported.
+stays local: the best case).  Per-call means of batches of about T ms; the
+medians of all batches are reported.
 
 It also builds benchmarks/floor/spawn_floor.c and runs ``/bin/true`` and
 ``python3 -c pass`` K times each natively (fork, exec, wait) and in fresh
@@ -32,6 +35,7 @@ import pathlib
 import statistics
 import subprocess
 import sys
+import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCE = HERE / "floor" / "notif_floor.c"
@@ -54,16 +58,18 @@ def build(source: pathlib.Path = SOURCE) -> pathlib.Path:
     return target
 
 
-def run_once(binary: pathlib.Path, iterations: int, cpu: int | None) -> dict[str, dict[str, int]]:
+def run_once(binary: pathlib.Path, file: str, target_ms: float, batches: int,
+             cpu: int | None) -> dict[str, list[float]]:
+    """{class: per-call ns of each batch} of one run of notif_floor."""
     preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    out = subprocess.run([str(binary), str(iterations)], capture_output=True, text=True, timeout=300,
-                         preexec_fn=preexec)
+    out = subprocess.run([str(binary), file, str(int(target_ms * 1e6)), str(batches)], capture_output=True,
+                         text=True, timeout=600, preexec_fn=preexec)
     if out.returncode != 0:
         raise RuntimeError(f"notif_floor failed ({out.returncode}): {out.stderr.strip()}")
     rows = {}
     for line in out.stdout.splitlines():
-        name, *fields = line.split()
-        rows[name] = {k: int(v) for k, v in (f.split("=") for f in fields)}
+        fields = dict(kv.split("=", 1) for kv in line.split())
+        rows[fields["class"]] = [int(x) / 1000.0 for x in fields["ps"].split(",") if x]
     return rows
 
 
@@ -81,26 +87,37 @@ def run_spawn(runs: int) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
-def run(iterations: int = 20000, repeat: int = 3, spawn_runs: int = 100) -> dict:
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run(target_ms: float = 10.0, batches: int = 7, repeat: int = 3, spawn_runs: int = 100) -> dict:
     binary = build()
     cpu = min(os.sched_getaffinity(0))
-    summary: dict = {"iterations": iterations, "repeat": repeat, "load_average": os.getloadavg()}
-    for label, pin in (("unpinned", None), ("pinned", cpu)):
-        runs = [run_once(binary, iterations, pin) for _ in range(repeat)]
-        summary[label] = {call: {k: statistics.median(r[call][k] for r in runs) for k in runs[0][call]}
-                          for call in ("null", "addfd")}
+    summary: dict = {"target_ms": target_ms, "batches": batches, "repeat": repeat,
+                     "load_average": os.getloadavg()}
+    with tempfile.NamedTemporaryFile(prefix="picoproc-floor-", dir="/var/tmp") as f:
+        f.write(b"floor\n")
+        f.flush()
+        for label, pin in (("unpinned", None), ("pinned", cpu)):
+            merged: dict[str, list[float]] = {}
+            for _ in range(repeat):
+                for cls, values in run_once(binary, f.name, target_ms, batches, pin).items():
+                    merged.setdefault(cls, []).extend(values)
+            summary[label] = {cls: {"median_ns": _median(v), "p10_ns": sorted(v)[len(v) // 10],
+                                    "p90_ns": sorted(v)[len(v) * 9 // 10]} for cls, v in merged.items()}
     summary["spawn_runs"] = spawn_runs
     summary["spawn"] = run_spawn(spawn_runs)
     return summary
 
 
 def report(summary: dict) -> str:
-    lines = [f"seccomp user-notification floor, {summary['iterations']} calls x {summary['repeat']} runs "
-             f"(load average {summary['load_average'][0]:.2f})"]
+    lines = [f"seccomp user-notification floor, {summary['repeat']} runs x {summary['batches']} batches of "
+             f"~{summary['target_ms']:g} ms, per-call mean of each batch (load average "
+             f"{summary['load_average'][0]:.2f})"]
     for label in ("unpinned", "pinned"):
-        for call in ("null", "addfd"):
-            s = summary[label][call]
-            lines.append(f"  {label:8s} {call:5s} median {s['median_ns'] / 1000:7.2f} us   "
+        for call, s in summary[label].items():
+            lines.append(f"  {label:8s} {call:22s} median {s['median_ns'] / 1000:7.2f} us   "
                          f"p10 {s['p10_ns'] / 1000:7.2f} us   p90 {s['p90_ns'] / 1000:7.2f} us")
     lines.append(f"start-up in the six namespaces, no monitor ({summary['spawn_runs']} runs each, alternating)")
     for name, rows in summary["spawn"].items():
@@ -111,21 +128,22 @@ def report(summary: dict) -> str:
 
 
 def test_bench_floor():
-    """pytest entry: reports, asserts only that both calls were measured."""
-    summary = run(iterations=2000, repeat=1, spawn_runs=5)
+    """pytest entry: reports, asserts only that every class was measured."""
+    summary = run(target_ms=1.0, batches=2, repeat=1, spawn_runs=5)
     print("\n" + report(summary))
-    assert summary["pinned"]["addfd"]["median_ns"] > 0
+    assert summary["pinned"]["open_addfd"]["median_ns"] > 0
     assert all(rows["ns"]["median_ns"] > 0 for rows in summary["spawn"].values())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--target-ms", type=float, default=10.0, help="length of one batch of calls")
+    ap.add_argument("--batches", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100, help="start-ups of each program each way")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args(argv)
-    summary = run(args.iterations, args.repeat, args.runs)
+    summary = run(args.target_ms, args.batches, args.repeat, args.runs)
     print(report(summary))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -10,14 +10,14 @@
 #include <string.h>
 #include <time.h>
 
-static long now_ns(void)
+static inline long now_ns(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-static int cmp_long(const void *a, const void *b)
+static inline int cmp_long(const void *a, const void *b)
 {
 	long x = *(const long *)a, y = *(const long *)b;
 	return x < y ? -1 : x > y;
@@ -30,7 +30,7 @@ static void __attribute__((noreturn)) die(const char *what)
 }
 
 /* "NAME median_ns=N p10_ns=N p90_ns=N" over the n samples of t (sorted). */
-static void report(const char *name, long *t, int n)
+static inline void report(const char *name, long *t, int n)
 {
 	qsort(t, (size_t)n, sizeof(long), cmp_long);
 	printf("%s median_ns=%ld p10_ns=%ld p90_ns=%ld\n", name, t[n / 2], t[n / 10], t[n * 9 / 10]);

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ..progress import Progress as BaseProgress
-from . import stats, workloads
+from . import floor, stats, workloads
 from .machine import describe_machine
 
 SCHEMA = "picoproc-perf/1"
@@ -92,8 +92,10 @@ def run_suite(backends: Sequence[str] | None = None, *, quick: bool = False, pro
         runners = {n: workloads.BackendRunner(n, manifest) for n in names}
         if "calls" in sections:
             pr.begin("call classes")
-            doc["calls"] = workloads.measure_call_classes(names, runners, work, prof, pr.note)
+            doc["floor"] = {}
+            doc["calls"] = workloads.measure_call_classes(names, runners, work, prof, pr.note, doc["floor"])
             _add_ratios_calls(doc["calls"])
+            doc["floor"]["compared"] = floor.compare(doc["calls"], doc["floor"])
         if "startup" in sections:
             doc["startup"] = _startup(names, runners, prof, pr)
         if "apps" in sections:
@@ -127,7 +129,7 @@ def _count_steps(names: Sequence[str], sections: Sequence[str], prof) -> int:
     if "calls" in sections:
         n += 1
     if "startup" in sections:
-        n += 2 + len(names)  # bare, the interleaved API runs, one CLI step per backend
+        n += 3 + len(names)  # bare, the interleaved API runs, one CLI step per backend, exec inside
     if "apps" in sections:
         n += len(workloads.applications(default_manifest()))  # skipped ones are announced too
     if "scale" in sections:
@@ -164,6 +166,9 @@ def _startup(names, runners, prof, pr) -> dict:
                                             pr.note, "start-up /bin/true (API)", scale=1000.0, unit="ms"))
     for n in names:
         out["cli"][n] = pr.step("start-up /bin/true (CLI)", n, workloads.measure_startup_cli, n, prof.cli_runs)
+    pr.begin("exec inside a running sandbox (shell loops)")
+    out["exec_inside"] = workloads.measure_exec_inside(names, runners, runners["native"].manifest,
+                                                       prof.exec_runs, pr.note)
     for kind in ("api", "cli"):
         base = out[kind].get("native", {}).get("ms", {}).get("median")
         for entry in out[kind].values():

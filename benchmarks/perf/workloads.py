@@ -70,6 +70,7 @@ class Profile:
     startup_runs: int
     startup_runs_slow: int
     cli_runs: int
+    exec_runs: int  # rounds of the exec-inside loops (each: a loop of EXEC_LOOP and of 1 exec per backend)
     app_runs: int
     app_runs_slow: int
     sqlite_rows: int
@@ -80,11 +81,11 @@ class Profile:
 
 
 QUICK = Profile("quick", call_target_ns=2_000_000, call_rounds=1, call_batches=7, call_batches_slow=3,
-                startup_runs=8, startup_runs_slow=3, cli_runs=3, app_runs=2, app_runs_slow=1,
+                startup_runs=8, startup_runs_slow=3, cli_runs=3, exec_runs=2, app_runs=2, app_runs_slow=1,
                 sqlite_rows=5_000, tar_files=40, gcc_functions=40, scale_ns=(1, 8, 32),
                 scale_calls=1_000)
 FULL = Profile("full", call_target_ns=10_000_000, call_rounds=3, call_batches=21, call_batches_slow=7,
-               startup_runs=40, startup_runs_slow=10, cli_runs=10, app_runs=7, app_runs_slow=3,
+               startup_runs=40, startup_runs_slow=10, cli_runs=10, exec_runs=7, app_runs=7, app_runs_slow=3,
                sqlite_rows=50_000, tar_files=400, gcc_functions=150, scale_ns=(1, 8, 32),
                scale_calls=20_000)
 
@@ -100,7 +101,7 @@ def scaled(profile: Profile, factor: float) -> Profile:
         call_rounds=n(profile.call_rounds),
         call_batches=n(profile.call_batches), call_batches_slow=n(profile.call_batches_slow),
         startup_runs=n(profile.startup_runs), startup_runs_slow=n(profile.startup_runs_slow),
-        cli_runs=n(profile.cli_runs), app_runs=n(profile.app_runs), app_runs_slow=n(profile.app_runs_slow),
+        cli_runs=n(profile.cli_runs), exec_runs=n(profile.exec_runs), app_runs=n(profile.app_runs), app_runs_slow=n(profile.app_runs_slow),
         sqlite_rows=n(profile.sqlite_rows), tar_files=n(profile.tar_files),
         gcc_functions=n(profile.gcc_functions), scale_calls=max(10, n(profile.scale_calls)))
 
@@ -264,15 +265,29 @@ def run_call_classes_once(runner: BackendRunner, work: pathlib.Path, profile: Pr
 
 
 def measure_call_classes(names: Sequence[str], runners: dict[str, BackendRunner], work: pathlib.Path,
-                         profile: Profile, progress: Callable[[str], None] | None = None) -> dict:
+                         profile: Profile, progress: Callable[[str], None] | None = None,
+                         floor_out: dict | None = None) -> dict:
     """Per backend and class: median/p10/p90 of the batches' per-call ns, or
     an error.  The guest runs ``profile.call_rounds`` times per backend,
     round-robin over the backends (each run calibrates again and adds its
-    batches), so a burst of other load cannot land on one backend only."""
+    batches), so a burst of other load cannot land on one backend only.
+    With ``floor_out`` (a dict), the kernel's floor (picoproc.bench.perf.floor)
+    is measured in every round too, after the backends, and its summary is
+    put there."""
     batches: dict[str, dict[str, list[float]]] = {n: {c: [] for c in CALL_CLASSES} for n in names}
     iters: dict[str, dict[str, int]] = {n: {} for n in names}
     vdso: dict[str, bool | None] = {n: None for n in names}
     errors: dict[str, str] = {}
+    floor_batches: dict[str, list[float]] = {}
+    floor_error = None
+    floor_bin = None
+    if floor_out is not None:
+        from . import floor
+
+        try:
+            floor_bin = floor.floor_binary()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            floor_error = f"notif_floor does not build: {exc}"
     for r in range(profile.call_rounds):
         for n in names:
             if n in errors:
@@ -291,6 +306,19 @@ def measure_call_classes(names: Sequence[str], runners: dict[str, BackendRunner]
             if progress:
                 progress(f"call classes round {r + 1}/{profile.call_rounds} x {n}: "
                          + (f"FAILED: {errors[n]}" if n in errors else "done") + f" in {time.monotonic() - t:.1f} s")
+        if floor_bin is not None and floor_error is None:
+            t = time.monotonic()
+            parsed = floor.run_floor_once(floor_bin, str(work / "data" / "file"), profile.call_target_ns,
+                                          max(1, profile.call_batches // profile.call_rounds))
+            for row, v in parsed.items():
+                if isinstance(v, dict):
+                    floor_batches.setdefault(row, []).extend(v["per_call_ns"])
+            floor_error = parsed.get("error")
+            if progress:
+                progress(f"call classes round {r + 1}/{profile.call_rounds} x kernel floor: "
+                         + (f"FAILED: {floor_error}" if floor_error else "done") + f" in {time.monotonic() - t:.1f} s")
+    if floor_out is not None:
+        floor_out.update(floor.summarise(floor_batches, floor_error))
     out = {}
     for n in names:
         result: dict = {"vdso": vdso[n], "classes": {}}
@@ -319,30 +347,127 @@ def run_true(runner: BackendRunner) -> Outcome:
 
 
 def picoproc_cli() -> list[str]:
-    """How to start the ``picoproc`` command: its console script if it is on
-    PATH, else ``python -m picoproc``."""
+    """How to start the ``picoproc`` command of this installation: the
+    console script beside this interpreter (a virtual environment's), else
+    the one on PATH, else ``python -m picoproc``.  (A ``picoproc`` found on
+    PATH first may be another installation, or a version manager's shim.)"""
+    beside = os.path.join(os.path.dirname(sys.executable), "picoproc")
+    if os.access(beside, os.X_OK):
+        return [beside]
     script = shutil.which("picoproc")
     return [script] if script else [sys.executable, "-m", "picoproc"]
 
 
+def _cli_interpreter(cmd: list[str]) -> str:
+    """The Python interpreter the CLI command runs on (its script's #! line)."""
+    if cmd[0] == sys.executable:
+        return sys.executable
+    try:
+        with open(cmd[0], "rb") as f:
+            first = f.readline()
+    except OSError:
+        return sys.executable
+    if first.startswith(b"#!"):
+        interp = first[2:].split()
+        if interp and os.path.isabs(interp[0].decode()):
+            return interp[0].decode()
+    return sys.executable
+
+
 def measure_startup_cli(backend: str, runs: int) -> dict:
     """``picoproc run --backend B -- /bin/true`` as a subprocess: includes the
-    CLI's own Python start-up and imports, which a user pays per run."""
+    CLI's own Python start-up and imports, which a user pays per run; with
+    the interpreter's own start-up (``python -c pass``) interleaved, its
+    floor.  Bytecode is cached as an installed package has it (the first,
+    untimed run writes it when the environment says not to)."""
     cmd = [*picoproc_cli(), "run", "--backend", backend, "--", "/bin/true"]
-    walls = []
+    bare = [_cli_interpreter(cmd), "-c", "pass"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    walls, floor = [], []
     for i in range(runs + 1):
         t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S,
-                               check=False)
+                               check=False, env=env)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {RUN_TIMEOUT_S:g} s"}
         wall = time.perf_counter() - t0
         if p.returncode != 0:
             return {"error": f"exit status {p.returncode}: {_last_line(p.stderr)}"}
+        t0 = time.perf_counter()
+        subprocess.run(bare, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S, check=False,
+                       env=env)
+        bare_wall = time.perf_counter() - t0
         if i:  # the first run warms the page cache for the CLI's imports
             walls.append(wall * 1000.0)
-    return {"ms": stats.summary(walls), "command": " ".join(cmd[:1] + cmd[1:])}
+            floor.append(bare_wall * 1000.0)
+    return {"ms": stats.summary(walls), "interpreter_ms": stats.summary(floor), "command": " ".join(cmd)}
+
+
+# Exec inside a running sandbox: a shell loop that runs the program
+# EXEC_LOOP times, minus the same loop running it once, per exec: the
+# marginal cost of an exec (the loader, its mediated opens, the dynamic
+# loader's) without the sandbox's own start-up.
+EXEC_LOOP = 41
+EXEC_BACKENDS = ("native", "pico")
+
+
+def exec_inside_programs(manifest) -> dict[str, list[str]]:
+    python3 = _guest_program("python3", manifest)
+    progs = {"/bin/true": ["/bin/true"]}
+    if python3:
+        progs["python3 -c pass"] = [python3, "-c", "pass"]
+    return progs
+
+
+def _exec_loop(sh: str, argv: Sequence[str], n: int) -> list[str]:
+    import shlex
+
+    cmd = " ".join(shlex.quote(a) for a in argv)
+    return [sh, "-c", f"i=0; while [ $i -lt {n} ]; do {cmd} || exit 3; i=$((i+1)); done"]
+
+
+def measure_exec_inside(names: Sequence[str], runners: dict[str, BackendRunner], manifest, runs: int,
+                        progress: Callable[[str], None] | None = None) -> dict:
+    """{program: {backend: {"ms": marginal ms per exec, "loop_ms", "once_ms"}}},
+    loops interleaved over the backends round by round."""
+    sh = _guest_program("sh", manifest)
+    if not sh:
+        return {"error": "no sh on the manifest's PATH"}
+    out: dict = {}
+    for label, argv in exec_inside_programs(manifest).items():
+        backends = [n for n in EXEC_BACKENDS if n in names]
+        long = {n: [] for n in backends}
+        once = {n: [] for n in backends}
+        failed: dict[str, str] = {}
+        for r in range(runs):
+            for n in backends:
+                if n in failed:
+                    continue
+                for loops, into in ((EXEC_LOOP, long), (1, once)):
+                    o = runners[n].run(_exec_loop(sh, argv, loops))
+                    if not o.ok:
+                        failed[n] = "fails: " + o.fail_reason()
+                        break
+                    into[n].append(o.wall_s * 1000.0)
+            if progress:
+                progress(f"exec inside ({label}) round {r + 1}/{runs}: "
+                         + ", ".join(f"{n} {long[n][-1]:.0f}/{once[n][-1]:.1f} ms" if n not in failed
+                                     else f"{n} FAILED" for n in backends))
+        entry = {}
+        for n in backends:
+            if n in failed:
+                entry[n] = {"error": failed[n]}
+                continue
+            lm, om = stats.percentile(long[n], 50), stats.percentile(once[n], 50)
+            entry[n] = {"ms": (lm - om) / (EXEC_LOOP - 1), "loop_ms": stats.summary(long[n]),
+                        "once_ms": stats.summary(once[n])}
+        base = entry.get("native", {}).get("ms")
+        for e in entry.values():
+            if "ms" in e:
+                e["ratio"] = stats.ratio(e["ms"], base)
+        out[label] = entry
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -601,6 +726,12 @@ def measure_scale(backend: str, manifest, work: pathlib.Path, n: int, calls: int
         "spawn_s": spawn_s,
         "vdso": all(c["vdso"] for c in clients),
     }
+    # Fairness: each client's own rate over its own span.
+    rates = [c["calls"] / ((c["end"] - c["start"]) / 1e9) for c in clients if c["end"] > c["start"]]
+    if rates:
+        doc["client_rate_min"] = min(rates)
+        doc["client_rate_max"] = max(rates)
+        doc["slowest_to_fastest"] = min(rates) / max(rates)
     if backend == "pico":
         # The monitor runs in this process: its CPU time over the run, per
         # served call (the C loop thread; the Python threads only wait).
