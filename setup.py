@@ -59,7 +59,7 @@ setup(
                  "picoproc.bench.perf": "benchmarks/perf"},
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
                   "picoproc.libos": ["picoproc-loader", "*.h", "*.toml"], "picoproc.bench.security": ["guests/*.c"],
-                  "picoproc.bench": ["guests/*.c"]},
+                  "picoproc.bench": ["guests/*.c", "floor/*.c", "floor/*.h"]},
     cmdclass={"build_py": build_py_with_libos, "build_ext": build_ext_replacing},
     cffi_modules=["native/build_native.py:ffibuilder"],
     zip_safe=False,
