@@ -14,7 +14,6 @@ kills the process.
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 
@@ -250,10 +249,12 @@ def _compile_with_libseccomp(table: ABITable, mode: str) -> bytes:
         lib.seccomp_release(ctx)
 
 
-@functools.cache
 def filter_for(mode: str) -> bytes:
-    """The shipped table's filter for ``mode``, compiled once per process."""
-    return compile_filter(load_table(), mode)
+    """The shipped table's filter for ``mode`` (picoproc.abi.compiled: compiled
+    once per content of the table, then cached)."""
+    from .compiled import filter_for as cached
+
+    return cached(mode)
 
 
 def libseccomp_version() -> str:

@@ -34,6 +34,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(f"#define PICO_NATIVE_VERSION {NATIVE_VERSION}\n")
 for _h in sorted(HERE.glob("*.h")):
     ffibuilder.cdef(_cdef_of(_h))
+# From the ABI header the C code is built with (loop.h includes it), for
+# Python that must not parse the ABI table to know them (picoproc.monitor).
+ffibuilder.cdef("#define PICO_NOTE_EMULATED ...\n")
 
 ffibuilder.set_source(
     "picoproc._native",

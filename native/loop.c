@@ -1256,6 +1256,14 @@ static const serve_fn serve_table[PICO_MEDIATED_COUNT] = {
 	[PICO_NR_INOTIFY - PICO_MEDIATED_BASE] = serve_inotify,
 };
 
+const char *pico_mediated_call_name(int index)
+{
+#define NAME_OF(name, nr, nargs) [nr - PICO_MEDIATED_BASE] = #name,
+	static const char *const names[PICO_MEDIATED_COUNT] = {PICO_MEDIATED_CALLS(NAME_OF)};
+#undef NAME_OF
+	return index >= 0 && index < PICO_MEDIATED_COUNT ? names[index] : NULL;
+}
+
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the
  * notification had gone (the guest was killed or interrupted). */
 static int send_answer(struct pico_loop *l, int listener, uint64_t id, long ret)

@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #include "mediate_fs.h"
+#include "picoproc_abi.h"
 
 /* cffi:begin */
 #define PICO_AUDIT_TEXT 256
@@ -155,6 +156,9 @@ int pico_loop_remove_guest(struct pico_loop *loop, int64_t handle, struct pico_g
 int pico_loop_guest_stats(struct pico_loop *loop, int64_t handle, struct pico_guest_stats *out);
 /* Moves up to max records (oldest first) into out; returns how many. */
 size_t pico_loop_drain_audit(struct pico_loop *loop, struct pico_audit_record *out, size_t max);
+/* The name of mediated call index (number minus PICO_MEDIATED_BASE), from
+ * the ABI header the loop is built with; NULL past the last one. */
+const char *pico_mediated_call_name(int index);
 /* An eventfd that becomes readable when the audit ring is half full. */
 int pico_loop_audit_eventfd(struct pico_loop *loop);
 void pico_loop_get_counters(struct pico_loop *loop, struct pico_loop_counters *out);

@@ -10,7 +10,6 @@ are not mistaken for the program's (picoproc.result lists them; so does
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
 import json
 import os
@@ -86,6 +85,8 @@ def _lookup(names: list[str], rows: list[dict], key_nr: str = "nr") -> list[dict
         elif name in by_name:
             out.append(by_name[name])
         else:
+            import difflib
+
             close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UsageError(f"picoproc abi: no system call named {name!r}{hint}")

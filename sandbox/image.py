@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import stat
 import struct
 
@@ -43,6 +42,8 @@ def resolve_program(prog: str, search_path: str | None = None) -> str:
     if "/" in prog:
         path = prog
     else:
+        import shutil
+
         found = shutil.which(prog, path=search_path or os.environ.get("PATH", os.defpath))
         if found is None:
             raise ImageError(f"{prog}: not found on PATH")

@@ -25,9 +25,9 @@ no NUL).  The monitor never re-interprets a host path from a manifest.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import errno
 import fnmatch
+import functools
 import ipaddress
 import itertools
 import math
@@ -35,8 +35,7 @@ import os
 import posixpath
 import re
 import stat
-import tomllib
-from fractions import Fraction
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -307,8 +306,21 @@ def hidden_name_matches(pattern: str, guest_path: str) -> bool:
     everything under a directory /srv/b.key/; "id_rsa" does not hide
     /x/id_rsa.pub.
     """
-    return any(fnmatch.fnmatchcase(comp, pattern)
-               for comp in _canonical(guest_path).split("/") if comp)
+    match = _name_matcher(pattern)
+    return any(match(comp) for comp in _canonical(guest_path).split("/") if comp)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_matcher(pattern: str):
+    """fnmatch.fnmatchcase(name, pattern) as a function of name.  The usual
+    patterns ("id_rsa", "*.key") are a comparison: no regular expression to
+    compile (fnmatch compiles one per pattern, ~0.1 ms each, in every run)."""
+    if not any(c in pattern for c in "*?["):
+        return pattern.__eq__
+    if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
+        suffix = pattern[1:]
+        return lambda name: name.endswith(suffix)
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
 def _parse_hidden_name(value: Any) -> str:
@@ -354,6 +366,7 @@ def resolve_host_path(value: Any, base_dir: str | None = None) -> str:
     try:
         real = os.path.realpath(joined, strict=True)
         os.stat(real)
+        _note_host_probe("realpath", joined, real)
     except OSError as exc:
         hint = " (~ is not expanded; write the full path)" if value.startswith("~") else ""
         if exc.errno == errno.ENOENT or exc.errno == errno.ENOTDIR:
@@ -372,7 +385,9 @@ def resolve_host_path(value: Any, base_dir: str | None = None) -> str:
     return real
 
 
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?", re.IGNORECASE)
+# Patterns are compiled on first use (re caches them), not when the module
+# is imported: most runs never parse a size, a duration or a manifest.
+_SIZE_RE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?"
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _SIZE_HINT = "(use e.g. 512M)"
 
@@ -389,9 +404,11 @@ def parse_size(value: Any) -> int:
     if isinstance(value, int):
         nbytes = value
     else:
-        match = _SIZE_RE.fullmatch(value.strip())
+        match = re.fullmatch(_SIZE_RE, value.strip())
         if not match or (not match.group(2) and match.group(3) and match.group(3).lower() != "b"):
             raise _Invalid(f"{_show(value)} is not a size {_SIZE_HINT}")
+        from fractions import Fraction
+
         exact = Fraction(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
         if exact.denominator != 1 and not match.group(2):
             raise _Invalid(f"{_show(value)} is not a whole number of bytes")
@@ -404,8 +421,8 @@ def parse_size(value: Any) -> int:
 
 
 _DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d)"
-_DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+")
-_DURATION_UNITS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = rf"(?:{_DURATION_PART})+"
+_DURATION_UNITS = {"ms": (1, 1000), "s": (1, 1), "m": (60, 1), "h": (3600, 1), "d": (86400, 1)}
 _DURATION_HINT = "(use e.g. 30s, 2m, 1h30m or a number of seconds)"
 
 
@@ -421,10 +438,12 @@ def parse_duration(value: Any) -> float:
         text = value.strip().replace(" ", "")
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
             seconds = float(text)
-        elif _DURATION_RE.fullmatch(text):
+        elif re.fullmatch(_DURATION_RE, text):
+            from fractions import Fraction
+
             total = Fraction(0)
             for number, unit in re.findall(_DURATION_PART, text):
-                total += Fraction(number) * _DURATION_UNITS[unit]
+                total += Fraction(number) * Fraction(*_DURATION_UNITS[unit])
             seconds = float(total)
         else:
             raise _Invalid(f"{_show(value)} is not a duration {_DURATION_HINT}")
@@ -489,7 +508,7 @@ def format_endpoint(endpoint: Endpoint) -> str:
     return f"{host}:{endpoint.port}"
 
 
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = (r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
@@ -497,7 +516,7 @@ def _parse_hostname(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_type_name(value)}")
     # 64 = the kernel's __NEW_UTS_LEN for sethostname().
-    if not _HOSTNAME_RE.fullmatch(value) or len(value) > 64:
+    if not re.fullmatch(_HOSTNAME_RE, value) or len(value) > 64:
         raise _Invalid(f"{_show(value)} is not a host name (letters, digits, '-' and '.', "
                        "at most 64 characters)")
     return value
@@ -792,6 +811,8 @@ _NET_KEYS = ("connect", "listen", "unix")
 def _check_keys(table: dict, allowed: tuple[str, ...], prefix: str) -> None:
     for key in table:
         if key not in allowed:
+            import difflib
+
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             if close:
                 hint = f" (did you mean {_show(close[0])}?)"
@@ -875,9 +896,12 @@ def _layer_from_toml(doc: dict, base_dir: str, host_env: Mapping[str, str]) -> t
                                 key=f"{prefix}.mode")
         executable = _field(f"{prefix}.exec", _parse_bool, table.get("exec", True))
         optional = _field(f"{prefix}.optional", _parse_bool, table.get("optional", False))
-        if optional and isinstance(table["host"], str) and "\x00" not in table["host"] \
-                and not os.path.exists(os.path.join(base_dir, table["host"])):
-            continue  # an optional mount of a missing host path is left out
+        if optional and isinstance(table["host"], str) and "\x00" not in table["host"]:
+            candidate = os.path.join(base_dir, table["host"])
+            present = os.path.exists(candidate)
+            _note_host_probe("exists", candidate, present)
+            if not present:
+                continue  # an optional mount of a missing host path is left out
         host = _field(f"{prefix}.host", lambda v: resolve_host_path(v, base_dir), table["host"])
         layer.mounts.append((prefix, Mount(guest, host, writable=mode == "rw", exec=executable)))
 
@@ -947,6 +971,8 @@ def parse_manifest(text: str, source: str = "<string>", *, base_dir: str | None 
                                 "few KiB of TOML")
         text = text.removeprefix("\ufeff")
         _check_key_depth(text)
+        import tomllib
+
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -970,20 +996,21 @@ def parse_manifest(text: str, source: str = "<string>", *, base_dir: str | None 
 # minutes).  The schema never needs more than three parts, so a key with more
 # than MAX_KEY_PARTS is refused by a linear scan before tomllib sees it.
 MAX_KEY_PARTS = 32
-_BORING = re.compile(r"""[^"'#.\n=,\[\]{}]+""")
+_BORING = r"""[^"'#.\n=,\[\]{}]+"""
 _STRING_ENDS = {
-    '"""': re.compile(r'(?:[^"\\]|\\[\s\S]|"(?!""))*"""'),
-    "'''": re.compile(r"(?:[^']|'(?!''))*'''"),
-    '"': re.compile(r'(?:[^"\\\n]|\\.)*"'),
-    "'": re.compile(r"[^'\n]*'"),
+    '"""': r'(?:[^"\\]|\\[\s\S]|"(?!""))*"""',
+    "'''": r"(?:[^']|'(?!''))*'''",
+    '"': r'(?:[^"\\\n]|\\.)*"',
+    "'": r"[^'\n]*'",
 }
 
 
 def _check_key_depth(text: str) -> None:
     dots = 0
     i, end = 0, len(text)
+    boring_re = re.compile(_BORING)
     while i < end:
-        boring = _BORING.match(text, i)
+        boring = boring_re.match(text, i)
         if boring:
             i = boring.end()
             continue
@@ -994,7 +1021,7 @@ def _check_key_depth(text: str) -> None:
         elif ch in "\"'":
             # A string is one key part (or a value): skip it whole.
             opener = ch * 3 if text.startswith(ch * 3, i) else ch
-            closing = _STRING_ENDS[opener].match(text, i + len(opener))
+            closing = re.compile(_STRING_ENDS[opener]).match(text, i + len(opener))
             i = closing.end() if closing else end  # unterminated: tomllib reports it
         else:
             dots = dots + 1 if ch == "." else 0
@@ -1005,7 +1032,7 @@ def _check_key_depth(text: str) -> None:
             i += 1
 
 
-def _toml_error_text(exc: tomllib.TOMLDecodeError) -> str:
+def _toml_error_text(exc) -> str:
     message = str(exc)
     where = re.search(r"\(at line (\d+), column (\d+)\)", message)
     if where:
@@ -1099,13 +1126,94 @@ def check_manifest(manifest: Manifest) -> Manifest:
 
 DEFAULT_MANIFEST_PATH = Path(__file__).with_name("default_manifest.toml")
 
+# What a parse read of the host (the host paths it resolved, the optional
+# mounts it found present or absent), while _host_probes.log is a list: a
+# parsed manifest kept for later runs is valid as long as these still hold.
+_host_probes = threading.local()
+
+
+def _note_host_probe(kind: str, path: str, result) -> None:
+    log = getattr(_host_probes, "log", None)
+    if log is not None:
+        log.append((kind, path, result))
+
+
+def _host_probe_holds(kind: str, path: str, result) -> bool:
+    if kind == "exists":
+        return os.path.exists(path) == result
+    try:
+        real = os.path.realpath(path, strict=True)
+        os.stat(real)
+    except OSError:
+        return False
+    return real == result
+
+
+# A Manifest as marshal can hold it (marshal is built in; pickle costs an
+# import): each dataclass instance is a list [class name, field values...];
+# a Manifest holds tuples, never lists, so a list is always one of these.
+_PLAIN_CLASSES = {}
+
+
+def _to_plain(value):
+    if dataclasses.is_dataclass(value):
+        return [type(value).__name__, *(_to_plain(getattr(value, f.name)) for f in dataclasses.fields(value))]
+    if isinstance(value, tuple):
+        return tuple(_to_plain(v) for v in value)
+    return value
+
+
+def _from_plain(value):
+    if isinstance(value, list):
+        return _PLAIN_CLASSES[value[0]](*(_from_plain(v) for v in value[1:]))
+    if isinstance(value, tuple):
+        return tuple(_from_plain(v) for v in value)
+    return value
+
+
+def _cached_default(data: bytes) -> Manifest:
+    import marshal
+
+    try:
+        probes, plain = marshal.loads(data)
+        manifest = _from_plain(plain)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"not a cached manifest: {exc}") from None
+    if not isinstance(manifest, Manifest) or not all(_host_probe_holds(*p) for p in probes):
+        raise ValueError("the host changed since the default manifest was parsed")
+    return manifest
+
 
 def default_manifest() -> Manifest:
     """The embedded default (default_manifest.toml): read-only system
     directories that exist on this host, secrets hidden, a private 64M /tmp,
-    no network, no host environment, the default limits."""
-    text = DEFAULT_MANIFEST_PATH.read_text(encoding="utf-8")
-    return parse_manifest(text, "<default manifest>", base_dir="/", host_env={})
+    no network, no host environment, the default limits.
+
+    Parsed once per content of that file and of this module, then kept as
+    bytecode is (picoproc.cache) and used again while the host paths it
+    resolved are unchanged: no TOML parser, no regular expressions, no
+    validation in every run."""
+    import sys
+
+    from picoproc import cache
+
+    raw = DEFAULT_MANIFEST_PATH.read_bytes()
+    key = cache.content_key([raw, __file__, sys.version.encode()])
+    if not _PLAIN_CLASSES:
+        _PLAIN_CLASSES.update({c.__name__: c for c in (Mount, Tmpfs, Endpoint, Limits, Manifest)})
+    manifest = cache.load(__file__, "default-manifest", key, ".marshal", _cached_default)
+    if manifest is not None:
+        return manifest
+    _host_probes.log = probes = []
+    try:
+        manifest = parse_manifest(raw.decode("utf-8"), "<default manifest>", base_dir="/", host_env={})
+    finally:
+        _host_probes.log = None
+    import marshal
+
+    cache.store(__file__, "default-manifest", key, ".marshal",
+                marshal.dumps((tuple(probes), _to_plain(manifest))))
+    return manifest
 
 
 # --------------------------------------------------------------------------
@@ -1272,6 +1380,8 @@ def _parse_mount_flag(text: Any, base_dir: str | None) -> Mount | Tmpfs:
         key, sep, value = field.partition("=")
         canonical = _MOUNT_FLAG_KEYS.get(key.strip().lower())
         if canonical is None:
+            import difflib
+
             close = difflib.get_close_matches(key, list(_MOUNT_FLAG_KEYS), n=1, cutoff=0.6)
             hint = f"did you mean {_show(close[0])}?" if close else f"use {_MOUNT_HINT}"
             raise _Invalid(f"{_show(text)}: unknown key {_show(key)} ({hint})")

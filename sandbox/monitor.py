@@ -36,7 +36,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Self
 
-from picoproc.abi.table import load_table
 from picoproc.native import ffi, lib
 
 # <linux/seccomp.h>
@@ -74,9 +73,18 @@ DENIAL_REASONS = {
     lib.PICO_DENY_RUN_BOUND: "run_bound",
 }
 
-_TABLE = load_table()
-_NOTE_EMULATED = _TABLE.constants["PICO_NOTE_EMULATED"]
-CALL_NAMES = {m.index: m.name for m in _TABLE.mediated}
+_NOTE_EMULATED = lib.PICO_NOTE_EMULATED
+
+def _call_names() -> dict[int, str]:
+    """Mediated call index -> name, as the C loop was built (the ABI table's
+    generated header): no need to parse the table in every monitor."""
+    names = {}
+    while (name := lib.pico_mediated_call_name(len(names))) != ffi.NULL:
+        names[len(names)] = ffi.string(name).decode()
+    return names
+
+
+CALL_NAMES = _call_names()
 _DRAIN_BATCH = 1024
 
 

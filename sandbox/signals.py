@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import dataclasses
 import os
 import signal
@@ -77,7 +76,9 @@ _LIBC = None
 def _libc():
     global _LIBC
     if _LIBC is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library the interpreter is linked with (ctypes.util.find_library
+        # would run ldconfig: a subprocess in every CLI run).
+        lib = ctypes.CDLL(None, use_errno=True)
         lib.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
         lib.signalfd.restype = ctypes.c_int
         _LIBC = lib

@@ -40,7 +40,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from picoproc import cgroups
-from picoproc.abi.bpf import filter_for
+from picoproc.abi.compiled import filter_for
 from picoproc.image import ImageError, inspect_elf, resolve_program
 from picoproc.manifest import Limits
 from picoproc.native import ffi, lib

@@ -1,0 +1,144 @@
+"""Start-up: what a run derives from picoproc's own files (the seccomp filter
+of the ABI table, the parsed default manifest) is computed once and then read
+from a cache kept like bytecode (picoproc.cache), and a CLI run imports no
+TOML parser and does not parse the ABI table.  Timings are never asserted
+here (docs/PERFORMANCE.md reports them); what is asserted is that the cached
+results are the very results, that a stale or damaged cache is never used,
+and what a run imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from picoproc import cache, manifest
+from picoproc.abi import bpf, compiled
+from picoproc.abi.table import load_table
+
+
+def _env() -> dict:
+    # Bytecode (and so these caches) written, as in an installed package.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def test_call_names_from_the_loop_are_the_tables():
+    from picoproc.monitor import CALL_NAMES
+
+    assert CALL_NAMES == {m.index: m.name for m in load_table().mediated}
+
+
+@pytest.mark.parametrize("mode", ["raw", "libos"])
+def test_cached_filter_is_the_compiled_filter(mode):
+    assert compiled.filter_for(mode) == bpf.compile_filter(load_table(), mode)
+
+
+def test_a_damaged_cached_filter_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    module = tmp_path / "mod.py"
+    module.write_text("")
+    key = cache.content_key([b"x"])
+    cache.store(str(module), "seccomp-raw", key, ".bpf", b"picoproc-bpf\n" + b"\0" * 16)
+    assert cache.load(str(module), "seccomp-raw", key, ".bpf", compiled._decode) == b"\0" * 16
+    # Cut short (not a whole instruction), or not a filter at all: ignored.
+    path = tmp_path / "__pycache__" / f"seccomp-raw.{key}.bpf"
+    path.write_bytes(b"picoproc-bpf\n" + b"\0" * 12)
+    assert cache.load(str(module), "seccomp-raw", key, ".bpf", compiled._decode) is None
+    path.write_bytes(b"#!/bin/sh\n")
+    assert cache.load(str(module), "seccomp-raw", key, ".bpf", compiled._decode) is None
+    # Another key (the table changed): not found.
+    assert cache.load(str(module), "seccomp-raw", cache.content_key([b"y"]), ".bpf", compiled._decode) is None
+
+
+def test_store_replaces_older_keys_and_respects_dont_write_bytecode(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    module = tmp_path / "mod.py"
+    module.write_text("")
+    cache.store(str(module), "thing", "a" * 32, ".bin", b"1")
+    cache.store(str(module), "thing", "b" * 32, ".bin", b"2")
+    assert sorted(os.listdir(tmp_path / "__pycache__")) == [f"thing.{'b' * 32}.bin"]
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    cache.store(str(module), "thing", "c" * 32, ".bin", b"3")
+    assert sorted(os.listdir(tmp_path / "__pycache__")) == [f"thing.{'b' * 32}.bin"]
+
+
+def test_cached_default_manifest_is_the_parsed_one():
+    text = manifest.DEFAULT_MANIFEST_PATH.read_text()
+    fresh = manifest.parse_manifest(text, "<default manifest>", base_dir="/", host_env={})
+    assert manifest.default_manifest() == fresh
+    assert manifest.default_manifest() == fresh  # a second time (from the cache, if it may be written)
+
+
+def test_cached_default_manifest_is_refused_once_the_host_changed(tmp_path):
+    """The default manifest depends on the host (optional mounts, symlinks
+    resolved): a cached parse whose host probes no longer hold is not used."""
+    import marshal
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    plain = manifest._to_plain(manifest.Manifest(mounts=(manifest.Mount("/x", str(tmp_path / "real")),)))
+    manifest._PLAIN_CLASSES.update({c.__name__: c for c in (manifest.Mount, manifest.Tmpfs, manifest.Endpoint,
+                                                            manifest.Limits, manifest.Manifest)})
+    probes = (("realpath", str(tmp_path / "link"), str(tmp_path / "real")),
+              ("exists", str(tmp_path / "optional"), False))
+    good = marshal.dumps((probes, plain))
+    assert manifest._cached_default(good).mounts[0].host == str(tmp_path / "real")
+    (tmp_path / "optional").mkdir()  # an optional mount's host path appeared
+    with pytest.raises(ValueError):
+        manifest._cached_default(good)
+    (tmp_path / "optional").rmdir()
+    (tmp_path / "link").unlink()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "other")  # the symlink now points elsewhere
+    with pytest.raises(ValueError):
+        manifest._cached_default(good)
+    with pytest.raises(ValueError):
+        manifest._cached_default(marshal.dumps(((), ["NoSuchClass", 1])))
+
+
+def test_the_default_manifest_records_what_it_read_of_the_host():
+    manifest._host_probes.log = probes = []
+    try:
+        m = manifest.parse_manifest(manifest.DEFAULT_MANIFEST_PATH.read_text(), base_dir="/", host_env={})
+    finally:
+        manifest._host_probes.log = None
+    resolved = {real for kind, _, real in probes if kind == "realpath"}
+    assert {mount.host for mount in m.mounts} <= resolved
+    assert any(kind == "exists" for kind, _, _ in probes)  # the optional mounts
+
+
+def test_hidden_name_patterns_match_as_fnmatch_does():
+    import fnmatch
+
+    patterns = ["id_rsa", "*.key", ".ssh", "*", "*a", "a*", "?x", "[ab]c", "*.p12", "*[.]pfx", "\\*"]
+    names = ["id_rsa", "id_rsa.pub", "a.key", ".key", "key", ".ssh", "x", "ab", "bc", "a", "x.p12", "b.pfx",
+             "*", "[ab]c"]
+    for p in patterns:
+        for n in names:
+            assert manifest.hidden_name_matches(p, f"/d/{n}/e") == fnmatch.fnmatchcase(n, p), (p, n)
+
+
+_WHAT_WAS_IMPORTED = r"""
+import sys
+from picoproc.cli import main
+status = main(["run", "--", "/bin/true"])
+import json
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_a_cli_run_parses_no_toml_and_no_abi_table():
+    runs = [subprocess.run([sys.executable, "-c", _WHAT_WAS_IMPORTED], capture_output=True, text=True,
+                           timeout=120, env=_env(), cwd="/") for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    second = json.loads(runs[1].stdout.splitlines()[-1])
+    assert second["status"] == 0
+    modules = set(second["modules"])
+    # The caches written by the first run (or earlier) serve the second.
+    for unwanted in ("tomllib", "picoproc.abi.table", "picoproc.abi.bpf", "pickle", "difflib", "hashlib",
+                     "ctypes.util", "fractions"):
+        assert unwanted not in modules, unwanted
