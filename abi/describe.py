@@ -6,7 +6,7 @@ must check.  A reader wants the set of values that passes: rules that test
 one argument are merged into ranges of allowed values and described by what
 they allow (or, when shorter, by what they leave out):
 
-    close:        fd is below 2^31, but not 1023 (loader_fd)
+    close:        fd is below 2^31, but not 1014 (PICO_RESERVED_FD_BASE)..1023
     rt_sigaction: signum is at most 64 (NSIG), but not 31 (SIGSYS)
     fcntl:        cmd is one of F_DUPFD, F_DUPFD_CLOEXEC, ...
 """
@@ -116,12 +116,8 @@ def _ranges_in_words(arg: str, ranges: list[tuple[int, int]], names: _Names) -> 
         values = [names.show(v, bare=True) for lo, hi in ranges for v in range(lo, hi + 1)]
         return f"{arg} is {values[0]}" if len(values) == 1 else f"{arg} is one of {', '.join(values)}"
     lo, hi = ranges[0][0], ranges[-1][1]
-    holes = []
-    for (_, a_hi), (b_lo, _) in itertools.pairwise(ranges):
-        holes.extend(range(a_hi + 1, b_lo))
-        if len(holes) > 3:
-            break
-    if len(holes) <= 3:
+    holes = [(a_hi + 1, b_lo - 1) for (_, a_hi), (b_lo, _) in itertools.pairwise(ranges)]
+    if len(holes) <= 3 and all(b - a < 16 for a, b in holes):
         if lo == 0 and hi == MASK64:
             bound = "any value"
         elif lo == 0 and names.by_value.get(hi + 1) is None and hi + 1 & hi == 0:
@@ -132,7 +128,8 @@ def _ranges_in_words(arg: str, ranges: list[tuple[int, int]], names: _Names) -> 
             bound = f"from {names.show(lo)} to {names.show(hi)}"
         text = f"{arg} is {bound}"
         if holes:
-            text += ", but not " + " or ".join(names.show(h) for h in holes)
+            text += ", but not " + " or ".join(names.show(a) if a == b else f"{names.show(a)}..{names.show(b)}"
+                                               for a, b in holes)
         return text
     return f"{arg} is in " + ", ".join(
         names.show(a) if a == b else f"{names.show(a)}..{names.show(b)}" for a, b in ranges)

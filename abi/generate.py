@@ -63,6 +63,33 @@ def render_header(table: ABITable) -> str:
     out += [
         "",
         "#if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)",
+        "#ifdef PICO_ABI_AREA",
+        "/* The argument area (PICO_AREA_*), for a caller that holds one (the",
+        " * library OS defines PICO_ABI_AREA and implements these).  A call takes a",
+        " * slot, copies its in-arguments there and passes area references; out-",
+        " * arguments are reserved there and copied back after the call.  When no",
+        " * slot is free (or an argument does not fit) the wrappers pass the",
+        " * caller's own pointers, which the monitor reads from the process. */",
+        "struct pico_area_call {",
+        "\tunsigned int slot;",
+        "\tunsigned int tag;",
+        "\tunsigned long used;",
+        "};",
+        "/* 1 with a slot held, 0 without (no area, or every slot busy). */",
+        "int pico_area_begin(struct pico_area_call *c);",
+        "/* The area reference of a copy of n bytes of p, or 0 when they do not fit. */",
+        "long pico_area_put(struct pico_area_call *c, const void *p, unsigned long n);",
+        "/* The area reference of n bytes for a result, or 0. */",
+        "long pico_area_reserve(struct pico_area_call *c, unsigned long n);",
+        "void pico_area_get(const struct pico_area_call *c, long ref, void *dst, unsigned long n);",
+        "/* Before a call that answers with an fd: ask for it on the slot's channel. */",
+        "void pico_area_ask_fd(struct pico_area_call *c);",
+        "/* After it: the answer, with an fd sent on the channel received (flags: the",
+        " * open flags, for O_CLOEXEC). */",
+        "long pico_area_take_fd(struct pico_area_call *c, long answer, int flags);",
+        "void pico_area_end(struct pico_area_call *c);",
+        "#endif",
+        "",
         "/* Raw system call with up to six arguments; no libc, no errno: returns -errno. */",
         "static inline long pico_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)",
         "{",
@@ -88,6 +115,7 @@ def render_header(table: ABITable) -> str:
         regs = [f"(long){a.name}" for a in m.args] + ["0"] * (6 - len(m.args))
         out.append(f"static inline long pico_{m.name}({params or 'void'})")
         out.append("{")
+        out += _area_wrapper_body(m)
         out.append(f"\treturn pico_syscall6(PICO_NR_{_c_ident(m.name)}, {', '.join(regs)});")
         out.append("}")
     out += [
@@ -97,6 +125,73 @@ def render_header(table: ABITable) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+# Pointer arguments the area wrappers copy, by C type: bytes of a fixed size
+# (the kernel's structures on x86-64) in or out.  (const char *, size_t) and
+# (char *, size_t) pairs are in- and out-bytes of that length.
+_AREA_IN_FIXED = {"const struct timespec *": 32}  # two timespecs, or NULL
+_AREA_OUT_FIXED = {"struct statx *": 256, "struct statfs *": 120}
+
+
+def _area_wrapper_body(m) -> list[str]:
+    """The PICO_ABI_AREA part of the wrapper of mediated call ``m``: the
+    arguments staged in an area slot (see the header's comment); nothing
+    for a call with a pointer argument of no fixed size."""
+    nr = f"PICO_NR_{_c_ident(m.name)}"
+    setup, regs, after = [], [], []
+    for i, a in enumerate(m.args):
+        nxt = m.args[i + 1] if i + 1 < len(m.args) else None
+        var = f"a{i}_"
+        if a.ctype == "const char *" and nxt is not None and nxt.ctype == "size_t":
+            setup.append(f"\t\tlong {var} = pico_area_put(&area_, {a.name}, {nxt.name});")
+            setup.append(f"\t\tok_ &= {var} != 0;")
+        elif a.ctype == "char *" and nxt is not None and nxt.ctype == "size_t":
+            setup.append(f"\t\tlong {var} = pico_area_reserve(&area_, {nxt.name});")
+            setup.append(f"\t\tok_ &= {var} != 0;")
+            after.append(f"\t\t\tif (r_ > 0)")
+            after.append(f"\t\t\t\tpico_area_get(&area_, {var}, {a.name}, "
+                         f"(unsigned long)r_ < {nxt.name} ? (unsigned long)r_ : {nxt.name});")
+        elif a.ctype in _AREA_OUT_FIXED:
+            size = _AREA_OUT_FIXED[a.ctype]
+            setup.append(f"\t\tlong {var} = pico_area_reserve(&area_, {size});")
+            setup.append(f"\t\tok_ &= {var} != 0;")
+            after.append(f"\t\t\tif (r_ >= 0)")
+            after.append(f"\t\t\t\tpico_area_get(&area_, {var}, {a.name}, {size});")
+        elif a.ctype in _AREA_IN_FIXED:
+            size = _AREA_IN_FIXED[a.ctype]
+            setup.append(f"\t\tlong {var} = {a.name} ? pico_area_put(&area_, {a.name}, {size}) : 0;")
+            setup.append(f"\t\tok_ &= !{a.name} || {var} != 0;")
+        elif a.ctype.endswith("*"):
+            # A pointer whose size depends on other arguments (xattr's value,
+            # task_info's words): this call passes ordinary pointers.
+            return []
+        else:
+            regs.append(f"(long){a.name}")
+            continue
+        regs.append(var)
+    regs += ["0"] * (6 - len(regs))
+    flags = next((a.name for a in m.args if a.name == "flags"), "0")
+    call = [f"\t\t\tlong r_ = pico_syscall6({nr}, {', '.join(regs)});"]
+    if m.fd_result:
+        call = ["\t\t\tpico_area_ask_fd(&area_);", call[0],
+                f"\t\t\tr_ = pico_area_take_fd(&area_, r_, {flags});"]
+    return [
+        "#ifdef PICO_ABI_AREA",
+        "\tstruct pico_area_call area_;",
+        "\tif (pico_area_begin(&area_)) {",
+        "\t\tint ok_ = 1;",
+        *setup,
+        "\t\tif (ok_) {",
+        *call,
+        *after,
+        "\t\t\tpico_area_end(&area_);",
+        "\t\t\treturn r_;",
+        "\t\t}",
+        "\t\tpico_area_end(&area_);",
+        "\t}",
+        "#endif",
+    ]
 
 
 def _md_escape(text: str) -> str:

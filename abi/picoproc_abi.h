@@ -17,6 +17,17 @@
 #define PICO_MAX_URI 4200
 
 #define PICO_LIBOS_PUBLIC_ADDR 0x10000f00000
+#define PICO_AREA_FD 0x3fe
+#define PICO_CHANNEL_FD 0x3f6
+#define PICO_AREA_SLOTS 0x8
+#define PICO_AREA_SLOT_SIZE 0x4000
+#define PICO_AREA_SLOTS_OFFSET 0x1000
+#define PICO_AREA_SIZE 0x21000
+#define PICO_AREA_REF 0xfe00000000000000
+#define PICO_AREA_REF_MASK 0xff00000000000000
+#define PICO_AREA_FD_VIA_CHANNEL 0x43484e4c
+#define PICO_FD_ON_CHANNEL 0x100000000
+#define PICO_RESERVED_FD_BASE 0x3f6
 #define PICO_OPEN_EXEC 0x40000000
 #define PICO_NOTE_EMULATED 0x100000000
 #define PICO_TASK_INFO_WORDS 0xd
@@ -139,6 +150,33 @@
 	X(inotify, 4115, 5) \
 
 #if defined(__x86_64__) && !defined(PICO_ABI_NO_WRAPPERS)
+#ifdef PICO_ABI_AREA
+/* The argument area (PICO_AREA_*), for a caller that holds one (the
+ * library OS defines PICO_ABI_AREA and implements these).  A call takes a
+ * slot, copies its in-arguments there and passes area references; out-
+ * arguments are reserved there and copied back after the call.  When no
+ * slot is free (or an argument does not fit) the wrappers pass the
+ * caller's own pointers, which the monitor reads from the process. */
+struct pico_area_call {
+	unsigned int slot;
+	unsigned int tag;
+	unsigned long used;
+};
+/* 1 with a slot held, 0 without (no area, or every slot busy). */
+int pico_area_begin(struct pico_area_call *c);
+/* The area reference of a copy of n bytes of p, or 0 when they do not fit. */
+long pico_area_put(struct pico_area_call *c, const void *p, unsigned long n);
+/* The area reference of n bytes for a result, or 0. */
+long pico_area_reserve(struct pico_area_call *c, unsigned long n);
+void pico_area_get(const struct pico_area_call *c, long ref, void *dst, unsigned long n);
+/* Before a call that answers with an fd: ask for it on the slot's channel. */
+void pico_area_ask_fd(struct pico_area_call *c);
+/* After it: the answer, with an fd sent on the channel received (flags: the
+ * open flags, for O_CLOEXEC). */
+long pico_area_take_fd(struct pico_area_call *c, long answer, int flags);
+void pico_area_end(struct pico_area_call *c);
+#endif
+
 /* Raw system call with up to six arguments; no libc, no errno: returns -errno. */
 static inline long pico_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
 {
@@ -160,62 +198,292 @@ struct timespec;
 /* One typed wrapper per mediated call: pico_<name>(args...). */
 static inline long pico_open(const char *uri, size_t uri_len, int flags, unsigned int mode)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, uri, uri_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			pico_area_ask_fd(&area_);
+			long r_ = pico_syscall6(PICO_NR_OPEN, a0_, (long)uri_len, (long)flags, (long)mode, 0, 0);
+			r_ = pico_area_take_fd(&area_, r_, flags);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_OPEN, (long)uri, (long)uri_len, (long)flags, (long)mode, 0, 0);
 }
 static inline long pico_stat(const char *path, size_t path_len, int flags, struct statx *buf)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		long a3_ = pico_area_reserve(&area_, 256);
+		ok_ &= a3_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_STAT, a0_, (long)path_len, (long)flags, a3_, 0, 0);
+			if (r_ >= 0)
+				pico_area_get(&area_, a3_, buf, 256);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_STAT, (long)path, (long)path_len, (long)flags, (long)buf, 0, 0);
 }
 static inline long pico_readlink(const char *path, size_t path_len, char *buf, size_t buf_len)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		long a2_ = pico_area_reserve(&area_, buf_len);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_READLINK, a0_, (long)path_len, a2_, (long)buf_len, 0, 0);
+			if (r_ > 0)
+				pico_area_get(&area_, a2_, buf, (unsigned long)r_ < buf_len ? (unsigned long)r_ : buf_len);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_READLINK, (long)path, (long)path_len, (long)buf, (long)buf_len, 0, 0);
 }
 static inline long pico_access(const char *path, size_t path_len, int mode, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_ACCESS, a0_, (long)path_len, (long)mode, (long)flags, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_ACCESS, (long)path, (long)path_len, (long)mode, (long)flags, 0, 0);
 }
 static inline long pico_mkdir(const char *path, size_t path_len, unsigned int mode)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_MKDIR, a0_, (long)path_len, (long)mode, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_MKDIR, (long)path, (long)path_len, (long)mode, 0, 0, 0);
 }
 static inline long pico_unlink(const char *path, size_t path_len, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_UNLINK, a0_, (long)path_len, (long)flags, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_UNLINK, (long)path, (long)path_len, (long)flags, 0, 0, 0);
 }
 static inline long pico_rename(const char *old, size_t old_len, const char *new, size_t new_len, unsigned int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, old, old_len);
+		ok_ &= a0_ != 0;
+		long a2_ = pico_area_put(&area_, new, new_len);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_RENAME, a0_, (long)old_len, a2_, (long)new_len, (long)flags, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_RENAME, (long)old, (long)old_len, (long)new, (long)new_len, (long)flags, 0);
 }
 static inline long pico_symlink(const char *target, size_t target_len, const char *path, size_t path_len)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, target, target_len);
+		ok_ &= a0_ != 0;
+		long a2_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_SYMLINK, a0_, (long)target_len, a2_, (long)path_len, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_SYMLINK, (long)target, (long)target_len, (long)path, (long)path_len, 0, 0);
 }
 static inline long pico_link(const char *old, size_t old_len, const char *new, size_t new_len, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, old, old_len);
+		ok_ &= a0_ != 0;
+		long a2_ = pico_area_put(&area_, new, new_len);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_LINK, a0_, (long)old_len, a2_, (long)new_len, (long)flags, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_LINK, (long)old, (long)old_len, (long)new, (long)new_len, (long)flags, 0);
 }
 static inline long pico_chmod(const char *path, size_t path_len, unsigned int mode, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_CHMOD, a0_, (long)path_len, (long)mode, (long)flags, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_CHMOD, (long)path, (long)path_len, (long)mode, (long)flags, 0, 0);
 }
 static inline long pico_chown(const char *path, size_t path_len, unsigned int uid, unsigned int gid, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_CHOWN, a0_, (long)path_len, (long)uid, (long)gid, (long)flags, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_CHOWN, (long)path, (long)path_len, (long)uid, (long)gid, (long)flags, 0);
 }
 static inline long pico_utimens(const char *path, size_t path_len, const struct timespec *times, int flags)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		long a2_ = times ? pico_area_put(&area_, times, 32) : 0;
+		ok_ &= !times || a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_UTIMENS, a0_, (long)path_len, a2_, (long)flags, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_UTIMENS, (long)path, (long)path_len, (long)times, (long)flags, 0, 0);
 }
 static inline long pico_truncate(const char *path, size_t path_len, long length)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_TRUNCATE, a0_, (long)path_len, (long)length, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_TRUNCATE, (long)path, (long)path_len, (long)length, 0, 0, 0);
 }
 static inline long pico_statfs(const char *path, size_t path_len, struct statfs *buf)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		long a2_ = pico_area_reserve(&area_, 120);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_STATFS, a0_, (long)path_len, a2_, 0, 0, 0);
+			if (r_ >= 0)
+				pico_area_get(&area_, a2_, buf, 120);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_STATFS, (long)path, (long)path_len, (long)buf, 0, 0, 0);
 }
 static inline long pico_note_unsupported(long linux_nr, long arg0)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_NOTE_UNSUPPORTED, (long)linux_nr, (long)arg0, 0, 0, 0, 0);
 }
 static inline long pico_task_info(int which, unsigned long *buf)
@@ -224,6 +492,20 @@ static inline long pico_task_info(int which, unsigned long *buf)
 }
 static inline long pico_mknod(const char *path, size_t path_len, unsigned int mode)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a0_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a0_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_MKNOD, a0_, (long)path_len, (long)mode, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_MKNOD, (long)path, (long)path_len, (long)mode, 0, 0, 0);
 }
 static inline long pico_xattr(unsigned int op, const char *path, size_t path_len, const char *name, void *value, size_t size)
@@ -232,10 +514,36 @@ static inline long pico_xattr(unsigned int op, const char *path, size_t path_len
 }
 static inline long pico_tty_ioctl(int fd, unsigned int request, unsigned long arg)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_TTY_IOCTL, (long)fd, (long)request, (long)arg, 0, 0, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_TTY_IOCTL, (long)fd, (long)request, (long)arg, 0, 0, 0);
 }
 static inline long pico_inotify(unsigned int op, int fd_or_flags, const char *path, size_t path_len, unsigned int mask_or_wd)
 {
+#ifdef PICO_ABI_AREA
+	struct pico_area_call area_;
+	if (pico_area_begin(&area_)) {
+		int ok_ = 1;
+		long a2_ = pico_area_put(&area_, path, path_len);
+		ok_ &= a2_ != 0;
+		if (ok_) {
+			long r_ = pico_syscall6(PICO_NR_INOTIFY, (long)op, (long)fd_or_flags, a2_, (long)path_len, (long)mask_or_wd, 0);
+			pico_area_end(&area_);
+			return r_;
+		}
+		pico_area_end(&area_);
+	}
+#endif
 	return pico_syscall6(PICO_NR_INOTIFY, (long)op, (long)fd_or_flags, (long)path, (long)path_len, (long)mask_or_wd, 0);
 }
 #endif /* __x86_64__ && !PICO_ABI_NO_WRAPPERS */

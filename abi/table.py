@@ -107,6 +107,7 @@ class MediatedCall:
     args: tuple[Argument, ...]
     result: str
     errors: tuple[str, ...]
+    fd_result: bool = False  # answers with a new fd (through NOTIF_ADDFD or a channel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,12 +254,19 @@ def parse_table(text: str) -> ABITable:
             args.append(Argument(*a))
         if len(args) > 6:
             raise ABITableError(f"{where}: more than six arguments")
+        extra = set(entry) - {"name", "nr", "purpose", "args", "result", "errors", "fd_result"}
+        if extra:
+            raise ABITableError(f"{where}: unknown keys {sorted(extra)}")
+        fd_result = entry.get("fd_result", False)
+        if not isinstance(fd_result, bool):
+            raise ABITableError(f"{where}.fd_result: expected true or false")
         mediated.append(
             MediatedCall(
                 name, index, names["mediated_base"] + index,
                 _require(entry, "purpose", str, where), tuple(args),
                 _require(entry, "result", str, where),
                 tuple(_require(entry, "errors", list, where)),
+                fd_result,
             )
         )
     start, size = names["loader_text_start"], names["loader_text_size"]

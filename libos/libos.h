@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Mediated calls pass their arguments through the argument area (area.c). */
+#define PICO_ABI_AREA
 #include "picoproc_abi.h"
 #include "libos_public.h"
 #include "linux_abi.h"
@@ -61,6 +63,20 @@ void sb_end_string(struct strbuf *sb);
 size_t libos_normalise_path(char *p);
 /* Writes a whole message to stderr (best effort). */
 void libos_write_stderr(const char *msg, size_t len);
+
+/* ---- area.c: the argument area shared with the monitor ----
+ * Maps it (once per loader instance, at its start); without it the
+ * pico_<call>() wrappers pass ordinary pointers. */
+void libos_area_init(void);
+
+/* picoproc's own fds in the process (the loader fd, the argument area and
+ * its channels): close and dup3 onto them trap to the library OS (the
+ * filter's PICO_RESERVED_FD_BASE rule), which answers EBADF for these. */
+static inline int libos_fd_is_picoprocs(unsigned long fd)
+{
+	return fd == PICO_LOADER_FD || fd == PICO_AREA_FD ||
+	       (fd >= PICO_CHANNEL_FD && fd < PICO_CHANNEL_FD + PICO_AREA_SLOTS);
+}
 
 /* ---- guest memory access (usercopy.c) ----
  * The library OS must answer EFAULT for a bad guest pointer, as the kernel

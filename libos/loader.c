@@ -533,10 +533,10 @@ static void apply_rlimit_option(const char *val)
 	    libos_parse_ulong(part[1], 10, &soft) || libos_parse_ulong(part[2], 10, &hard) || soft > hard)
 		die(NULL, "bad --rlimit option (RES:SOFT:HARD)", 0);
 	if (res == RLIMIT_NOFILE) {
-		/* Never at or above the loader fd: "close every fd below the
-		 * limit" loops must spare it. */
-		if (hard > PICO_LOADER_FD)
-			hard = PICO_LOADER_FD;
+		/* Never above picoproc's own fds: "close every fd below the
+		 * limit" loops must spare them. */
+		if (hard > PICO_RESERVED_FD_BASE)
+			hard = PICO_RESERVED_FD_BASE;
 		if (soft > hard)
 			soft = hard;
 		nofile_option_given = 1;
@@ -551,7 +551,7 @@ static void apply_option(const char *opt)
 	const char *val;
 #define VALUE_OF(name) (libos_startswith(opt, name "=") ? (val = opt + sizeof(name)) : NULL)
 	if (VALUE_OF("--image-fd")) {
-		if (libos_parse_ulong(val, 10, &v) || v >= PICO_LOADER_FD)
+		if (libos_parse_ulong(val, 10, &v) || v >= PICO_RESERVED_FD_BASE)
 			die(NULL, "bad --image-fd option", 0);
 		image_fd_option = (int)v;
 	} else if (VALUE_OF("--cwd")) {
@@ -615,7 +615,7 @@ static void apply_option(const char *opt)
 			i++;
 		}
 		num[i] = 0;
-		if (val[i] != ':' || libos_parse_ulong(num, 10, &v) || v >= PICO_LOADER_FD || val[i + 1] != '/')
+		if (val[i] != ':' || libos_parse_ulong(num, 10, &v) || v >= PICO_RESERVED_FD_BASE || val[i + 1] != '/')
 			die(NULL, "bad --fd-path option (N:/path)", 0);
 		libos_fd_remember((long)v, val + i + 1);
 	} else if (VALUE_OF("--pgid")) {
@@ -814,6 +814,7 @@ void loader_main(uint64_t *orig_sp)
 	long r = libos_install_sigsys_handler();
 	if (r < 0)
 		die(NULL, "cannot install the SIGSYS handler (is this image at the loader's fixed address?)", r);
+	libos_area_init();
 	libos_rlimits_init();
 
 	long argc = (long)orig_sp[0];

@@ -92,11 +92,11 @@ void libos_rlimits_init(void)
 	 * the host, these are only what the guest is told. */
 	rl[RLIMIT_STACK].rlim_cur = 8UL << 20;
 	rl[RLIMIT_CORE].rlim_cur = 0;
-	/* 1023, not 1024: programs that close "every fd below the limit" one by
-	 * one (closefrom fallbacks) must not close the loader fd, 1023, or
-	 * execve stops working. */
-	rl[RLIMIT_NOFILE].rlim_cur = PICO_LOADER_FD;
-	rl[RLIMIT_NOFILE].rlim_max = PICO_LOADER_FD;
+	/* Below picoproc's own fds, not 1024: programs that close "every fd
+	 * below the limit" one by one (closefrom fallbacks) must not close the
+	 * loader fd (execve needs it) or the argument area's. */
+	rl[RLIMIT_NOFILE].rlim_cur = PICO_RESERVED_FD_BASE;
+	rl[RLIMIT_NOFILE].rlim_max = PICO_RESERVED_FD_BASE;
 	rl[RLIMIT_NPROC].rlim_cur = 4096;
 	rl[RLIMIT_NPROC].rlim_max = 4096;
 	rl[RLIMIT_MEMLOCK].rlim_cur = 8UL << 20;
@@ -115,13 +115,13 @@ void libos_rlimits_init(void)
  * fcntl(F_DUPFD, n) fails with EINVAL exactly when n >= the limit. */
 static unsigned long probe_nofile(void)
 {
-	unsigned long lo = 1, hi = PICO_LOADER_FD; /* the answer is in [lo, hi] */
+	unsigned long lo = 1, hi = PICO_RESERVED_FD_BASE; /* the answer is in [lo, hi] */
 	int fd = -1;
 	for (int k = 0; k < 3 && fd < 0; k++)
 		if (sys2(__NR_fcntl, k, F_GETFD) >= 0)
 			fd = k;
 	if (fd < 0)
-		return PICO_LOADER_FD;
+		return PICO_RESERVED_FD_BASE;
 	while (lo < hi) {
 		unsigned long mid = lo + (hi - lo + 1) / 2; /* is the limit >= mid? */
 		long r = sys3(__NR_fcntl, fd, F_DUPFD, mid - 1);

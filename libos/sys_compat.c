@@ -190,7 +190,7 @@ LIBOS_SYSCALL(dup)
 LIBOS_SYSCALL(dup2)
 {
 	unsigned oldfd = (unsigned)a0, newfd = (unsigned)a1;
-	if (newfd >= PICO_LOADER_FD || newfd >= libos_current()->rlimits[RLIMIT_NOFILE].rlim_cur)
+	if (libos_fd_is_picoprocs(newfd) || newfd >= libos_current()->rlimits[RLIMIT_NOFILE].rlim_cur)
 		return -EBADF;
 	if (oldfd == newfd) {
 		long r = sys2(__NR_fcntl, oldfd, F_GETFD);
@@ -206,24 +206,26 @@ LIBOS_SYSCALL(dup2)
  * on every fd up to it except the loader fd. */
 #define FD_MAX_K 0x7fffffffU
 
-/* Implements Linux syscall close(2) for the forms the filter traps: the
- * loader fd (it lies beyond the guest's RLIMIT_NOFILE, so it "is not open":
- * EBADF) and values with garbage in the upper half, which the kernel takes
- * as an unsigned int, as here. */
+/* Implements Linux syscall close(2) for the forms the filter traps:
+ * picoproc's own fds (they lie beyond the guest's RLIMIT_NOFILE, so they
+ * "are not open": EBADF), other fds at or above PICO_RESERVED_FD_BASE, and
+ * values with garbage in the upper half, which the kernel takes as an
+ * unsigned int, as here. */
 LIBOS_SYSCALL(close)
 {
 	unsigned fd = (unsigned)a0;
-	if (fd == PICO_LOADER_FD || fd > FD_MAX_K)
+	if (libos_fd_is_picoprocs(fd) || fd > FD_MAX_K)
 		return -EBADF;
 	return sys1(__NR_close, fd);
 }
 
-/* Implements Linux syscall dup3(2) for the forms the filter traps (newfd the
- * loader fd, or garbage in the upper half of an argument). */
+/* Implements Linux syscall dup3(2) for the forms the filter traps (newfd at
+ * or above PICO_RESERVED_FD_BASE, or garbage in the upper half of an
+ * argument). */
 LIBOS_SYSCALL(dup3)
 {
 	unsigned oldfd = (unsigned)a0, newfd = (unsigned)a1;
-	if (newfd == PICO_LOADER_FD || newfd > FD_MAX_K)
+	if (libos_fd_is_picoprocs(newfd) || newfd > FD_MAX_K)
 		return -EBADF;
 	long r = sys3(__NR_dup3, oldfd, newfd, (int)a2);
 	if (r >= 0)
@@ -375,7 +377,8 @@ LIBOS_SYSCALL(setsid)
 #define CLOSE_RANGE_SCAN_ABOVE_LOADER 1024
 
 /* Implements Linux syscall close_range(2) with close/fcntl on each fd,
- * sparing the loader fd (execve needs it). */
+ * sparing picoproc's own (execve needs the loader fd, mediated calls the
+ * argument area's). */
 LIBOS_SYSCALL(close_range)
 {
 	unsigned first = (unsigned)a0, last = (unsigned)a1, flags = (unsigned)a2;
@@ -387,7 +390,7 @@ LIBOS_SYSCALL(close_range)
 	if (last > end)
 		last = end;
 	for (unsigned fd = first; fd <= last; fd++) {
-		if (fd == PICO_LOADER_FD)
+		if (libos_fd_is_picoprocs(fd))
 			continue;
 		if (flags & CLOSE_RANGE_CLOEXEC_K)
 			sys3(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC);

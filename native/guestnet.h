@@ -31,7 +31,7 @@
 
 /* cffi:begin */
 /* The reaper's end of the channel: just below the status pipe. */
-#define PICO_GUESTNET_FD 1020
+#define PICO_GUESTNET_FD 1011
 
 /* Operations (struct pico_gn_request.op). */
 #define PICO_GN_SOCKET 1  /* a new, unbound socket */

@@ -1,4 +1,4 @@
-/* The monitor's event loop and the dispatcher of mediated calls (loop.h). */
+/* The monitor's loop and the dispatcher of mediated calls (loop.h). */
 #define _GNU_SOURCE
 #include "loop.h"
 #include "procview.h"
@@ -18,6 +18,8 @@
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -42,38 +44,34 @@
 #include "guestnet.h"
 #include "net.h"
 
-#define EVENTS_PER_WAIT 64
+#define EVENTS_PER_WAIT 16
 
-/* epoll data: what an event is about. */
-enum ev_kind { EV_WAKE = 0, EV_GUEST = 1, EV_CONNECT = 2, EV_GUESTNET = 3 };
-#define EV_DATA(kind, gen, idx) \
-	(((uint64_t)(kind) << 62) | ((uint64_t)(gen) << 32) | (uint32_t)(idx))
-#define EV_KIND(d) ((int)((d) >> 62))
-#define EV_GEN(d) ((uint32_t)(((d) >> 32) & 0x3fffffff))
+/* epoll data of a server: what an event is about (the index of a connect). */
+enum ev_kind { EV_WAKE = 0, EV_LISTENER = 1, EV_CONNECT = 2, EV_GUESTNET = 3 };
+#define EV_DATA(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
+#define EV_KIND(d) ((int)((d) >> 32))
 #define EV_IDX(d) ((uint32_t)(d))
 #define GEN_MASK 0x3fffffffu
 
-/* A steering: the calling thread, the CPU it was narrowed to and the mask
- * it had, and the pid counter before it (see "Keeping ADDFD's wake-up on
- * the loop's CPU"); afterwards, a watch on that thread. */
-struct steer {
-	pid_t tid;
-	int cpu;
-	int last_pid;
-	int end_pid;	/* a watch: looks no further than this pid */
-	uint64_t call;	/* the loop's notification count when it began */
-	cpu_set_t saved;
-};
+/* Serving threads: small stacks (the deepest call, a path walk, needs a few
+ * pages of buffers). */
+#define SERVER_STACK_BYTES (512 * 1024)
 
-#define STEER_WATCHES 4
+/* How an fd goes back to the caller: its channel and tag when it asked for
+ * the fd there (channel >= 0), else NOTIF_ADDFD. */
+struct delivery {
+	int channel;
+	uint32_t tag;
+	int cloexec;
+};
 
 /* A call waiting for the guest's socket helper (guestnet.h) to answer. */
 struct gn_pending {
 	uint32_t id;
 	uint64_t notif_id;
 	pid_t tid;
-	int cloexec;
 	int nonblock;
+	struct delivery to;
 	struct pico_gn_request req;
 	struct pico_audit_record rec;
 };
@@ -83,91 +81,88 @@ struct gn_pending {
  * first; this bounds the loop's memory for one guest. */
 #define GN_MAX_PENDING 1024
 
-struct guest {
+/* A tcp:/udp: connect that is in progress: the guest's call is answered
+ * when the socket becomes writable. */
+struct pending_connect {
 	int in_use;
-	uint32_t gen;
+	int fd;
+	uint64_t notif_id;
+	pid_t tid; /* the calling thread */
+	struct delivery to;
+	struct pico_audit_record rec;
+};
+
+enum run_state { STOPPED, STARTING, RUNNING };
+
+struct pico_loop;
+
+/* A guest and the thread that serves it.  Everything here but the fields
+ * marked otherwise belongs to that thread while it runs. */
+struct guest {
+	struct pico_loop *loop;
+	uint32_t idx, gen;
 	int listener; /* the loop's duplicate; -1 once hung up */
 	int32_t pid;
 	const struct pico_fs_policy *fs;
 	const struct pico_net_policy *net;
-	struct pico_proc_view proc; /* its /proc (procview.h) */
-	uint64_t cpu_ns;	 /* the loop's CPU time spent serving it */
-	unsigned int nconnects;	 /* its connects in progress */
-	unsigned int nlisteners; /* host tcp.srv: listeners it was given */
+	struct pico_proc_view proc; /* its /proc (procview.h), used by its server only */
+	/* Read by any thread (relaxed atomics), written by the server. */
 	struct pico_guest_stats stats;
-	/* Steering (see "Keeping ADDFD's wake-up on the loop's CPU"): off when
-	 * the kernel refused it or the guest's pid namespace is not known;
-	 * otherwise the namespace, which tells the guest's tasks apart. */
-	int steer_off;
-	dev_t pidns_dev;
-	ino_t pidns_ino;
-	struct steer watch[STEER_WATCHES]; /* threads that may still be inside a fork() */
-	unsigned int nwatch;
+	/* Its argument area as the monitor maps it (NULL: none) and the
+	 * monitor's ends of its channels. */
+	unsigned char *area;
+	int channels[PICO_AREA_SLOTS];
+	int nchannels;
+	int audit_allowed;
+	unsigned int nlisteners; /* host tcp.srv: listeners it was given */
+	/* inotify instances made and watches added for this guest (bounded
+	 * per run: the kernel charges them to the monitor's identity). */
+	unsigned int inotify_instances, inotify_watches;
+
+	/* The server.  started/stop/in_direct: under the loop's lock or atomic. */
+	pthread_t thread;
+	int started;
+	int stop;
+	int in_direct; /* blocked (or about to block) in NOTIF_RECV */
+	pid_t tid;
+	int epfd, wakefd;
+	int identity_err; /* the server could not take the guests' identity */
+	uint64_t cpu_ns;  /* the CPU time of its servers that have ended (loop runs) */
+	struct seccomp_notif *notif;
+	struct seccomp_notif_resp *resp;
+	/* The URI or first path, then a second path (rename, link, symlink). */
+	char scratch[2 * (PICO_MAX_URI + 1)];
+
+	struct pending_connect connects[PICO_LOOP_GUEST_CONNECTS];
+	unsigned int nconnects;
+
 	/* The socket helper of the guest's own network: the loop's duplicate
 	 * of its channel (-1: none, or gone) and the calls waiting for it, in
 	 * the order sent (a ring, grown on demand). */
 	int gn_fd;
-	/* inotify instances made and watches added for this guest (bounded
-	 * per run: the kernel charges them to the monitor's identity). */
-	unsigned int inotify_instances, inotify_watches;
 	uint32_t gn_next_id;
 	struct gn_pending *gn_q;
 	unsigned int gn_head, gn_count, gn_cap;
 };
 
-/* A tcp:/udp: connect that is in progress: the guest's call is answered
- * when the socket becomes writable. */
-struct pending_connect {
-	int in_use;
-	uint32_t gen;
-	int fd;
-	uint32_t guest_idx;
-	uint32_t guest_gen;
-	uint64_t notif_id;
-	pid_t tid; /* the calling thread */
-	int cloexec;
-	struct pico_audit_record rec;
-};
-
-enum cmd_kind { CMD_ADD, CMD_REMOVE, CMD_STATS };
-
-struct cmd {
-	enum cmd_kind kind;
-	int listener_fd;
-	int guestnet_fd;
-	int32_t pid;
-	const struct pico_fs_policy *fs;
-	const void *net;
-	int proc_fd, listing_fd;
-	int64_t handle;
-	struct pico_guest_stats *stats;
-	int64_t result;
-	int done;
-	struct cmd *next;
-};
-
-enum run_state { STOPPED, STARTING, RUNNING };
-
 struct pico_loop {
-	int epfd;
-	int wakefd;
 	int audit_efd;
 
-	pthread_mutex_t lock; /* commands, run state */
+	pthread_mutex_t lock; /* guests table, run state */
 	pthread_cond_t cond;
-	struct cmd *cmds;
 	enum run_state state;
 	int run_error;
 	int stop;
+	int direct_ok; /* the wake-up signal's handler is ours */
+	/* The guests' identity, for every server. */
+	uint32_t fsuid, fsgid;
+	uint32_t groups[64];
+	size_t ngroups;
 
-	struct guest *guests;
+	struct guest **guests; /* by slot; NULL: free */
+	uint32_t *gens;	       /* each slot's generation, for handles */
 	unsigned int max_guests;
 	unsigned int nguests;
-
-	struct pending_connect *connects;
-	unsigned int max_connects;
-	unsigned int nconnects;
-	unsigned int ngn_pending; /* calls waiting for a socket helper, all guests */
 
 	pthread_mutex_t audit_lock;
 	struct pico_audit_record *ring;
@@ -181,51 +176,17 @@ struct pico_loop {
 	uint32_t *ring_held_gen;
 	size_t ring_share;
 
-	/* Charging the loop's CPU time to guests (see "Charging the monitor's
-	 * CPU"): the thread CPU clock at the last reading, and the guest the
-	 * time since then belongs to (NULL: nobody). */
-	uint64_t cpu_mark;
-	struct guest *cpu_owner;
-	unsigned int cpu_calls;
+	size_t notif_size, resp_size;
 
-	struct seccomp_notif *notif; /* sized as the kernel says */
-	size_t notif_size;
-	struct seccomp_notif_resp *resp;
-	size_t resp_size;
-
-	/* The URI or first path, then a second path (rename, link, symlink). */
-	char scratch[2 * (PICO_MAX_URI + 1)];
-
-	/* Direct mode (see run_loop): with a single live guest the loop
-	 * blocks in NOTIF_RECV itself instead of in epoll_wait. */
-	int direct_ok;	     /* the wake-up signal's handler is ours */
-	int in_direct;	     /* blocked (or about to block) in NOTIF_RECV; under lock */
-	pid_t tid;	     /* the loop thread, to interrupt it */
-	unsigned int nlive;  /* guests whose listener is open */
-
-	/* Steering ADDFD's wake-up: the pid counter of the monitor's pid
-	 * namespace (/proc/sys/kernel/ns_last_pid), or -1 (no steering). */
-	int last_pid_fd;
-	int last_pid;		/* its value last read, */
-	uint64_t last_pid_ns;	/* at this CLOCK_MONOTONIC time, */
-	uint64_t last_pid_call; /* while serving this notification */
-	int pid_max;
-	dev_t own_pidns_dev;
-	ino_t own_pidns_ino;
-	/* Whether steering pays here (see STEER_PROBE_PERIOD). */
-	int steer_always;	       /* PICOPROC_STEER=always: no probing */
-	int steer_plain;	       /* 1: installing fds without steering */
-	unsigned int steer_installs;   /* since the last probe */
-	uint64_t steered_ns, plain_ns; /* running means of an install, each way */
-	unsigned int probe_left;       /* installs of the probe under way */
-	unsigned int probe_count;
-	uint64_t probe_ns;
-
-	/* Counters: written by the loop thread, read by anyone. */
+	/* Counters: atomics, written by the servers, read by anyone. */
 	uint64_t notifications, abandoned, audit_dropped, recv_errors;
-	uint64_t steered, steer_repaired;
-	int sync_wakeup;
+	uint64_t fds_on_channel, fds_by_addfd, area_calls;
+	int servers, sync_wakeup, pending_connects, guestnet_pending;
 };
+
+#define BUMP(x) __atomic_fetch_add(&(x), 1, __ATOMIC_RELAXED)
+#define DROP(x) __atomic_fetch_sub(&(x), 1, __ATOMIC_RELAXED)
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 static uint64_t now_ns(void)
 {
@@ -239,15 +200,16 @@ static int64_t handle_of(uint32_t idx, uint32_t gen)
 	return ((int64_t)gen << 32) | (int64_t)(idx + 1);
 }
 
+/* With the loop's lock held. */
 static struct guest *guest_of_handle(struct pico_loop *l, int64_t handle)
 {
 	if (handle <= 0)
 		return NULL;
 	uint32_t idx = (uint32_t)(handle & 0xffffffff) - 1;
 	uint32_t gen = (uint32_t)(handle >> 32);
-	if (idx >= l->max_guests || !l->guests[idx].in_use || l->guests[idx].gen != gen)
+	if (idx >= l->max_guests || !l->guests[idx] || l->gens[idx] != gen)
 		return NULL;
-	return &l->guests[idx];
+	return l->guests[idx];
 }
 
 /* ---------------------------------------------------------------------- */
@@ -309,8 +271,8 @@ size_t pico_loop_drain_audit(struct pico_loop *l, struct pico_audit_record *out,
 	}
 	/* Emptied: start again at the front, so that the ring's pages already
 	 * touched are reused (a record lands on a fresh page of the calloc'ed
-	 * ring every few calls otherwise: a page fault in the loop thread until
-	 * the whole ring has been written once). */
+	 * ring every few calls otherwise: a page fault until the whole ring has
+	 * been written once). */
 	if (l->ring_count == 0)
 		l->ring_head = 0;
 	if (l->ring_count * 2 < l->ring_cap)
@@ -328,22 +290,21 @@ int pico_loop_audit_eventfd(struct pico_loop *l)
 /* One mediated call                                                       */
 
 struct call {
-	struct pico_loop *loop;
 	struct guest *guest;
 	const struct seccomp_notif *n;
 	struct pico_audit_record rec;
 	int gone;	  /* the notification is no longer valid: do not answer */
 	int denied;	  /* the refusal is a policy decision: its PICO_DENY_* reason */
-	int install_fd;	  /* >= 0: answer by installing this fd in the guest */
-	int install_cloexec;
+	int install_fd;	  /* >= 0: answer by handing this fd to the guest */
+	struct delivery to;
 	int deferred;	  /* answered later (a connect in progress) */
 	int own;	  /* answered later: own_req goes to the guest's socket helper */
 	int own_nonblock;
 	struct pico_gn_request own_req;
 };
 
-/* Is the notification still pending?  After every read of guest memory:
- * the pid the read used could otherwise have been recycled. */
+/* Is the notification still pending?  After every read of the caller's
+ * memory: the pid the read used could otherwise have been recycled. */
 static int still_valid(struct call *c)
 {
 	uint64_t id = c->n->id;
@@ -353,9 +314,36 @@ static int still_valid(struct call *c)
 	return 0;
 }
 
-/* Copies len bytes from the guest: 0, -EFAULT, or -ECANCELED (gone). */
+static int is_area_ref(uint64_t addr)
+{
+	return (addr & PICO_AREA_REF_MASK) == PICO_AREA_REF;
+}
+
+/* Where len bytes at area reference addr lie in the monitor's mapping of the
+ * guest's area, or NULL (no area, or not wholly inside it). */
+static unsigned char *area_at(struct call *c, uint64_t addr, size_t len)
+{
+	uint64_t off = addr & ~PICO_AREA_REF_MASK;
+	if (!c->guest->area || off > PICO_AREA_SIZE || len > PICO_AREA_SIZE - off)
+		return NULL;
+	return c->guest->area + off;
+}
+
+/* Copies len bytes from the guest: 0, -EFAULT, or -ECANCELED (gone).  From
+ * its argument area, a plain copy into the monitor's own buffer: the area
+ * cannot shrink (sealed), so the copy never faults, and what the guest
+ * writes there later cannot change what was copied.  From the caller's
+ * memory, process_vm_readv and a check that the call (so its pid) is still
+ * the same. */
 static int guest_read(struct call *c, uint64_t addr, void *buf, size_t len)
 {
+	if (is_area_ref(addr)) {
+		const unsigned char *src = area_at(c, addr, len);
+		if (!src)
+			return -EFAULT;
+		memcpy(buf, src, len);
+		return 0;
+	}
 	struct iovec local = {buf, len};
 	struct iovec remote = {(void *)(uintptr_t)addr, len};
 
@@ -372,18 +360,26 @@ static int guest_read(struct call *c, uint64_t addr, void *buf, size_t len)
 	return err;
 }
 
-/* Copies len bytes into the guest: 0, -EFAULT, or -ECANCELED (gone).
- * The check comes first here: a read from a recycled pid is harmless once
- * discarded, a write into one is not.  The caller is blocked in its call
- * until answered or killed (WAIT_KILLABLE_RECV), so a valid notification
- * means its pid is still its own; what remains is the microsecond between
- * this check and process_vm_writev, in which the caller would have to die
- * and another process be given its number (pids are handed out in order:
- * the counter would have to be right there).  Writing through a
- * /proc/PID/mem fd opened before the check would close that too, at ~1.8
- * us a call on this VM (open + close 3.3 us against one ID_VALID less). */
+/* Copies len bytes into the guest: 0, -EFAULT, or -ECANCELED (gone).  Into
+ * its argument area: a plain copy (whoever reads it is the guest's own
+ * business).  Into the caller's memory the check comes first: a read from a
+ * recycled pid is harmless once discarded, a write into one is not.  The
+ * caller is blocked in its call until answered or killed
+ * (WAIT_KILLABLE_RECV), so a valid notification means its pid is still its
+ * own; what remains is the microsecond between this check and
+ * process_vm_writev, in which the caller would have to die and another
+ * process be given its number (pids are handed out in order: the counter
+ * would have to be right there).  The library OS passes area references, so
+ * this path serves only callers without an area. */
 static int guest_write(struct call *c, uint64_t addr, const void *buf, size_t len)
 {
+	if (is_area_ref(addr)) {
+		unsigned char *dst = area_at(c, addr, len);
+		if (!dst)
+			return -EFAULT;
+		memcpy(dst, buf, len);
+		return 0;
+	}
 	struct iovec local = {(void *)buf, len};
 	struct iovec remote = {(void *)(uintptr_t)addr, len};
 
@@ -440,6 +436,31 @@ static int int_arg(uint64_t v, uint32_t *out)
 		return -EINVAL;
 	*out = (uint32_t)v;
 	return 0;
+}
+
+/* An open whose URI lies in slot k of the guest's area, with that slot's
+ * head asking for it, gets its fd on channel k (abi_v1.toml, "The argument
+ * area").  The head is copied once, like every argument; a wrong one only
+ * means the fd is installed with NOTIF_ADDFD. */
+static void channel_requested(struct call *c, uint64_t uri)
+{
+	uint32_t head[2];
+	struct guest *g = c->guest;
+
+	c->to.channel = -1;
+	if (!is_area_ref(uri) || !g->nchannels)
+		return;
+	uint64_t off = uri & ~PICO_AREA_REF_MASK;
+	if (off < PICO_AREA_SLOTS_OFFSET)
+		return;
+	uint64_t slot = (off - PICO_AREA_SLOTS_OFFSET) / PICO_AREA_SLOT_SIZE;
+	if (slot >= (uint64_t)g->nchannels)
+		return;
+	memcpy(head, g->area + PICO_AREA_SLOTS_OFFSET + slot * PICO_AREA_SLOT_SIZE, sizeof(head));
+	if (head[0] != PICO_AREA_FD_VIA_CHANNEL)
+		return;
+	c->to.channel = (int)slot;
+	c->to.tag = head[1];
 }
 
 #define ARG(i) (c->n->data.args[i])
@@ -568,6 +589,7 @@ static long serve_open(struct call *c, char *uri)
 	ret = fetch_string(c, ARG(0), len, PICO_MAX_URI, uri, 0);
 	if (ret < 0)
 		return ret;
+	channel_requested(c, ARG(0));
 	const char *colon = memchr(uri, ':', len < 16 ? len : 16);
 	if (!colon)
 		return -EINVAL;
@@ -588,7 +610,7 @@ static long serve_open(struct call *c, char *uri)
 			ret = pico_fs_open(c->guest->fs, rest, rest_len, (int)flags, mode, dir, &c->denied);
 		if (ret >= 0) {
 			c->install_fd = (int)ret;
-			c->install_cloexec = !!(flags & O_CLOEXEC);
+			c->to.cloexec = !!(flags & O_CLOEXEC);
 			return 0;
 		}
 		return ret;
@@ -626,7 +648,7 @@ static long serve_open(struct call *c, char *uri)
 		if (ret == PICO_NET_OWN) {
 			c->own = 1;
 			c->own_nonblock = !!(flags & O_NONBLOCK);
-			c->install_cloexec = !!(flags & O_CLOEXEC);
+			c->to.cloexec = !!(flags & O_CLOEXEC);
 			return 0;
 		}
 		/* A host listener holds a host port for as long as the guest
@@ -641,12 +663,12 @@ static long serve_open(struct call *c, char *uri)
 		}
 		if (ret >= 0) {
 			c->install_fd = (int)ret;
-			c->install_cloexec = !!(flags & O_CLOEXEC);
+			c->to.cloexec = !!(flags & O_CLOEXEC);
 			return 0;
 		}
 		if (ret == -EINPROGRESS && fd >= 0) {
 			c->install_fd = fd;
-			c->install_cloexec = !!(flags & O_CLOEXEC);
+			c->to.cloexec = !!(flags & O_CLOEXEC);
 			c->deferred = 1;
 			return 0;
 		}
@@ -658,7 +680,7 @@ static long serve_open(struct call *c, char *uri)
 installed:
 	if (ret >= 0) {
 		c->install_fd = (int)ret;
-		c->install_cloexec = !!(flags & O_CLOEXEC);
+		c->to.cloexec = !!(flags & O_CLOEXEC);
 		return 0;
 	}
 	return ret;
@@ -887,7 +909,7 @@ static long serve_tty_ioctl(struct call *c, char *scratch)
 			goto out;
 		}
 		c->install_fd = (int)ret;
-		c->install_cloexec = !!(flags & O_CLOEXEC);
+		c->to.cloexec = !!(flags & O_CLOEXEC);
 		ret = 0;
 		goto out;
 	}
@@ -964,7 +986,7 @@ static long serve_inotify(struct call *c, char *path)
 			return -errno;
 		c->guest->inotify_instances++;
 		c->install_fd = fd;
-		c->install_cloexec = !!(arg1 & IN_CLOEXEC);
+		c->to.cloexec = !!(arg1 & IN_CLOEXEC);
 		return 0;
 	}
 	if (op != PICO_INOTIFY_ADD_WATCH && op != PICO_INOTIFY_RM_WATCH)
@@ -1266,493 +1288,117 @@ const char *pico_mediated_call_name(int index)
 
 /* Answers with a value or -errno.  Returns 0, or -ECANCELED when the
  * notification had gone (the guest was killed or interrupted). */
-static int send_answer(struct pico_loop *l, int listener, uint64_t id, long ret)
+static int send_answer(struct guest *g, uint64_t id, long ret)
 {
-	struct seccomp_notif_resp *resp = l->resp;
+	struct seccomp_notif_resp *resp = g->resp;
 
-	memset(resp, 0, l->resp_size);
+	memset(resp, 0, g->loop->resp_size);
 	resp->id = id;
 	if (ret < 0)
 		resp->error = (int32_t)ret;
 	else
 		resp->val = ret;
-	if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0)
+	if (ioctl(g->listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0)
 		return -ECANCELED; /* ENOENT: gone; nothing else is possible */
 	return 0;
 }
 
 /* ---------------------------------------------------------------------- */
-/* Keeping ADDFD's wake-up on the loop's CPU                               */
+/* Handing fds back                                                        */
 /*
- * NOTIF_SEND wakes the guest on the loop's CPU (SYNC_WAKE_UP), but the
- * kernel's NOTIF_ADDFD wakes it with a plain wake-up: the scheduler sees the
- * loop's CPU busy (the loop is running) and may put the guest on an idle
- * CPU; the loop then sleeps in ADDFD until the guest has installed the fd
- * and is woken back the same way.  Where idle CPUs halt (a VM without halt
- * polling) each such wake-up costs ~20 us: a mediated open took ~60 us
- * instead of ~12.  So, around the ADDFD only, the loop narrows the calling
- * thread's CPU affinity to the loop's CPU ("steering"), and gives it its
- * mask back right after.
+ * NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND installs the fd and answers in one
+ * step, but the kernel wakes the guest for it with a plain wake-up, not the
+ * synchronous one NOTIF_SEND gives: with the server running, the scheduler
+ * puts the guest on an idle CPU, and the server sleeps until the guest has
+ * taken the fd and is woken back the same way.  Where idle CPUs halt (a VM)
+ * each of those wake-ups costs tens of microseconds.  A guest with a library
+ * OS therefore asks for its fds on a channel (abi_v1.toml, "The argument
+ * area"): the server sends the fd on it, which wakes nobody (the caller is
+ * blocked in its call, not in recvmsg), then answers with NOTIF_SEND, and
+ * the caller receives it: no wake-up but the synchronous one.
  *
- * What makes that safe:
- *  - only the calling thread, and only if the loop's CPU is in its mask and
- *    the mask has another CPU: a guest never runs where its taskset or
- *    cpuset does not let it;
- *  - it gets back the very mask sched_getaffinity read just before (a
- *    taskset or cpuset restriction included); if the kernel refuses that
- *    mask (EINVAL: its cpuset changed meanwhile to exclude it) it gets every
- *    CPU, which the kernel bounds by the cpuset;
- *  - the kernel refusing to narrow it (EPERM, ESRCH, EINVAL, EBUSY for a
- *    deadline task) only means no steering (EPERM: never again for that
- *    guest);
- *  - the thread narrowed is the caller: an ADDFD that succeeds proves it
- *    was still alive, so its tid still its own, when it was narrowed;
- *  - the thread is blocked in its call until the ADDFD, but between the
- *    ADDFD's wake-up and the give-back it may run its own code (the loop is
- *    not sure to preempt it), and a task it creates then (fork or thread)
- *    inherits the narrowed mask: measured, a quarter of the children of a
- *    guest that forks right after each open.  So the loop reads the pid
- *    counter of its pid namespace before the narrowing (while the thread is
- *    blocked) and after the give-back; if tasks were created meanwhile,
- *    those of this guest (its pid namespace) with exactly the narrowed mask
- *    get the thread's mask, round after round for the tasks created during
- *    that repair, and steering stops for this guest.  The "before" value may
- *    be the last one read if that is recent (STEER_FRESH_NS): one read less
- *    on back-to-back calls, no wrap-round in that time;
- *  - fork() copies the mask first, takes the child's number later and
- *    shows the child later still, so a fork() under way at the give-back
- *    can yield a narrowed child that the check does not see (measured: one
- *    guest in a hundred that fork right after their opens).  So each
- *    steering also leaves a watch on the guest: after each of its later
- *    calls the tasks created since (and the numbers not yet shown at the
- *    last look) are checked the same way, until a call of the thread
- *    itself (it cannot be inside a fork() then), its exit, or
- *    STEER_WATCH_PIDS pids handed out since (a fork() takes microseconds;
- *    looking further would have the loop scan a busy host's pids after a
- *    long pause).
- * What it cannot guarantee: a change someone else makes to the thread's
- * mask within those few microseconds is undone; and a narrowed child of a
- * fork() that straddled the give-back stays so if no thread of its guest
- * (the child included) makes a mediated call before STEER_WATCH_PIDS more
- * pids are handed out, or before the guest has STEER_WATCHES other threads
- * to watch.  And the repair acts on pid numbers: a task of the guest that
- * exits between the check (mask and pid namespace) and the give-back, its
- * number reused by a host process within those microseconds, would have
- * that process's mask set to the guest thread's one -- a scheduling change,
- * never a widening of what any process may access.
- *
- * Whether it pays depends on the machine and the moment: where an idle CPU
- * wakes up fast (halt polling, shallow idle states), or while the other CPU
- * is deeply idle and the scheduler keeps the guest here anyway, the plain
- * ADDFD costs less than the ~5 us of steering.  So the loop measures both
- * (STEER_PROBE_PERIOD).  The environment variable PICOPROC_STEER, read when
- * a loop is created, overrides that for diagnosis, tests and benchmarks:
- * "never" or "always".
- */
+ * Race-free for a guest with many threads and processes: each call has its
+ * own slot and so its own channel, and its fd carries the call's tag, so
+ * another call's fd is never taken for it (what an abandoned call left
+ * behind is closed by the next call of that slot).  The monitor keeps no
+ * copy: the fd is the guest's as soon as it is sent (if the guest never
+ * takes it, it is closed with the guest's end of the channel).  The
+ * monitor's end has a minimal send buffer and refuses to read, so a guest
+ * can neither make the monitor hold many fds in flight for it nor send
+ * anything to the monitor; when the channel is full (a guest that does not
+ * take its fds), or the guest did not ask, the fd goes by NOTIF_ADDFD. */
 
-/* Rounds of repair (see above) before giving up on a guest that keeps
- * creating tasks, and pids looked at in all. */
-#define STEER_REPAIR_ROUNDS 16
-#define STEER_REPAIR_PIDS 65536
-#define STEER_WATCH_PIDS 1024
-/* Short: every task created since is looked at (a busy host creates
- * thousands a second). */
-#define STEER_FRESH_NS 100000ull
-/* Steering or not: the loop keeps a running mean of the time an install
- * takes it (the ADDFD and the steering around it) each way, and every
- * STEER_PROBE_PERIOD installs probes the other way: STEER_PROBE_PLAIN
- * installs without steering (ended after 4 as soon as their mean is above
- * the steered one: a guest gone to a halted CPU costs ~60 us a call; when
- * the probe completes under 4/5 of the steered mean, the loop stops
- * steering), or STEER_PROBE_STEERED steered ones to keep that mean up to
- * date.  Without steering, the loop steers again as soon as the running
- * mean is above the steered one: the guest may stay on the loop's CPU for
- * thousands of calls, then drift to the other one and stay there.  The
- * first probe comes after STEER_PROBE_FIRST steered installs. */
-#define STEER_PROBE_PERIOD 1024
-#define STEER_PROBE_PLAIN 64
-#define STEER_PROBE_STEERED 8
-#define STEER_PROBE_FIRST 16
-#define STEER_SAMPLE_MAX_NS 1000000ull
-
-static uint64_t monotonic_ns(void)
+/* Sends fd with the tag on the guest's channel: 0 or -errno. */
+static int send_on_channel(struct guest *g, int channel, uint32_t tag, int fd)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {&tag, sizeof(tag)};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+
+	memset(cbuf, 0, sizeof(cbuf));
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(fd));
+	return sendmsg(g->channels[channel], &m, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(tag) ? 0 : -errno;
 }
 
-/* The last pid handed out in the monitor's pid namespace, or -1. */
-static int read_last_pid(struct pico_loop *l)
+/* Installs fd in the guest (as its call, notification id, asked) and
+ * answers.  Returns what was answered (the guest's fd number, or
+ * PICO_FD_ON_CHANNEL), -ECANCELED (gone), or -errno after having answered
+ * the guest with it (EMFILE: the guest's fd table is full). */
+static long deliver_fd(struct guest *g, uint64_t id, const struct delivery *to, int fd)
 {
-	char buf[16];
-	ssize_t n = pread(l->last_pid_fd, buf, sizeof(buf) - 1, 0);
-	int v = 0;
-
-	if (n <= 0)
-		return -1;
-	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
-		v = v * 10 + (buf[i] - '0');
-	return v;
-}
-
-/* The pid namespace (its nsfs inode) of a process, as /proc shows it. */
-static int pidns_of(pid_t pid, dev_t *dev, ino_t *ino)
-{
-	char path[48];
-	struct stat st;
-
-	if (pid > 0)
-		snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/ns/pid");
-	if (stat(path, &st) < 0)
-		return -1;
-	*dev = st.st_dev;
-	*ino = st.st_ino;
-	return 0;
-}
-
-/* Steering needs the pid counter and a /proc whose numbering is the
- * loop's (the pids it reads there are the ones the affinity calls use). */
-static void steer_setup(struct pico_loop *l)
-{
-	char buf[32];
-	ssize_t n;
-
-	const char *choice = getenv("PICOPROC_STEER");
-
-	l->last_pid_fd = -1;
-	l->steer_always = choice && !strcmp(choice, "always");
-	if ((choice && !strcmp(choice, "never")) || sysconf(_SC_NPROCESSORS_ONLN) < 2)
-		return;
-	n = readlink("/proc/self", buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	if (atoi(buf) != getpid() || pidns_of(0, &l->own_pidns_dev, &l->own_pidns_ino) < 0)
-		return;
-	int fd = open("/proc/sys/kernel/pid_max", O_RDONLY | O_CLOEXEC);
-	l->pid_max = 1 << 22; /* PID_MAX_LIMIT */
-	if (fd >= 0) {
-		n = read(fd, buf, sizeof(buf) - 1);
-		if (n > 0) {
-			buf[n] = '\0';
-			if (atoi(buf) > 0)
-				l->pid_max = atoi(buf);
-		}
-		close(fd);
+	if (to->channel >= 0 && to->channel < g->nchannels && send_on_channel(g, to->channel, to->tag, fd) == 0) {
+		BUMP(g->loop->fds_on_channel);
+		/* Gone meanwhile: the fd waits on the channel, and the next
+		 * call of that slot closes it. */
+		return send_answer(g, id, (long)PICO_FD_ON_CHANNEL) < 0 ? -ECANCELED : (long)PICO_FD_ON_CHANNEL;
 	}
-	l->last_pid_fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC);
-	if (l->last_pid_fd >= 0 && read_last_pid(l) < 0) {
-		close(l->last_pid_fd);
-		l->last_pid_fd = -1;
-	}
-}
-
-/* At registration: the guest's pid namespace, which must be its own. */
-static void steer_add_guest(struct pico_loop *l, struct guest *g)
-{
-	g->steer_off = l->last_pid_fd < 0 || g->pid <= 0 ||
-		       pidns_of(g->pid, &g->pidns_dev, &g->pidns_ino) < 0 ||
-		       (g->pidns_dev == l->own_pidns_dev && g->pidns_ino == l->own_pidns_ino);
-}
-
-/* Narrows the calling thread to this CPU; 1 if it did. */
-static int steer_begin(struct pico_loop *l, struct guest *g, pid_t tid, struct steer *s)
-{
-	cpu_set_t one;
-
-	if (g->steer_off || tid <= 0)
-		return 0;
-	s->cpu = sched_getcpu();
-	if (s->cpu < 0 || s->cpu >= CPU_SETSIZE)
-		return 0;
-	if (sched_getaffinity(tid, sizeof(s->saved), &s->saved) < 0)
-		return 0;
-	if (!CPU_ISSET(s->cpu, &s->saved) || CPU_COUNT(&s->saved) < 2)
-		return 0;
-	/* Read while the thread is blocked in its call (or recently, see
-	 * above): whatever it creates once narrowed gets a larger pid. */
-	if (l->last_pid >= 0 && monotonic_ns() - l->last_pid_ns < STEER_FRESH_NS)
-		s->last_pid = l->last_pid;
-	else if ((s->last_pid = read_last_pid(l)) < 0)
-		return 0;
-	CPU_ZERO(&one);
-	CPU_SET(s->cpu, &one);
-	if (sched_setaffinity(tid, sizeof(one), &one) < 0) {
-		if (errno == EPERM)
-			g->steer_off = 1;
-		return 0;
-	}
-	s->tid = tid;
-	return 1;
-}
-
-static void give_back(pid_t tid, const cpu_set_t *mask)
-{
-	for (int attempt = 0; attempt < 3; attempt++) {
-		if (sched_setaffinity(tid, sizeof(*mask), mask) == 0 || errno == ESRCH)
-			return;
-		if (errno == EINVAL) {
-			cpu_set_t all;
-			memset(&all, 0xff, sizeof(all));
-			mask = &all;
-			if (sched_setaffinity(tid, sizeof(all), &all) == 0 || errno == ESRCH)
-				return;
-		}
-	}
-}
-
-enum { NOT_INHERITED, INHERITED, VANISHED };
-
-/* Did task p, created during the window, inherit the narrowed mask? */
-static int inherited(struct guest *g, pid_t p, const struct steer *s)
-{
-	cpu_set_t mask;
-	dev_t dev;
-	ino_t ino;
-
-	if (sched_getaffinity(p, sizeof(mask), &mask) < 0)
-		return errno == ESRCH ? VANISHED : NOT_INHERITED;
-	if (CPU_COUNT(&mask) != 1 || !CPU_ISSET(s->cpu, &mask))
-		return NOT_INHERITED;
-	if (pidns_of(p, &dev, &ino) < 0)
-		return VANISHED;
-	return dev == g->pidns_dev && ino == g->pidns_ino ? INHERITED : NOT_INHERITED;
-}
-
-/* The tasks created in (from, last] may carry the narrowing of s: repairs
- * those of this guest that do, round after round (a repaired task may have
- * created others meanwhile) until a round finds none.  Returns the pid
- * counter where it stopped; *settled: the pid up to which every task was
- * seen, the one before the first that was not there (gone, or numbered but
- * not yet created: fork() takes the number before it shows the task). */
-static int steer_repair(struct pico_loop *l, struct guest *g, const struct steer *s, int from,
-			int last, int *settled)
-{
-	int scanned = 0;
-
-	*settled = -1;
-	for (int round = 0; round < STEER_REPAIR_ROUNDS && last >= 0 && last != from; round++) {
-		int found = 0, vanished = 0;
-		for (int p = from;;) {
-			int before = p;
-			p = p + 1 >= l->pid_max ? 1 : p + 1;
-			if (++scanned > STEER_REPAIR_PIDS) {
-				g->steer_off = 1;
-				break;
-			}
-			int r = inherited(g, p, s);
-			if (r == INHERITED) {
-				give_back(p, &s->saved);
-				__atomic_fetch_add(&l->steer_repaired, 1, __ATOMIC_RELAXED);
-				found = 1;
-			}
-			if (r == VANISHED && *settled < 0)
-				*settled = before;
-			vanished |= r == VANISHED;
-			if (p == last)
-				break;
-		}
-		if (found)
-			g->steer_off = 1; /* this guest creates tasks right after its calls */
-		/* A task gone already may have created one that is not in this
-		 * range yet. */
-		if (scanned > STEER_REPAIR_PIDS || (!found && !vanished))
-			break;
-		from = last;
-		last = read_last_pid(l);
-	}
-	if (*settled < 0)
-		*settled = last;
-	return last;
-}
-
-static void note_last_pid(struct pico_loop *l, int last)
-{
-	l->last_pid = last;
-	l->last_pid_ns = monotonic_ns();
-	l->last_pid_call = l->notifications;
-}
-
-/* How far pid b is after pid a, counting round the wrap. */
-static int pids_after(const struct pico_loop *l, int a, int b)
-{
-	return b >= a ? b - a : l->pid_max - a + b;
-}
-
-/* Looks at the tasks created since the last look at watch w, up to pid
- * counter value now; 1 when the watch has reached its end. */
-static int watch_look(struct pico_loop *l, struct guest *g, struct steer *w, int now)
-{
-	int left = pids_after(l, w->last_pid, w->end_pid);
-	int to = pids_after(l, w->last_pid, now) < left ? now : w->end_pid;
-	int settled = to;
-	if (to != w->last_pid)
-		steer_repair(l, g, w, w->last_pid, to, &settled);
-	if (settled >= 0)
-		w->last_pid = settled;
-	return to == w->end_pid;
-}
-
-/* Checks what the watched threads of the guest created since the last
- * look; notifier: the thread whose call was just served (0: none).  The
- * counter read while serving that call will do: it was read after the
- * call began, so after anything the notifier had started. */
-static void steer_follow_up(struct pico_loop *l, struct guest *g, pid_t notifier)
-{
-	cpu_set_t mask;
-	int now = l->last_pid_call == l->notifications && l->last_pid >= 0 ? l->last_pid
-									    : read_last_pid(l);
-
-	if (now < 0)
-		return;
-	note_last_pid(l, now);
-	for (unsigned int i = 0; i < g->nwatch;) {
-		struct steer *w = &g->watch[i];
-		if (w->call == l->notifications) {
-			i++; /* begun with this very call */
-			continue;
-		}
-		if (watch_look(l, g, w, now) || w->tid == notifier ||
-		    (sched_getaffinity(w->tid, sizeof(mask), &mask) < 0 && errno == ESRCH))
-			g->watch[i] = g->watch[--g->nwatch];
-		else
-			i++;
-	}
-}
-
-/* Gives the thread its mask back, repairs what it created meanwhile, and
- * watches it. */
-static void steer_end(struct pico_loop *l, struct guest *g, const struct steer *s)
-{
-	give_back(s->tid, &s->saved);
-	int last = read_last_pid(l), settled = last;
-	if (last >= 0 && last != s->last_pid)
-		last = steer_repair(l, g, s, s->last_pid, last, &settled);
-	note_last_pid(l, last);
-	if (last < 0 || settled < 0)
-		return;
-	if (g->nwatch == STEER_WATCHES) {
-		/* Full (threads that each opened and never called since): the
-		 * first gets a last look. */
-		watch_look(l, g, &g->watch[0], last);
-		g->watch[0] = g->watch[--g->nwatch];
-	}
-	struct steer *w = &g->watch[g->nwatch++];
-	*w = *s;
-	w->last_pid = settled;
-	w->end_pid = (int)(((int64_t)settled + STEER_WATCH_PIDS) % l->pid_max);
-	w->call = l->notifications;
-}
-
-/* Whether to steer this install; *probe: it is part of a probe. */
-static int steer_choose(struct pico_loop *l, int *probe)
-{
-	*probe = 0;
-	if (l->steer_always)
-		return 1;
-	if (!l->probe_left && ++l->steer_installs >= STEER_PROBE_PERIOD) {
-		l->steer_installs = 0;
-		l->probe_left = l->steer_plain ? STEER_PROBE_STEERED : STEER_PROBE_PLAIN;
-		l->probe_ns = 0;
-		l->probe_count = 0;
-	}
-	*probe = l->probe_left > 0;
-	return l->steer_plain == *probe;
-}
-
-static uint64_t running_mean(uint64_t mean, uint64_t ns)
-{
-	return mean ? mean - mean / 16 + ns / 16 : ns;
-}
-
-static void steer_account(struct pico_loop *l, int steered, int probe, uint64_t ns)
-{
-	ns = ns < STEER_SAMPLE_MAX_NS ? ns : STEER_SAMPLE_MAX_NS;
-	if (probe)
-		l->probe_left--;
-	if (steered) {
-		l->steered_ns = running_mean(l->steered_ns, ns);
-		return;
-	}
-	if (!probe) {
-		l->plain_ns = running_mean(l->plain_ns, ns);
-		if (l->plain_ns > l->steered_ns)
-			l->steer_plain = 0; /* the guest drifts away again */
-		return;
-	}
-	l->probe_ns += ns;
-	l->probe_count++;
-	if (l->probe_count >= 4 && l->probe_ns > l->steered_ns * l->probe_count)
-		l->probe_left = 0; /* no better: stop here */
-	else if (!l->probe_left && 5 * l->probe_ns < 4 * l->steered_ns * l->probe_count) {
-		l->steer_plain = 1;
-		l->plain_ns = l->probe_ns / l->probe_count;
-	}
-}
-
-/* Installs fd in the guest (tid: the calling thread) and answers with its
- * number, atomically.  Returns the guest's fd number, -ECANCELED (gone), or
- * -errno after having answered the guest with it (EMFILE: the guest's fd
- * table is full). */
-static long install_fd(struct pico_loop *l, struct guest *g, uint64_t id, pid_t tid, int fd,
-		       int cloexec)
-{
 	struct seccomp_notif_addfd addfd = {
 		.id = id,
 		.flags = SECCOMP_ADDFD_FLAG_SEND,
 		.srcfd = (uint32_t)fd,
 		.newfd = 0,
-		.newfd_flags = cloexec ? O_CLOEXEC : 0,
+		.newfd_flags = to->cloexec ? O_CLOEXEC : 0,
 	};
-	struct steer steer;
-	int probe, want = steer_choose(l, &probe);
-	uint64_t t0 = monotonic_ns();
-	int steered = want && steer_begin(l, g, tid, &steer);
+	BUMP(g->loop->fds_by_addfd);
 	long ret = ioctl(g->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
-	int err = errno;
-	if (steered) {
-		steer_end(l, g, &steer);
-		__atomic_fetch_add(&l->steered, 1, __ATOMIC_RELAXED);
-	}
-	/* A steering the guest's mask ruled out tells nothing of its cost. */
-	if (steered == want)
-		steer_account(l, steered, probe, monotonic_ns() - t0);
-	else if (probe)
-		l->probe_left--;
 	if (ret >= 0)
 		return ret;
+	int err = errno;
 	if (err == ENOENT)
 		return -ECANCELED;
 	/* Not installed: the call is still pending; answer it. */
-	if (send_answer(l, g->listener, id, -err) < 0)
+	if (send_answer(g, id, -err) < 0)
 		return -ECANCELED;
 	return -err;
 }
 
-static void account(struct pico_loop *l, struct guest *g, struct pico_audit_record *rec)
+static void account(struct guest *g, struct pico_audit_record *rec)
 {
-	g->stats.calls++;
+	BUMP(g->stats.calls);
 	switch (rec->decision) {
 	case PICO_DECISION_ALLOW:
-		g->stats.allowed++;
+		BUMP(g->stats.allowed);
+		if (!g->audit_allowed)
+			return; /* counted; no record unless an audit sink wants one */
 		break;
 	case PICO_DECISION_DENY:
-		g->stats.denied++;
+		BUMP(g->stats.denied);
 		break;
 	case PICO_DECISION_ABANDONED:
-		g->stats.abandoned++;
-		l->abandoned++;
+		BUMP(g->stats.abandoned);
+		BUMP(g->loop->abandoned);
 		break;
 	default:
-		g->stats.errors++;
+		BUMP(g->stats.errors);
 		break;
 	}
 	rec->time_ns = now_ns();
-	if (audit_push(l, rec) < 0)
-		g->stats.audit_dropped++;
+	if (audit_push(g->loop, rec) < 0)
+		BUMP(g->stats.audit_dropped);
 }
 
 static void finish_record(struct pico_audit_record *rec, long ret, int denied)
@@ -1774,84 +1420,28 @@ static void finish_record(struct pico_audit_record *rec, long ret, int denied)
 	}
 }
 
-/* ---------------------------------------------------------------------- */
-/* Charging the monitor's CPU                                              */
-/*
- * The CPU time the loop thread spends on a guest (receiving, checking and
- * performing its calls, answering, steering) is added to that guest's
- * count and counts against its CPU-time limit like its own.  The thread's
- * CPU clock advances only while the thread runs, so the time between two
- * readings is exactly what the loop spent, waits excluded, and all of it
- * belongs to the guest served in between.  The clock is a system call
- * (CLOCK_THREAD_CPUTIME_ID has no vDSO path), so it is not read around
- * every call: it is read when the loop turns to another guest (the time
- * since the last reading goes to the one it served), after CPU_CHARGE_CALLS
- * calls of the same guest, when a guest's counts are asked for, and before
- * the loop's own housekeeping (commands), whose time goes to nobody.  The
- * udp: relay threads charge theirs to the guest's network policy (net.h).
- */
-#define CPU_CHARGE_CALLS 64
+static int defer_connect(struct guest *g, int fd, uint64_t notif_id, pid_t tid, const struct delivery *to,
+			 const struct pico_audit_record *rec);
+static int gn_submit(struct guest *g, struct call *c);
 
-static uint64_t thread_cpu_ns(void)
+/* Serves the notification just received in g->notif. */
+static void serve_received(struct guest *g)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Charges the time since the last reading to the guest it belongs to. */
-static void cpu_settle(struct pico_loop *l)
-{
-	uint64_t now = thread_cpu_ns();
-	if (l->cpu_owner)
-		l->cpu_owner->cpu_ns += now - l->cpu_mark;
-	l->cpu_mark = now;
-	l->cpu_calls = 0;
-}
-
-/* Before serving a call of g. */
-static void cpu_begin(struct pico_loop *l, struct guest *g)
-{
-	if (l->cpu_owner != g) {
-		cpu_settle(l);
-		l->cpu_owner = g;
-	}
-}
-
-/* After serving a call of l->cpu_owner. */
-static void cpu_end(struct pico_loop *l)
-{
-	if (++l->cpu_calls >= CPU_CHARGE_CALLS)
-		cpu_settle(l);
-}
-
-/* Settles, and the time from now on goes to nobody. */
-static void cpu_release(struct pico_loop *l)
-{
-	cpu_settle(l);
-	l->cpu_owner = NULL;
-}
-
-static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t notif_id, pid_t tid,
-			 int cloexec, const struct pico_audit_record *rec);
-static int gn_submit(struct pico_loop *l, struct guest *g, struct call *c);
-
-/* Serves the notification just received in l->notif. */
-static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
-{
-	char *scratch = l->scratch;
-	struct seccomp_notif *n = l->notif;
+	struct pico_loop *l = g->loop;
+	struct seccomp_notif *n = g->notif;
 	struct call c;
 	long ret;
 
-	l->notifications++;
-	cpu_begin(l, g);
-	memset(&c, 0, sizeof(c));
-	c.loop = l;
+	BUMP(l->notifications);
+	memset(&c.rec, 0, sizeof(c.rec));
 	c.guest = g;
 	c.n = n;
+	c.gone = c.denied = c.deferred = c.own = c.own_nonblock = 0;
 	c.install_fd = -1;
-	c.rec.guest = handle_of(idx, g->gen);
+	c.to.channel = -1;
+	c.to.tag = 0;
+	c.to.cloexec = 0;
+	c.rec.guest = handle_of(g->idx, g->gen);
 	c.rec.pid = (int32_t)n->pid;
 
 	uint32_t nr = (uint32_t)n->data.nr - PICO_MEDIATED_BASE;
@@ -1860,9 +1450,14 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 		c.rec.call = -1;
 		c.rec.arg = n->data.nr;
 		ret = -ENOSYS;
+	} else if (g->identity_err) {
+		c.rec.call = (int32_t)nr;
+		ret = g->identity_err;
 	} else {
 		c.rec.call = (int32_t)nr;
-		ret = serve_table[nr](&c, scratch);
+		if (is_area_ref(n->data.args[0]))
+			BUMP(l->area_calls);
+		ret = serve_table[nr](&c, g->scratch);
 	}
 
 	if (ret == -ECANCELED || c.gone) {
@@ -1870,139 +1465,113 @@ static void serve_received(struct pico_loop *l, struct guest *g, uint32_t idx)
 		if (c.install_fd >= 0)
 			close(c.install_fd);
 	} else if (c.deferred) {
-		if (defer_connect(l, g, c.install_fd, n->id, (pid_t)n->pid, c.install_cloexec, &c.rec) == 0) {
-			cpu_end(l);
+		if (defer_connect(g, c.install_fd, n->id, (pid_t)n->pid, &c.to, &c.rec) == 0)
 			return; /* answered when the connect completes */
-		}
 		close(c.install_fd);
-		ret = send_answer(l, g->listener, n->id, -EAGAIN);
+		ret = send_answer(g, n->id, -EAGAIN);
 		if (ret == 0)
 			ret = -EAGAIN;
 	} else if (c.own) {
-		int err = gn_submit(l, g, &c);
-		if (err == 0) {
-			cpu_end(l);
+		int err = gn_submit(g, &c);
+		if (err == 0)
 			return; /* answered when the helper has made the socket */
-		}
-		ret = send_answer(l, g->listener, n->id, err);
+		ret = send_answer(g, n->id, err);
 		if (ret == 0)
 			ret = err;
 	} else if (ret >= 0 && c.install_fd >= 0) {
-		ret = install_fd(l, g, n->id, (pid_t)n->pid, c.install_fd, c.install_cloexec);
+		ret = deliver_fd(g, n->id, &c.to, c.install_fd);
 		close(c.install_fd);
 	} else {
-		int err = send_answer(l, g->listener, n->id, ret);
+		int err = send_answer(g, n->id, ret);
 		if (err < 0)
 			ret = err;
 	}
 	finish_record(&c.rec, ret, c.denied);
-	account(l, g, &c.rec);
-	if (g->nwatch)
-		steer_follow_up(l, g, (pid_t)n->pid);
-	cpu_end(l);
+	account(g, &c.rec);
 }
 
 /* Receives: 0, or -errno (ENOENT: the caller vanished since the wake-up;
  * EINTR: interrupted). */
-static int receive(struct pico_loop *l, struct guest *g)
+static int receive(struct guest *g)
 {
-	memset(l->notif, 0, l->notif_size);
-	if (ioctl(g->listener, SECCOMP_IOCTL_NOTIF_RECV, l->notif) < 0) {
+	memset(g->notif, 0, g->loop->notif_size);
+	if (ioctl(g->listener, SECCOMP_IOCTL_NOTIF_RECV, g->notif) < 0) {
 		int err = errno;
 		if (err != ENOENT && err != EINTR)
-			l->recv_errors++;
+			BUMP(g->loop->recv_errors);
 		return -err;
 	}
 	return 0;
 }
 
-static void serve_notification(struct pico_loop *l, struct guest *g, uint32_t idx)
-{
-	if (receive(l, g) == 0)
-		serve_received(l, g, idx);
-}
-
 /* ---------------------------------------------------------------------- */
 /* Connects in progress                                                    */
 
-static int defer_connect(struct pico_loop *l, struct guest *g, int fd, uint64_t notif_id, pid_t tid,
-			 int cloexec, const struct pico_audit_record *rec)
+static int defer_connect(struct guest *g, int fd, uint64_t notif_id, pid_t tid, const struct delivery *to,
+			 const struct pico_audit_record *rec)
 {
 	unsigned int i;
 
-	/* Each connect in progress is a socket the monitor holds for the
-	 * guest: a guest gets PICO_LOOP_GUEST_CONNECTS of the loop's slots. */
-	if (g->nconnects >= PICO_LOOP_GUEST_CONNECTS)
-		return -EAGAIN;
-	for (i = 0; i < l->max_connects; i++)
-		if (!l->connects[i].in_use)
+	for (i = 0; i < PICO_LOOP_GUEST_CONNECTS; i++)
+		if (!g->connects[i].in_use)
 			break;
-	if (i == l->max_connects)
+	if (i == PICO_LOOP_GUEST_CONNECTS)
 		return -EAGAIN;
-	struct pending_connect *pc = &l->connects[i];
-	pc->gen = (pc->gen + 1) & GEN_MASK;
-	struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = EV_DATA(EV_CONNECT, pc->gen, i)};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+	/* Each connect in progress is a socket the monitor holds for the
+	 * guest: PICO_LOOP_GUEST_CONNECTS of them at once (the array). */
+	struct pending_connect *pc = &g->connects[i];
+	struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = EV_DATA(EV_CONNECT, i)};
+	if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -errno;
 	pc->in_use = 1;
 	pc->fd = fd;
-	pc->guest_idx = (uint32_t)(g - l->guests);
-	pc->guest_gen = g->gen;
 	pc->notif_id = notif_id;
 	pc->tid = tid;
-	pc->cloexec = cloexec;
+	pc->to = *to;
 	pc->rec = *rec;
-	l->nconnects++;
 	if (++g->nconnects > g->stats.connects_peak)
-		g->stats.connects_peak = g->nconnects;
+		__atomic_store_n(&g->stats.connects_peak, g->nconnects, __ATOMIC_RELAXED);
+	BUMP(g->loop->pending_connects);
 	return 0;
 }
 
-static void drop_connect(struct pico_loop *l, struct pending_connect *pc)
+static void drop_connect(struct guest *g, struct pending_connect *pc)
 {
-	struct guest *g = &l->guests[pc->guest_idx];
-
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, pc->fd, NULL);
+	epoll_ctl(g->epfd, EPOLL_CTL_DEL, pc->fd, NULL);
 	close(pc->fd);
 	pc->in_use = 0;
-	l->nconnects--;
-	if (g->in_use && g->gen == pc->guest_gen && g->nconnects > 0)
-		g->nconnects--;
+	g->nconnects--;
+	DROP(g->loop->pending_connects);
 }
 
-static void finish_connect(struct pico_loop *l, uint32_t idx, uint32_t gen)
+static void finish_connect(struct guest *g, uint32_t idx)
 {
-	if (idx >= l->max_connects || !l->connects[idx].in_use || l->connects[idx].gen != gen)
+	if (idx >= PICO_LOOP_GUEST_CONNECTS || !g->connects[idx].in_use)
 		return;
-	struct pending_connect *pc = &l->connects[idx];
-	struct guest *g = &l->guests[pc->guest_idx];
+	struct pending_connect *pc = &g->connects[idx];
 	long ret;
 
-	if (!g->in_use || g->gen != pc->guest_gen || g->listener < 0) {
-		drop_connect(l, pc);
+	if (g->listener < 0) {
+		drop_connect(g, pc);
 		return;
 	}
-	cpu_begin(l, g);
 	ret = pico_net_finish(pc->fd);
-	if (ret == -EINPROGRESS) {
-		cpu_end(l);
+	if (ret == -EINPROGRESS)
 		return; /* not yet: wait for the next EPOLLOUT */
-	}
 	if (ret == 0)
-		ret = install_fd(l, g, pc->notif_id, pc->tid, pc->fd, pc->cloexec);
-	else if (send_answer(l, g->listener, pc->notif_id, ret) < 0)
+		ret = deliver_fd(g, pc->notif_id, &pc->to, pc->fd);
+	else if (send_answer(g, pc->notif_id, ret) < 0)
 		ret = -ECANCELED;
 	finish_record(&pc->rec, ret, 0);
-	account(l, g, &pc->rec);
-	drop_connect(l, pc);
-	cpu_end(l);
+	account(g, &pc->rec);
+	drop_connect(g, pc);
 }
 
-static void drop_connects_of(struct pico_loop *l, uint32_t guest_idx)
+static void drop_connects(struct guest *g)
 {
-	for (unsigned int i = 0; i < l->max_connects; i++)
-		if (l->connects[i].in_use && l->connects[i].guest_idx == guest_idx)
-			drop_connect(l, &l->connects[i]);
+	for (unsigned int i = 0; i < PICO_LOOP_GUEST_CONNECTS; i++)
+		if (g->connects[i].in_use)
+			drop_connect(g, &g->connects[i]);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2010,7 +1579,7 @@ static void drop_connects_of(struct pico_loop *l, uint32_t guest_idx)
 
 /* Sends the call's request to the guest's helper and queues the call: 0,
  * or -errno to answer the guest with now. */
-static int gn_submit(struct pico_loop *l, struct guest *g, struct call *c)
+static int gn_submit(struct guest *g, struct call *c)
 {
 	if (g->gn_fd < 0)
 		return -ENETDOWN; /* the helper is gone */
@@ -2036,26 +1605,24 @@ static int gn_submit(struct pico_loop *l, struct guest *g, struct call *c)
 	p->id = c->own_req.id;
 	p->notif_id = c->n->id;
 	p->tid = (pid_t)c->n->pid;
-	p->cloexec = c->install_cloexec;
+	p->to = c->to;
 	p->nonblock = c->own_nonblock;
 	p->req = c->own_req;
 	p->rec = c->rec;
 	g->gn_count++;
-	l->ngn_pending++;
+	BUMP(g->loop->guestnet_pending);
 	return 0;
 }
 
-/* Answers a call the helper has answered: the socket installed in the
- * guest, a connect still under way deferred like a host one, or the
- * errno. */
-static void gn_answer(struct pico_loop *l, struct guest *g, struct gn_pending *p, int err, int fd)
+/* Answers a call the helper has answered: the socket handed to the guest, a
+ * connect still under way deferred like a host one, or the errno. */
+static void gn_answer(struct guest *g, struct gn_pending *p, int err, int fd)
 {
 	long ret;
 
 	if (fd >= 0 && err == EINPROGRESS) {
 		ret = pico_net_adopt_connecting(fd, &p->req, p->nonblock);
-		if (ret == -EINPROGRESS &&
-		    defer_connect(l, g, fd, p->notif_id, p->tid, p->cloexec, &p->rec) == 0)
+		if (ret == -EINPROGRESS && defer_connect(g, fd, p->notif_id, p->tid, &p->to, &p->rec) == 0)
 			return; /* answered when the connect completes */
 		close(fd);
 		fd = -1;
@@ -2069,22 +1636,22 @@ static void gn_answer(struct pico_loop *l, struct guest *g, struct gn_pending *p
 		}
 	}
 	if (fd >= 0) {
-		ret = install_fd(l, g, p->notif_id, p->tid, fd, p->cloexec);
+		ret = deliver_fd(g, p->notif_id, &p->to, fd);
 		close(fd);
 	} else {
 		ret = -(err ? err : EPROTO);
-		if (send_answer(l, g->listener, p->notif_id, ret) < 0)
+		if (send_answer(g, p->notif_id, ret) < 0)
 			ret = -ECANCELED;
 	}
 	finish_record(&p->rec, ret, 0);
-	account(l, g, &p->rec);
+	account(g, &p->rec);
 }
 
 /* The helper is gone (or broke the protocol): its waiting calls fail. */
-static void gn_close(struct pico_loop *l, struct guest *g)
+static void gn_close(struct guest *g)
 {
 	if (g->gn_fd >= 0) {
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, g->gn_fd, NULL);
+		epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->gn_fd, NULL);
 		close(g->gn_fd);
 		g->gn_fd = -1;
 	}
@@ -2092,12 +1659,12 @@ static void gn_close(struct pico_loop *l, struct guest *g)
 		struct gn_pending *p = &g->gn_q[g->gn_head];
 		g->gn_head = (g->gn_head + 1) % g->gn_cap;
 		g->gn_count--;
-		l->ngn_pending--;
+		DROP(g->loop->guestnet_pending);
 		long ret = -ENETDOWN;
-		if (g->listener < 0 || send_answer(l, g->listener, p->notif_id, ret) < 0)
+		if (g->listener < 0 || send_answer(g, p->notif_id, ret) < 0)
 			ret = -ECANCELED;
 		finish_record(&p->rec, ret, 0);
-		account(l, g, &p->rec);
+		account(g, &p->rec);
 	}
 	free(g->gn_q);
 	g->gn_q = NULL;
@@ -2105,14 +1672,10 @@ static void gn_close(struct pico_loop *l, struct guest *g)
 }
 
 /* The helper's channel is readable (or hung up): answers what it replied. */
-static void gn_ready(struct pico_loop *l, uint32_t idx, uint32_t gen, uint32_t events)
+static void gn_ready(struct guest *g, uint32_t events)
 {
-	if (idx >= l->max_guests)
+	if (g->gn_fd < 0)
 		return;
-	struct guest *g = &l->guests[idx];
-	if (!g->in_use || g->gen != gen || g->gn_fd < 0)
-		return;
-	cpu_begin(l, g);
 	for (;;) {
 		struct pico_gn_reply rep;
 		int fd;
@@ -2124,339 +1687,21 @@ static void gn_ready(struct pico_loop *l, uint32_t idx, uint32_t gen, uint32_t e
 			 * beyond its channel; stop using it. */
 			if (fd >= 0)
 				close(fd);
-			gn_close(l, g);
+			gn_close(g);
 			return;
 		}
 		struct gn_pending p = g->gn_q[g->gn_head];
 		g->gn_head = (g->gn_head + 1) % g->gn_cap;
 		g->gn_count--;
-		l->ngn_pending--;
-		gn_answer(l, g, &p, rep.err, fd);
+		DROP(g->loop->guestnet_pending);
+		gn_answer(g, &p, rep.err, fd);
 	}
 	if (events & (EPOLLHUP | EPOLLERR))
-		gn_close(l, g);
-	cpu_end(l);
+		gn_close(g);
 }
 
 /* ---------------------------------------------------------------------- */
-/* Guests                                                                  */
-
-/* Every process of the guest is gone: its listener hung up. */
-static void guest_hung_up(struct pico_loop *l, struct guest *g)
-{
-	if (g->listener < 0)
-		return;
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, g->listener, NULL);
-	close(g->listener);
-	g->listener = -1;
-	g->stats.alive = 0;
-	l->nlive--;
-	drop_connects_of(l, (uint32_t)(g - l->guests));
-	gn_close(l, g);
-}
-
-static int64_t do_add(struct pico_loop *l, struct cmd *cmd)
-{
-	unsigned int i;
-
-	if (!cmd->fs)
-		return -EINVAL;
-	for (i = 0; i < l->max_guests; i++)
-		if (!l->guests[i].in_use)
-			break;
-	if (i == l->max_guests)
-		return -ENOSPC;
-	int fd = fcntl(cmd->listener_fd, F_DUPFD_CLOEXEC, 3);
-	if (fd < 0)
-		return -errno;
-	int gn_fd = -1;
-	if (cmd->guestnet_fd >= 0) {
-		gn_fd = fcntl(cmd->guestnet_fd, F_DUPFD_CLOEXEC, 3);
-		if (gn_fd < 0) {
-			int err = errno;
-			close(fd);
-			return -err;
-		}
-	}
-	struct guest *g = &l->guests[i];
-	uint32_t gen = ((g->gen + 1) & GEN_MASK) ?: 1;
-	/* Synchronous wake-ups: the guest blocks at once when it notifies, so
-	 * the kernel may run the loop on the guest's CPU and back. */
-	if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
-		l->sync_wakeup = 1;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUEST, gen, i)};
-	struct epoll_event gn_ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUESTNET, gen, i)};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ||
-	    (gn_fd >= 0 && epoll_ctl(l->epfd, EPOLL_CTL_ADD, gn_fd, &gn_ev) < 0)) {
-		int err = errno;
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
-		close(fd);
-		if (gn_fd >= 0)
-			close(gn_fd);
-		return -err;
-	}
-	memset(g, 0, sizeof(*g));
-	g->gn_fd = gn_fd;
-	g->in_use = 1;
-	g->gen = gen;
-	g->listener = fd;
-	g->pid = cmd->pid;
-	g->fs = cmd->fs;
-	g->net = cmd->net;
-	g->proc.fs = cmd->fs;
-	g->proc.owner = handle_of(i, gen);
-	g->proc.procfd = cmd->proc_fd >= 0 ? fcntl(cmd->proc_fd, F_DUPFD_CLOEXEC, 3) : -1;
-	g->proc.listdir = cmd->listing_fd >= 0 ? fcntl(cmd->listing_fd, F_DUPFD_CLOEXEC, 3) : -1;
-	g->stats.handle = handle_of(i, gen);
-	g->stats.pid = cmd->pid;
-	g->stats.alive = 1;
-	steer_add_guest(l, g);
-	l->nguests++;
-	l->nlive++;
-	return g->stats.handle;
-}
-
-/* The guest's counts, with the CPU time charged to it so far. */
-static void fill_stats(struct guest *g, struct pico_guest_stats *out)
-{
-	*out = g->stats;
-	out->monitor_cpu_ns = g->cpu_ns + (g->net ? pico_net_policy_cpu_ns(g->net) : 0);
-}
-
-static int64_t do_remove(struct pico_loop *l, struct cmd *cmd)
-{
-	struct guest *g = guest_of_handle(l, cmd->handle);
-	if (!g)
-		return -ENOENT;
-	if (g->nwatch && g->listener >= 0)
-		steer_follow_up(l, g, 0); /* a last look: the guest may live on */
-	guest_hung_up(l, g);
-	if (l->cpu_owner == g)
-		cpu_release(l);
-	if (cmd->stats)
-		fill_stats(g, cmd->stats);
-	pico_proc_view_release(&g->proc);
-	g->in_use = 0;
-	l->nguests--;
-	return 0;
-}
-
-static int64_t do_stats(struct pico_loop *l, struct cmd *cmd)
-{
-	struct guest *g = guest_of_handle(l, cmd->handle);
-	if (!g)
-		return -ENOENT;
-	if (l->cpu_owner == g)
-		cpu_settle(l);
-	fill_stats(g, cmd->stats);
-	return 0;
-}
-
-static int64_t run_cmd(struct pico_loop *l, struct cmd *cmd)
-{
-	switch (cmd->kind) {
-	case CMD_ADD:
-		return do_add(l, cmd);
-	case CMD_REMOVE:
-		return do_remove(l, cmd);
-	default:
-		return do_stats(l, cmd);
-	}
-}
-
-/* The signal that interrupts the loop thread's NOTIF_RECV in direct mode. */
-static int wake_signal(void)
-{
-	return SIGRTMIN + 3;
-}
-
-static void wake_handler(int sig)
-{
-	(void)sig; /* only there to interrupt the system call */
-}
-
-/* With l->lock held: makes the loop thread look at its queue and flags.
- * In direct mode it is blocked in NOTIF_RECV, which only a signal ends. */
-static void kick(struct pico_loop *l)
-{
-	uint64_t one = 1;
-	ssize_t n = write(l->wakefd, &one, sizeof(one));
-	(void)n; /* a saturated eventfd is still readable */
-	if (l->in_direct)
-		syscall(SYS_tgkill, getpid(), l->tid, wake_signal());
-}
-
-/* Runs cmd on the loop thread if it runs, here otherwise. */
-static int64_t submit(struct pico_loop *l, struct cmd *cmd)
-{
-	pthread_mutex_lock(&l->lock);
-	if (l->state != RUNNING) {
-		/* STARTING counts as running: the loop thread is about to
-		 * serve and will run queued commands. */
-		if (l->state == STOPPED) {
-			cmd->result = run_cmd(l, cmd);
-			pthread_mutex_unlock(&l->lock);
-			return cmd->result;
-		}
-	}
-	cmd->done = 0;
-	cmd->next = l->cmds;
-	l->cmds = cmd;
-	kick(l);
-	while (!cmd->done) {
-		/* The signal can land just before the loop thread enters
-		 * NOTIF_RECV (no ioctl takes a signal mask): kick again until
-		 * the command is done. */
-		struct timespec deadline;
-		clock_gettime(CLOCK_REALTIME, &deadline);
-		deadline.tv_nsec += 20 * 1000000L;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
-		if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT && !cmd->done)
-			kick(l);
-	}
-	pthread_mutex_unlock(&l->lock);
-	return cmd->result;
-}
-
-/* With l->lock held. */
-static void run_queued(struct pico_loop *l)
-{
-	while (l->cmds) {
-		struct cmd *cmd = l->cmds;
-		l->cmds = cmd->next;
-		cmd->result = run_cmd(l, cmd);
-		cmd->done = 1;
-	}
-	pthread_cond_broadcast(&l->cond);
-}
-
-int64_t pico_loop_add_guest(struct pico_loop *l, int listener_fd, int32_t pid,
-			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd)
-{
-	return pico_loop_add_guest_view(l, listener_fd, pid, fs, net, guestnet_fd, -1, -1);
-}
-
-int64_t pico_loop_add_guest_view(struct pico_loop *l, int listener_fd, int32_t pid,
-				 const struct pico_fs_policy *fs, const void *net, int guestnet_fd, int proc_fd,
-				 int listing_fd)
-{
-	struct cmd cmd = {.kind = CMD_ADD, .listener_fd = listener_fd, .guestnet_fd = guestnet_fd,
-			  .pid = pid, .fs = fs, .net = net, .proc_fd = proc_fd, .listing_fd = listing_fd};
-	return submit(l, &cmd);
-}
-
-int pico_loop_remove_guest(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
-{
-	struct cmd cmd = {.kind = CMD_REMOVE, .handle = handle, .stats = out};
-	return (int)submit(l, &cmd);
-}
-
-int pico_loop_guest_stats(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
-{
-	struct cmd cmd = {.kind = CMD_STATS, .handle = handle, .stats = out};
-	return (int)submit(l, &cmd);
-}
-
-/* ---------------------------------------------------------------------- */
-/* The loop                                                                */
-
-struct pico_loop *pico_loop_new(unsigned int max_guests, unsigned int audit_capacity)
-{
-	struct seccomp_notif_sizes sizes;
-	struct pico_loop *l;
-
-	if (max_guests == 0 || max_guests > (1u << 20) || audit_capacity == 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
-		return NULL;
-	l = calloc(1, sizeof(*l));
-	if (!l)
-		return NULL;
-	l->epfd = l->wakefd = l->audit_efd = -1;
-	l->last_pid = -1;
-	l->steer_installs = STEER_PROBE_PERIOD - STEER_PROBE_FIRST;
-	steer_setup(l);
-	pthread_mutex_init(&l->lock, NULL);
-	pthread_mutex_init(&l->audit_lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
-	l->max_guests = max_guests;
-	l->max_connects = max_guests;
-	l->ring_cap = audit_capacity;
-	l->notif_size = sizes.seccomp_notif > sizeof(struct seccomp_notif) ? sizes.seccomp_notif
-									    : sizeof(struct seccomp_notif);
-	l->resp_size = sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp)
-			       ? sizes.seccomp_notif_resp
-			       : sizeof(struct seccomp_notif_resp);
-	l->guests = calloc(max_guests, sizeof(*l->guests));
-	l->connects = calloc(l->max_connects, sizeof(*l->connects));
-	l->ring = calloc(audit_capacity, sizeof(*l->ring));
-	l->ring_held = calloc(max_guests, sizeof(*l->ring_held));
-	l->ring_held_gen = calloc(max_guests, sizeof(*l->ring_held_gen));
-	l->ring_share = audit_capacity / PICO_LOOP_AUDIT_SHARE_DIVISOR ?: 1;
-	l->notif = calloc(1, l->notif_size);
-	l->resp = calloc(1, l->resp_size);
-	l->epfd = epoll_create1(EPOLL_CLOEXEC);
-	l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	l->audit_efd = eventfd(0, EFD_CLOEXEC);
-	if (!l->guests || !l->connects || !l->ring || !l->ring_held || !l->ring_held_gen ||
-	    !l->notif || !l->resp || l->epfd < 0 ||
-	    l->wakefd < 0 || l->audit_efd < 0)
-		goto fail;
-	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_WAKE, 0, 0)};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0)
-		goto fail;
-	return l;
-fail:
-	{
-		int err = errno ?: ENOMEM;
-		pico_loop_free(l);
-		errno = err;
-		return NULL;
-	}
-}
-
-void pico_loop_free(struct pico_loop *l)
-{
-	if (!l)
-		return;
-	for (unsigned int i = 0; l->connects && i < l->max_connects; i++)
-		if (l->connects[i].in_use)
-			close(l->connects[i].fd);
-	for (unsigned int i = 0; l->guests && i < l->max_guests; i++) {
-		if (l->guests[i].in_use && l->guests[i].listener >= 0)
-			close(l->guests[i].listener);
-		if (l->guests[i].in_use && l->guests[i].gn_fd >= 0)
-			close(l->guests[i].gn_fd);
-		if (l->guests[i].in_use) {
-			free(l->guests[i].gn_q);
-			pico_proc_view_release(&l->guests[i].proc);
-		}
-	}
-	if (l->epfd >= 0)
-		close(l->epfd);
-	if (l->wakefd >= 0)
-		close(l->wakefd);
-	if (l->audit_efd >= 0)
-		close(l->audit_efd);
-	if (l->last_pid_fd >= 0)
-		close(l->last_pid_fd);
-	pthread_mutex_destroy(&l->lock);
-	pthread_mutex_destroy(&l->audit_lock);
-	pthread_cond_destroy(&l->cond);
-	free(l->guests);
-	free(l->connects);
-	free(l->ring);
-	free(l->ring_held);
-	free(l->ring_held_gen);
-	free(l->notif);
-	free(l->resp);
-	free(l);
-}
+/* Serving threads                                                         */
 
 /* The identity file operations run under, for this thread only.  glibc's
  * setgroups() would change every thread of the process (the Python
@@ -2511,13 +1756,23 @@ static void restore_identity(const struct identity *saved)
 		umask(saved->umask);
 }
 
-/* Direct mode needs the wake-up signal to interrupt NOTIF_RECV: a handler
- * (no SA_RESTART) that does nothing, and the signal unblocked in the loop
- * thread.  If someone else already handles that signal, no direct mode. */
+/* The signal that interrupts a server's NOTIF_RECV. */
+static int wake_signal(void)
+{
+	return SIGRTMIN + 3;
+}
+
+static void wake_handler(int sig)
+{
+	(void)sig; /* only there to interrupt the system call */
+}
+
+/* A server waits in NOTIF_RECV only if the wake-up signal can interrupt it:
+ * a handler (no SA_RESTART) that does nothing.  If someone else already
+ * handles that signal, servers wait in epoll. */
 static int install_wake_handler(void)
 {
 	struct sigaction sa, old;
-	sigset_t set;
 
 	if (sigaction(wake_signal(), NULL, &old) < 0)
 		return 0;
@@ -2526,54 +1781,484 @@ static int install_wake_handler(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = wake_handler;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(wake_signal(), &sa, NULL) < 0)
-		return 0;
-	sigemptyset(&set);
-	sigaddset(&set, wake_signal());
-	return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0;
+	return sigaction(wake_signal(), &sa, NULL) == 0;
 }
 
-static void dispatch(struct pico_loop *l, const struct epoll_event *ev)
+/* Makes g's server look at its stop flag.  In NOTIF_RECV it only ends for
+ * a signal (which may land just before it enters the call: the caller
+ * repeats this until the server has stopped). */
+static void kick(struct guest *g)
+{
+	uint64_t one = 1;
+	ssize_t n = write(g->wakefd, &one, sizeof(one));
+	(void)n; /* a saturated eventfd is still readable */
+	if (__atomic_load_n(&g->in_direct, __ATOMIC_SEQ_CST) && g->tid > 0)
+		syscall(SYS_tgkill, getpid(), g->tid, wake_signal());
+}
+
+/* Every process of the guest is gone: its listener hung up. */
+static void guest_hung_up(struct guest *g)
+{
+	if (g->listener < 0)
+		return;
+	epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->listener, NULL);
+	close(g->listener);
+	g->listener = -1;
+	__atomic_store_n(&g->stats.alive, 0, __ATOMIC_RELAXED);
+	drop_connects(g);
+	gn_close(g);
+}
+
+static void dispatch(struct guest *g, const struct epoll_event *ev)
 {
 	uint64_t d = ev->data.u64;
-	uint32_t idx = EV_IDX(d);
 
 	switch (EV_KIND(d)) {
 	case EV_WAKE: {
 		uint64_t v;
-		ssize_t n = read(l->wakefd, &v, sizeof(v));
+		ssize_t n = read(g->wakefd, &v, sizeof(v));
 		(void)n;
-		cpu_release(l);
-		pthread_mutex_lock(&l->lock);
-		run_queued(l);
-		pthread_mutex_unlock(&l->lock);
 		break;
 	}
-	case EV_GUEST: {
-		if (idx >= l->max_guests)
+	case EV_LISTENER:
+		if (g->listener < 0)
 			break;
-		struct guest *g = &l->guests[idx];
-		if (!g->in_use || g->gen != EV_GEN(d) || g->listener < 0)
-			break;
-		if (ev->events & EPOLLIN)
-			serve_notification(l, g, idx);
+		if ((ev->events & EPOLLIN) && receive(g) == 0)
+			serve_received(g);
 		if (ev->events & (EPOLLHUP | EPOLLERR))
-			guest_hung_up(l, g);
+			guest_hung_up(g);
 		break;
-	}
 	case EV_CONNECT:
-		finish_connect(l, idx, EV_GEN(d));
+		finish_connect(g, EV_IDX(d));
 		break;
 	case EV_GUESTNET:
-		gn_ready(l, idx, EV_GEN(d), ev->events);
+		gn_ready(g, ev->events);
 		break;
 	}
+}
+
+static void *serve_guest(void *arg)
+{
+	struct guest *g = arg;
+	struct pico_loop *l = g->loop;
+	struct epoll_event events[EVENTS_PER_WAIT];
+	struct identity saved;
+	sigset_t mask;
+
+	/* Only the wake-up signal: a signal that interrupts the wait inside
+	 * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND leaves the guest's call
+	 * answered 0 with no fd installed (the kernel marks the call replied
+	 * before it waits for the guest to take the fd, and withdraws the fd
+	 * when that wait is interrupted), and the process's own signals are
+	 * for its other threads. */
+	sigfillset(&mask);
+	sigdelset(&mask, wake_signal());
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
+	g->tid = (pid_t)syscall(SYS_gettid);
+	int err = take_identity(l->fsuid, l->fsgid, l->groups, l->ngroups, &saved);
+	if (err < 0)
+		g->identity_err = err == -EINVAL ? -EINVAL : -EPERM;
+	BUMP(l->servers);
+
+	for (int use_epoll = 1;;) {
+		if (__atomic_load_n(&g->stop, __ATOMIC_SEQ_CST))
+			break;
+		/* Blocked in NOTIF_RECV the server gets the synchronous wake-up
+		 * (epoll waiters are woken the ordinary way, often on another
+		 * CPU), and its answer wakes the guest the same way: a call costs
+		 * two context switches on one CPU.  Connects in progress and
+		 * calls waiting for the socket helper need epoll. */
+		if (!use_epoll && l->direct_ok && g->listener >= 0 && g->nconnects == 0 && g->gn_count == 0) {
+			__atomic_store_n(&g->in_direct, 1, __ATOMIC_SEQ_CST);
+			if (__atomic_load_n(&g->stop, __ATOMIC_SEQ_CST)) {
+				__atomic_store_n(&g->in_direct, 0, __ATOMIC_SEQ_CST);
+				break;
+			}
+			int rerr = receive(g);
+			__atomic_store_n(&g->in_direct, 0, __ATOMIC_SEQ_CST);
+			if (rerr == 0)
+				serve_received(g);
+			/* Interrupted, or the listener misbehaves (e.g. every guest
+			 * process is gone): look at everything once. */
+			use_epoll = rerr != 0;
+			continue;
+		}
+		int n = epoll_wait(g->epfd, events, EVENTS_PER_WAIT, -1);
+		if (n < 0 && errno != EINTR)
+			break; /* cannot happen with a valid epoll fd */
+		for (int i = 0; i < n; i++)
+			dispatch(g, &events[i]);
+		use_epoll = 0;
+	}
+	restore_identity(&saved);
+	struct timespec cpu;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+	__atomic_fetch_add(&g->cpu_ns, (uint64_t)cpu.tv_sec * 1000000000ull + (uint64_t)cpu.tv_nsec, __ATOMIC_RELAXED);
+	DROP(l->servers);
+	return NULL;
+}
+
+/* With the loop's lock held: starts g's server. */
+static int start_server(struct guest *g)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+
+	if (pthread_attr_init(&attr) != 0)
+		return -ENOMEM;
+	pthread_attr_setstacksize(&attr, SERVER_STACK_BYTES);
+	/* Created with every signal blocked: none may reach it before it has
+	 * set its own mask. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	g->stop = 0;
+	int rc = pthread_create(&g->thread, &attr, serve_guest, g);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0)
+		return -rc;
+	g->started = 1;
+	return 0;
+}
+
+/* Stops g's server and waits for it (not under the loop's lock). */
+static void stop_server(struct guest *g)
+{
+	__atomic_store_n(&g->stop, 1, __ATOMIC_SEQ_CST);
+	for (;;) {
+		kick(g);
+		struct timespec deadline;
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += 20 * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(g->thread, NULL, &deadline) == 0)
+			break;
+	}
+	g->started = 0;
+	g->tid = 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Guests                                                                  */
+
+static void free_guest(struct guest *g)
+{
+	if (!g)
+		return;
+	if (g->listener >= 0)
+		close(g->listener);
+	drop_connects(g);
+	if (g->gn_fd >= 0)
+		close(g->gn_fd);
+	free(g->gn_q);
+	pico_proc_view_release(&g->proc);
+	for (int i = 0; i < g->nchannels; i++)
+		close(g->channels[i]);
+	if (g->area)
+		munmap(g->area, PICO_AREA_SIZE);
+	if (g->epfd >= 0)
+		close(g->epfd);
+	if (g->wakefd >= 0)
+		close(g->wakefd);
+	free(g->notif);
+	free(g->resp);
+	free(g);
+}
+
+/* The monitor's mapping of a guest's area, after checking that the fd is
+ * an area (a memfd of the right size that can neither shrink nor grow: a
+ * mapping of it never faults).  NULL with errno set otherwise. */
+static unsigned char *map_area(int fd)
+{
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	if (seals < 0 || (seals & need) != need || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size != PICO_AREA_SIZE) {
+		errno = EINVAL;
+		return NULL;
+	}
+	void *p = mmap(NULL, PICO_AREA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static struct guest *new_guest(struct pico_loop *l, const struct pico_guest_spec *spec, int *err)
+{
+	struct guest *g = calloc(1, sizeof(*g));
+	if (!g) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	g->loop = l;
+	g->listener = g->gn_fd = g->epfd = g->wakefd = -1;
+	g->proc.procfd = g->proc.listdir = -1;
+	g->notif = calloc(1, l->notif_size);
+	g->resp = calloc(1, l->resp_size);
+	g->epfd = epoll_create1(EPOLL_CLOEXEC);
+	g->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	g->listener = fcntl(spec->listener_fd, F_DUPFD_CLOEXEC, 3);
+	if (!g->notif || !g->resp || g->epfd < 0 || g->wakefd < 0 || g->listener < 0)
+		goto fail;
+	if (spec->guestnet_fd >= 0 && (g->gn_fd = fcntl(spec->guestnet_fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		goto fail;
+	if (spec->proc_fd >= 0 && (g->proc.procfd = fcntl(spec->proc_fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		goto fail;
+	if (spec->listing_fd >= 0 && (g->proc.listdir = fcntl(spec->listing_fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		goto fail;
+	if (spec->area_fd >= 0 && !(g->area = map_area(spec->area_fd)))
+		goto fail;
+	if (spec->n_channels < 0 || spec->n_channels > PICO_AREA_SLOTS || (spec->n_channels && !g->area)) {
+		errno = EINVAL;
+		goto fail;
+	}
+	for (; g->nchannels < spec->n_channels; g->nchannels++) {
+		int fd = fcntl(spec->channel_fds[g->nchannels], F_DUPFD_CLOEXEC, 3);
+		if (fd < 0)
+			goto fail;
+		g->channels[g->nchannels] = fd;
+	}
+	/* Synchronous wake-ups: the guest blocks at once when it notifies, so
+	 * the kernel may run the server on the guest's CPU and back. */
+	if (ioctl(g->listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0)
+		__atomic_store_n(&l->sync_wakeup, 1, __ATOMIC_RELAXED);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_LISTENER, 0)};
+	struct epoll_event wake = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_WAKE, 0)};
+	struct epoll_event gn = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_GUESTNET, 0)};
+	if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->listener, &ev) < 0 ||
+	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->wakefd, &wake) < 0 ||
+	    (g->gn_fd >= 0 && epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->gn_fd, &gn) < 0))
+		goto fail;
+	g->pid = spec->pid;
+	g->fs = spec->fs;
+	g->net = spec->net;
+	g->proc.fs = spec->fs;
+	g->audit_allowed = !!spec->audit_allowed;
+	g->stats.pid = spec->pid;
+	g->stats.alive = 1;
+	return g;
+fail:
+	*err = -(errno ?: ENOMEM);
+	free_guest(g);
+	return NULL;
+}
+
+int64_t pico_loop_add_guest(struct pico_loop *l, const struct pico_guest_spec *spec)
+{
+	int err = 0;
+	unsigned int i;
+
+	if (!spec || !spec->fs)
+		return -EINVAL;
+	struct guest *g = new_guest(l, spec, &err);
+	if (!g)
+		return err;
+	pthread_mutex_lock(&l->lock);
+	for (i = 0; i < l->max_guests; i++)
+		if (!l->guests[i])
+			break;
+	if (i == l->max_guests) {
+		pthread_mutex_unlock(&l->lock);
+		free_guest(g);
+		return -ENOSPC;
+	}
+	uint32_t gen = ((l->gens[i] + 1) & GEN_MASK) ?: 1;
+	g->idx = i;
+	g->gen = gen;
+	g->stats.handle = handle_of(i, gen);
+	g->proc.owner = g->stats.handle; /* names its /proc listings */
+	if (l->state != STOPPED && (err = start_server(g)) < 0) {
+		pthread_mutex_unlock(&l->lock);
+		free_guest(g);
+		return err;
+	}
+	l->gens[i] = gen;
+	l->guests[i] = g;
+	l->nguests++;
+	pthread_mutex_unlock(&l->lock);
+	return g->stats.handle;
+}
+
+/* The CPU time g's server has used: all of it is g's (serving its calls),
+ * exactly, from the thread's CPU clock. */
+static uint64_t server_cpu_ns(struct guest *g)
+{
+	clockid_t clock;
+	struct timespec ts;
+
+	uint64_t done = LOAD(g->cpu_ns);
+	if (!g->started || pthread_getcpuclockid(g->thread, &clock) != 0 || clock_gettime(clock, &ts) != 0)
+		return done;
+	return done + (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The guest's counts: its server writes them, so they are read atomically
+ * (exact once it has stopped), with the monitor CPU charged to it: its
+ * server's and its udp: relays'. */
+static void read_stats(struct guest *g, struct pico_guest_stats *out)
+{
+	out->handle = g->stats.handle;
+	out->pid = g->stats.pid;
+	out->alive = LOAD(g->stats.alive);
+	out->calls = LOAD(g->stats.calls);
+	out->allowed = LOAD(g->stats.allowed);
+	out->denied = LOAD(g->stats.denied);
+	out->errors = LOAD(g->stats.errors);
+	out->abandoned = LOAD(g->stats.abandoned);
+	out->audit_dropped = LOAD(g->stats.audit_dropped);
+	out->connects_peak = LOAD(g->stats.connects_peak);
+	out->listeners = LOAD(g->stats.listeners);
+	out->monitor_cpu_ns = server_cpu_ns(g) + (g->net ? pico_net_policy_cpu_ns(g->net) : 0);
+}
+
+int pico_loop_remove_guest(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
+{
+	pthread_mutex_lock(&l->lock);
+	struct guest *g = guest_of_handle(l, handle);
+	if (!g) {
+		pthread_mutex_unlock(&l->lock);
+		return -ENOENT;
+	}
+	l->guests[g->idx] = NULL;
+	l->nguests--;
+	int started = g->started;
+	pthread_mutex_unlock(&l->lock);
+	if (started)
+		stop_server(g);
+	if (g->listener >= 0) {
+		/* Pending calls fail (ENOSYS) as the listener closes. */
+		g->stats.alive = 0;
+	}
+	if (out)
+		read_stats(g, out);
+	free_guest(g);
+	return 0;
+}
+
+int pico_loop_guest_stats(struct pico_loop *l, int64_t handle, struct pico_guest_stats *out)
+{
+	pthread_mutex_lock(&l->lock);
+	struct guest *g = guest_of_handle(l, handle);
+	if (g)
+		read_stats(g, out);
+	pthread_mutex_unlock(&l->lock);
+	return g ? 0 : -ENOENT;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Argument areas                                                          */
+
+int pico_area_make(int n, int *area_fd, int *guest_ends, int *monitor_ends)
+{
+	int made = 0, memfd;
+
+	if (n < 0 || n > PICO_AREA_SLOTS)
+		return -EINVAL;
+	memfd = memfd_create("picoproc-area", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (memfd < 0)
+		return -errno;
+	if (ftruncate(memfd, PICO_AREA_SIZE) < 0 ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		goto fail;
+	for (; made < n; made++) {
+		int sv[2];
+		/* The minimal send buffer: a guest that never takes its fds
+		 * makes the monitor fall back to NOTIF_ADDFD after one or two,
+		 * instead of holding many in flight for it. */
+		int one = 1;
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+			goto fail;
+		if (setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) < 0 || shutdown(sv[1], SHUT_RD) < 0) {
+			close(sv[0]);
+			close(sv[1]);
+			goto fail;
+		}
+		guest_ends[made] = sv[0];
+		monitor_ends[made] = sv[1];
+	}
+	*area_fd = memfd;
+	return 0;
+fail:;
+	int err = -errno;
+	while (made-- > 0) {
+		close(guest_ends[made]);
+		close(monitor_ends[made]);
+	}
+	close(memfd);
+	return err;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The loop                                                                */
+
+struct pico_loop *pico_loop_new(unsigned int max_guests, unsigned int audit_capacity)
+{
+	struct seccomp_notif_sizes sizes;
+	struct pico_loop *l;
+
+	if (max_guests == 0 || max_guests > (1u << 20) || audit_capacity == 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
+		return NULL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->audit_efd = -1;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->audit_lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	l->max_guests = max_guests;
+	l->ring_cap = audit_capacity;
+	l->notif_size = sizes.seccomp_notif > sizeof(struct seccomp_notif) ? sizes.seccomp_notif
+									    : sizeof(struct seccomp_notif);
+	l->resp_size = sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp)
+			       ? sizes.seccomp_notif_resp
+			       : sizeof(struct seccomp_notif_resp);
+	l->guests = calloc(max_guests, sizeof(*l->guests));
+	l->gens = calloc(max_guests, sizeof(*l->gens));
+	l->ring = calloc(audit_capacity, sizeof(*l->ring));
+	l->ring_held = calloc(max_guests, sizeof(*l->ring_held));
+	l->ring_held_gen = calloc(max_guests, sizeof(*l->ring_held_gen));
+	l->ring_share = audit_capacity / PICO_LOOP_AUDIT_SHARE_DIVISOR ?: 1;
+	l->audit_efd = eventfd(0, EFD_CLOEXEC);
+	if (!l->guests || !l->gens || !l->ring || !l->ring_held || !l->ring_held_gen || l->audit_efd < 0) {
+		int err = errno ?: ENOMEM;
+		pico_loop_free(l);
+		errno = err;
+		return NULL;
+	}
+	return l;
+}
+
+void pico_loop_free(struct pico_loop *l)
+{
+	if (!l)
+		return;
+	for (unsigned int i = 0; l->guests && i < l->max_guests; i++) {
+		if (l->guests[i] && l->guests[i]->started)
+			stop_server(l->guests[i]);
+		free_guest(l->guests[i]);
+	}
+	if (l->audit_efd >= 0)
+		close(l->audit_efd);
+	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->audit_lock);
+	pthread_cond_destroy(&l->cond);
+	free(l->guests);
+	free(l->gens);
+	free(l->ring);
+	free(l->ring_held);
+	free(l->ring_held_gen);
+	free(l);
 }
 
 int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uint32_t *groups,
 		  size_t ngroups)
 {
-	struct epoll_event events[EVENTS_PER_WAIT];
 	struct identity saved;
 	int ret = 0;
 
@@ -2582,99 +2267,69 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 		pthread_mutex_unlock(&l->lock);
 		return -EBUSY;
 	}
+	if (ngroups > sizeof(l->groups) / sizeof(l->groups[0])) {
+		pthread_mutex_unlock(&l->lock);
+		return -EINVAL;
+	}
 	l->state = STARTING;
 	l->run_error = 0;
+	l->fsuid = fsuid;
+	l->fsgid = fsgid;
+	memcpy(l->groups, groups, ngroups * sizeof(*groups));
+	l->ngroups = ngroups;
 	pthread_mutex_unlock(&l->lock);
 
+	/* The identity is taken by every server; find out now, once, whether
+	 * the kernel refuses it. */
 	ret = take_identity(fsuid, fsgid, groups, ngroups, &saved);
+	restore_identity(&saved);
 	pthread_mutex_lock(&l->lock);
 	if (ret < 0) {
 		l->state = STOPPED;
 		l->run_error = ret;
-		run_queued(l);
+		pthread_cond_broadcast(&l->cond);
 		pthread_mutex_unlock(&l->lock);
-		restore_identity(&saved);
 		return ret;
 	}
-	/* The loop thread takes none of the process's signals, only its own
-	 * wake-up (below).  A signal that interrupts the wait inside a
-	 * NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND leaves the guest's call
-	 * answered 0 with no fd installed: the kernel marks the call replied
-	 * before it waits for the guest to take the fd, and withdraws the fd
-	 * when that wait is interrupted.  A signal sent to the whole process
-	 * goes to a thread that does not block it. */
-	sigset_t all, old_mask;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old_mask);
-	l->tid = (pid_t)syscall(SYS_gettid);
-	l->cpu_mark = thread_cpu_ns();
-	l->cpu_owner = NULL;
 	l->direct_ok = install_wake_handler();
+	for (unsigned int i = 0; i < l->max_guests; i++)
+		if (l->guests[i] && !l->guests[i]->started && (ret = start_server(l->guests[i])) < 0)
+			break;
+	if (ret < 0) {
+		/* No thread for a guest: stop the others and fail. */
+		for (unsigned int i = 0; i < l->max_guests; i++) {
+			struct guest *g = l->guests[i];
+			if (g && g->started) {
+				pthread_mutex_unlock(&l->lock);
+				stop_server(g);
+				pthread_mutex_lock(&l->lock);
+			}
+		}
+		l->state = STOPPED;
+		l->run_error = ret;
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		return ret;
+	}
 	l->state = RUNNING;
 	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-
-	for (int use_epoll = 1;;) {
-		struct guest *direct = NULL;
-
-		pthread_mutex_lock(&l->lock);
-		if (l->stop) {
+	while (!l->stop)
+		pthread_cond_wait(&l->cond, &l->lock);
+	/* Stop every server; guests stay registered (served again by the next
+	 * run). */
+	for (unsigned int i = 0; i < l->max_guests; i++) {
+		struct guest *g = l->guests[i];
+		if (g && g->started) {
 			pthread_mutex_unlock(&l->lock);
-			break;
-		}
-		/* Direct mode: with one live guest and nothing else to watch,
-		 * block in NOTIF_RECV on its listener.  A guest's call then
-		 * wakes the loop on the guest's own CPU when the listener has
-		 * SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (epoll waiters are woken
-		 * the ordinary way, often on the other CPU), and the answer
-		 * wakes the guest the same way: the round trip costs a few
-		 * context switches instead of cross-CPU wake-ups.  Commands and
-		 * stop interrupt it with a signal (kick). */
-		if (!use_epoll && l->direct_ok && !l->cmds && l->nlive == 1 && l->nconnects == 0 &&
-		    l->ngn_pending == 0) {
-			for (unsigned int i = 0; i < l->max_guests; i++) {
-				if (l->guests[i].in_use && l->guests[i].listener >= 0) {
-					direct = &l->guests[i];
-					break;
-				}
-			}
-			l->in_direct = direct != NULL;
-		}
-		pthread_mutex_unlock(&l->lock);
-
-		if (direct) {
-			int err = receive(l, direct);
+			stop_server(g);
 			pthread_mutex_lock(&l->lock);
-			l->in_direct = 0;
-			pthread_mutex_unlock(&l->lock);
-			if (err == 0)
-				serve_received(l, direct, (uint32_t)(direct - l->guests));
-			/* Interrupted, or the listener misbehaves (e.g. every
-			 * guest process is gone): look at everything once. */
-			use_epoll = err != 0;
-			continue;
 		}
-		int n = epoll_wait(l->epfd, events, EVENTS_PER_WAIT, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		for (int i = 0; i < n; i++)
-			dispatch(l, &events[i]);
-		use_epoll = 0;
 	}
-
-	cpu_release(l);
-	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-	restore_identity(&saved);
-	pthread_mutex_lock(&l->lock);
 	l->state = STOPPED;
 	l->stop = 0;
-	run_queued(l);
+	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
-	return ret;
+	return 0;
 }
 
 int pico_loop_wait_running(struct pico_loop *l, int timeout_ms)
@@ -2702,38 +2357,32 @@ int pico_loop_wait_running(struct pico_loop *l, int timeout_ms)
 void pico_loop_stop(struct pico_loop *l)
 {
 	pthread_mutex_lock(&l->lock);
-	if (l->state != STOPPED)
+	if (l->state != STOPPED) {
 		l->stop = 1;
-	/* Kick until the loop has stopped: a signal that lands just before
-	 * NOTIF_RECV in direct mode is lost (see submit). */
-	while (l->state != STOPPED) {
-		struct timespec deadline;
-		kick(l);
-		clock_gettime(CLOCK_REALTIME, &deadline);
-		deadline.tv_nsec += 20 * 1000000L;
-		if (deadline.tv_nsec >= 1000000000L) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&l->cond, &l->lock, &deadline);
+		pthread_cond_broadcast(&l->cond);
 	}
+	while (l->state != STOPPED)
+		pthread_cond_wait(&l->cond, &l->lock);
 	pthread_mutex_unlock(&l->lock);
 }
 
 void pico_loop_get_counters(struct pico_loop *l, struct pico_loop_counters *out)
 {
+	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&l->lock);
-	out->notifications = __atomic_load_n(&l->notifications, __ATOMIC_RELAXED);
-	out->abandoned = __atomic_load_n(&l->abandoned, __ATOMIC_RELAXED);
-	out->recv_errors = __atomic_load_n(&l->recv_errors, __ATOMIC_RELAXED);
-	out->steered = __atomic_load_n(&l->steered, __ATOMIC_RELAXED);
-	out->steer_repaired = __atomic_load_n(&l->steer_repaired, __ATOMIC_RELAXED);
 	out->guests = (int32_t)l->nguests;
-	out->sync_wakeup = l->sync_wakeup;
 	out->running = l->state == RUNNING;
-	out->pending_connects = (int32_t)l->nconnects;
-	out->guestnet_pending = (int32_t)l->ngn_pending;
 	pthread_mutex_unlock(&l->lock);
+	out->notifications = LOAD(l->notifications);
+	out->abandoned = LOAD(l->abandoned);
+	out->recv_errors = LOAD(l->recv_errors);
+	out->fds_on_channel = LOAD(l->fds_on_channel);
+	out->fds_by_addfd = LOAD(l->fds_by_addfd);
+	out->area_calls = LOAD(l->area_calls);
+	out->servers = LOAD(l->servers);
+	out->sync_wakeup = LOAD(l->sync_wakeup);
+	out->pending_connects = LOAD(l->pending_connects);
+	out->guestnet_pending = LOAD(l->guestnet_pending);
 	pthread_mutex_lock(&l->audit_lock);
 	out->audit_dropped = l->audit_dropped;
 	pthread_mutex_unlock(&l->audit_lock);

@@ -1,39 +1,41 @@
-/* The monitor's event loop: serves the mediated calls of many picoprocesses.
+/* The monitor's loop: serves the mediated calls of many picoprocesses.
  *
- * One loop thread waits (epoll) on the seccomp user-notification listener of
- * every guest.  For each notification it copies the arguments out of the
- * guest (process_vm_readv, bounded; SECCOMP_IOCTL_NOTIF_ID_VALID after every
- * read), checks them, performs the call itself against the guest's policy
- * and answers: a value or -errno (NOTIF_SEND), or a new fd installed and
- * answered atomically (NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND).  It never
- * answers with SECCOMP_USER_NOTIF_FLAG_CONTINUE: the guest's own call never
- * runs.
+ * Every guest has a serving thread of its own, blocked in
+ * SECCOMP_IOCTL_NOTIF_RECV on the guest's seccomp listener: the only kind
+ * of wait the kernel's synchronous wake-up (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+ * applies to, so a call and its answer each switch between the guest and its
+ * server on one CPU instead of waking another.  The kernel's scheduler then
+ * runs as many servers at once as there are CPUs, shares them fairly between
+ * guests (one guest's flood or slow call occupies its own server, never
+ * another's), and each server's CPU time is exactly what its guest cost.
+ * While a guest has connects in progress or calls waiting for its socket
+ * helper, its server waits in epoll instead (listener, sockets, helper).
  *
- * The loop runs in a Python thread with the GIL released (pico_loop_run
- * blocks until pico_loop_stop).  Guests are added and removed from any
- * thread: the request is queued, the loop is woken through an eventfd and the
- * caller waits until the loop thread has carried it out, so only the loop
- * thread ever touches a guest while it runs.  Each call leaves an audit
- * record in a ring that Python drains in batches.
+ * For each notification the server copies the arguments, once, into its own
+ * memory: from the guest's argument area (a sealed memfd both map; see
+ * "The argument area", abi/abi_v1.toml) when they are area references, else
+ * out of the calling process (process_vm_readv, bounded, with
+ * SECCOMP_IOCTL_NOTIF_ID_VALID after every read); checks them; performs the
+ * call itself against the guest's policy; and answers: a value or -errno
+ * (NOTIF_SEND), or a new fd, sent on the caller's channel (an AF_UNIX socket
+ * the guest holds) with NOTIF_SEND answering PICO_FD_ON_CHANNEL when the
+ * call asked for that, else installed and answered atomically (NOTIF_ADDFD +
+ * SECCOMP_ADDFD_FLAG_SEND).  It never answers with
+ * SECCOMP_USER_NOTIF_FLAG_CONTINUE: the guest's own call never runs.
  *
- * File operations run under the guest's identity: the loop thread sets its
- * own fsuid, fsgid and supplementary groups (raw system calls: per thread)
- * and its own umask of 0 (the library OS applied the guest's) when it
- * starts.
+ * pico_loop_run runs in a Python thread with the GIL released and blocks
+ * until pico_loop_stop; it starts the servers of the guests added before it
+ * ran, and pico_loop_add_guest starts one while it runs.  Each server sets
+ * its own fsuid, fsgid, supplementary groups (raw system calls: per thread)
+ * and a private umask of 0 (the library OS applied the guest's) when it
+ * starts, blocks every signal but SIGRTMIN+3, with which it is interrupted
+ * in NOTIF_RECV (for that the loop installs a do-nothing handler when the
+ * process has none; otherwise servers always wait in epoll).
  *
- * Direct mode: while exactly one guest is live the loop blocks in
- * NOTIF_RECV on its listener rather than in epoll_wait, because only a
- * receiver blocked in NOTIF_RECV gets the synchronous (same-CPU) wake-up of
- * SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP.  To interrupt it (a command, stop) the
- * loop sends its own thread SIGRTMIN+3, for which it installs a do-nothing
- * handler when the process has none (otherwise direct mode is off).
- *
- * Steering: around the NOTIF_ADDFD that answers an open, the loop may
- * narrow the calling thread's CPU affinity to its own CPU for a few
- * microseconds, so that the kernel's wake-up of the guest stays on that CPU
- * (ADDFD has no synchronous wake-up); it gives the mask back and undoes
- * what the thread's children inherited (loop.c, "Keeping ADDFD's wake-up on
- * the loop's CPU"; PICOPROC_STEER=never turns it off).
+ * Allowed calls are counted per guest; an audit record is made for every
+ * call that was not allowed, and for allowed ones only when the guest was
+ * added with audit_allowed (an audit sink wants them).  Records go to a
+ * ring that Python drains in batches.
  *
  * Audit decisions: allow (answered with success), deny (refused by the
  * policy: outside the manifest, hidden, read-only mount, exec not allowed,
@@ -110,13 +112,34 @@ struct pico_loop_counters {
 	uint64_t abandoned;
 	uint64_t audit_dropped;	 /* records lost because the ring was full */
 	uint64_t recv_errors;	 /* NOTIF_RECV failures other than a vanished caller */
-	uint64_t steered;	 /* fd installs done with the caller's CPU narrowed ("steering") */
-	uint64_t steer_repaired; /* tasks created in a steering window whose mask the loop gave back */
+	uint64_t fds_on_channel; /* fds handed back on a guest's channel */
+	uint64_t fds_by_addfd;	 /* fds installed with NOTIF_ADDFD */
+	uint64_t area_calls;	 /* calls whose arguments came from the argument area */
 	int32_t guests;		 /* guests registered (alive or not yet removed) */
+	int32_t servers;	 /* serving threads running */
 	int32_t sync_wakeup;	 /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted by the kernel */
 	int32_t running;
 	int32_t pending_connects;
 	int32_t guestnet_pending; /* calls waiting for a guest's socket helper */
+};
+
+/* Connects in progress one guest may have the monitor hold at once (a
+ * socket each); past it a connect answers EAGAIN. */
+#define PICO_LOOP_GUEST_CONNECTS 32
+
+/* How a guest is served (pico_loop_add_guest). */
+struct pico_guest_spec {
+	int listener_fd;	/* its seccomp listener (the loop keeps a duplicate) */
+	int32_t pid;
+	const struct pico_fs_policy *fs; /* its file policy; outlives the registration */
+	const void *net;	/* struct pico_net_policy *, or NULL: nothing granted */
+	int guestnet_fd;	/* channel to the socket helper of its own network, or -1 */
+	int area_fd;		/* its argument area (pico_area_make), or -1: none */
+	const int *channel_fds; /* the monitor's ends of its channels, n_channels of them */
+	int n_channels;
+	int audit_allowed;	/* 1: an audit record for allowed calls too */
+	int proc_fd;		/* a procfs of its pid namespace (spawn's proc_fd), or -1 */
+	int listing_fd;		/* a directory where the monitor builds its /proc listings, or -1 */
 };
 
 struct pico_loop;
@@ -134,22 +157,17 @@ int pico_loop_run(struct pico_loop *loop, uint32_t fsuid, uint32_t fsgid, const 
 /* 1 once pico_loop_run serves, 0 on timeout, or the -errno it failed with. */
 int pico_loop_wait_running(struct pico_loop *loop, int timeout_ms);
 void pico_loop_stop(struct pico_loop *loop);
-/* Serves the guest whose listener is listener_fd (the loop keeps its own
- * duplicate).  fs: its file policy, net: its network policy (struct
- * pico_net_policy *, or NULL: nothing granted); both must outlive the
- * guest's registration.  guestnet_fd: the channel to the socket helper of
- * the guest's own network (spawn's result; the loop keeps a duplicate), or
- * -1: no own network (what it would serve is refused as not granted).
- * Returns a handle (> 0) or -errno (ENOSPC: max_guests). */
-int64_t pico_loop_add_guest(struct pico_loop *loop, int listener_fd, int32_t pid,
-			    const struct pico_fs_policy *fs, const void *net, int guestnet_fd);
-/* The same, with the guest's /proc (native/procview.h): proc_fd an fd on
- * a procfs of its pid namespace (spawn's proc_fd), listing_fd a directory
- * where the monitor builds listings; either may be -1 (the loop keeps its
- * own duplicates). */
-int64_t pico_loop_add_guest_view(struct pico_loop *loop, int listener_fd, int32_t pid,
-				 const struct pico_fs_policy *fs, const void *net, int guestnet_fd,
-				 int proc_fd, int listing_fd);
+/* Serves a guest (struct pico_guest_spec: the loop keeps duplicates of its
+ * fds and maps its area).  Returns a handle (> 0) or -errno (ENOSPC:
+ * max_guests; EINVAL: a bad area or spec; EAGAIN: no thread for it). */
+int64_t pico_loop_add_guest(struct pico_loop *loop, const struct pico_guest_spec *spec);
+/* The argument area of a new picoprocess: a sealed memfd of PICO_AREA_SIZE
+ * bytes (it can neither shrink nor grow) in *area_fd, and for each of its
+ * n slots (at most PICO_AREA_SLOTS) an AF_UNIX datagram socket pair: the
+ * guest's ends in guest_ends (spawn places them at PICO_CHANNEL_FD + k),
+ * the monitor's in monitor_ends (pico_guest_spec; it sends fds and never
+ * reads).  Every fd is close-on-exec and the caller's.  0 or -errno. */
+int pico_area_make(int n, int *area_fd, int *guest_ends, int *monitor_ends);
 /* Stops serving the guest (its pending calls fail with ENOSYS as the
  * listener closes) and returns its final counts.  0 or -ENOENT. */
 int pico_loop_remove_guest(struct pico_loop *loop, int64_t handle, struct pico_guest_stats *out);

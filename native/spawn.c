@@ -275,8 +275,15 @@ static int drop_capabilities(void)
 	return (int)raw(SYS_capset, (long)&hdr, (long)data, 0, 0, 0);
 }
 
-/* Moves the image to the loader fd and the granted stdio to 0..2, and
- * closes every other fd except the report channel and the status pipe. */
+_Static_assert(PICO_SPAWN_MAX_CHANNELS == PICO_AREA_SLOTS, "a channel for every slot");
+_Static_assert(PICO_GUESTNET_FD < PICO_STATUS_FD && PICO_STATUS_FD < PICO_REPORT_FD &&
+		       PICO_REPORT_FD < PICO_RESERVED_FD_BASE && PICO_CHANNEL_FD == PICO_RESERVED_FD_BASE &&
+		       PICO_CHANNEL_FD + PICO_AREA_SLOTS <= PICO_AREA_FD && PICO_AREA_FD < PICO_LOADER_FD,
+	       "the reaper's fds lie just below the guest's reserved ones");
+
+/* Moves the image to the loader fd, the argument area and its channels to
+ * their numbers and the granted stdio to 0..2, and closes every other fd
+ * except the report channel and the status pipe. */
 static void place_fds(const struct pico_spawn_spec *spec)
 {
 	/* Move the image fd out of the way first: it may sit on 0..2. */
@@ -287,6 +294,13 @@ static void place_fds(const struct pico_spawn_spec *spec)
 	} else if (fcntl(PICO_LOADER_FD, F_SETFD, image_flags ? FD_CLOEXEC : 0) < 0) {
 		child_fail(PICO_STEP_LOADER_FD);
 	}
+	/* pico_spawn moved the sources off the fixed numbers: nothing is
+	 * clobbered, and these survive exec. */
+	if (spec->area_fd >= 0 && raw(SYS_dup3, spec->area_fd, PICO_AREA_FD, 0, 0, 0) < 0)
+		child_fail(PICO_STEP_LOADER_FD);
+	for (int i = 0; i < spec->n_channels; i++)
+		if (raw(SYS_dup3, spec->channel_fds[i], PICO_CHANNEL_FD + i, 0, 0, 0) < 0)
+			child_fail(PICO_STEP_LOADER_FD);
 	/* stdio: dup every source to a high scratch number first so that a
 	 * permutation such as {1, 0, 2} cannot clobber a source early. */
 	int tmp[3];
@@ -303,6 +317,10 @@ static void place_fds(const struct pico_spawn_spec *spec)
 	if (raw(SYS_close_range, 3, PICO_GUESTNET_FD - 1, 0, 0, 0) < 0 ||
 	    raw(SYS_close_range, PICO_LOADER_FD + 1, ~0U, 0, 0, 0) < 0)
 		child_fail(PICO_STEP_CLOSE_FDS);
+	for (int fd = PICO_RESERVED_FD_BASE; fd < PICO_LOADER_FD; fd++)
+		if (!(fd == PICO_AREA_FD && spec->area_fd >= 0) &&
+		    !(fd >= PICO_CHANNEL_FD && fd < PICO_CHANNEL_FD + spec->n_channels))
+			raw(SYS_close, fd, 0, 0, 0, 0);
 	/* Without a helper that number holds whatever the monitor had there. */
 	if (!spec->guestnet)
 		raw(SYS_close, PICO_GUESTNET_FD, 0, 0, 0, 0);
@@ -752,6 +770,8 @@ static void __attribute__((noreturn)) reaper_main(const struct pico_spawn_spec *
 	 * thread the channel to the monitor). */
 	close(PICO_REPORT_FD);
 	close(PICO_LOADER_FD);
+	for (int fd = PICO_CHANNEL_FD; fd <= PICO_AREA_FD; fd++)
+		close(fd); /* the argument area's: the guest has its own copies */
 	close(0);
 	close(1);
 	close(2);
@@ -918,6 +938,15 @@ int pico_spawn(const struct pico_spawn_spec *caller_spec, struct pico_spawn_resu
 		goto setup_failed;
 	for (int i = 0; i < local.n_cgroup_procs_fds; i++)
 		if (move_off_fixed(&local.cgroup_procs_fds[i], moved, &nmoved) < 0)
+			goto setup_failed;
+	if (local.n_channels < 0 || local.n_channels > PICO_SPAWN_MAX_CHANNELS) {
+		errno = EINVAL;
+		goto setup_failed;
+	}
+	if (local.area_fd >= 0 && move_off_fixed(&local.area_fd, moved, &nmoved) < 0)
+		goto setup_failed;
+	for (int i = 0; i < local.n_channels; i++)
+		if (move_off_fixed(&local.channel_fds[i], moved, &nmoved) < 0)
 			goto setup_failed;
 
 	/* A raw clone, not fork(3): no atfork handlers run in the child. */

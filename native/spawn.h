@@ -62,12 +62,16 @@
                                   * reaper's message that carries its fd */
 
 #define PICO_MAX_UDP_PROXIES 16
+/* Channels of an argument area the guest may be given (PICO_AREA_SLOTS). */
+#define PICO_SPAWN_MAX_CHANNELS 8
 
 /* The reaper's end of the report channel and of the status pipe live just
- * below the loader fd (1023), and below them the socket helper's channel
- * (PICO_GUESTNET_FD, guestnet.h); the caller's fds must not use these. */
-#define PICO_REPORT_FD 1022
-#define PICO_STATUS_FD 1021
+ * below the argument area's fds (PICO_RESERVED_FD_BASE, picoproc_abi.h:
+ * those and the loader fd, 1023, up to it), and below them the socket
+ * helper's channel (PICO_GUESTNET_FD, guestnet.h); the caller's fds must not
+ * use these, nor the area's numbers. */
+#define PICO_REPORT_FD 1013
+#define PICO_STATUS_FD 1012
 
 /* Who writes the guest's identity (struct pico_spawn_spec.identity_mode). */
 #define PICO_IDENTITY_SWITCH 0 /* monitor is root: map guest_uid/gid to themselves,
@@ -139,6 +143,12 @@ struct pico_spawn_spec {
 	int proc_view;		   /* 1: the reaper makes a procfs of the guest's pid namespace
 				    * (detached, subset=pid) and passes it to the caller, for
 				    * the monitor's /proc (native/procview.c); best effort */
+	/* The guest's argument area (loop.h, pico_area_make): the memfd, or -1
+	 * (none), and the guest's ends of its channels; they become
+	 * PICO_AREA_FD and PICO_CHANNEL_FD + k in the guest and survive exec. */
+	int area_fd;
+	int channel_fds[8];	   /* PICO_SPAWN_MAX_CHANNELS */
+	int n_channels;
 };
 
 struct pico_spawn_result {

@@ -39,7 +39,14 @@ from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
 from picoproc.manifest import Manifest
-from picoproc.monitor import AUDIT_FILE_LIMIT, GUEST_SECCOMP_FLAGS, AuditJsonlWriter, FsPolicy, Monitor
+from picoproc.monitor import (
+    AUDIT_FILE_LIMIT,
+    GUEST_SECCOMP_FLAGS,
+    AuditJsonlWriter,
+    FsPolicy,
+    GuestArea,
+    Monitor,
+)
 from picoproc.result import Result, RunError, RunTimeout, Usage, run_error
 from picoproc.scratch import make_scratch
 from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
@@ -866,7 +873,7 @@ class Sandbox:
         monitor, router = shared_monitor((identity.uid, identity.gid))
         sink = self._audit_sink()
         scratches = []
-        policy = net = None
+        policy = net = area = None
         spawned = None
         handle = None
         pump = None
@@ -903,8 +910,10 @@ class Sandbox:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             pipes = [out_r, out_w, err_r, err_w]
 
+            # The library OS passes arguments and receives fds through it.
+            area = None if self.raw else GuestArea()
             config = self._spawn_config(argv, program, (stdin_fd, out_w, err_w), identity,
-                                        net.udp_proxies())
+                                        net.udp_proxies(), area)
             spawned = spawn_picoprocess(config)
             os.close(out_w)
             os.close(err_w)
@@ -918,8 +927,12 @@ class Sandbox:
                     # the devpts instance its reaper made, never the host's.
                     policy.add_mount_fd("/dev/pts", spawned.devpts_fd, writable=True, exec=False)
                 net.start_udp_proxies(list(spawned.proxy_fds))
+                # Allowed calls are counted; their records are made only
+                # for an audit sink that wants them, or for a traced run's
+                # profile (picoproc.trace.profile_run reads Result.audit).
                 handle = monitor.add_guest(spawned.listener_fd, spawned.guest_pid or spawned.pid, policy, net,
-                                           spawned.guestnet_fd, proc_fd=spawned.proc_fd)
+                                           spawned.guestnet_fd, proc_fd=spawned.proc_fd, area=area,
+                                           audit_allowed=sink is not None or self.trace)
             finally:
                 os.close(spawned.listener_fd)
                 if spawned.guestnet_fd >= 0:
@@ -928,6 +941,9 @@ class Sandbox:
                     os.close(spawned.proc_fd)
                 if spawned.devpts_fd >= 0:
                     os.close(spawned.devpts_fd)
+                if area is not None:
+                    area.close()  # the guest and the monitor hold their own copies
+                    area = None
             router.open(handle, sink)
 
             if self.trace and scratches:
@@ -1046,6 +1062,8 @@ class Sandbox:
                 sampler.stop()
             for fd in pipes + owned:
                 os.close(fd)
+            if area is not None:
+                area.close()
             if policy is not None:
                 policy.close()
             if net is not None:
@@ -1068,7 +1086,7 @@ class Sandbox:
         return AuditJsonlWriter(self.audit, self.audit_limit)
 
     def _spawn_config(self, argv: list[str], program: str | None, stdio: tuple[int, int, int],
-                      identity: Identity, udp_proxies=()) -> SpawnConfig:
+                      identity: Identity, udp_proxies=(), area: GuestArea | None = None) -> SpawnConfig:
         m = self.manifest
         common = dict(
             env=dict(m.env),
@@ -1104,6 +1122,7 @@ class Sandbox:
             mode="libos",
             keep_image_fd=True,
             proc_view=True,
+            area=area,
             **common,
         )
 

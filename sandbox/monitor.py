@@ -11,11 +11,17 @@ as directory fds opened once (O_PATH), the scratch tmpfs mounts as the
 directory fds ``picoproc.scratch`` made, the hidden paths and the hidden
 file names.
 
+``GuestArea`` is a picoprocess's argument area and its channels: the
+library OS passes mediated arguments through the area and receives fds on
+the channels (native/loop.h), so that no call reads the guest's memory or
+waits for NOTIF_ADDFD's wake-ups.  Spawn gives the guest its ends; the
+monitor maps the area and keeps its ends of the channels.
+
 Typical use::
 
-    with Monitor() as mon, FsPolicy.from_manifest(manifest, scratch) as fs:
-        guest = spawn_raw(argv, seccomp_flags=GUEST_SECCOMP_FLAGS)
-        handle = mon.add_guest(guest.listener_fd, guest.pid, fs)
+    with Monitor() as mon, FsPolicy.from_manifest(manifest, scratch) as fs, GuestArea() as area:
+        guest = spawn_picoprocess(SpawnConfig(..., area=area))
+        handle = mon.add_guest(guest.listener_fd, guest.pid, fs, area=area)
         os.close(guest.listener_fd)      # the loop keeps its own copy
         ... wait for the guest ...
         stats = mon.remove_guest(handle)
@@ -859,6 +865,35 @@ class AuditJsonlWriter:
                 os.close(fd)
 
 
+class GuestArea:
+    """The argument area of one picoprocess: a sealed memfd and a channel
+    per slot (native/loop.h, pico_area_make).  Hand ``area_fd`` and
+    ``guest_channels`` to spawn (SpawnConfig.area) and the area to
+    Monitor.add_guest; close it once both have their own copies."""
+
+    def __init__(self, channels: int | None = None) -> None:
+        n = lib.PICO_SPAWN_MAX_CHANNELS if channels is None else channels
+        area = ffi.new("int *")
+        guest, monitor = ffi.new("int[]", max(n, 1)), ffi.new("int[]", max(n, 1))
+        ret = lib.pico_area_make(n, area, guest, monitor)
+        _raise_errno(ret, "making the guest's argument area")
+        self.area_fd = area[0]
+        self.guest_channels = tuple(guest[i] for i in range(n))
+        self.monitor_channels = tuple(monitor[i] for i in range(n))
+
+    def close(self) -> None:
+        for fd in (self.area_fd, *self.guest_channels, *self.monitor_channels):
+            if fd >= 0:
+                os.close(fd)
+        self.area_fd, self.guest_channels, self.monitor_channels = -1, (), ()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Monitor:
     """One C loop serving the mediated calls of many guests.
 
@@ -972,7 +1007,8 @@ class Monitor:
     # -- guests ------------------------------------------------------------------
 
     def add_guest(self, listener_fd: int, pid: int, policy: FsPolicy, net_policy=None,
-                  guestnet_fd: int = -1, proc_fd: int = -1) -> int:
+                  guestnet_fd: int = -1, proc_fd: int = -1, *, area: GuestArea | None = None,
+                  audit_allowed: bool = True) -> int:
         """Starts serving the guest behind ``listener_fd`` (the loop keeps its
         own duplicate; the caller may close its fd).  ``net_policy``: a
         picoproc.netpolicy.NetPolicy (its ``handle`` is the C policy), or
@@ -980,12 +1016,26 @@ class Monitor:
         helper of the guest's own network (``Spawned.guestnet_fd``; the loop
         keeps a duplicate), or -1: no own network, its URIs are refused as
         not granted.  ``proc_fd``: the guest's procfs (``Spawned.proc_fd``;
-        the loop keeps a duplicate), for its /proc, or -1.  Returns the
-        guest's handle."""
+        the loop keeps a duplicate), for its /proc, or -1.  ``area``: the
+        guest's argument area (the one spawn gave it; the loop maps it and
+        keeps duplicates of the channels).  ``audit_allowed``: make an audit
+        record of every allowed call too (otherwise they are only counted).
+        Returns the guest's handle."""
         net = ffi.NULL if net_policy is None else net_policy.handle
-        listing_fd = self._listing_dir() if proc_fd >= 0 else -1
-        handle = lib.pico_loop_add_guest_view(self._loop, listener_fd, pid, policy.pointer, net, guestnet_fd,
-                                              proc_fd, listing_fd)
+        spec = ffi.new("struct pico_guest_spec *")
+        spec.listener_fd = listener_fd
+        spec.pid = pid
+        spec.fs = policy.pointer
+        spec.net = net
+        spec.guestnet_fd = guestnet_fd
+        spec.proc_fd = proc_fd
+        spec.listing_fd = self._listing_dir() if proc_fd >= 0 else -1
+        spec.area_fd = area.area_fd if area is not None else -1
+        channels = ffi.new("int[]", list(area.monitor_channels) if area is not None else [-1])
+        spec.channel_fds = channels
+        spec.n_channels = len(area.monitor_channels) if area is not None else 0
+        spec.audit_allowed = int(audit_allowed)
+        handle = lib.pico_loop_add_guest(self._loop, spec)
         _raise_errno(handle, f"adding guest pid {pid}")
         policy._in_use = True
         with self._lock:
@@ -1019,8 +1069,9 @@ class Monitor:
         lib.pico_loop_get_counters(self._loop, c)
         return {
             "notifications": c.notifications, "abandoned": c.abandoned, "audit_dropped": c.audit_dropped,
-            "recv_errors": c.recv_errors, "guests": c.guests, "sync_wakeup": bool(c.sync_wakeup),
-            "steered": c.steered, "steer_repaired": c.steer_repaired,
+            "recv_errors": c.recv_errors, "guests": c.guests, "servers": c.servers,
+            "sync_wakeup": bool(c.sync_wakeup), "fds_on_channel": c.fds_on_channel,
+            "fds_by_addfd": c.fds_by_addfd, "area_calls": c.area_calls,
             "running": bool(c.running), "pending_connects": c.pending_connects,
             "guestnet_pending": c.guestnet_pending,
         }

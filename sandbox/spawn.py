@@ -137,6 +137,10 @@ class SpawnConfig:
     # > 0: the reaper mounts a devpts instance of the picoprocess's own, with
     # at most this many ptys, and passes its root back (Spawned.devpts_fd).
     devpts_max: int = 0
+    # The guest's argument area (picoproc.monitor.GuestArea): its memfd and
+    # its ends of the channels become PICO_AREA_FD and PICO_CHANNEL_FD + k
+    # in the guest and survive exec (the library OS maps the area).
+    area: object | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,6 +445,12 @@ def spawn_picoprocess(config: SpawnConfig) -> Spawned:
         spec.n_udp_proxies = len(config.udp_proxies)
         spec.proc_view = int(config.proc_view)
         spec.devpts_max = int(config.devpts_max)
+        spec.area_fd = -1
+        if config.area is not None:
+            spec.area_fd = config.area.area_fd
+            for i, fd in enumerate(config.area.guest_channels):
+                spec.channel_fds[i] = fd
+            spec.n_channels = len(config.area.guest_channels)
 
         result = ffi.new("struct pico_spawn_result *")
         if _in_long_lived_thread(lambda: lib.pico_spawn(spec, result)) < 0:

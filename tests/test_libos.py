@@ -130,14 +130,28 @@ class MiniMonitor:
         # Options given raw (not through picoproc.libos.loader_argv) so that
         # bad ones reach the loader.
         loader_argv = [str(loader_path()), *options, LOADER_SEPARATOR, str(path), *argv]
+        from picoproc.monitor import GuestArea
+
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-                open(os.devnull, "rb") as devnull:
+                open(os.devnull, "rb") as devnull, GuestArea() as area:
             stdin_fd = devnull.fileno() if stdin is None else stdin
+            # With an argument area, as picoproc.api runs the library OS.
             spawned = raw.spawn_raw(loader_argv, env or {}, (stdin_fd, out.fileno(), err.fileno()),
                                     mode="libos", keep_image_fd=True,
-                                    seccomp_flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
+                                    seccomp_flags=SECCOMP_FILTER_FLAG_NEW_LISTENER, area=area)
+            spec = ffi.new("struct pico_guest_spec *")
+            spec.listener_fd = spawned.listener_fd
+            spec.pid = spawned.pid
+            spec.fs = self.policy
+            spec.net = ffi.NULL
+            spec.guestnet_fd = -1
+            spec.area_fd = area.area_fd
+            channels = ffi.new("int[]", list(area.monitor_channels))
+            spec.channel_fds = channels
+            spec.n_channels = len(area.monitor_channels)
+            spec.audit_allowed = 1
             try:
-                handle = lib.pico_loop_add_guest(self.loop, spawned.listener_fd, spawned.pid, self.policy, ffi.NULL, -1)
+                handle = lib.pico_loop_add_guest(self.loop, spec)
             finally:
                 os.close(spawned.listener_fd)
             assert handle > 0, f"pico_loop_add_guest: {handle}"
@@ -249,8 +263,9 @@ def test_initial_stack_and_auxv(monitor, probe, kind):
     assert kv["clock_ok"] == "1"
     assert "uid=4242 euid=4242 gid=4343 egid=4343" in r.stdout
     assert "env PROBE=x y" in r.stdout
-    # Image fds are closed after mapping; only the loader fd stays (execve).
-    assert "extra_open_fds=0 loader_fd_open=1" in r.stdout
+    # Image fds are closed after mapping; only the loader fd (execve) and the
+    # argument area's memfd and its 8 channels stay.
+    assert "extra_open_fds=0 loader_fd_open=1 area_fds=9" in r.stdout
     assert r.stdout.rstrip().endswith("ok")
     # The image was opened through the monitor with an execute check.
     assert f"file:{probe[kind]}" in r.opened
@@ -720,8 +735,8 @@ def test_emulated_syscall_list_matches_linux_and_the_abi():
     # (direct from the library OS's own range, emulated for everyone else,
     # see abi/bpf.py) and execveat (direct
     # only on the loader fd; every other form traps and is emulated).
-    # close and dup3: direct on every fd but the loader fd; the trapped forms
-    # (the loader fd, garbage in the upper half) are emulated.  getsockname:
+    # close and dup3: direct on every fd but picoproc's own; the trapped forms
+    # (those fds, garbage in the upper half) are emulated.  getsockname:
     # direct from the library OS's range, emulated for the program (unix
     # socket names); setsockopt/getsockopt: direct for the SOL_SOCKET and
     # IPPROTO_TCP names the ABI lists, the other names refused (ENOPROTOOPT),
@@ -1100,9 +1115,10 @@ def test_rlimit_options_reach_getrlimit_and_survive_exec(monitor):
     r = monitor.run(BUSYBOX, ["sh", "-c", f"ulimit -n; ulimit -t; ulimit -u; exec {BUSYBOX} sh -c 'ulimit -n; nproc'"],
                     options=opts)
     assert (r.exit_code, r.stdout) == (0, "77\n3\n10\n77\n2\n"), r.stderr
-    # An open-file limit is never reported at or above the loader fd.
+    # An open-file limit is never reported at or above picoproc's own fds
+    # (PICO_RESERVED_FD_BASE: the argument area's, then the loader fd).
     r = monitor.run(BUSYBOX, ["sh", "-c", "ulimit -n"], options=[f"--rlimit={resource.RLIMIT_NOFILE}:5000:5000"])
-    assert r.stdout == "1023\n"
+    assert r.stdout == "1014\n"
     r = monitor.run(BUSYBOX, ["true"], options=["--rlimit=99:1:1"])
     assert r.exit_code == EXIT_CANNOT_RUN and "bad --rlimit option" in r.stderr
 

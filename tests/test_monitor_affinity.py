@@ -1,29 +1,24 @@
-"""The monitor's CPU steering leaves no trace on the guest's CPU affinity.
+"""The monitor leaves the guest's CPU affinity alone.
 
-To keep the guest's wake-up on its own CPU, the loop narrows the calling
-thread's affinity to that CPU around the NOTIF_ADDFD that answers an open
-(native/loop.c, "Keeping ADDFD's wake-up on the loop's CPU").  These tests
-run tests/guests/med_affinity, which makes many mediated opens and then waits
-on stdin, and look at every task of the guest from outside (a raw guest
-cannot ask the kernel for its own mask, and the library OS answers
-sched_getaffinity itself):
+An earlier monitor narrowed the calling thread's affinity around each
+NOTIF_ADDFD (to keep the kernel's wake-up on one CPU), which tasks created in
+that window could inherit.  Fds now come back on the caller's channel, or by
+a plain NOTIF_ADDFD (docs/ARCHITECTURE.md, "Handing fds back"), and nothing
+touches a mask; these tests keep it so.  They run tests/guests/med_affinity,
+which makes many mediated opens (a raw guest: by NOTIF_ADDFD, counted in the
+loop's fds_by_addfd) and then waits on stdin, and look at every task of the
+guest from outside (a raw guest cannot ask the kernel for its own mask, and
+the library OS answers sched_getaffinity itself):
 
-* each thread gets back exactly the mask it had: the one it inherited,
-  whether every CPU or one a taskset restricted (compared with
-  sched_getaffinity and with /proc's Cpus_allowed of the run's reaper, which
-  never calls the monitor);
+* each thread keeps exactly the mask it had: the one it inherited, whether
+  every CPU or one a taskset restricted (compared with sched_getaffinity and
+  with /proc's Cpus_allowed of the run's reaper, which never calls the
+  monitor);
 * a thread restricted to one CPU is never moved off it, even for a moment
   (the guest checks its CPU with RDTSCP after every open);
-* children and threads created right after an open, while the monitor may
-  not have given the mask back yet, do not keep the narrowed mask;
-* threads calling concurrently all end with their own mask;
-* with PICOPROC_STEER=always the loop's `steered` counter shows the opens
-  really were steered (so the checks above are not vacuous), for a root
-  monitor and for one running as an unprivileged user.
-
-On a machine with one CPU the loop never steers and these tests only check
-that nothing changes.  PICOPROC_STEER=always makes the loop steer every open
-(the default also probes opens without steering and may keep to that).
+* children and threads created right after an open keep the mask too;
+* threads calling concurrently all keep theirs;
+* the same for a monitor running as an unprivileged user.
 """
 
 from __future__ import annotations
@@ -52,22 +47,9 @@ def data_dir():
         yield d
 
 
-@pytest.fixture(scope="module", params=["always", "auto"])
-def monitor(request):
-    """A monitor that steers every open ("always": otherwise the loop stops
-    steering where it does not pay, and the tests could check nothing), and
-    one that decides for itself."""
-    saved = os.environ.get("PICOPROC_STEER")
-    os.environ["PICOPROC_STEER"] = request.param  # read when the loop is created
-    try:
-        mon = Monitor()
-    finally:
-        if saved is None:
-            del os.environ["PICOPROC_STEER"]
-        else:
-            os.environ["PICOPROC_STEER"] = saved
-    mon.steer_mode = request.param
-    with mon:
+@pytest.fixture(scope="module")
+def monitor():
+    with Monitor() as mon:
         yield mon
 
 
@@ -189,30 +171,19 @@ def _masks():
 
 @pytest.mark.parametrize("cpus", _masks())
 def test_opens_leave_each_thread_its_own_mask(guest_bin, monitor, policy, cpus):
-    before = monitor.counters()["steered"]
+    before = monitor.counters()["fds_by_addfd"]
     with waiting_guest(guest_bin, monitor, policy, "open", 300, cpus) as (g, line):
         ready = parse_ready(line)
         assert ready == {"opens": 300, "outside": 0}
         assert_masks_untouched(g, cpus, at_least=2)
-    steered = monitor.counters()["steered"] - before
-    if len(cpus) < 2:
-        assert steered == 0  # a guest held to one CPU is never narrowed
-    elif monitor.steer_mode == "always":
-        # Every open was steered: the masks above were checked after real
-        # narrowings, not vacuously.
-        assert steered == 300
+    assert monitor.counters()["fds_by_addfd"] - before == 300  # every fd by NOTIF_ADDFD
 
 
 def test_children_forked_right_after_an_open_keep_the_parents_mask(guest_bin, monitor, policy):
     n = 100
-    before = monitor.counters()["steered"]
     with waiting_guest(guest_bin, monitor, policy, "fork", n, ALL) as (g, line):
         assert parse_ready(line) == {"opens": n, "outside": 0}
         assert_masks_untouched(g, ALL, at_least=n + 2)
-    if monitor.steer_mode == "always" and len(ALL) >= 2:
-        # Steered until the loop first found a child carrying the narrowed
-        # mask (then it stops steering this guest): at least once.
-        assert monitor.counters()["steered"] > before
 
 
 def test_threads_started_right_after_an_open_keep_the_callers_mask(guest_bin, monitor, policy):
@@ -230,7 +201,7 @@ def test_concurrent_callers_each_get_their_mask_back(guest_bin, monitor, policy)
 
 
 # The unprivileged half: a monitor running as uid 65534 (its guests are in a
-# user namespace it owns) steers too, and gives the masks back.
+# user namespace it owns).
 _UNPRIV_SCRIPT = r"""
 import json, os, select, sys
 from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, Monitor
@@ -272,16 +243,16 @@ with Monitor() as mon, FsPolicy() as policy:
     mon.remove_guest(handle)
     print(json.dumps({"ready": line.decode().strip(), "uid": os.geteuid(), "cpus": cpus,
                       "masks": masks, "exit_code": status.exit_code,
-                      "steered": mon.counters()["steered"]}))
+                      "by_addfd": mon.counters()["fds_by_addfd"]}))
 """
 
 
-def test_an_unprivileged_monitor_steers_and_gives_the_masks_back(unpriv_env):
+def test_an_unprivileged_monitor_leaves_the_masks_alone(unpriv_env):
     import json
     import subprocess
 
     n = 200
-    env = dict(unpriv_env["env"], PICOPROC_STEER="always")
+    env = dict(unpriv_env["env"])
     proc = subprocess.run(
         [*unpriv_env["prefix"], unpriv_env["python"], "-c", _UNPRIV_SCRIPT,
          str(unpriv_env["root"] / "guests"), str(n)],
@@ -294,7 +265,4 @@ def test_an_unprivileged_monitor_steers_and_gives_the_masks_back(unpriv_env):
     assert out["ready"] == f"ready opens={n} outside=0"
     assert len(out["masks"]) >= 2  # the reaper and the guest
     assert all(m == out["cpus"] for m in out["masks"].values()), out["masks"]
-    if len(out["cpus"]) >= 2:
-        assert out["steered"] == n
-    else:
-        assert out["steered"] == 0
+    assert out["by_addfd"] == n

@@ -493,14 +493,19 @@ def test_the_reaper_helper_makes_sockets_only_in_the_guest_network(guest_bin):
 
 
 def test_the_guest_has_no_helper_channel(guest_runner):
+    from picoproc.native import lib
+
+    # The reaper's fds (the helper's channel, the status pipe, the report
+    # channel) are gone once the program runs.
+    fds = (lib.PICO_GUESTNET_FD, lib.PICO_STATUS_FD, lib.PICO_REPORT_FD)
     code = ("import os\n"
-            "for fd in (1020, 1021, 1022):\n"
+            f"for fd in {fds!r}:\n"
             "    try:\n"
             "        os.fstat(fd); print(fd, 'open')\n"
             "    except OSError as e:\n"
             "        print(fd, e.errno)\n")
     r = guest_runner([PYTHON, "-c", code])
-    assert r.stdout == "1020 9\n1021 9\n1022 9\n", r.stderr
+    assert r.stdout == "".join(f"{fd} 9\n" for fd in fds), r.stderr
 
 
 # ---------------------------------------------------------------------------------------
