@@ -180,7 +180,7 @@ struct pico_loop {
 
 	/* Counters: atomics, written by the servers, read by anyone. */
 	uint64_t notifications, abandoned, audit_dropped, recv_errors;
-	uint64_t fds_on_channel, fds_by_addfd, area_calls;
+	uint64_t fds_on_channel, fds_by_addfd, area_calls, fs_lookups;
 	int servers, sync_wakeup, pending_connects, guestnet_pending;
 };
 
@@ -1454,10 +1454,12 @@ static void serve_received(struct guest *g)
 		c.rec.call = (int32_t)nr;
 		ret = g->identity_err;
 	} else {
+		uint64_t lookups = pico_fs_thread_lookups();
 		c.rec.call = (int32_t)nr;
 		if (is_area_ref(n->data.args[0]))
 			BUMP(l->area_calls);
 		ret = serve_table[nr](&c, g->scratch);
+		__atomic_fetch_add(&l->fs_lookups, pico_fs_thread_lookups() - lookups, __ATOMIC_RELAXED);
 	}
 
 	if (ret == -ECANCELED || c.gone) {
@@ -2379,6 +2381,7 @@ void pico_loop_get_counters(struct pico_loop *l, struct pico_loop_counters *out)
 	out->fds_on_channel = LOAD(l->fds_on_channel);
 	out->fds_by_addfd = LOAD(l->fds_by_addfd);
 	out->area_calls = LOAD(l->area_calls);
+	out->fs_lookups = LOAD(l->fs_lookups);
 	out->servers = LOAD(l->servers);
 	out->sync_wakeup = LOAD(l->sync_wakeup);
 	out->pending_connects = LOAD(l->pending_connects);

@@ -115,6 +115,7 @@ struct pico_loop_counters {
 	uint64_t fds_on_channel; /* fds handed back on a guest's channel */
 	uint64_t fds_by_addfd;	 /* fds installed with NOTIF_ADDFD */
 	uint64_t area_calls;	 /* calls whose arguments came from the argument area */
+	uint64_t fs_lookups;	 /* host path lookups (openat2) the calls made */
 	int32_t guests;		 /* guests registered (alive or not yet removed) */
 	int32_t servers;	 /* serving threads running */
 	int32_t sync_wakeup;	 /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted by the kernel */

@@ -133,6 +133,21 @@ struct resolved {
  * while the loop thread serves calls. */
 static __thread int call_denied;
 
+/* Host lookups (openat2) this thread has made: what a call's path costs the
+ * monitor, which the loop adds up (pico_loop_counters.fs_lookups). */
+static __thread uint64_t thread_lookups;
+
+uint64_t pico_fs_thread_lookups(void)
+{
+	return thread_lookups;
+}
+
+static long openat2_counted(int dirfd, const char *path, struct open_how *how)
+{
+	thread_lookups++;
+	return syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
+}
+
 static long deny(int reason, long err)
 {
 	call_denied = reason;
@@ -150,7 +165,7 @@ static long deny_change(const struct fs_mount *m)
 static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode)
 {
 	struct open_how how = {.flags = flags, .mode = mode, .resolve = HOST_RESOLVE};
-	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	long fd = openat2_counted(dirfd, path, &how);
 	if (fd >= 0)
 		return fd;
 	/* Relative paths here never hold `..`: EXDEV means the lookup met a
@@ -945,6 +960,91 @@ int pico_fs_policy_add_hidden(struct pico_fs_policy *p, const char *guest, size_
 /* ---------------------------------------------------------------------- */
 /* Resolution                                                              */
 
+/* Can the host resolve `canon` (a canonical path in mount m) as a directory
+ * reached without a link?  One lookup from the mount's directory. */
+static int plain_directory(const struct fs_mount *m, const char *canon, size_t len)
+{
+	char rel[PICO_MAX_PATH + 1];
+	size_t skip = m->guest_len == 1 ? 1 : m->guest_len + 1;
+	if (len <= m->guest_len) {
+		rel[0] = '.';
+		rel[1] = '\0';
+	} else {
+		memcpy(rel, canon + skip, len - skip);
+		rel[len - skip] = '\0';
+	}
+	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = HOST_RESOLVE};
+	long fd = openat2_counted(m->dirfd, rel, &how);
+	if (fd < 0)
+		return 0;
+	close((int)fd);
+	return 1;
+}
+
+/* Part of the walk: appends to r->canon the longest run of the components
+ * in pending[pos..end) (plain names, none the last one) that the host
+ * resolves as directories reached without a link, all in the mount of the
+ * first one: one host lookup when the run has no link (the usual case), a
+ * binary search over its length otherwise, instead of a lookup per
+ * component from the mount's root (a deep path ending in a link cost
+ * milliseconds).  Stops before a hidden path or name, which the walk then
+ * refuses.  Returns the position after what it took (pos: nothing). */
+static size_t skip_plain_run(const struct pico_fs_policy *p, const char *pending, size_t pos, size_t end,
+			     struct resolved *r)
+{
+	size_t ends[PICO_MAX_PATH / 2 + 1], lens[PICO_MAX_PATH / 2 + 1];
+	size_t k = 0, i = pos, len = r->canon_len, base_len = r->canon_len;
+	const struct fs_mount *m = NULL;
+
+	while (i < end) {
+		while (i < end && pending[i] == '/')
+			i++;
+		size_t start = i;
+		while (i < end && pending[i] != '/')
+			i++;
+		size_t n = i - start;
+		if (n == 0)
+			break;
+		if ((n == 1 && pending[start] == '.') || (n == 2 && pending[start] == '.' && pending[start + 1] == '.') ||
+		    n > NAME_MAX || len + 1 + n > PICO_MAX_PATH)
+			break;
+		r->canon[len] = '/';
+		memcpy(r->canon + len + 1, pending + start, n);
+		len += 1 + n;
+		if (is_hidden_path(p, r->canon, len) || is_hidden_name(p, pending + start, n))
+			break;
+		const struct fs_mount *here = find_mount(p, r->canon, len);
+		if (!here || here->leaf || (m && here != m))
+			break;
+		m = here;
+		ends[k] = i;
+		lens[k] = len;
+		k++;
+	}
+	size_t take = 0;
+	if (k >= 2) {
+		/* The largest prefix of the run the host resolves (every shorter
+		 * one then resolves too). */
+		size_t lo = 0, hi = k;
+		while (lo < hi) {
+			size_t mid = (lo == 0 && hi == k) ? k : lo + (hi - lo + 1) / 2;
+			if (plain_directory(m, r->canon, lens[mid - 1]))
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		take = lo;
+	}
+	if (take == 0) {
+		r->canon_len = base_len;
+		r->canon[base_len] = '\0';
+		return pos;
+	}
+	r->canon_len = lens[take - 1];
+	r->canon[r->canon_len] = '\0';
+	return ends[take - 1];
+}
+
 /* The component walk: resolves `path` in the guest's view, one component at
  * a time, reading each symbolic link's text and continuing with it as a
  * guest path.  With follow == 0 the last component is not followed. */
@@ -965,6 +1065,19 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 			pos++;
 		if (pos == plen)
 			break;
+		/* Plain directories up to the last component, at once. */
+		size_t last = plen;
+		while (last > pos && pending[last - 1] == '/')
+			last--;
+		while (last > pos && pending[last - 1] != '/')
+			last--;
+		if (last > pos) {
+			pos = skip_plain_run(p, pending, pos, last, r);
+			while (pos < plen && pending[pos] == '/')
+				pos++;
+			if (pos == plen)
+				break;
+		}
 		size_t start = pos;
 		while (pos < plen && pending[pos] != '/')
 			pos++;
@@ -1069,15 +1182,104 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 	return locate(p, r);
 }
 
+/* A path with `..` that stays inside one mount, without links: resolved
+ * with one host lookup (the kernel follows the `..` components, refusing
+ * links), instead of a walk that looks up every component on its own (a
+ * path of thousands of `x/..` took milliseconds that way).  The canonical
+ * path is the lexical one, and it is exactly what the guest's view gives
+ * when every component before a `..` is a directory and none is a link:
+ * the host lookup of that part, RESOLVE_NO_SYMLINKS, checks both.  Every
+ * intermediate canonical path is checked against the hidden paths and
+ * names first, as the walk does (passing through a hidden directory reveals
+ * nothing).  Returns 0 (resolved), 1 (not this case: walk), or -errno. */
+static long resolve_dotdot(const struct pico_fs_policy *p, const char *path, size_t len,
+			   struct resolved *r)
+{
+	size_t i = 0, raw_start = 0, raw_end = 0;
+	const struct fs_mount *m = NULL;
+
+	r->canon_len = 0;
+	r->trailing_slash = path[len - 1] == '/' || (len >= 2 && path[len - 1] == '.' && path[len - 2] == '/');
+	while (i < len) {
+		while (i < len && path[i] == '/')
+			i++;
+		size_t start = i;
+		while (i < len && path[i] != '/')
+			i++;
+		size_t n = i - start;
+		if (n == 0 || (n == 1 && path[start] == '.'))
+			continue;
+		if (n == 2 && path[start] == '.' && path[start + 1] == '.') {
+			/* Only inside the mount entered, never up to its root. */
+			if (!m || r->canon_len <= m->guest_len)
+				return 1;
+			while (r->canon_len > 0 && r->canon[r->canon_len - 1] != '/')
+				r->canon_len--;
+			r->canon_len--;
+			r->canon[r->canon_len] = '\0';
+			raw_end = i;
+			continue;
+		}
+		if (n > NAME_MAX)
+			return -ENAMETOOLONG;
+		if (r->canon_len + 1 + n > PICO_MAX_PATH)
+			return -ENAMETOOLONG;
+		r->canon[r->canon_len++] = '/';
+		memcpy(r->canon + r->canon_len, path + start, n);
+		r->canon_len += n;
+		r->canon[r->canon_len] = '\0';
+		if (is_hidden_path(p, r->canon, r->canon_len))
+			return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
+		if (is_hidden_name(p, path + start, n))
+			return deny(PICO_DENY_HIDDEN_NAME, -EACCES);
+		const struct fs_mount *here = find_mount(p, r->canon, r->canon_len);
+		if (!m) {
+			/* Entered at the mount's own root, so the rest of the raw
+			 * path is relative to its directory. */
+			if (here && here->guest_len == r->canon_len && !here->leaf) {
+				m = here;
+				raw_start = i;
+			}
+		} else if (here != m) {
+			return 1; /* into a mount nested in it */
+		}
+	}
+	if (!m || raw_end == 0)
+		return 1;
+	if (r->canon_len == 0) {
+		r->canon[0] = '/';
+		r->canon_len = 1;
+		r->canon[1] = '\0';
+	}
+	/* The part up to the last `..`: every component a directory, no link. */
+	char part[PICO_MAX_PATH + 1];
+	size_t plen = raw_end - raw_start;
+	while (plen > 0 && path[raw_start] == '/') {
+		raw_start++;
+		plen--;
+	}
+	memcpy(part, path + raw_start, plen);
+	part[plen] = '\0';
+	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = HOST_RESOLVE};
+	long fd = openat2_counted(m->dirfd, part, &how);
+	if (fd < 0)
+		return errno == ELOOP || errno == EXDEV || errno == EAGAIN ? 1 : -errno;
+	close((int)fd);
+	return locate(p, r);
+}
+
 /* The fast path: a path without `..` is looked up as written; if the host
  * lookup then meets a link (ELOOP from RESOLVE_NO_SYMLINKS), the caller
- * falls back to the walk. */
+ * falls back to the walk.  A path with `..` inside one mount: the same,
+ * after resolve_dotdot. */
 static long resolve_lexical(const struct pico_fs_policy *p, const char *path, size_t len,
 			    struct resolved *r)
 {
 	int ret = normalise(path, len, r->canon, &r->canon_len, &r->trailing_slash);
+	if (ret == 1)
+		return resolve_dotdot(p, path, len, r);
 	if (ret != 0)
-		return ret; /* 1: holds `..` */
+		return ret;
 	if (is_hidden_path(p, r->canon, r->canon_len))
 		return deny(PICO_DENY_HIDDEN_PATH, -EACCES);
 	if (has_hidden_name(p, r->canon, r->canon_len))

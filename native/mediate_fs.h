@@ -54,6 +54,9 @@ struct statx;
 struct statfs;
 struct timespec;
 
+/* Host lookups (openat2) the calling thread has made so far. */
+uint64_t pico_fs_thread_lookups(void);
+
 /* cffi:begin */
 /* Bound on a policy's hidden names (each is matched against every
  * component of every path a call resolves). */

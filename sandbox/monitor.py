@@ -1071,7 +1071,7 @@ class Monitor:
             "notifications": c.notifications, "abandoned": c.abandoned, "audit_dropped": c.audit_dropped,
             "recv_errors": c.recv_errors, "guests": c.guests, "servers": c.servers,
             "sync_wakeup": bool(c.sync_wakeup), "fds_on_channel": c.fds_on_channel,
-            "fds_by_addfd": c.fds_by_addfd, "area_calls": c.area_calls,
+            "fds_by_addfd": c.fds_by_addfd, "area_calls": c.area_calls, "fs_lookups": c.fs_lookups,
             "running": bool(c.running), "pending_connects": c.pending_connects,
             "guestnet_pending": c.guestnet_pending,
         }
