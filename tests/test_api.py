@@ -81,6 +81,26 @@ def test_secrets_are_refused_and_audited():
     assert shadow[0]["errno"] != 0 and shadow[0]["call"] == "open"
 
 
+def test_allowed_calls_are_counted_and_audited_only_for_a_sink():
+    """Allowed calls are counted in C; their audit records are made only when
+    an audit sink asks for them.  The counts are exact either way."""
+    argv = ["/bin/cat", "/etc/hostname", "/etc/shadow", "/nonexistent"]
+    quiet = run(argv)
+    got: list[dict] = []
+    loud = Sandbox(audit=got.extend).run(argv, capture=True, timeout=TIMEOUT)
+    for r in (quiet, loud):
+        c = r.counts
+        assert c["mediated"] == c["mediated_allowed"] + c["mediated_denied"] + c["mediated_errors"]
+        assert c["mediated_allowed"] > 0 and c["mediated_denied"] == 1 and c["mediated_errors"] >= 1
+    assert quiet.counts == loud.counts
+    # Without a sink: the refused and failed calls, not the allowed ones.
+    assert {r["decision"] for r in quiet.audit} == {"deny", "error"}
+    assert len(quiet.audit) == quiet.counts["mediated"] - quiet.counts["mediated_allowed"]
+    # With one: every call, and the sink saw each record once.
+    assert len(loud.audit) == loud.counts["mediated"] and got == loud.audit
+    assert any(r["decision"] == "allow" and target(r) == "/etc/hostname" for r in loud.audit)
+
+
 def test_system_directories_are_read_only_and_scratch_is_private():
     first = run(["/bin/sh", "-c", "echo canary > /tmp/mine && cat /tmp/mine; echo x > /usr/escape"])
     assert first.stdout == b"canary\n"
