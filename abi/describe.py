@@ -6,7 +6,7 @@ must check.  A reader wants the set of values that passes: rules that test
 one argument are merged into ranges of allowed values and described by what
 they allow (or, when shorter, by what they leave out):
 
-    close:        fd is below 2^31, but not 1014 (PICO_RESERVED_FD_BASE)..1023
+    close:        fd is below 2^31, but not 1018 (PICO_RESERVED_FD_BASE)..1023
     rt_sigaction: signum is at most 64 (NSIG), but not 31 (SIGSYS)
     fcntl:        cmd is one of F_DUPFD, F_DUPFD_CLOEXEC, ...
 """

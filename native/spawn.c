@@ -276,9 +276,11 @@ static int drop_capabilities(void)
 }
 
 _Static_assert(PICO_SPAWN_MAX_CHANNELS == PICO_AREA_SLOTS, "a channel for every slot");
+/* Every number from PICO_RESERVED_FD_BASE up is the guest's own (the filter
+ * traps close and dup3 on all of them), so there is no gap between them. */
 _Static_assert(PICO_GUESTNET_FD < PICO_STATUS_FD && PICO_STATUS_FD < PICO_REPORT_FD &&
 		       PICO_REPORT_FD < PICO_RESERVED_FD_BASE && PICO_CHANNEL_FD == PICO_RESERVED_FD_BASE &&
-		       PICO_CHANNEL_FD + PICO_AREA_SLOTS <= PICO_AREA_FD && PICO_AREA_FD < PICO_LOADER_FD,
+		       PICO_CHANNEL_FD + PICO_AREA_SLOTS == PICO_AREA_FD && PICO_AREA_FD + 1 == PICO_LOADER_FD,
 	       "the reaper's fds lie just below the guest's reserved ones");
 
 /* Moves the image to the loader fd, the argument area and its channels to

@@ -63,7 +63,7 @@
 
 #define PICO_MAX_UDP_PROXIES 16
 /* Channels of an argument area the guest may be given (PICO_AREA_SLOTS). */
-#define PICO_SPAWN_MAX_CHANNELS 8
+#define PICO_SPAWN_MAX_CHANNELS 4
 
 /* The reaper's end of the report channel and of the status pipe live just
  * below the argument area's fds (PICO_RESERVED_FD_BASE, picoproc_abi.h:
@@ -147,7 +147,7 @@ struct pico_spawn_spec {
 	 * (none), and the guest's ends of its channels; they become
 	 * PICO_AREA_FD and PICO_CHANNEL_FD + k in the guest and survive exec. */
 	int area_fd;
-	int channel_fds[8];	   /* PICO_SPAWN_MAX_CHANNELS */
+	int channel_fds[4];	   /* PICO_SPAWN_MAX_CHANNELS */
 	int n_channels;
 };
 

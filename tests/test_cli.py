@@ -494,7 +494,7 @@ def test_abi_lookup_of_one_linux_call(run_picoproc):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("openat (257): mediated")
     assert "close (3): direct" in proc.stdout
-    assert "fd is below 2^31, but not 1014 (PICO_RESERVED_FD_BASE)..1023" in proc.stdout
+    assert "fd is below 2^31, but not 1018 (PICO_RESERVED_FD_BASE)..1023" in proc.stdout
     assert "0xFFFF" not in proc.stdout  # rules in words, not masks
     doc = json.loads(run_picoproc("abi", "--linux", "--json", "close").stdout)
     assert [r["name"] for r in doc] == ["close"] and doc[0]["rules_in_words"]
@@ -506,7 +506,7 @@ def test_abi_prints_rules_in_words(run_picoproc):
     proc = run_picoproc("abi")
     assert proc.returncode == 0
     lines = {line.split()[2]: line for line in proc.stdout.splitlines()[1:] if line.strip()}
-    assert "fd is below 2^31, but not 1014 (PICO_RESERVED_FD_BASE)..1023" in lines["close"]
+    assert "fd is below 2^31, but not 1018 (PICO_RESERVED_FD_BASE)..1023" in lines["close"]
     assert "signum is at most 64 (NSIG), but not 31 (SIGSYS)" in lines["rt_sigaction"]
     assert "cmd is one of F_DUPFD, F_GETFD" in lines["fcntl"]
     assert max(len(line) for line in proc.stdout.splitlines()) < 200

@@ -264,8 +264,8 @@ def test_initial_stack_and_auxv(monitor, probe, kind):
     assert "uid=4242 euid=4242 gid=4343 egid=4343" in r.stdout
     assert "env PROBE=x y" in r.stdout
     # Image fds are closed after mapping; only the loader fd (execve) and the
-    # argument area's memfd and its 8 channels stay.
-    assert "extra_open_fds=0 loader_fd_open=1 area_fds=9" in r.stdout
+    # argument area's memfd and its 4 channels stay.
+    assert "extra_open_fds=0 loader_fd_open=1 area_fds=5" in r.stdout
     assert r.stdout.rstrip().endswith("ok")
     # The image was opened through the monitor with an execute check.
     assert f"file:{probe[kind]}" in r.opened
@@ -1118,7 +1118,7 @@ def test_rlimit_options_reach_getrlimit_and_survive_exec(monitor):
     # An open-file limit is never reported at or above picoproc's own fds
     # (PICO_RESERVED_FD_BASE: the argument area's, then the loader fd).
     r = monitor.run(BUSYBOX, ["sh", "-c", "ulimit -n"], options=[f"--rlimit={resource.RLIMIT_NOFILE}:5000:5000"])
-    assert r.stdout == "1014\n"
+    assert r.stdout == "1018\n"
     r = monitor.run(BUSYBOX, ["true"], options=["--rlimit=99:1:1"])
     assert r.exit_code == EXIT_CANNOT_RUN and "bad --rlimit option" in r.stderr
 

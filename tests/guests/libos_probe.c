@@ -69,13 +69,13 @@ static int cmd_auxv(int argc, char **argv)
 	printf("\n");
 	printf("base_set=%d\n", getauxval(AT_BASE) != 0);
 	/* The loader leaves nothing open but stdio and picoproc's own fds: the
-	 * argument area's (1014..1022, PICO_RESERVED_FD_BASE and up; none
+	 * argument area's (1018..1022, PICO_RESERVED_FD_BASE and up; none
 	 * without an area) and the loader fd (1023).  They stay open across
 	 * exec, unlike the fds the loader opened the images on. */
 	int open_fds = 0, picoprocs = 0;
-	for (int fd = 3; fd < 1014; fd++)
+	for (int fd = 3; fd < 1018; fd++)
 		open_fds += fcntl(fd, F_GETFD) >= 0;
-	for (int fd = 1014; fd < 1023; fd++)
+	for (int fd = 1018; fd < 1023; fd++)
 		picoprocs += fcntl(fd, F_GETFD) == 0; /* open, not close-on-exec */
 	printf("extra_open_fds=%d loader_fd_open=%d area_fds=%d\n", open_fds, fcntl(1023, F_GETFD) >= 0,
 	       picoprocs);

@@ -186,24 +186,27 @@ static int cmd_hostile(const char *file)
 {
 	unsigned long len = g_strlen(file);
 	struct statx stx;
+	const unsigned int last = PICO_AREA_SLOTS - 1;
 
-	memcpy(slot(1) + 16, file + 5, len - 5); /* the path of "file:/P" */
-	long path = ref(slot_off(1) + 16), plen = (long)len - 5;
+	memcpy(slot(0) + 16, file + 5, len - 5); /* the path of "file:/P" */
+	long path = ref(slot_off(0) + 16), plen = (long)len - 5;
 	/* Past the end, straddling it, and offsets the monitor must not add up. */
 	show("open_past_end", pico_syscall6(PICO_NR_OPEN, ref(PICO_AREA_SIZE), 5, O_RDONLY, 0, 0, 0));
 	show("open_straddling", pico_syscall6(PICO_NR_OPEN, ref(PICO_AREA_SIZE - 4), 8, O_RDONLY, 0, 0, 0));
 	show("open_huge_offset", pico_syscall6(PICO_NR_OPEN, (long)(PICO_AREA_REF | 0x00fffffffffffff0UL), 32,
-						   O_RDONLY, 0, 0, 0));
+						O_RDONLY, 0, 0, 0));
 	show("open_huge_length", pico_syscall6(PICO_NR_OPEN, path, (long)0x7fffffffffffffffL, O_RDONLY, 0, 0, 0));
 	show("stat_result_past_end", pico_syscall6(PICO_NR_STAT, path, plen, 0, ref(PICO_AREA_SIZE - 100), 0, 0));
-	show("stat_result_in_area", pico_syscall6(PICO_NR_STAT, path, plen, 0, ref(slot_off(2)), 0, 0));
-	memcpy(&stx, slot(2), sizeof(stx));
+	show("stat_result_in_area", pico_syscall6(PICO_NR_STAT, path, plen, 0, ref(slot_off(1)), 0, 0));
+	memcpy(&stx, slot(1), sizeof(stx));
 	show("stat_result_size", (long)stx.stx_size);
-	memcpy(slot(1) + 2048, "/pub/link", 9); /* a symbolic link (to x.txt) */
+	memcpy(slot(0) + 2048, "/pub/link", 9); /* a symbolic link (to x.txt) */
 	show("readlink_buffer_past_end",
-	     pico_syscall6(PICO_NR_READLINK, ref(slot_off(1) + 2048), 9, ref(PICO_AREA_SIZE - 3), 64, 0, 0));
-	show("readlink_into_area", pico_syscall6(PICO_NR_READLINK, ref(slot_off(1) + 2048), 9, ref(slot_off(6)), 64, 0, 0));
-	show("readlink_text_right", slot(6)[0] == 'x' && slot(6)[1] == '.' && slot(6)[4] == 't' ? 0 : -1);
+	     pico_syscall6(PICO_NR_READLINK, ref(slot_off(0) + 2048), 9, ref(PICO_AREA_SIZE - 3), 64, 0, 0));
+	show("readlink_into_area",
+	     pico_syscall6(PICO_NR_READLINK, ref(slot_off(0) + 2048), 9, ref(slot_off(1) + 4096), 64, 0, 0));
+	unsigned char *text = slot(1) + 4096;
+	show("readlink_text_right", text[0] == 'x' && text[1] == '.' && text[4] == 't' ? 0 : -1);
 	/* The area reference of a pointer the monitor writes through, where
 	 * it reads from: the head below the slots. */
 	show("stat_result_in_head", pico_syscall6(PICO_NR_STAT, path, plen, 0, ref(0), 0, 0));
@@ -215,32 +218,31 @@ static int cmd_hostile(const char *file)
 	if (fd >= 0 && fd < 1024)
 		sys1(NR_close, fd);
 	/* A slot whose head does not ask: NOTIF_ADDFD. */
-	((unsigned int *)slot(3))[0] = 0x12345678;
-	fd = open_in_slot(3, file, len, O_RDONLY);
+	((unsigned int *)slot(2))[0] = 0x12345678;
+	fd = open_in_slot(2, file, len, O_RDONLY);
 	show("open_without_asking_is_a_number", fd >= 0 && fd < 1024 ? 0 : -1);
 	if (fd >= 0 && fd < 1024)
 		sys1(NR_close, fd);
 	/* Asked for on the channel: the call answers PICO_FD_ON_CHANNEL and the
 	 * fd waits there with the tag. */
-	ask_channel(4, 0xfeedbeef);
-	fd = open_in_slot(4, file, len, O_RDONLY);
+	ask_channel(3, 0xfeedbeef);
+	fd = open_in_slot(3, file, len, O_RDONLY);
 	show("open_on_channel_answers_the_marker", fd == (long)PICO_FD_ON_CHANNEL ? 0 : -1);
 	unsigned int tag = 0;
-	long got = receive(4, &tag);
+	long got = receive(3, &tag);
 	show("channel_fd", got >= 0 ? 0 : got);
 	show("channel_tag", tag == 0xfeedbeef ? 0 : -1);
 	if (got >= 0)
 		sys1(NR_close, got);
 	/* A refused open sends nothing. */
-	ask_channel(5, 7);
-	show("open_refused_on_channel", open_in_slot(5, "file:/nonexistent/x", 19, O_RDONLY));
-	show("nothing_on_channel", receive(5, &tag));
-	/* A URI that runs past its slot into the next one (the monitor takes
-	 * the slot from where the URI starts). */
-	ask_channel(7, 9);
-	memcpy(slot(7) + PICO_AREA_SLOT_SIZE - 8, file, 8); /* the rest would lie beyond the area */
-	show("open_past_the_last_slot", pico_syscall6(PICO_NR_OPEN, ref(slot_off(7) + PICO_AREA_SLOT_SIZE - 8),
-							  (long)len, O_RDONLY, 0, 0, 0));
+	ask_channel(2, 7);
+	show("open_refused_on_channel", open_in_slot(2, "file:/nonexistent/x", 19, O_RDONLY));
+	show("nothing_on_channel", receive(2, &tag));
+	/* A URI that would run past the last slot, the end of the area. */
+	ask_channel(last, 9);
+	memcpy(slot(last) + PICO_AREA_SLOT_SIZE - 8, file, 8); /* the rest would lie beyond the area */
+	show("open_past_the_last_slot", pico_syscall6(PICO_NR_OPEN, ref(slot_off(last) + PICO_AREA_SLOT_SIZE - 8),
+						      (long)len, O_RDONLY, 0, 0, 0));
 	return 0;
 }
 
