@@ -6,8 +6,10 @@
  * client at once, so they really run concurrently), then calls stat(FILE)
  * COUNT times, timing each call with CLOCK_MONOTONIC (vDSO), and prints:
  *
- *   calls=COUNT start=NS end=NS vdso=0|1 hist=IDX:COUNT,...
+ *   calls=COUNT start=NS end=NS vdso=0|1 marks=NS,... hist=IDX:COUNT,...
  *
+ * marks are the clock when each of MARKS equal parts of the calls was done
+ * (the harness compares the clients' progress while all of them run).
  * start/end are CLOCK_MONOTONIC readings (one clock for every process on the
  * host, so the harness can take the span of all clients).  hist is a
  * log-linear latency histogram: values below 16 ns have their own bucket;
@@ -31,6 +33,9 @@
 #define NBUCKETS (SUB * 61)
 
 static uint64_t counts[NBUCKETS];
+#define MARKS 64
+static uint64_t marks[MARKS];
+static int next_mark;
 
 static uint64_t now_ns(void)
 {
@@ -80,11 +85,17 @@ int main(int argc, char **argv)
 			fprintf(stderr, "statloop: stat failed: %s\n", strerror(errno));
 			return 3;
 		}
-		counts[bucket_of(now_ns() - t0)]++;
+		uint64_t t1 = now_ns();
+		counts[bucket_of(t1 - t0)]++;
+		while (next_mark < MARKS && (uint64_t)(i + 1) * MARKS >= (uint64_t)(next_mark + 1) * (uint64_t)count)
+			marks[next_mark++] = t1;
 	}
 	uint64_t end = now_ns();
-	printf("calls=%ld start=%llu end=%llu vdso=%d hist=", count, (unsigned long long)start,
+	printf("calls=%ld start=%llu end=%llu vdso=%d marks=", count, (unsigned long long)start,
 	       (unsigned long long)end, getauxval(AT_SYSINFO_EHDR) != 0);
+	for (int m = 0; m < MARKS; m++)
+		printf("%s%llu", m ? "," : "", (unsigned long long)(marks[m] ? marks[m] : end));
+	printf(" hist=");
 	int first = 1;
 	for (unsigned i = 0; i < NBUCKETS; i++) {
 		if (!counts[i])

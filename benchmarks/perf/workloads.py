@@ -602,7 +602,34 @@ def interleaved(names: Sequence[str], runs_of: Callable[[str], int], once: Calla
 def _parse_statloop(line: str) -> dict:
     fields = dict(kv.split("=", 1) for kv in line.split())
     return {"calls": int(fields["calls"]), "start": int(fields["start"]), "end": int(fields["end"]),
-            "vdso": fields.get("vdso") == "1", "hist": stats.parse_hist(fields.get("hist", ""))}
+            "vdso": fields.get("vdso") == "1", "hist": stats.parse_hist(fields.get("hist", "")),
+            "marks": [int(x) for x in fields["marks"].split(",")] if fields.get("marks") else []}
+
+
+def _calls_by(client: dict, t: int) -> float:
+    """How many calls the client had done at time t (its progress marks,
+    interpolated)."""
+    points = [(client["start"], 0.0)] + [(m, client["calls"] * (k + 1) / len(client["marks"]))
+                                         for k, m in enumerate(client["marks"])]
+    for (t0, c0), (t1, c1) in zip(points, points[1:]):
+        if t <= t1:
+            return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+    return float(client["calls"])
+
+
+def _fairness(clients: list[dict]) -> tuple[float, float, float] | None:
+    """(slowest, fastest client's rate, the window's share of the run) over
+    the window in which every client runs: the latest start to the earliest
+    end, so that a client that started late or finished early does not look
+    fast or slow for running while others did not.  None without marks."""
+    if not all(c["marks"] for c in clients):
+        return None
+    lo, hi = max(c["start"] for c in clients), min(c["end"] for c in clients)
+    span = max(c["end"] for c in clients) - min(c["start"] for c in clients)
+    if hi <= lo or span <= 0:
+        return None
+    rates = [(_calls_by(c, hi) - _calls_by(c, lo)) / ((hi - lo) / 1e9) for c in clients]
+    return min(rates), max(rates), (hi - lo) / span
 
 
 class _ReadyBarrier:
@@ -726,12 +753,12 @@ def measure_scale(backend: str, manifest, work: pathlib.Path, n: int, calls: int
         "spawn_s": spawn_s,
         "vdso": all(c["vdso"] for c in clients),
     }
-    # Fairness: each client's own rate over its own span.
-    rates = [c["calls"] / ((c["end"] - c["start"]) / 1e9) for c in clients if c["end"] > c["start"]]
-    if rates:
-        doc["client_rate_min"] = min(rates)
-        doc["client_rate_max"] = max(rates)
-        doc["slowest_to_fastest"] = min(rates) / max(rates)
+    # Fairness: each client's rate while every client runs.
+    fair = _fairness(clients)
+    doc["slowest_to_fastest"] = None  # the clients never all ran at once
+    if fair and fair[1] > 0:
+        doc["client_rate_min"], doc["client_rate_max"], doc["fairness_window"] = fair
+        doc["slowest_to_fastest"] = fair[0] / fair[1]
     if backend == "pico":
         # The monitor runs in this process: its CPU time over the run, per
         # served call (the C loop thread; the Python threads only wait).
