@@ -356,3 +356,19 @@ def test_scale_with_clients_that_cannot_start_fails_fast(tmp_path):
     assert not t.is_alive(), "measure_scale waited for clients that had already exited"
     assert box["r"]["error"].startswith("fails: ")
     assert "only 0 of 3 clients started" in box["r"]["error"]
+
+
+def test_fairness_is_measured_while_every_client_runs():
+    def client(start, end, calls=64):
+        # Even progress from start to end: a mark every 1/64 of the calls.
+        marks = [start + (end - start) * (k + 1) // 64 for k in range(64)]
+        return {"calls": calls, "start": start, "end": end, "marks": marks}
+
+    # Two clients at the same pace, one of them started late and finished
+    # late: fair while both ran (their average rates differ only by overlap).
+    assert workloads._fairness([client(0, 1000), client(500, 1500)])[:2] == (6.4e7, 6.4e7)
+    # Half the pace: half the rate.
+    slow, fast, window = workloads._fairness([client(0, 2000), client(0, 1000)])
+    assert (slow, fast, window) == (3.2e7, 6.4e7, 0.5)
+    # Never running at once: no window, no verdict.
+    assert workloads._fairness([client(0, 10), client(20, 30)]) is None
