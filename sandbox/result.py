@@ -124,7 +124,9 @@ class Result:
     # errors); None where a backend cannot count a class.
     counts: dict[str, int | None] = dataclasses.field(default_factory=dict)
     denials: list[dict] = dataclasses.field(default_factory=list)  # refused calls (audit records)
-    audit: list[dict] = dataclasses.field(default_factory=list)  # its audit records (pico: the first 10000)
+    # pico: its audit records (the first 10000); allowed calls have one only
+    # when an audit sink asked for them (they are always counted in `counts`).
+    audit: list[dict] = dataclasses.field(default_factory=list)
     # pico: audit records not in ``audit`` (past its bound, or lost when the
     # program flooded the monitor faster than they were drained).
     audit_dropped: int = 0
