@@ -1860,7 +1860,6 @@ static void *serve_guest(void *arg)
 	int err = take_identity(l->fsuid, l->fsgid, l->groups, l->ngroups, &saved);
 	if (err < 0)
 		g->identity_err = err == -EINVAL ? -EINVAL : -EPERM;
-	BUMP(l->servers);
 
 	for (int use_epoll = 1;;) {
 		if (__atomic_load_n(&g->stop, __ATOMIC_SEQ_CST))
@@ -1914,11 +1913,16 @@ static int start_server(struct guest *g)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	g->stop = 0;
+	/* Counted from here until the thread ends: the count a caller reads
+	 * just after adding a guest includes that guest's server. */
+	BUMP(g->loop->servers);
 	int rc = pthread_create(&g->thread, &attr, serve_guest, g);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
-	if (rc != 0)
+	if (rc != 0) {
+		DROP(g->loop->servers);
 		return -rc;
+	}
 	g->started = 1;
 	return 0;
 }
