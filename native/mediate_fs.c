@@ -1182,6 +1182,59 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 	return locate(p, r);
 }
 
+/* resolve_dotdot's answer when the one host lookup keeps meeting EAGAIN:
+ * the same check without `..` in any host lookup.  Every place a `..`
+ * applies, the directory it leaves (relative to the mount's directory) is
+ * looked up without links, unless it lies inside the last one so checked:
+ * x/.. a thousand times, or a thousand names down and back up, is one
+ * lookup.  Returns 0 (checked), 1 (met a link or a mount: walk), -errno. */
+static long check_dotdot_parts(const struct fs_mount *m, const char *raw, size_t len, char *checked)
+{
+	char rel[PICO_MAX_PATH + 1];
+	size_t rel_len = 0, checked_len = 0, i = 0;
+
+	checked[0] = '\0';
+	while (i < len) {
+		while (i < len && raw[i] == '/')
+			i++;
+		size_t start = i;
+		while (i < len && raw[i] != '/')
+			i++;
+		size_t n = i - start;
+		if (n == 0 || (n == 1 && raw[start] == '.'))
+			continue;
+		if (!(n == 2 && raw[start] == '.' && raw[start + 1] == '.')) {
+			if (rel_len + (rel_len > 0) + n > PICO_MAX_PATH)
+				return -ENAMETOOLONG;
+			if (rel_len > 0)
+				rel[rel_len++] = '/';
+			memcpy(rel + rel_len, raw + start, n);
+			rel_len += n;
+			rel[rel_len] = '\0';
+			continue;
+		}
+		if (rel_len == 0)
+			return 1; /* cannot happen: resolve_dotdot kept inside the mount */
+		int inside = rel_len <= checked_len && memcmp(rel, checked, rel_len) == 0 &&
+			     (rel_len == checked_len || checked[rel_len] == '/');
+		if (!inside) {
+			struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = HOST_RESOLVE};
+			long fd = openat2_counted(m->dirfd, rel, &how);
+			if (fd < 0)
+				return errno == ELOOP || errno == EXDEV || errno == EAGAIN ? 1 : -errno;
+			close((int)fd);
+			memcpy(checked, rel, rel_len + 1);
+			checked_len = rel_len;
+		}
+		while (rel_len > 0 && rel[rel_len - 1] != '/')
+			rel_len--;
+		if (rel_len > 0)
+			rel_len--;
+		rel[rel_len] = '\0';
+	}
+	return 0;
+}
+
 /* A path with `..` that stays inside one mount, without links: resolved
  * with one host lookup (the kernel follows the `..` components, refusing
  * links), instead of a walk that looks up every component on its own (a
@@ -1261,10 +1314,23 @@ static long resolve_dotdot(const struct pico_fs_policy *p, const char *path, siz
 	memcpy(part, path + raw_start, plen);
 	part[plen] = '\0';
 	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = HOST_RESOLVE};
-	long fd = openat2_counted(m->dirfd, part, &how);
-	if (fd < 0)
-		return errno == ELOOP || errno == EXDEV || errno == EAGAIN ? 1 : -errno;
-	close((int)fd);
+	long fd;
+	/* EAGAIN: a rename or mount somewhere on the host during a lookup with
+	 * `..` (the kernel cannot vouch for RESOLVE_BENEATH then), which a
+	 * busy host makes frequent: once more, then the parts without `..`. */
+	int tries = 2;
+	while ((fd = openat2_counted(m->dirfd, part, &how)) < 0 && errno == EAGAIN && --tries > 0)
+		;
+	if (fd >= 0) {
+		close((int)fd);
+	} else if (errno == EAGAIN) {
+		char checked[PICO_MAX_PATH + 1];
+		long ret = check_dotdot_parts(m, part, plen, checked);
+		if (ret != 0)
+			return ret;
+	} else {
+		return errno == ELOOP || errno == EXDEV ? 1 : -errno;
+	}
 	return locate(p, r);
 }
 

@@ -1,13 +1,14 @@
-/* Guest for the monitor's CPU steering (tests/test_monitor_affinity.py): the
- * monitor narrows a calling thread's CPU affinity around the ADDFD that
- * answers pico_open, and must give every task of the guest its own mask
- * back, tasks created in that window included.
+/* Guest for tests/test_monitor_affinity.py: the monitor once narrowed a
+ * calling thread's CPU affinity around the ADDFD that answered pico_open
+ * ("steering", gone: fds now come back on a channel, docs/ARCHITECTURE.md),
+ * and every task of the guest must keep its own mask through opens, forks
+ * and threads.
  *
  *   med_affinity MODE PATH N ALLOWED
  *
  * ALLOWED is the guest's CPU mask as a number (bit i: CPU i).  After every
  * open the calling thread checks, with RDTSCP, that it runs on an allowed
- * CPU (steering must never move it outside its mask).  Modes:
+ * CPU (the monitor must never move it outside its mask).  Modes:
  *
  *   open     N x (open PATH, close)
  *   fork     N x (open PATH, fork a child that waits for EOF on stdin, close)
