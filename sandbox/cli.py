@@ -685,7 +685,10 @@ def _margin(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """``command``: the first argument, when known.  A command other than
+    ``bench`` gets a parser without the benchmark suites (their imports
+    are most of a short run's parser)."""
     parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.",
                      epilog="exit status of `picoproc run`: the program's own, 128+N for a signal, "
                      "124/123/122/121/120/119 for a limit, 125 picoproc's own failure, 126 cannot "
@@ -789,6 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     # picoproc bench surface|security|perf: the suites live in benchmarks/
     # (picoproc.bench) and register their own parsers.  A copy of picoproc
     # without them (e.g. only the monitor) still runs everything else.
+    if command in sub.choices:
+        return parser
     try:
         from picoproc.bench.perf.cli import add_perf_parser
         from picoproc.bench.security.cli import add_bench_parsers
@@ -825,7 +830,7 @@ def _json_target(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)
         if args.version:

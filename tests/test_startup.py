@@ -130,7 +130,7 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 
-def test_a_cli_run_parses_no_toml_and_no_abi_table():
+def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
     runs = [subprocess.run([sys.executable, "-c", _WHAT_WAS_IMPORTED], capture_output=True, text=True,
                            timeout=120, env=_env(), cwd="/") for _ in range(2)]
     for r in runs:
@@ -140,5 +140,5 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table():
     modules = set(second["modules"])
     # The caches written by the first run (or earlier) serve the second.
     for unwanted in ("tomllib", "picoproc.abi.table", "picoproc.abi.bpf", "pickle", "difflib", "hashlib",
-                     "ctypes.util", "fractions"):
+                     "ctypes.util", "fractions", "picoproc.bench", "picoproc.bench.soak"):
         assert unwanted not in modules, unwanted
