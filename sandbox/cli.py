@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import stat
 import sys
@@ -121,6 +120,8 @@ def _linux_row_text(r: dict, words: dict[str, str], with_note: bool = True) -> s
 
 def _cmd_abi_linux(args) -> int:
     """How picoproc handles every x86-64 Linux syscall (gVisor's linux64.go style)."""
+    import json
+
     from picoproc.libos import linux_table
 
     rows = linux_table()
@@ -159,6 +160,8 @@ def _cmd_abi_linux(args) -> int:
 
 
 def _cmd_abi(args) -> int:
+    import json
+
     from picoproc.abi import load_table
 
     if args.linux:
@@ -485,6 +488,8 @@ def _cmd_trace(args) -> int:
 
 def _write_json_out(target: str, doc: dict) -> None:
     """JSON to a file, or to stdout for '-' (the program's own output is over)."""
+    import json
+
     text = json.dumps(doc, indent=2, default=str) + "\n"
     _write_text(target, text)
 
@@ -505,6 +510,8 @@ def learning_manifest(args):
 
 
 def _cmd_learn(args) -> int:
+    import json
+
     from picoproc.learn import DEFAULT_MARGIN, LearnError, learn_manifest
     from picoproc.manifest import ManifestError
     from picoproc.trace import Profile
@@ -612,6 +619,8 @@ def _write_refusal_hint(manifest, result) -> str | None:
 
 
 def _write_json(target: str, doc: dict) -> None:
+    import json
+
     text = json.dumps(doc, indent=2, default=str) + "\n"
     if target == "-":
         sys.stderr.write(text)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno as errno_mod
 import functools
-import json
 import os
 import re
 import select
@@ -785,6 +784,8 @@ class AuditJsonlWriter:
         self.error: str | None = None
 
     def __call__(self, records: Iterable[dict]) -> None:
+        import json  # only a run with an audit file writes JSON
+
         records = list(records)
         with self._lock:
             if self.error is not None or self._fd < 0:
@@ -851,6 +852,8 @@ class AuditJsonlWriter:
         return None
 
     def _stop(self, reason: str) -> None:
+        import json
+
         marker = {"audit_truncated": True, "reason": reason, "records_written": self.records_written}
         self.error = f"audit file {self.path}: {reason}"
         try:

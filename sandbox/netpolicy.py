@@ -31,7 +31,6 @@ import errno
 import ipaddress
 import os
 import select
-import socket
 import time
 
 from .manifest import Endpoint, Manifest
@@ -42,7 +41,13 @@ from .manifest import Endpoint, Manifest
 MAX_UDP_PROXIES = 16
 
 
+# socket.AF_INET, socket.AF_INET6 (Linux), without loading the socket module.
+_AF_INET, _AF_INET6 = 2, 10
+
+
 def _host_has_ipv6() -> bool:
+    import socket  # only for UDP grants: a run without them does not load it
+
     try:
         socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
         return True
@@ -165,7 +170,7 @@ class NetPolicy:
                 v6 = _host_has_ipv6() if v6 is None else v6
                 if not v6:
                     continue
-            family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+            family = _AF_INET if addr.version == 4 else _AF_INET6
             if (family, addr.packed, g.port) not in out:
                 out.append((family, addr.packed, g.port))
         return out[:MAX_UDP_PROXIES]
