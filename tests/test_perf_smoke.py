@@ -160,8 +160,11 @@ def test_smoke_json_is_complete(smoke):
                 assert backend == "pico", s  # the native reference must run
                 continue
             assert s["clients"] == int(n)
-            assert s["calls"] == int(n) * doc["profile_counts"]["scale_calls"]
+            factor = workloads.NATIVE_SCALE_FACTOR if backend == "native" else 1
+            assert s["calls"] == int(n) * doc["profile_counts"]["scale_calls"] * factor
             assert s["calls_per_s"] > 0 and 0 < s["p50_ns"] <= s["p99_ns"] <= s["max_ns"]
+            assert len(s["runs"]) == doc["profile_counts"]["scale_runs"]
+            assert s["calls_per_s"] in [r["calls_per_s"] for r in s["runs"]]
     from picoproc.bench.perf import floor
 
     for row in floor.FLOOR_CLASSES:
@@ -372,3 +375,16 @@ def test_fairness_is_measured_while_every_client_runs():
     assert (slow, fast, window) == (3.2e7, 6.4e7, 0.5)
     # Never running at once: no window, no verdict.
     assert workloads._fairness([client(0, 10), client(20, 30)]) is None
+
+
+def test_scale_runs_combine_into_the_median_run_with_the_median_fairness():
+    runs = [{"calls_per_s": 300.0, "slowest_to_fastest": 0.9, "p50_ns": 3.0},
+            {"calls_per_s": 100.0, "slowest_to_fastest": 0.2, "p50_ns": 1.0},
+            {"error": "fails: client 3: boom"},
+            {"calls_per_s": 200.0, "slowest_to_fastest": None, "p50_ns": 2.0}]
+    doc = workloads.combine_scale_runs(runs)
+    assert doc["calls_per_s"] == 200.0 and doc["p50_ns"] == 2.0  # the median run, whole
+    assert doc["slowest_to_fastest"] == 0.2 and doc["fairness_range"] == [0.2, 0.9]
+    assert [r["calls_per_s"] for r in doc["runs"]] == [300.0, 100.0, 200.0]
+    assert doc["failed_runs"] == ["fails: client 3: boom"]
+    assert workloads.combine_scale_runs([{"error": "fails: x"}]) == {"error": "fails: x"}

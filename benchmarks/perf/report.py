@@ -177,8 +177,10 @@ def evaluate_targets(doc: dict) -> list[dict]:
             met = None if met is not False and not sc else False
             continue
         fair = sc.get("slowest_to_fastest")
+        ref = (doc.get("scale", {}).get("native", {}).get(n) or {}).get("slowest_to_fastest")
         parts.append(f"{n} clients: {sc['calls_per_s']:,.0f} calls/s, slowest/fastest "
-                     f"{fair:.2f}" if fair is not None else f"{n} clients: {sc['calls_per_s']:,.0f} calls/s")
+                     f"{fair:.2f}" + (f" (native clients: {ref:.2f})" if ref is not None else "")
+                     if fair is not None else f"{n} clients: {sc['calls_per_s']:,.0f} calls/s")
         if sc["calls_per_s"] < TARGET_SCALE_CALLS:
             met = False
             miss.append(f"{n} clients: throughput {TARGET_SCALE_CALLS / sc['calls_per_s']:.1f}x too low")
@@ -393,7 +395,11 @@ def markdown(doc: dict) -> str:
     if doc.get("scale"):
         lines += ["### Scale: N concurrent clients, each timing stat() in a loop", "",
                   ("pico: N picoprocesses against one monitor; native: N plain processes (reference).  "
-                   "Latency per call measured in the guest, merged over all clients."), ""]
+                   "Latency per call measured in the guest, merged over all clients.  Slowest / fastest "
+                   "client: their rates while every client runs; with several runs of a client count "
+                   "(backends interleaved), the median run's throughput and latencies, and the median "
+                   "fairness [lowest-highest].  Native clients make 8 times the calls, so that they too all "
+                   "run at once: theirs is the machine's own fairness in the same run."), ""]
         rows = []
         for n, by_clients in doc["scale"].items():
             for clients, s in sorted(by_clients.items(), key=lambda kv: int(kv[0])):
@@ -404,6 +410,9 @@ def markdown(doc: dict) -> str:
                 if "harness_cpu_s" in s and s["calls"]:
                     cpu = f"{s['harness_cpu_s'] / s['calls'] * 1e6:.1f} us"
                 fair = f"{s['slowest_to_fastest']:.2f}" if s.get("slowest_to_fastest") is not None else ""
+                if fair and len(s.get("runs", ())) > 1 and s.get("fairness_range"):
+                    lo, hi = s["fairness_range"]
+                    fair += f" [{lo:.2f}-{hi:.2f}]"
                 rows.append([n, clients, f"{s['calls_per_s']:,.0f}", fair, fmt_ns(s["p50_ns"]), fmt_ns(s["p99_ns"]),
                              cpu])
         lines += _table(["backend", "clients", "calls/s (total)", "slowest / fastest client", "p50", "p99",
