@@ -18,6 +18,11 @@
  *   null        a bare round trip: answered at once with NOTIF_SEND
  *   stat_floor  the supervisor stats FILE, then NOTIF_SEND: the floor of
  *               a mediated stat (the notification plus the native call)
+ *   stat_confined  the supervisor looks FILE up as a confining monitor
+ *               must -- openat2 from its directory with RESOLVE_BENEATH |
+ *               RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV, statx of that fd,
+ *               close -- then NOTIF_SEND: not a floor, what confinement
+ *               itself adds on the host
  *   open_addfd  the supervisor opens FILE and answers with NOTIF_ADDFD +
  *               ADDFD_FLAG_SEND; the child closes the fd: the floor of a
  *               mediated open+close as the kernel hands fds back
@@ -41,6 +46,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,9 +73,11 @@
 #include "floor_common.h"
 
 /* What the supervisor does for a dup(ARG) (getppid: answer at once). */
-enum { DUP_STAT, DUP_ADDFD, DUP_ADDFD_THEN_SEND, DUP_CHANNEL };
+enum { DUP_STAT, DUP_ADDFD, DUP_ADDFD_THEN_SEND, DUP_CHANNEL, DUP_STAT_CONFINED };
 
 static const char *g_file;
+static int g_dir = -1;	    /* FILE's directory (O_PATH), for stat_confined */
+static const char *g_base; /* FILE's last component */
 static int g_channel = -1; /* the child's end of the fd channel */
 
 static void send_fd(int sock, int fd)
@@ -137,6 +145,13 @@ static void run_stat_floor(uint64_t n)
 			die("dup (the supervisor stats and answers 0)");
 }
 
+static void run_stat_confined(uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		if (syscall(SYS_dup, DUP_STAT_CONFINED) != 0)
+			die("dup (the supervisor looks up, stats and answers 0)");
+}
+
 static void dup_close(uint64_t n, int how)
 {
 	for (uint64_t i = 0; i < n; i++) {
@@ -186,6 +201,7 @@ static const struct call_class CLASSES[] = {
 	{"openclose", run_openclose, NATIVE},
 	{"null", run_null, NOTIFIED},
 	{"stat_floor", run_stat_floor, NOTIFIED},
+	{"stat_confined", run_stat_confined, NOTIFIED},
 	{"open_addfd", run_open_addfd, NOTIFIED},
 	{"open_addfd_then_send", run_open_addfd_then_send, NOTIFIED},
 	{"open_channel", run_open_channel, NOTIFIED},
@@ -311,6 +327,17 @@ static void supervise(int listener, int channel)
 			answer(listener, req.id, stat(g_file, &st) == 0 ? 0 : -1);
 			continue;
 		}
+		if (how == DUP_STAT_CONFINED) {
+			struct open_how oh = {.flags = O_PATH | O_CLOEXEC,
+					      .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV};
+			struct statx sx;
+			long fd = syscall(SYS_openat2, g_dir, g_base, &oh, sizeof(oh));
+			long ok = fd >= 0 && statx((int)fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx) == 0;
+			if (fd >= 0)
+				close((int)fd);
+			answer(listener, req.id, ok ? 0 : -1);
+			continue;
+		}
 		int fd = open(g_file, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			die("open FILE (supervisor)");
@@ -338,6 +365,21 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	g_file = argv[1];
+	const char *slash = strrchr(g_file, '/');
+	g_base = slash ? slash + 1 : g_file;
+	if (slash) {
+		char dir[4096];
+		size_t dlen = slash == g_file ? 1 : (size_t)(slash - g_file);
+		if (dlen >= sizeof(dir))
+			die("FILE: path too long");
+		memcpy(dir, g_file, dlen);
+		dir[dlen] = '\0';
+		g_dir = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	} else {
+		g_dir = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (g_dir < 0)
+		die("open FILE's directory");
 	uint64_t target = strtoull(argv[2], NULL, 10);
 	long batches = strtol(argv[3], NULL, 10);
 	if (target == 0 || batches <= 0 || batches > 1000) {

@@ -16,6 +16,11 @@ and this kernel, so picoproc's cost is reported as a ratio to it:
   allows everything in 4 instructions (``getppid_filtered``): any filter
   costs the kernel's seccomp entry.
 
+One more row is not a floor but shows what confinement alone costs on the
+host: the supervisor looks the file up as a confining monitor must (openat2
+beneath its directory without links or mount crossings, statx of that fd,
+close) instead of one ``stat`` (``stat_confined``).
+
 The floor program runs natively in each round of the call-class
 measurement, between the backends, and is timed the way the call-class
 guest is (batches of a calibrated length, per-call means), so that floor
@@ -42,12 +47,13 @@ FLOOR_ROW_LABEL = {
     "getppid_filtered": "getppid under a 4-instruction filter",
     "null": "bare notification round trip",
     "stat_floor": "round trip + native stat in the supervisor",
+    "stat_confined": "round trip + confined lookup in the supervisor (openat2 RESOLVE_BENEATH, statx, close)",
     "open_addfd": "native open + NOTIF_ADDFD(SEND) + close",
     "open_addfd_then_send": "native open + NOTIF_ADDFD, then NOTIF_SEND + close",
     "open_channel": "native open + fd over AF_UNIX + NOTIF_SEND + recvmsg + close",
 }
-FLOOR_CLASSES = ("getppid", "getppid_filtered", "stat", "openclose", "null", "stat_floor", "open_addfd",
-                 "open_addfd_then_send", "open_channel")
+FLOOR_CLASSES = ("getppid", "getppid_filtered", "stat", "openclose", "null", "stat_floor", "stat_confined",
+                 "open_addfd", "open_addfd_then_send", "open_channel")
 
 
 def floor_binary() -> pathlib.Path:

@@ -312,6 +312,12 @@ def floor_markdown(doc: dict) -> list[str]:
               if r in FLOOR_ROW_LABEL]
     if others:
         lines += ["Every floor row of the run:", ""] + _table(["mechanism", "per call"], others) + [""]
+    confined = fl.get("classes", {}).get("stat_confined", {})
+    pico_stat = calls.get("pico", {}).get("classes", {}).get("stat", {})
+    if "median" in confined and "median" in pico_stat:
+        lines += [f"Against a supervisor that confines its lookup as picoproc must (`stat_confined`, not a "
+                  f"floor: what confinement alone adds on the host), picoproc's stat is "
+                  f"{pico_stat['median'] / confined['median']:.2f}x.", ""]
     return lines
 
 
