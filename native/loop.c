@@ -1311,7 +1311,7 @@ static int send_answer(struct guest *g, uint64_t id, long ret)
  * synchronous one NOTIF_SEND gives: with the server running, the scheduler
  * puts the guest on an idle CPU, and the server sleeps until the guest has
  * taken the fd and is woken back the same way.  Where idle CPUs halt (a VM)
- * each of those wake-ups costs tens of microseconds.  A guest with a library
+ * each of those wake-ups is slow (docs/PERFORMANCE.md has the numbers).  A guest with a library
  * OS therefore asks for its fds on a channel (abi_v1.toml, "The argument
  * area"): the server sends the fd on it, which wakes nobody (the caller is
  * blocked in its call, not in recvmsg), then answers with NOTIF_SEND, and

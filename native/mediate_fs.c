@@ -986,8 +986,8 @@ static int plain_directory(const struct fs_mount *m, const char *canon, size_t l
  * resolves as directories reached without a link, all in the mount of the
  * first one: one host lookup when the run has no link (the usual case), a
  * binary search over its length otherwise, instead of a lookup per
- * component from the mount's root (a deep path ending in a link cost
- * milliseconds).  Stops before a hidden path or name, which the walk then
+ * component from the mount's root (which made a deep path cost the square
+ * of its depth).  Stops before a hidden path or name, which the walk then
  * refuses.  Returns the position after what it took (pos: nothing). */
 static size_t skip_plain_run(const struct pico_fs_policy *p, const char *pending, size_t pos, size_t end,
 			     struct resolved *r)
@@ -1238,7 +1238,7 @@ static long check_dotdot_parts(const struct fs_mount *m, const char *raw, size_t
 /* A path with `..` that stays inside one mount, without links: resolved
  * with one host lookup (the kernel follows the `..` components, refusing
  * links), instead of a walk that looks up every component on its own (a
- * path of thousands of `x/..` took milliseconds that way).  The canonical
+ * cost that grew with the number of components).  The canonical
  * path is the lexical one, and it is exactly what the guest's view gives
  * when every component before a `..` is a directory and none is a link:
  * the host lookup of that part, RESOLVE_NO_SYMLINKS, checks both.  Every

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-try:  # CPython's built-in SHA-256: hashlib would load OpenSSL (~2 ms) for it
+try:  # CPython's built-in SHA-256: hashlib would load OpenSSL for it, in every start-up
     from _sha256 import sha256
 except ImportError:  # pragma: no cover - other Pythons (3.12: _sha2)
     try:

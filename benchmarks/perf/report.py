@@ -7,8 +7,8 @@ import pathlib
 
 from .workloads import CALL_CLASS_KIND, CALL_CLASS_LABEL, CALL_CLASSES, EXEC_LOOP
 
-# The targets, reported, never asserted: the floor-relative ones first
-# (issue 15), then those of issue 7 that they do not replace.
+# The targets, reported, never asserted: the floor-relative ones first, then
+# the earlier ones that they do not replace.
 TARGETS_TEXT = [
     ("floor_stat", "mediated stat <= 1.5x its kernel floor (same run)"),
     ("floor_open", "mediated open+close <= 1.5x its kernel floor (same run)"),
