@@ -16,7 +16,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Bumped whenever the C interface changes; picoproc/native.py refuses a
 # stale build so an old .so is never silently used with new Python code.
-NATIVE_VERSION = 9
+NATIVE_VERSION = 10
 
 _MARKED = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
 

@@ -7,7 +7,7 @@ revision of native/ so a stale build is never used with newer Python code.
 from __future__ import annotations
 
 # Must equal NATIVE_VERSION in native/build_native.py.
-EXPECTED_NATIVE_VERSION = 9
+EXPECTED_NATIVE_VERSION = 10
 
 
 class NativeModuleError(ImportError):
