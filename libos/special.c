@@ -194,7 +194,8 @@ static void classify_self(struct guest_path *p, const char *rest, struct special
 			sp->kind = SP_ENOENT;
 			return;
 		}
-		if (sys2(__NR_fcntl, fd, F_GETFD) < 0) {
+		/* picoproc's own fds are not the program's to see. */
+		if (libos_fd_is_picoprocs(fd) || sys2(__NR_fcntl, fd, F_GETFD) < 0) {
 			sp->kind = SP_ENOENT;
 			return;
 		}
@@ -270,7 +271,7 @@ static void classify(struct guest_path *p, struct special *sp)
 			}
 			const char *end;
 			long fd = parse_number(e + 1, &end);
-			if (fd < 0 || *end || sys2(__NR_fcntl, fd, F_GETFD) < 0) {
+			if (fd < 0 || *end || libos_fd_is_picoprocs(fd) || sys2(__NR_fcntl, fd, F_GETFD) < 0) {
 				sp->kind = SP_ENOENT;
 				return;
 			}

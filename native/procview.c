@@ -46,6 +46,14 @@ struct text {
 	int overflow;
 };
 
+/* The fds of a picoprocess that are picoproc's (its channels, argument
+ * area and loader fd): its /proc shows none of them, as the library OS
+ * answers EBADF for them. */
+static int is_picoprocs_fd(long fd)
+{
+	return fd >= PICO_RESERVED_FD_BASE && fd <= PICO_LOADER_FD;
+}
+
 static void text_add(struct text *t, const char *s, size_t n)
 {
 	if (t->overflow)
@@ -252,7 +260,7 @@ static int parse(const char *path, size_t len, struct target *t)
 		const char *d = comp[k + 1];
 		/* "0" is an fd: number() refuses a leading zero. */
 		t->fd = !strcmp(d, "0") ? 0 : number(d);
-		if (t->fd < 0 || t->fd == PICO_LOADER_FD)
+		if (t->fd < 0 || is_picoprocs_fd(t->fd))
 			return -ENOENT;
 		t->node = c[2] == 0 ? N_FD : N_INFO;
 		return 0;
@@ -536,6 +544,11 @@ static long gen_maps(const struct pico_proc_view *v, const struct target *t, con
 			} else if (start >= PICO_LOADER_TEXT_START && start < PICO_LOADER_TEXT_START + PICO_LOADER_TEXT_SIZE) {
 				text_str(o, "[picoproc-libos]");
 			}
+		} else if (!strncmp(name, "/memfd:picoproc-area", 20)) {
+			/* The argument area the library OS shares with the monitor (a
+			 * guest makes no memfd of its own: memfd_create is emulated by
+			 * an unnamed file). */
+			text_str(o, "[picoproc-area]");
 		} else {
 			text_str(o, name);
 		}
@@ -763,8 +776,9 @@ static long ns_pid_of(pid_t host_pid)
 	return last ? strtol(last + 1, NULL, 10) : -1;
 }
 
-/* The numeric entries of a procfs directory (processes, threads, fds). */
-static long list_numbers(int procfd, const char *rel, struct listing *l, enum kind kind, long skip)
+/* The numeric entries of a procfs directory (processes, threads, fds);
+ * hide_picoprocs: not picoproc's own fds. */
+static long list_numbers(int procfd, const char *rel, struct listing *l, enum kind kind, int hide_picoprocs)
 {
 	int fd = open_beneath(procfd, rel, O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
@@ -777,7 +791,7 @@ static long list_numbers(int procfd, const char *rel, struct listing *l, enum ki
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		long v = !strcmp(de->d_name, "0") ? 0 : number(de->d_name);
-		if (v >= 0 && v != skip)
+		if (v >= 0 && !(hide_picoprocs && is_picoprocs_fd(v)))
 			list_add(l, de->d_name, kind);
 	}
 	closedir(d);
@@ -845,12 +859,12 @@ static void add_own_listing_fd(const struct listing *l, struct listing *out, enu
 {
 	for (long fd = 0; fd < PICO_LOADER_FD + 1024; fd++) {
 		char name[24];
-		int taken = fd == PICO_LOADER_FD;
+		int taken = is_picoprocs_fd(fd);
 		snprintf(name, sizeof(name), "%ld", fd);
 		for (size_t i = 0; i < l->n && !taken; i++)
 			taken = !strcmp(l->e[i].name, name);
 		if (!taken) {
-			if (fd < PICO_LOADER_FD) {
+			if (fd < PICO_RESERVED_FD_BASE) {
 				/* In order: procfs lists fds ascending. */
 				size_t at = 0;
 				while (at < out->n && strtol(out->e[at].name, NULL, 10) < fd)
@@ -872,7 +886,7 @@ static long gen_listing(struct pico_proc_view *v, const struct target *t, pid_t 
 	long r = 0;
 	switch (t->node) {
 	case N_ROOT:
-		r = list_numbers(v->procfd, ".", &l, K_DIR, -1);
+		r = list_numbers(v->procfd, ".", &l, K_DIR, 0);
 		list_add(&l, "self", K_LINK);
 		list_add(&l, "thread-self", K_LINK);
 		for (size_t i = 0; i < COUNT(top_files); i++)
@@ -930,15 +944,15 @@ static long gen_listing(struct pico_proc_view *v, const struct target *t, pid_t 
 		snprintf(rel, sizeof(rel), "%ld/fd", t->pid);
 		if (t->pid == INIT_PID)
 			break; /* the reaper's fds are the monitor's business */
-		r = list_numbers(v->procfd, rel, &l, t->node == N_FDDIR ? K_LINK : K_FILE, PICO_LOADER_FD);
+		r = list_numbers(v->procfd, rel, &l, t->node == N_FDDIR ? K_LINK : K_FILE, 1);
 		if (r >= 0 && ns_pid_of(caller) == t->pid) {
-			/* Count the loader fd as taken: it is open. */
+			/* Count picoproc's fds as taken: they are open. */
 			add_own_listing_fd(&l, &l, t->node == N_FDDIR ? K_LINK : K_FILE);
 		}
 		break;
 	case N_TASKDIR:
 		snprintf(rel, sizeof(rel), "%ld/task", t->pid);
-		r = list_numbers(v->procfd, rel, &l, K_DIR, -1);
+		r = list_numbers(v->procfd, rel, &l, K_DIR, 0);
 		break;
 	default: r = -ENOTDIR;
 	}

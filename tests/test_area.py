@@ -302,3 +302,17 @@ def test_a_run_leaves_no_area_fd_open_in_the_monitor():
     assert {k: v for k, v in after.items() if "picoproc-area" in v or "socket:" in v} == \
            {k: v for k, v in before.items() if "picoproc-area" in v or "socket:" in v}
     assert not any("picoproc-area" in line for line in pathlib.Path("/proc/self/maps").read_text().splitlines())
+
+
+_PROC_VIEW = """
+import os, sys
+first = int(sys.argv[1])
+listed = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+hidden = all(not os.path.lexists(f"{d}/{fd}") for fd in range(first, 1024) for d in ("/proc/self/fd", "/dev/fd"))
+print(max(listed) < first, hidden)
+"""
+
+
+def test_the_guests_proc_shows_none_of_picoprocs_fds():
+    r, _ = _api_run(_PROC_VIEW, ABI["PICO_RESERVED_FD_BASE"])
+    assert (r.status, r.stdout) == (0, b"True True\n"), r.stderr

@@ -198,9 +198,11 @@ def test_maps_lists_every_mapping_in_the_guests_names():
     want = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, env=ENV, timeout=GUEST_TIMEOUT)
     native_names = set(want.stdout.decode().split("\n")) - {""}
     # Every library python maps natively is there, by the same path; the
-    # library OS's own image is named as such, nothing else is extra.
+    # library OS's own image and the argument area it shares with the
+    # monitor are named as such, nothing else is extra.
     assert native_names - {"[vvar]", "[vvar_vclock]"} <= names, native_names - names
-    assert names - native_names <= {"[picoproc-libos]", "[vvar]", "[vvar_vclock]"}, names - native_names
+    assert names - native_names <= {"[picoproc-libos]", "[picoproc-area]", "[vvar]", "[vvar_vclock]"}, \
+        names - native_names
     assert any(n.endswith("libc.so.6") for n in names)
     assert not any("wt/" in n or "picoproc-loader" in n for n in names)
 
