@@ -145,6 +145,7 @@ class MiniMonitor:
             spec.fs = self.policy
             spec.net = ffi.NULL
             spec.guestnet_fd = -1
+            spec.proc_fd = spec.listing_fd = -1  # no /proc view (tests/test_proc.py has one)
             spec.area_fd = area.area_fd
             channels = ffi.new("int[]", list(area.monitor_channels))
             spec.channel_fds = channels
