@@ -229,18 +229,9 @@ def test_shell_build_learned_manifest(run_picoproc, work, c_project):
     assert proc.returncode == 126
 
 
-def _make_works(run_picoproc, work) -> bool:
-    d = work / "probe"
-    d.mkdir()
-    (d / "Makefile").write_text("all:\n\ttrue\n")
-    _tree_open(d)
-    proc = run_picoproc("run", "-v", f"{d}:/d", "-w", "/d", "--", "make", "-s", timeout=TIMEOUT)
-    return proc.returncode == 0
-
-
 def test_make_build_learned_manifest(run_picoproc, work, c_project):
-    if not _make_works(run_picoproc, work):
-        pytest.skip("make cannot run its recipes inside picoproc yet (posix_spawn/vfork)")
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
     proj = c_project
     manifest_path = work / "make.toml"
     learn(run_picoproc, manifest_path, "-v", f"{proj}:/proj:rw", "-w", "/proj", "--", "make")
