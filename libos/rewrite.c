@@ -1,10 +1,11 @@
 /* Syscall-site rewriting: the fast path for emulated calls.
  *
- * A trapped call costs a SIGSYS round trip: on this project's development VM
- * about 2 us, most of it the kernel saving and restoring the FPU state in the
- * signal frame, while the library OS's own answer to uname or getcwd takes a
- * few dozen nanoseconds.  So, like gVisor's systrap platform (DESIGN.md §7),
- * the first trap from a call site of the form compilers and glibc emit,
+ * A trapped call costs a SIGSYS round trip, most of it the kernel saving and
+ * restoring the FPU state in the signal frame, while the library OS's own
+ * answer to uname or getcwd is a few loads and copies (the numbers are in
+ * docs/PERFORMANCE.md; docs/ARCHITECTURE.md, "Rewritten call sites").  So,
+ * like gVisor's systrap platform, the first trap from a call site of the form
+ * compilers and glibc emit,
  *
  *     b8 NN NN NN NN      mov $nr, %eax
  *     0f 05               syscall

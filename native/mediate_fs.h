@@ -3,7 +3,7 @@
  * A policy is a mount table (guest path -> host directory fd, read-only or
  * writable, exec allowed or not) plus hidden guest paths.  Every file-system
  * mediated call resolves its guest path here, in the guest's view, and
- * performs the operation itself on host fds (DESIGN.md invariant 3):
+ * performs the operation itself on host fds (docs/ARCHITECTURE.md, invariant 3):
  *
  *   - each mount is a directory fd opened once (O_PATH | O_DIRECTORY) when the
  *     policy is built; a file mount is its parent directory plus a fixed name;

@@ -94,7 +94,10 @@
  * "connecting" could, after a reset, be re-connected anywhere by
  * sendto(MSG_FASTOPEN).  A tcp.srv: listener can be turned back into an
  * unconnected socket by shutdown(SHUT_RD); the ABI must refuse MSG_FASTOPEN
- * on sendto/sendmsg for that reason (see the report in issue 3).
+ * on sendto/sendmsg for that reason: it would connect such a socket to any
+ * address, past every grant (tests/test_net.py,
+ * test_reset_socket_cannot_be_redirected_by_fastopen and
+ * test_abi_refuses_msg_fastopen).
  */
 #ifndef PICO_NET_H
 #define PICO_NET_H

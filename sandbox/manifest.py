@@ -204,8 +204,8 @@ class _Invalid(ValueError):
 
 PATH_MAX = 4096  # bytes, including the terminating NUL on Linux
 NAME_MAX = 255
-# Guest paths the library OS presents itself (DESIGN.md §1: /proc and /dev
-# views); a mount or tmpfs there would be shadowed by, or fight with, them.
+# Guest paths the library OS presents itself (docs/ARCHITECTURE.md, "/dev and
+# /proc"); a mount or tmpfs there would be shadowed by, or fight with, them.
 RESERVED_GUEST_ROOTS = ("/proc", "/dev")
 # ...except these, which the library OS leaves to the manifest: /dev/shm is
 # where POSIX shared memory and named semaphores live (a scratch tmpfs).

@@ -5,7 +5,7 @@ The tmpfs is a *detached* mount (``fsopen``/``fsconfig``/``fsmount``): it has
 no path and appears in no mount table, so no other process can find it, and
 it disappears when the last fd on it is closed — nothing is left behind even
 if the monitor is killed.  The monitor resolves guest paths under it with
-``openat2`` relative to ``Scratch.dir_fd`` (DESIGN.md invariant 3); the guest
+``openat2`` relative to ``Scratch.dir_fd`` (docs/ARCHITECTURE.md, invariant 3); the guest
 never sees it directly (its root is empty).
 
 As root the monitor creates it itself, owned by the guest identity.  An

@@ -1,4 +1,5 @@
-"""Creating picoprocesses (DESIGN.md §1, issue 3 item 1) and waiting for them.
+"""Creating picoprocesses and waiting for them (docs/ARCHITECTURE.md, "The
+picoprocess" and "The reaper").
 
 ``spawn_picoprocess(SpawnConfig(...))`` is the one path every picoprocess is
 created through (raw mode and library-OS mode alike).  What the guest gets:

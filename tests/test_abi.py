@@ -99,7 +99,7 @@ def test_every_direct_call_is_justified_and_real():
     assert len(names) == len(set(names))
 
 
-# Calls that must never be direct (DESIGN.md invariant 1).
+# Calls that must never be direct (docs/ARCHITECTURE.md, invariant 1).
 NEVER_DIRECT = [
     "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "userfaultfd",
     "perf_event_open", "keyctl", "add_key", "request_key", "ptrace", "process_vm_readv",

@@ -1,4 +1,5 @@
-"""End-to-end runs through the Python API and the CLI (issue 3, items 4-5).
+"""End-to-end runs through the Python API and the CLI (docs/ARCHITECTURE.md,
+"The interface: CLI, API and result").
 
 Real programs under the embedded default manifest: how a run ends (exit code,
 signal, which limit), what it used, its audit, and that the manifest's grants

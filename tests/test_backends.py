@@ -1,4 +1,4 @@
-"""Comparison backends (issue 5, DESIGN.md §4): the same manifest and workload
+"""Comparison backends (docs/BACKENDS.md): the same manifest and workload
 under every available backend; declared limitations are asserted observed.
 
 Backends missing on this machine are skipped with the reason their

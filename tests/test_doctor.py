@@ -916,7 +916,7 @@ def test_doctor_as_an_unprivileged_user():
 
 
 def test_doctor_lists_every_backend_with_availability_and_what_it_cannot_enforce():
-    """Issue 5: doctor names each comparison backend, available or not with the
+    """Doctor names each comparison backend (docs/BACKENDS.md), available or not with the
     reason, and what of a manifest it cannot enforce here."""
     import subprocess
     import sys

@@ -1,4 +1,5 @@
-"""The library OS's loader and trap layer (issue 4, first part).
+"""The library OS's loader and trap layer (docs/ARCHITECTURE.md, "The library
+OS: loader and trap layer").
 
 Guests run as picoprocesses in "libos" mode: the monitor's spawn installs the
 trap filter and enters libos/picoproc-loader through the loader fd, which maps

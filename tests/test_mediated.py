@@ -1,4 +1,5 @@
-"""The monitor's C event loop serving mediated file calls (issue 3, items 2-3).
+"""The monitor's C event loop serving mediated file calls (docs/ARCHITECTURE.md,
+"The monitor's serving threads" and "Resolving guest paths").
 
 Freestanding guests (tests/guests/med_*.c) issue mediated calls directly with
 the pico_<call>() wrappers; a ``Monitor`` serves them against an ``FsPolicy``:

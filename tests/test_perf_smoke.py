@@ -1,4 +1,4 @@
-"""The performance suite's plumbing (issue 7), fast: ``--quick`` on native and
+"""The performance suite's plumbing (docs/PERFORMANCE.md), fast: ``--quick`` on native and
 pico with tiny counts, checking that the Markdown, JSON and PNG outputs are
 produced and well-formed.  No timing is ever asserted here: the numbers of a
 tiny run are noise; docs/PERFORMANCE.md holds the real ones.

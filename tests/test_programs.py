@@ -1,4 +1,4 @@
-"""Real, unmodified programs in a picoprocess (issue 4's Show list).
+"""Real, unmodified programs in a picoprocess, their output compared with native.
 
 Each runs through the Python API (``picoproc.api.Sandbox``) with the embedded
 default manifest: read-only system directories, hidden secrets, a private

@@ -1,6 +1,6 @@
 """Raw picoprocesses: a static freestanding program under the seccomp filter alone.
 
-What is shown here (issue 2, "Show"):
+What is shown here:
 
 * a probe that uses only direct calls (write, mmap/munmap, a real thread made
   with clone and its own stack, futex wait/wake between the threads, exit)
@@ -610,7 +610,7 @@ def test_no_processes_left_after_runs(guest_bin, raw_run, run_picoproc):
 def test_orphaned_grandchild_does_not_outlive_the_run(guest_bin, raw_run):
     """The guest forks a child that blocks forever on stdin (a pipe this test
     keeps open) and exits: when the run is over, that orphan must be gone too
-    (DESIGN.md invariant 6), not re-parented to init and still running."""
+    (docs/ARCHITECTURE.md, invariant 6), not re-parented to init and still running."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     r, w = os.pipe()
     try:

@@ -1,4 +1,4 @@
-"""The security benchmarks (issue 6): ``picoproc bench surface`` and ``security``.
+"""The security benchmarks (docs/SECURITY.md): ``picoproc bench surface`` and ``security``.
 
 What is shown here:
 

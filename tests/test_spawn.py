@@ -1,4 +1,4 @@
-"""The picoprocess spawn path (issue 3 item 1, DESIGN.md invariants 5-7).
+"""The picoprocess spawn path (docs/ARCHITECTURE.md, "The reaper" and invariants 5-7).
 
 Everything is checked from outside, through /proc, while the guest
 (tests/guests/spawn_ctl.c) is blocked reading a pipe the test holds; the

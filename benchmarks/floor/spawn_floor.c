@@ -8,7 +8,8 @@
  * machine:
  *   native  fork(), execv, waitpid;
  *   ns      clone() with new user, pid, mount, network, IPC and UTS
- *           namespaces (what spawn.py asks for, DESIGN.md invariant 1),
+ *           namespaces (what spawn.py asks for; docs/ARCHITECTURE.md,
+ *           invariant 5),
  *           execv, waitpid -- the wait includes the pid namespace's end.
  * PROGRAM's output goes to /dev/null.  Prints median, p10 and p90 wall
  * time of a whole run (CLOCK_MONOTONIC) for each:

@@ -1,4 +1,4 @@
-"""picoproc's performance suite (issue 7): ``picoproc bench perf``.
+"""picoproc's performance suite: ``picoproc bench perf``.
 
 Call classes measured inside the guest (direct, emulated, mediated, a 4 KiB
 read), start-up of /bin/true (Python API and CLI), applications (python3,

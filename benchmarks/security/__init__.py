@@ -1,4 +1,4 @@
-"""picoproc's security benchmarks (issue 6): ``surface`` (host syscalls a
+"""picoproc's security benchmarks: ``surface`` (host syscalls a
 confined program reaches, per backend) and ``security`` (an escape and abuse
 corpus with ground truth checked from outside).  docs/SECURITY.md explains
 the method and holds the latest tables (``python -m picoproc.bench.security.report``)."""

@@ -1,6 +1,6 @@
 """Comparison backends: the same manifest and workload under other isolation mechanisms.
 
-DESIGN.md §4.  Each backend turns a :class:`picoproc.manifest.Manifest` into the
+docs/BACKENDS.md.  Each backend turns a :class:`picoproc.manifest.Manifest` into the
 nearest thing its mechanism can express and runs one command under it:
 
     native          no isolation: the baseline every ratio is taken against
