@@ -435,7 +435,8 @@ class _OutputPump:
 
     No thread of its own for captured output: the thread that waits for the
     run reads it (``_wait_and_pump``), because starting and joining a thread
-    cost 0.3-0.6 ms per run.  Relayed output is written to host fds that may
+    is a noticeable part of a short run's start-up (docs/PERFORMANCE.md,
+    "Start-up").  Relayed output is written to host fds that may
     block (a full pipe nobody reads), and a blocked write must not hold up
     the wall-time limit: the first time the guest writes, the fds are handed
     to a thread that relays them, as before; a guest that writes nothing
@@ -1130,7 +1131,7 @@ class Sandbox:
 @functools.cache
 def _loader_image_path() -> str:
     """Where the loader image is: fixed for the life of the process (the
-    file itself is opened anew by every spawn), so resolved once (~30 us)."""
+    file itself is opened anew by every spawn), so resolved once."""
     from picoproc.libos import loader_path
 
     return str(loader_path())

@@ -78,8 +78,8 @@ class CgroupStats:
 
 def _read(path: str) -> str:
     # Raw fd calls: a text-mode open() adds an fstat, an ioctl, an lseek and
-    # a wrapper object, which for the four stats files read after every run
-    # cost ~50 us.
+    # a wrapper object to each of the four stats files read after every run
+    # (docs/PERFORMANCE.md, "Start-up").
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -436,8 +436,8 @@ class RunCgroup:
     def join_self(self) -> bool:
         """v1: the new process joins by writing "0" to ``tasks`` itself.  The
         kernel moves a single calling thread without taking the global
-        threadgroup lock, whose RCU grace period otherwise costs ~1-8 ms per
-        spawn.  v2 only accepts whole processes (cgroup.procs)."""
+        threadgroup lock, whose RCU grace period would otherwise be paid by
+        every spawn (docs/PERFORMANCE.md, "Start-up").  v2 only accepts whole processes (cgroup.procs)."""
         return self.version == "v1"
 
     def join_files(self) -> list[str]:

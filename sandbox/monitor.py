@@ -138,8 +138,9 @@ class _Resolver:
     readlink) found for the life of one policy build.
 
     A manifest's hidden paths share most of their directories (/etc,
-    /etc/ssh, ...): resolved one by one, os.path.realpath looked at ~75
-    components and cost ~0.4 ms per run.  Resolving anew for every build
+    /etc/ssh, ...): resolved one by one, os.path.realpath looks at the same
+    components again for each of them (docs/PERFORMANCE.md, "Start-up").
+    Resolving anew for every build
     matters: a host symlink changed between two runs must move the aliases
     with it (a cache of the resolved aliases kept the old target hidden and
     the new one visible).  The result is os.path.realpath's (non-strict):
@@ -386,8 +387,8 @@ def _kernel_mount_attrs(mode: int, exec: bool) -> int:
 # is safe (a copy is a view of the host directory with attributes that only
 # take away); a changed mount table drops them all, so a copy never shows
 # the host's mounts as they were (a mount added on the host since would
-# show what it covers).  Making them costs ~30 us each as root, a helper
-# process unprivileged.
+# show what it covers).  Making them takes a system call each as root and a
+# helper process unprivileged (docs/PERFORMANCE.md, "Start-up").
 _COPY_CACHE_MAX = 256
 _copy_lock = threading.Lock()
 _copy_cache: dict[tuple[int, int, int], int] = {}
@@ -699,8 +700,9 @@ def _stats_dict(s) -> dict:
 
 
 # struct pico_audit_record (native/loop.h), read with one struct.iter_unpack
-# over the drained batch: reading each field through cffi cost ~2 us a
-# record, about twice this.  Checked against the C layout at import.
+# over the drained batch: reading each field through cffi is a Python-level
+# call per field, several times slower (docs/PERFORMANCE.md, "Counting and
+# auditing").  Checked against the C layout at import.
 _RECORD = struct.Struct(f"<QqiihhiqqqIIII{lib.PICO_AUDIT_TEXT}s{lib.PICO_AUDIT_TEXT}s")
 if _RECORD.size != ffi.sizeof("struct pico_audit_record"):
     raise ImportError(f"struct pico_audit_record is {ffi.sizeof('struct pico_audit_record')} bytes, "
@@ -1085,8 +1087,9 @@ class Monitor:
         """Every audit record not yet drained, oldest first."""
         out: list[dict] = []
         # One buffer for the monitor's life (under a lock: the drainer
-        # thread and every run drain): a fresh 600 KB buffer per call is
-        # mapped and zeroed anew, 0.2-0.4 ms per run.
+        # thread and every run drain): a fresh buffer of a whole batch per
+        # call would be mapped and zeroed anew for every run
+        # (docs/PERFORMANCE.md, "Counting and auditing").
         with self._drain_lock:
             buf = self._drain_buf
             if buf is None:

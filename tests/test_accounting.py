@@ -61,8 +61,9 @@ def _read_line(fd: int, timeout: float) -> bytes:
 
 
 # A million mkdirs, each served by the monitor in its own context: without a
-# bound on the scratch tmpfs's inodes, each one is ~1 KiB of host slab
-# (shmem_inode_cache + dentry) charged to nobody.  The guest stops at the
+# bound on the scratch tmpfs's inodes, each one is host slab
+# (shmem_inode_cache + dentry) charged to nobody (docs/ARCHITECTURE.md,
+# "Kernel objects").  The guest stops at the
 # first error and then holds what it made until the test has measured.
 MKDIR_LOOP = (
     "import os, sys\n"

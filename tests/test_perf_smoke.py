@@ -23,7 +23,7 @@ import tempfile
 import pytest
 from picoproc.bench.perf import report, stats, workloads
 
-SMOKE_TIMEOUT = 300  # a hung run fails; the smoke normally takes ~15 s
+SMOKE_TIMEOUT = 300  # a hung run fails; a normal smoke takes a small part of this
 
 
 def _pico_available() -> tuple[bool, str]:
