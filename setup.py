@@ -1,8 +1,8 @@
 """Build picoproc: the Python packages, the monitor's cffi module and the C artifacts.
 
 The source tree has one top-level folder per layer (docs/ARCHITECTURE.md,
-"Layers and their modules"); the
-import package ``picoproc`` is assembled from those folders:
+"Layers and their modules"); the import package ``picoproc`` is assembled
+from those folders:
 
     picoproc          <- sandbox/   the monitor (manifest, spawn, policy, CLI)
     picoproc.abi      <- abi/       the ABI table and its generators
