@@ -314,8 +314,9 @@ static void place_fds(const struct pico_spawn_spec *spec)
 	for (int i = 0; i < 3; i++)
 		if (raw(SYS_dup3, tmp[i], i, 0, 0, 0) < 0)
 			child_fail(PICO_STEP_STDIO);
-	/* Nothing else is inherited (invariant 5).  The socket helper's channel
-	 * (below the status pipe) is close-on-exec: the guest never has it. */
+	/* Nothing else is inherited (docs/ARCHITECTURE.md, invariant 5).  The
+	 * socket helper's channel (below the status pipe) is close-on-exec: the
+	 * guest never has it. */
 	if (raw(SYS_close_range, 3, PICO_GUESTNET_FD - 1, 0, 0, 0) < 0 ||
 	    raw(SYS_close_range, PICO_LOADER_FD + 1, ~0U, 0, 0, 0) < 0)
 		child_fail(PICO_STEP_CLOSE_FDS);

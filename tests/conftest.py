@@ -249,8 +249,9 @@ def _live_children(exclude: set[int]) -> list:
 
 @pytest.fixture(autouse=True)
 def no_run_left_behind():
-    """Invariant 6, after every test of the suite: no process, run cgroup or
-    mount left behind by whatever the test ran (picoproc or a peer)."""
+    """Invariant 6 (docs/ARCHITECTURE.md), after every test of the suite: no
+    process, run cgroup or mount left behind by whatever the test ran
+    (picoproc or a peer)."""
     import psutil
 
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}

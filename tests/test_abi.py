@@ -73,7 +73,7 @@ def test_abi_json_lists_every_call(run_picoproc):
         assert by_name[d.name]["nr"] == d.nr
         assert by_name[d.name]["constraints"] == [r.text for r in d.rules]
         assert by_name[d.name]["why"].strip()
-    # The constraints the issue names are there.
+    # The argument constraints docs/ARCHITECTURE.md ("The ABI") names are there.
     assert by_name["ioctl"]["constraints"] and by_name["rt_sigaction"]["constraints"]
     assert by_name["socketpair"]["constraints"] == ["a0 == AF_UNIX"]
     assert by_name["execveat"]["constraints"] == ["a0 == loader_fd && a4 == AT_EMPTY_PATH"]

@@ -9,7 +9,8 @@ and does what the library OS never would.  What must hold:
 
 * the monitor copies each argument once before checking it: a thread
   rewriting the URI in the area during the call never gets a forbidden file,
-  and the audit names exactly the bytes that were checked (invariant 2);
+  and the audit names exactly the bytes that were checked (docs/ARCHITECTURE.md,
+  invariant 2);
 * references past the area, straddling its end or with huge offsets or
   lengths get EFAULT, and the monitor keeps serving;
 * an fd asked for on a channel comes with the call's tag; a refused call

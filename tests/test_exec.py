@@ -158,7 +158,7 @@ public class Where {
 
 
 def test_java_started_as_usr_bin_java(searchable_tmp):
-    """The issue's case: /usr/bin/java -> /etc/alternatives/java ->
+    """A chain of links as Debian installs Java: /usr/bin/java -> /etc/alternatives/java ->
     /usr/lib/jvm/.../bin/java finds libjli.so through $ORIGIN."""
     if not (os.path.islink("/usr/bin/java") and shutil.which("javac")):
         pytest.skip("openjdk-17-jdk-headless is not installed (setup.sh installs it)")
