@@ -437,7 +437,8 @@ class RunCgroup:
         """v1: the new process joins by writing "0" to ``tasks`` itself.  The
         kernel moves a single calling thread without taking the global
         threadgroup lock, whose RCU grace period would otherwise be paid by
-        every spawn (docs/PERFORMANCE.md, "Start-up").  v2 only accepts whole processes (cgroup.procs)."""
+        every spawn (docs/PERFORMANCE.md, "Start-up").  v2 only accepts whole
+        processes (cgroup.procs)."""
         return self.version == "v1"
 
     def join_files(self) -> list[str]:
