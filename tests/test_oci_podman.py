@@ -225,9 +225,12 @@ def test_terminal_matches_crun(podman):
 
 def test_memory_limit_ends_the_container_like_crun(podman):
     args = ("--memory", "64m", podman.images["python"], "python3", "-c", "x = bytearray(256 << 20); print('no')")
+    cwd_before = set(os.listdir("."))
     ref, got = _same(podman, *args)
     assert ref.returncode == 137
     assert (got.returncode, got.stdout) == (137, b"")
+    # conmon's "oom" marker file stays in the engine's private tree.
+    assert set(os.listdir(".")) == cwd_before
 
 
 def test_loopback_inside_the_container_matches_crun(podman):

@@ -105,8 +105,10 @@ class PrivatePodman:
 
     def run(self, runtime: Runtime | None, *args: str, check: bool = True, timeout: float = _TIMEOUT_S,
             input: bytes | None = None) -> subprocess.CompletedProcess:
+        # conmon writes a file named "oom" into its working directory when a
+        # container is killed for memory: keep it inside the private tree.
         proc = subprocess.run(self.cmd(runtime, *args), env=self.env, capture_output=True,
-                              timeout=timeout, input=input, check=False)
+                              timeout=timeout, input=input, check=False, cwd=self.dir)
         if check and proc.returncode != 0:
             raise RuntimeError(f"podman {' '.join(args)}: status {proc.returncode}: "
                                f"{proc.stderr.decode(errors='replace').strip()}")
