@@ -38,12 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
+from picoproc.fspolicy import FsPolicy
 from picoproc.manifest import Manifest
 from picoproc.monitor import (
     AUDIT_FILE_LIMIT,
     GUEST_SECCOMP_FLAGS,
     AuditJsonlWriter,
-    FsPolicy,
     GuestArea,
     Monitor,
 )

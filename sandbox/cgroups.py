@@ -37,6 +37,8 @@ import threading
 import time
 from typing import NamedTuple
 
+from picoproc import mountinfo
+
 CONTROLLERS = ("memory", "pids")
 # Usage only, no limit: the CPU time of a run while it runs (the monitor adds
 # its own work for the run to it, picoproc.api).  cgroup v2 has it in every
@@ -110,41 +112,14 @@ def _keyed(text: str) -> dict[str, int]:
 
 def _mounts() -> tuple[str | None, dict[str, str]]:
     """(cgroup2 mount point or None, {v1 controller: mount point})."""
-    unified = None
-    v1: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rfields = right.split()
-            if len(fields) < 5 or len(rfields) < 3:
-                continue
-            mountpoint = fields[4].replace("\\040", " ")
-            fstype, super_opts = rfields[0], rfields[2]
-            if fstype == "cgroup2" and unified is None:
-                unified = mountpoint
-            elif fstype == "cgroup":
-                for opt in super_opts.split(","):
-                    if (opt in CONTROLLERS or opt in USAGE_CONTROLLERS) and opt not in v1:
-                        v1[opt] = mountpoint
-    return unified, v1
+    unified, v1 = mountinfo.cgroup_mounts(mountinfo.read_mountinfo())
+    return unified, {c: p for c, p in v1.items() if c in CONTROLLERS or c in USAGE_CONTROLLERS}
 
 
 def _own_paths() -> tuple[str | None, dict[str, str]]:
     """The monitor's own cgroup: (v2 path or None, {v1 controller: path})."""
-    v2 = None
-    v1: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            hier, _, rest = line.rstrip("\n").partition(":")
-            controllers, _, path = rest.partition(":")
-            if hier == "0" and controllers == "":
-                v2 = path
-            else:
-                for c in controllers.split(","):
-                    if c in CONTROLLERS or c in USAGE_CONTROLLERS:
-                        v1[c] = path
-    return v2, v1
+    v2, v1 = mountinfo.read_proc_cgroup()
+    return v2, {c: p for c, p in v1.items() if c in CONTROLLERS or c in USAGE_CONTROLLERS}
 
 
 def _join(mount: str, path: str) -> str:

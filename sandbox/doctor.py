@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
+from picoproc.mountinfo import MountEntry, parse_mountinfo, read_proc_cgroup
+
 DEFAULT_TIMEOUT = 2.0  # seconds each probe may take before its child is killed
 VERSION_TIMEOUT = 5.0  # seconds a backend's `--version` may take
 EXIT_MISSING_CORE = 1
@@ -407,65 +409,11 @@ def _probe_pidfd(timeout_ms: int) -> list[Probe]:
     ]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Mount:
-    fstype: str  # "cgroup" (v1) or "cgroup2"
-    mount_point: str
-    root: str  # the part of the hierarchy mounted there
-    read_only: bool
-    options: frozenset[str]  # v1: the controllers (and name=...) bound to it
+def _cgroup_mounts(text: str) -> list[MountEntry]:
+    return [m for m in parse_mountinfo(text) if m.fstype in ("cgroup", "cgroup2")]
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def _cgroup_mounts(mountinfo: str) -> list[_Mount]:
-    mounts = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 6 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        mounts.append(
-            _Mount(
-                tail[0],
-                _unescape(fields[4]),
-                _unescape(fields[3]),
-                "ro" in fields[5].split(","),
-                frozenset(tail[2].split(",")),
-            )
-        )
-    return mounts
-
-
-def _own_cgroups(proc_cgroup: str) -> tuple[dict[str, str], str | None]:
-    """This process's cgroup per v1 controller, and its v2 cgroup."""
-    v1, v2 = {}, None
-    for line in proc_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            v2 = parts[2]
-        else:
-            for controller in parts[1].split(","):
-                v1[controller] = parts[2]
-    return v1, v2
-
-
-def _cgroup_dir(mount: _Mount, own_path: str) -> str:
+def _cgroup_dir(mount: MountEntry, own_path: str) -> str:
     rel = own_path
     if mount.root != "/" and (
         own_path == mount.root or own_path.startswith(mount.root.rstrip("/") + "/")
@@ -474,7 +422,7 @@ def _cgroup_dir(mount: _Mount, own_path: str) -> str:
     return os.path.join(mount.mount_point, rel.lstrip("/")).rstrip("/") or "/"
 
 
-def _writable(directory: str, mount: _Mount, files: Sequence[str]) -> tuple[bool, str]:
+def _writable(directory: str, mount: MountEntry, files: Sequence[str]) -> tuple[bool, str]:
     """Can this user create child cgroups here and move processes into them?
 
     Checked with access(2) and ownership, without creating anything: the
@@ -504,8 +452,7 @@ def _probe_cgroups(timeout_ms: int) -> list[Probe]:
     try:
         with open("/proc/self/mountinfo") as f:
             mounts = _cgroup_mounts(f.read())
-        with open("/proc/self/cgroup") as f:
-            own_v1, own_v2 = _own_cgroups(f.read())
+        own_v2, own_v1 = read_proc_cgroup()
     except OSError as exc:
         why = f"cannot read /proc/self/mountinfo or /proc/self/cgroup: {_errno_text(exc.errno)}"
         return [
@@ -522,7 +469,7 @@ def _probe_cgroups(timeout_ms: int) -> list[Probe]:
 
     for controller in ("memory", "pids"):
         name = f"cgroup.v1.{controller}"
-        mount = next((m for m in mounts if m.fstype == "cgroup" and controller in m.options), None)
+        mount = next((m for m in mounts if m.fstype == "cgroup" and controller in m.super_options), None)
         if mount is None:
             probes.append(
                 _probe(name, False, f"no cgroup v1 hierarchy with {controller} is mounted")

@@ -59,7 +59,7 @@ ACCESS_ORDER = ("exec", "map", "create", "write", "remove", "attr", "watch", "re
 # of the directory the name is in).
 CHANGES_NAME = {"create", "remove"}
 CHANGES_DATA = {"write", "attr"}
-# The host devices every run gets (picoproc.monitor.FsPolicy.add_library_os_devices).
+# The host devices every run gets (picoproc.fspolicy.FsPolicy.add_library_os_devices).
 DEVICE_PATHS = {f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom")}
 
 

@@ -379,7 +379,7 @@ def test_alias_resolution_matches_realpath(tmp_path):
     """The per-build resolver behind hidden-path aliases gives exactly
     os.path.realpath's answers: relative and absolute links, '..' after a
     link, dangling links, missing components, a file in the middle, loops."""
-    from picoproc.monitor import _Resolver
+    from picoproc.fspolicy import _Resolver
 
     root = tmp_path.resolve()
     (root / "real" / "sub").mkdir(parents=True)

@@ -108,9 +108,9 @@ def test_a_bind_mount_made_between_two_runs_is_seen_by_the_next_one(tmp_path):
 
 
 def test_mount_table_identity_follows_bind_roots_stacked_mounts_and_escapes():
-    from picoproc.monitor import MountTable
+    from picoproc.mountinfo import HostMounts
 
-    table = MountTable(
+    table = HostMounts(
         "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
         "2 1 8:1 /srv/data /mnt/al\\040ias rw - ext4 /dev/sda1 rw\n"
         "3 1 0:5 / /mnt/over rw - tmpfs tmpfs rw\n"
@@ -121,7 +121,7 @@ def test_mount_table_identity_follows_bind_roots_stacked_mounts_and_escapes():
     assert table.identity("/mnt/al ias") == ("8:1", "/srv/data")
     # /mnt/over: the bind mount on top hides the tmpfs under it.
     assert table.identity("/mnt/over/x") == ("8:1", "/srv/data/secret/x")
-    assert MountTable("").identity("/x") is None
+    assert HostMounts("").identity("/x") is None
 
 
 # ---------------------------------------------------------------------------

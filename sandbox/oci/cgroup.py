@@ -29,6 +29,7 @@ import signal
 import time
 
 from picoproc import cgroups as run_cgroups
+from picoproc import mountinfo
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
 MONITOR_LEAF = "monitor"
@@ -41,35 +42,15 @@ class CgroupError(OSError):
 
 def _mounts() -> tuple[str | None, dict[str, str]]:
     """(cgroup2 mount or None, {v1 controller: mount})."""
-    unified = None
-    v1: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(fields) < 5 or len(rfields) < 3:
-                continue
-            point = fields[4].replace("\\040", " ")
-            if rfields[0] == "cgroup2" and unified is None:
-                unified = point
-            elif rfields[0] == "cgroup":
-                for opt in rfields[2].split(","):
-                    if opt in V1_CONTROLLERS and opt not in v1:
-                        v1[opt] = point
-    return unified, v1
+    unified, v1 = mountinfo.cgroup_mounts(mountinfo.read_mountinfo())
+    return unified, {c: p for c, p in v1.items() if c in V1_CONTROLLERS}
 
 
 def _own(controller: str | None) -> str:
-    """The runtime's own cgroup path in a hierarchy ("" key = v2)."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            hier, _, rest = line.rstrip("\n").partition(":")
-            ctrls, _, path = rest.partition(":")
-            if controller is None and hier == "0" and ctrls == "":
-                return path
-            if controller is not None and controller in ctrls.split(","):
-                return path
-    return "/"
+    """The runtime's own cgroup path in a hierarchy (None: v2)."""
+    v2, v1 = mountinfo.read_proc_cgroup()
+    found = v2 if controller is None else v1.get(controller)
+    return "/" if found is None else found
 
 
 def _systemd_path(text: str) -> str:

@@ -204,7 +204,8 @@ class ContainerProcess:
     # -- preparing (before create returns) ------------------------------------
 
     def prepare(self) -> None:
-        from picoproc.monitor import AuditJsonlWriter, FsPolicy, Monitor
+        from picoproc.fspolicy import FsPolicy
+        from picoproc.monitor import AuditJsonlWriter, Monitor
         from picoproc.scratch import make_scratch
 
         plan = self.plan

@@ -30,6 +30,8 @@ import tarfile
 import tempfile
 import time
 
+from picoproc.mountinfo import read_mountinfo
+
 PYTHON = "python3.11"
 # Debian's own packages (not whatever else PATH finds first).
 PYTHON_EXE = f"/usr/bin/{PYTHON}"
@@ -233,11 +235,9 @@ class PrivatePodman:
         for runtime in sorted(os.listdir(state)) if os.path.isdir(state) else []:
             for entry in os.listdir(os.path.join(state, runtime)):
                 found.append(f"runtime state {runtime}/{entry}")
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split()[4]
-                if point.startswith(self.dir + "/"):
-                    found.append(f"mount {point}")
+        for mount in read_mountinfo():
+            if mount.mount_point.startswith(self.dir + "/"):
+                found.append(f"mount {mount.mount_point}")
         for pid in os.listdir("/proc"):
             if not pid.isdigit() or int(pid) == os.getpid():
                 continue
@@ -271,12 +271,8 @@ class PrivatePodman:
             pass
         deadline = time.monotonic() + 10
         while True:
-            mounts = []
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    point = line.split()[4]
-                    if point == self.dir or point.startswith(self.dir + "/"):
-                        mounts.append(point)
+            mounts = [m.mount_point for m in read_mountinfo()
+                      if m.mount_point == self.dir or m.mount_point.startswith(self.dir + "/")]
             if not mounts or time.monotonic() > deadline:
                 break
             for point in sorted(mounts, key=len, reverse=True):
