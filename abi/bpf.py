@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 
+from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
 from .table import ABITable, load_table
@@ -41,7 +42,7 @@ _CMP_OPS = {
 }
 
 
-class FilterBuildError(RuntimeError):
+class FilterBuildError(RuntimeError, PicoprocError):
     pass
 
 

@@ -13,6 +13,7 @@ import re
 import tomllib
 from importlib import resources
 
+from picoproc.errors import PicoprocError
 from . import linux
 
 TABLE_FILE = "abi_v1.toml"
@@ -25,7 +26,7 @@ _CMP = re.compile(
 )
 
 
-class ABITableError(ValueError):
+class ABITableError(ValueError, PicoprocError):
     """The table itself is malformed (a bug in abi_v1.toml, not a user error)."""
 
 

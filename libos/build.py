@@ -21,6 +21,11 @@ import subprocess
 import sys
 import tempfile
 
+try:
+    from picoproc.errors import PicoprocError
+except ImportError:  # setup.py runs this file to build picoproc, before picoproc can be imported
+    PicoprocError = Exception
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 ABI_HEADER = ROOT / "abi" / "picoproc_abi.h"
@@ -54,7 +59,7 @@ def sources() -> list[pathlib.Path]:
     return sorted(HERE.glob("*.c")) + sorted(HERE.glob("*.S"))
 
 
-class LoaderBuildError(RuntimeError):
+class LoaderBuildError(RuntimeError, PicoprocError):
     pass
 
 

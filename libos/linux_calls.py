@@ -17,12 +17,14 @@ import functools
 import tomllib
 from importlib import resources
 
+from picoproc.errors import PicoprocError
+
 TABLE_FILE = "linux_calls.toml"
 SUPPORT_LEVELS = ("full", "partial", "refused")
 _ROW_KEYS = {"support", "note", "errno", "mediated", "rewritable", "audit"}
 
 
-class LinuxCallsError(ValueError):
+class LinuxCallsError(ValueError, PicoprocError):
     """The table itself is malformed (a bug in linux_calls.toml, not a user error)."""
 
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
+from picoproc.errors import PicoprocError
 from picoproc.fspolicy import FsPolicy
 from picoproc.manifest import Manifest
 from picoproc.monitor import (
@@ -47,7 +48,15 @@ from picoproc.monitor import (
     GuestArea,
     Monitor,
 )
-from picoproc.result import Result, RunError, RunTimeout, Usage, run_error
+from picoproc.result import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    Result,
+    RunError,
+    RunTimeout,
+    Usage,
+    run_error,
+)
 from picoproc.scratch import make_scratch
 from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
 from picoproc.spawn import (
@@ -69,17 +78,21 @@ _CPU_CHECK_S = 0.1
 NOBODY = 65534
 
 
-class SandboxError(Exception):
+class SandboxError(PicoprocError):
     """The run could not be started; the message names the problem."""
 
 
 class ProgramNotFound(SandboxError):
     """The program does not exist in the guest's view (``picoproc run``: 127)."""
 
+    exit_status = EXIT_NOT_FOUND
+
 
 class ProgramNotExecutable(SandboxError):
     """The program exists in the guest's view but cannot be executed: a
     directory, not executable by the guest, or on a noexec mount (126)."""
+
+    exit_status = EXIT_CANNOT_EXECUTE
 
 
 # --------------------------------------------------------------------------

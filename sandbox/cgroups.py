@@ -38,6 +38,7 @@ import time
 from typing import NamedTuple
 
 from picoproc import mountinfo
+from picoproc.errors import PicoprocError
 
 CONTROLLERS = ("memory", "pids")
 # Usage only, no limit: the CPU time of a run while it runs (the monitor adds
@@ -381,7 +382,7 @@ def sweep_stale(plan: _Plan | None = None) -> list[str]:
     return removed
 
 
-class CgroupError(OSError):
+class CgroupError(OSError, PicoprocError):
     pass
 
 

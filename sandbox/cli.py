@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 
+from picoproc.errors import PicoprocError
 from picoproc.manifest import add_cli_options
 from picoproc.result import (
     EXIT_CANNOT_EXECUTE,
@@ -51,7 +52,7 @@ not after a terminal's Ctrl-C) the run is killed.
 """
 
 
-class UsageError(Exception):
+class UsageError(PicoprocError):
     pass
 
 
@@ -270,6 +271,12 @@ def _fail(args, status: int, message: str) -> int:
                                      message, mode=_mode(args))
         _write_json(args.json, result.to_json())
     return status
+
+
+def _error_line(exc: PicoprocError) -> str:
+    """``exc`` as one line: an OSError's message without its "[Errno N]"."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _mode(args) -> str | None:
@@ -840,6 +847,7 @@ def _json_target(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv else None)
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.version:
@@ -858,6 +866,10 @@ def main(argv: list[str] | None = None) -> int:
             _write_json(target, Result.failed_start(command, "pico", EXIT_PICOPROC_ERROR,
                                                     str(exc)).to_json())
         return EXIT_PICOPROC_ERROR
+    except PicoprocError as exc:
+        # Whatever failure of picoproc's a command did not word itself: one
+        # line and the error's exit status (docs/RESULT.md), no traceback.
+        return _fail(args, exc.exit_status, _error_line(exc))
     except ImportError as exc:
         # A missing or stale C module (picoproc.native.NativeModuleError) is an
         # installation problem: one line saying so, not a traceback.

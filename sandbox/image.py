@@ -11,6 +11,8 @@ import os
 import stat
 import struct
 
+from picoproc.errors import PicoprocError
+
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS64 = 2
 ELFDATA2LSB = 1
@@ -24,7 +26,7 @@ PHDR = struct.Struct("<IIQQQQQQ")
 MAX_PHNUM = 512  # the kernel's own bound is 64 KiB of headers
 
 
-class ImageError(Exception):
+class ImageError(PicoprocError):
     """The program cannot be run; the message names the file and the reason."""
 
 

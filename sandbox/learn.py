@@ -41,6 +41,7 @@ import os
 import stat as stat_mod
 from collections.abc import Sequence
 
+from picoproc.errors import PicoprocError
 from picoproc.guestview import GuestView, host_path, under
 from picoproc.manifest import (
     MIN_MEMORY_BYTES,
@@ -74,7 +75,7 @@ TIME_FACTOR = 10
 MIN_TIME_S = 10
 
 
-class LearnError(ValueError):
+class LearnError(ValueError, PicoprocError):
     """The profiles cannot be turned into a manifest; the message says why."""
 
 

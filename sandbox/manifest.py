@@ -39,6 +39,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from picoproc.errors import PicoprocError
+
 
 @dataclasses.dataclass(frozen=True)
 class Mount:
@@ -119,7 +121,7 @@ class Manifest:
 # --------------------------------------------------------------------------
 # Errors
 
-class ManifestError(ValueError):
+class ManifestError(ValueError, PicoprocError):
     """A manifest (file, string or command-line flag) is invalid.
 
     ``str()`` is one line: ``SOURCE: KEY: REASON`` (parts that are unknown are
@@ -195,7 +197,7 @@ def _type_name(value: Any) -> str:
     return "a date/time" if hasattr(value, "isoformat") else type(value).__name__
 
 
-class _Invalid(ValueError):
+class _Invalid(ValueError, PicoprocError):
     """A value is invalid; the caller knows which key it came from."""
 
 

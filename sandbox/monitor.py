@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Self
 
+from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ CALL_NAMES = _call_names()
 _DRAIN_BATCH = 1024
 
 
-class MonitorError(OSError):
+class MonitorError(OSError, PicoprocError):
     """The monitor could not do what was asked; the message says what."""
 
 

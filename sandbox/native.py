@@ -6,11 +6,13 @@ revision of native/ so a stale build is never used with newer Python code.
 
 from __future__ import annotations
 
+from picoproc.errors import PicoprocError
+
 # Must equal NATIVE_VERSION in native/build_native.py.
 EXPECTED_NATIVE_VERSION = 10
 
 
-class NativeModuleError(ImportError):
+class NativeModuleError(ImportError, PicoprocError):
     pass
 
 

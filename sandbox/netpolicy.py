@@ -33,6 +33,7 @@ import os
 import select
 import time
 
+from picoproc.errors import PicoprocError
 from .manifest import Endpoint, Manifest
 
 
@@ -55,7 +56,7 @@ def _host_has_ipv6() -> bool:
         return False
 
 
-class NetPolicyError(ValueError):
+class NetPolicyError(ValueError, PicoprocError):
     """A manifest network grant that cannot be turned into a policy."""
 
 

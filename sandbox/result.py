@@ -43,10 +43,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from picoproc.errors import PicoprocError
+
 SCHEMA = "picoproc.result"
 SCHEMA_VERSION = 1
 
-EXIT_PICOPROC_ERROR = 125  # usage, manifest/config, backend or internal failure
+EXIT_PICOPROC_ERROR = PicoprocError.exit_status  # 125: usage, manifest/config, backend, internal
 EXIT_CANNOT_EXECUTE = 126  # found, but not executable (permission, noexec, directory, format)
 EXIT_NOT_FOUND = 127
 EXIT_OTHER_LIMIT = 119
@@ -360,7 +362,7 @@ def _text(data: bytes | str | None) -> str | None:
 # check=True
 
 
-class RunError(subprocess.CalledProcessError):
+class RunError(subprocess.CalledProcessError, PicoprocError):
     """``check=True``: the program did not exit 0, or a limit cut the run
     short.  A ``subprocess.CalledProcessError`` (``returncode``, ``cmd``,
     ``output``, ``stderr``) that also carries the whole ``result``."""
@@ -369,6 +371,11 @@ class RunError(subprocess.CalledProcessError):
         super().__init__(result.returncode if result.returncode is not None else result.exit_status,
                          result.argv, result.stdout, result.stderr)
         self.result = result
+
+    @property
+    def exit_status(self) -> int:
+        """The run's own exit status (``picoproc run`` exits with it)."""
+        return self.result.exit_status
 
     def __str__(self) -> str:
         prog = self.result.argv[0] if self.result.argv else "?"

@@ -21,10 +21,11 @@ import dataclasses
 import os
 from typing import Self
 
+from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
 
-class ScratchError(OSError):
+class ScratchError(OSError, PicoprocError):
     pass
 
 

@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 
 from picoproc import cgroups
 from picoproc.abi.compiled import filter_for
+from picoproc.errors import PicoprocError
 from picoproc.image import ImageError, inspect_elf, resolve_program
 from picoproc.manifest import Limits
 from picoproc.native import ffi, lib
@@ -90,11 +91,11 @@ STEP_NAMES = {
 }
 
 
-class SpawnError(OSError):
+class SpawnError(OSError, PicoprocError):
     """Creating the picoprocess failed; the message names the step."""
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, PicoprocError):
     """A SpawnConfig field is unusable; the message names the field."""
 
 

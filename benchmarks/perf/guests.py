@@ -14,6 +14,8 @@ import pathlib
 import shutil
 import subprocess
 
+from picoproc.errors import PicoprocError
+
 GUEST_SOURCES = pathlib.Path(__file__).resolve().parent.parent / "guests"
 # Shared with the security suite's cache root; our binaries go in perf/.
 CACHE_ROOT = pathlib.Path(os.environ.get("PICOPROC_BENCH_CACHE", "/var/tmp/picoproc-bench-cache"))
@@ -21,7 +23,7 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
 GUEST_NAMES = ("callclass", "statloop")
 
 
-class GuestBuildError(RuntimeError):
+class GuestBuildError(RuntimeError, PicoprocError):
     """A guest did not compile; the message names it and quotes the compiler."""
 
 

@@ -50,6 +50,7 @@ import time
 
 from picoproc import manifest as manifest_mod
 
+from picoproc.errors import PicoprocError
 from . import harness
 from .fuzz_model import ALLOW, DENY, PolicyModel, is_proc_view_path
 
@@ -103,7 +104,7 @@ RACE_GRANTED = "file:/ro/sub/in.txt"
 RACE_HIDDEN = "file:/ro/secret.txt"
 
 
-class FuzzError(RuntimeError):
+class FuzzError(RuntimeError, PicoprocError):
     """The fuzzer cannot run here (one line naming what is missing)."""
 
 

@@ -22,6 +22,7 @@ import time
 
 import picoproc.abi
 from picoproc import manifest as manifest_mod
+from picoproc.errors import PicoprocError
 
 GUEST_SRC = pathlib.Path(__file__).resolve().parent / "guests"
 # picoproc_abi.h, for the guests that make mediated calls themselves.
@@ -54,7 +55,7 @@ GUESTS = {
 }
 
 
-class BenchSetupError(RuntimeError):
+class BenchSetupError(RuntimeError, PicoprocError):
     """The benchmark cannot run here (one line naming what is missing)."""
 
 

@@ -26,6 +26,8 @@ import errno as errno_mod
 import os
 import struct
 
+from picoproc.errors import PicoprocError
+
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 RET_KILL_PROCESS = 0x80000000
@@ -63,7 +65,7 @@ SECCOMP_DATA_SIZE = 64
 MASK32 = 0xFFFFFFFF
 
 
-class FilterError(ValueError):
+class FilterError(ValueError, PicoprocError):
     """The program is not one the kernel would run (bad load, jump or opcode)."""
 
 

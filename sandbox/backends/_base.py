@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from picoproc.errors import PicoprocError
 from picoproc.manifest import Manifest
 from picoproc.result import Result, Usage
 from picoproc.signals import SignalRelay, forwarded_blocked, unblock_in_child
@@ -42,7 +43,7 @@ FEATURES: dict[str, str] = {
 }
 
 
-class BackendError(RuntimeError):
+class BackendError(RuntimeError, PicoprocError):
     """A backend failed to set up the run (not the guest failing)."""
 
 

@@ -16,6 +16,8 @@ import os
 import platform
 from importlib import resources
 
+from picoproc.errors import PicoprocError
+
 # Linux capability numbers (<linux/capability.h>).
 CAPABILITIES = {
     "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3, "CAP_FSETID": 4,
@@ -42,7 +44,7 @@ RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
 
 
-class ProfileError(ValueError):
+class ProfileError(ValueError, PicoprocError):
     pass
 
 

@@ -30,13 +30,14 @@ import time
 
 from picoproc import cgroups as run_cgroups
 from picoproc import mountinfo
+from picoproc.errors import PicoprocError
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
 MONITOR_LEAF = "monitor"
 GUEST_LEAF = "guest"
 
 
-class CgroupError(OSError):
+class CgroupError(OSError, PicoprocError):
     pass
 
 

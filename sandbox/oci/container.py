@@ -43,6 +43,7 @@ import sys
 import termios
 import time
 
+from picoproc.errors import PicoprocError
 from picoproc.oci import state as state_mod
 from picoproc.oci.spec import Plan, Process
 
@@ -59,7 +60,7 @@ _EXEC_DRAIN_S = 5.0
 _LOGGED_DENIALS = 20
 
 
-class ContainerError(Exception):
+class ContainerError(PicoprocError):
     pass
 
 
@@ -462,7 +463,7 @@ class ContainerProcess:
             self.audit_writer.close()
 
 
-class _Terminated(Exception):
+class _Terminated(PicoprocError):
     def __init__(self, sig: int) -> None:
         super().__init__(sig)
         self.sig = sig

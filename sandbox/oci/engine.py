@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import time
 
+from picoproc.errors import PicoprocError
 from picoproc.mountinfo import read_mountinfo
 
 PYTHON = "python3.11"
@@ -40,7 +41,7 @@ _BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "true", "sleep", "id", "hostname"
 _TIMEOUT_S = 120
 
 
-class EngineUnavailable(Exception):
+class EngineUnavailable(PicoprocError):
     """The engine (or a runtime) cannot run here; the message says why."""
 
 

@@ -22,6 +22,7 @@ import os
 import re
 import resource
 
+from picoproc.errors import PicoprocError
 from picoproc.manifest import (
     Endpoint,
     Limits,
@@ -57,7 +58,7 @@ _EMULATED_ROOTS = ("/proc", "/dev")
 _NOBODY = 65534
 
 
-class SpecError(ValueError):
+class SpecError(ValueError, PicoprocError):
     """The bundle cannot run as a picoprocess; the message names the field."""
 
 

@@ -28,6 +28,8 @@ import json
 import os
 import re
 
+from picoproc.errors import PicoprocError
+
 DEFAULT_ROOT = "/run/picoproc-oci"
 STATE = "state.json"
 STARTED = "started.json"
@@ -38,7 +40,7 @@ LOG = "log"  # warnings when the engine gave no --log
 _ID_RE = re.compile(r"^[\w+\-.]+$")
 
 
-class StateError(Exception):
+class StateError(PicoprocError):
     """A runtime operation failed; the message is runc's wording where runc has one."""
 
 
