@@ -48,6 +48,7 @@ from picoproc.monitor import (
     GuestArea,
     Monitor,
 )
+from picoproc.mounttable import MountTable
 from picoproc.result import (
     EXIT_CANNOT_EXECUTE,
     EXIT_NOT_FOUND,
@@ -322,18 +323,7 @@ def guest_to_host(manifest: Manifest, guest_path: str) -> str | None:
     """The host path a guest path shows under the manifest's mounts (not
     tmpfs, not hidden), or None.  Only for locating the program before the
     run: the monitor resolves every access itself."""
-    if manifest.is_hidden(guest_path):
-        return None
-    return _shown_at(_mount_of(manifest, guest_path), guest_path)
-
-
-def _shown_at(mount, guest_path: str) -> str | None:
-    """The host path ``mount`` (a Mount, or None / a Tmpfs: no host path)
-    shows at ``guest_path``, hidden entries not considered."""
-    if not isinstance(mount, manifest_mod.Mount):
-        return None
-    rest = guest_path[len(mount.guest):].lstrip("/")
-    return os.path.join(mount.host, rest) if rest else mount.host
+    return MountTable.of(manifest).visible_host_path(guest_path)
 
 
 def resolve_guest_program(manifest: Manifest, prog: str) -> str:
@@ -361,15 +351,6 @@ def resolve_guest_program(manifest: Manifest, prog: str) -> str:
     raise ProgramNotFound(f"{prog}: not found on the guest's PATH ({path}){hint}")
 
 
-def _mount_of(manifest: Manifest, guest_path: str):
-    best = None
-    for m in [*manifest.mounts, *manifest.tmpfs]:
-        inside = guest_path == m.guest or guest_path.startswith(m.guest.rstrip("/") + "/")
-        if inside and (best is None or len(m.guest) > len(best.guest)):
-            best = m
-    return best
-
-
 def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
                         shown_as: str | None = None) -> None:
     """Explains, before anything starts, why the loader would refuse the
@@ -379,8 +360,9 @@ def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
     name = shown_as or guest_path
     if manifest.is_hidden(guest_path):
         raise ProgramNotFound(f"{name}: hidden by the manifest (it is refused in the guest)")
-    mount = _mount_of(manifest, guest_path)
-    host = _shown_at(mount, guest_path)
+    table = MountTable.of(manifest)
+    mount = table.mount_of(guest_path)
+    host = table.host_path(guest_path)
     if mount is None or isinstance(mount, manifest_mod.Tmpfs):
         where = (f"{guest_path} is in the tmpfs {mount.guest}, empty when the run starts"
                  if mount is not None else f"no mount of the manifest shows {guest_path}")
@@ -415,7 +397,7 @@ def check_guest_program(manifest: Manifest, guest_path: str, identity: Identity,
     if interpreter and interpreter.startswith("/"):
         # Hidden entries are left to the loader: checking them costs more
         # than the rest of this function, and no default hides one.
-        shown = _shown_at(_mount_of(manifest, interpreter), interpreter)
+        shown = table.host_path(interpreter)
         if shown is None or not os.path.lexists(shown):
             raise ProgramNotFound(f"{name}: its interpreter {interpreter} is not in the guest "
                                   "(no mount shows it)")

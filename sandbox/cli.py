@@ -593,18 +593,18 @@ def _write_refusal_hint(manifest, result) -> str | None:
     """When the host's permissions refused a write on a writable mount, one
     line saying which: the owner and mode of the host directory or file, and
     whom the guest ran as."""
-    from picoproc.api import _mount_of
+    from picoproc.mounttable import MountTable
 
+    table = MountTable.of(manifest)
     refused = []
     for rec in result.audit:
         if rec.get("errno") not in (errno.EACCES, errno.EPERM) or not _writes(rec):
             continue
         path = rec.get("path") or (rec.get("uri") or "").removeprefix("file:")
-        mount = _mount_of(manifest, path) if path.startswith("/") else None
+        mount = table.mount_of(path) if path.startswith("/") else None
         if mount is None or not getattr(mount, "writable", False):
             continue
-        rest = path[len(mount.guest):].lstrip("/")
-        host = os.path.join(mount.host, rest) if rest else mount.host
+        host = table.host_path(path)
         # The object refused: the file itself if it exists, else the directory
         # the name would be made in.
         target = host if os.path.lexists(host) and rec.get("call") != "mkdir" else os.path.dirname(host)

@@ -15,9 +15,10 @@ import os
 import stat as stat_mod
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Self
+from typing import NamedTuple, Self
 
 from picoproc.mountinfo import HostMounts, current_host_mounts
+from picoproc.mounttable import MountTable
 from picoproc.monitor import MonitorError, _raise_errno
 from picoproc.native import ffi, lib
 
@@ -95,44 +96,32 @@ class _Resolver:
         return base, True
 
 
-def _within(path: str, top: str) -> bool:
-    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
-
-
 # The pure parts of finding a hidden path's aliases are cached (they depend
 # only on their arguments); resolving the host path, which depends on the
 # host's symlinks at the time, is done for every build (_Resolver).
 
+class _HostTree(NamedTuple):
+    """A mount as the alias search sees it: the guest path showing a host
+    path (a real path, or a path inside one file system, see _identity_aliases)."""
+
+    guest: str
+    host: str
+
+
 @functools.lru_cache(maxsize=4096)
-def _mount_of(mounts: tuple[tuple[str, str | None], ...], guest: str) -> tuple[str, str] | None:
-    """(host path of the directory mount ``guest`` is under (longest match),
-    the rest of ``guest`` below it), or None."""
-    best = None
-    for g, h in mounts:
-        if h is None:
-            continue
-        if guest == g or g == "/" or guest.startswith(g.rstrip("/") + "/"):
-            if best is None or len(g) > len(best[0]):
-                best = (g, h)
-    if best is None:
-        return None
-    rest = guest[len(best[0]):].lstrip("/") if best[0] != "/" else guest.lstrip("/")
-    return best[1], rest
+def _directory_mounts(mounts: tuple[tuple[str, str | None], ...]) -> MountTable:
+    """The directory mounts of a policy (host path None: a file mount or a
+    scratch directory, which shows no host tree)."""
+    return MountTable(_HostTree(g, h) for g, h in mounts if h is not None)
 
 
 @functools.lru_cache(maxsize=4096)
 def _aliases_of(mounts: tuple[tuple[str, str | None], ...], guest: str, host: str) -> tuple[str, ...]:
     """``guest`` and every other guest path whose mount shows host path ``host``."""
     out = [guest]
-    for other_guest, other_host in mounts:
-        if other_host is None:
-            continue
-        if host == other_host or host.startswith(other_host.rstrip("/") + "/"):
-            rest = host[len(other_host):].lstrip("/")
-            alias = other_guest.rstrip("/") + "/" + rest if rest else other_guest
-            alias = alias or "/"
-            if alias not in out:
-                out.append(alias)
+    for _, alias in _directory_mounts(mounts).guest_paths(host):
+        if alias not in out:
+            out.append(alias)
     return tuple(out)
 
 
@@ -144,16 +133,8 @@ def _identity_aliases(mount_ids: tuple[tuple[str, tuple[str, str]], ...],
     through a bind mount of an ancestor, or of a directory inside it, too.
     ``mount_ids``: (guest path, identity) of every mount."""
     device, path = hidden
-    out = []
-    for other_guest, (other_device, other_path) in mount_ids:
-        if other_device != device:
-            continue
-        if _within(path, other_path):
-            rest = path[len(other_path):].lstrip("/") if other_path != "/" else path.lstrip("/")
-            out.append(other_guest.rstrip("/") + "/" + rest if rest else other_guest)
-        elif _within(other_path, path):
-            out.append(other_guest)  # the whole of that mount is inside the hidden tree
-    return tuple(out)
+    same_device = MountTable(_HostTree(g, p) for g, (d, p) in mount_ids if d == device)
+    return tuple(alias for _, alias in same_device.guest_paths(path, inside=True))
 
 
 def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
@@ -163,10 +144,10 @@ def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
     the host's symlinks and mounts are now.  ``mounts``: the directory
     mounts (host path None for others); ``table`` and ``mount_ids``: the
     mount table and the identity of every mount, single files included."""
-    found = _mount_of(mounts, guest)
+    found = _directory_mounts(mounts).locate(guest)
     if found is None:
         return (guest,)
-    base, rest = found
+    base, rest = found[0].host, found[1]
     # The mount's host path is already real (add_mount resolved it in this
     # build): only ``rest`` needs resolving.
     host = (resolver or _Resolver()).realpath(rest, base) if rest else base

@@ -22,14 +22,10 @@ import posixpath
 import stat as stat_mod
 
 from picoproc.manifest import Manifest, Mount, Tmpfs
+from picoproc.mounttable import MountTable, join, under  # noqa: F401  (under: picoproc.guestview's API)
 
 # As the monitor (PICO_FS_MAX_LINKS).
 MAX_LINKS = 40
-
-
-def under(path: str, root: str) -> bool:
-    """True if guest path ``path`` is ``root`` or lies beneath it."""
-    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def picoprocess_own(guest_path: str) -> bool:
@@ -42,17 +38,12 @@ def picoprocess_own(guest_path: str) -> bool:
 
 def mount_of(manifest: Manifest, guest_path: str) -> Mount | Tmpfs | None:
     """The mount or tmpfs that shows ``guest_path`` (the longest match), or None."""
-    best = None
-    for m in (*manifest.mounts, *manifest.tmpfs):
-        if under(guest_path, m.guest) and (best is None or len(m.guest) > len(best.guest)):
-            best = m
-    return best
+    return MountTable.of(manifest).mount_of(guest_path)
 
 
 def host_path(mount: Mount, guest_path: str) -> str:
     """The host path ``mount`` shows at ``guest_path`` (which it must cover)."""
-    rest = guest_path[len(mount.guest):].lstrip("/") if mount.guest != "/" else guest_path.lstrip("/")
-    return os.path.join(mount.host, rest) if rest else mount.host
+    return join(mount.host, guest_path[len(mount.guest):])
 
 
 @dataclasses.dataclass(frozen=True)

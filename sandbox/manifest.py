@@ -14,8 +14,9 @@ policy, the comparison backends), and everything that produces one:
   ``manifest_from_cli_args(args)`` wire that into argparse;
 * ``check_manifest(manifest)`` validates a Manifest built in Python the same way;
 * ``manifest_to_toml(manifest)`` writes a manifest back as TOML;
-* ``Manifest.is_hidden(path)`` defines what ``hidden`` and ``hidden_names``
-  refuse, for the mediation layer and the backends.
+* ``Manifest.is_hidden(path)`` says what ``hidden`` and ``hidden_names``
+  refuse, for the mediation layer and the backends (the rules, and the
+  guest view as a whole, are picoproc.mounttable's).
 
 Host paths are resolved with ``os.path.realpath`` when the manifest is loaded
 and must exist then; guest paths are normalised (absolute, no ``.``/``..``,
@@ -26,13 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fnmatch
-import functools
 import ipaddress
 import itertools
 import math
 import os
-import posixpath
 import re
 import stat
 import threading
@@ -40,6 +38,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from picoproc.errors import PicoprocError
+from picoproc.mounttable import (
+    MountTable,
+    hidden_name_matches,
+    hidden_path_matches,
+    is_hidden,
+    join,
+    under,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +119,7 @@ class Manifest:
         ``guest_path`` is the canonical guest path (symlinks in the view
         already resolved); ``..`` is resolved lexically here as well.
         """
-        canonical = _canonical(guest_path)
-        return (any(hidden_path_matches(h, canonical) for h in self.hidden)
-                or any(hidden_name_matches(n, canonical) for n in self.hidden_names))
+        return is_hidden(guest_path, self.hidden, self.hidden_names)
 
 
 # --------------------------------------------------------------------------
@@ -228,10 +232,6 @@ MAX_OPEN_FILES = 1 << 20  # fs.nr_open's default: setrlimit refuses more
 UNLIMITED = "unlimited"  # the word that clears a limit (TOML and CLI)
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _check_text(value: str, what: str) -> None:
     if "\x00" in value:
         raise _Invalid(f"{_show(value)} contains a NUL byte ({what} cannot hold one)")
@@ -271,11 +271,11 @@ def normalise_guest_path(value: Any) -> str:
 
 def _guest_mount_point(value: Any) -> str:
     path = normalise_guest_path(value)
-    if any(_under(path, free) for free in UNRESERVED_GUEST_PATHS):
+    if any(under(path, free) for free in UNRESERVED_GUEST_PATHS):
         return path
     for root in RESERVED_GUEST_ROOTS:
-        if _under(path, root):
-            free = [p for p in UNRESERVED_GUEST_PATHS if _under(p, root)]
+        if under(path, root):
+            free = [p for p in UNRESERVED_GUEST_PATHS if under(p, root)]
             hint = f" (only {', '.join(free)} may be mounted there)" if free else ""
             raise _Invalid(f"{path} is under {root}, which the library OS provides itself{hint}")
     return path
@@ -286,43 +286,6 @@ def _normalise_hidden(value: Any) -> str:
     if path == "/":
         raise _Invalid("/ would hide the whole guest filesystem")
     return path
-
-
-def _canonical(guest_path: str) -> str:
-    """``..`` and ``.`` resolved lexically, so "/etc/../etc/shadow" cannot slip
-    past "/etc/shadow" (callers should pass canonical paths anyway)."""
-    return posixpath.normpath("/" + guest_path.lstrip("/"))
-
-
-def hidden_path_matches(hidden: str, guest_path: str) -> bool:
-    """True if ``guest_path`` is ``hidden`` or lies beneath it (whole
-    components: /etc/shadow hides /etc/shadow/x, not /etc/shadowx)."""
-    return _under(_canonical(guest_path), hidden)
-
-
-def hidden_name_matches(pattern: str, guest_path: str) -> bool:
-    """True if a component of ``guest_path`` matches the name ``pattern``.
-
-    fnmatch rules, case-sensitive, within one component: ``*`` (which also
-    matches a leading dot), ``?``, ``[...]``.  "*.key" hides /srv/a.key and
-    everything under a directory /srv/b.key/; "id_rsa" does not hide
-    /x/id_rsa.pub.
-    """
-    match = _name_matcher(pattern)
-    return any(match(comp) for comp in _canonical(guest_path).split("/") if comp)
-
-
-@functools.lru_cache(maxsize=1024)
-def _name_matcher(pattern: str):
-    """fnmatch.fnmatchcase(name, pattern) as a function of name.  The usual
-    patterns ("id_rsa", "*.key") are a comparison: no regular expression to
-    compile (fnmatch compiles one per pattern, in every run)."""
-    if not any(c in pattern for c in "*?["):
-        return pattern.__eq__
-    if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
-        suffix = pattern[1:]
-        return lambda name: name.endswith(suffix)
-    return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
 def _parse_hidden_name(value: Any) -> str:
@@ -380,7 +343,7 @@ def resolve_host_path(value: Any, base_dir: str | None = None) -> str:
         raise _Invalid(f"{_show_path(value)} is the host root, which would expose /proc, "
                        "/dev and every secret on the host; grant the directories you need")
     for root in FORBIDDEN_HOST_ROOTS:
-        if _under(real, root):
+        if under(real, root):
             resolved = "" if real == value else f" (resolves to {_show_path(real)})"
             raise _Invalid(f"{_show_path(value)}{resolved} is under {root}, a host kernel "
                            "view that is never granted")
@@ -671,7 +634,7 @@ def _apply_layer(base: _Layer, top: _Layer) -> _Layer:
         for hlabel, entry in list(hidden):
             if not hidden_path_matches(entry, item.guest):
                 continue
-            above = [m.guest for _, m in mounts if _under(entry, m.guest) and m.guest != entry]
+            above = [m.guest for _, m in mounts if under(entry, m.guest) and m.guest != entry]
             if entry not in points and above:
                 raise ManifestError(
                     f"{item.guest} is hidden by {hlabel} ({_show(entry)}), and lifting that "
@@ -699,7 +662,7 @@ def _apply_layer(base: _Layer, top: _Layer) -> _Layer:
     )
 
 
-def _with_aliases(hidden: list[str], mounts: list[Mount], points: set[str]) -> list[str]:
+def _with_aliases(hidden: list[str], mounts: list[Mount], tmpfs: list[Tmpfs]) -> list[str]:
     """``hidden`` plus the other guest paths that show the same host files.
 
     A hidden entry names a guest path, but two mounts may show one host tree
@@ -710,34 +673,22 @@ def _with_aliases(hidden: list[str], mounts: list[Mount], points: set[str]) -> l
     entry, unless a deeper mount or tmpfs serves that guest path instead.
     """
     out = list(dict.fromkeys(hidden))
+    shown = MountTable(mounts)
+    view = MountTable(mounts, tmpfs)
     for entry in list(out):
-        owners = [m for m in mounts if _under(entry, m.guest)]
-        if not owners:
+        host = shown.host_path(entry)
+        if host is None:
             continue  # not shown by any host mount
-        owner = max(owners, key=lambda m: len(m.guest))
-        host = _join(owner.host, entry[len(owner.guest):])
-        for other in mounts:
-            if other is owner:
-                continue
-            if _under(host, other.host):
-                guest = _join(other.guest, host[len(other.host):])
-            elif _under(other.host, host):
-                guest = other.guest  # the whole of the other mount is inside the hidden tree
-            else:
-                continue
-            if any(len(p) > len(other.guest) and _under(guest, p) for p in points):
-                continue  # a deeper mount or tmpfs serves it: not the same host files
+        owner = shown.mount_of(entry)
+        for other, guest in shown.guest_paths(host, inside=True):
+            if other is owner or view.mount_of(guest) is not other:
+                continue  # the entry itself, or a deeper mount or tmpfs serves it: not the same files
             if guest == "/":
                 raise ManifestError(f"{entry} hides host {other.host}, which is mounted at /: "
                                     "that would hide the whole guest filesystem", key="hidden")
             if guest not in out:
                 out.append(guest)
     return out
-
-
-def _join(root: str, rest: str) -> str:
-    rest = rest.strip("/")
-    return root if not rest else (root.rstrip("/") + "/" + rest)
 
 
 def _replace_in_place(base: list, top: list, replaced: set[str]) -> list:
@@ -769,7 +720,7 @@ def _finish(layer: _Layer) -> Manifest:
     """Whole-manifest checks, then the frozen Manifest."""
     cwd_label, cwd = layer.cwd or ("cwd", "/")
     points = [m.guest for _, m in layer.mounts] + [t.guest for _, t in layer.tmpfs]
-    if cwd != "/" and not any(_under(cwd, p) for p in points):
+    if cwd != "/" and not any(under(cwd, p) for p in points):
         raise ManifestError(f"{cwd} is not inside any mount or tmpfs, so it would not exist "
                             "in the guest", key=cwd_label)
     hit = _hidden_by(cwd, layer)
@@ -787,7 +738,7 @@ def _finish(layer: _Layer) -> Manifest:
         mounts=tuple(mounts),
         tmpfs=tuple(t for _, t in layer.tmpfs),
         hidden=tuple(_with_aliases([h for _, h in layer.hidden], mounts,
-                                   {m.guest for m in mounts} | {t.guest for _, t in layer.tmpfs})),
+                                   [t for _, t in layer.tmpfs])),
         hidden_names=tuple(n for _, n in layer.hidden_names),
         env=tuple((name, value) for _, name, value in layer.env),
         cwd=cwd,

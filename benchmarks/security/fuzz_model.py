@@ -44,6 +44,7 @@ import posixpath
 import stat as stat_mod
 
 from picoproc import manifest as manifest_mod
+from picoproc.mounttable import under
 
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -123,12 +124,12 @@ class PolicyModel:
     def _mount_of(self, canon: str) -> ModelMount | None:
         best = None
         for m in self.mounts:
-            if manifest_mod._under(canon, m.guest) and (best is None or len(m.guest) > len(best.guest)):
+            if under(canon, m.guest) and (best is None or len(m.guest) > len(best.guest)):
                 best = m
         return best
 
     def _is_ancestor(self, canon: str) -> bool:
-        return any(m.guest != canon and manifest_mod._under(m.guest, canon) for m in self.mounts)
+        return any(m.guest != canon and under(m.guest, canon) for m in self.mounts)
 
     def _host_of(self, canon: str) -> str | None:
         """The host path a canonical guest path shows, or None (a tmpfs, an
@@ -152,7 +153,7 @@ class PolicyModel:
             return True
         host = self._host_of(canon)
         if host:
-            if any(manifest_mod._under(host, h) for h in self.hidden_hosts):
+            if any(under(host, h) for h in self.hidden_hosts):
                 return True
         return False
 

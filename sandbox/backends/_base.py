@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from picoproc.errors import PicoprocError
 from picoproc.manifest import Manifest
+from picoproc.mounttable import MountTable
 from picoproc.result import Result, Usage
 from picoproc.signals import SignalRelay, forwarded_blocked, unblock_in_child
 
@@ -224,15 +225,7 @@ def manifest_env(manifest: Manifest) -> dict[str, str]:
 def host_path_for(manifest: Manifest, guest_path: str) -> str | None:
     """The host path a guest path shows, through the innermost mount; None if
     the path is under no mount."""
-    best = None
-    for m in manifest.mounts:
-        inside = guest_path == m.guest or guest_path.startswith(m.guest.rstrip("/") + "/")
-        if inside and (best is None or len(m.guest) > len(best.guest)):
-            best = m
-    if best is None:
-        return None
-    rest = guest_path[len(best.guest) :].lstrip("/")
-    return os.path.join(best.host, rest) if rest else best.host
+    return MountTable(manifest.mounts).host_path(guest_path)
 
 
 def require_identity_mounts(backend: str, manifest: Manifest) -> None:

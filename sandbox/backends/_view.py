@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 from picoproc.manifest import Manifest
+from picoproc.mounttable import under
 
 from ._base import host_path_for
 
@@ -40,7 +41,7 @@ def view_ops(manifest: Manifest) -> list[ViewOp]:
     tmpfs_roots = [t.guest for t in manifest.tmpfs]
     for hidden in manifest.hidden:
         # A hidden path under a scratch tmpfs does not exist yet; nothing to mask.
-        if any(hidden == r or hidden.startswith(r.rstrip("/") + "/") for r in tmpfs_roots):
+        if any(under(hidden, r) for r in tmpfs_roots):
             continue
         host = host_path_for(manifest, hidden)
         if host is None or not os.path.lexists(host):
