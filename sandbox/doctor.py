@@ -679,17 +679,21 @@ def _module_probes(peers: Sequence[tuple[str, str, str]]) -> list[Probe]:
 
 
 def _probe_backends(timeout_ms: int) -> list[Probe]:
-    return [
-        _program_probe("backend.bwrap", ("bwrap",)),
-        _program_probe("backend.runsc", ("runsc",)),
-        _program_probe("backend.crun", ("crun", "runc")),
-        *_module_probes(
-            [
-                ("backend.sandlock", "sandlock", "sandlock"),
-                ("backend.python-ptrace", "ptrace", "python-ptrace"),
-            ]
-        ),
-    ]
+    """backend.NAME for each built-in backend that needs host programs or
+    python modules (the registry says which): are they there, and which
+    version.  Quick and side-effect free; whether a backend really runs here
+    is the backends section of the report (Backend.available)."""
+    peers = _peer_backends()
+    by_name = {p.name: p for p in _module_probes(  # one interpreter checks them all
+        [(f"backend.{b.name}", *b.python_module) for b in peers if b.python_module])}
+    return [by_name[f"backend.{b.name}"] if b.python_module
+            else _program_probe(f"backend.{b.name}", b.programs) for b in peers]
+
+
+def _peer_backends():
+    from picoproc.backends._registry import BUILTIN
+
+    return [b for b in BUILTIN if b.programs or b.python_module]
 
 
 # (the names a probe function reports, the function); the order is the report's.
@@ -711,16 +715,7 @@ _PROBES: list[tuple[tuple[str, ...], Callable[[int], list[Probe]]]] = [
     (("process_vm_readv",), _probe_process_vm_readv),
     (("pidfd_open",), _probe_pidfd),
     (("close_range",), _probe_close_range),
-    (
-        (
-            "backend.bwrap",
-            "backend.runsc",
-            "backend.crun",
-            "backend.sandlock",
-            "backend.python-ptrace",
-        ),
-        _probe_backends,
-    ),
+    (tuple(f"backend.{b.name}" for b in _peer_backends()), _probe_backends),
 ]
 
 PROBE_NAMES = tuple(name for names, _ in _PROBES for name in names)

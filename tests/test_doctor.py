@@ -97,10 +97,10 @@ def test_the_issue_lists_are_covered():
         "pidfd_open",
         "close_range",
         "backend.bwrap",
-        "backend.runsc",
-        "backend.crun",
+        "backend.gvisor",
+        "backend.container-crun",
         "backend.sandlock",
-        "backend.python-ptrace",
+        "backend.ptrace",
     ):
         assert required in names
 
@@ -380,8 +380,8 @@ def test_close_range_matches_a_direct_syscall(probes):
     "name, programs",
     [
         ("backend.bwrap", ["bwrap"]),
-        ("backend.runsc", ["runsc"]),
-        ("backend.crun", ["crun", "runc"]),
+        ("backend.gvisor", ["runsc"]),
+        ("backend.container-crun", ["crun"]),
     ],
 )
 def test_program_backends_match_which(probes, name, programs):
@@ -396,7 +396,7 @@ def test_program_backends_match_which(probes, name, programs):
 
 
 @pytest.mark.parametrize(
-    "name, module", [("backend.sandlock", "sandlock"), ("backend.python-ptrace", "ptrace")]
+    "name, module", [("backend.sandlock", "sandlock"), ("backend.ptrace", "ptrace")]
 )
 def test_python_backends_match_find_spec(probes, name, module):
     p = probes[name]
@@ -406,6 +406,19 @@ def test_python_backends_match_find_spec(probes, name, module):
         assert p.ok == (p.value is not None)
         if p.ok:
             assert f"import {module} works" in p.detail
+
+
+def test_backend_probes_are_the_registrys_peers():
+    """doctor probes what the backend registry says each backend needs,
+    for exactly the backends it registers, in its order."""
+    from picoproc.backends import backend_names
+    from picoproc.backends._registry import BUILTIN
+
+    assert [b.name for b in BUILTIN] == backend_names()
+    peers = [b for b in BUILTIN if b.programs or b.python_module]
+    assert {b.name for b in peers} == {"container-crun", "bwrap", "gvisor", "ptrace", "sandlock"}
+    backend_probes = [n for n in doctor.PROBE_NAMES if n.startswith("backend.")]
+    assert backend_probes == [f"backend.{b.name}" for b in peers]
 
 
 def test_backend_not_on_path_is_reported_as_such():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Sequence
 
 from picoproc.manifest import Manifest
@@ -19,28 +21,38 @@ def register(backend: Backend) -> Backend:
     return backend
 
 
+@dataclasses.dataclass(frozen=True)
+class Builtin:
+    """A built-in backend: where its class is, and what it needs from the
+    host beyond the kernel, so that ``picoproc doctor`` can report on it
+    without importing it (a peer's module would load the peer's code into
+    the process)."""
+
+    name: str
+    module: str  # in picoproc.backends
+    cls: str
+    programs: tuple[str, ...] = ()  # the host program it runs (the first found on PATH)
+    python_module: tuple[str, str] | None = None  # (module, distribution) it imports
+
+
+BUILTIN: tuple[Builtin, ...] = (
+    Builtin("pico", "pico", "PicoBackend"),
+    Builtin("native", "native", "NativeBackend"),
+    Builtin("container", "container", "ContainerBackend"),
+    Builtin("container-crun", "container", "CrunBackend", programs=("crun",)),
+    Builtin("bwrap", "bwrap", "BwrapBackend", programs=("bwrap",)),
+    Builtin("gvisor", "gvisor", "GvisorBackend", programs=("runsc",)),
+    Builtin("ptrace", "ptrace_monitor", "PtraceBackend", python_module=("ptrace", "python-ptrace")),
+    Builtin("sandlock", "sandlock_backend", "SandlockBackend", python_module=("sandlock", "sandlock")),
+)
+
+
 def _load_builtin() -> None:
     if _BACKENDS:
         return
-    from .bwrap import BwrapBackend
-    from .container import ContainerBackend, CrunBackend
-    from .gvisor import GvisorBackend
-    from .native import NativeBackend
-    from .pico import PicoBackend
-    from .ptrace_monitor import PtraceBackend
-    from .sandlock_backend import SandlockBackend
-
-    for cls in (
-        PicoBackend,
-        NativeBackend,
-        ContainerBackend,
-        CrunBackend,
-        BwrapBackend,
-        GvisorBackend,
-        PtraceBackend,
-        SandlockBackend,
-    ):
-        register(cls())
+    for builtin in BUILTIN:
+        module = importlib.import_module(f"{__package__}.{builtin.module}")
+        register(getattr(module, builtin.cls)())
 
 
 def backend_names() -> list[str]:
