@@ -68,12 +68,7 @@ def _systemd_path(text: str) -> str:
     return "/" + "/".join(parts + [leaf])
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+_write = run_cgroups._write  # one write(2) of the whole value, as the kernel wants
 
 
 def _read_pids(path: str) -> list[int]:
