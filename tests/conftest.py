@@ -21,6 +21,15 @@
                      65534 (``unpriv_env``).
 
 Every wait here has a timeout: a bug must fail a test, never hang CI.
+
+Markers (registered in pyproject.toml, enforced by --strict-markers; README.md
+"Testing" says how to select with them): every test is of exactly one kind,
+``unit`` (no process, no guest: seconds for all of them), ``root`` (runs
+guests, peers or probes, as the root half of the suite) or ``unprivileged``
+(a monitor running as uid 65534); ``slow`` and ``peers`` are added where they
+apply.  A module states its kind once (``pytestmark``); a test's own kind
+marker replaces its module's; a ``guest_runner`` test takes the kind of its
+parameter, and one using ``unpriv_env`` is ``unprivileged``.  tests/test_markers.py fails when a test has no kind.
 """
 
 from __future__ import annotations
@@ -359,3 +368,81 @@ def guest_runner(request):
         return PicoRun(**json.loads(proc.stdout))
 
     return run_unprivileged
+
+
+# ---------------------------------------------------------------------------------------
+# Markers: what kind of test each one is, for -m selection
+# ---------------------------------------------------------------------------------------
+
+KINDS = ("unit", "root", "unprivileged")
+# Tests collected without a kind marker (test_markers.py asserts there are none).
+UNKINDED: list[str] = []
+
+
+class SpawnInUnitTest(AssertionError):
+    pass
+
+
+def _kind_of(item) -> str | None:
+    """The test's own kind marker, else its guest_runner parameter, else
+    "unprivileged" when it uses unpriv_env, else its class's or module's."""
+    own = [m.name for m in item.own_markers if m.name in KINDS]
+    if own:
+        return own[0]
+    fixtures = getattr(item, "fixturenames", ())
+    if "guest_runner" in fixtures and hasattr(item, "callspec"):
+        return item.callspec.params.get("guest_runner")
+    if "unpriv_env" in fixtures:
+        return "unprivileged"
+    return next((m.name for m in item.iter_markers() if m.name in KINDS), None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Gives every test exactly one kind (``_kind_of``) before -m deselects:
+    the kind is moved onto the test itself and taken off its parents, since
+    the mark plugin's deselection, which runs after this, reads the markers
+    of the test and of all its parents."""
+    parents = set()
+    for item in items:
+        kind = _kind_of(item)
+        if kind is None:
+            UNKINDED.append(item.nodeid)
+            continue
+        item.own_markers[:] = [m for m in item.own_markers if m.name not in KINDS]
+        item.add_marker(kind)
+        parents.update(item.listchain()[:-1])
+    for node in parents:
+        node.own_markers[:] = [m for m in node.own_markers if m.name not in KINDS]
+
+
+def _forbid_in_unit_tests(event, args):
+    if _unit_test_running and event in ("subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn",
+                                        "os.system", "os.exec"):
+        raise SpawnInUnitTest(f"a unit test started a process ({event}): mark it root")
+
+
+_unit_test_running = False
+sys.addaudithook(_forbid_in_unit_tests)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """A test marked unit must not start a process or spawn a guest: that is
+    what keeps ``-m unit`` at seconds.  Python's own process creation is
+    caught by an audit hook, the guest spawn at its one entry point."""
+    global _unit_test_running
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    from picoproc import spawn
+
+    def refuse(*_args, **_kwargs):
+        raise SpawnInUnitTest("a unit test spawned a picoprocess: mark it root")
+
+    monkeypatch.setattr(spawn, "_in_long_lived_thread", refuse)
+    _unit_test_running = True
+    try:
+        yield
+    finally:
+        _unit_test_running = False

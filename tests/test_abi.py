@@ -27,6 +27,8 @@ from conftest import GUEST_TIMEOUT, run_raw_guest
 from picoproc.abi import generate, linux
 from picoproc.abi.table import DIRECT_LIMIT, ABITableError, load_table, parse_table
 
+pytestmark = pytest.mark.root
+
 TABLE = load_table()
 DIRECT_BY_NR = {d.nr: d for d in TABLE.direct}
 ERRNO_BY_NR = {e.nr: e for e in TABLE.errno_calls}
@@ -41,11 +43,13 @@ HI32 = 1 << 32
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_generated_files_are_in_sync(repo_root):
     stale = generate.stale_files(repo_root)
     assert stale == [], f"regenerate with `python -m picoproc.abi.generate`: {stale}"
 
 
+@pytest.mark.unit
 def test_stale_file_is_detected(repo_root, tmp_path):
     """The sync check can fail: a copy of the tree with one edited output is stale."""
     for path, text in generate.outputs().items():
@@ -90,6 +94,7 @@ def test_abi_text_lists_every_call(run_picoproc):
         assert f" {call.name} " in proc.stdout
 
 
+@pytest.mark.unit
 def test_every_direct_call_is_justified_and_real():
     assert len(TABLE.direct) <= DIRECT_LIMIT
     for d in TABLE.direct:
@@ -110,6 +115,7 @@ NEVER_DIRECT = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", NEVER_DIRECT)
 def test_dangerous_call_is_not_direct(name):
     assert name in NR, f"{name} is not a syscall name: the check would be vacuous"
@@ -124,6 +130,7 @@ def table_text(repo_root):
     return (repo_root / "abi" / "abi_v1.toml").read_text()
 
 
+@pytest.mark.unit
 def test_real_table_parses(table_text):
     assert parse_table(table_text) == TABLE
 
@@ -194,6 +201,7 @@ BAD_TABLES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(BAD_TABLES))
 def test_malformed_table_is_rejected_clearly(table_text, case):
     edit, needles = BAD_TABLES[case]

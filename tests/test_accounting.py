@@ -17,6 +17,8 @@ import pytest
 from picoproc.api import Sandbox
 from picoproc.manifest import Tmpfs, default_manifest
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 120
 
 
@@ -144,6 +146,7 @@ def _link_chain(root, n=39):
     (deep / f"l{n}").write_text("end\n")
 
 
+@pytest.mark.slow
 def test_monitor_cpu_is_charged_and_ends_the_run_at_the_cpu_time_limit(tmp_path):
     from picoproc.manifest import Mount
 
@@ -432,6 +435,7 @@ def test_the_fds_the_monitor_holds_for_a_run_are_bounded_and_given_back(tmp_path
     assert fds() == before
 
 
+@pytest.mark.slow
 def test_monitor_cpu_ends_the_run_for_an_unprivileged_monitor_too(unpriv_env):
     """Without root there is no run cgroup to read the guest's own CPU time
     from: the monitor's part is checked against the limit on its own."""

@@ -19,6 +19,8 @@ import pytest
 from picoproc.api import Sandbox, SandboxError, resolve_guest_program
 from picoproc.manifest import Limits, Mount, apply_overrides, default_manifest
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60
 BUSYBOX = "/bin/busybox"
 
@@ -234,6 +236,7 @@ def test_cli_errors_are_one_line(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.unit
 def test_program_resolution_uses_the_guest_view():
     m = default_manifest()
     assert resolve_guest_program(m, "sh").endswith("/sh")
@@ -375,6 +378,7 @@ def test_hidden_aliases_follow_a_host_symlink_changed_between_runs(tmp_path):
     assert [target(d) for d in second.denials] == ["/other/b"]
 
 
+@pytest.mark.unit
 def test_alias_resolution_matches_realpath(tmp_path):
     """The per-build resolver behind hidden-path aliases gives exactly
     os.path.realpath's answers: relative and absolute links, '..' after a

@@ -39,6 +39,8 @@ from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, GuestArea, Monitor
 from picoproc.raw import spawn_raw
 from picoproc.spawn import release, wait_picoprocess
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 120.0
 ABI = load_table().constants
 
@@ -194,6 +196,7 @@ def test_unmapping_or_protecting_the_view_hurts_only_the_guest(guest_bin, policy
         assert status.exit_code == 0 and lines[0].startswith("opened=10 "), lines
 
 
+@pytest.mark.unit
 def test_the_area_cannot_shrink_or_grow_and_the_monitor_checks_it(policy):
     with GuestArea() as area:
         for size in (0, 4096, ABI["PICO_AREA_SIZE"] * 2):

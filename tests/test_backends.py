@@ -29,6 +29,8 @@ from picoproc.backends import (
 )
 from picoproc.manifest import Endpoint, Limits, Manifest, Mount, Tmpfs
 
+pytestmark = [pytest.mark.root, pytest.mark.peers]
+
 BUSYBOX = next((p for p in ("/usr/bin/busybox", "/bin/busybox") if os.path.exists(p)), None)
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None
 SYSTEM_DIRS = [d for d in ("/usr", "/bin", "/lib", "/lib64", "/etc") if os.path.isdir(d)]
@@ -87,6 +89,7 @@ def declared(backend, key: str) -> bool:
 # The interface
 
 
+@pytest.mark.unit
 def test_every_backend_is_listed_with_a_one_line_status():
     assert {
         "native",
@@ -101,6 +104,7 @@ def test_every_backend_is_listed_with_a_one_line_status():
         assert isinstance(ok, bool) and reason and "\n" not in reason, (name, reason)
 
 
+@pytest.mark.unit
 def test_limitations_use_known_feature_keys():
     for name in NAMES:
         b = get_backend(name)
@@ -109,6 +113,7 @@ def test_limitations_use_known_feature_keys():
         assert b.limitations() == [f"{k}: {v}" for k, v in b.cannot_express().items()]
 
 
+@pytest.mark.unit
 def test_unknown_backend_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown backend 'nope'.*native"):
         get_backend("nope")
@@ -126,6 +131,7 @@ class _Missing(Backend):
         raise AssertionError("an unavailable backend must never run")
 
 
+@pytest.mark.unit
 def test_unavailable_backend_is_refused_with_its_reason_and_never_substituted(monkeypatch):
     from picoproc.backends import _registry
 
@@ -139,6 +145,7 @@ def test_unavailable_backend_is_refused_with_its_reason_and_never_substituted(mo
     assert not _Missing.ran
 
 
+@pytest.mark.unit
 def test_empty_argv_is_refused():
     with pytest.raises(ValueError, match="argv is empty"):
         get_backend("native").run(Manifest(), [])
@@ -370,6 +377,7 @@ def test_open_files_and_cpu_limits_reach_the_guest(backend, tree):
 # Backend specifics
 
 
+@pytest.mark.unit
 def test_path_backends_refuse_a_remapping_manifest(tree):
     data, _ = tree
     remap = Manifest(mounts=tuple(Mount(d, d) for d in SYSTEM_DIRS) + (Mount("/data", str(data)),))
@@ -462,6 +470,7 @@ def test_32_bit_system_calls(name, tree):
     assert result.stdout.decode() == expected, result.stderr
 
 
+@pytest.mark.unit
 def test_docker_profile_data_names_its_source_and_compiles():
     profile = docker_profile.load_profile()
     assert "moby" in profile["_source"] and "profiles/seccomp/default.json" in profile["_source"]

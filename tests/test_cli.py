@@ -37,6 +37,8 @@ from picoproc.manifest import (
 )
 from picoproc.result import SCHEMA, SCHEMA_VERSION, Result
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60
 REPO = pathlib.Path(__file__).resolve().parent.parent
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the guest identity rules as root)")
@@ -165,6 +167,7 @@ def _backends_table() -> dict[str, dict[str, str]]:
     return table
 
 
+@pytest.mark.unit
 def test_the_backends_table_says_what_each_backend_declares():
     """docs/BACKENDS.md's table is what the code declares: "no" exactly where
     a backend lists the feature as unsupported (limits.pids also where the
@@ -217,6 +220,7 @@ def test_the_old_guest_first_form_is_refused_with_a_hint(run_picoproc, hostdir):
     assert f"-v {hostdir}:/data:ro" in line and f"--mount src={hostdir},dst=/data,ro" in line
 
 
+@pytest.mark.unit
 def test_manifest_keys_are_unchanged(hostdir):
     m = parse_manifest(f'[[mount]]\nguest = "/data"\nhost = "{hostdir}"\nmode = "rw"\n')
     assert m.mounts == (Mount("/data", str(hostdir), writable=True),)
@@ -641,6 +645,7 @@ def test_a_manifest_built_in_python_runs_with_the_same_result(hostdir):
     assert r.identity["uid"] == (65534 if os.geteuid() == 0 else os.geteuid())
 
 
+@pytest.mark.unit
 def test_python_in_a_non_main_thread_cannot_forward_signals():
     import threading
 

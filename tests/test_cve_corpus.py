@@ -21,6 +21,8 @@ import subprocess
 import pytest
 from picoproc.bench.security import cve, harness
 
+pytestmark = pytest.mark.root
+
 # Mechanisms this kernel may lack entirely, with the answer the kernel
 # gives then (the probe reached the kernel's code, which has nothing there).
 HOST_MAY_LACK = {
@@ -47,6 +49,7 @@ def run_dir(built):
     rd.remove()
 
 
+@pytest.mark.unit
 def test_corpus_is_well_formed():
     assert len(cve.EXPLOITS) >= 25
     assert len({e.cve for e in cve.EXPLOITS}) == len(cve.EXPLOITS)
@@ -118,6 +121,7 @@ def test_pico_blocks_what_its_abi_does_not_pass(run_dir):
     assert all(set(cve.EXPLOITS_BY_CVE[c].needs) <= {"threads_mm", "madvise_dontneed"} for c in possible)
 
 
+@pytest.mark.unit
 def test_classification_of_emulated_answers():
     out = {"io_uring": ("ok", "io_uring_setup"), "threads_mm": ("ok", "threads"),
            "userns": ("err", "EPERM unshare"), "keyctl": ("signal", "31"), "bpf_prog": ("hang", "")}

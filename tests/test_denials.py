@@ -23,6 +23,8 @@ import pytest
 from picoproc.api import Sandbox
 from picoproc.manifest import apply_overrides, default_manifest
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60
 
 

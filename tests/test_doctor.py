@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import pytest
 from picoproc import doctor
 
+pytestmark = pytest.mark.root
+
 RUN_TIMEOUT = 60  # seconds any subprocess in this file may take before the test fails
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -72,6 +74,7 @@ def test_every_probe_reports_once_with_a_one_line_why(probes):
         assert p.detail and "\n" not in p.detail, p
 
 
+@pytest.mark.unit
 def test_the_issue_lists_are_covered():
     names = set(doctor.PROBE_NAMES)
     for required in (
@@ -290,6 +293,7 @@ def test_cgroup_selection_is_the_runtimes_own_choice(probes):
         assert not v1 and not v2
 
 
+@pytest.mark.unit
 def test_mountinfo_parsing_handles_escapes_and_junk():
     lines = [
         r"41 31 0:38 / /sys/fs/cgroup/with\040space rw,relatime - cgroup2 cgroup2 rw",
@@ -408,6 +412,7 @@ def test_python_backends_match_find_spec(probes, name, module):
             assert f"import {module} works" in p.detail
 
 
+@pytest.mark.unit
 def test_backend_probes_are_the_registrys_peers():
     """doctor probes what the backend registry says each backend needs,
     for exactly the backends it registers, in its order."""
@@ -421,6 +426,7 @@ def test_backend_probes_are_the_registrys_peers():
     assert backend_probes == [f"backend.{b.name}" for b in peers]
 
 
+@pytest.mark.unit
 def test_backend_not_on_path_is_reported_as_such():
     p = doctor._program_probe("backend.x", ("picoproc-no-such-program",))
     assert not p.ok and p.detail == "picoproc-no-such-program not on PATH"
@@ -469,6 +475,7 @@ def test_peers_are_imported_in_another_process_not_this_one():
     assert {m for m in peers if m in sys.modules} == before
 
 
+@pytest.mark.unit
 def test_missing_python_backend():
     (p,) = doctor._module_probes([("backend.x", "picoproc_no_such_module", "no-such-dist")])
     assert not p.ok and "not installed" in p.detail
@@ -528,6 +535,7 @@ def test_an_unanswered_notification_is_killed_at_the_deadline():
     assert _children() <= before_kids
 
 
+@pytest.mark.unit
 def test_c_probes_reject_bad_arguments():
     _native_or_skip()
     ffi, lib = doctor._ffi, doctor._lib
@@ -553,6 +561,7 @@ def test_c_probes_reject_bad_arguments():
 # ---- caching and the "is X available" API -------------------------------------
 
 
+@pytest.mark.unit
 def test_run_probes_is_cached_per_process(monkeypatch):
     calls = []
 
@@ -575,6 +584,7 @@ def test_run_probes_is_cached_per_process(monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.unit
 def test_a_probe_that_raises_is_reported_not_propagated(monkeypatch):
     def broken(timeout_ms):
         raise RuntimeError("boom")
@@ -585,6 +595,7 @@ def test_a_probe_that_raises_is_reported_not_propagated(monkeypatch):
     assert "RuntimeError: boom" in result[0].detail
 
 
+@pytest.mark.unit
 def test_available_and_get_probe(monkeypatch):
     monkeypatch.setattr(
         doctor,
@@ -612,6 +623,7 @@ def _all_core_ok() -> list[doctor.Probe]:
     ]
 
 
+@pytest.mark.unit
 def test_exit_zero_when_every_core_feature_is_present():
     out, err = io.StringIO(), io.StringIO()
     assert doctor.report(out, err, probes=_all_core_ok()) == 0
@@ -622,6 +634,7 @@ def test_exit_zero_when_every_core_feature_is_present():
 @pytest.mark.parametrize(
     "missing", [["seccomp.addfd_send"], ["ns.user", "openat2.resolve_beneath"]]
 )
+@pytest.mark.unit
 def test_exit_nonzero_naming_the_missing_core_features(missing):
     out, err = io.StringIO(), io.StringIO()
     status = doctor.report(out, err, probes=_all_core_ok(), pretend_missing=missing)
@@ -635,6 +648,7 @@ def test_exit_nonzero_naming_the_missing_core_features(missing):
     ]
 
 
+@pytest.mark.unit
 def test_a_failed_or_absent_core_probe_counts_as_missing():
     probes = [
         p if p.name != "ns.net" else doctor.Probe("ns.net", False, "unshare failed: EPERM", True)
@@ -648,11 +662,13 @@ def test_a_failed_or_absent_core_probe_counts_as_missing():
     assert "openat2.resolve_beneath (not probed)" in err.getvalue()
 
 
+@pytest.mark.unit
 def test_pretending_a_non_core_feature_missing_is_an_error():
     with pytest.raises(ValueError, match="not core features: landlock"):
         doctor.missing_core(_all_core_ok(), pretend_missing=["landlock"])
 
 
+@pytest.mark.unit
 def test_json_report_carries_the_missing_list():
     out = io.StringIO()
     status = doctor.report(
@@ -926,6 +942,7 @@ def test_doctor_as_an_unprivileged_user():
     assert proc.returncode == (0 if doc["ok"] else doctor.EXIT_MISSING_CORE), proc.stderr
 
 
+@pytest.mark.slow
 def test_doctor_lists_every_backend_with_availability_and_what_it_cannot_enforce():
     """Doctor names each comparison backend (docs/BACKENDS.md), available or not with the
     reason, and what of a manifest it cannot enforce here."""

@@ -26,6 +26,8 @@ from picoproc import cgroups
 from picoproc.manifest import Limits
 from picoproc.spawn import SpawnConfig, kill_picoprocess, spawn_picoprocess, wait_picoprocess
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60
 
 

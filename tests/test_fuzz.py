@@ -20,6 +20,8 @@ import pytest
 from picoproc.bench.security import fuzz, harness
 from picoproc.bench.security.fuzz_model import ALLOW, DENY, INVALID, PolicyModel
 
+pytestmark = pytest.mark.root
+
 CI_CALLS = fuzz.CI_CALLS
 
 
@@ -61,6 +63,7 @@ def test_planted_bug_is_caught(fuzz_guest):
     assert "refused object" in text or "the manifest refuses" in text, text
 
 
+@pytest.mark.unit
 def test_oracle_flags_a_grant_the_model_refuses(tmp_path):
     """The judge alone, fed records as the guest writes them: a successful
     open of a hidden file, of a path outside every mount, a write open on
@@ -118,6 +121,7 @@ def test_oracle_flags_a_grant_the_model_refuses(tmp_path):
         tree.remove()
 
 
+@pytest.mark.unit
 def test_model_verdicts(tmp_path):
     tree = fuzz.make_tree("/bin/true")
     listener = socket.socket(socket.AF_UNIX)

@@ -21,6 +21,8 @@ from conftest import native_as_guest
 
 from picoproc.scratch import default_inodes, make_scratch
 
+pytestmark = pytest.mark.root
+
 PYTHON = "/usr/bin/python3"
 
 
@@ -37,6 +39,7 @@ def assert_same_as_native(run, argv, **overrides):
 # the scratch tmpfs: bytes and inodes
 # ---------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_a_scratch_tmpfs_bounds_its_inodes():
     """Empty files cost kernel memory that the size does not count: the
     tmpfs refuses the file past its inode bound (ENOSPC), whatever its free
@@ -52,6 +55,7 @@ def test_a_scratch_tmpfs_bounds_its_inodes():
         assert os.statvfs(f"/proc/self/fd/{s.dir_fd}").f_bfree > 0
 
 
+@pytest.mark.unit
 def test_default_scratch_inodes_follow_the_size():
     assert default_inodes(64 << 20) == 16384
     assert default_inodes(1 << 20) == 1024
@@ -319,6 +323,7 @@ print("tries", bound + refused > 10, "some bound", bound > 0)
 """
 
 
+@pytest.mark.slow
 def test_unix_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest_runner, unix_tree):
     data, ro, _ = unix_tree
     r = guest_runner([PYTHON, "-c", SWAP_RACE], volumes=[f"{data}:/data:rw"], hide=["/data/secret"],

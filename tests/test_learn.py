@@ -25,6 +25,8 @@ import tomllib
 import pytest
 from picoproc.manifest import load_manifest
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 120
 
 

@@ -27,6 +27,8 @@ import pytest
 
 from picoproc.libos import loader_path
 
+pytestmark = pytest.mark.root
+
 GUEST_TIMEOUT = 30.0
 EXIT_CANNOT_RUN = 127
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
@@ -232,6 +234,7 @@ def test_loader_is_static_and_inside_the_fixed_range():
         assert "INTERP" not in out.stdout and "DYNAMIC" not in out.stdout
 
 
+@pytest.mark.unit
 def test_layout_check_rejects_an_image_outside_the_range(tmp_path):
     from picoproc.libos import build
 
@@ -724,6 +727,7 @@ def test_library_os_code_never_touches_fs():
     assert "syscall" in dis
 
 
+@pytest.mark.unit
 def test_emulated_syscall_list_matches_linux_and_the_abi():
     from picoproc.abi.linux import SYSCALLS_BY_NAME
     from picoproc.abi.table import load_table
@@ -942,6 +946,7 @@ def test_directory_fd_path_survives_exec(monitor, scratch):
     assert (r.exit_code, r.stdout) == (0, "across exec\n"), r.stderr
 
 
+@pytest.mark.unit
 def test_linux_table_is_consistent_with_the_handlers_and_the_abi():
     from picoproc.abi.linux import SYSCALLS_BY_NAME
     from picoproc.abi.table import load_table
@@ -984,6 +989,7 @@ def test_linux_table_is_consistent_with_the_handlers_and_the_abi():
     assert by_name["rseq"]["support"] == "refused"
 
 
+@pytest.mark.unit
 def test_every_handler_is_dispatched_and_every_row_has_one():
     """One row, one handler: a LIBOS_SYSCALL defined in a sys_*.c file that no
     row dispatches to is dead code, and a row without a handler would not
@@ -999,6 +1005,7 @@ def test_every_handler_is_dispatched_and_every_row_has_one():
     assert defined == handled, (sorted(defined - handled), sorted(handled - defined))
 
 
+@pytest.mark.unit
 def test_generated_linux_call_files_are_in_sync():
     from picoproc.libos import generate
 
@@ -1006,6 +1013,7 @@ def test_generated_linux_call_files_are_in_sync():
     assert stale == [], f"regenerate with `python -m picoproc.libos.generate`: {stale}"
 
 
+@pytest.mark.unit
 def test_stale_linux_call_file_is_detected(tmp_path):
     """The sync check can fail: a copy with one edited output is stale."""
     from picoproc.libos import generate
@@ -1032,6 +1040,7 @@ def test_stale_linux_call_file_is_detected(tmp_path):
     ('uprobe = { support = "full" }', "exempts it from seccomp"),
     ('uname = { support = "full" }\n[b]\nuname = { support = "full" }', "listed twice"),
 ])
+@pytest.mark.unit
 def test_linux_call_table_rejects_bad_rows(row, complaint):
     from picoproc.libos.linux_calls import LinuxCallsError, parse_calls
 
@@ -1039,6 +1048,7 @@ def test_linux_call_table_rejects_bad_rows(row, complaint):
         parse_calls(f"[a]\n{row}\n")
 
 
+@pytest.mark.unit
 def test_linux_call_table_refuses_rows_for_calls_the_filter_answers():
     """A call the "libos" filter answers itself never reaches the library OS:
     a row for it is an error, unless the ABI table says the filter traps it
@@ -1172,6 +1182,7 @@ def rewritable_calls() -> set[str]:
     return {c.name for c in load_calls() if c.rewritable}
 
 
+@pytest.mark.unit
 def test_only_trapped_calls_that_need_no_signal_context_are_rewritable():
     import tomllib
 

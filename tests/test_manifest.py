@@ -37,6 +37,8 @@ from picoproc.manifest import (
     parse_size,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def hostdirs(tmp_path):
@@ -445,6 +447,7 @@ def test_newlines_in_values_keep_the_error_on_one_line():
     assert message == 'm.toml: limits.memory: "1\\n2\\r3" is not a size (use e.g. 512M)'
 
 
+@pytest.mark.root
 def test_fifo_manifest_does_not_hang(tmp_path):
     # A planted FIFO with no writer would block a plain open() forever; run
     # the load in a child with a timeout so a regression fails, not hangs.

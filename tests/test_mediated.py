@@ -49,6 +49,8 @@ from picoproc.raw import spawn_raw
 from picoproc.scratch import make_scratch
 from picoproc.spawn import release, wait_picoprocess
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60.0
 SCRATCH_BYTES = 4 << 20
 
@@ -497,6 +499,7 @@ def test_hostile_arguments_get_an_errno_and_the_monitor_keeps_serving(guest_bin,
     assert monitor.counters()["recv_errors"] == 0
 
 
+@pytest.mark.unit
 def test_escape_bytes_is_unambiguous():
     assert escape_bytes(b"plain/\xc3\xa9") == "plain/\u00e9"
     assert escape_bytes(b"\xff") == "\\xff"
@@ -909,6 +912,7 @@ AGREEMENT_NAMES = [
 ]
 
 
+@pytest.mark.unit
 def test_hidden_name_rule_agrees_with_python_on_a_table():
     disagreements = [(p, n, _python_name_matches(p, n), _c_name_matches(p, n))
                      for p in AGREEMENT_PATTERNS for n in AGREEMENT_NAMES
@@ -924,6 +928,7 @@ def test_hidden_name_rule_agrees_with_python_on_a_table():
     assert _c_name_matches("?", b"\xff") == 1 and _c_name_matches("??", b"\xc3\x28") == 1
 
 
+@pytest.mark.unit
 def test_hidden_name_rule_agrees_with_python_on_generated_pairs():
     import random
 
@@ -950,6 +955,7 @@ def test_hidden_name_rule_agrees_with_python_on_generated_pairs():
     assert checked > 19000 and matched > 100  # the pairs do exercise matches
 
 
+@pytest.mark.unit
 def test_add_hidden_name_validates_the_pattern():
     with FsPolicy() as p:
         for bad in ("", "a/b", "/", ".", "..", "a\x00b", "\udcff"):
@@ -1160,6 +1166,7 @@ def test_data_only_mount_writes_but_never_changes_the_file(guest_bin, monitor, t
     assert target.exists()
 
 
+@pytest.mark.unit
 def test_unknown_mount_mode_is_refused(tmp_path):
     from picoproc.native import ffi, lib
 
@@ -1173,6 +1180,7 @@ def test_unknown_mount_mode_is_refused(tmp_path):
         lib.pico_fs_policy_free(p)
 
 
+@pytest.mark.unit
 def test_audit_records_decode_every_field():
     """The batch decoder (one struct.unpack over the drained array) against
     records written field by field through cffi: every kind of record, text

@@ -27,6 +27,8 @@ from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, Monitor
 from picoproc.raw import spawn_raw
 from picoproc.spawn import release, wait_picoprocess
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 120.0
 DEPTH = 1000
 

@@ -28,6 +28,8 @@ from picoproc.manifest import Endpoint, Limits, Manifest
 from picoproc.native import ffi, lib
 from picoproc.netpolicy import NetPolicy, NetPolicyError
 
+pytestmark = pytest.mark.unit
+
 MSG_FASTOPEN = 0x20000000
 # A listener that saw nothing within this time saw nothing at all: on loopback
 # a connect's handshake is processed inside the connecting call itself.
@@ -661,6 +663,8 @@ def test_unix_full_backlog_is_eagain_not_a_wait(tmp_path, unix_listeners):
             os.close(fd)
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_unix_symlink_swap_race_never_reaches_the_ungranted_socket(tmp_path, unix_listeners):
     """Another process flips <granted>/s between a hard link to the granted
     socket and a symlink to an ungranted one while the monitor connects, many
@@ -949,6 +953,7 @@ def test_policy_close_is_idempotent_and_final():
 # ---- through the monitor's event loop --------------------------------------
 
 
+@pytest.mark.root
 def test_guest_opens_through_the_event_loop(guest_bin, listeners, udp_server):
     """A confined guest (tests/guests/med_fs) issues the mediated open itself;
     the C loop calls this unit and installs the fd in the guest.  The audit
@@ -1144,6 +1149,7 @@ def test_udp_relays_of_a_run_are_bounded_by_its_open_files(udp_server):
         os.close(policy.open(f"udp:127.0.0.1:{port}"))
 
 
+@pytest.mark.root
 def test_guest_own_network_through_the_event_loop(guest_bin, listeners):
     """A confined guest asks for sockets of its own network: the reaper's
     helper makes them in the guest's network namespace and the loop installs

@@ -27,7 +27,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 BUSYBOX = "/bin/busybox"
 TIMEOUT = 60
 
-pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static")]
 
 
 def runtime_exe() -> str:
@@ -83,6 +83,7 @@ def make_bundle(root: pathlib.Path, spec: dict) -> pathlib.Path:
 # -- the mapping ---------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_bundle_maps_onto_a_manifest_and_notes_what_it_does_not_honour(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -125,6 +126,7 @@ def test_bundle_maps_onto_a_manifest_and_notes_what_it_does_not_honour(tmp_path)
     assert "(/proc)" not in notes and "(/dev):" not in notes
 
 
+@pytest.mark.unit
 def test_container_root_runs_as_nobody_on_the_host_and_is_told(tmp_path):
     spec = base_spec()
     plan = plan_from_spec(spec, str(make_bundle(tmp_path, spec)), rootless=False)
@@ -153,6 +155,7 @@ def test_container_root_runs_as_nobody_on_the_host_and_is_told(tmp_path):
     (lambda s: s.update(ociVersion="2.0.0"), "ociVersion"),
     (lambda s: s["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}), "unknown rlimit"),
 ])
+@pytest.mark.unit
 def test_bundles_that_cannot_run_are_refused_with_the_field_named(tmp_path, change, message):
     spec = base_spec()
     bundle = make_bundle(tmp_path, spec)
@@ -161,6 +164,7 @@ def test_bundles_that_cannot_run_are_refused_with_the_field_named(tmp_path, chan
         plan_from_spec(spec, str(bundle), rootless=False)
 
 
+@pytest.mark.unit
 def test_features_lists_the_annotations_it_reads():
     doc = features()
     assert doc["ociVersionMax"] == spec_mod.OCI_VERSION_MAX
@@ -214,6 +218,7 @@ def _cgroup_dirs(cid: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the engine-facing runtime runs as root")
 def test_create_start_state_kill_delete_like_runc(tmp_path):
     spec = base_spec(["sh", "-c", "echo started | tee /tmp/started; exec sleep 60"])

@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+pytestmark = [pytest.mark.root, pytest.mark.peers]
+
 TIMEOUT = 60
 BUSYBOX = "/bin/busybox"
 

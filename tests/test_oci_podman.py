@@ -20,6 +20,8 @@ import pytest
 
 from picoproc.oci.engine import EngineUnavailable, PrivatePodman
 
+pytestmark = [pytest.mark.root, pytest.mark.peers, pytest.mark.slow]
+
 TIMEOUT = 60
 
 

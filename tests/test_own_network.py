@@ -24,6 +24,8 @@ import time
 import pytest
 from conftest import native_as_guest
 
+pytestmark = pytest.mark.root
+
 PYTHON = "/usr/bin/python3"
 
 
@@ -103,6 +105,7 @@ c.sendall(b"ping"); print("echo", conn.recv(4))
 """
 
 
+@pytest.mark.slow
 def test_python_http_server_and_urllib_on_loopback(guest_runner):
     r = assert_same_as_native(guest_runner, [PYTHON, "-c", HTTP_SERVER_AND_URLLIB])
     assert "thread 127.0.0.1 True 200" in r.stdout and "child 200" in r.stdout
@@ -606,6 +609,7 @@ for arg in sys.argv[2:]:
 """
 
 
+@pytest.mark.slow
 def test_unconnected_udp_reaches_granted_destinations_only(guest_runner, udp_echo):
     targets = ["127.0.0.1"] + ([_host_address()] if _host_address() else [])
     granted, seen = [], []
@@ -643,6 +647,7 @@ print("answered", answered)
 """
 
 
+@pytest.mark.slow
 def test_udp_proxy_host_sockets_are_bounded_by_open_files(guest_runner, udp_echo):
     """Each guest source address takes a host socket of the monitor's: no
     more at once than the guest may hold open files."""

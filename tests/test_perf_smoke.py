@@ -23,6 +23,8 @@ import tempfile
 import pytest
 from picoproc.bench.perf import report, stats, workloads
 
+pytestmark = pytest.mark.unit
+
 SMOKE_TIMEOUT = 300  # a hung run fails; a normal smoke takes a small part of this
 
 
@@ -59,6 +61,8 @@ def smoke(tmp_path_factory):
     return proc, json_path, png_path, leftovers
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_smoke_exits_zero_and_shows_progress(smoke):
     proc, *_ = smoke
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -75,6 +79,8 @@ def test_smoke_exits_zero_and_shows_progress(smoke):
     assert len(totals) == 1 and int(steps[-1][0]) == totals.pop(), steps[-3:]
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_smoke_markdown_tables_are_well_formed(smoke):
     proc, *_ = smoke
     md = proc.stdout
@@ -122,6 +128,8 @@ def _is_summary(s: dict) -> bool:
     return keys <= s.keys() and s["n"] >= 1 and s["min"] <= s["p10"] <= s["median"] <= s["p90"] <= s["max"]
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_smoke_json_is_complete(smoke):
     _, json_path, *_ = smoke
     doc = json.loads(json_path.read_text())
@@ -188,6 +196,8 @@ def test_smoke_json_is_complete(smoke):
     assert all(t["met"] in (True, False, None) for t in doc["targets"])
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_smoke_plot_is_a_png(smoke):
     _, _, png_path, _ = smoke
     data = png_path.read_bytes()
@@ -198,6 +208,8 @@ def test_smoke_plot_is_a_png(smoke):
     assert img.shape[0] > 200 and img.shape[1] > 400
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_smoke_leaves_no_work_directory(smoke):
     *_, leftovers = smoke
     assert leftovers == []
@@ -226,6 +238,7 @@ def test_histogram_buckets_are_contiguous_and_ordered():
     assert all((b - a) / a <= 1 / 16 + 1e-9 for a, b in itertools.pairwise(lows[16:]))
 
 
+@pytest.mark.root
 def test_histogram_decoding_matches_the_guest(tmp_path):
     """The C guest's bucket of a known latency decodes to a range holding it:
     run statloop natively on a file and check every reported bucket decodes
@@ -317,6 +330,7 @@ def test_targets_report_met_missed_and_by_how_much():
     (["--plot", "out.jpg"], "ending in .png"),
     (["--only", "calls,bogus"], "unknown section(s) bogus"),
 ])
+@pytest.mark.root
 def test_bad_options_are_one_line_errors(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "picoproc.bench.perf", *argv], capture_output=True, text=True,
                           timeout=120, check=False, cwd=tmp_path)
@@ -340,6 +354,7 @@ def test_add_perf_parser_wires_a_bench_subcommand():
         parser.parse_args(["perf", "--factor", "0"])
 
 
+@pytest.mark.root
 def test_scale_with_clients_that_cannot_start_fails_fast(tmp_path):
     """Clients that die before "ready" end the start barrier at once (a run
     must never wait out its whole deadline for clients that are gone)."""

@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 60
 
 
@@ -107,6 +109,7 @@ def test_a_bind_mount_made_between_two_runs_is_seen_by_the_next_one(tmp_path):
     assert "Permission denied" in second and "SECRET" not in second
 
 
+@pytest.mark.unit
 def test_mount_table_identity_follows_bind_roots_stacked_mounts_and_escapes():
     from picoproc.mountinfo import HostMounts
 
@@ -278,6 +281,7 @@ def test_socket_options_outside_the_allow_list_are_refused():
     assert "setsockopt" in result.unsupported
 
 
+@pytest.mark.unit
 def test_the_filter_refuses_every_unlisted_socket_option():
     """From the ABI table: (level, name) pairs, nothing else, on the full
     registers (upper-half garbage is refused too)."""

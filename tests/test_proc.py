@@ -24,6 +24,8 @@ import pytest
 api = pytest.importorskip("picoproc.api")
 from picoproc.manifest import Mount, default_manifest  # noqa: E402
 
+pytestmark = pytest.mark.root
+
 GUEST_TIMEOUT = 60.0
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
 

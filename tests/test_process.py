@@ -24,6 +24,8 @@ import pytest
 api = pytest.importorskip("picoproc.api")
 from picoproc.manifest import Mount, default_manifest  # noqa: E402
 
+pytestmark = pytest.mark.root
+
 GUEST_TIMEOUT = 60.0
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
 KINDS = ("static", "pie", "dyn")
@@ -260,6 +262,7 @@ def _filters():
     return sf, table, {mode: sf.FilterStack([sf.decode(bpf.filter_for(mode))]) for mode in ("raw", "libos")}
 
 
+@pytest.mark.unit
 def test_libos_filter_leaves_vm_children_to_the_library_os():
     """clone with CLONE_VM but not CLONE_THREAD traps from the program and
     goes on to the table's rule from the library OS (which still refuses

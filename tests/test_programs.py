@@ -16,6 +16,8 @@ import tempfile
 
 import pytest
 
+pytestmark = pytest.mark.root
+
 api = pytest.importorskip("picoproc.api")
 
 GUEST_TIMEOUT = 60.0

@@ -34,6 +34,8 @@ import psutil
 import pytest
 from conftest import GUEST_TIMEOUT
 
+pytestmark = pytest.mark.root
+
 SIGSYS_STATUS = 128 + signal.SIGSYS  # 159
 
 

@@ -39,10 +39,10 @@ import tempfile
 import pytest
 from conftest import GUEST_TIMEOUT
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0,
     reason="the security benchmarks need root (PTRACE_SECCOMP_GET_FILTER, victims, cgroups)",
-)
+)]
 
 
 def _import():
@@ -102,6 +102,7 @@ ARG_PATTERNS = [
 WAITS_WITH_MASK = {271: 3, 281: 4}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["raw", "libos"])
 def test_interpreter_agrees_with_the_abi_table(mode):
     """For every number 0..511 (and mediated ones, and a foreign-arch call),
@@ -146,6 +147,7 @@ def test_interpreter_agrees_with_the_abi_table(mode):
     assert sf.combine([sf.run_filter(p, i386) for p in stack.programs]) == sf.RET_KILL_PROCESS
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("nr,mask_arg", sorted(WAITS_WITH_MASK.items()))
 def test_libos_prefix_traps_a_wait_with_a_mask_outside_the_loader(nr, mask_arg):
     """The hand-written prefix (abi/bpf.py): a wait with a signal mask is
@@ -178,6 +180,7 @@ def _prog(*insns) -> list:
     return [tuple(i) for i in insns]
 
 
+@pytest.mark.unit
 def test_interpreter_alu_jset_memory_and_precedence():
     _, _, sf, _ = _import()
     LD, LDI, ST, LDM, ALU_AND, ALU_ADD_X, TAX, JSET, RET, RETA = (
@@ -230,6 +233,7 @@ def test_interpreter_alu_jset_memory_and_precedence():
         (struct.pack("<HBBI", 0x30, 0, 0, 0), "not valid"),  # byte load: not allowed in seccomp
     ],
 )
+@pytest.mark.unit
 def test_interpreter_refuses_malformed_programs(program, why):
     _, _, sf, _ = _import()
     with pytest.raises(sf.FilterError, match=why):
@@ -278,6 +282,7 @@ def test_filter_read_from_a_live_process_is_the_one_loaded(guests_built):
     assert got["stack"].programs[0] == sf.decode(loaded)
 
 
+@pytest.mark.unit
 def test_probe_output_parser_ignores_garbage():
     _, _, _, surface = _import()
     text = "probe start\nnr 1 ret -9\nnr x ret 3\ngarbage\nnr 2 signal 31\nnr 3 hang\nnr\n"
@@ -311,6 +316,7 @@ def surface_results(guests_built):
     return _surface(names)
 
 
+@pytest.mark.slow
 def test_surface_pico_raw_reaches_at_most_the_direct_set(surface_results):
     _, _, _, surface = _import()
     allowed, bound = _direct_bound()
@@ -340,6 +346,7 @@ def test_surface_pico_raw_reaches_at_most_the_direct_set(surface_results):
     )
 
 
+@pytest.mark.slow
 def test_surface_pico_backend_reaches_at_most_the_direct_set(guests_built):
     need_backend("pico")
     need_unconfined_harness()
@@ -354,6 +361,8 @@ def test_surface_pico_backend_reaches_at_most_the_direct_set(guests_built):
     assert r.disagreements == []
 
 
+@pytest.mark.slow
+@pytest.mark.peers
 def test_surface_peers_are_recorded_with_a_consistent_method(surface_results):
     """native has no filter (every number reaches the kernel: the baseline);
     a seccomp peer's filter is read and agrees with every observation.  The
@@ -389,6 +398,7 @@ def _corpus(backends, cases=None):
     return corpus.run_security(backends, cases, quick=True)
 
 
+@pytest.mark.slow
 def test_corpus_pico_every_case_blocked_or_contained(guests_built):
     need_backend("pico")
     corpus, _, _, _ = _import()
@@ -423,6 +433,7 @@ POSITIVE_CONTROLS = [
 NATIVE_CONTAINED = ["fork-bomb", "memory-bomb", "fd-exhaustion", "cpu-burn"]
 
 
+@pytest.mark.slow
 def test_corpus_native_positive_control(guests_built):
     """With no isolation the ground truth must show the escapes (so each
     check can fail), while the limits that native does apply (rlimits, a pids
@@ -455,6 +466,8 @@ PEER_CASES = [
 ]
 
 
+@pytest.mark.slow
+@pytest.mark.peers
 @pytest.mark.parametrize("backend", ["bwrap", "container"])
 def test_corpus_peers_are_recorded_with_evidence(guests_built, backend):
     need_backend(backend)
@@ -524,6 +537,7 @@ def test_cli_bad_input_is_one_line(args, needle):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_surface_json(guests_built, tmp_path):
     out = tmp_path / "surface.json"
     proc = _cli("surface", "--backends", "pico-raw", "--json", str(out))

@@ -12,10 +12,13 @@ import os
 
 import pytest
 
+pytestmark = pytest.mark.root
+
 SECONDS = float(os.environ.get("PICOPROC_SOAK_SECONDS", "60"))
 GUESTS = int(os.environ.get("PICOPROC_SOAK_GUESTS", "64"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the limit workloads (memory, pids) need the run cgroups of root")
 def test_soak_many_guests_leave_the_monitor_as_they_found_it(tmp_path):
     """The soak's monitor is a process of its own, in a mount namespace of
@@ -43,6 +46,7 @@ def test_soak_many_guests_leave_the_monitor_as_they_found_it(tmp_path):
     assert min(result["runs"].values()) >= 3, report
 
 
+@pytest.mark.unit
 def test_the_soak_table_has_its_own_section_that_the_security_report_keeps(tmp_path):
     from picoproc.bench.soak import SECTION_BEGIN, preserve_sections, write_doc_section
 

@@ -42,6 +42,8 @@ from picoproc.spawn import (
     wait_picoprocess,
 )
 
+pytestmark = pytest.mark.root
+
 TIMEOUT = 20.0
 NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
 IS_ROOT = os.geteuid() == 0
@@ -539,6 +541,7 @@ def test_memory_falls_back_to_rlimit_as_without_cgroups(spawn_guest):
 # ---------------------------------------------------------------- bad input, failures
 
 
+@pytest.mark.unit
 def test_bad_configs_are_named(guest_bin):
     hello = str(guest_bin / "hello")
     cases = [
@@ -712,6 +715,7 @@ def test_scratch_is_private_size_limited_and_owned_by_the_guest():
     assert pathlib.Path("/proc/self/mountinfo").read_text() == mounts_before
 
 
+@pytest.mark.unit
 def test_scratch_bad_sizes():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="size"):

@@ -19,6 +19,8 @@ from picoproc import cache, manifest
 from picoproc.abi import bpf, compiled
 from picoproc.abi.table import load_table
 
+pytestmark = pytest.mark.unit
+
 
 def _env() -> dict:
     # Bytecode (and so these caches) written, as in an installed package.
@@ -130,6 +132,7 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 
+@pytest.mark.root
 def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
     runs = [subprocess.run([sys.executable, "-c", _WHAT_WAS_IMPORTED], capture_output=True, text=True,
                            timeout=120, env=_env(), cwd="/") for _ in range(2)]

@@ -22,6 +22,8 @@ import tempfile
 import pytest
 from conftest import native_as_guest
 
+pytestmark = pytest.mark.root
+
 PYTHON = "/usr/bin/python3"
 COMPAT = pathlib.Path(__file__).resolve().parent / "compat"
 
