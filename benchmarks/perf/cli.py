@@ -117,7 +117,7 @@ def run_perf_command(args, profile=None) -> int:
 def write_docs(args, profile=None) -> int:
     """Runs the suite and writes docs/PERFORMANCE.md, docs/performance.png and
     docs/performance.json."""
-    from .report import evaluate_targets, performance_doc, plot
+    from .report import evaluate_targets, plot
     from .suite import run_suite
 
     problem = _check_args(args)
@@ -140,10 +140,23 @@ def write_docs(args, profile=None) -> int:
     DOCS.mkdir(exist_ok=True)
     (DOCS / "performance.json").write_text(json.dumps(doc, indent=1) + "\n")
     plot(doc, DOCS / "performance.png")
-    command = "python -m picoproc.bench.perf --write-docs" + (" --quick" if doc["profile"] != "full" else "")
-    (DOCS / "PERFORMANCE.md").write_text(performance_doc(doc, "performance.png", "performance.json", command))
+    for path, text in generated_files(DOCS.parent).items():
+        (DOCS.parent / path).write_text(text)
     print(f"wrote {DOCS / 'PERFORMANCE.md'}, performance.png, performance.json", file=sys.stderr)
     return 0
+
+
+def generated_files(root: pathlib.Path) -> dict[pathlib.Path, str]:
+    """docs/PERFORMANCE.md as rendered from the docs/performance.json under
+    ``root`` (path relative to root -> text), without measuring anything:
+    what ``--write-docs`` writes after a run, and what ``python -m
+    picoproc.regen`` re-renders and checks."""
+    from .report import performance_doc
+
+    doc = json.loads((root / "docs" / "performance.json").read_text())
+    command = "python -m picoproc.bench.perf --write-docs" + (" --quick" if doc["profile"] != "full" else "")
+    return {pathlib.Path("docs/PERFORMANCE.md"):
+            performance_doc(doc, "performance.png", "performance.json", command)}
 
 
 def main(argv: list[str] | None = None) -> int:
