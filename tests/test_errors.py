@@ -16,6 +16,8 @@ import picoproc
 from picoproc import cli
 from picoproc.errors import PicoprocError
 
+pytestmark = pytest.mark.unit
+
 # Every package setup.py installs under the import name picoproc.
 PACKAGES = ("picoproc", "picoproc.abi", "picoproc.libos", "picoproc.bench")
 # Modules that must not import picoproc: the container backend's init runs
@@ -44,6 +46,7 @@ def _exception_classes():
     return found
 
 
+@pytest.mark.root
 def test_every_exception_class_of_the_package_derives_from_picoproc_error():
     classes = _exception_classes()
     names = {f"{c.__module__}.{c.__qualname__}" for c in classes}

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 from picoproc import mountinfo
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 def test_unescape_decodes_every_octal_escape_the_kernel_writes():
@@ -54,6 +57,7 @@ def test_parse_proc_cgroup():
     assert mountinfo.parse_proc_cgroup("4:memory:/a\n") == (None, {"memory": "/a"})
 
 
+@pytest.mark.root
 def test_every_reader_agrees_on_an_escaped_cgroup_mount_point(tmp_path):
     """The run cgroups, the OCI runtime's cgroups and doctor read the same
     cgroup mount points from one mountinfo, whatever its escapes (doctor

@@ -10,6 +10,8 @@ from picoproc.backends._base import host_path_for
 from picoproc.manifest import Manifest, Mount, Tmpfs
 from picoproc.mounttable import MountTable, canonical, join, under
 
+pytestmark = pytest.mark.unit
+
 ROOT = Mount("/", "/srv/root")
 USR = Mount("/usr", "/srv/usr")
 USR_LOCAL = Mount("/usr/local", "/opt/local", writable=True)
