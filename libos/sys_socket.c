@@ -72,6 +72,7 @@ struct sock_entry {
 	int real;	   /* no longer a placeholder (a socket from the monitor) */
 	int listening;	   /* a listener already: listen() has nothing to do */
 	int v6only;	   /* IPV6_V6ONLY as the program set it (default: 0) */
+	int in_progress;   /* told EINPROGRESS: the next connect() reports success */
 	unsigned addr_len, peer_len;
 	unsigned char addr[sizeof(struct sockaddr_un)];
 	unsigned char peer[sizeof(struct sockaddr_un)];
@@ -326,6 +327,13 @@ LIBOS_SYSCALL(connect)
 	unsigned char addr[UNIX_ADDR_MAX + 1];
 	if (!sock_get(fd, &e))
 		return untracked(fd, -EISCONN);
+	if (e.in_progress) {
+		/* Linux answers the first connect() after a non-blocking one
+		 * has completed with success, later ones with EISCONN. */
+		e.in_progress = 0;
+		sock_put(fd, &e);
+		return 0;
+	}
 	if (e.connected)
 		return -EISCONN;
 	long r = fetch_addr(a1, len, e.domain, addr);
@@ -357,8 +365,13 @@ LIBOS_SYSCALL(connect)
 	e.listening = 0;
 	e.peer_len = len;
 	memcpy(e.peer, addr, len);
+	/* The monitor answers once the connection is made, but a program
+	 * that asked not to block expects TCP's EINPROGRESS (then a writable
+	 * socket with SO_ERROR 0), as Linux answers even on loopback. */
+	e.in_progress = e.domain != AF_UNIX_K && e.type == SOCK_STREAM_K &&
+			(sys2(__NR_fcntl, fd, F_GETFL) & O_NONBLOCK);
 	sock_put(fd, &e);
-	return 0;
+	return e.in_progress ? -EINPROGRESS : 0;
 }
 
 /* Implements Linux syscall bind(2): the socket in its final state from the
