@@ -363,6 +363,8 @@ void libos_vm_forget_mapping_at(uint64_t addr);
 /* ---- signal state (sys_signal.c) ---- */
 /* Runs the guest's virtual SIGSYS disposition for a SIGSYS that did not come
  * from the filter (e.g. kill(getpid(), SIGSYS)). */
+/* The pid a pidfd obtained by pidfd_open names, or -EBADF. */
+long libos_pidfd_pid(long fd);
 void libos_deliver_guest_sigsys(int sig, siginfo_t *si, void *uc);
 
 /* ---- sys_timer.c: timers served by helper threads ---- */

@@ -235,6 +235,7 @@ const libos_syscall_fn libos_syscall_table[LIBOS_NR_MAX] = {
 	[232] = libos_sys_epoll_wait,
 	[235] = libos_sys_utimes,
 	[246] = libos_refuse_kexec_load,
+	[247] = libos_sys_waitid,
 	[248] = libos_refuse_add_key,
 	[249] = libos_refuse_request_key,
 	[250] = libos_refuse_keyctl,

@@ -137,6 +137,7 @@ LIBOS_SYSCALL(clock_settime);
 LIBOS_SYSCALL(clock_getres);
 LIBOS_SYSCALL(epoll_wait);
 LIBOS_SYSCALL(utimes);
+LIBOS_SYSCALL(waitid);
 LIBOS_SYSCALL(inotify_init);
 LIBOS_SYSCALL(inotify_add_watch);
 LIBOS_SYSCALL(inotify_rm_watch);

@@ -8,7 +8,9 @@
  * process has not exited (POLLIN), and signals it with kill.  Differences
  * from Linux: between that check and the kill the pid could be reused (the
  * kernel's call closes that gap); a siginfo argument is refused (EINVAL);
- * a pidfd carried across execve is no longer known (EBADF). */
+ * a pidfd carried across execve is no longer known (EBADF).  A directory fd
+ * of the guest's /proc/<pid> is taken for a pidfd, as Linux takes it, but
+ * nothing about it shows that its process was reaped and the pid reused. */
 #include "libos.h"
 
 #define PIDFD_NONBLOCK_K O_NONBLOCK
@@ -40,7 +42,7 @@ static void pidfd_remember(long fd, long pid)
 	__atomic_store_n(&pidfds.lock, 0, __ATOMIC_RELEASE);
 }
 
-static long pidfd_pid(long fd)
+long libos_pidfd_pid(long fd)
 {
 	struct stat st;
 	long r = sys2(__NR_fstat, fd, &st), pid = -EBADF;
@@ -80,6 +82,24 @@ LIBOS_SYSCALL(pidfd_open)
 	return r;
 }
 
+/* The pid a directory fd of the guest's /proc names ("/proc/N", as Linux
+ * takes a /proc/<pid> fd for a pidfd), or 0. */
+static long proc_dir_pid(long fd)
+{
+	char path[32];
+	struct stat st;
+	long n = libos_fd_path(fd, path, sizeof(path), &st);
+	if (n <= 6 || (st.st_mode & S_IFMT) != S_IFDIR || memcmp(path, "/proc/", 6) != 0)
+		return 0;
+	long pid = 0;
+	for (long i = 6; i < n; i++) {
+		if (path[i] < '0' || path[i] > '9' || pid > 0x7fffffff / 10)
+			return 0;
+		pid = pid * 10 + (path[i] - '0');
+	}
+	return pid;
+}
+
 /* Implements Linux syscall pidfd_send_signal(2) (see above). */
 LIBOS_SYSCALL(pidfd_send_signal)
 {
@@ -90,7 +110,15 @@ LIBOS_SYSCALL(pidfd_send_signal)
 		return -EINVAL; /* a siginfo of the caller's: not offered */
 	if (sig < 0 || sig > 64)
 		return -EINVAL;
-	long pid = pidfd_pid(a0);
+	long pid = libos_pidfd_pid(a0);
+	if (pid == -EBADF) {
+		pid = proc_dir_pid(a0);
+		if (pid > 0)
+			/* Nothing shows whether that process has exited: kill
+			 * answers ESRCH once it is reaped. */
+			return sys2(__NR_kill, pid, sig);
+		return -EBADF;
+	}
 	if (pid < 0)
 		return pid;
 	struct pollfd p = {(int)a0, POLLIN, 0};

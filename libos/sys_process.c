@@ -279,3 +279,99 @@ out:
 
 /* Implements Linux syscall execve(2). */
 LIBOS_SYSCALL(execve) { return libos_sys_execveat(AT_FDCWD, a0, a1, a2, 0, 0, uc); }
+
+/* <linux/wait.h> */
+#define WNOHANG_K 0x00000001
+#define WSTOPPED_K 0x00000002
+#define WEXITED_K 0x00000004
+#define WCONTINUED_K 0x00000008
+#define WNOWAIT_K 0x01000000
+#define WNOTHREAD_K 0x20000000
+#define WALL_K 0x40000000
+#define WCLONE_K 0x80000000
+#define P_ALL_K 0
+#define P_PID_K 1
+#define P_PGID_K 2
+#define P_PIDFD_K 3
+
+/* Implements Linux syscall waitid(2) on wait4, which the filter lets
+ * through: the same children, the status turned into the siginfo Linux
+ * fills.  WNOWAIT (leave the child waitable) has no wait4 form: EINVAL. */
+LIBOS_SYSCALL(waitid)
+{
+	int idtype = (int)a0;
+	long id = (long)(int)a1;
+	unsigned options = (unsigned)a3;
+	if (options & ~(unsigned)(WNOHANG_K | WSTOPPED_K | WEXITED_K | WCONTINUED_K | WNOWAIT_K |
+				  WNOTHREAD_K | WALL_K | WCLONE_K))
+		return -EINVAL;
+	if (!(options & (WEXITED_K | WSTOPPED_K | WCONTINUED_K)))
+		return -EINVAL;
+	long target;
+	switch (idtype) {
+	case P_ALL_K:
+		target = -1;
+		break;
+	case P_PID_K:
+		if (id <= 0)
+			return -EINVAL;
+		target = id;
+		break;
+	case P_PGID_K:
+		if (id < 0)
+			return -EINVAL;
+		target = id ? -id : 0;
+		break;
+	case P_PIDFD_K:
+		target = libos_pidfd_pid(id);
+		if (target < 0)
+			return target;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (options & WNOWAIT_K)
+		return -EINVAL; /* not offered: see above */
+	if (!(options & WEXITED_K))
+		return -EINVAL; /* wait4 always reaps an exited child */
+	int status = 0;
+	unsigned w4 = options & (WNOHANG_K | WNOTHREAD_K | WALL_K | WCLONE_K | WCONTINUED_K);
+	if (options & WSTOPPED_K)
+		w4 |= WSTOPPED_K; /* WUNTRACED */
+	long pid = sys4(__NR_wait4, target, &status, w4, a4);
+	if (pid < 0)
+		return pid;
+	struct {
+		int signo, err, code, pad;
+		int pid;
+		unsigned uid;
+		int status;
+	} info;
+	memset(&info, 0, sizeof(info));
+	if (pid > 0) {
+		info.signo = SIGCHLD;
+		info.pid = (int)pid;
+		info.uid = libos_current()->ident.uid;
+		if ((status & 0x7f) == 0) {
+			info.code = CLD_EXITED;
+			info.status = (status >> 8) & 0xff;
+		} else if ((status & 0xff) == 0x7f) {
+			info.code = CLD_STOPPED;
+			info.status = (status >> 8) & 0xff;
+		} else if (status == 0xffff) {
+			info.code = CLD_CONTINUED;
+			info.status = SIGCONT;
+		} else {
+			info.code = (status & 0x80) ? CLD_DUMPED : CLD_KILLED;
+			info.status = status & 0x7f;
+		}
+	}
+	/* Linux writes the siginfo's fields even when WNOHANG found nothing
+	 * (all zero then). */
+	if (a2) {
+		long r = libos_copy_to_guest((void *)a2, &info, sizeof(info));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
