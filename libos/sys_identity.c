@@ -112,8 +112,10 @@ LIBOS_SYSCALL(prlimit64)
 {
 	long pid = a0;
 	unsigned resource = (unsigned)a1;
+	if ((int)pid < 0)
+		return -ESRCH; /* no process has a negative pid */
 	if (pid != 0 && pid != sys0(__NR_getpid))
-		return -EPERM;
+		return sys2(__NR_kill, pid, 0) == -ESRCH ? -ESRCH : -EPERM;
 	if (resource >= RLIMIT_NLIMITS_K)
 		return -EINVAL;
 	struct libos_process *proc = libos_current();

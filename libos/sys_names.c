@@ -100,6 +100,14 @@ LIBOS_SYSCALL(symlink) { return libos_sys_symlinkat(a0, AT_FDCWD, a1, 0, 0, 0, u
 
 /* ---- chmod ---- */
 
+/* An O_PATH fd (the monitor gives one only for a link opened with
+ * O_NOFOLLOW): fchmod and fchown refuse it, as Linux does. */
+static int is_path_fd(long fd)
+{
+	long fl = sys2(__NR_fcntl, fd, F_GETFL);
+	return fl >= 0 && (fl & O_PATH);
+}
+
 /* Implements Linux syscall fchmodat2(2) (and fchmodat, which has no flags). */
 LIBOS_SYSCALL(fchmodat2)
 {
@@ -116,7 +124,12 @@ LIBOS_SYSCALL(fchmodat2)
 LIBOS_SYSCALL(fchmodat) { return libos_sys_fchmodat2(a0, a1, a2, 0, 0, 0, uc); }
 LIBOS_SYSCALL(chmod) { return libos_sys_fchmodat2(AT_FDCWD, a0, a1, 0, 0, 0, uc); }
 /* Implements Linux syscall fchmod(2) through the fd's path. */
-LIBOS_SYSCALL(fchmod) { return libos_sys_fchmodat2(a0, 0, a1, AT_EMPTY_PATH, 0, 0, uc); }
+LIBOS_SYSCALL(fchmod)
+{
+	if (is_path_fd(a0))
+		return -EBADF;
+	return libos_sys_fchmodat2(a0, 0, a1, AT_EMPTY_PATH, 0, 0, uc);
+}
 
 /* ---- chown ---- */
 
@@ -147,7 +160,12 @@ LIBOS_SYSCALL(fchownat)
 
 LIBOS_SYSCALL(chown) { return libos_sys_fchownat(AT_FDCWD, a0, a1, a2, 0, 0, uc); }
 LIBOS_SYSCALL(lchown) { return libos_sys_fchownat(AT_FDCWD, a0, a1, a2, AT_SYMLINK_NOFOLLOW, 0, uc); }
-LIBOS_SYSCALL(fchown) { return libos_sys_fchownat(a0, 0, a1, a2, AT_EMPTY_PATH, 0, uc); }
+LIBOS_SYSCALL(fchown)
+{
+	if (is_path_fd(a0))
+		return -EBADF;
+	return libos_sys_fchownat(a0, 0, a1, a2, AT_EMPTY_PATH, 0, uc);
+}
 
 /* ---- times ---- */
 

@@ -1548,8 +1548,13 @@ static long open_path_op(const struct pico_fs_policy *p, const struct resolved *
 	if (fd < 0)
 		return fd;
 	long ret;
+	if (S_ISLNK(st.st_mode) && (flags & O_NOFOLLOW) && !(flags & O_DIRECTORY))
+		/* The link itself, as Linux gives it: an O_PATH fd of a link
+		 * only stats and reads the link (every direct call on it is
+		 * EBADF or names no path), which the guest may do anyway. */
+		return fd;
 	if (S_ISLNK(st.st_mode))
-		ret = -ELOOP;
+		ret = (flags & O_DIRECTORY) ? -ENOTDIR : -ELOOP;
 	else if ((flags & O_DIRECTORY) && !S_ISDIR(st.st_mode))
 		ret = -ENOTDIR;
 	else if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
@@ -1578,6 +1583,16 @@ static long open_op(const struct pico_fs_policy *p, const struct resolved *r, vo
 
 	if (!r->mount)
 		return deny(PICO_DENY_NOT_MOUNTED, -EACCES);
+	/* Linux never creates a name written with a trailing '/': EISDIR once
+	 * the directory it would be made in is found, before any other check. */
+	if ((flags & O_CREAT) && !(flags & O_DIRECTORY) && r->trailing_slash && !is_tmpfile(flags)) {
+		struct parent pa;
+		long err = open_parent(r, &pa, -EISDIR);
+		if (err < 0)
+			return err;
+		close(pa.fd);
+		return -EISDIR;
+	}
 	if (opens_for_writing(flags) && !r->mount->writable)
 		return deny(PICO_DENY_READ_ONLY, -EROFS);
 	/* An unnamed file in a directory: only where names may be made. */

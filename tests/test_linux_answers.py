@@ -111,3 +111,85 @@ for bad in (os.open("/proc", os.O_DIRECTORY), os.open("/proc/self/status", os.O_
 def test_a_proc_pid_directory_fd_is_a_pidfd(guest_runner):
     r = same_as_native(guest_runner, PROC_DIR_AS_PIDFD)
     assert "self [10]" in r.stdout and "child 9" in r.stdout
+
+
+TRAILING_SLASH_CREATE = r"""
+import os, tempfile
+d = tempfile.mkdtemp()
+os.mkdir(os.path.join(d, "dir"))
+open(os.path.join(d, "file"), "w").close()
+for name in ("missing/", "dir/", "file/", "missing/deeper/", "file/deeper/"):
+    for flags in (os.O_CREAT | os.O_WRONLY | os.O_TRUNC, os.O_CREAT | os.O_RDONLY,
+                  os.O_CREAT | os.O_EXCL | os.O_WRONLY, os.O_CREAT | os.O_DIRECTORY | os.O_RDONLY,
+                  os.O_WRONLY):
+        try:
+            os.close(os.open(os.path.join(d, name), flags, 0o600))
+            print(name, flags, "opened")
+        except OSError as e:
+            print(name, flags, os.strerror(e.errno))
+print(sorted(os.listdir(d)))
+"""
+
+
+def test_creating_a_name_with_a_trailing_slash_is_eisdir(guest_runner):
+    # shutil.copyfile to "missing_dir/" turns Linux's EISDIR into the
+    # FileNotFoundError test_shutil expects.
+    r = same_as_native(guest_runner, TRAILING_SLASH_CREATE)
+    assert "missing/ 577 Is a directory" in r.stdout
+
+
+SYMLINK_O_PATH = r"""
+import os, stat, tempfile
+d = tempfile.mkdtemp()
+os.symlink("nowhere", os.path.join(d, "dangling"))
+open(os.path.join(d, "file"), "w").close()
+os.symlink("file", os.path.join(d, "to_file"))
+for name in ("dangling", "to_file"):
+    link = os.path.join(d, name)
+    for flags in (os.O_PATH | os.O_NOFOLLOW, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY,
+                  os.O_RDONLY | os.O_NOFOLLOW):
+        try:
+            fd = os.open(link, flags)
+        except OSError as e:
+            print(name, flags, os.strerror(e.errno))
+            continue
+        print(name, flags, stat.filemode(os.stat(fd).st_mode))
+        for what, call in (("read", lambda: os.read(fd, 1)), ("fchmod", lambda: os.fchmod(fd, 0o600)),
+                           ("fchown", lambda: os.fchown(fd, -1, -1)), ("listdir", lambda: os.listdir(fd))):
+            try:
+                call()
+                print(" ", what, "done")
+            except OSError as e:
+                print(" ", what, os.strerror(e.errno))
+        os.close(fd)
+    # glibc's lchmod: an O_PATH|O_NOFOLLOW open, then EOPNOTSUPP for a link.
+    try:
+        os.chmod(link, 0o600, follow_symlinks=False)
+        print("lchmod done")
+    except NotImplementedError:
+        print("lchmod not implemented")
+    except OSError as e:
+        print("lchmod", os.strerror(e.errno))
+"""
+
+
+def test_a_link_opened_o_path_nofollow_is_the_link(guest_runner):
+    # tempfile's cleanup of links with odd modes (test_tempfile) chmods
+    # them with follow_symlinks=False, which must fail the way glibc fails.
+    r = same_as_native(guest_runner, SYMLINK_O_PATH)
+    assert "lchmod not implemented" in r.stdout
+
+
+PRLIMIT = r"""
+import os, resource
+for pid in (-1, 0, os.getpid(), 2 ** 22 - 1):
+    try:
+        print(pid > 0, resource.prlimit(pid, resource.RLIMIT_NOFILE) == resource.getrlimit(resource.RLIMIT_NOFILE))
+    except OSError as e:
+        print(pid > 0, os.strerror(e.errno))
+"""
+
+
+def test_prlimit_of_no_process_is_esrch(guest_runner):
+    r = same_as_native(guest_runner, PRLIMIT)
+    assert "No such process" in r.stdout
