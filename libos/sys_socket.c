@@ -9,13 +9,16 @@
  * and for abstract AF_UNIX names; AF_UNIX path names are files in the
  * guest's view, made by the monitor in a writable mount.  Programs, though,
  * make a socket first and say where it goes later.  So:
- *   - socket(AF_INET*, SOCK_STREAM) and socket(AF_UNIX, SOCK_STREAM) return
- *     a placeholder: one end of an AF_UNIX socketpair (a real socket fd, so
- *     fcntl, setsockopt(SOL_SOCKET) and poll work on it), and the library
- *     OS remembers the domain and type asked for;
+ *   - socket(AF_UNIX, SOCK_STREAM) returns a placeholder: one end of an
+ *     AF_UNIX socketpair (a real socket fd, so fcntl, setsockopt(SOL_SOCKET)
+ *     and poll work on it), and the library OS remembers the domain and
+ *     type asked for;
  *   - socket(AF_INET*, SOCK_DGRAM) returns a real, unbound UDP socket of the
  *     picoprocess's own network (udp.new:), so that sendto/recvfrom, direct
- *     calls, work on its loopback from the start;
+ *     calls, work on its loopback from the start; socket(AF_INET*,
+ *     SOCK_STREAM) a real, unbound TCP socket there (tcp.new:), so that the
+ *     TCP and socket options a program sets before it connects are a TCP
+ *     socket's (without an own network: a placeholder, as for unix);
  *   - bind() asks for the socket in its final state and puts it on the
  *     socket's number with dup3 (keeping FD_CLOEXEC, O_NONBLOCK and the
  *     SOL_SOCKET options set so far): a stream socket is then already
@@ -35,8 +38,8 @@
  * direct call.  What differs from Linux: a stream socket accepts
  * connections from bind() on (not only from listen()), its backlog is the
  * monitor's; a socket bound before connect() loses its source address;
- * TCP-level options set before connect() fail (the placeholder is an
- * AF_UNIX socket); unix datagram sockets are not offered. */
+ * the socket that takes its place keeps only the options replace_with
+ * carries; unix datagram sockets are not offered. */
 #include "libos.h"
 
 #include <linux/in.h>
@@ -58,6 +61,12 @@
 #define SO_LINGER_K 13
 #define SO_REUSEPORT_K 15
 #define SO_RCVTIMEO_K 20
+#define TCP_NODELAY_K 1
+#define TCP_KEEPIDLE_K 4
+#define TCP_KEEPINTVL_K 5
+#define TCP_KEEPCNT_K 6
+#define TCP_USER_TIMEOUT_K 18
+#define TCP_NOTSENT_LOWAT_K 25
 #define SO_SNDTIMEO_K 21
 #define IPPROTO_IPV6_K 41
 #define IPV6_V6ONLY_K 26
@@ -135,6 +144,10 @@ static long replace_with(long fd, const char *uri, size_t len, unsigned mode)
 {
 	static const int carried[] = {SO_KEEPALIVE_K, SO_BROADCAST_K, SO_LINGER_K, SO_RCVTIMEO_K,
 				      SO_SNDTIMEO_K};
+	/* TCP options a program sets on its socket before it connects or
+	 * listens (the socket from socket(2) is a TCP one, unbound). */
+	static const int carried_tcp[] = {TCP_NODELAY_K, TCP_KEEPIDLE_K, TCP_KEEPINTVL_K,
+					  TCP_KEEPCNT_K, TCP_USER_TIMEOUT_K, TCP_NOTSENT_LOWAT_K};
 	long fdflags = sys2(__NR_fcntl, fd, F_GETFD);
 	long flflags = sys2(__NR_fcntl, fd, F_GETFL);
 	if (fdflags < 0 || flflags < 0)
@@ -148,6 +161,12 @@ static long replace_with(long fd, const char *uri, size_t len, unsigned mode)
 		unsigned vlen = sizeof(val);
 		if (sys5(__NR_getsockopt, fd, SOL_SOCKET_K, carried[i], val, &vlen) == 0)
 			sys5(__NR_setsockopt, real, SOL_SOCKET_K, carried[i], val, vlen);
+	}
+	for (size_t i = 0; i < sizeof(carried_tcp) / sizeof(carried_tcp[0]); i++) {
+		int val;
+		unsigned vlen = sizeof(val);
+		if (sys5(__NR_getsockopt, fd, IPPROTO_TCP, carried_tcp[i], &val, &vlen) == 0)
+			sys5(__NR_setsockopt, real, IPPROTO_TCP, carried_tcp[i], &val, vlen);
 	}
 	long r = sys3(__NR_dup3, real, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
 	sys1(__NR_close, real);
@@ -203,9 +222,10 @@ LIBOS_SYSCALL(socket)
 	memset(&e, 0, sizeof(e));
 	e.domain = domain;
 	e.type = base;
-	if (domain != AF_UNIX_K && base == SOCK_DGRAM_K) {
+	if (domain != AF_UNIX_K) {
 		/* Dual-stack, as Linux makes an AF_INET6 socket by default. */
-		const char *uri = domain == AF_INET_K ? "udp.new:inet" : "udp.new:inet6?dualstack";
+		const char *uri = base == SOCK_DGRAM_K ? (domain == AF_INET_K ? "udp.new:inet" : "udp.new:inet6?dualstack")
+						       : (domain == AF_INET_K ? "tcp.new:inet" : "tcp.new:inet6?dualstack");
 		long fd = pico_open(uri, libos_strlen(uri), O_RDWR | fdflags, 0);
 		if (fd >= 0) {
 			e.real = 1;
@@ -215,8 +235,8 @@ LIBOS_SYSCALL(socket)
 		if (fd != -EACCES)
 			return fd;
 		/* No network of its own here (a monitor without one): a
-		 * placeholder, which connect() can still turn into a granted
-		 * udp: socket. */
+		 * placeholder, which bind or connect can still turn into a
+		 * granted socket. */
 	}
 	int sv[2];
 	long r = sys4(__NR_socketpair, AF_UNIX_K, base | fdflags, 0, sv);

@@ -1346,8 +1346,8 @@ static bool has_prefix(const char *s, size_t len, const char *prefix)
 	return len >= n && memcmp(s, prefix, n) == 0;
 }
 
-static const char *const schemes[] = {"tcp:", "udp:", "tcp.srv:", "udp.srv:", "udp.new:", "unix:",
-				      "unix.srv:"};
+static const char *const schemes[] = {"tcp:", "udp:", "tcp.srv:", "udp.srv:", "udp.new:", "tcp.new:",
+				      "unix:", "unix.srv:"};
 
 int pico_net_is_network_uri(const char *uri, size_t uri_len)
 {
@@ -1416,9 +1416,12 @@ static int start_inet(const struct pico_net_policy *p, int kind, const char *sch
 	return ret;
 }
 
-/* udp.new:inet or udp.new:inet6: an unbound UDP socket of the guest's own
- * network (a program's socket(AF_INET, SOCK_DGRAM) before it sends). */
-static int start_udp_new(const char *rest, size_t rest_len, struct pico_gn_request *own)
+/* udp.new:inet, udp.new:inet6, tcp.new:inet, tcp.new:inet6: an unbound
+ * socket of the guest's own network (a program's socket(2) before it binds,
+ * connects or sends).  Unbound, it reaches nothing: bind, listen and connect
+ * are not direct calls, and the filter refuses MSG_FASTOPEN. */
+static int start_new(const char *scheme, int type, const char *rest, size_t rest_len,
+		     struct pico_gn_request *own)
 {
 	size_t body_len;
 	int opts, domain;
@@ -1430,15 +1433,15 @@ static int start_udp_new(const char *rest, size_t rest_len, struct pico_gn_reque
 	else if (body_len == 5 && !memcmp(rest, "inet6", 5))
 		domain = AF_INET6;
 	else {
-		decide("udp new: malformed: want inet or inet6");
+		decide("%s: malformed: want inet or inet6", scheme);
 		return -EINVAL;
 	}
 	if (!own) {
-		decide("udp new: no own network here");
+		decide("%s: no own network here", scheme);
 		return -EACCES;
 	}
-	own_request(own, PICO_GN_SOCKET, domain, SOCK_DGRAM, opts);
-	decide("udp new %s: the guest's own network", domain == AF_INET ? "inet" : "inet6");
+	own_request(own, PICO_GN_SOCKET, domain, type, opts);
+	decide("%s %s: the guest's own network", scheme, domain == AF_INET ? "inet" : "inet6");
 	return PICO_NET_OWN;
 }
 
@@ -1549,7 +1552,9 @@ int pico_net_start_guest(const struct pico_net_policy *p, const char *uri, size_
 		ret = start_inet(p, PICO_NET_UDP_BIND, "udp.srv", uri + 8, uri_len - 8, nonblock,
 				 fd_out, own);
 	else if (has_prefix(uri, uri_len, "udp.new:"))
-		ret = start_udp_new(uri + 8, uri_len - 8, own);
+		ret = start_new("udp.new", SOCK_DGRAM, uri + 8, uri_len - 8, own);
+	else if (has_prefix(uri, uri_len, "tcp.new:"))
+		ret = start_new("tcp.new", SOCK_STREAM, uri + 8, uri_len - 8, own);
 	else if (has_prefix(uri, uri_len, "unix.srv:@"))
 		ret = start_abstract(uri + 10, uri_len - 10, true, own);
 	else if (has_prefix(uri, uri_len, "unix.srv:")) {

@@ -28,6 +28,7 @@
  *   udp.srv:ADDR:PORT                 UDP socket bound to ADDR (own network
  *                                     only: there is no host UDP grant)
  *   udp.new:inet  udp.new:inet6       unbound UDP socket (own network)
+ *   tcp.new:inet  tcp.new:inet6       unbound TCP socket (own network)
  *   unix:/ABS/PATH                    connected AF_UNIX stream socket
  *   unix:@NAME                        the same, to an abstract name (own
  *                                     network: abstract names are per
@@ -197,7 +198,7 @@ struct pico_gn_request;
 /* pico_net_start, and the guest's own network: with own != NULL a URI that
  * it serves answers PICO_NET_OWN with *own the request for the helper
  * (its id left 0); with own == NULL such URIs are refused as not granted
- * (-EACCES; -EINVAL for abstract names) and udp.new: is -EACCES. */
+ * (-EACCES; -EINVAL for abstract names) and udp.new:, tcp.new: are -EACCES. */
 int pico_net_start_guest(const struct pico_net_policy *p, const char *uri, size_t uri_len,
 			 int flags, int *fd_out, struct pico_gn_request *own);
 /* cffi:end */

@@ -51,7 +51,7 @@ from picoproc.manifest import (
 # where the host has a listener.
 HIDDEN_RULES = ("hidden_path", "hidden_name", "hidden_object", "holds_hidden")
 
-_NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "unix", "unix.srv")
+_NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv")
 # Calls whose record's path may be created, and calls that change what they name.
 _CHANGING_CALLS = {"mkdir", "unlink", "rename", "symlink", "link", "chmod", "chown", "utimens",
                    "truncate"}

@@ -90,7 +90,7 @@ class FileUse:
 class NetUse:
     """One network endpoint the run asked for."""
 
-    scheme: str  # tcp, udp, tcp.srv, udp.srv, udp.new, unix, unix.srv
+    scheme: str  # tcp, udp, tcp.srv, udp.srv, udp.new, tcp.new, unix, unix.srv
     endpoint: str  # "127.0.0.1:80", "[::1]:53", a unix path, "@name", "inet"
     network: str  # "host" (a grant served it), "own" (the program's own), "refused"
     calls: int = 0
@@ -100,7 +100,7 @@ class NetUse:
     @property
     def op(self) -> str:
         return {"tcp.srv": "listen", "udp.srv": "bind", "unix.srv": "listen",
-                "udp.new": "socket"}.get(self.scheme, "connect")
+                "udp.new": "socket", "tcp.new": "socket"}.get(self.scheme, "connect")
 
     def to_json(self) -> dict:
         return {"scheme": self.scheme, "op": self.op, "endpoint": self.endpoint,
@@ -278,7 +278,7 @@ def _file_accesses(rec: Mapping) -> list[tuple[str, str, bool]]:
 
 def _network_of(manifest: Manifest, any_host: bool, scheme: str, endpoint: str) -> str:
     """Which network served an allowed network open: "host" or "own"."""
-    if scheme in ("udp.new", "udp.srv", "unix.srv"):
+    if scheme in ("udp.new", "tcp.new", "udp.srv", "unix.srv"):
         return "own"
     if scheme == "unix":
         if endpoint.startswith("@"):
@@ -303,7 +303,7 @@ def _network_of(manifest: Manifest, any_host: bool, scheme: str, endpoint: str) 
 
 def _net_endpoint(scheme: str, rest: str) -> str:
     body = rest.split("?", 1)[0]
-    if scheme in ("unix", "unix.srv", "udp.new"):
+    if scheme in ("unix", "unix.srv", "udp.new", "tcp.new"):
         return body
     try:
         return format_endpoint(parse_endpoint(body))
@@ -311,7 +311,7 @@ def _net_endpoint(scheme: str, rest: str) -> str:
         return body
 
 
-NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "unix", "unix.srv")
+NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv")
 
 
 class ProfileBuilder:

@@ -193,3 +193,42 @@ for pid in (-1, 0, os.getpid(), 2 ** 22 - 1):
 def test_prlimit_of_no_process_is_esrch(guest_runner):
     r = same_as_native(guest_runner, PRLIMIT)
     assert "No such process" in r.stdout
+
+
+TCP_OPTIONS_BEFORE_CONNECT = r"""
+import socket
+def opt(s, level, name):
+    return s.getsockopt(level, name)
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    srv = socket.socket(family)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    print("unbound", srv.getsockname()[:2], opt(srv, socket.SOL_SOCKET, socket.SO_TYPE),
+          opt(srv, socket.SOL_SOCKET, socket.SO_DOMAIN) == family)
+    srv.bind((host, 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    # a second listener on the same port: SO_REUSEPORT as asyncio's reuse_port sets it
+    twin = socket.socket(family)
+    twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    twin.bind((host, port))
+    twin.listen()
+    print("reuseport", opt(srv, socket.SOL_SOCKET, socket.SO_REUSEPORT), opt(twin, socket.SOL_SOCKET, socket.SO_REUSEPORT))
+    c = socket.socket(family)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    print("before", opt(c, socket.IPPROTO_TCP, socket.TCP_NODELAY), opt(c, socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+    c.connect((host, port))
+    print("after", opt(c, socket.IPPROTO_TCP, socket.TCP_NODELAY), opt(c, socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+          opt(c, socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0)
+    for s in (c, srv, twin):
+        s.close()
+"""
+
+
+def test_tcp_options_set_before_bind_or_connect(guest_runner):
+    # asyncio's reuse_port and set_nodelay set these on a socket that is not
+    # yet bound or connected (test_events, test_base_events).
+    r = same_as_native(guest_runner, TCP_OPTIONS_BEFORE_CONNECT)
+    assert "after 1 77 True" in r.stdout
