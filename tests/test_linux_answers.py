@@ -232,3 +232,44 @@ def test_tcp_options_set_before_bind_or_connect(guest_runner):
     # yet bound or connected (test_events, test_base_events).
     r = same_as_native(guest_runner, TCP_OPTIONS_BEFORE_CONNECT)
     assert "after 1 77 True" in r.stdout
+
+
+ACCEPTED_PEER_NAME = r"""
+import os, socket, tempfile
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    srv = socket.create_server((host, 0), family=family)
+    c = socket.create_connection(srv.getsockname()[:2])
+    a, addr = srv.accept()
+    print(family == socket.AF_INET, a.getpeername() == addr == c.getsockname(), c.getpeername() == srv.getsockname())
+    try:
+        srv.getpeername()
+    except OSError as e:
+        print("listener", os.strerror(e.errno))
+d = tempfile.mkdtemp()
+u = socket.socket(socket.AF_UNIX)
+u.bind(os.path.join(d, "srv"))
+u.listen()
+named = socket.socket(socket.AF_UNIX)
+named.bind("\0picoproc-peer-test-%d" % os.getpid())
+named.connect(os.path.join(d, "srv"))
+anon = socket.socket(socket.AF_UNIX)
+anon.connect(os.path.join(d, "srv"))
+for client in (named, anon):
+    a, _ = u.accept()
+    print("unix", repr(a.getpeername()) == repr(client.getsockname()), client.getpeername() == os.path.join(d, "srv"))
+try:
+    socket.socket().getpeername()
+except OSError as e:
+    print("unconnected", os.strerror(e.errno))
+try:
+    os.close(os.dup(0)); socket.socket(fileno=os.open(d, os.O_RDONLY)).getpeername()
+except OSError as e:
+    print("not a socket", os.strerror(e.errno))
+"""
+
+
+def test_getpeername_of_an_accepted_socket(guest_runner):
+    # ssl.SSLSocket asks getpeername() whether its socket is connected: an
+    # accepted socket answering ENOTCONN failed every TLS server in asyncio.
+    r = same_as_native(guest_runner, ACCEPTED_PEER_NAME)
+    assert r.stdout.count(" True True\n") == 4 and r.stdout.count("unix True True") == 2
