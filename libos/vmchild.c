@@ -122,8 +122,13 @@ static void publish(struct libos_vm_block *b, int on)
 static void block_free(struct libos_vm_block *b)
 {
 	for (unsigned i = 0; i < b->nmaps && i < VM_MAPS; i++)
-		if (b->maps[i].len)
+		if (b->maps[i].len) {
 			sys2(__NR_munmap, b->maps[i].addr, b->maps[i].len);
+			/* A block is used again: a record left here would unmap,
+			 * for the next child, whatever the program has mapped
+			 * at that address since. */
+			b->maps[i].len = 0;
+		}
 	b->nmaps = 0;
 	if (b->state == VM_PROCESS) {
 		publish(b, 0);
@@ -355,6 +360,7 @@ long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_
 	b->owner = self;
 	b->vfork = vfork;
 	b->nmaps = 0;
+	memset(b->maps, 0, sizeof(b->maps));
 	b->clear_sighand = clear_sighand;
 	b->own_altstack = 0;
 	if (!child_sp)

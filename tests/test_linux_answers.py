@@ -273,3 +273,24 @@ def test_getpeername_of_an_accepted_socket(guest_runner):
     # accepted socket answering ENOTCONN failed every TLS server in asyncio.
     r = same_as_native(guest_runner, ACCEPTED_PEER_NAME)
     assert r.stdout.count(" True True\n") == 4 and r.stdout.count("unix True True") == 2
+
+
+VFORK_KEEPS_PARENT_MAPPINGS = r"""
+import mmap, subprocess
+kept = []
+for i in range(8):
+    # CPython's subprocess execs through vfork: the child's exec scratch
+    # lives in the parent's memory, which the parent maps again right after.
+    subprocess.run(["/bin/true"], check=True)
+    m = mmap.mmap(-1, 32768)
+    m[:8] = b"alive:%02d" % i
+    kept.append(m)
+# Had a child unmapped one of them, a later mapping would have taken its
+# place: two mappings would show the same bytes (or a read would fault).
+print([m[:8].decode() for m in kept])
+"""
+
+
+def test_vfork_children_never_unmap_what_the_parent_maps_later(guest_runner):
+    r = same_as_native(guest_runner, VFORK_KEEPS_PARENT_MAPPINGS)
+    assert r.stdout == str(["alive:%02d" % i for i in range(8)]) + "\n"
