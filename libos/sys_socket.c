@@ -28,7 +28,8 @@
  *   - listen() on a socket bound that way has nothing left to do; on an
  *     unbound inet one it asks for a listener on the wildcard address with
  *     an ephemeral port;
- *   - connect() asks for the connected socket (tcp:, udp:, unix:);
+ *   - connect() asks for the connected socket (tcp:, udp:, unix:), from
+ *     the address a bound socket holds (see add_source);
  *   - getsockname(): the kernel shows a unix socket the monitor bound by its
  *     name within its directory (the monitor binds from the directory it
  *     resolved, never by a path it would look up again), so the library OS
@@ -37,7 +38,8 @@
  * Entries are validated by (st_dev, st_ino) like the fd table: close is a
  * direct call.  What differs from Linux: a stream socket accepts
  * connections from bind() on (not only from listen()), its backlog is the
- * monitor's; a socket bound before connect() loses its source address;
+ * monitor's; a socket bound before connect() to a granted host endpoint
+ * loses its source address;
  * the socket that takes its place keeps only the options replace_with
  * carries; unix datagram sockets are not offered. */
 #include "libos.h"
@@ -338,6 +340,31 @@ static long fetch_addr(long ptr, unsigned len, int domain, unsigned char *out)
 	return 0;
 }
 
+/* A socket bound before connect: "from=ADDR:PORT", the address it holds,
+ * for the monitor to bind the connected socket to.  The socket bind made
+ * (a listener, or a bound UDP socket) is put away first for an unbound one,
+ * so that its port is free again for the connected socket. */
+static long add_source(struct strbuf *sb, long fd, const struct sock_entry *e)
+{
+	union {
+		struct sockaddr_in6 in6;
+		unsigned char bytes[sizeof(struct sockaddr_in6)];
+	} u;
+	unsigned len = sizeof(u);
+	long r = sys3(__NR_getsockname, fd, &u, &len);
+	if (r < 0)
+		return r;
+	const char *fresh = e->type == SOCK_STREAM_K ? (e->domain == AF_INET_K ? "tcp.new:inet" : "tcp.new:inet6")
+						      : (e->domain == AF_INET_K ? "udp.new:inet" : "udp.new:inet6");
+	if (replace_with(fd, fresh, libos_strlen(fresh), 0) < 0)
+		return 0; /* no own network: the source is lost, as before */
+	int has_options = 0;
+	for (size_t i = 0; i < sb->len; i++)
+		has_options |= sb->buf[i] == '?';
+	sb_add(sb, has_options ? ",from=" : "?from=");
+	return format_inet(sb, e->domain, u.bytes, len);
+}
+
 /* Implements Linux syscall connect(2): the monitor connects (to a granted
  * host endpoint, or in the picoprocess's own network) and the connected
  * socket takes the socket's place. */
@@ -374,6 +401,8 @@ LIBOS_SYSCALL(connect)
 		r = format_inet(&sb, e.domain, addr, len);
 		if (r == 0)
 			add_options(&sb, fd, &e);
+		if (r == 0 && e.bound)
+			r = add_source(&sb, fd, &e);
 	}
 	if (r < 0)
 		return r;

@@ -76,6 +76,14 @@ static int request_ok(const struct pico_gn_request *req)
 	memcpy(&family, req->addr, sizeof(family));
 	if (family != req->domain)
 		return 0;
+	if (req->src_len) {
+		if (req->op != PICO_GN_CONNECT || !inet || req->src_len < sizeof(sa_family_t) ||
+		    req->src_len > PICO_GN_ADDR_MAX)
+			return 0;
+		memcpy(&family, req->src, sizeof(family));
+		if (family != req->domain)
+			return 0;
+	}
 	if (req->domain == AF_UNIX)
 		return unix_addr_ok(req, req->op != PICO_GN_CONNECT);
 	return 1;
@@ -112,6 +120,8 @@ static int make_socket(const struct pico_gn_request *req, int *err)
 		r = gn_syscall(SYS_bind, fd, (long)req->addr, req->addr_len, 0, 0, 0);
 	if (r == 0 && req->op == PICO_GN_LISTEN)
 		r = gn_syscall(SYS_listen, fd, req->backlog, 0, 0, 0, 0);
+	if (r == 0 && req->op == PICO_GN_CONNECT && req->src_len)
+		r = gn_syscall(SYS_bind, fd, (long)req->src, req->src_len, 0, 0, 0);
 	if (r == 0 && req->op == PICO_GN_CONNECT) {
 		r = gn_syscall(SYS_connect, fd, (long)req->addr, req->addr_len, 0, 0, 0);
 		if (r == -EINPROGRESS) {

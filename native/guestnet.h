@@ -55,6 +55,10 @@ struct pico_gn_request {
 	int32_t backlog;
 	uint32_t addr_len; /* 0 for PICO_GN_SOCKET */
 	uint8_t addr[PICO_GN_ADDR_MAX];
+	/* PICO_GN_CONNECT of an inet socket: the address to bind first (the
+	 * program bound its socket before connecting), or src_len 0. */
+	uint32_t src_len;
+	uint8_t src[PICO_GN_ADDR_MAX];
 };
 
 struct pico_gn_reply {

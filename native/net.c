@@ -1280,6 +1280,27 @@ static int split_options(const char *rest, size_t rest_len, size_t *body_len, in
 	}
 }
 
+/* Takes a last option "from=HOST:PORT" (the address a program bound its
+ * socket to before connecting) off "BODY?OPTS": *rest_len shrinks to what
+ * is left.  0 without one, 1 with *src and *src_port set, -EINVAL when it
+ * is malformed. */
+static int split_source(const char *rest, size_t *rest_len, struct inet_addr *src, int *src_port)
+{
+	const char *q = memchr(rest, '?', *rest_len), *end = rest + *rest_len, *w;
+
+	if (!q)
+		return 0;
+	for (w = end; w > q && w[-1] != ',' && w[-1] != '?'; w--)
+		;
+	if ((size_t)(end - w) < 5 || memcmp(w, "from=", 5))
+		return 0;
+	if (parse_host_port(w + 5, (size_t)(end - w - 5), true, src, src_port))
+		return -EINVAL;
+	/* drop the word and its separator; a '?' left alone goes too */
+	*rest_len = (size_t)(w - 1 - rest);
+	return 1;
+}
+
 /* 127.0.0.0/8 and ::1: the guest's own loopback unless granted. */
 static bool is_loopback(const struct inet_addr *a)
 {
@@ -1369,17 +1390,18 @@ static int start_inet(const struct pico_net_policy *p, int kind, const char *sch
 	const char *what = kind == PICO_NET_TCP_LISTEN ? "listen" : kind == PICO_NET_UDP_BIND ? "bind" : "connect";
 	int type = kind == PICO_NET_TCP_CONNECT || kind == PICO_NET_TCP_LISTEN ? SOCK_STREAM : SOCK_DGRAM;
 	char where[INET6_ADDRSTRLEN + 16];
-	struct inet_addr a;
+	struct inet_addr a, src;
 	size_t body_len;
-	int port, opts, ret;
+	int port, opts, ret, src_port = 0;
+	int has_src = listen ? 0 : split_source(rest, &rest_len, &src, &src_port);
 
-	if (split_options(rest, rest_len, &body_len, &opts) ||
+	if (has_src < 0 || split_options(rest, rest_len, &body_len, &opts) ||
 	    parse_host_port(rest, body_len, listen, &a, &port)) {
 		char shown[96];
 
 		printable(shown, sizeof(shown), rest, rest_len);
 		decide("%s %s: malformed: want a literal IPv4 address or [IPv6], a port, and "
-		       "options among reuseaddr,reuseport,dualstack; got '%s'", scheme, what, shown);
+		       "options among reuseaddr,reuseport,dualstack (then from=ADDR:PORT, for a connect); got '%s'", scheme, what, shown);
 		return -EINVAL;
 	}
 	format_endpoint(where, sizeof(where), &a, port);
@@ -1393,6 +1415,14 @@ static int start_inet(const struct pico_net_policy *p, int kind, const char *sch
 		own_inet_request(own, listen ? (type == SOCK_STREAM ? PICO_GN_LISTEN : PICO_GN_BIND)
 					     : PICO_GN_CONNECT,
 				 type, &a, port, opts);
+		/* The source the program bound, where it is the guest's own
+		 * too (a loopback or wildcard address of the same family). */
+		if (has_src && src.family == a.family && (is_loopback(&src) || is_wildcard(&src))) {
+			struct sockaddr_storage ss;
+
+			own->src_len = to_sockaddr(&src, src_port, &ss);
+			memcpy(own->src, &ss, own->src_len);
+		}
 		decide("%s %s %s: the guest's own network", scheme, what, where);
 		return PICO_NET_OWN;
 	}

@@ -21,7 +21,10 @@
  * reach a listener there only if the endpoint is also granted for connect.
  *
  * URIs (exactly uri_len bytes, no NUL needed, an embedded NUL is -EINVAL):
- *   tcp:A.B.C.D:PORT  tcp:[V6]:PORT   connected TCP socket (PORT 1..65535)
+ *   tcp:A.B.C.D:PORT  tcp:[V6]:PORT   connected TCP socket (PORT 1..65535);
+ *                                     a last option from=ADDR:PORT binds it
+ *                                     there first (own network only: a
+ *                                     granted connect ignores it)
  *   udp:A.B.C.D:PORT  udp:[V6]:PORT   connected datagram socket (see below)
  *   tcp.srv:ADDR:PORT                 listening TCP socket bound to ADDR
  *                                     (PORT 0 = an ephemeral port)

@@ -294,3 +294,33 @@ print([m[:8].decode() for m in kept])
 def test_vfork_children_never_unmap_what_the_parent_maps_later(guest_runner):
     r = same_as_native(guest_runner, VFORK_KEEPS_PARENT_MAPPINGS)
     assert r.stdout == str(["alive:%02d" % i for i in range(8)]) + "\n"
+
+
+BIND_THEN_CONNECT = r"""
+import socket
+srv = socket.create_server(("127.0.0.1", 0))
+port = srv.getsockname()[1]
+for host in ("127.0.0.1", "0.0.0.0"):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.bind((host, 0))
+    bound = c.getsockname()
+    c.connect(("127.0.0.1", port))
+    a, addr = srv.accept()
+    print(host, c.getsockname()[1] == bound[1], addr == c.getsockname(), c.getsockname()[0])
+    a.close(); c.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+b = u.getsockname()
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind(("127.0.0.1", 0))
+u.connect(r.getsockname())
+u.send(b"x")
+print("udp", u.getsockname() == b, r.recvfrom(10)[1] == b)
+"""
+
+
+def test_a_socket_bound_before_connect_keeps_its_address(guest_runner):
+    # asyncio's create_connection(local_addr=...) binds, then connects.
+    r = same_as_native(guest_runner, BIND_THEN_CONNECT)
+    assert "127.0.0.1 True True 127.0.0.1" in r.stdout and "udp True True" in r.stdout

@@ -1060,6 +1060,8 @@ V6ONLY, REUSEADDR, REUSEPORT = lib.PICO_GN_V6ONLY, lib.PICO_GN_REUSEADDR, lib.PI
         (b"udp.srv:0.0.0.0:0", lib.PICO_GN_BIND, socket.AF_INET, socket.SOCK_DGRAM, 0, ("0.0.0.0", 0)),
         (b"udp.new:inet", lib.PICO_GN_SOCKET, socket.AF_INET, socket.SOCK_DGRAM, 0, None),
         (b"udp.new:inet6?dualstack", lib.PICO_GN_SOCKET, socket.AF_INET6, socket.SOCK_DGRAM, 0, None),
+        (b"tcp.new:inet", lib.PICO_GN_SOCKET, socket.AF_INET, socket.SOCK_STREAM, 0, None),
+        (b"tcp.new:inet6?dualstack", lib.PICO_GN_SOCKET, socket.AF_INET6, socket.SOCK_STREAM, 0, None),
         (b"unix:@name", lib.PICO_GN_CONNECT, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
         (b"unix.srv:@name", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
         (b"unix.srv:@", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"",)),
@@ -1075,6 +1077,48 @@ def test_what_is_not_granted_on_loopback_is_the_guests_own(uri, op, domain, type
     # Without an own network (pico_net_start), the same URI is refused.
     expected = errno.EINVAL if b"@" in uri else errno.EACCES
     _refused(policy, uri, expected)
+
+
+def _source(req):
+    if req.src_len == 0:
+        return None
+    raw = bytes(ffi.buffer(req.src, req.src_len))
+    family = int.from_bytes(raw[:2], "little")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), int.from_bytes(raw[2:4], "big")
+
+
+@pytest.mark.parametrize(
+    "uri, addr, source",
+    [
+        (b"tcp:127.0.0.1:80?from=127.0.0.1:4567", ("127.0.0.1", 80), ("127.0.0.1", 4567)),
+        (b"tcp:127.0.0.1:80?reuseaddr,from=0.0.0.0:0", ("127.0.0.1", 80), ("0.0.0.0", 0)),
+        (b"tcp:[::1]:80?from=[::1]:4567", ("::1", 80), ("::1", 4567)),
+        (b"udp:127.0.0.1:53?from=127.0.0.2:5353", ("127.0.0.1", 53), ("127.0.0.2", 5353)),
+        # a source that is not the guest's own, or of another family: not used
+        (b"tcp:127.0.0.1:80?from=192.0.2.1:4567", ("127.0.0.1", 80), None),
+        (b"tcp:127.0.0.1:80?from=[::1]:4567", ("127.0.0.1", 80), None),
+    ],
+)
+def test_a_connect_from_a_bound_address_binds_there_first(uri, addr, source):
+    policy = _policy()
+    rc, req = _own(policy, uri)
+    assert rc == lib.PICO_NET_OWN, (rc, policy.last_decision())
+    assert req.op == lib.PICO_GN_CONNECT and _sockaddr(req) == addr
+    assert _source(req) == source
+    assert bool(req.options & REUSEADDR) == (b"reuseaddr" in uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [b"tcp:127.0.0.1:80?from=", b"tcp:127.0.0.1:80?from=127.0.0.1", b"tcp:127.0.0.1:80?from=x:1",
+     b"tcp:127.0.0.1:80?from=127.0.0.1:1,reuseaddr", b"tcp.srv:127.0.0.1:0?from=127.0.0.1:1",
+     b"tcp:127.0.0.1:80?from=127.0.0.1:70000", b"tcp.new:inet?from=127.0.0.1:1", b"tcp.new:ipx"],
+)
+def test_a_malformed_source_or_new_socket_is_refused(uri):
+    rc, _ = _own(_policy(), uri)
+    assert rc == -errno.EINVAL, (uri, rc)
 
 
 def test_a_granted_loopback_endpoint_is_the_hosts(listeners):

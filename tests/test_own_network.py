@@ -391,13 +391,13 @@ def test_two_picoprocesses_listen_on_the_same_loopback_port(guest_runner):
 # the reaper's socket helper
 # ---------------------------------------------------------------------------------------
 
-_REQUEST = struct.Struct("<IiiiiiI128s")
+_REQUEST = struct.Struct("<IiiiiiI128sI128s")
 
 
-def _helper_call(chan, op, domain, type_, addr=b"", options=0, backlog=8, raw=None):
+def _helper_call(chan, op, domain, type_, addr=b"", options=0, backlog=8, raw=None, src=b""):
     """One request to the guest's socket helper: (err, fd or -1)."""
     chan.send(raw if raw is not None else
-              _REQUEST.pack(7, op, domain, type_, options, backlog, len(addr), addr))
+              _REQUEST.pack(7, op, domain, type_, options, backlog, len(addr), addr, len(src), src))
     ready, _, _ = select.select([chan], [], [], 10)
     assert ready, "the helper did not answer"
     msg, anc, _, _ = chan.recvmsg(8, socket.CMSG_SPACE(4))
@@ -457,6 +457,17 @@ def test_the_reaper_helper_makes_sockets_only_in_the_guest_network(guest_bin):
             assert err in (0, errno.EINPROGRESS)
             os.close(cfd)
             assert select.select([listener], [], [], 10)[0] == [listener]
+            listener.accept()[0].close()
+            # A connect from a source address: bound there first.
+            with socket.socket() as spare:
+                spare.bind(("127.0.0.1", 0))
+                free_port = spare.getsockname()[1]  # a port the host's loopback had free
+            err, cfd = _helper_call(chan, lib.PICO_GN_CONNECT, socket.AF_INET, socket.SOCK_STREAM,
+                                    _sin("127.0.0.1", port), src=_sin("127.0.0.1", free_port))
+            assert err in (0, errno.EINPROGRESS)
+            with socket.socket(fileno=cfd) as c:
+                assert c.getsockname() == ("127.0.0.1", free_port)
+            assert select.select([listener], [], [], 10)[0] == [listener]
         # Below 1024 the guest's identity may not bind (no capabilities).
         assert _helper_call(chan, lib.PICO_GN_LISTEN, socket.AF_INET, socket.SOCK_STREAM,
                             _sin("127.0.0.1", 80)) == (errno.EACCES, -1)
@@ -472,6 +483,15 @@ def test_the_reaper_helper_makes_sockets_only_in_the_guest_network(guest_bin):
             dict(op=lib.PICO_GN_BIND, domain=socket.AF_INET, type_=socket.SOCK_DGRAM, addr=b"\x02"),
             dict(op=lib.PICO_GN_SOCKET, domain=socket.AF_INET, type_=socket.SOCK_DGRAM, options=0x100),
             dict(op=0, domain=0, type_=0, raw=b"short"),
+            # a source address: only for an inet connect, of the socket's family
+            dict(op=lib.PICO_GN_LISTEN, domain=socket.AF_INET, type_=socket.SOCK_STREAM,
+                 addr=_sin("127.0.0.1", 0), src=_sin("127.0.0.1", 0)),
+            dict(op=lib.PICO_GN_CONNECT, domain=socket.AF_INET, type_=socket.SOCK_STREAM,
+                 addr=_sin("127.0.0.1", 9), src=struct.pack("<H", socket.AF_INET6) + bytes(26)),
+            dict(op=lib.PICO_GN_CONNECT, domain=socket.AF_INET, type_=socket.SOCK_STREAM,
+                 addr=_sin("127.0.0.1", 9), src=b"\x02"),
+            dict(op=lib.PICO_GN_CONNECT, domain=socket.AF_UNIX, type_=socket.SOCK_STREAM,
+                 addr=struct.pack("<H", socket.AF_UNIX) + b"\0name", src=struct.pack("<H", socket.AF_UNIX)),
         ]
         for case in bad:
             assert _helper_call(chan, **case) == (errno.EINVAL, -1), case
