@@ -1074,10 +1074,10 @@ def test_abi_linux_shows_support_levels_and_partial_notes(run_picoproc):
     line = next(ln for ln in human.stdout.splitlines() if f" {partial.name} " in ln)
     assert "partial" in line and partial.note in line
     assert "handled by the library OS" in human.stdout.splitlines()[0]
-    one = run_picoproc("abi", "--linux", "setitimer", "rseq", "waitid")
+    one = run_picoproc("abi", "--linux", "setitimer", "rseq", "vhangup")
     assert one.returncode == 0, one.stderr
     heads = [ln for ln in one.stdout.splitlines() if not ln.startswith(" ")]
-    assert [ln.split()[0] for ln in heads] == ["setitimer", "rseq", "waitid"]
+    assert [ln.split()[0] for ln in heads] == ["setitimer", "rseq", "vhangup"]
     assert "partial" in heads[0] and "refused" in heads[1] and "unimplemented" in heads[2]
     setitimer = calls["setitimer"]
     assert f"  partial: {setitimer.note}" in one.stdout.splitlines()
