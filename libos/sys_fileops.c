@@ -327,13 +327,45 @@ static long positioned_vector(int fd, long user_iov, long cnt, long off, int wri
 LIBOS_SYSCALL(preadv) { return positioned_vector((int)a0, a1, a2, a3, 0); }
 LIBOS_SYSCALL(pwritev) { return positioned_vector((int)a0, a1, a2, a3, 1); }
 
-/* Implements Linux syscalls preadv2(2) and pwritev2(2) without flags (the
- * RWF_* hints answer EOPNOTSUPP, as on a file that does not take them); an
- * offset of -1 is the fd's own position (readv/writev). */
+/* <linux/fs.h> */
+#define RWF_HIPRI_K 0x01
+#define RWF_DSYNC_K 0x02
+#define RWF_SYNC_K 0x04
+#define RWF_NOWAIT_K 0x08
+#define RWF_APPEND_K 0x10
+#define RWF_NOAPPEND_K 0x20
+
+/* Implements Linux syscalls preadv2(2) and pwritev2(2); an offset of -1 is
+ * the fd's own position (readv/writev).  Of the RWF_* flags: RWF_HIPRI is
+ * a polling hint that a buffered file ignores, as Linux ignores it there;
+ * RWF_DSYNC and RWF_SYNC make a write durable before it returns (an fsync
+ * after it) and do nothing for a read, nor do RWF_APPEND and RWF_NOAPPEND;
+ * RWF_NOWAIT reads a regular file as a plain read does (it may wait for
+ * the disk, where Linux would say EAGAIN), and a pipe or socket after a
+ * poll (EAGAIN when nothing is there).  A write with RWF_NOWAIT or
+ * RWF_APPEND, and unknown flags, answer EOPNOTSUPP, as on a file that does
+ * not take them. */
 LIBOS_SYSCALL(preadv2)
 {
-	if (a5)
+	if (a5 & ~(long)(RWF_HIPRI_K | RWF_DSYNC_K | RWF_SYNC_K | RWF_NOWAIT_K | RWF_APPEND_K | RWF_NOAPPEND_K))
 		return -EOPNOTSUPP;
+	if (a5 & RWF_NOWAIT_K) {
+		struct stat st;
+		long r = sys2(__NR_fstat, (int)a0, &st);
+		if (r < 0)
+			return r;
+		if ((st.st_mode & S_IFMT) != S_IFREG) {
+			/* A pipe or socket: EAGAIN unless something is there
+			 * (another reader may still take it first). */
+			struct pollfd p = {(int)a0, POLLIN, 0};
+			struct __kernel_timespec zero = {0, 0};
+			r = sys4(__NR_ppoll, &p, 1, &zero, 0);
+			if (r < 0)
+				return r;
+			if (r == 0)
+				return -EAGAIN;
+		}
+	}
 	if (a3 == -1)
 		return sys3(__NR_readv, (int)a0, a1, a2);
 	return positioned_vector((int)a0, a1, a2, a3, 0);
@@ -341,9 +373,13 @@ LIBOS_SYSCALL(preadv2)
 
 LIBOS_SYSCALL(pwritev2)
 {
-	if (a5)
+	if (a5 & ~(long)(RWF_HIPRI_K | RWF_DSYNC_K | RWF_SYNC_K))
 		return -EOPNOTSUPP;
-	if (a3 == -1)
-		return sys3(__NR_writev, (int)a0, a1, a2);
-	return positioned_vector((int)a0, a1, a2, a3, 1);
+	long r = a3 == -1 ? sys3(__NR_writev, (int)a0, a1, a2) : positioned_vector((int)a0, a1, a2, a3, 1);
+	if (r > 0 && (a5 & (RWF_DSYNC_K | RWF_SYNC_K))) {
+		long s = sys1(__NR_fsync, (int)a0);
+		if (s < 0 && s != -EINVAL && s != -EROFS)
+			return s; /* the data did not reach the disk */
+	}
+	return r;
 }

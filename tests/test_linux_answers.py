@@ -324,3 +324,35 @@ def test_a_socket_bound_before_connect_keeps_its_address(guest_runner):
     # asyncio's create_connection(local_addr=...) binds, then connects.
     r = same_as_native(guest_runner, BIND_THEN_CONNECT)
     assert "127.0.0.1 True True 127.0.0.1" in r.stdout and "udp True True" in r.stdout
+
+
+VECTOR_IO_FLAGS = r"""
+import os, tempfile
+fd, path = tempfile.mkstemp()
+os.write(fd, b"test1tt2t3t5t6t6t8")
+for name in ("RWF_HIPRI", "RWF_DSYNC", "RWF_SYNC", "RWF_NOWAIT", "RWF_APPEND"):
+    flag = getattr(os, name)
+    buf = [bytearray(5), bytearray(3)]
+    try:
+        print(name, "read", os.preadv(fd, buf, 3, flag), bytes(buf[0]), bytes(buf[1]))
+    except OSError as e:
+        print(name, "read", os.strerror(e.errno))
+    if name in ("RWF_NOWAIT", "RWF_APPEND"):
+        continue  # a write with those: the answer depends on the file system
+    print(name, "write", os.pwritev(fd, [b"ab", b"cd"], 1, flag), os.pread(fd, 6, 0))
+try:
+    os.preadv(fd, [bytearray(1)], 0, 0x8000)
+except OSError as e:
+    print("unknown", os.strerror(e.errno))
+r, w = os.pipe()
+try:
+    os.preadv(r, [bytearray(1)], -1, os.RWF_NOWAIT)
+except OSError as e:
+    print("empty pipe", os.strerror(e.errno))
+"""
+
+
+def test_preadv2_and_pwritev2_flags(guest_runner):
+    # test_posix's test_preadv_flags reads with RWF_HIPRI.
+    r = same_as_native(guest_runner, VECTOR_IO_FLAGS)
+    assert "RWF_HIPRI read 8 b't1tt2' b't3t'" in r.stdout
