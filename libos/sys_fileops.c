@@ -204,6 +204,8 @@ LIBOS_SYSCALL(tee)
 #define F_GETPIPE_SZ_K 1032
 #define F_ADD_SEALS_K 1033
 #define F_GET_SEALS_K 1034
+#define F_NOTIFY_K 1026
+#define DN_MULTISHOT_K 0x80000000UL
 #define PIPE_DEFAULT_SIZE (16 * PAGE_SIZE_K)
 #define PIPE_MAX_SIZE_K (1024 * 1024)
 
@@ -247,7 +249,9 @@ static long pipe_size_lookup(const struct stat *st, long set)
  * F_GETPIPE_SZ and F_SETPIPE_SZ (the size is recorded and reported, rounded
  * as Linux rounds it; the pipe's capacity stays 64 KiB), and file seals,
  * which no file of a picoprocess supports (EINVAL, as for a file that does
- * not).  Other commands (leases, F_SETOWN, F_NOTIFY) are not offered. */
+ * not).  F_NOTIFY (dnotify) without an event to watch removes the
+ * directory's notifications, of which there are none; asking for events is
+ * not offered (ENOSYS), nor are leases or F_SETOWN. */
 LIBOS_SYSCALL(fcntl)
 {
 	int fd = (int)a0, cmd = (int)a1;
@@ -275,6 +279,12 @@ LIBOS_SYSCALL(fcntl)
 				return -EBUSY;
 			return pipe_size_lookup(&st, (long)size);
 		}
+	case F_NOTIFY_K:
+		if ((r = sys2(__NR_fstat, fd, &st)) < 0)
+			return r;
+		if (((unsigned long)a2 & ~DN_MULTISHOT_K) == 0)
+			return 0;
+		return (st.st_mode & S_IFMT) != S_IFDIR ? -ENOTDIR : -ENOSYS;
 	case F_ADD_SEALS_K:
 	case F_GET_SEALS_K:
 		if ((r = sys2(__NR_fstat, fd, &st)) < 0)

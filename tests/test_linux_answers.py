@@ -356,3 +356,30 @@ def test_preadv2_and_pwritev2_flags(guest_runner):
     # test_posix's test_preadv_flags reads with RWF_HIPRI.
     r = same_as_native(guest_runner, VECTOR_IO_FLAGS)
     assert "RWF_HIPRI read 8 b't1tt2' b't3t'" in r.stdout
+
+
+DNOTIFY_WITHOUT_EVENTS = r"""
+import fcntl, os, tempfile
+d = tempfile.mkdtemp()
+open(os.path.join(d, "file"), "w").close()
+# a directory asking for no event; a file asking for none, then for one
+for path, args in ((d, (0, fcntl.DN_MULTISHOT)), (os.path.join(d, "file"), (0, fcntl.DN_MULTISHOT, fcntl.DN_CREATE))):
+    fd = os.open(path, os.O_RDONLY)
+    for arg in args:
+        try:
+            print(path == d, arg, fcntl.fcntl(fd, fcntl.F_NOTIFY, arg))
+        except OSError as e:
+            print(path == d, arg, os.strerror(e.errno))
+    os.close(fd)
+"""
+
+
+def test_dnotify_asking_for_no_event(guest_runner):
+    # test_fcntl's test_fcntl_64_bit: F_NOTIFY with DN_MULTISHOT alone.
+    r = same_as_native(guest_runner, DNOTIFY_WITHOUT_EVENTS)
+    assert f"True {0x80000000} 0" in r.stdout
+    # Asking for events is not offered, and says so.
+    inside = guest_runner([PYTHON, "-c", "import fcntl, os; fd = os.open('/tmp', os.O_RDONLY)\n"
+                           "try: fcntl.fcntl(fd, fcntl.F_NOTIFY, fcntl.DN_CREATE)\n"
+                           "except OSError as e: print(e.errno)"])
+    assert inside.stdout == "38\n" and inside.unsupported, inside
