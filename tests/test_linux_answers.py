@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import native_as_guest
 
+pytestmark = pytest.mark.root
+
 PYTHON = "/usr/bin/python3"
 
 
