@@ -810,8 +810,8 @@ def case_diskfill(ctx: Ctx) -> CaseResult:
 
 def case_cpuburn(ctx: Ctx) -> CaseResult:
     p = ctx.params
-    m = _resource_manifest(ctx, cpu_time=p.cpu_limit, wall_time=p.cpu_spin_s * 3)
-    run = run_guest(ctx, ["cpuburn", str(p.cpu_spin_s)], manifest=m, timeout=p.cpu_spin_s * 3)
+    m = _resource_manifest(ctx, cpu_time=p.cpu_limit, wall_time=p.cpu_spin_s * 4)
+    run = run_guest(ctx, ["cpuburn", str(p.cpu_spin_s)], manifest=m, timeout=p.cpu_spin_s * 4)
     na = not_started(run)
     if na:
         return na
@@ -824,7 +824,7 @@ def case_cpuburn(ctx: Ctx) -> CaseResult:
     ev = [
         (
             f"run ended: {ended}; CPU time of the backend's tree {cpu:.2f} s (limit {p.cpu_limit} s); "
-            f"wall {r.wall_time_s:.2f} s (guest would spin {p.cpu_spin_s} s)"
+            f"wall {r.wall_time_s:.2f} s (guest would spin {p.cpu_spin_s} s of CPU)"
         )
     ]
     if health:

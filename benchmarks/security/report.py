@@ -262,7 +262,7 @@ def _params_text(quick: bool) -> str:
         f"Sizes of this run: race {p.race_tries} tries; objects held {p.hold_ms} ms; fork bomb up to "
         f"{p.fork_max} children with pids {p.pids}; memory {p.mem_limit} (guest tries {p.mem_max_mb} MiB); "
         f"open files {p.fd_limit} (guest tries {p.fd_max}); scratch {p.scratch} (guest writes up to "
-        f"{p.fill_max_mb} MiB); CPU {p.cpu_limit} s (guest spins {p.cpu_spin_s} s)."
+        f"{p.fill_max_mb} MiB); CPU {p.cpu_limit} s (guest spins {p.cpu_spin_s} s of CPU)."
     )
 
 
