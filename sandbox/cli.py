@@ -59,8 +59,39 @@ class UsageError(PicoprocError):
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line and raise instead of exiting."""
 
+    # argparse builds a help formatter for every add_argument (to check a
+    # metavar against nargs) and for add_subparsers (to name the sub-parsers'
+    # prog); by default a formatter asks shutil for the terminal's width, and
+    # importing shutil is a sizeable part of a short run's start-up.  Text
+    # that is shown (help, usage) gets the default formatter; the rest a
+    # formatter whose width no one sees.
+    _showing = False
+
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def _get_formatter(self):
+        if self._showing:
+            return super()._get_formatter()
+        return self.formatter_class(prog=self.prog, width=_UNSHOWN_WIDTH)
+
+    def format_usage(self) -> str:
+        return self._shown(super().format_usage)
+
+    def format_help(self) -> str:
+        return self._shown(super().format_help)
+
+    def _shown(self, format_text) -> str:
+        self._showing = True
+        try:
+            return format_text()
+        finally:
+            self._showing = False
+
+
+# The width of a formatter whose text is never shown; large, so that a prog
+# name computed with it is never wrapped.
+_UNSHOWN_WIDTH = 1 << 16
 
 
 def _version() -> str:
@@ -701,17 +732,7 @@ def _margin(text: str) -> float:
     return value
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """``command``: the first argument, when known.  A command other than
-    ``bench`` gets a parser without the benchmark suites (their imports
-    are most of a short run's parser)."""
-    parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.",
-                     epilog="exit status of `picoproc run`: the program's own, 128+N for a signal, "
-                     "124/123/122/121/120/119 for a limit, 125 picoproc's own failure, 126 cannot "
-                     "execute, 127 not found (details: picoproc run --help)")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-
+def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="run a program in a picoprocess",
                          usage="picoproc run [options] -- PROG [ARGS...]",
                          description="Run PROG as a picoprocess under the default manifest (or "
@@ -740,6 +761,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     run.set_defaults(func=_cmd_run)
 
+
+def _add_trace_parser(sub) -> None:
     trace = sub.add_parser("trace", help="run a program and profile what it asked for",
                            usage="picoproc trace [options] -- PROG [ARGS...]",
                            description="Run PROG as `picoproc run` would and write a profile of what "
@@ -758,6 +781,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     trace.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     trace.set_defaults(func=_cmd_trace)
 
+
+def _add_learn_parser(sub) -> None:
     learn = sub.add_parser("learn", help="write the narrowest manifest under which a program runs",
                            usage="picoproc learn [-o FILE] [--from TRACE ...] [--allow-net] "
                            "[options] [-- PROG [ARGS...]]",
@@ -786,6 +811,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     learn.add_argument("command", nargs=argparse.REMAINDER, help="-- PROG [ARGS...]")
     learn.set_defaults(func=_cmd_learn)
 
+
+def _add_manifest_parser(sub) -> None:
     manifest = sub.add_parser("manifest", help="print the effective manifest of a run as TOML",
                               usage="picoproc manifest [run's manifest options]",
                               description="Print, as TOML, the manifest `picoproc run` would use "
@@ -793,6 +820,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_cli_options(manifest)
     manifest.set_defaults(func=_cmd_manifest)
 
+
+def _add_abi_parser(sub) -> None:
     abi = sub.add_parser("abi", help="print the ABI table, or how Linux calls are handled")
     abi.add_argument("names", nargs="*", metavar="NAME",
                      help="only these calls (names or numbers), described in full")
@@ -801,15 +830,41 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="how every x86-64 Linux syscall is handled: direct, emulated, mediated or refused")
     abi.set_defaults(func=_cmd_abi)
 
+
+def _add_doctor_parser(sub) -> None:
     doctor = sub.add_parser("doctor", help="probe kernel features and comparison backends")
     doctor.add_argument("--json", action="store_true", help="machine-readable")
     doctor.set_defaults(func=_cmd_doctor)
 
+
+_COMMANDS = {"run": _add_run_parser, "trace": _add_trace_parser, "learn": _add_learn_parser,
+             "manifest": _add_manifest_parser, "abi": _add_abi_parser, "doctor": _add_doctor_parser}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """``command``: the first argument, when known.  A command gets a
+    parser with only its own sub-parser (the benchmark suites' imports and
+    the other commands' parsers are most of a short run's parser); anything
+    else (none, ``bench``, ``--help``, a typo) the whole parser."""
+    parser = _Parser(prog="picoproc", description="Run untrusted Linux programs as picoprocesses.",
+                     epilog="exit status of `picoproc run`: the program's own, 128+N for a signal, "
+                     "124/123/122/121/120/119 for a limit, 125 picoproc's own failure, 126 cannot "
+                     "execute, 127 not found (details: picoproc run --help)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    if command in _COMMANDS:
+        # Parsing one command's arguments needs only its own parser: the
+        # others' are only seen in `picoproc --help` and in an unknown
+        # command's error, and then the command is not one of these.
+        _COMMANDS[command](sub)
+        return parser
+    for add in _COMMANDS.values():
+        add(sub)
+
     # picoproc bench surface|security|perf: the suites live in benchmarks/
     # (picoproc.bench) and register their own parsers.  A copy of picoproc
     # without them (e.g. only the monitor) still runs everything else.
-    if command in sub.choices:
-        return parser
     try:
         from picoproc.bench.perf.cli import add_perf_parser
         from picoproc.bench.security.cli import add_bench_parsers
