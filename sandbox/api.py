@@ -22,7 +22,6 @@ and routes its audit records by guest handle.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -38,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from picoproc import manifest as manifest_mod
+from picoproc import records
 from picoproc.errors import PicoprocError
 from picoproc.fspolicy import FsPolicy
 from picoproc.manifest import Manifest
@@ -100,7 +100,7 @@ class ProgramNotExecutable(SandboxError):
 # Whom the guest runs as
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Identity:
     """The host uid/gid the guest runs as (and the monitor's file operations
     for it: fsuid/fsgid, no supplementary groups), and why."""
@@ -544,14 +544,14 @@ class _InputFeeder:
             self.fd = -1
 
 
-@dataclasses.dataclass
+@records.record
 class _Ending:
     """How the waiting ended, besides the guest's own status."""
 
     timed_out: bool = False
     cpu_time: bool = False  # the CPU time charged to it reached the limit (_CpuWatch)
     stopped_by: int | None = None  # the stop signal after which the run was killed
-    forwarded: list[int] = dataclasses.field(default_factory=list)
+    forwarded: list[int] = records.field(default_factory=list)
 
 
 class _CpuWatch:

@@ -28,7 +28,6 @@ without cleaning up leaves empty ones that the next monitor removes
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import itertools
 import os
@@ -37,7 +36,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from picoproc import mountinfo
+from picoproc import mountinfo, records
 from picoproc.errors import PicoprocError
 
 CONTROLLERS = ("memory", "pids")
@@ -56,7 +55,7 @@ class Support(NamedTuple):
     reason: str
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class _Plan:
     """Where run cgroups go: controller name -> parent directory."""
 
@@ -68,7 +67,7 @@ class _Plan:
     usage_bases: tuple[tuple[str, str], ...] = ()  # v1: (("cpuacct", dir),) where present
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class CgroupStats:
     memory_peak_bytes: int | None  # high-water mark of the run's memory
     oom_kills: int  # processes the OOM killer ended inside the run

@@ -26,13 +26,13 @@ natively it would have failed too, so the summary on stderr only counts it.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+from picoproc import records
 from picoproc.guestview import GuestView, host_path, normalise, picoprocess_own, under
 from picoproc.manifest import (
     Manifest,
@@ -59,7 +59,7 @@ O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
 PICO_OPEN_EXEC = 0x40000000
 
 
-@dataclasses.dataclass
+@records.record
 class Denial:
     """One distinct thing the manifest refused, with the rule and the grant."""
 
@@ -69,14 +69,14 @@ class Denial:
     key: str  # the manifest key that holds the rule ("hidden", "mount /data", "net.connect")
     why: str  # the rule in words, with the entry that matched
     grant: str | None  # the flag that would grant it; None: none is suggested
-    calls: list[str] = dataclasses.field(default_factory=list)  # "open for writing", "mkdir", ...
+    calls: list[str] = records.field(default_factory=list)  # "open for writing", "mkdir", ...
     count: int = 0
     errno_name: str = ""
     exists_on_host: bool | None = None  # False: natively it would have failed too
     resolved: str | None = None  # the canonical guest path, when links led elsewhere
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return records.asdict(self)
 
     @property
     def actionable(self) -> bool:

@@ -16,11 +16,11 @@ is gone); they are taken as written.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import stat as stat_mod
 
+from picoproc import records
 from picoproc.manifest import Manifest, Mount, Tmpfs
 from picoproc.mounttable import MountTable, join, under  # noqa: F401  (under: picoproc.guestview's API)
 
@@ -46,7 +46,7 @@ def host_path(mount: Mount, guest_path: str) -> str:
     return join(mount.host, guest_path[len(mount.guest):])
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Resolved:
     """Where a guest path led: ``path`` is the canonical guest path (no
     ``.``, ``..`` or link left, as far as could be seen); ``links`` are the

@@ -6,11 +6,11 @@ or foreign file gives an ImageError naming the problem.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import struct
 
+from picoproc import records
 from picoproc.errors import PicoprocError
 
 ELF_MAGIC = b"\x7fELF"
@@ -30,7 +30,7 @@ class ImageError(PicoprocError):
     """The program cannot be run; the message names the file and the reason."""
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class ElfInfo:
     path: str
     kind: str  # "static", "static-pie" or "dynamic"

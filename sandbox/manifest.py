@@ -25,7 +25,6 @@ no NUL).  The monitor never re-interprets a host path from a manifest.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import itertools
@@ -37,6 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from picoproc import records
 from picoproc.errors import PicoprocError
 from picoproc.mounttable import (
     MountTable,
@@ -48,7 +48,8 @@ from picoproc.mounttable import (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+
+@records.record(frozen=True)
 class Mount:
     """A host directory (or file) shown to the guest at ``guest``."""
 
@@ -58,7 +59,7 @@ class Mount:
     exec: bool = True  # images under it may be executed (PICO_OPEN_EXEC)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Tmpfs:
     """A private scratch directory for the run, size-limited, empty at start."""
 
@@ -70,7 +71,7 @@ class Tmpfs:
     inodes: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Endpoint:
     """A network grant: ``host`` is a literal IPv4/IPv6 address; port 0 = any."""
 
@@ -78,7 +79,7 @@ class Endpoint:
     port: int
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Limits:
     """Resource limits; None = no limit from the manifest."""
 
@@ -90,7 +91,7 @@ class Limits:
     output_bytes: int | None = None  # stdout+stderr captured from the guest
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Manifest:
     mounts: tuple[Mount, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
@@ -542,21 +543,21 @@ _LIMIT_FIELDS = {
 }
 
 
-@dataclasses.dataclass
+@records.record
 class _Layer:
     """One source's contribution; each item carries the key that named it."""
 
-    mounts: list[tuple[str, Mount]] = dataclasses.field(default_factory=list)
-    tmpfs: list[tuple[str, Tmpfs]] = dataclasses.field(default_factory=list)
-    hidden: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    hidden_names: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    env: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # label, name, value
+    mounts: list[tuple[str, Mount]] = records.field(default_factory=list)
+    tmpfs: list[tuple[str, Tmpfs]] = records.field(default_factory=list)
+    hidden: list[tuple[str, str]] = records.field(default_factory=list)
+    hidden_names: list[tuple[str, str]] = records.field(default_factory=list)
+    env: list[tuple[str, str, str]] = records.field(default_factory=list)  # label, name, value
     cwd: tuple[str, str] | None = None
     hostname: str | None = None
-    net_connect: list[Endpoint] = dataclasses.field(default_factory=list)
-    net_listen: list[Endpoint] = dataclasses.field(default_factory=list)
-    unix_paths: list[str] = dataclasses.field(default_factory=list)
-    limits: dict[str, Any] = dataclasses.field(default_factory=dict)  # Limits field -> value|None
+    net_connect: list[Endpoint] = records.field(default_factory=list)
+    net_listen: list[Endpoint] = records.field(default_factory=list)
+    unix_paths: list[str] = records.field(default_factory=list)
+    limits: dict[str, Any] = records.field(default_factory=dict)  # Limits field -> value|None
 
     def check_own_conflicts(self) -> None:
         """Within one source, a guest path is defined once and never hidden."""
@@ -603,7 +604,7 @@ def _layer_from_manifest(manifest: Manifest, name: str) -> _Layer:
         net_connect=list(manifest.net_connect),
         net_listen=list(manifest.net_listen),
         unix_paths=list(manifest.unix_paths),
-        limits=dataclasses.asdict(manifest.limits),
+        limits=records.asdict(manifest.limits),
     )
 
 
@@ -732,7 +733,7 @@ def _finish(layer: _Layer) -> Manifest:
     if len(layer.tmpfs) > MAX_TMPFS:
         raise ManifestError(f"{len(layer.tmpfs)} tmpfs; at most {MAX_TMPFS} (each is a file system "
                             "the monitor creates for the run)", key=layer.tmpfs[MAX_TMPFS][0])
-    known = {f.name for f in dataclasses.fields(Limits)}
+    known = set(records.field_names(Limits))
     mounts = [m for _, m in layer.mounts]
     return Manifest(
         mounts=tuple(mounts),
@@ -1109,8 +1110,8 @@ _PLAIN_CLASSES = {}
 
 
 def _to_plain(value):
-    if dataclasses.is_dataclass(value):
-        return [type(value).__name__, *(_to_plain(getattr(value, f.name)) for f in dataclasses.fields(value))]
+    if records.is_record(value):
+        return [type(value).__name__, *(_to_plain(getattr(value, n)) for n in records.field_names(value))]
     if isinstance(value, tuple):
         return tuple(_to_plain(v) for v in value)
     return value

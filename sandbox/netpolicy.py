@@ -26,13 +26,13 @@ refused because the manifest would then mean whatever DNS says at run time.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import os
 import select
 import time
 
+from picoproc import records
 from picoproc.errors import PicoprocError
 from .manifest import Endpoint, Manifest
 
@@ -60,7 +60,7 @@ class NetPolicyError(ValueError, PicoprocError):
     """A manifest network grant that cannot be turned into a policy."""
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class NetGrant:
     """One entry of the C policy, as added (for display and tests)."""
 

@@ -36,13 +36,13 @@ or removed.  docs/RESULT.md documents every field.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal as signal_mod
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from picoproc import records
 from picoproc.errors import PicoprocError
 
 SCHEMA = "picoproc.result"
@@ -81,7 +81,7 @@ def signal_name(sig: int) -> str:
         return f"signal {sig}"
 
 
-@dataclasses.dataclass
+@records.record
 class Usage:
     """What the run used.  Fields a backend cannot measure stay at their zero
     value or None (documented per backend in docs/BACKENDS.md)."""
@@ -104,7 +104,7 @@ class Usage:
     scratch: dict[str, dict[str, int | None]] | None = None
 
 
-@dataclasses.dataclass
+@records.record
 class Result:
     """How one run ended and what it used (every backend, one shape).
 
@@ -121,22 +121,22 @@ class Result:
     limit: str | None = None  # wall_time, output, cpu_time, memory, pids (LIMIT_EXIT_STATUS)
     stdout: bytes | str | None = None  # captured output; None when relayed
     stderr: bytes | str | None = None
-    usage: Usage = dataclasses.field(default_factory=Usage)
+    usage: Usage = records.field(default_factory=Usage)
     # Calls the run made, by class: mediated (served / allowed / denied /
     # errors); None where a backend cannot count a class.
-    counts: dict[str, int | None] = dataclasses.field(default_factory=dict)
-    denials: list[dict] = dataclasses.field(default_factory=list)  # refused calls (audit records)
+    counts: dict[str, int | None] = records.field(default_factory=dict)
+    denials: list[dict] = records.field(default_factory=list)  # refused calls (audit records)
     # pico: its audit records (the first 10000); allowed calls have one only
     # when an audit sink asked for them (they are always counted in `counts`).
-    audit: list[dict] = dataclasses.field(default_factory=list)
+    audit: list[dict] = records.field(default_factory=list)
     # pico: audit records not in ``audit`` (past its bound, or lost when the
     # program flooded the monitor faster than they were drained).
     audit_dropped: int = 0
     audit_error: str | None = None  # pico: why the --audit file stopped, if it did
     cleanup_error: str | None = None  # pico: what was left to clean up after the run (retried later)
-    notes: list[str] = dataclasses.field(default_factory=list)  # what a reader must also know
-    enforcement: Mapping[str, str] = dataclasses.field(default_factory=dict)  # limit -> mechanism
-    unsupported: list[str] = dataclasses.field(default_factory=list)  # Linux calls answered ENOSYS
+    notes: list[str] = records.field(default_factory=list)  # what a reader must also know
+    enforcement: Mapping[str, str] = records.field(default_factory=dict)  # limit -> mechanism
+    unsupported: list[str] = records.field(default_factory=list)  # Linux calls answered ENOSYS
     identity: dict | None = None  # {"uid", "gid", "why"}: whom file operations ran as
     # Set when the run never started: {"status": 125|126|127, "message": "..."}.
     error: dict | None = None
@@ -147,8 +147,8 @@ class Result:
     fatal_syscall: str | None = None
     # The manifest the run was given (pico): what denial_summary explains
     # the refusals against.  Not part of the JSON document.
-    manifest: Any = dataclasses.field(default=None, repr=False, compare=False)
-    _denial_summary: list | None = dataclasses.field(default=None, init=False, repr=False,
+    manifest: Any = records.field(default=None, repr=False, compare=False)
+    _denial_summary: list | None = records.field(default=None, init=False, repr=False,
                                                      compare=False)
 
     # -- subprocess.CompletedProcess compatibility --------------------------------
@@ -313,7 +313,7 @@ class Result:
             "limit": self.limit,
             "reason": self.reason,
             "error": dict(self.error) if self.error is not None else None,
-            "usage": dataclasses.asdict(self.usage),
+            "usage": records.asdict(self.usage),
             "counts": dict(self.counts),
             "denials": denials,
             "denials_total": len(self.denials),

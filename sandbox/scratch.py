@@ -17,10 +17,10 @@ identity in that case.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Self
 
+from picoproc import records
 from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
@@ -36,7 +36,7 @@ def default_identity() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-@dataclasses.dataclass
+@records.record
 class Scratch:
     dir_fd: int  # O_RDONLY|O_DIRECTORY fd on the tmpfs root; -1 once closed
     size_bytes: int

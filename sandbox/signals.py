@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import os
 import signal
 import struct
 import threading
 from typing import Self
+
+from picoproc import records
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -50,7 +51,7 @@ _SIGINFO_SIZE = 128
 _SIGSET_BYTES = 128  # glibc's sigset_t
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Caught:
     signo: int
     code: int  # si_code: SI_USER (0), SI_KERNEL (0x80), ...

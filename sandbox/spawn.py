@@ -29,7 +29,6 @@ a worker thread that spawns a run and then ends does not kill the run.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import math
 import os
@@ -40,7 +39,7 @@ import signal
 import threading
 from collections.abc import Mapping, Sequence
 
-from picoproc import cgroups
+from picoproc import cgroups, records
 from picoproc.abi.compiled import filter_for
 from picoproc.errors import PicoprocError
 from picoproc.image import ImageError, inspect_elf, resolve_program
@@ -99,7 +98,7 @@ class ConfigError(ValueError, PicoprocError):
     """A SpawnConfig field is unusable; the message names the field."""
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class SpawnConfig:
     argv: Sequence[str]
     env: Mapping[str, str] | None = None
@@ -109,13 +108,13 @@ class SpawnConfig:
     mode: str = "raw"  # filter mode: "raw" (kill outside the ABI) or "libos" (trap)
     seccomp_flags: int = 0  # SECCOMP_FILTER_FLAG_*; NEW_LISTENER (8) returns the listener
     hostname: str = "picoproc"
-    limits: Limits = dataclasses.field(default_factory=Limits)
+    limits: Limits = records.field(default_factory=Limits)
     cgroup: str | cgroups.RunCgroup = (
         "auto"  # "auto" | "none" | "v1" | "v2", or a cgroup made by the caller
     )
     identity: tuple[int, int] | None = None  # host uid, gid (default: nobody as root, else self)
     keep_image_fd: bool = False  # the loader fd survives exec (library OS)
-    rlimits: Mapping[int, tuple[int, int]] = dataclasses.field(
+    rlimits: Mapping[int, tuple[int, int]] = records.field(
         default_factory=dict
     )  # extra RLIMIT_*
     allow_dynamic: bool = False  # raw mode refuses dynamically linked images
@@ -145,7 +144,7 @@ class SpawnConfig:
     area: object | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class Spawned:
     pid: int  # the reaper's host pid: wait for (and SIGKILL) this one
     listener_fd: int  # seccomp user-notification fd (owned by the caller), or -1
@@ -155,10 +154,10 @@ class Spawned:
     )  # where the reaper reports the guest's wait status (wait_picoprocess reads it)
     cgroup: cgroups.RunCgroup | None = None
     cgroup_note: str = ""  # which cgroup version was used, or why none
-    enforcement: Mapping[str, str] = dataclasses.field(
+    enforcement: Mapping[str, str] = records.field(
         default_factory=dict
     )  # limit -> how it is enforced
-    limits: Limits = dataclasses.field(default_factory=Limits)
+    limits: Limits = records.field(default_factory=Limits)
     guestnet_fd: int = -1  # the socket helper's channel (owned by the caller), or -1
     proxy_fds: tuple[int, ...] = ()  # the UDP proxies' sockets (owned by the caller)
     # With SpawnConfig.proc_view: an fd on the guest's procfs (the caller owns
@@ -167,7 +166,7 @@ class Spawned:
     devpts_fd: int = -1  # the picoprocess's own devpts root (owned by the caller), or -1
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class RawResult:
     pid: int
     exit_code: int | None  # set when the program exited

@@ -126,9 +126,11 @@ def test_hidden_name_patterns_match_as_fnmatch_does():
 _WHAT_WAS_IMPORTED = r"""
 import sys
 from picoproc.cli import main
+at_import = sorted(sys.modules)
 status = main(["run", "--", "/bin/true"])
+modules = sorted(sys.modules)
 import json
-print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+print(json.dumps({"status": status, "modules": modules, "at_import": at_import}))
 """
 
 
@@ -145,3 +147,25 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
     for unwanted in ("tomllib", "picoproc.abi.table", "picoproc.abi.bpf", "pickle", "difflib", "hashlib",
                      "ctypes.util", "fractions", "picoproc.bench", "picoproc.bench.soak"):
         assert unwanted not in modules, unwanted
+    # Neither importing the CLI nor the whole run needs the dataclass
+    # machinery (and through it inspect, ast, dis, tokenize), the help
+    # formatter's shutil, nor the standard library's parsers.
+    for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "shutil", "json", "copy"):
+        assert unwanted not in modules, unwanted
+    # Importing the CLI loads neither the run's own machinery (the Python
+    # API, the native module, the manifest's parsing of host state) nor
+    # anything for other commands.
+    at_import = set(second["at_import"])
+    for unwanted in ("picoproc.api", "picoproc.spawn", "picoproc.monitor", "picoproc._native", "_cffi_backend",
+                     "picoproc.trace", "picoproc.learn", "picoproc.doctor", "picoproc.backends", "tomllib"):
+        assert unwanted not in at_import, unwanted
+
+
+def test_a_record_needs_no_dataclasses_until_asked_to_be_one():
+    """picoproc's types are records (picoproc.records): dataclasses is
+    imported only when something treats one as a dataclass."""
+    code = ("import sys\nfrom picoproc.manifest import default_manifest\nm = default_manifest()\n"
+            "assert 'dataclasses' not in sys.modules\n"
+            "import dataclasses\nassert dataclasses.replace(m, cwd='/tmp').cwd == '/tmp'\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
