@@ -28,13 +28,13 @@ without cleaning up leaves empty ones that the next monitor removes
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import os
 import signal
 import threading
 import time
-from typing import NamedTuple
 
 from picoproc import mountinfo, records
 from picoproc.errors import PicoprocError
@@ -48,11 +48,9 @@ USAGE_CONTROLLERS = ("cpuacct",)
 _PREFIX = "picoproc-"
 
 
-class Support(NamedTuple):
-    """Which cgroup version runs will use (``None``: none) and why."""
-
-    version: str | None  # "v2" | "v1" | None
-    reason: str
+# Which cgroup version runs will use (version: "v2", "v1" or None: none) and
+# why (reason).  (A typing.NamedTuple would import typing on every run.)
+Support = collections.namedtuple("Support", ["version", "reason"])
 
 
 @records.record(frozen=True)

@@ -33,8 +33,12 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 from picoproc import records
 from picoproc.errors import PicoprocError

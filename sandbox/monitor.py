@@ -33,12 +33,14 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Self
 
 from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
 if TYPE_CHECKING:
+    from typing import Self
+
     from picoproc.fspolicy import FsPolicy
 
 # <linux/seccomp.h>

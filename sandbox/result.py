@@ -40,7 +40,9 @@ import os
 import signal as signal_mod
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Any
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 from picoproc import records
 from picoproc.errors import PicoprocError

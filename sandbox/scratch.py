@@ -18,7 +18,9 @@ identity in that case.
 from __future__ import annotations
 
 import os
-from typing import Self
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Self
 
 from picoproc import records
 from picoproc.errors import PicoprocError

@@ -31,7 +31,9 @@ import os
 import signal
 import struct
 import threading
-from typing import Self
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Self
 
 from picoproc import records
 

@@ -148,9 +148,10 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
                      "ctypes.util", "fractions", "picoproc.bench", "picoproc.bench.soak"):
         assert unwanted not in modules, unwanted
     # Neither importing the CLI nor the whole run needs the dataclass
-    # machinery (and through it inspect, ast, dis, tokenize), the help
-    # formatter's shutil, nor the standard library's parsers.
-    for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "shutil", "json", "copy"):
+    # machinery (and through it inspect, ast, dis, tokenize), typing (its
+    # names serve annotations only), the help formatter's shutil, nor the
+    # standard library's parsers.
+    for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "shutil", "json", "copy"):
         assert unwanted not in modules, unwanted
     # Importing the CLI loads neither the run's own machinery (the Python
     # API, the native module, the manifest's parsing of host state) nor
