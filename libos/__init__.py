@@ -7,14 +7,24 @@ The C sources in this folder build one static ELF, ``picoproc-loader``
 from __future__ import annotations
 
 import os
-import pathlib
 
 LOADER_NAME = "picoproc-loader"
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    import pathlib
+
+
+def loader_file() -> str:
+    """Where the built loader image is (it may not exist if the build did not run)."""
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), LOADER_NAME)
+
 
 def loader_path() -> pathlib.Path:
-    """Where the built loader image is (it may not exist if the build did not run)."""
-    return pathlib.Path(__file__).resolve().parent / LOADER_NAME
+    """loader_file() as a pathlib.Path."""
+    import pathlib
+
+    return pathlib.Path(loader_file())
 
 
 def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | None = None,
@@ -68,7 +78,7 @@ def loader_argv(program: str, argv: list[str], *, cwd: str = "/", uid: int | Non
     opts.append(f"--cpus={int(cpus)}")
     if trace:
         opts.append("--trace")
-    return [str(loader_path()), *opts, "--", program, *argv]
+    return [loader_file(), *opts, "--", program, *argv]
 
 
 def _rlimit_options(limits) -> list[str]:

@@ -1127,9 +1127,9 @@ class Sandbox:
 def _loader_image_path() -> str:
     """Where the loader image is: fixed for the life of the process (the
     file itself is opened anew by every spawn), so resolved once."""
-    from picoproc.libos import loader_path
+    from picoproc.libos import loader_file
 
-    return str(loader_path())
+    return loader_file()
 
 
 # The skeleton is a few empty directories: a small tmpfs holds them.

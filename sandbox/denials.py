@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -365,6 +364,8 @@ class _Explainer:
     def host_listens(self, host: str, port: int) -> bool:
         """Whether a TCP socket of the host (this network namespace) listens
         on host:port (or on the wildcard address of its family)."""
+        import ipaddress
+
         if self._listeners is None:
             self._listeners = _host_tcp_listeners()
         try:
@@ -378,6 +379,8 @@ class _Explainer:
         """A refused TCP connect to a loopback address that is not granted: the
         guest's own loopback answered.  Worth saying only when the host has a
         listener there (the program probably meant it)."""
+        import ipaddress
+
         if scheme != "tcp":
             return None
         try:
@@ -414,6 +417,8 @@ def _is_system_mount(mount: Mount) -> bool:
 
 def _host_tcp_listeners() -> set[tuple[str, int]]:
     """(address, port) of every listening TCP socket in this network namespace."""
+    import ipaddress
+
     found: set[tuple[str, int]] = set()
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

@@ -26,7 +26,6 @@ no NUL).  The monitor never re-interprets a host path from a manifest.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import itertools
 import math
 import os
@@ -34,7 +33,6 @@ import re
 import stat
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
 if TYPE_CHECKING:
@@ -443,6 +441,8 @@ def parse_count(value: Any, maximum: int) -> int:
 
 def parse_endpoint(value: Any) -> Endpoint:
     """``IPv4:PORT`` or ``[IPv6]:PORT``; PORT 0 or ``*`` means any port."""
+    import ipaddress
+
     if not isinstance(value, str):
         raise _Invalid(f"expected a string \"ADDRESS:PORT\", got {_type_name(value)}")
     _check_text(value, "an address")
@@ -1082,7 +1082,18 @@ def check_manifest(manifest: Manifest) -> Manifest:
         raise
 
 
-DEFAULT_MANIFEST_PATH = Path(__file__).with_name("default_manifest.toml")
+DEFAULT_MANIFEST_FILE = os.path.join(os.path.dirname(__file__), "default_manifest.toml")
+
+
+def __getattr__(name: str):
+    # DEFAULT_MANIFEST_PATH, the same file as a pathlib.Path, is made when
+    # asked for: a run needs no pathlib.
+    if name == "DEFAULT_MANIFEST_PATH":
+        from pathlib import Path
+
+        return Path(DEFAULT_MANIFEST_FILE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # What a parse read of the host (the host paths it resolved, the optional
 # mounts it found present or absent), while _host_probes.log is a list: a
@@ -1155,7 +1166,8 @@ def default_manifest() -> Manifest:
 
     from picoproc import cache
 
-    raw = DEFAULT_MANIFEST_PATH.read_bytes()
+    with open(DEFAULT_MANIFEST_FILE, "rb") as f:
+        raw = f.read()
     key = cache.content_key([raw, __file__, sys.version.encode()])
     if not _PLAIN_CLASSES:
         _PLAIN_CLASSES.update({c.__name__: c for c in (Mount, Tmpfs, Endpoint, Limits, Manifest)})

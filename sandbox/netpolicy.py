@@ -27,7 +27,6 @@ refused because the manifest would then mean whatever DNS says at run time.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import select
 import time
@@ -76,6 +75,8 @@ def _native():
 
 
 def _literal_address(host: str, where: str) -> str:
+    import ipaddress
+
     if not isinstance(host, str) or not host:
         raise NetPolicyError(f"{where}: host must be a literal IPv4 or IPv6 address, got {host!r}")
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -164,6 +165,8 @@ class NetPolicy:
         for g in self.grants:
             if g.kind != "udp" or g.port == 0:
                 continue
+            import ipaddress  # here: most runs have no UDP grant
+
             addr = ipaddress.ip_address(g.addr)
             if addr.is_multicast or addr.is_unspecified or str(addr) == "255.255.255.255":
                 continue

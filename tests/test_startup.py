@@ -125,6 +125,10 @@ def test_hidden_name_patterns_match_as_fnmatch_does():
 
 _WHAT_WAS_IMPORTED = r"""
 import sys
+# An editable install's import finder (site) has loaded these already; an
+# installed package has not, so forget them: the run must not need them.
+for name in ("pathlib", "ipaddress", "urllib.parse"):
+    sys.modules.pop(name, None)
 from picoproc.cli import main
 at_import = sorted(sys.modules)
 status = main(["run", "--", "/bin/true"])
@@ -149,9 +153,11 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
         assert unwanted not in modules, unwanted
     # Neither importing the CLI nor the whole run needs the dataclass
     # machinery (and through it inspect, ast, dis, tokenize), typing (its
-    # names serve annotations only), the help formatter's shutil, nor the
-    # standard library's parsers.
-    for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "shutil", "json", "copy"):
+    # names serve annotations only), the help formatter's shutil, pathlib,
+    # ipaddress (a run without network grants), nor the standard library's
+    # parsers.
+    for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "shutil", "json", "copy",
+                     "pathlib", "ipaddress", "urllib.parse"):
         assert unwanted not in modules, unwanted
     # Importing the CLI loads neither the run's own machinery (the Python
     # API, the native module, the manifest's parsing of host state) nor
