@@ -1,5 +1,5 @@
 import sys
 
-from picoproc.cli import main
+from picoproc.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -937,3 +937,18 @@ def main(argv: list[str] | None = None) -> int:
         # error worth a traceback; silence the final flush too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def console_main() -> int:
+    """The ``picoproc`` command (and ``python -m picoproc``): main(), for a
+    process that ends when it returns."""
+    status = main()
+    # Everything still alive stays alive until the process ends, so the
+    # interpreter's last garbage collections need not walk it: they are
+    # most of a short run's exit.  (Not in main(), which a caller's
+    # long-lived process may call.)
+    import gc
+
+    gc.freeze()
+    return status
+
