@@ -22,6 +22,8 @@ support, rather than silently doing something else).
 
 from __future__ import annotations
 
+import marshal
+import sys
 from operator import attrgetter
 
 __all__ = ["FrozenInstanceError", "asdict", "field", "field_names", "is_record", "record"]
@@ -255,8 +257,49 @@ def _make_init(cls, fields, frozen: bool):
     if not params:
         source = source.replace("(self, )", "(self)")
     namespace: dict = {}
-    exec(source, globals_, namespace)  # noqa: S102 - built from the class's own field names
+    exec(_init_code(source), globals_, namespace)  # noqa: S102 - built from the class's own field names
     fn = namespace["__init__"]
     fn.__qualname__ = f"{cls.__qualname__}.__init__"
     fn.__module__ = cls.__module__
     return fn
+
+
+# Compiling each record's __init__ is most of what making a record costs, in
+# every run: the code objects are kept between runs as bytecode is
+# (picoproc.cache), keyed by this module and the Python version, one file
+# for all records (at most _MAX_KEPT: classes that changed leave theirs).
+_MAX_KEPT = 256
+_kept: dict | None = None
+_kept_key = ""
+
+
+def _init_code(source: str):
+    global _kept, _kept_key
+    from picoproc import cache
+
+    if _kept is None:
+        _kept_key = cache.content_key([__file__, sys.version.encode()])
+        _kept = cache.load(__file__, "records", _kept_key, ".marshal", _decode_kept) or {}
+    code = _kept.get(source)
+    if code is None:
+        code = compile(source, "<record __init__>", "exec")
+        if len(_kept) >= _MAX_KEPT:
+            _kept = {}
+        _kept[source] = code
+        cache.store(__file__, "records", _kept_key, ".marshal", marshal.dumps(_kept))
+    return code
+
+
+_CODE = type(_init_code.__code__)
+
+
+def _decode_kept(data: bytes) -> dict:
+    try:
+        kept = marshal.loads(data)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(kept, dict) or not all(isinstance(k, str) and isinstance(v, _CODE)
+                                             for k, v in kept.items()):
+        raise ValueError("not a table of compiled __init__ methods")
+    return kept
+

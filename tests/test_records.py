@@ -141,3 +141,24 @@ def test_what_a_record_does_not_support_is_refused():
 
             def __post_init__(self):
                 pass
+
+
+def test_kept_init_code_is_used_only_when_it_is_a_table_of_code(monkeypatch):
+    import marshal
+
+    good = {"def __init__(self):\n    pass\n": compile("def __init__(self):\n    pass\n", "<x>", "exec")}
+    assert records._decode_kept(marshal.dumps(good)).keys() == good.keys()
+    for bad in (marshal.dumps(["not", "a", "dict"]), marshal.dumps({"src": "not code"}), b"\x00garbage",
+                marshal.dumps({1: good[next(iter(good))]})):
+        with pytest.raises((ValueError, EOFError)):
+            records._decode_kept(bad)
+    # A kept entry stands for exactly its source: another source is compiled anew.
+    monkeypatch.setattr(records, "_kept", {"def __init__(self, a):\n    pass\n": compile("x = 1", "<x>", "exec")})
+    monkeypatch.setattr(records, "_kept_key", "0" * 32)
+    monkeypatch.setattr(records.sys, "dont_write_bytecode", True)
+
+    @records.record
+    class One:
+        a: int
+
+    assert One(5).a == 5
