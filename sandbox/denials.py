@@ -134,11 +134,11 @@ def call_words(rec: Mapping) -> str:
 
 def unsupported_counts(records: Iterable[Mapping]) -> dict[str, int]:
     """{Linux call name: times the library OS answered ENOSYS}, by count."""
-    from picoproc.abi.linux import SYSCALLS_BY_NR
-
     counts: dict[str, int] = {}
     for rec in records:
         if rec.get("call") == "note_unsupported":
+            from picoproc.abi.linux import SYSCALLS_BY_NR  # here: most runs have none
+
             nr = rec.get("linux_nr")
             name = SYSCALLS_BY_NR.get(nr, str(nr))
             counts[name] = counts.get(name, 0) + 1

@@ -242,6 +242,8 @@ class Result:
     @property
     def unsupported_counts(self) -> dict[str, int]:
         """{Linux call: times the library OS answered it ENOSYS}."""
+        if not self.audit:
+            return {}
         from picoproc.denials import unsupported_counts
 
         return unsupported_counts(self.audit)
@@ -249,6 +251,8 @@ class Result:
     def denial_report(self) -> str | None:
         """What ``picoproc run`` prints on stderr at the end of a run that had
         denials or unsupported calls (None: nothing to report)."""
+        if not (self.denials or self.audit):
+            return None  # what the run refused or did not implement is in these
         from picoproc.denials import format_summary
 
         return format_summary(self.denial_summary, self.unsupported_counts)
