@@ -4,8 +4,9 @@
  * restoring the FPU state in the signal frame, while the library OS's own
  * answer to uname or getcwd is a few loads and copies (the numbers are in
  * docs/PERFORMANCE.md; docs/ARCHITECTURE.md, "Rewritten call sites").  So,
- * like gVisor's systrap platform, the first trap from a call site of the form
- * compilers and glibc emit,
+ * like gVisor's systrap platform, the third trap from a call site of the form
+ * compilers and glibc emit (see rewrite_due: most sites are reached once or
+ * twice),
  *
  *     b8 NN NN NN NN      mov $nr, %eax
  *     0f 05               syscall
@@ -80,6 +81,53 @@ static uintptr_t failed_pages[FAILED_MAX];
 static unsigned nfailed;
 static int rewrite_lock;
 static int rewrite_disabled;
+static int populate_write_known;
+
+/* How many times each site trapped.  A site is rewritten on its third trap,
+ * not its first: rewriting costs several calls that change page protections
+ * (and a private copy of the page), a few traps' worth, and most sites of a
+ * short-lived program -- its dynamic loader's above all, in every exec --
+ * are reached once or twice.  Waiting for the third trap bounds what a site
+ * can cost at about twice the best choice made knowing the future.
+ *
+ * Two slots per hash of the site (one page in all), each holding a site and
+ * its count in the bits a user-space address leaves clear.  A site finding
+ * both taken replaces the one with fewer traps; so only three sites sharing
+ * a hash and trapping in turn can keep one another from ever counting to
+ * three (they are then left trapping, as a site that is not rewritable is).
+ * Races between threads at most lose a count: a site traps once more. */
+#define REWRITE_ON_TRAP 3
+#define TRAP_SETS 256
+#define COUNT_SHIFT 48
+#define SITE_BITS ((1UL << COUNT_SHIFT) - 1)
+static uintptr_t trap_counts[TRAP_SETS][2];
+
+static int rewrite_due(uintptr_t site)
+{
+	if (site & ~SITE_BITS)
+		return 1; /* no room for a count: rewritten at once, as before counting */
+	uintptr_t *set = trap_counts[((site * 0x9e3779b97f4a7c15UL) >> 32) % TRAP_SETS];
+	for (int tries = 0; tries < 4; tries++) {
+		uintptr_t v0 = __atomic_load_n(&set[0], __ATOMIC_RELAXED);
+		uintptr_t v1 = __atomic_load_n(&set[1], __ATOMIC_RELAXED);
+		int way;
+		uintptr_t n;
+		if ((v0 & SITE_BITS) == site || (v1 & SITE_BITS) == site) {
+			way = (v0 & SITE_BITS) == site ? 0 : 1;
+			n = ((way ? v1 : v0) >> COUNT_SHIFT) + 1;
+		} else {
+			way = (v1 >> COUNT_SHIFT) < (v0 >> COUNT_SHIFT) ? 1 : 0; /* an empty slot counts 0 */
+			n = 1;
+		}
+		if (n >= REWRITE_ON_TRAP)
+			return 1; /* the count stays: a rewrite that cannot happen now is tried next time */
+		uintptr_t old = way ? v1 : v0;
+		if (__atomic_compare_exchange_n(&set[way], &old, site | n << COUNT_SHIFT, 0, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED))
+			return 0;
+	}
+	return 0; /* other threads keep changing this set: count this trap next time */
+}
 
 /* Whether a jmp rel32 whose next instruction is at `next` reaches `to`. */
 static int reaches(uintptr_t next, uintptr_t to)
@@ -283,18 +331,21 @@ void libos_rewrite_site(uintptr_t ip, unsigned nr)
 		return;
 	if (site >= PICO_LOADER_TEXT_START && site < PICO_LOADER_TEXT_START + PICO_LOADER_TEXT_SIZE)
 		return;
-	if (!is_site((const unsigned char *)site, nr))
+	if (!is_site((const unsigned char *)site, nr) || !rewrite_due(site))
 		return;
 	if (__atomic_exchange_n(&rewrite_lock, 1, __ATOMIC_ACQUIRE))
 		return;
 	/* Under the lock: the site may have been rewritten meanwhile. */
 	if (rewrite_disabled || !is_site((const unsigned char *)site, nr) || page_failed(page))
 		goto out;
-	if (!populate_write_works()) {
-		/* A kernel before 5.14: no way to tell a writable page from a
-		 * read-only one, so never change a page's protection. */
-		rewrite_disabled = 1;
-		goto out;
+	if (!populate_write_known) {
+		if (!populate_write_works()) {
+			/* A kernel before 5.14: no way to tell a writable page from a
+			 * read-only one, so never change a page's protection. */
+			rewrite_disabled = 1;
+			goto out;
+		}
+		populate_write_known = 1;
 	}
 	/* EINVAL ("incompatible permissions") on a page that is not writable. */
 	int writable = sys3(__NR_madvise, page, PAGE_SIZE_K, MADV_POPULATE_WRITE) == 0;

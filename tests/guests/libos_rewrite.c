@@ -2,15 +2,17 @@
  * guest's side.  Prints key=value lines; tests/test_libos.py asserts them.
  *
  *   regs     a hand-written `mov $63,%eax; syscall` (uname) site, entered
- *            three times with every register, the flags (CF and DF set) and
+ *            five times with every register, the flags (CF and DF set) and
  *            the 128-byte red zone holding known values: all but rax, rcx and
- *            r11 must survive, before and after the site is rewritten.
+ *            r11 must survive, before and after the site is rewritten (on its
+ *            third trap).
  *   threads  8 threads make their first uname/getcwd calls at once (the
  *            rewrite races with other threads on the same sites), while
  *            another thread signals the first one, whose handler calls uname.
  *   pages    sites copied into anonymous pages: read-write-exec (rewritten,
  *            and still writable), read-exec (rewritten, still not writable),
- *            and one whose 5 bytes straddle a 16-byte block (left alone).
+ *            one whose 5 bytes straddle a 16-byte block (left alone), and two
+ *            reached only once and twice (left trapping: not worth a rewrite).
  *   libc     the glibc uname wrapper's site, found by its bytes.
  * Natively nothing is rewritten (rewritten=0) and the checks still pass. */
 #define _GNU_SOURCE
@@ -124,7 +126,7 @@ static int regs_bad(struct utsname *buf)
 static int cmd_regs(void)
 {
 	int bad = 0;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 5; i++) {
 		struct utsname u;
 		memset(&u, 0, sizeof(u));
 		memset(&rw_after, 0, sizeof(rw_after));
@@ -244,14 +246,21 @@ static int cmd_pages(void)
 	memcpy(rwx + 64, site_code, sizeof(site_code));
 	memcpy(rx + 64, site_code, sizeof(site_code));
 	memcpy(rx + 128 + 12, site_code, sizeof(site_code)); /* bytes 12..16 of a block */
+	memcpy(rwx + 256, site_code, sizeof(site_code));
+	memcpy(rwx + 320, site_code, sizeof(site_code));
 	if (mprotect(rx, 4096, PROT_READ | PROT_EXEC) != 0)
 		return 1;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		bad += call_at(rwx + 64) != 0;
 		bad += call_at(rx + 64) != 0;
 		bad += call_at(rx + 128 + 12) != 0;
+		if (i == 0)
+			bad += call_at(rwx + 256) != 0;
+		if (i < 2)
+			bad += call_at(rwx + 320) != 0;
 	}
 	printf("pages_bad=%d\n", bad);
+	printf("once_rewritten=%d twice_rewritten=%d\n", rwx[256] == 0xe9, rwx[320] == 0xe9);
 	printf("rwx_rewritten=%d rwx_writable=%d\n", rwx[64] == 0xe9, writable(rwx));
 	printf("rx_rewritten=%d rx_writable=%d\n", rx[64] == 0xe9, writable(rx));
 	printf("straddling_rewritten=%d\n", rx[128 + 12] != 0xb8);
