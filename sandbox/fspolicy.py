@@ -9,18 +9,23 @@ hidden file names.  ``picoproc.netpolicy.NetPolicy`` is the network half.
 
 from __future__ import annotations
 
+import collections
 import errno as errno_mod
 import functools
 import os
 import stat as stat_mod
 import threading
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, Self
 
 from picoproc.mountinfo import HostMounts, current_host_mounts
 from picoproc.mounttable import MountTable
 from picoproc.monitor import MonitorError, _raise_errno
 from picoproc.native import ffi, lib
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Self
+
 
 class _Resolver:
     """os.path.realpath for absolute paths, remembering what each lstat (and
@@ -100,12 +105,10 @@ class _Resolver:
 # only on their arguments); resolving the host path, which depends on the
 # host's symlinks at the time, is done for every build (_Resolver).
 
-class _HostTree(NamedTuple):
-    """A mount as the alias search sees it: the guest path showing a host
-    path (a real path, or a path inside one file system, see _identity_aliases)."""
-
-    guest: str
-    host: str
+# A mount as the alias search sees it: the guest path showing a host path (a
+# real path, or a path inside one file system, see _identity_aliases).  (A
+# typing.NamedTuple would import typing on every run.)
+_HostTree = collections.namedtuple("_HostTree", ["guest", "host"])
 
 
 @functools.lru_cache(maxsize=4096)

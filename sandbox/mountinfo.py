@@ -14,16 +14,17 @@ the path it is.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import select
 import threading
 
+from picoproc import records
+
 MOUNTINFO = "/proc/self/mountinfo"
 PROC_CGROUP = "/proc/self/cgroup"
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+_ESCAPE = r"\\([0-7]{3})"  # compiled on first use (re keeps it), not at import
 
 
 def unescape(field: str) -> str:
@@ -31,10 +32,10 @@ def unescape(field: str) -> str:
     decoded; a backslash not followed by three octal digits is kept)."""
     if "\\" not in field:
         return field
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+    return re.sub(_ESCAPE, lambda m: chr(int(m.group(1), 8)), field)
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record(frozen=True)
 class MountEntry:
     """One line of mountinfo."""
 

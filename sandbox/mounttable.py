@@ -27,7 +27,10 @@ import fnmatch
 import functools
 import posixpath
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def under(path: str, root: str) -> bool:
