@@ -26,6 +26,8 @@ import marshal
 import sys
 from operator import attrgetter
 
+from picoproc.errors import PicoprocError
+
 __all__ = ["FrozenInstanceError", "asdict", "field", "field_names", "is_record", "record"]
 
 
@@ -39,8 +41,9 @@ class _Missing:
 MISSING = _Missing()
 
 
-class FrozenInstanceError(AttributeError):
-    """Assigning to a field of a frozen record (as dataclasses' own)."""
+class FrozenInstanceError(AttributeError, PicoprocError):
+    """Assigning to a field of a frozen record (an AttributeError, as
+    dataclasses' own)."""
 
 
 class Field:
