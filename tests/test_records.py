@@ -12,6 +12,8 @@ import pytest
 
 from picoproc import records
 
+pytestmark = pytest.mark.unit
+
 
 def _pair(frozen: bool):
     """The same class, as a record and as a dataclass."""

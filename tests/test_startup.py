@@ -168,6 +168,7 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
         assert unwanted not in at_import, unwanted
 
 
+@pytest.mark.root  # starts a Python process
 def test_a_record_needs_no_dataclasses_until_asked_to_be_one():
     """picoproc's types are records (picoproc.records): dataclasses is
     imported only when something treats one as a dataclass."""
