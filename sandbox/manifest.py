@@ -34,10 +34,6 @@ import stat
 import threading
 from collections.abc import Iterable, Mapping
 
-TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
-if TYPE_CHECKING:
-    from typing import Any
-
 from picoproc import records
 from picoproc.errors import PicoprocError
 from picoproc.mounttable import (
@@ -49,6 +45,9 @@ from picoproc.mounttable import (
     under,
 )
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @records.record(frozen=True)
