@@ -6,6 +6,7 @@ The C sources in this folder build one static ELF, ``picoproc-loader``
 
 from __future__ import annotations
 
+import functools
 import os
 
 LOADER_NAME = "picoproc-loader"
@@ -18,6 +19,29 @@ if TYPE_CHECKING:
 def loader_file() -> str:
     """Where the built loader image is (it may not exist if the build did not run)."""
     return os.path.join(os.path.dirname(os.path.realpath(__file__)), LOADER_NAME)
+
+
+@functools.cache
+def devices() -> tuple[tuple[str, int], ...]:
+    """The host devices a picoprocess sees under /dev, (name, minor) each, in
+    the library OS's order: read (once, on first use) from libos/devices.h,
+    the list the loader is compiled with, so that the monitor mounts exactly
+    those."""
+    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "devices.h")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    rows = []
+    for line in text.splitlines():
+        row = line.strip().rstrip("\\").strip()
+        if not row.startswith("LIBOS_DEVICE("):
+            continue
+        name, _, minor = row[len("LIBOS_DEVICE("):].rstrip(")").partition(", ")
+        if not (row.endswith(")") and name.isidentifier() and minor.isdigit()):
+            raise RuntimeError(f"libos/devices.h: {row!r} is not in the form LIBOS_DEVICE(name, minor)")
+        rows.append((name, int(minor)))
+    if not rows:
+        raise RuntimeError("libos/devices.h: no LIBOS_DEVICE row")
+    return tuple(rows)
 
 
 def loader_path() -> pathlib.Path:

@@ -246,9 +246,17 @@ void libos_lock(int *word);
 void libos_unlock(int *word);
 /* Copies the state a new process inherits (not its fd overlay). */
 void libos_process_copy(struct libos_process *dst, struct libos_process *src);
+/* The directory dirfd names, as a guest path: the cwd for AT_FDCWD, else
+ * the remembered path of the fd (fdtable.c).  Its length, or -errno
+ * (ENOTDIR with need_dir when the fd is not a directory). */
+long libos_dir_path(int dirfd, int need_dir, char *out, size_t cap);
+/* The one place a relative path is joined to its directory: writes the
+ * directory dirfd names (libos_dir_path, need_dir) into out with the
+ * joining '/' ("/a/b/", or "/"), and returns the length at which the
+ * relative path goes, or -errno. */
+long libos_join_base(int dirfd, char *out, size_t cap);
 /* Makes `path` (a guest string already copied into our memory) absolute
- * against dirfd (AT_FDCWD only for now) and normalises "." and ".." and
- * repeated slashes lexically.  Returns the length or -errno. */
+ * against dirfd (libos_join_base).  Returns the length or -errno. */
 long libos_resolve_path(int dirfd, const char *path, char *out, size_t cap);
 void libos_rlimits_init(void);
 /* Lowers RLIMIT_NOFILE to the real one (probed) unless an option set it. */

@@ -30,6 +30,7 @@
  *     library OS then generates stat, status, statm and maps for itself as
  *     well as it can, and other processes do not exist. */
 #include "libos.h"
+#include "devices.h"
 
 struct libos_proc_info libos_proc = {.cpus = 1};
 
@@ -83,7 +84,11 @@ struct special {
 static const struct {
 	const char *name;
 	unsigned minor;
-} devices[] = {{"null", 3}, {"zero", 5}, {"full", 7}, {"random", 8}, {"urandom", 9}};
+} devices[] = {
+#define DEVICE_ROW(name, minor) {#name, minor},
+	LIBOS_DEVICES(DEVICE_ROW)
+#undef DEVICE_ROW
+};
 
 static const struct {
 	const char *name;

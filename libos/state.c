@@ -226,6 +226,32 @@ static size_t normalise_in_place(char *p)
 	return out;
 }
 
+long libos_dir_path(int dirfd, int need_dir, char *out, size_t cap)
+{
+	if (dirfd == AT_FDCWD)
+		return libos_cwd_get(out, cap);
+	struct stat st;
+	long r = libos_fd_path(dirfd, out, cap, &st);
+	/* -ENOSYS: no path remembered, but fstat succeeded (the fd is open). */
+	if ((r >= 0 || r == -ENOSYS) && need_dir && (st.st_mode & S_IFMT) != S_IFDIR)
+		return -ENOTDIR;
+	return r;
+}
+
+long libos_join_base(int dirfd, char *out, size_t cap)
+{
+	long r = libos_dir_path(dirfd, 1, out, cap);
+	if (r < 0)
+		return r;
+	size_t n = (size_t)r;
+	if (n > 1) {
+		if (n + 1 >= cap)
+			return -ENAMETOOLONG;
+		out[n++] = '/';
+	}
+	return (long)n;
+}
+
 long libos_resolve_path(int dirfd, const char *path, char *out, size_t cap)
 {
 	struct strbuf sb;
@@ -233,20 +259,10 @@ long libos_resolve_path(int dirfd, const char *path, char *out, size_t cap)
 		return -ENOENT;
 	sb_init(&sb, out, cap);
 	if (path[0] != '/') {
-		long r;
-		if (dirfd == AT_FDCWD) {
-			r = libos_cwd_get(out, cap);
-		} else {
-			struct stat st;
-			r = libos_fd_path(dirfd, out, cap, &st);
-			if ((r >= 0 || r == -ENOSYS) && (st.st_mode & S_IFMT) != S_IFDIR)
-				return -ENOTDIR;
-		}
+		long r = libos_join_base(dirfd, out, cap);
 		if (r < 0)
 			return r;
 		sb.len = (size_t)r;
-		if (sb.len > 1)
-			sb_add(&sb, "/");
 	}
 	sb_add(&sb, path);
 	if (sb.overflow)

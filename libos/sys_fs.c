@@ -5,23 +5,6 @@
 
 #define AT_VALID_STAT (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE)
 
-/* Makes out->abs the directory the relative name is taken against: the
- * cwd, or the remembered path of a directory fd. */
-static long base_of(int dirfd, struct guest_path *out, int need_dir)
-{
-	long r;
-	if (dirfd == AT_FDCWD)
-		return libos_cwd_get(out->abs, sizeof(out->abs));
-	struct stat st;
-	r = libos_fd_path(dirfd, out->abs, sizeof(out->abs), &st);
-	if (r == -ENOSYS || r >= 0) {
-		/* fstat succeeded: the fd is open. */
-		if (need_dir && (st.st_mode & S_IFMT) != S_IFDIR)
-			return -ENOTDIR;
-	}
-	return r;
-}
-
 long libos_fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 {
 	char first;
@@ -32,12 +15,10 @@ long libos_fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 		return -ENOENT;
 	size_t used = 0;
 	if (first != '/') {
-		r = base_of(dirfd, out, 1);
+		r = libos_join_base(dirfd, out->abs, sizeof(out->abs));
 		if (r < 0)
 			return r;
 		used = (size_t)r;
-		if (used > 1)
-			out->abs[used++] = '/';
 	}
 	r = libos_copy_string_from_guest(out->abs + used, (const char *)user_ptr, sizeof(out->abs) - used);
 	if (r < 0)
@@ -56,7 +37,7 @@ long libos_fetch_target(int dirfd, long user_ptr, int flags, struct guest_path *
 				return r;
 		}
 		if (first == 0) {
-			long r = base_of(dirfd, out, 0);
+			long r = libos_dir_path(dirfd, 0, out->abs, sizeof(out->abs));
 			if (r < 0)
 				return r;
 			out->len = (size_t)r;

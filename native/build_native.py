@@ -7,6 +7,7 @@ read preprocessor conditionals, so keep that part to plain declarations and
 ``#define NAME <integer>`` lines).  Adding a unit = adding a .c/.h pair here.
 """
 
+import importlib.util
 import pathlib
 import re
 
@@ -14,9 +15,18 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Bumped whenever the C interface changes; picoproc/native.py refuses a
-# stale build so an old .so is never silently used with new Python code.
-NATIVE_VERSION = 10
+
+
+def _native_version() -> int:
+    """The one definition, sandbox/native_version.py (picoproc.native_version),
+    loaded by path: picoproc cannot be imported while it is being built."""
+    spec = importlib.util.spec_from_file_location("picoproc_native_version", ROOT / "sandbox" / "native_version.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.NATIVE_VERSION
+
+
+NATIVE_VERSION = _native_version()
 
 _MARKED = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
 
@@ -41,7 +51,7 @@ ffibuilder.cdef("#define PICO_NOTE_EMULATED ...\n")
 ffibuilder.set_source(
     "picoproc._native",
     f"#define PICO_NATIVE_VERSION {NATIVE_VERSION}\n"
-    + "".join(f'#include "{h.name}"\n' for h in sorted(HERE.glob("*.h"))),
+    + "".join(f'#include "{h.name}"\n' for h in sorted(HERE.glob("*.h")) if _cdef_of(h)),
     sources=[str(p.relative_to(ROOT)) for p in _units()],
     include_dirs=[str(HERE), str(ROOT / "abi")],
     libraries=["seccomp"],

@@ -17,6 +17,7 @@ import stat as stat_mod
 import threading
 from collections.abc import Iterable, Mapping
 
+from picoproc.libos import devices as libos_devices
 from picoproc.mountinfo import HostMounts, current_host_mounts
 from picoproc.mounttable import MountTable
 from picoproc.monitor import MonitorError, _raise_errno
@@ -378,13 +379,11 @@ class FsPolicy:
         ret = lib.pico_fs_policy_add_mount(self._building(), g, len(g), fd, c_leaf, mode, int(exec))
         _raise_errno(ret, f"mount {guest}")
 
-    # Host devices the library OS's /dev/NAME opens through pico_open (libos/
-    # special.c): stateless, hold no host data, and every other call on them
-    # runs under the guest's unprivileged identity (host permissions on /dev
-    # refuse unlink, chmod, rename).  Single-file mounts: nothing else of the
-    # host's /dev is visible.
-    LIBRARY_OS_DEVICES = ("null", "zero", "full", "random", "urandom")
-
+    # Host devices the library OS's /dev/NAME opens through pico_open (the
+    # list is libos/devices.h's, picoproc.libos.devices): stateless, hold no
+    # host data, and every other call on them runs under the guest's
+    # unprivileged identity (host permissions on /dev refuse unlink, chmod,
+    # rename).  Single-file mounts: nothing else of the host's /dev is visible.
     def add_library_os_devices(self) -> None:
         """Mounts /dev/null, zero, full, random and urandom: writable data,
         no exec, and never changed otherwise, whatever the host's permissions
@@ -393,7 +392,7 @@ class FsPolicy:
 
     def _library_os_devices(self) -> list[tuple[str, str, bool, bool, bool]]:
         return [(f"/dev/{name}", f"/dev/{name}", False, False, True)
-                for name in self.LIBRARY_OS_DEVICES if os.path.exists(f"/dev/{name}")]
+                for name, _minor in libos_devices() if os.path.exists(f"/dev/{name}")]
 
     def add_hidden(self, guest: str) -> None:
         """Refuses ``guest`` and everything under it (call after the mounts)."""

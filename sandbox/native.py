@@ -7,9 +7,7 @@ revision of native/ so a stale build is never used with newer Python code.
 from __future__ import annotations
 
 from picoproc.errors import PicoprocError
-
-# Must equal NATIVE_VERSION in native/build_native.py.
-EXPECTED_NATIVE_VERSION = 10
+from picoproc.native_version import NATIVE_VERSION as EXPECTED_NATIVE_VERSION
 
 
 class NativeModuleError(ImportError, PicoprocError):

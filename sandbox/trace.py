@@ -34,6 +34,7 @@ from typing import Any
 
 from picoproc.denials import PICO_OPEN_EXEC, Denial, record_path
 from picoproc.guestview import GuestView, picoprocess_own, under
+from picoproc.libos import devices as libos_devices
 from picoproc.manifest import (
     Manifest,
     Mount,
@@ -59,8 +60,8 @@ ACCESS_ORDER = ("exec", "map", "create", "write", "remove", "attr", "watch", "re
 # of the directory the name is in).
 CHANGES_NAME = {"create", "remove"}
 CHANGES_DATA = {"write", "attr"}
-# The host devices every run gets (picoproc.fspolicy.FsPolicy.add_library_os_devices).
-DEVICE_PATHS = {f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom")}
+# The host devices every run gets (libos/devices.h; FsPolicy.add_library_os_devices).
+DEVICE_PATHS = {f"/dev/{name}" for name, _minor in libos_devices()}
 
 
 @dataclasses.dataclass
