@@ -173,11 +173,12 @@ void channel_requested(struct call *c, uint64_t uri)
  * synchronous one NOTIF_SEND gives: with the server running, the scheduler
  * puts the guest on an idle CPU, and the server sleeps until the guest has
  * taken the fd and is woken back the same way.  Where idle CPUs halt (a VM)
- * each of those wake-ups is slow (docs/PERFORMANCE.md has the numbers).  A guest with a library
- * OS therefore asks for its fds on a channel (abi_v1.toml, "The argument
- * area"): the server sends the fd on it, which wakes nobody (the caller is
- * blocked in its call, not in recvmsg), then answers with NOTIF_SEND, and
- * the caller receives it: no wake-up but the synchronous one.
+ * each of those wake-ups is slow (benchmarks/perf/analysis.md has the
+ * measurements).  A guest with a library OS therefore asks for its fds on
+ * a channel (abi_v1.toml, "The argument area"): the server sends the fd on
+ * it, which wakes nobody (the caller is blocked in its call, not in
+ * recvmsg), then answers with NOTIF_SEND, and the caller receives it: no
+ * wake-up but the synchronous one.
  *
  * Race-free for a guest with many threads and processes: each call has its
  * own slot and so its own channel, and its fd carries the call's tag, so

@@ -4,8 +4,8 @@
  * its audit record (struct pico_audit_record.reason), so that whoever reads
  * the record can tell the user which rule of the manifest refused the call
  * and what would grant it, without re-deciding anything.  The code is set
- * where the refusal is decided (mediate_fs.c, loop.c), which costs one store
- * on a path that already refuses; 0 for every call that was not denied. */
+ * where the refusal is decided (pico_deny, below), which costs one store on
+ * a path that already refuses; 0 for every call that was not denied. */
 #ifndef PICO_DENIAL_H
 #define PICO_DENIAL_H
 
@@ -42,5 +42,23 @@
 /* A bound per run (inotify instances and watches) was reached. */
 #define PICO_DENY_RUN_BOUND 13
 /* cffi:end */
+
+/* How "denied" travels, the one way: pico_denial, the serving thread's
+ * reason code for the call it is serving.  The loop clears it before each
+ * call and reads it once, when it answers; whatever refuses by policy, in a
+ * handler or deep in a path walk, returns through pico_deny(reason, -errno).
+ * A thread-local, not an out-parameter or a field of the call: a call is
+ * served from notification to answer by one thread, and the refusals are
+ * decided many frames below the handler (resolution, the hidden checks),
+ * where a parameter would have to pass through every function for the one
+ * store a refusal costs.  (Python threads building a policy may set their
+ * own copy; nothing reads it.) */
+extern __thread int pico_denial;
+
+static inline long pico_deny(int reason, long err)
+{
+	pico_denial = reason;
+	return err;
+}
 
 #endif

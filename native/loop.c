@@ -32,6 +32,8 @@
 
 #define EVENTS_PER_WAIT 16
 
+__thread int pico_denial; /* denial.h */
+
 #define GEN_MASK 0x3fffffffu
 
 /* Serving threads: small stacks (the deepest call, a path walk, needs a few
@@ -210,13 +212,14 @@ static void serve_received(struct guest *g)
 	memset(&c.rec, 0, sizeof(c.rec));
 	c.guest = g;
 	c.n = n;
-	c.gone = c.denied = c.deferred = c.own = c.own_nonblock = 0;
+	c.gone = c.deferred = c.own = c.own_nonblock = 0;
 	c.install_fd = -1;
 	c.to.channel = -1;
 	c.to.tag = 0;
 	c.to.cloexec = 0;
 	c.rec.guest = handle_of(g->idx, g->gen);
 	c.rec.pid = (int32_t)n->pid;
+	pico_denial = 0;
 
 	uint32_t nr = (uint32_t)n->data.nr - PICO_MEDIATED_BASE;
 	if (n->data.arch != AUDIT_ARCH_X86_64 || nr >= PICO_MEDIATED_COUNT) {
@@ -262,7 +265,7 @@ static void serve_received(struct guest *g)
 		if (err < 0)
 			ret = err;
 	}
-	finish_record(&c.rec, ret, c.denied);
+	finish_record(&c.rec, ret, pico_denial);
 	account(g, &c.rec);
 }
 

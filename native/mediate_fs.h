@@ -106,47 +106,51 @@ int pico_fs_hidden_name_matches(const char *pattern, size_t pattern_len, const c
 size_t pico_fs_policy_mount_count(const struct pico_fs_policy *policy);
 /* cffi:end */
 
-/* Serving the calls (used by the loop).  Each returns >= 0 or -errno and
- * sets *denied to the reason code (denial.h: PICO_DENY_*) when the refusal
- * is a policy decision, else to 0. */
+/* Serving the calls (used by the loop).  Each returns >= 0 or -errno; a
+ * refusal that is a policy decision also sets pico_denial (denial.h) to its
+ * reason code.
+ *
+ * "Directory" is carried one way: O_DIRECTORY in the open flags.  The
+ * ABI's dir: scheme (a read-only listing) is file: with O_DIRECTORY once
+ * pico_fs_listing_flags has checked the flags; nothing below the URI table
+ * (serve.c) knows the scheme. */
 long pico_fs_open(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
-		  unsigned int mode, int directory_only, int *denied);
+		  unsigned int mode);
+/* The flags of a read-only listing (dir:): flags | O_DIRECTORY, or -EINVAL
+ * when they would write, create, truncate or execute. */
+int pico_fs_listing_flags(int flags);
 long pico_fs_stat(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
-		  struct statx *out, int *denied);
+		  struct statx *out);
 long pico_fs_readlink(const struct pico_fs_policy *p, const char *path, size_t len, char *out,
-		      size_t cap, int *denied);
+		      size_t cap);
 long pico_fs_access(const struct pico_fs_policy *p, const char *path, size_t len, int mode,
-		    int flags, int *denied);
-long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
-		   int *denied);
+		    int flags);
+long pico_fs_mknod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode);
 long pico_fs_xattr(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int op,
-		   const char *name, void *value, size_t size, int *denied);
+		   const char *name, void *value, size_t size);
 /* The device of the file system mounted (as a directory) at `guest`. */
 int pico_fs_mount_dev(const struct pico_fs_policy *p, const char *guest, unsigned long *out);
 /* inotify_add_watch(ifd, the resolved name, mask) in a writable mount. */
 long pico_fs_inotify_watch(const struct pico_fs_policy *p, const char *path, size_t len, int ifd,
-			   uint32_t mask, int *denied);
-long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
-		   int *denied);
-long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags,
-		    int *denied);
+			   uint32_t mask);
+long pico_fs_mkdir(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode);
+long pico_fs_unlink(const struct pico_fs_policy *p, const char *path, size_t len, int flags);
 long pico_fs_rename(const struct pico_fs_policy *p, const char *old, size_t old_len,
-		    const char *new, size_t new_len, unsigned int flags, int *denied);
+		    const char *new, size_t new_len, unsigned int flags);
 long pico_fs_symlink(const struct pico_fs_policy *p, const char *target, size_t target_len,
-		     const char *path, size_t len, int *denied);
+		     const char *path, size_t len);
 long pico_fs_link(const struct pico_fs_policy *p, const char *old, size_t old_len, const char *new,
-		  size_t new_len, int flags, int *denied);
+		  size_t new_len, int flags);
 long pico_fs_chmod(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode,
-		   int flags, int *denied);
+		   int flags);
 long pico_fs_chown(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int uid,
-		   unsigned int gid, int flags, int *denied);
+		   unsigned int gid, int flags);
 /* times: NULL for "now", else two timespecs already copied from the guest. */
 long pico_fs_utimens(const struct pico_fs_policy *p, const char *path, size_t len,
-		     const struct timespec *times, int flags, int *denied);
-long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t len, long length,
-		      int *denied);
+		     const struct timespec *times, int flags);
+long pico_fs_truncate(const struct pico_fs_policy *p, const char *path, size_t len, long length);
 long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len,
-		    struct statfs *out, int *denied);
+		    struct statfs *out);
 /* AF_UNIX stream sockets named by a guest path (net.h has the socket
  * side).  Only in writable mounts; the name's permission checks and owner
  * are the guest identity's (the calling thread's fs ids).  listen: a
@@ -156,9 +160,9 @@ long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len
  * for a name that is not a socket).  The calling thread must have a cwd of
  * its own (unshare(CLONE_FS)): listen changes it. */
 long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_t len,
-			 unsigned int mode, int nonblock, int *denied);
+			 unsigned int mode, int nonblock);
 long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
-			  int nonblock, int *denied);
+			  int nonblock);
 
 /* For the guest's /proc (procview.c).  The i-th mount: its guest path (the
  * length is returned, 0 past the last), host device, file-system type

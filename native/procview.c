@@ -1,6 +1,7 @@
 /* The guest's /proc and /dev listing (see procview.h). */
 #define _GNU_SOURCE
 #include "procview.h"
+#include "denial.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1093,8 +1094,13 @@ long pico_proc_stat(struct pico_proc_view *v, const char *path, size_t len, int 
 			if (n < 0)
 				return n;
 			target[n] = 0;
-			int denied = 0;
-			return pico_fs_stat(v->fs, target, (size_t)n, 0, out, &denied);
+			/* What the link leads to answers the stat, but a
+			 * refusal there is not a refusal of this path: the
+			 * call's record stays an error, not a denial. */
+			int denial = pico_denial;
+			long ret = pico_fs_stat(v->fs, target, (size_t)n, 0, out);
+			pico_denial = denial;
+			return ret;
 		}
 		default: return -ENOENT;
 		}
@@ -1125,11 +1131,9 @@ long pico_proc_access(struct pico_proc_view *v, const char *path, size_t len, in
 	return (mode & 2) ? -EACCES : 0; /* nothing here is writable */
 }
 
-long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int flags, int dir, pid_t caller,
-		    int *denied)
+long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int flags, pid_t caller)
 {
 	struct target t;
-	*denied = 0;
 	long r = parse(path, len, &t);
 	if (r < 0)
 		return r;
@@ -1150,8 +1154,13 @@ long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int 
 		long n = pico_proc_readlink(v, path, len, target, sizeof(target) - 1);
 		if (n < 0)
 			return n;
-		int as_dir = t.name[0] != 'e' || dir;
-		return pico_fs_open(v->fs, target, (size_t)n, flags, 0, as_dir, denied);
+		/* cwd and root (and a directory asked for): a listing. */
+		if (t.name[0] != 'e' || (flags & O_DIRECTORY)) {
+			flags = pico_fs_listing_flags(flags);
+			if (flags < 0)
+				return flags;
+		}
+		return pico_fs_open(v->fs, target, (size_t)n, flags, 0);
 	}
 	if (is_dir_node(t.node)) {
 		if (t.node == N_PID || t.node == N_FDDIR || t.node == N_INFODIR || t.node == N_TASKDIR) {
@@ -1161,7 +1170,7 @@ long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int 
 		}
 		return gen_listing(v, &t, caller);
 	}
-	if (dir || (flags & O_DIRECTORY))
+	if (flags & O_DIRECTORY)
 		return -ENOTDIR;
 	if (t.node == N_FD)
 		return -EACCES; /* another process's file: its owner may pass it */

@@ -47,8 +47,7 @@ int pico_proc_is_view_path(const char *path, size_t len);
  * library OS then answers what it can itself). */
 /* caller: the calling thread's host pid (a listing of its own fds shows
  * the fd the listing itself becomes, as Linux's does). */
-long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int flags, int dir,
-		    pid_t caller, int *denied);
+long pico_proc_open(struct pico_proc_view *v, const char *path, size_t len, int flags, pid_t caller);
 long pico_proc_stat(struct pico_proc_view *v, const char *path, size_t len, int nofollow,
 		    struct statx *out);
 long pico_proc_readlink(struct pico_proc_view *v, const char *path, size_t len, char *out, size_t cap);

@@ -31,31 +31,45 @@ struct open_uri {
 
 typedef long (*open_fn)(struct call *c, const struct open_uri *u);
 
-/* file:/P and dir:/P in the guest's /proc view or its file policy.  A
- * directory is asked for with O_DIRECTORY, only: dir: is the ABI's spelling
- * of a read-only listing, file: with O_DIRECTORY (mediate_fs.h). */
-static long open_file(struct call *c, const struct open_uri *u)
+/* The path of a file: or dir: URI: absolute, at most PICO_MAX_PATH bytes. */
+static long check_path(const struct open_uri *u)
 {
 	if (u->rest_len > PICO_MAX_PATH)
 		return -ENAMETOOLONG;
 	if (u->rest_len == 0 || u->rest[0] != '/')
 		return -EINVAL;
-	if (pico_proc_is_view_path(u->rest, u->rest_len))
-		return pico_proc_open(&c->guest->proc, u->rest, u->rest_len, (int)u->flags, 0, (pid_t)c->n->pid,
-				      &c->denied);
-	return pico_fs_open(c->guest->fs, u->rest, u->rest_len, (int)u->flags, u->mode, 0, &c->denied);
+	return 0;
 }
 
+/* file:/P in the guest's /proc view or its file policy. */
+static long open_file(struct call *c, const struct open_uri *u)
+{
+	long err = check_path(u);
+	if (err < 0)
+		return err;
+	if (pico_proc_is_view_path(u->rest, u->rest_len))
+		return pico_proc_open(&c->guest->proc, u->rest, u->rest_len, (int)u->flags, (pid_t)c->n->pid);
+	return pico_fs_open(c->guest->fs, u->rest, u->rest_len, (int)u->flags, u->mode);
+}
+
+/* dir:/P, a read-only listing: the ABI's spelling of file:/P with
+ * O_DIRECTORY, which is how "directory" travels from here on (mediate_fs.h).
+ * The /proc view refuses what would write by itself. */
 static long open_listing(struct call *c, const struct open_uri *u)
 {
-	if (u->rest_len > PICO_MAX_PATH)
-		return -ENAMETOOLONG;
-	if (u->rest_len == 0 || u->rest[0] != '/')
-		return -EINVAL;
-	if (pico_proc_is_view_path(u->rest, u->rest_len))
-		return pico_proc_open(&c->guest->proc, u->rest, u->rest_len, (int)u->flags, 1, (pid_t)c->n->pid,
-				      &c->denied);
-	return pico_fs_open(c->guest->fs, u->rest, u->rest_len, (int)u->flags, u->mode, 1, &c->denied);
+	struct open_uri file = *u;
+	long err = check_path(u);
+	if (err < 0)
+		return err;
+	if (pico_proc_is_view_path(u->rest, u->rest_len)) {
+		file.flags |= O_DIRECTORY;
+	} else {
+		int flags = pico_fs_listing_flags((int)u->flags);
+		if (flags < 0)
+			return flags;
+		file.flags = (uint32_t)flags;
+	}
+	return open_file(c, &file);
 }
 
 /* pid:N -- a pidfd of the caller's own process N. */
@@ -97,9 +111,7 @@ static long open_network(struct call *c, const struct open_uri *u)
 		c->deferred = 1;
 		return ANSWERED_LATER;
 	}
-	if (ret == -EACCES)
-		c->denied = PICO_DENY_NET;
-	return ret;
+	return ret == -EACCES ? pico_deny(PICO_DENY_NET, ret) : ret;
 }
 
 static int unix_flags_valid(uint32_t flags)
@@ -117,8 +129,7 @@ static long open_unix_listen(struct call *c, const struct open_uri *u)
 		return -EINVAL;
 	if (u->rest_len > PICO_MAX_PATH)
 		return -ENAMETOOLONG;
-	return pico_fs_unix_listen(c->guest->fs, u->rest, u->rest_len, u->mode, !!(u->flags & O_NONBLOCK),
-				   &c->denied);
+	return pico_fs_unix_listen(c->guest->fs, u->rest, u->rest_len, u->mode, !!(u->flags & O_NONBLOCK));
 }
 
 /* unix:/PATH: the host's socket when the manifest grants that host path
@@ -131,7 +142,7 @@ static long open_unix_connect(struct call *c, const struct open_uri *u)
 		return -EINVAL;
 	if (u->rest_len > PICO_MAX_PATH)
 		return -ENAMETOOLONG;
-	return pico_fs_unix_connect(c->guest->fs, u->rest, u->rest_len, !!(u->flags & O_NONBLOCK), &c->denied);
+	return pico_fs_unix_connect(c->guest->fs, u->rest, u->rest_len, !!(u->flags & O_NONBLOCK));
 }
 
 /* Every scheme but the network ones, which net.h owns: a scheme not here

@@ -166,7 +166,6 @@ struct call {
 	const struct seccomp_notif *n;
 	struct pico_audit_record rec;
 	int gone;	  /* the notification is no longer valid: do not answer */
-	int denied;	  /* the refusal is a policy decision: its PICO_DENY_* reason */
 	int install_fd;	  /* >= 0: answer by handing this fd to the guest */
 	struct delivery to;
 	int deferred;	  /* answered later (a connect in progress) */
@@ -198,7 +197,8 @@ static inline int int_arg(uint64_t v, uint32_t *out)
  * notification had gone (the guest was killed or interrupted). */
 int send_answer(struct guest *g, uint64_t id, long ret);
 /* Fills in the decision of a call answered with ret (denied: its PICO_DENY_*
- * reason, 0 when the refusal was not a policy decision). */
+ * reason, pico_denial for a call answered now, 0 when the refusal was not a
+ * policy decision). */
 void finish_record(struct pico_audit_record *rec, long ret, int denied);
 /* Counts the call for its guest and queues its audit record when one is due. */
 void account(struct guest *g, struct pico_audit_record *rec);

@@ -33,7 +33,7 @@ long serve_stat(struct call *c, char *path)
 		ret = flags & ~AT_SYMLINK_NOFOLLOW ? -EINVAL
 						   : pico_proc_stat(&c->guest->proc, path, ARG(1), !!flags, &stx);
 	else
-		ret = pico_fs_stat(c->guest->fs, path, ARG(1), (int)flags, &stx, &c->denied);
+		ret = pico_fs_stat(c->guest->fs, path, ARG(1), (int)flags, &stx);
 	if (ret < 0)
 		return ret;
 	return guest_write(c, ARG(3), &stx, sizeof(stx));
@@ -53,7 +53,7 @@ long serve_readlink(struct call *c, char *path)
 	if (pico_proc_is_view_path(path, ARG(1)))
 		ret = pico_proc_readlink(&c->guest->proc, path, ARG(1), target, ARG(3));
 	else
-		ret = pico_fs_readlink(c->guest->fs, path, ARG(1), target, ARG(3), &c->denied);
+		ret = pico_fs_readlink(c->guest->fs, path, ARG(1), target, ARG(3));
 	if (ret <= 0)
 		return ret;
 	int err = guest_write(c, ARG(2), target, (size_t)ret);
@@ -74,7 +74,7 @@ long serve_access(struct call *c, char *path)
 		return ret;
 	if (pico_proc_is_view_path(path, ARG(1)))
 		return pico_proc_access(&c->guest->proc, path, ARG(1), (int)mode);
-	return pico_fs_access(c->guest->fs, path, ARG(1), (int)mode, (int)flags, &c->denied);
+	return pico_fs_access(c->guest->fs, path, ARG(1), (int)mode, (int)flags);
 }
 
 /* Implements pico_mkdir(path, path_len, mode). */
@@ -89,7 +89,7 @@ long serve_mkdir(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_mkdir(c->guest->fs, path, ARG(1), mode, &c->denied);
+	return pico_fs_mkdir(c->guest->fs, path, ARG(1), mode);
 }
 
 /* Implements pico_mknod(path, path_len, mode). */
@@ -104,7 +104,7 @@ long serve_mknod(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_mknod(c->guest->fs, path, ARG(1), mode, &c->denied);
+	return pico_fs_mknod(c->guest->fs, path, ARG(1), mode);
 }
 
 #define XATTR_NAME_MAX_K 255
@@ -148,7 +148,7 @@ long serve_xattr(struct call *c, char *path)
 		if (kind == PICO_XATTR_SET && (ret = guest_read(c, ARG(4), value, size)) < 0)
 			goto out;
 	}
-	ret = pico_fs_xattr(c->guest->fs, path, ARG(2), op, name, value, size, &c->denied);
+	ret = pico_fs_xattr(c->guest->fs, path, ARG(2), op, name, value, size);
 	if (ret > 0 && size && (kind == PICO_XATTR_GET || kind == PICO_XATTR_LIST)) {
 		int err = guest_write(c, ARG(4), value, (size_t)ret);
 		if (err < 0)
@@ -170,7 +170,7 @@ long serve_unlink(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags, &c->denied);
+	return pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags);
 }
 
 /* Implements pico_rename(old, old_len, new, new_len, flags) and pico_link. */
@@ -190,8 +190,8 @@ static long serve_two_paths(struct call *c, char *path, int is_link)
 	if (ret < 0)
 		return ret;
 	if (is_link)
-		return pico_fs_link(c->guest->fs, path, ARG(1), second, ARG(3), (int)flags, &c->denied);
-	return pico_fs_rename(c->guest->fs, path, ARG(1), second, ARG(3), flags, &c->denied);
+		return pico_fs_link(c->guest->fs, path, ARG(1), second, ARG(3), (int)flags);
+	return pico_fs_rename(c->guest->fs, path, ARG(1), second, ARG(3), flags);
 }
 
 long serve_rename(struct call *c, char *path)
@@ -217,7 +217,7 @@ long serve_symlink(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, target, 1);
 	if (ret < 0)
 		return ret;
-	return pico_fs_symlink(c->guest->fs, target, ARG(1), path, ARG(3), &c->denied);
+	return pico_fs_symlink(c->guest->fs, target, ARG(1), path, ARG(3));
 }
 
 /* Implements pico_chmod(path, path_len, mode, flags). */
@@ -232,7 +232,7 @@ long serve_chmod(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_chmod(c->guest->fs, path, ARG(1), mode, (int)flags, &c->denied);
+	return pico_fs_chmod(c->guest->fs, path, ARG(1), mode, (int)flags);
 }
 
 /* Implements pico_chown(path, path_len, uid, gid, flags). */
@@ -248,7 +248,7 @@ long serve_chown(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_chown(c->guest->fs, path, ARG(1), uid, gid, (int)flags, &c->denied);
+	return pico_fs_chown(c->guest->fs, path, ARG(1), uid, gid, (int)flags);
 }
 
 /* Implements pico_utimens(path, path_len, times, flags). */
@@ -268,8 +268,7 @@ long serve_utimens(struct call *c, char *path)
 		if (ret < 0)
 			return ret;
 	}
-	return pico_fs_utimens(c->guest->fs, path, ARG(1), ARG(2) ? times : NULL, (int)flags,
-			       &c->denied);
+	return pico_fs_utimens(c->guest->fs, path, ARG(1), ARG(2) ? times : NULL, (int)flags);
 }
 
 /* Implements pico_truncate(path, path_len, length). */
@@ -281,7 +280,7 @@ long serve_truncate(struct call *c, char *path)
 	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 	if (ret < 0)
 		return ret;
-	return pico_fs_truncate(c->guest->fs, path, ARG(1), (long)ARG(2), &c->denied);
+	return pico_fs_truncate(c->guest->fs, path, ARG(1), (long)ARG(2));
 }
 
 /* Implements pico_statfs(path, path_len, buf). */
@@ -296,7 +295,7 @@ long serve_statfs(struct call *c, char *path)
 	if (ARG(2) == 0)
 		return -EFAULT;
 	memset(&sfs, 0, sizeof(sfs));
-	ret = pico_fs_statfs(c->guest->fs, path, ARG(1), &sfs, &c->denied);
+	ret = pico_fs_statfs(c->guest->fs, path, ARG(1), &sfs);
 	if (ret < 0)
 		return ret;
 	return guest_write(c, ARG(2), &sfs, sizeof(sfs));

@@ -192,8 +192,7 @@ long serve_tty_ioctl(struct call *c, char *scratch)
 		return tfd;
 	if (fstat(tfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_dev != devpts) {
 		close(tfd);
-		c->denied = PICO_DENY_HOST_TERMINAL;
-		return -ENOTTY;
+		return pico_deny(PICO_DENY_HOST_TERMINAL, -ENOTTY);
 	}
 	memset(buf, 0, sizeof(buf));
 	if (t->in > 0 && (ret = guest_read(c, ARG(2), buf, (size_t)t->in)) < 0)
@@ -275,10 +274,8 @@ long serve_inotify(struct call *c, char *path)
 	if (op == PICO_INOTIFY_INIT) {
 		if (arg1 & ~(uint32_t)IN_INIT_FLAGS)
 			return -EINVAL;
-		if (c->guest->inotify_instances >= PICO_INOTIFY_MAX_INSTANCES) {
-			c->denied = PICO_DENY_RUN_BOUND;
-			return -EMFILE;
-		}
+		if (c->guest->inotify_instances >= PICO_INOTIFY_MAX_INSTANCES)
+			return pico_deny(PICO_DENY_RUN_BOUND, -EMFILE);
 		int fd = inotify_init1((int)(arg1 & IN_NONBLOCK) | IN_CLOEXEC);
 		if (fd < 0)
 			return -errno;
@@ -293,10 +290,8 @@ long serve_inotify(struct call *c, char *path)
 		ret = fetch_string(c, ARG(2), ARG(3), PICO_MAX_PATH, path, 0);
 		if (ret < 0)
 			return ret;
-		if (c->guest->inotify_watches >= PICO_INOTIFY_MAX_WATCHES) {
-			c->denied = PICO_DENY_RUN_BOUND;
-			return -ENOSPC;
-		}
+		if (c->guest->inotify_watches >= PICO_INOTIFY_MAX_WATCHES)
+			return pico_deny(PICO_DENY_RUN_BOUND, -ENOSPC);
 	}
 	int ifd = copy_guest_fd(c, (int)arg1);
 	if (ifd < 0)
@@ -306,7 +301,7 @@ long serve_inotify(struct call *c, char *path)
 		return -EINVAL;
 	}
 	if (op == PICO_INOTIFY_ADD_WATCH) {
-		ret = pico_fs_inotify_watch(c->guest->fs, path, ARG(3), ifd, mask, &c->denied);
+		ret = pico_fs_inotify_watch(c->guest->fs, path, ARG(3), ifd, mask);
 		if (ret >= 0)
 			c->guest->inotify_watches++;
 	} else {
