@@ -784,6 +784,20 @@ void pico_loop_free(struct pico_loop *l)
 	free(l);
 }
 
+/* With the loop's lock held: stops every server that runs (letting go of
+ * the lock while it waits for each). */
+static void stop_servers(struct pico_loop *l)
+{
+	for (unsigned int i = 0; i < l->max_guests; i++) {
+		struct guest *g = l->guests[i];
+		if (g && g->started) {
+			pthread_mutex_unlock(&l->lock);
+			stop_server(g);
+			pthread_mutex_lock(&l->lock);
+		}
+	}
+}
+
 int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uint32_t *groups,
 		  size_t ngroups)
 {
@@ -825,14 +839,7 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 			break;
 	if (ret < 0) {
 		/* No thread for a guest: stop the others and fail. */
-		for (unsigned int i = 0; i < l->max_guests; i++) {
-			struct guest *g = l->guests[i];
-			if (g && g->started) {
-				pthread_mutex_unlock(&l->lock);
-				stop_server(g);
-				pthread_mutex_lock(&l->lock);
-			}
-		}
+		stop_servers(l);
 		l->state = STOPPED;
 		l->run_error = ret;
 		pthread_cond_broadcast(&l->cond);
@@ -845,14 +852,7 @@ int pico_loop_run(struct pico_loop *l, uint32_t fsuid, uint32_t fsgid, const uin
 		pthread_cond_wait(&l->cond, &l->lock);
 	/* Stop every server; guests stay registered (served again by the next
 	 * run). */
-	for (unsigned int i = 0; i < l->max_guests; i++) {
-		struct guest *g = l->guests[i];
-		if (g && g->started) {
-			pthread_mutex_unlock(&l->lock);
-			stop_server(g);
-			pthread_mutex_lock(&l->lock);
-		}
-	}
+	stop_servers(l);
 	l->state = STOPPED;
 	l->stop = 0;
 	pthread_cond_broadcast(&l->cond);

@@ -13,6 +13,12 @@
 #include <time.h>
 
 #include "denial.h"
+/* The path of a call whose first two arguments are (path, path_len). */
+static long fetch_path(struct call *c, char *path)
+{
+	return fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+}
+
 /* Implements pico_stat(path, path_len, flags, buf). */
 long serve_stat(struct call *c, char *path)
 {
@@ -23,7 +29,7 @@ long serve_stat(struct call *c, char *path)
 	if (int_arg(ARG(2), &flags))
 		return -EINVAL;
 	c->rec.arg = flags;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (ARG(3) == 0)
@@ -47,7 +53,7 @@ long serve_readlink(struct call *c, char *path)
 
 	if (ARG(3) == 0 || ARG(3) > PICO_MAX_PATH)
 		return -EINVAL;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (pico_proc_is_view_path(path, ARG(1)))
@@ -69,7 +75,7 @@ long serve_access(struct call *c, char *path)
 	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
 		return -EINVAL;
 	c->rec.arg = mode;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (pico_proc_is_view_path(path, ARG(1)))
@@ -77,34 +83,30 @@ long serve_access(struct call *c, char *path)
 	return pico_fs_access(c->guest->fs, path, ARG(1), (int)mode, (int)flags);
 }
 
-/* Implements pico_mkdir(path, path_len, mode). */
-long serve_mkdir(struct call *c, char *path)
+typedef long (*path_mode_fn)(const struct pico_fs_policy *p, const char *path, size_t len, unsigned int mode);
+
+/* Implements the calls (path, path_len, mode) that make a name. */
+static long serve_make(struct call *c, char *path, path_mode_fn make)
 {
 	uint32_t mode;
-	long ret;
 
 	if (int_arg(ARG(2), &mode))
 		return -EINVAL;
 	c->rec.arg = mode;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
-	if (ret < 0)
-		return ret;
-	return pico_fs_mkdir(c->guest->fs, path, ARG(1), mode);
+	long ret = fetch_path(c, path);
+	return ret < 0 ? ret : make(c->guest->fs, path, ARG(1), mode);
+}
+
+/* Implements pico_mkdir(path, path_len, mode). */
+long serve_mkdir(struct call *c, char *path)
+{
+	return serve_make(c, path, pico_fs_mkdir);
 }
 
 /* Implements pico_mknod(path, path_len, mode). */
 long serve_mknod(struct call *c, char *path)
 {
-	uint32_t mode;
-	long ret;
-
-	if (int_arg(ARG(2), &mode))
-		return -EINVAL;
-	c->rec.arg = mode;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
-	if (ret < 0)
-		return ret;
-	return pico_fs_mknod(c->guest->fs, path, ARG(1), mode);
+	return serve_make(c, path, pico_fs_mknod);
 }
 
 #define XATTR_NAME_MAX_K 255
@@ -167,7 +169,7 @@ long serve_unlink(struct call *c, char *path)
 	if (int_arg(ARG(2), &flags))
 		return -EINVAL;
 	c->rec.arg = flags;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	return pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags);
@@ -183,7 +185,7 @@ static long serve_two_paths(struct call *c, char *path, int is_link)
 	if (int_arg(ARG(4), &flags))
 		return -EINVAL;
 	c->rec.arg = flags;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	ret = fetch_string(c, ARG(2), ARG(3), PICO_MAX_PATH, second, 1);
@@ -229,7 +231,7 @@ long serve_chmod(struct call *c, char *path)
 	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
 		return -EINVAL;
 	c->rec.arg = mode;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	return pico_fs_chmod(c->guest->fs, path, ARG(1), mode, (int)flags);
@@ -245,7 +247,7 @@ long serve_chown(struct call *c, char *path)
 		return -EINVAL;
 	c->rec.arg = uid;
 	c->rec.arg2 = gid;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	return pico_fs_chown(c->guest->fs, path, ARG(1), uid, gid, (int)flags);
@@ -260,7 +262,7 @@ long serve_utimens(struct call *c, char *path)
 
 	if (int_arg(ARG(3), &flags))
 		return -EINVAL;
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (ARG(2)) {
@@ -277,7 +279,7 @@ long serve_truncate(struct call *c, char *path)
 	long ret;
 
 	c->rec.arg = (int64_t)ARG(2);
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	return pico_fs_truncate(c->guest->fs, path, ARG(1), (long)ARG(2));
@@ -289,7 +291,7 @@ long serve_statfs(struct call *c, char *path)
 	struct statfs sfs;
 	long ret;
 
-	ret = fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
+	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (ARG(2) == 0)
