@@ -16,10 +16,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* Linux 5.9; older headers lack it. */
-#ifndef SECCOMP_ADDFD_FLAG_SEND
-#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
-#endif
+#include "seccomp_compat.h"
 
 /* Is the notification still pending?  After every read of the caller's
  * memory: the pid the read used could otherwise have been recycled. */

@@ -22,13 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Linux 6.6; older headers lack them. */
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
+#include "seccomp_compat.h"
 
 #define EVENTS_PER_WAIT 16
 

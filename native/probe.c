@@ -34,21 +34,7 @@
 
 /* Constants newer than the build machine's kernel headers, spelled as in
  * include/uapi/linux/{seccomp,landlock,openat2,close_range}.h. */
-#ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
-#define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
-#endif
-#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
-#endif
-#ifndef SECCOMP_ADDFD_FLAG_SEND
-#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
-#endif
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
+#include "seccomp_compat.h"
 #define PROBE_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
 #define PROBE_RESOLVE_NO_MAGICLINKS 0x02
 #define PROBE_RESOLVE_BENEATH 0x08

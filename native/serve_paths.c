@@ -19,17 +19,31 @@ static long fetch_path(struct call *c, char *path)
 	return fetch_string(c, ARG(0), ARG(1), PICO_MAX_PATH, path, 0);
 }
 
+/* The arguments of a call (path, path_len, value, ...): the value (flags
+ * or mode) is what its audit record keeps. */
+static long fetch_path_and_value(struct call *c, char *path, uint32_t *value)
+{
+	if (int_arg(ARG(2), value))
+		return -EINVAL;
+	c->rec.arg = *value;
+	return fetch_path(c, path);
+}
+
+/* The arguments of a call (path, path_len, mode, flags). */
+static long fetch_path_mode_flags(struct call *c, char *path, uint32_t *mode, uint32_t *flags)
+{
+	if (int_arg(ARG(3), flags))
+		return -EINVAL;
+	return fetch_path_and_value(c, path, mode);
+}
+
 /* Implements pico_stat(path, path_len, flags, buf). */
 long serve_stat(struct call *c, char *path)
 {
 	struct statx stx;
 	uint32_t flags;
-	long ret;
+	long ret = fetch_path_and_value(c, path, &flags);
 
-	if (int_arg(ARG(2), &flags))
-		return -EINVAL;
-	c->rec.arg = flags;
-	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (ARG(3) == 0)
@@ -70,12 +84,8 @@ long serve_readlink(struct call *c, char *path)
 long serve_access(struct call *c, char *path)
 {
 	uint32_t mode, flags;
-	long ret;
+	long ret = fetch_path_mode_flags(c, path, &mode, &flags);
 
-	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
-		return -EINVAL;
-	c->rec.arg = mode;
-	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	if (pico_proc_is_view_path(path, ARG(1)))
@@ -89,11 +99,8 @@ typedef long (*path_mode_fn)(const struct pico_fs_policy *p, const char *path, s
 static long serve_make(struct call *c, char *path, path_mode_fn make)
 {
 	uint32_t mode;
+	long ret = fetch_path_and_value(c, path, &mode);
 
-	if (int_arg(ARG(2), &mode))
-		return -EINVAL;
-	c->rec.arg = mode;
-	long ret = fetch_path(c, path);
 	return ret < 0 ? ret : make(c->guest->fs, path, ARG(1), mode);
 }
 
@@ -160,19 +167,14 @@ out:
 	free(value);
 	return ret;
 }
+
 /* Implements pico_unlink(path, path_len, flags). */
 long serve_unlink(struct call *c, char *path)
 {
 	uint32_t flags;
-	long ret;
+	long ret = fetch_path_and_value(c, path, &flags);
 
-	if (int_arg(ARG(2), &flags))
-		return -EINVAL;
-	c->rec.arg = flags;
-	ret = fetch_path(c, path);
-	if (ret < 0)
-		return ret;
-	return pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags);
+	return ret < 0 ? ret : pico_fs_unlink(c->guest->fs, path, ARG(1), (int)flags);
 }
 
 /* Implements pico_rename(old, old_len, new, new_len, flags) and pico_link. */
@@ -226,12 +228,8 @@ long serve_symlink(struct call *c, char *path)
 long serve_chmod(struct call *c, char *path)
 {
 	uint32_t mode, flags;
-	long ret;
+	long ret = fetch_path_mode_flags(c, path, &mode, &flags);
 
-	if (int_arg(ARG(2), &mode) || int_arg(ARG(3), &flags))
-		return -EINVAL;
-	c->rec.arg = mode;
-	ret = fetch_path(c, path);
 	if (ret < 0)
 		return ret;
 	return pico_fs_chmod(c->guest->fs, path, ARG(1), mode, (int)flags);
