@@ -129,12 +129,16 @@ import sys
 # installed package has not, so forget them: the run must not need them.
 for name in ("pathlib", "ipaddress", "urllib.parse"):
     sys.modules.pop(name, None)
+# What the interpreter's own start-up (site, .pth hooks of installed
+# packages) loaded is not picoproc's doing: only what comes after counts.
+interpreter = set(sys.modules)
 from picoproc.cli import main
 at_import = sorted(sys.modules)
 status = main(["run", "--", "/bin/true"])
 modules = sorted(sys.modules)
 import json
-print(json.dumps({"status": status, "modules": modules, "at_import": at_import}))
+print(json.dumps({"status": status, "modules": sorted(set(modules) - interpreter),
+                  "at_import": sorted(set(at_import) - interpreter)}))
 """
 
 
