@@ -296,7 +296,9 @@ LIBOS_SYSCALL(execve) { return libos_sys_execveat(AT_FDCWD, a0, a1, a2, 0, 0, uc
 
 /* Implements Linux syscall waitid(2) on wait4, which the filter lets
  * through: the same children, the status turned into the siginfo Linux
- * fills.  WNOWAIT (leave the child waitable) has no wait4 form: EINVAL. */
+ * fills.  WNOWAIT (leave the child waitable) has no wait4 form: ENOSYS,
+ * the answer with which callers such as Go's os/exec fall back to a plain
+ * wait4 (EINVAL would be taken as a real failure of the wait). */
 LIBOS_SYSCALL(waitid)
 {
 	int idtype = (int)a0;
@@ -331,7 +333,7 @@ LIBOS_SYSCALL(waitid)
 		return -EINVAL;
 	}
 	if (options & WNOWAIT_K)
-		return -EINVAL; /* not offered: see above */
+		return -ENOSYS; /* not offered: see above */
 	if (!(options & WEXITED_K))
 		return -EINVAL; /* wait4 always reaps an exited child */
 	int status = 0;

@@ -88,6 +88,28 @@ def test_waitid_reports_children_as_linux_does(guest_runner):
     assert "(17, 1, 3, True)" in r.stdout and "(17, 2, 15, True)" in r.stdout
 
 
+# How Go's os/exec waits for a child: waitid(WEXITED|WNOWAIT) first, and on
+# ENOSYS a plain wait; any other error is the wait's failure.
+WAITID_NOWAIT_THEN_WAIT = r"""
+import errno, os
+pid = os.fork()
+if pid == 0:
+    os._exit(3)
+try:
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+except OSError as e:
+    if e.errno != errno.ENOSYS:
+        print("wait failed:", errno.errorcode[e.errno])
+        raise SystemExit(0)
+print("status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_wait_without_reaping_falls_back_as_go_does(guest_runner):
+    r = same_as_native(guest_runner, WAITID_NOWAIT_THEN_WAIT)
+    assert r.stdout == "status 3\n"
+
+
 PROC_DIR_AS_PIDFD = r"""
 import os, signal
 got = []
