@@ -52,12 +52,13 @@ class build_ext_replacing(build_ext):
 
 setup(
     packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.oci", "picoproc.libos",
-              "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf"],
+              "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf", "picoproc.bench.compat"],
     package_dir={"picoproc": "sandbox", "picoproc.abi": "abi", "picoproc.backends": "sandbox/backends",
                  "picoproc.oci": "sandbox/oci",
                  "picoproc.libos": "libos", "picoproc.bench": "benchmarks",
                  "picoproc.bench.security": "benchmarks/security",
-                 "picoproc.bench.perf": "benchmarks/perf"},
+                 "picoproc.bench.perf": "benchmarks/perf",
+                 "picoproc.bench.compat": "benchmarks/compat"},
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
                   "picoproc.libos": ["picoproc-loader", "*.h", "*.toml"], "picoproc.bench.security": ["guests/*.c"],
                   "picoproc.bench": ["guests/*.c", "floor/*.c", "floor/*.h"]},

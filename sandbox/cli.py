@@ -862,10 +862,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for add in _COMMANDS.values():
         add(sub)
 
-    # picoproc bench surface|security|perf: the suites live in benchmarks/
+    # picoproc bench surface|security|perf|compat: the suites live in benchmarks/
     # (picoproc.bench) and register their own parsers.  A copy of picoproc
     # without them (e.g. only the monitor) still runs everything else.
     try:
+        from picoproc.bench.compat.cli import add_compat_parser
         from picoproc.bench.perf.cli import add_perf_parser
         from picoproc.bench.security.cli import add_bench_parsers
         from picoproc.bench.soak import add_soak_parser
@@ -879,7 +880,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         missing.set_defaults(func=_no_bench)
     else:
-        add_bench_parsers(sub, parser_class=_Parser, extra=[add_perf_parser, add_soak_parser])
+        add_bench_parsers(sub, parser_class=_Parser,
+                          extra=[add_perf_parser, add_soak_parser, add_compat_parser])
     return parser
 
 

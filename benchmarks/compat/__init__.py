@@ -1,0 +1,2 @@
+"""``picoproc bench compat``: CPython's regression tests, module by module,
+natively and inside a picoprocess, compared test by test."""
