@@ -9,11 +9,12 @@ APT_PACKAGES=(
   gcc make libseccomp-dev         # build: cffi module, library OS, test guests
   python3-cffi-backend            # the unprivileged half of the tests runs /usr/bin/python3
   busybox-static sqlite3 strace   # real programs the tests run
-  golang-go nodejs                # runtimes whose servers the tests run on loopback
+  golang-go nodejs                # runtimes the tests run inside (servers on loopback, workers)
   procps                          # ps, pgrep, pkill, top against the guest's /proc
-  openjdk-17-jdk-headless         # java started as /usr/bin/java (an alternatives link)
   ruby                            # a runtime whose thread timer is a POSIX timer
-  libpython3.11-testsuite         # python3 -m test workloads of the perf suite
+  openjdk-17-jdk-headless perl    # more runtimes the tests run inside (java as /usr/bin/java, an alternatives link)
+  git                             # an everyday tool the tests run inside
+  libpython3.11-testsuite         # python3 -m test: the perf suite, picoproc bench compat
   bubblewrap crun runsc           # comparison backends (peers)
   podman runc containerd          # engines and runtimes picoproc-oci is tested and measured with
 )
