@@ -49,7 +49,7 @@ VERBOSE = textwrap.dedent("""\
     test_fail (test.test_x.A.test_fail) ... FAIL
     test_error (test.test_x.A.test_error) ... ERROR
     test_doc (test.test_x.A.test_doc)
-    The first line of a docstring. ... ok
+    The first line of a docstring. ... ERROR
     test_sub (test.test_x.A.test_sub) ...
       test_sub (test.test_x.A.test_sub) (i=2) ... FAIL
     test_subskip (test.test_x.A.test_subskip) ...
@@ -60,6 +60,7 @@ VERBOSE = textwrap.dedent("""\
     0.00s test_timed (test.test_x.A.test_timed) ... 1.50s ok
     setUpClass (test.test_x.B) ... skipped 'class says no'
     test_last (test.test_x.A.test_last) ... 6.00s ok
+    test.test_x.win (unittest.loader.ModuleSkipped.test.test_x.win) ... skipped 'Windows only'
 
     ======================================================================
     ERROR: test_error (test.test_x.A.test_error)
@@ -68,6 +69,13 @@ VERBOSE = textwrap.dedent("""\
       File "/usr/lib/python3.11/test/test_x.py", line 9, in test_error
         os.mkfifo(path)
     OSError: [Errno 38] Function not implemented: '/tmp/f'
+
+    ======================================================================
+    ERROR: test_doc (test.test_x.A.test_doc)
+    The first line of a docstring.
+    ----------------------------------------------------------------------
+    Traceback (most recent call last):
+    OSError: [Errno 38] Function not implemented: '/proc/2/fd'
 
     ======================================================================
     FAIL: test_fail (test.test_x.A.test_fail)
@@ -98,20 +106,23 @@ VERBOSE = textwrap.dedent("""\
 
 UNIVERSE = {f"test.test_x.A.{n}" for n in ("test_ok", "test_skip", "test_prints", "test_fail", "test_error",
                                             "test_doc", "test_sub", "test_subskip", "test_xf", "test_xp",
-                                            "test_timed", "test_last", "test_never")} | {"test.test_x.B.test_b"}
+                                            "test_timed", "test_last", "test_never")} | {
+    "test.test_x.B.test_b", "unittest.loader.ModuleSkipped.test.test_x.win"}
 
 
 def test_parser_reads_every_status():
     run = regrtest.parse(VERBOSE.encode(), UNIVERSE)
     got = {tid.rsplit(".", 1)[1]: r.outcome for tid, r in run.tests.items()}
-    assert got == {"test_ok": "pass", "test_skip": "skip", "test_prints": "pass", "test_fail": "fail",
-                   "test_error": "error", "test_doc": "pass", "test_sub": "fail", "test_subskip": "pass",
+    assert got == {"win": "skip", "test_ok": "pass", "test_skip": "skip", "test_prints": "pass", "test_fail": "fail",
+                   "test_error": "error", "test_doc": "error", "test_sub": "fail", "test_subskip": "pass",
                    "test_xf": "xfail", "test_xp": "xpass", "test_timed": "pass", "test_last": "pass"}
     assert run.tests["test.test_x.A.test_skip"].detail == 'no "thing" here'
     error = run.tests["test.test_x.A.test_error"]
     assert error.detail == "OSError: [Errno 38] Function not implemented: '/tmp/f'"
     assert "os.mkfifo(path)" in error.text
     assert run.tests["test.test_x.A.test_fail"].detail == "AssertionError: 1 != 2"
+    # A docstring's first line belongs to the description in the summary too.
+    assert run.tests["test.test_x.A.test_doc"].detail == "OSError: [Errno 38] Function not implemented: '/proc/2/fd'"
     assert run.tests["test.test_x.A.test_sub"].detail == "AssertionError: 2 not less than 2"
     assert run.fixtures == {"setUpClass (test.test_x.B)": ("skip", "class says no")}
     assert run.complete and run.result == "FAILURE" and run.in_flight is None
@@ -169,6 +180,39 @@ def test_reasons_group_alike_failures():
         "timer_create: ENOSYS (not handled by the library OS)"
     assert harness.reason_key(regrtest.TestResult("fail", "AssertionError: 3 != 4"), []) == \
         "AssertionError: N != N"
+
+
+def test_audit_records_go_to_the_test_whose_start_mark_precedes_them():
+    out = (b"test_a (m.C.test_a) ... ok\ntest_b (m.C.test_b) ... ERROR\n"
+           b"test_c (m.C.test_c) ... FAIL\n")
+    parsed = regrtest.parse(out, {"m.C.test_a", "m.C.test_b", "m.C.test_c"})
+
+    def rec(t, nr):
+        return {"time_ns": t, "call": "note_unsupported", "linux_nr": nr, "decision": "error"}
+
+    # All three lines arrive in one read: only the marks can tell the tests apart.
+    cap = harness.Capture(out, [(len(out), 100)], "exited", 1, 0.1, 0,
+                          records=[rec(15, 283), rec(25, 259), rec(26, 259), rec(35, 317)],
+                          test_starts=[(10, "m.C.test_a"), (20, "m.C.test_b"), (30, "m.C.test_c")])
+    side = harness.Side("guest")
+    harness._attribute(parsed, cap, side)
+    # test_a passed: nothing kept for it; timerfd_create (283) was its call, not test_b's.
+    assert side.evidence == {"m.C.test_b": ["mknodat: ENOSYS (not handled by the library OS) (x2)"],
+                             "m.C.test_c": ["seccomp: ENOSYS (not handled by the library OS)"]}
+
+
+def test_the_marked_runner_is_python_m_test():
+    """regrtest_marked.py takes the arguments of python3 -m test and finds
+    the same tests (it only adds a stat at every test's start)."""
+    problem = harness.check_prerequisites()
+    if problem:
+        pytest.skip(problem)
+    plain = subprocess.run([harness.PYTHON, "-m", "test", "--list-cases", "test_fcntl"], capture_output=True,
+                           text=True, timeout=120, check=False, cwd="/")
+    marked = subprocess.run([harness.PYTHON, str(harness.MARKED_RUNNER), "/nonexistent/mark/", "--list-cases",
+                             "test_fcntl"], capture_output=True, text=True, timeout=120, check=False, cwd="/")
+    assert plain.returncode == marked.returncode == 0, marked.stderr
+    assert marked.stdout == plain.stdout and "test.test_fcntl.TestFcntl.test_flock" in plain.stdout
 
 
 # ---------------------------------------------------------------------------------------

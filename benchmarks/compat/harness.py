@@ -47,6 +47,7 @@ from .regrtest import CRASH, ERROR, FAIL, GOOD, HANG, MISSING, PASS, SKIP, XFAIL
 SCHEMA = "picoproc-compat/1"
 PYTHON = "/usr/bin/python3"
 LAUNCHER = pathlib.Path(__file__).resolve().parent / "launch.py"
+MARKED_RUNNER = pathlib.Path(__file__).resolve().parent / "regrtest_marked.py"
 
 TEST_TIMEOUT_S = 120.0  # no output for this long: the running test hangs
 MODULE_TIMEOUT_S = 1800.0  # one side of one module, restarts included
@@ -57,11 +58,13 @@ EXIT_WAIT_S = 20.0  # for a stopped run to exit and close its output
 
 # What the guest is granted beyond the default manifest, and why; the
 # native side gets the same (launch.py), so these are not differences.
-GRANTS: tuple[tuple[dict, str], ...] = (
-    ({"tmpfs": ["/tmp:1G"]},
-     "a 1 GiB /tmp instead of 64 MiB: test_tarfile, test_io and test_shutil write files of "
-     "tens to hundreds of MiB there"),
-)
+# What the guest is granted beyond the default manifest, and why, as
+# ({apply_overrides keyword: [values]}, reason); the native side gets the
+# same (launch.py), so a grant is never a difference.  None is needed for
+# the modules listed: with the default 64 MiB /tmp and /dev/shm, 1 GiB of
+# memory and 256 processes, every test that passes natively with a larger
+# /tmp passes with these too.
+GRANTS: tuple[tuple[dict, str], ...] = ()
 
 # Errors in the audit that programs meet all the time (probing for files,
 # connecting to ports nothing listens on): not evidence of anything.
@@ -91,6 +94,12 @@ class Setup:
     picoproc: list[str] = dataclasses.field(default_factory=lambda: [sys.executable, "-m", "picoproc"])
     cgroups: bool = True  # give native runs a cgroup with the guest's limits where possible
     testdir: str | None = None  # regrtest --testdir: modules from there instead of CPython's
+    marked_runner: str = ""  # regrtest_marked.py, copied where both sides can read it
+    mark: str = ""  # the prefix of the paths it marks test starts with
+
+    @property
+    def mark_dir(self) -> str:
+        return os.path.dirname(self.mark)
 
 
 def make_setup(work: str, grants: Sequence[tuple[dict, str]] = GRANTS, testdir: str | None = None,
@@ -114,8 +123,12 @@ def make_setup(work: str, grants: Sequence[tuple[dict, str]] = GRANTS, testdir: 
     with open(path, "w") as f:
         f.write(manifest_to_toml(manifest))
     ident = resolve_identity(manifest)
+    runner = os.path.join(work, MARKED_RUNNER.name)
+    shutil.copy(MARKED_RUNNER, runner)
+    os.chmod(runner, 0o644)
     return Setup(manifest=manifest, manifest_path=path, identity=ident.as_dict(), work=work,
-                 grants=[why for _, why in grants], testdir=testdir, **kwargs)
+                 grants=[why for _, why in grants], testdir=testdir, marked_runner=runner,
+                 mark=os.path.join(work, "test-starts", ""), **kwargs)
 
 
 def _native_spec(setup: Setup, cgroup_procs: Sequence[str]) -> dict:
@@ -152,6 +165,7 @@ class Capture:
     result: dict | None = None  # the guest's: picoproc's --json result
     records: list[dict] = dataclasses.field(default_factory=list)  # audit records worth showing
     records_total: int = 0
+    test_starts: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (time_ns, test id)
 
 
 def _interesting(rec: dict) -> bool:
@@ -163,7 +177,8 @@ def _interesting(rec: dict) -> bool:
 
 def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: float,
              stop_steps: Sequence[tuple[int, bool, float]], audit_rfd: int | None = None,
-             pass_fds: Sequence[int] = (), on_end: Callable[[], None] | None = None) -> Capture:
+             pass_fds: Sequence[int] = (), on_end: Callable[[], None] | None = None,
+             mark: str | None = None) -> Capture:
     """Runs argv (own session), reading its output until it closes and the
     process has exited.  No output for ``silence_s``, or the monotonic
     ``deadline``, starts ``stop_steps``: (signal, to the whole group?, how long
@@ -179,6 +194,7 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
     out = bytearray()
     marks: list[tuple[int, int]] = []
     records: list[dict] = []
+    starts: list[tuple[int, str]] = []
     total = 0
     audit_buf = b""
     how = "exited"
@@ -267,7 +283,10 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
                             rec = json.loads(line)
                         except ValueError:
                             continue
-                        if _interesting(rec) and len(records) < _MAX_RECORDS_KEPT:
+                        path = rec.get("path") or ""
+                        if mark and path.startswith(mark):
+                            starts.append((rec.get("time_ns", 0), path[len(mark):]))
+                        elif _interesting(rec) and len(records) < _MAX_RECORDS_KEPT:
                             records.append(rec)
             if exited_at is None and proc.poll() is not None:
                 exited_at = time.monotonic()
@@ -284,11 +303,13 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
             on_end()
     rc = proc.returncode
     return Capture(bytes(out), marks, how, 128 - rc if rc < 0 else rc, time.monotonic() - t0,
-                   started_ns, records=records, records_total=total)
+                   started_ns, records=records, records_total=total, test_starts=starts)
 
 
 def _regrtest_argv(setup: Setup, module: str, ignore_file: str | None) -> list[str]:
-    argv = [setup.python, "-m", "test", "-v"]
+    """``python3 -m test -v MODULE``, through regrtest_marked.py (a mark in
+    the audit at every test's start), on both sides alike."""
+    argv = [setup.python, setup.marked_runner, setup.mark, "-v"]
     if setup.testdir:
         argv += ["--testdir", setup.testdir]
     if ignore_file:
@@ -342,7 +363,7 @@ def run_guest(setup: Setup, argv: list[str], *, silence_s: float, deadline: floa
            "--audit", f"/dev/fd/{wfd}", "--stop-timeout", str(STOP_TIMEOUT_S), "--", *_shell(argv)]
     try:
         cap = _capture(cmd, env=None, silence_s=silence_s, deadline=deadline, audit_rfd=rfd,
-                       pass_fds=[wfd],
+                       pass_fds=[wfd], mark=setup.mark or None,
                        stop_steps=[(signal.SIGUSR1, False, DUMP_WAIT_S),
                                    (signal.SIGTERM, False, STOP_TIMEOUT_S + EXIT_WAIT_S),
                                    (signal.SIGKILL, True, EXIT_WAIT_S)])
@@ -610,6 +631,10 @@ def _attribute(parsed: ParsedRun, cap: Capture, res: Side) -> None:
     """Audit records made while each not-passing test ran become its evidence."""
     if not cap.records:
         return
+    if cap.test_starts:
+        _attribute_by_marks(parsed, cap, res)
+        return
+    # No marks (a runner without them): by when the test's lines arrived.
     times = [t for _, t in cap.marks]
     ends = [e for e, _ in cap.marks]
     records = sorted(cap.records, key=lambda r: r.get("time_ns", 0))
@@ -644,11 +669,39 @@ def _attribute(parsed: ParsedRun, cap: Capture, res: Side) -> None:
     for tid, start, end in items:
         t0, t1 = window(start, end)
         lo, hi = bisect.bisect_left(rtimes, t0), bisect.bisect_right(rtimes, t1)
-        seen = Counter(describe_audit(r) for r in records[lo:hi])
-        if seen:
-            # ENOSYS first: the most direct reason there is.
-            lines = sorted(seen.items(), key=lambda kv: (0 if "ENOSYS (not handled" in kv[0] else 1, -kv[1]))
-            res.evidence[tid] = [f"{text}" + (f" (x{n})" if n > 1 else "") for text, n in lines[:6]]
+        if hi > lo:
+            res.evidence[tid] = _evidence(records[lo:hi])
+
+
+def _evidence(records: Sequence[dict]) -> list[str]:
+    seen = Counter(describe_audit(r) for r in records)
+    # ENOSYS first: the most direct reason there is.
+    lines = sorted(seen.items(), key=lambda kv: (0 if "ENOSYS (not handled" in kv[0] else 1, -kv[1]))
+    return [text + (f" (x{n})" if n > 1 else "") for text, n in lines[:6]]
+
+
+def _attribute_by_marks(parsed: ParsedRun, cap: Capture, res: Side) -> None:
+    """The audit's marks of test starts cut it into tests: a call belongs to
+    the test whose mark came last before it (a test's own calls and those of
+    the processes it started; a test starts only after the last one ended)."""
+    starts = sorted(cap.test_starts)
+    times = [t for t, _ in starts]
+    records = sorted(cap.records, key=lambda r: r.get("time_ns", 0))
+    rtimes = [r.get("time_ns", 0) for r in records]
+    wanted = {tid for tid, r in parsed.tests.items() if r.outcome not in (PASS, XFAIL)}
+    if parsed.in_flight:
+        wanted.add(parsed.in_flight)
+    by_test: dict[str, list[dict]] = {}
+    for k, (t0, marked) in enumerate(starts):
+        tid = next((w for w in wanted if w[:200] == marked), None)
+        if tid is None:
+            continue
+        t1 = times[k + 1] if k + 1 < len(times) else 1 << 63
+        lo, hi = bisect.bisect_left(rtimes, t0), bisect.bisect_left(rtimes, t1)
+        by_test.setdefault(tid, []).extend(records[lo:hi])
+    for tid, recs in by_test.items():
+        if recs:
+            res.evidence[tid] = _evidence(recs)
 
 
 # ---------------------------------------------------------------------------

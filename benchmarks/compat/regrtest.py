@@ -45,10 +45,12 @@ FIXTURES = ("setUpClass", "tearDownClass", "setUpModule", "tearDownModule")
 SEPARATOR1 = "=" * 70
 SEPARATOR2 = "-" * 70
 
-_START = re.compile(r"^(?P<sub>  )?(?P<method>[A-Za-z_]\w*) \((?P<paren>[A-Za-z_][\w.]*)\)(?P<tail>.*)$")
+# A method, or a dotted name (a module the loader skipped:
+# "test.mod (unittest.loader.ModuleSkipped.test.mod)").
+_START = re.compile(r"^(?P<sub>  )?(?P<method>[A-Za-z_][\w.]*) \((?P<paren>[A-Za-z_][\w.]*)\)(?P<tail>.*)$")
 # A test's description after other text on its line (a test that prints
 # its duration in tearDown: "0.00s test_x (test.mod.C.test_x) ... 1.01s ok").
-_DESC_IN = re.compile(r"(?<![\w.])(?P<method>[A-Za-z_]\w*) \((?P<paren>[A-Za-z_][\w.]*)\)")
+_DESC_IN = re.compile(r"(?<![\w.])(?P<method>[A-Za-z_][\w.]*) \((?P<paren>[A-Za-z_][\w.]*)\)")
 _STATUS_WORDS = {"ok": PASS, "FAIL": FAIL, "ERROR": ERROR, "expected failure": XFAIL,
                  "unexpected success": XPASS}
 _SKIPPED = re.compile(r"skipped (?P<why>'.*'|\".*\")$")
@@ -326,6 +328,10 @@ def _summary_entry(run: ParsedRun, lines: list[str], i: int, pos: int,
         return i, pos
     pos += len(lines[i]) + 1
     i += 1
+    if i + 1 < len(lines) and lines[i].rstrip("\r") != SEPARATOR2 and lines[i + 1].rstrip("\r") == SEPARATOR2:
+        # The first line of the test's docstring, part of its description.
+        pos += len(lines[i]) + 1
+        i += 1
     body: list[str] = []
     # Its own separator; an UNEXPECTED SUCCESS has none (the separator that
     # follows it is the one before "Ran N tests").
@@ -370,7 +376,7 @@ def _summary_entry(run: ParsedRun, lines: list[str], i: int, pos: int,
     return i, pos
 
 
-def _trim(text: str, limit: int = 4000) -> str:
+def _trim(text: str, limit: int = 2000) -> str:
     if len(text) <= limit:
         return text
     return text[: limit // 4] + "\n[...]\n" + text[-(3 * limit) // 4:]

@@ -197,9 +197,11 @@ def compat_doc(doc: dict, command: str) -> str:
          + "), working directory, hostname and private scratch tmpfs, in a network namespace with a "
          "loopback of its own, with the guest's open-file, memory and process-count limits "
          "(`benchmarks/compat/launch.py`); the host kernel is otherwise used directly (its /proc and "
-         "/dev, no seccomp filter). **Inside**: `picoproc run` with the default manifest and these "
-         "grants: " + "; ".join(doc["grants"]) + ". Both sides also see the harness's work directory "
-         "read-only (the lists of tests to leave out when a module is run again)."),
+         "/dev, no seccomp filter). **Inside**: `picoproc run` with the default manifest"
+         + (" and these grants: " + "; ".join(doc["grants"]) if doc["grants"] else ", no grant")
+         + ". Both sides also see the harness's work directory read-only (its runner, which marks "
+         "each test's start with a stat of a path that does not exist, so that the audit inside says "
+         "which test made which call; and the lists of tests to leave out when a module runs again)."),
         "",
         (f"A run that prints nothing for {doc['test_timeout_s']:.0f} s is hung: the harness asks it for a "
          "traceback of every thread (SIGUSR1, which regrtest hands to faulthandler), stops it, records "
