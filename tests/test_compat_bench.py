@@ -184,21 +184,28 @@ def test_reasons_group_alike_failures():
 
 def test_audit_records_go_to_the_test_whose_start_mark_precedes_them():
     out = (b"test_a (m.C.test_a) ... ok\ntest_b (m.C.test_b) ... ERROR\n"
-           b"test_c (m.C.test_c) ... FAIL\n")
-    parsed = regrtest.parse(out, {"m.C.test_a", "m.C.test_b", "m.C.test_c"})
+           b"test_c (m.C.test_c) ... FAIL\ntest_d (m.C.test_d) ... skipped 'no pidfds'\n")
+    parsed = regrtest.parse(out, {"m.C.test_a", "m.C.test_b", "m.C.test_c", "m.C.test_d"})
 
     def rec(t, nr):
         return {"time_ns": t, "call": "note_unsupported", "linux_nr": nr, "decision": "error"}
 
     # All three lines arrive in one read: only the marks can tell the tests apart.
     cap = harness.Capture(out, [(len(out), 100)], "exited", 1, 0.1, 0,
-                          records=[rec(15, 283), rec(25, 259), rec(26, 259), rec(35, 317)],
-                          test_starts=[(10, "m.C.test_a"), (20, "m.C.test_b"), (30, "m.C.test_c")])
+                          records=[rec(5, 434), rec(15, 283), rec(25, 259), rec(26, 259), rec(35, 317)],
+                          test_starts=[(10, "m.C.test_a"), (20, "m.C.test_b"), (30, "m.C.test_c"),
+                                       (40, "m.C.test_d")])
     side = harness.Side("guest")
     harness._attribute(parsed, cap, side)
     # test_a passed: nothing kept for it; timerfd_create (283) was its call, not test_b's.
-    assert side.evidence == {"m.C.test_b": ["mknodat: ENOSYS (not handled by the library OS) (x2)"],
-                             "m.C.test_c": ["seccomp: ENOSYS (not handled by the library OS)"]}
+    # A skip decided at import shows what failed then, as such.
+    assert side.evidence == {
+        "m.C.test_b": ["mknodat: ENOSYS (not handled by the library OS) (x2)"],
+        "m.C.test_c": ["seccomp: ENOSYS (not handled by the library OS)"],
+        "m.C.test_d": ["before the first test: pidfd_open: ENOSYS (not handled by the library OS)"]}
+    # ... which is shown, not taken for the reason.
+    assert harness.reason_key(parsed.tests["m.C.test_d"], side.evidence["m.C.test_d"]) == \
+        "skipped inside: no pidfds"
 
 
 def test_the_marked_runner_is_python_m_test():

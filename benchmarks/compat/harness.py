@@ -673,6 +673,9 @@ def _attribute(parsed: ParsedRun, cap: Capture, res: Side) -> None:
             res.evidence[tid] = _evidence(records[lo:hi])
 
 
+BEFORE_THE_FIRST_TEST = "before the first test: "
+
+
 def _evidence(records: Sequence[dict]) -> list[str]:
     seen = Counter(describe_audit(r) for r in records)
     # ENOSYS first: the most direct reason there is.
@@ -702,6 +705,16 @@ def _attribute_by_marks(parsed: ParsedRun, cap: Capture, res: Side) -> None:
     for tid, recs in by_test.items():
         if recs:
             res.evidence[tid] = _evidence(recs)
+    # A test skipped for want of a feature often decided so at import, before
+    # any test started (skipUnless(can_use_pidfd())): show the calls that
+    # failed then, as such; they do not name its reason (reason_key).
+    early = [r for r in records[:bisect.bisect_left(rtimes, times[0])] if r.get("call") == "note_unsupported"]
+    if early:
+        lines = [f"{BEFORE_THE_FIRST_TEST}{e}" for e in _evidence(early)]
+        for tid in wanted:
+            r = parsed.tests.get(tid)
+            if r is not None and r.outcome == SKIP and tid not in res.evidence:
+                res.evidence[tid] = lines
 
 
 # ---------------------------------------------------------------------------
@@ -786,7 +799,8 @@ def reason_key(result: TestResult, evidence: Sequence[str]) -> str:
     tests failing for one reason are counted together."""
     import re
 
-    unsupported = [e.split(":", 1)[0] for e in evidence if "ENOSYS (not handled" in e]
+    unsupported = [e.split(":", 1)[0] for e in evidence
+                   if "ENOSYS (not handled" in e and not e.startswith(BEFORE_THE_FIRST_TEST)]
     if unsupported:
         return f"{unsupported[0]}: ENOSYS (not handled by the library OS)"
     detail = regrtest.describe_text(result.detail or "")

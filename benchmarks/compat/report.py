@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from .harness import BOTH_FAIL, BOTH_SKIP, IMPROVED, NATIVE_BROKEN, OTHER, REGRESSED
+from .modules import DEFAULT_MODULES
 
 _KIND_TEXT = {REGRESSED: "passes natively, not inside", IMPROVED: "passes inside only",
               OTHER: "neither passes, differently"}
@@ -34,11 +35,12 @@ def _short(test: str, module: str) -> str:
     return test
 
 
-def totals(doc: dict) -> dict:
-    """Counts over the modules that were compared (not those broken natively)."""
+def totals(doc: dict, only=None) -> dict:
+    """Counts over the modules that were compared (not those broken
+    natively); ``only``: over these module names alone."""
     t: Counter = Counter()
     for m in doc["modules"]:
-        if m.get("error") or m.get("guest") is None:
+        if m.get("error") or m.get("guest") is None or (only is not None and m["module"] not in only):
             continue
         t["modules"] += 1
         t["passes_natively"] += m["passes_natively"]
@@ -185,7 +187,8 @@ def compat_doc(doc: dict, command: str) -> str:
         "",
         f"Measured {m['date_utc']} on {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
         f"Linux {m['kernel']}; {m.get('os') or ''}; CPython {doc['python']['version']} "
-        f"(`{doc['python']['path']}`, Debian's libpython3-testsuite); picoproc {doc['picoproc']['version']}"
+        f"(`{doc['python']['path']}`, Debian's libpython{'.'.join(doc['python']['version'].split('.')[:2])}"
+        f"-testsuite); picoproc {doc['picoproc']['version']}"
         + (f" at commit {commit}" if commit else "")
         + (f"; load average at the start {m['loadavg_1m']}" if m.get("loadavg_1m") is not None else "") + ".",
         f"{len(doc['modules'])} modules, {doc['jobs']} at a time, in {doc['elapsed_s'] / 60:.0f} min.",
@@ -219,5 +222,9 @@ def compat_doc(doc: dict, command: str) -> str:
     if t.get("modules"):
         lines += [f"**{t['passes_both']:,} of {t['passes_natively']:,} tests that pass natively pass inside "
                   f"too ({_pct(t['passes_both'], t['passes_natively'])}).**", ""]
+    core = totals(doc, only=DEFAULT_MODULES)
+    if core.get("modules") and core.get("modules") != t.get("modules"):
+        lines += [f"Over the {core['modules']} default modules alone: {core['passes_both']:,} of "
+                  f"{core['passes_natively']:,} ({_pct(core['passes_both'], core['passes_natively'])}).", ""]
     lines.append(markdown(doc))
     return "\n".join(lines).rstrip() + "\n"
