@@ -21,10 +21,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 from picoproc.bench.compat import harness, regrtest, report
@@ -391,3 +393,40 @@ def test_a_real_module_natively_and_inside(tmp_path):
     for d in doc["differences"]:
         assert d["kind"] == harness.REGRESSED and d["reason"] and d["detail"], d
     assert doc["native"]["attempts"][0]["status"] == 0
+
+
+def test_ctrl_c_stops_every_run(planted_dir):
+    """SIGINT (a terminal's Ctrl-C) ends the comparison with 130 and leaves no
+    run behind: not the native regrtest, not picoproc and its guest."""
+    if os.geteuid() != 0:
+        pytest.skip("as root: the planted runs of the unprivileged case show the harness itself")
+    import psutil
+
+    def runs() -> list[int]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if any(planted_dir in a for a in (p.info["cmdline"] or [])) and p.pid != os.getpid():
+                found.append(p.pid)
+        return found
+
+    proc = subprocess.Popen([sys.executable, "-m", "picoproc", "bench", "compat", "--testdir", planted_dir,
+                             "--modules", "planted_regrtest", "--test-timeout", "60", "--jobs", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # The native run of the planted module hangs in test_h for 60 s: wait
+        # until its regrtest runs, then interrupt.
+        deadline = time.monotonic() + 120
+        while not any("regrtest_marked" in " ".join(psutil.Process(p).cmdline()) for p in runs()):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the native run never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = runs()
+    if left:
+        psutil.wait_procs([psutil.Process(p) for p in left], timeout=10)
+    assert runs() == []

@@ -96,6 +96,8 @@ class Setup:
     testdir: str | None = None  # regrtest --testdir: modules from there instead of CPython's
     marked_runner: str = ""  # regrtest_marked.py, copied where both sides can read it
     mark: str = ""  # the prefix of the paths it marks test starts with
+    # Set to stop the comparison: every run in progress is killed (Stopped).
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @property
     def mark_dir(self) -> str:
@@ -175,10 +177,14 @@ def _interesting(rec: dict) -> bool:
             and (rec.get("call"), rec.get("errno_name")) not in _ROUTINE_CALLS)
 
 
+class Stopped(Exception):
+    """The comparison was stopped (Setup.stop was set): runs are killed."""
+
+
 def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: float,
              stop_steps: Sequence[tuple[int, bool, float]], audit_rfd: int | None = None,
              pass_fds: Sequence[int] = (), on_end: Callable[[], None] | None = None,
-             mark: str | None = None) -> Capture:
+             mark: str | None = None, stop: threading.Event | None = None) -> Capture:
     """Runs argv (own session), reading its output until it closes and the
     process has exited.  No output for ``silence_s``, or the monotonic
     ``deadline``, starts ``stop_steps``: (signal, to the whole group?, how long
@@ -230,6 +236,8 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
 
     try:
         while sel.get_map():
+            if stop is not None and stop.is_set():
+                raise Stopped
             now = time.monotonic()
             if next_step_at is None and how == "exited" and exited_at is None:
                 if now >= deadline:
@@ -294,6 +302,12 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
     except subprocess.TimeoutExpired:
         signal_run(signal.SIGKILL, True)
         proc.wait()
+    except BaseException:
+        # Stopped (Ctrl-C), or a bug here: the run must not outlive us.
+        # Killing picoproc kills its guest; a native run's cgroup goes in on_end.
+        signal_run(signal.SIGKILL, True)
+        proc.wait()
+        raise
     finally:
         sel.close()
         proc.stdout.close()
@@ -335,7 +349,7 @@ def run_native(setup: Setup, argv: list[str], *, silence_s: float, deadline: flo
     try:
         return _capture(launcher, env=None, silence_s=silence_s, deadline=deadline,
                         stop_steps=[(signal.SIGUSR1, False, DUMP_WAIT_S), (signal.SIGKILL, True, EXIT_WAIT_S)],
-                        on_end=end)
+                        on_end=end, stop=setup.stop)
     finally:
         end()
 
@@ -363,7 +377,7 @@ def run_guest(setup: Setup, argv: list[str], *, silence_s: float, deadline: floa
            "--audit", f"/dev/fd/{wfd}", "--stop-timeout", str(STOP_TIMEOUT_S), "--", *_shell(argv)]
     try:
         cap = _capture(cmd, env=None, silence_s=silence_s, deadline=deadline, audit_rfd=rfd,
-                       pass_fds=[wfd], mark=setup.mark or None,
+                       pass_fds=[wfd], mark=setup.mark or None, stop=setup.stop,
                        stop_steps=[(signal.SIGUSR1, False, DUMP_WAIT_S),
                                    (signal.SIGTERM, False, STOP_TIMEOUT_S + EXIT_WAIT_S),
                                    (signal.SIGKILL, True, EXIT_WAIT_S)])
@@ -924,6 +938,8 @@ def run_compat(modules: Sequence[str], *, jobs: int = 2, progress=sys.stderr, ou
         def one(module: str) -> dict:
             try:
                 doc = compare_module(setup, module, out_dir=out_dir, note=note)
+            except Stopped:
+                raise
             except Exception as exc:  # a harness or start-up failure: the others go on
                 note(f"{module}: the comparison failed: {exc!r}")
                 return {"module": module, "error": repr(exc)}
@@ -932,8 +948,15 @@ def run_compat(modules: Sequence[str], *, jobs: int = 2, progress=sys.stderr, ou
             return doc
 
         order = sorted(modules, key=lambda m: -EXPECTED_SECONDS.get(m, 10))
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
+        try:
             done = dict(zip(order, pool.map(one, order)))
+        except BaseException:
+            # Ctrl-C reaches this thread only: stop the workers' runs too.
+            setup.stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return {
             "schema": SCHEMA,
             "machine": describe_machine(),
