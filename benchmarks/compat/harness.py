@@ -1,8 +1,10 @@
 """Runs CPython regression modules natively and inside a picoprocess and
 compares them test by test.
 
-Both sides run ``/usr/bin/python3 -m test -v MODULE`` through ``/bin/sh``
-(stderr joined to stdout inside, so the order of lines is the program's):
+Both sides run ``/usr/bin/python3 -m test -v MODULE`` (through
+regrtest_marked.py, which marks each test's start in the audit) through
+``/bin/sh`` (stderr joined to stdout inside, so the order of lines is the
+program's):
 
 * natively through ``launch.py``: the guest's identity, environment, working
   directory, hostname, private scratch tmpfs, a network namespace with its
@@ -56,14 +58,11 @@ DUMP_WAIT_S = 5.0  # for the traceback a hung run prints on SIGUSR1
 STOP_TIMEOUT_S = 5  # picoproc run --stop-timeout: SIGTERM, then SIGKILL
 EXIT_WAIT_S = 20.0  # for a stopped run to exit and close its output
 
-# What the guest is granted beyond the default manifest, and why; the
-# native side gets the same (launch.py), so these are not differences.
 # What the guest is granted beyond the default manifest, and why, as
 # ({apply_overrides keyword: [values]}, reason); the native side gets the
 # same (launch.py), so a grant is never a difference.  None is needed for
-# the modules listed: with the default 64 MiB /tmp and /dev/shm, 1 GiB of
-# memory and 256 processes, every test that passes natively with a larger
-# /tmp passes with these too.
+# the default modules: natively, with the default 64 MiB /tmp and /dev/shm,
+# 1 GiB of memory and 256 processes, they pass as they do with a 1 GiB /tmp.
 GRANTS: tuple[tuple[dict, str], ...] = ()
 
 # Errors in the audit that programs meet all the time (probing for files,
@@ -98,10 +97,6 @@ class Setup:
     mark: str = ""  # the prefix of the paths it marks test starts with
     # Set to stop the comparison: every run in progress is killed (Stopped).
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-    @property
-    def mark_dir(self) -> str:
-        return os.path.dirname(self.mark)
 
 
 def make_setup(work: str, grants: Sequence[tuple[dict, str]] = GRANTS, testdir: str | None = None,
@@ -159,7 +154,7 @@ def _shell(argv: Sequence[str]) -> list[str]:
 @dataclasses.dataclass
 class Capture:
     output: bytes
-    marks: list[tuple[int, int]]  # (output length after a chunk, time_ns it arrived)
+    arrivals: list[tuple[int, int]]  # (output length after a chunk, time_ns it arrived)
     how: str  # "exited", "silent" (stopped: no output for too long), "deadline"
     status: int | None  # the shell's: exit code, or 128+N for signal N
     wall_s: float
@@ -198,7 +193,7 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
     for fd in pass_fds:
         os.close(fd)
     out = bytearray()
-    marks: list[tuple[int, int]] = []
+    arrivals: list[tuple[int, int]] = []
     records: list[dict] = []
     starts: list[tuple[int, str]] = []
     total = 0
@@ -267,7 +262,7 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
                         sel.unregister(key.fd)
                         continue
                     out += chunk
-                    marks.append((len(out), time.time_ns()))
+                    arrivals.append((len(out), time.time_ns()))
                     last_output = time.monotonic()
                     if step_signalled_at is not None and next_step_at is not None and \
                             steps and steps[0][0] != signal.SIGKILL and now - step_signalled_at > 1.0:
@@ -316,7 +311,7 @@ def _capture(argv: list[str], *, env: dict | None, silence_s: float, deadline: f
         if on_end is not None:
             on_end()
     rc = proc.returncode
-    return Capture(bytes(out), marks, how, 128 - rc if rc < 0 else rc, time.monotonic() - t0,
+    return Capture(bytes(out), arrivals, how, 128 - rc if rc < 0 else rc, time.monotonic() - t0,
                    started_ns, records=records, records_total=total, test_starts=starts)
 
 
@@ -649,8 +644,8 @@ def _attribute(parsed: ParsedRun, cap: Capture, res: Side) -> None:
         _attribute_by_marks(parsed, cap, res)
         return
     # No marks (a runner without them): by when the test's lines arrived.
-    times = [t for _, t in cap.marks]
-    ends = [e for e, _ in cap.marks]
+    times = [t for _, t in cap.arrivals]
+    ends = [e for e, _ in cap.arrivals]
     records = sorted(cap.records, key=lambda r: r.get("time_ns", 0))
     rtimes = [r.get("time_ns", 0) for r in records]
 
