@@ -63,6 +63,10 @@ VERBOSE = textwrap.dedent("""\
     setUpClass (test.test_x.B) ... skipped 'class says no'
     test_last (test.test_x.A.test_last) ... 6.00s ok
     test.test_x.win (unittest.loader.ModuleSkipped.test.test_x.win) ... skipped 'Windows only'
+    test_late (test.test_x.A.test_late) ... 6.00s ok
+    Traceback (most recent call last):
+      File "/usr/lib/python3.11/multiprocessing/util.py", line 300, in _run_finalizers
+    OSError: printed by a finalizer after the last test's status
 
     ======================================================================
     ERROR: test_error (test.test_x.A.test_error)
@@ -108,7 +112,7 @@ VERBOSE = textwrap.dedent("""\
 
 UNIVERSE = {f"test.test_x.A.{n}" for n in ("test_ok", "test_skip", "test_prints", "test_fail", "test_error",
                                             "test_doc", "test_sub", "test_subskip", "test_xf", "test_xp",
-                                            "test_timed", "test_last", "test_never")} | {
+                                            "test_timed", "test_last", "test_late", "test_never")} | {
     "test.test_x.B.test_b", "unittest.loader.ModuleSkipped.test.test_x.win"}
 
 
@@ -117,7 +121,8 @@ def test_parser_reads_every_status():
     got = {tid.rsplit(".", 1)[1]: r.outcome for tid, r in run.tests.items()}
     assert got == {"win": "skip", "test_ok": "pass", "test_skip": "skip", "test_prints": "pass", "test_fail": "fail",
                    "test_error": "error", "test_doc": "error", "test_sub": "fail", "test_subskip": "pass",
-                   "test_xf": "xfail", "test_xp": "xpass", "test_timed": "pass", "test_last": "pass"}
+                   "test_xf": "xfail", "test_xp": "xpass", "test_timed": "pass", "test_last": "pass",
+                   "test_late": "pass"}
     assert run.tests["test.test_x.A.test_skip"].detail == 'no "thing" here'
     error = run.tests["test.test_x.A.test_error"]
     assert error.detail == "OSError: [Errno 38] Function not implemented: '/tmp/f'"

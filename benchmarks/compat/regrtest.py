@@ -159,7 +159,7 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
     run = ParsedRun()
     cur: str | None = None  # the test whose status is awaited
     cur_marker = False  # its " ... " was seen
-    cur_last = ""  # the last line it printed (a status may end it)
+    cur_lines: list[str] = []  # what it printed after its " ... " (a status may end a line)
     sub_failed: dict[str, str] = {}
     pos = 0
     lines = text.split("\n")
@@ -173,13 +173,23 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
         start = r.start if r is not None else None
         run.tests[tid] = TestResult(outcome, detail, start=start, end=end)
 
+    def last_status() -> tuple[str, str] | None:
+        """The status the awaited test printed on a line of its output: the
+        last line that ends with one (things print after a status too: a
+        finalizer's traceback, another thread)."""
+        for ln in reversed(cur_lines):
+            st = _status_of(ln)
+            if st is not None:
+                return st
+        return None
+
     def close_pending(end: int) -> None:
         """The awaited test's status never came on its own line: it may
         end the last line the test printed."""
         nonlocal cur
         if cur is None:
             return
-        st = _status_of(cur_last) if cur_last else None
+        st = last_status()
         if st is not None:
             finish(cur, st[0], st[1], end)
         elif cur in sub_failed:
@@ -208,13 +218,13 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
 
     def after_marker(rest: str) -> None:
         """What follows a test's " ... ": its status, or what it printed."""
-        nonlocal cur, cur_last
+        nonlocal cur
         st = _exact_status(rest)
         if st:
             finish(cur, st[0], st[1], pos)
             cur = None
         else:
-            cur_last = rest
+            cur_lines.append(rest)
             faulthandler_output(rest)
 
     while i < len(lines):
@@ -257,7 +267,8 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
                     close_pending(line_start)
                 if cur != tid or tid not in run.tests:
                     run.tests[tid] = TestResult(MISSING, start=line_start)
-                cur, cur_marker, cur_last = tid, False, ""
+                cur, cur_marker = tid, False
+                cur_lines.clear()
                 if tail.startswith(" ... "):
                     cur_marker = True
                     after_marker(tail[5:])
@@ -280,7 +291,7 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
                 close_pending(line_start)
                 continue
             if ln.strip() and ln != SEPARATOR2:
-                cur_last = ln
+                cur_lines.append(ln)
             # A line the test printed: a regrtest line may still follow.
         mm = _MODULE_SKIPPED.match(ln)
         if mm:
@@ -300,7 +311,7 @@ def parse(data: bytes, universe: set[str] | None = None) -> ParsedRun:
         # Its status may end its last line only if nothing came after it
         # (a new test, the summary); at the end of a run cut short, it was
         # still running.
-        st = _status_of(cur_last) if cur_last and run.complete else None
+        st = last_status() if run.complete else None
         if st is not None:
             finish(cur, st[0], st[1], len(text))
         elif cur in sub_failed:
