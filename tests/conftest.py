@@ -289,7 +289,9 @@ GUEST_UID = 65534  # nobody: the identity a root monitor gives its guests
 def native_as_guest(argv, timeout: float = 60.0, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
     """argv on the host as the identity a guest runs under (nobody when this
     process is root, else this user), in a fresh empty directory that is its
-    cwd, HOME and TMPDIR, with the default manifest's environment."""
+    cwd, HOME and TMPDIR, with the default manifest's environment.  The
+    directory is that identity's, mode 0700, as the guest's scratch /tmp is
+    (programs check: Ruby warns about a world-writable TMPDIR)."""
     from picoproc.manifest import default_manifest
 
     prefix = []
@@ -297,7 +299,9 @@ def native_as_guest(argv, timeout: float = 60.0, stdin=subprocess.DEVNULL) -> su
         prefix = ["setpriv", f"--reuid={GUEST_UID}", f"--regid={GUEST_UID}", "--clear-groups"]
     env = dict(default_manifest().env)
     with tempfile.TemporaryDirectory(prefix="picoproc-native-") as d:
-        os.chmod(d, 0o777)
+        if os.geteuid() == 0:
+            os.chown(d, GUEST_UID, GUEST_UID)
+        os.chmod(d, 0o700)
         env.update(HOME=d, TMPDIR=d)
         return subprocess.run([*prefix, *argv], cwd=d, env=env, stdin=stdin, capture_output=True,
                               timeout=timeout, check=False)
