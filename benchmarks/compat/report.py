@@ -219,12 +219,16 @@ def compat_doc(doc: dict, command: str) -> str:
         f"this file: `{command}`.",
         "",
     ]
-    if t.get("modules"):
-        lines += [f"**{t['passes_both']:,} of {t['passes_natively']:,} tests that pass natively pass inside "
-                  f"too ({_pct(t['passes_both'], t['passes_natively'])}).**", ""]
     core = totals(doc, only=DEFAULT_MODULES)
     if core.get("modules") and core.get("modules") != t.get("modules"):
-        lines += [f"Over the {core['modules']} default modules alone: {core['passes_both']:,} of "
-                  f"{core['passes_natively']:,} ({_pct(core['passes_both'], core['passes_natively'])}).", ""]
+        # A longer list: the default modules' total first (the stated target).
+        lines += [f"**Over the {core['modules']} default modules: {core['passes_both']:,} of the "
+                  f"{core['passes_natively']:,} tests that pass natively pass inside too "
+                  f"({_pct(core['passes_both'], core['passes_natively'])}).**  Over all {t['modules']}: "
+                  f"{t['passes_both']:,} of {t['passes_natively']:,} "
+                  f"({_pct(t['passes_both'], t['passes_natively'])}).", ""]
+    elif t.get("modules"):
+        lines += [f"**{t['passes_both']:,} of {t['passes_natively']:,} tests that pass natively pass inside "
+                  f"too ({_pct(t['passes_both'], t['passes_natively'])}).**", ""]
     lines.append(markdown(doc))
     return "\n".join(lines).rstrip() + "\n"
