@@ -29,7 +29,7 @@ import textwrap
 import time
 
 import pytest
-from picoproc.bench.compat import harness, regrtest, report
+from picoproc.bench.compat import evidence, harness, regrtest, report, runs
 
 PLANTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat", "planted_regrtest.py")
 PY = "planted_regrtest.Planted."
@@ -180,12 +180,12 @@ def test_comparison_of_two_outcomes(native, guest, kind):
 def test_reasons_group_alike_failures():
     one = regrtest.TestResult("error", "OSError: [Errno 38] Function not implemented: '/tmp/a'")
     two = regrtest.TestResult("error", "OSError: [Errno 38] Function not implemented: '/tmp/b'")
-    assert harness.reason_key(one, []) == harness.reason_key(two, []) == \
+    assert evidence.reason_key(one, []) == evidence.reason_key(two, []) == \
         "OSError: [Errno 38] Function not implemented"
     # A call the library OS does not handle, seen while the test ran, comes first.
-    assert harness.reason_key(one, ["timer_create: ENOSYS (not handled by the library OS) (x2)"]) == \
+    assert evidence.reason_key(one, ["timer_create: ENOSYS (not handled by the library OS) (x2)"]) == \
         "timer_create: ENOSYS (not handled by the library OS)"
-    assert harness.reason_key(regrtest.TestResult("fail", "AssertionError: 3 != 4"), []) == \
+    assert evidence.reason_key(regrtest.TestResult("fail", "AssertionError: 3 != 4"), []) == \
         "AssertionError: N != N"
 
 
@@ -197,33 +197,30 @@ def test_audit_records_go_to_the_test_whose_start_mark_precedes_them():
     def rec(t, nr):
         return {"time_ns": t, "call": "note_unsupported", "linux_nr": nr, "decision": "error"}
 
-    # All three lines arrive in one read: only the marks can tell the tests apart.
-    cap = harness.Capture(out, [(len(out), 100)], "exited", 1, 0.1, 0,
-                          records=[rec(5, 434), rec(15, 283), rec(25, 259), rec(26, 259), rec(35, 317)],
-                          test_starts=[(10, "m.C.test_a"), (20, "m.C.test_b"), (30, "m.C.test_c"),
-                                       (40, "m.C.test_d")])
-    side = harness.Side("guest")
-    harness._attribute(parsed, cap, side)
+    # The output says nothing of when each test ran: the marks cut the audit.
+    records = [rec(5, 434), rec(15, 283), rec(25, 259), rec(26, 259), rec(35, 317)]
+    starts = [(10, "m.C.test_a"), (20, "m.C.test_b"), (30, "m.C.test_c"), (40, "m.C.test_d")]
+    found = evidence.attribute(parsed, starts, records)
     # test_a passed: nothing kept for it; timerfd_create (283) was its call, not test_b's.
     # A skip decided at import shows what failed then, as such.
-    assert side.evidence == {
+    assert found == {
         "m.C.test_b": ["mknodat: ENOSYS (not handled by the library OS) (x2)"],
         "m.C.test_c": ["seccomp: ENOSYS (not handled by the library OS)"],
         "m.C.test_d": ["before the first test: pidfd_open: ENOSYS (not handled by the library OS)"]}
     # ... which is shown, not taken for the reason.
-    assert harness.reason_key(parsed.tests["m.C.test_d"], side.evidence["m.C.test_d"]) == \
+    assert evidence.reason_key(parsed.tests["m.C.test_d"], found["m.C.test_d"]) == \
         "skipped inside: no pidfds"
 
 
 def test_the_marked_runner_is_python_m_test():
     """regrtest_marked.py takes the arguments of python3 -m test and finds
     the same tests (it only adds a stat at every test's start)."""
-    problem = harness.check_prerequisites()
+    problem = runs.check_prerequisites()
     if problem:
         pytest.skip(problem)
-    plain = subprocess.run([harness.PYTHON, "-m", "test", "--list-cases", "test_fcntl"], capture_output=True,
+    plain = subprocess.run([runs.PYTHON, "-m", "test", "--list-cases", "test_fcntl"], capture_output=True,
                            text=True, timeout=120, check=False, cwd="/")
-    marked = subprocess.run([harness.PYTHON, str(harness.MARKED_RUNNER), "/nonexistent/mark/", "--list-cases",
+    marked = subprocess.run([runs.PYTHON, str(runs.MARKED_RUNNER), "/nonexistent/mark/", "--list-cases",
                              "test_fcntl"], capture_output=True, text=True, timeout=120, check=False, cwd="/")
     assert plain.returncode == marked.returncode == 0, marked.stderr
     assert marked.stdout == plain.stdout and "test.test_fcntl.TestFcntl.test_flock" in plain.stdout
@@ -377,7 +374,7 @@ def test_a_real_module_natively_and_inside(tmp_path):
     """test_fcntl: its 11 tests, each accounted for on both sides; natively,
     as the guest's identity, every one passes but the macOS-only one; every
     difference carries what the guest saw."""
-    problem = harness.check_prerequisites()
+    problem = runs.check_prerequisites()
     if problem:
         pytest.skip(problem)
     if os.geteuid() != 0:
@@ -385,7 +382,7 @@ def test_a_real_module_natively_and_inside(tmp_path):
     work = tempfile.mkdtemp(prefix="picoproc-compat-", dir="/var/tmp")
     try:
         os.chmod(work, 0o755)
-        setup = harness.make_setup(work, test_timeout=60)
+        setup = runs.make_setup(work, test_timeout=60)
         doc = harness.compare_module(setup, "test_fcntl")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -51,7 +51,7 @@ def _jobs(text: str) -> int:
 
 
 def add_compat_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from .harness import MODULE_TIMEOUT_S, TEST_TIMEOUT_S
+    from .runs import MODULE_TIMEOUT_S, TEST_TIMEOUT_S
 
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--modules", type=_module_list, metavar="M1,M2,...",
@@ -98,7 +98,7 @@ def _selected(args) -> list[str]:
 
 def _check(args, modules: list[str]) -> str | None:
     """A usage problem in words, or None."""
-    from .harness import PYTHON, check_prerequisites
+    from .runs import PYTHON, check_prerequisites
 
     if args.testdir:
         if not os.path.isdir(args.testdir):
