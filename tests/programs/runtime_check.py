@@ -96,19 +96,23 @@ async def asyncio_part():
     await asyncio.sleep(0.01)
 
 
-def main():
+def main(parts):
     for method in ("fork", "forkserver", "spawn"):
-        with_method(method)
-    manager()
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        print("threads", sum(ex.map(square, range(100))))
-    with concurrent.futures.ProcessPoolExecutor(2) as ex:
-        futures = [ex.submit(square, i) for i in range(20)]
-        print("processes", sum(f.result() for f in concurrent.futures.as_completed(futures)))
-    asyncio.run(asyncio_part())
-    out = subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True, text=True, check=True)
-    print("subprocess", out.stdout.strip())
+        if method in parts:
+            with_method(method)
+    if "futures" in parts:
+        manager()
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            print("threads", sum(ex.map(square, range(100))))
+        with concurrent.futures.ProcessPoolExecutor(2) as ex:
+            futures = [ex.submit(square, i) for i in range(20)]
+            print("processes", sum(f.result() for f in concurrent.futures.as_completed(futures)))
+    if "asyncio" in parts:
+        asyncio.run(asyncio_part())
+        out = subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True, text=True, check=True)
+        print("subprocess", out.stdout.strip())
 
 
 if __name__ == "__main__":
-    main()
+    # The parts to run (default all): fork forkserver spawn futures asyncio.
+    main(sys.argv[1:] or ["fork", "forkserver", "spawn", "futures", "asyncio"])
