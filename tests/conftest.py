@@ -450,3 +450,9 @@ def unit_tests_start_no_process(request, monkeypatch):
         yield
     finally:
         _unit_test_running = False
+
+
+def pytest_addoption(parser):
+    parser.addoption("--compat-full", action="store_true",
+                     help="test_compat_bench: compare the 30 modules of picoproc bench compat's default list "
+                          "(about 11 minutes on two CPUs) instead of a few quick ones")
