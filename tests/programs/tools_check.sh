@@ -36,6 +36,13 @@ ps)
 	s1=$!
 	sleep 31 &
 	s2=$!
+	# Until both children have exec'd sleep (a forked child is "sh" before).
+	tries=0
+	while [ "$(pgrep -P $$ -x sleep | wc -l)" -ne 2 ]; do
+		tries=$((tries + 1))
+		[ "$tries" -le 1000 ] || { echo "the sleeps never started" >&2; exit 1; }
+		sleep 0.01
+	done
 	echo "children: $(ps -o comm= --ppid $$ | sort | tr '\n' ' ')"
 	echo "self: $(ps -o comm= -p $$) $(test "$(ps -o pid= -p $$ | tr -d ' ')" = "$$" && echo same-pid)"
 	echo "pgrep: $(pgrep -P $$ -x sleep | wc -l)"
