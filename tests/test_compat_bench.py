@@ -31,6 +31,8 @@ import time
 import pytest
 from picoproc.bench.compat import evidence, harness, regrtest, report, runs
 
+pytestmark = pytest.mark.unit  # the parser and the comparison; tests that run things are marked root
+
 PLANTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat", "planted_regrtest.py")
 PY = "planted_regrtest.Planted."
 # No output for this long: hung.  The planted tests take well under a second.
@@ -212,6 +214,7 @@ def test_audit_records_go_to_the_test_whose_start_mark_precedes_them():
         "skipped inside: no pidfds"
 
 
+@pytest.mark.root
 def test_the_marked_runner_is_python_m_test():
     """regrtest_marked.py takes the arguments of python3 -m test and finds
     the same tests (it only adds a stat at every test's start)."""
@@ -267,7 +270,9 @@ def _compat_cli(mode: str, planted_dir: str, request) -> tuple[subprocess.Comple
         os.unlink(out)
 
 
-@pytest.mark.parametrize("mode", ["root", "unprivileged"])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [pytest.param("root", marks=pytest.mark.root),
+                                  pytest.param("unprivileged", marks=pytest.mark.unprivileged)])
 def test_planted_outcomes_are_reported_as_planted(mode, planted_dir, request):
     proc, doc = _compat_cli(mode, planted_dir, request)
     (m,) = doc["modules"]
@@ -348,6 +353,7 @@ def test_the_report_lists_reasons_by_count():
     assert "`C.test_1`, `C.test_2`" in md
 
 
+@pytest.mark.root
 def test_usage_errors_are_one_line_and_125():
     proc = subprocess.run([sys.executable, "-m", "picoproc", "bench", "compat", "--modules", "test_no_such_module"],
                           capture_output=True, text=True, timeout=120, check=False)
@@ -377,6 +383,7 @@ SHORT_MODULES = ("test_fcntl", "test_wait4", "test_fork1", "test_glob")
 FLOOR = 0.99  # of the tests that pass natively, the share that must pass inside (the stated target)
 
 
+@pytest.mark.root
 def test_a_real_module_natively_and_inside(tmp_path):
     """test_fcntl: its 11 tests, each accounted for on both sides; natively,
     as the guest's identity, every one passes but the macOS-only one; every
@@ -404,6 +411,8 @@ def test_a_real_module_natively_and_inside(tmp_path):
     assert doc["native"]["attempts"][0]["status"] == 0
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_the_command_over_real_modules(request):
     """``picoproc bench compat`` over real modules (SHORT_MODULES, or with
     --compat-full the default list): natively as the guest's identity, every
@@ -448,6 +457,8 @@ def test_the_command_over_real_modules(request):
         assert total["modules"] == len(modules)
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_ctrl_c_stops_every_run(planted_dir):
     """SIGINT (a terminal's Ctrl-C) ends the comparison with 130 and leaves no
     run behind: not the native regrtest, not picoproc and its guest."""

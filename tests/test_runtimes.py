@@ -27,6 +27,10 @@ import threading
 import pytest
 from conftest import native_as_guest
 
+# Each test runs a whole runtime natively and inside (and the fixture builds
+# the Go program): seconds each.
+pytestmark = pytest.mark.slow
+
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
 PYTHON = "/usr/bin/python3"
 TIMEOUT = 120.0

@@ -158,7 +158,6 @@ def run_compat_command(args) -> int:
 def write_docs(args) -> int:
     """docs/COMPAT.md and docs/compat.json, from a run or a saved result."""
     from .harness import SCHEMA
-    from .report import compat_doc
 
     if args.from_json:
         try:
@@ -177,10 +176,22 @@ def write_docs(args) -> int:
             pathlib.Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     DOCS.mkdir(exist_ok=True)
     (DOCS / "compat.json").write_text(json.dumps(doc, indent=1) + "\n")
-    command = "python -m picoproc.bench.compat --write-docs" + (" --all" if len(doc["modules"]) > 30 else "")
-    (DOCS / "COMPAT.md").write_text(compat_doc(doc, command))
+    for path, text in generated_files(DOCS.parent).items():
+        (DOCS.parent / path).write_text(text)
     print(f"wrote {DOCS / 'COMPAT.md'} and compat.json", file=sys.stderr)
     return 0
+
+
+def generated_files(root: pathlib.Path) -> dict[pathlib.Path, str]:
+    """docs/COMPAT.md as rendered from the docs/compat.json under ``root``
+    (path relative to root -> text), without running anything: what
+    ``--write-docs`` writes after a run, and what ``python -m picoproc.regen``
+    re-renders and checks."""
+    from .report import compat_doc
+
+    doc = json.loads((root / "docs" / "compat.json").read_text())
+    command = "python -m picoproc.bench.compat --write-docs" + (" --all" if len(doc["modules"]) > 30 else "")
+    return {pathlib.Path("docs/COMPAT.md"): compat_doc(doc, command)}
 
 
 def main(argv: list[str] | None = None) -> int:
