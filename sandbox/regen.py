@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import pathlib
 import sys
 from collections.abc import Callable
@@ -49,10 +48,6 @@ def _performance(root: pathlib.Path) -> dict[pathlib.Path, str]:
 
 
 def _compat(root: pathlib.Path) -> dict[pathlib.Path, str]:
-    # The compatibility benchmark is not in every tree yet: nothing to check
-    # without it.  With it, its module renders docs/COMPAT.md from compat.json.
-    if importlib.util.find_spec("picoproc.bench.compat") is None:
-        return {}
     from picoproc.bench.compat.cli import generated_files
 
     return generated_files(root)

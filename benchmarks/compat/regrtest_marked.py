@@ -16,18 +16,23 @@ import runpy
 import sys
 import unittest.result
 
-mark = sys.argv.pop(1)
-start_test = unittest.result.TestResult.startTest
+
+def main() -> None:
+    mark = sys.argv.pop(1)
+    start_test = unittest.result.TestResult.startTest
+
+    def marked_start_test(self, test):
+        try:
+            os.stat(mark + test.id()[:200])
+        except OSError:
+            pass
+        start_test(self, test)
+
+    unittest.result.TestResult.startTest = marked_start_test
+    sys.path[0] = os.getcwd()
+    runpy.run_module("test", run_name="__main__", alter_sys=True)
 
 
-def marked_start_test(self, test):
-    try:
-        os.stat(mark + test.id()[:200])
-    except OSError:
-        pass
-    start_test(self, test)
-
-
-unittest.result.TestResult.startTest = marked_start_test
-sys.path[0] = os.getcwd()
-runpy.run_module("test", run_name="__main__", alter_sys=True)
+# Imported (a walk over the package's modules), it does nothing.
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from picoproc.errors import PicoprocError
+
 from . import regrtest
 from .evidence import interesting
 
@@ -139,7 +141,7 @@ class Capture:
     test_starts: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (time_ns, test id)
 
 
-class Stopped(Exception):
+class Stopped(PicoprocError):
     """The comparison was stopped (Setup.stop was set): runs are killed."""
 
 
