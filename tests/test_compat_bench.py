@@ -473,7 +473,10 @@ def test_ctrl_c_stops_every_run(planted_dir):
                 found.append(p.pid)
         return found
 
-    proc = subprocess.Popen([sys.executable, "-m", "picoproc", "bench", "compat", "--testdir", planted_dir,
+    # As started from a terminal: with SIGINT's default action, even when this
+    # suite runs in the background of a shell, which starts it ignored.
+    proc = subprocess.Popen(["env", "--default-signal=INT", sys.executable, "-m", "picoproc", "bench", "compat",
+                             "--testdir", planted_dir,
                              "--modules", "planted_regrtest", "--test-timeout", "60", "--jobs", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
