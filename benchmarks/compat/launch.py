@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -115,6 +116,12 @@ def main(argv: list[str]) -> int:
         print(f"launch: {exc.strerror or exc}", file=sys.stderr)
         return 125
     env = {str(k): str(v) for k, v in spec.get("env", {}).items()}
+    # Every signal with its default action, as a guest starts: a comparison
+    # started in a shell's background (SIGINT, SIGQUIT ignored) or by this
+    # Python (SIGPIPE, SIGXFSZ ignored) must not pass that on to the oracle.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvpe(prog[0], prog, env)
     except OSError as exc:
