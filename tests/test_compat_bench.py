@@ -504,3 +504,18 @@ def test_ctrl_c_stops_every_run(planted_dir):
     if left:
         psutil.wait_procs([psutil.Process(p) for p in left], timeout=10)
     assert planted_runs() == []
+
+
+@pytest.mark.root
+def test_the_native_oracle_starts_with_default_signal_actions():
+    """A comparison started with signals ignored (a shell's background job
+    ignores SIGINT and SIGQUIT) does not pass that on to the native side: a
+    guest starts with every action the default."""
+    if os.geteuid() != 0:
+        pytest.skip("the launcher switches to the guest's identity as root")
+    spec = json.dumps({"uid": 65534, "gid": 65534, "cwd": "/", "env": {"PATH": "/usr/bin:/bin"}})
+    proc = subprocess.run(["env", "--ignore-signal=INT", "--ignore-signal=QUIT", sys.executable, str(runs.LAUNCHER),
+                           spec, "--", "grep", "^SigIgn:", "/proc/self/status"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[1], 16) == 0, proc.stdout
