@@ -99,10 +99,6 @@ def need(program: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library OS: waitid(P_PID, pid, WEXITED|WNOWAIT), which Go's os/exec makes before wait4, answers EINVAL "
-    "(waitid on wait4 cannot leave a child waitable): a child's exit status is lost (-1) and "
-    "Cmd.Run fails with 'waitid: invalid argument'"))
 def test_go_static_binary(guest_runner, programs):
     """Goroutines, net/http on the loopback, os/exec, signals, tickers, files."""
     need("go")
