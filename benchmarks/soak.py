@@ -21,7 +21,8 @@ or 16 MiB.
 
 The test suite runs it for a minute (tests/test_soak.py;
 PICOPROC_SOAK_SECONDS=600 for the long form); docs/SECURITY.md carries the
-table of the last long run (``--write-doc``, between its markers).
+table of the last long run: ``--write-doc docs/SECURITY.md`` stores the
+result in docs/security.json and renders the document from it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 
-SECTION_BEGIN = "<!-- section soak: written by `picoproc bench soak --write-doc`; kept by the report generator -->"
-SECTION_END = "<!-- end of section soak -->"
 RSS_SLACK = (16 << 20, 0.10)
 
 
@@ -407,32 +406,6 @@ def _seconds(value) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def write_doc_section(path: str, text: str) -> None:
-    """Puts ``text`` between the soak markers of the document at ``path``
-    (appended at the end if it has none); the rest is left as it is."""
-    with open(path) as f:
-        doc = f.read()
-    block = f"{SECTION_BEGIN}\n\n## Soak\n\n{text}\n\n{SECTION_END}"
-    if SECTION_BEGIN in doc and SECTION_END in doc:
-        head, _, rest = doc.partition(SECTION_BEGIN)
-        _, _, tail = rest.partition(SECTION_END)
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
-
-
-def preserve_sections(old: str, new: str) -> str:
-    """``new`` (a regenerated document) with the soak section of ``old``
-    carried over: the generator of the rest does not run the soak."""
-    if SECTION_BEGIN not in old or SECTION_END not in old or SECTION_BEGIN in new:
-        return new
-    _, _, rest = old.partition(SECTION_BEGIN)
-    body, _, _ = rest.partition(SECTION_END)
-    return new.rstrip("\n") + "\n\n" + SECTION_BEGIN + body + SECTION_END + "\n"
-
-
 # ---------------------------------------------------------------------------
 # Command line
 
@@ -446,7 +419,14 @@ def cmd_soak(args) -> int:
             json.dump(result, f, indent=2)
             f.write("\n")
     if args.write_doc:
-        write_doc_section(args.write_doc, text)
+        from picoproc.bench.security.report import store_soak
+
+        try:
+            store_soak(args.write_doc, result)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"picoproc bench soak: cannot store the result beside {args.write_doc}: "
+                  f"{exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return 2
     return 0 if not (result["problems"] or result["errors"] or result["not_flat"]) else 1
 
 
@@ -455,8 +435,8 @@ def add_soak_parser(bench_subparsers) -> None:
     soak.add_argument("--guests", type=int, default=64, help="guests at once (default 64)")
     soak.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     soak.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    soak.add_argument("--write-doc", metavar="FILE", help="put the table in FILE's soak section "
-                      "(e.g. docs/SECURITY.md)")
+    soak.add_argument("--write-doc", metavar="FILE", help="store the result in the security report's result "
+                      "beside FILE (security.json) and render FILE again: docs/SECURITY.md")
     soak.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     soak.set_defaults(func=cmd_soak)
 

@@ -8,7 +8,8 @@ Linux call table (libos/linux_calls.toml), or a stored benchmark result
 nothing and exits 1 naming every file that differs from what its source
 gives; the test suite runs it, so a stale file fails CI.  The per-file
 commands (``python -m picoproc.abi.generate`` ...) remain the entry points
-of one generator each; a benchmark's ``--write-docs`` measures anew.
+of one generator each; a benchmark's ``--write-docs`` (the security
+report's ``--write``) measures anew.
 
 A new generated file is one entry in GENERATORS: a function from the tree's
 root to {path relative to the root: expected text}.
@@ -47,6 +48,12 @@ def _performance(root: pathlib.Path) -> dict[pathlib.Path, str]:
     return generated_files(root)
 
 
+def _security(root: pathlib.Path) -> dict[pathlib.Path, str]:
+    from picoproc.bench.security.report import generated_files
+
+    return generated_files(root)
+
+
 def _compat(root: pathlib.Path) -> dict[pathlib.Path, str]:
     from picoproc.bench.compat.cli import generated_files
 
@@ -57,6 +64,7 @@ GENERATORS = [
     Generator("python -m picoproc.abi.generate", _abi),
     Generator("python -m picoproc.libos.generate", _linux_calls),
     Generator("python -m picoproc.bench.perf --write-docs", _performance),
+    Generator("python -m picoproc.bench.security.report --write docs/SECURITY.md", _security),
     Generator("python -m picoproc.bench.compat --write-docs", _compat),
 ]
 

@@ -353,7 +353,7 @@ def test_surface_pico_backend_reaches_at_most_the_direct_set(guests_built):
     _, _, _, surface = _import()
     allowed, bound = _direct_bound()
     r = _surface(["pico"])["pico"]
-    print("\n" + surface.markdown([r]))
+    print("\n" + surface.markdown(surface.stored([r])))
     assert r.filter_info.endswith("read from the guest process"), r.filter_info
     reachable = {x.name for x in r.reachable()}
     assert reachable <= allowed, reachable - allowed
@@ -368,7 +368,7 @@ def test_surface_peers_are_recorded_with_a_consistent_method(surface_results):
     a seccomp peer's filter is read and agrees with every observation.  The
     counts are printed for the record, not asserted."""
     _, _, _, surface = _import()
-    print("\n" + surface.markdown(list(surface_results.values())))
+    print("\n" + surface.markdown(surface.stored(list(surface_results.values()))))
     native = surface_results["native"]
     assert native.filter_info.startswith("no seccomp filter")
     assert native.count(surface.FILTERED) == 0
@@ -579,3 +579,75 @@ def test_cli_quiet_prints_no_progress(guests_built):
     proc = _cli("security", "--backends", "native", "--cases", "secret-read", "--quick", "-q")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert "| native |" in proc.stdout
+
+
+# ----------------------------------------------------------------------------
+# docs/SECURITY.md: rendered from the result docs/security.json stores
+
+
+@pytest.mark.unit
+def test_the_stored_corpus_result_keeps_exactly_what_the_report_prints():
+    corpus, _, _, _ = _import()
+    results = [
+        corpus.CaseResult("secret-read", "pico", corpus.BLOCKED, ["short | with a pipe", "x" * 900, "dropped"],
+                          guest_output="y" * 10000),
+        corpus.CaseResult("tcp-loopback", "native", corpus.ESCAPED, ["a\nb", "c"]),
+    ]
+    kept = corpus.stored(results)
+    assert "guest_output" not in kept[0] and len(json.dumps(kept)) < 1500
+    assert kept[0]["evidence"][2:] == []  # nothing past what the report prints
+    back = corpus.from_stored(json.loads(json.dumps(kept)))
+    assert corpus.evidence_markdown(back) == corpus.evidence_markdown(results)
+    assert corpus.markdown(back) == corpus.markdown(results)
+
+
+@pytest.mark.unit
+def test_the_stored_cve_and_fuzz_results_render_as_the_run_did(repo_root):
+    """What docs/security.json holds of the exploit corpus and the fuzzer
+    comes back unchanged through the objects the tables are made from."""
+    from picoproc.bench.security import cve, fuzz
+
+    doc = json.loads((repo_root / "docs/security.json").read_text())
+    assert cve.stored(cve.from_stored(doc["cve"])) == doc["cve"]
+    for run in doc["fuzz"]:
+        assert fuzz.stored(fuzz.from_stored(run["report"])) == run["report"]
+    probe = cve.ProbeResult(cve.REFUSED, "EPERM unshare")
+    result = cve.BackendCve("x", {p: probe for p in cve.PROBES}, ["a note"])
+    back = cve.from_stored(json.loads(json.dumps(cve.stored([result]))))
+    assert cve.markdown(back) == cve.markdown([result])
+
+
+@pytest.mark.slow
+def test_report_stores_its_run_and_renders_the_doc_from_it(guests_built, tmp_path, repo_root):
+    """``report --write`` measures, stores the result beside the document
+    and renders the document from it alone (what regen does), keeping the
+    soak result stored before."""
+    from picoproc.bench.security import report
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    soak = json.loads((repo_root / "docs/security.json").read_text())["soak"]
+    (docs / "security.json").write_text(json.dumps({"soak": soak}))
+    target = docs / "SECURITY.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "picoproc.bench.security.report", "--write", str(target),
+         "--backends", "pico-raw,pico", "--quick", "--fuzz-calls", "0"],
+        capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stored = json.loads((docs / "security.json").read_text())
+    text = target.read_text()
+    assert report.generated_files(tmp_path) == {pathlib.Path("docs/SECURITY.md"): text}
+    assert stored["soak"] == soak and "\n## Soak\n" in text
+    assert stored["command"] == (f"python -m picoproc.bench.security.report --write {target} "
+                                 "--backends pico-raw,pico --quick --fuzz-calls 0")
+    assert stored["sizes"] == "quick" and [r["kind"] for r in stored["fuzz"]] == ["suite"]
+    # The tables are the run's: picoproc's rows as measured.
+    surface_rows = {r["backend"]: r for r in stored["surface"]["backends"]}
+    assert set(surface_rows) == {"pico-raw", "pico"}
+    raw = surface_rows["pico-raw"]
+    assert f"| pico-raw | {raw['counts']['kernel']} | {raw['counts']['filtered']} |" in text
+    assert {r["backend"] for r in stored["corpus"]["results"]} == {"pico"}
+    assert {r["outcome"] for r in stored["corpus"]["results"]} <= {"blocked", "contained"}
+    assert [r["backend"] for r in stored["cve"]] == ["pico"]
+    # Only what the document shows: no guest output, no per-number evidence.
+    assert "guest_output" not in json.dumps(stored) and "syscalls" not in stored["surface"]["backends"][0]

@@ -9,6 +9,7 @@ children and registered guests must come back exactly to where they were
 from __future__ import annotations
 
 import os
+import pathlib
 
 import pytest
 
@@ -47,16 +48,27 @@ def test_soak_many_guests_leave_the_monitor_as_they_found_it(tmp_path):
 
 
 @pytest.mark.unit
-def test_the_soak_table_has_its_own_section_that_the_security_report_keeps(tmp_path):
-    from picoproc.bench.soak import SECTION_BEGIN, preserve_sections, write_doc_section
+def test_the_soak_result_is_stored_with_the_security_report_and_kept_by_its_runs(repo_root, tmp_path):
+    """``soak --write-doc`` puts its result into docs/security.json (replacing
+    the one before) and renders SECURITY.md from it; a new run of the report
+    keeps it; regen renders the same document from the stored result."""
+    import json
 
-    doc = tmp_path / "SECURITY.md"
-    doc.write_text("# Security benchmarks\n\ngenerated body\n")
-    write_doc_section(str(doc), "soak table 1")
-    write_doc_section(str(doc), "soak table 2")  # replaces, never appends a second one
+    from picoproc.bench.security import report
+    from picoproc.bench.soak import markdown
+
+    stored = json.loads((repo_root / "docs/security.json").read_text())
+    soak = stored.pop("soak")
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs/SECURITY.md"
+    report.write(doc, stored)
+    assert "## Soak" not in doc.read_text()
+    for guests in (7, 9):
+        report.store_soak(doc, {**soak, "guests": guests})
     text = doc.read_text()
-    assert text.count(SECTION_BEGIN) == 1 and "soak table 2" in text and "soak table 1" not in text
-    assert text.startswith("# Security benchmarks\n\ngenerated body\n")
-    regenerated = preserve_sections(text, "# Security benchmarks\n\nnew body\n")
-    assert regenerated.startswith("# Security benchmarks\n\nnew body\n")
-    assert regenerated.count(SECTION_BEGIN) == 1 and "soak table 2" in regenerated
+    assert text.count("## Soak") == 1 and "\n9 guests at once for " in text and "\n7 guests" not in text
+    assert text.rstrip("\n").endswith(markdown({**soak, "guests": 9}))
+    report.write_run(doc, stored)  # a new run of the suites, without a soak of its own
+    assert json.loads((tmp_path / "docs/security.json").read_text())["soak"]["guests"] == 9
+    assert doc.read_text() == text
+    assert report.generated_files(tmp_path) == {pathlib.Path("docs/SECURITY.md"): text}

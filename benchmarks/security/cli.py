@@ -37,9 +37,10 @@ def cmd_surface(args) -> int:
     except ValueError as exc:
         print(f"picoproc bench surface: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(surface.markdown(results))
+    shown = surface.stored(results)
+    print(surface.markdown(shown))
     if args.list:
-        print(surface.reachable_lists(results))
+        print(surface.reachable_lists(shown))
     if args.json:
         _write_json(args.json, {"suite": "surface", "results": [r.to_json() for r in results]})
     return 0

@@ -40,6 +40,7 @@ from . import harness
 
 BLOCKED, CONTAINED, ESCAPED, NA = "blocked", "contained", "escaped", "n/a"
 OUTCOMES = (BLOCKED, CONTAINED, ESCAPED, NA)
+EVIDENCE_SHOWN = 600  # characters of a case's evidence that evidence_markdown prints
 
 
 @dataclasses.dataclass
@@ -1202,5 +1203,25 @@ def evidence_markdown(results: list[CaseResult]) -> str:
     lines = []
     for r in results:
         ev = " / ".join(e.replace("|", "\\|").replace("\n", " ") for e in r.evidence)
-        lines.append(f"- `{r.backend}` **{r.case}**: {r.outcome} — {ev[:600]}")
+        lines.append(f"- `{r.backend}` **{r.case}**: {r.outcome} — {ev[:EVIDENCE_SHOWN]}")
     return "\n".join(lines)
+
+
+def stored(results: list[CaseResult]) -> list[dict]:
+    """What docs/SECURITY.md shows of a run, as JSON (``from_stored`` gives
+    back what ``markdown`` and ``evidence_markdown`` take): each outcome and
+    its evidence up to what the report prints, not the guest's output."""
+    out = []
+    for r in results:
+        evidence, used = [], 0
+        for e in r.evidence:
+            if used >= EVIDENCE_SHOWN:
+                break
+            evidence.append(e[:EVIDENCE_SHOWN - used])
+            used += len(e) + len(" / ")
+        out.append({"case": r.case, "backend": r.backend, "outcome": r.outcome, "evidence": evidence})
+    return out
+
+
+def from_stored(data: list[dict]) -> list[CaseResult]:
+    return [CaseResult(d["case"], d["backend"], d["outcome"], list(d["evidence"])) for d in data]

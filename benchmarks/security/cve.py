@@ -387,6 +387,19 @@ def markdown(results: list[BackendCve]) -> str:
     return "\n".join(lines)
 
 
+def stored(results: list[BackendCve]) -> list[dict]:
+    """What docs/SECURITY.md shows of a run, as JSON (``from_stored`` gives
+    back what ``markdown`` takes): every probe's answer per backend; the
+    verdicts follow from them and the exploits' prerequisites."""
+    return [{"backend": r.backend, "notes": r.notes,
+             "probes": {k: [v.status, v.detail] for k, v in r.probes.items()}} for r in results]
+
+
+def from_stored(data: list[dict]) -> list[BackendCve]:
+    return [BackendCve(d["backend"], {k: ProbeResult(*v) for k, v in d["probes"].items()}, list(d["notes"]))
+            for d in data]
+
+
 def exploits_markdown() -> str:
     lines = ["| exploit | kind | what the public exploit does | source |", "|---|---|---|---|"]
     for e in EXPLOITS:

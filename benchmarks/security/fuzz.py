@@ -791,6 +791,18 @@ def markdown(r: Report) -> str:
     return "\n".join(lines)
 
 
+def stored(r: Report) -> dict:
+    """What docs/SECURITY.md shows of a run, as JSON (``from_stored`` gives
+    back what ``markdown`` takes): the report without its mismatch examples."""
+    d = dataclasses.asdict(r)
+    del d["mismatch_examples"]
+    return d
+
+
+def from_stored(d: dict) -> Report:
+    return Report(**{f.name: d[f.name] for f in dataclasses.fields(Report) if f.name != "mismatch_examples"})
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--host":

@@ -189,6 +189,21 @@ class SurfaceResult:
     def reachable(self) -> list[NrResult]:
         return [r for r in self.results if r.klass == KERNEL]
 
+    def summary(self) -> dict:
+        """What the report shows of this backend (``stored``)."""
+        if self.status != "ok":
+            return {"backend": self.backend, "status": self.status}
+        return {
+            "backend": self.backend,
+            "status": self.status,
+            "how_known": self.filter_info or self.method,
+            "counts": {k: self.count(k) for k in (KERNEL, FILTERED, EMULATED, UNKNOWN)},
+            "reachable": [r.name for r in self.reachable()],
+            "failures": [n for n in self.notes if n.startswith("the backend failed")],
+            "disagreements": len(self.disagreements),
+            "disagreements_shown": self.disagreements[:DISAGREEMENTS_SHOWN],
+        }
+
     def to_json(self):
         return {
             "backend": self.backend,
@@ -650,7 +665,20 @@ def run_surface(backends: list[str] | None = None, *, quiet: bool = True,
 # Reporting.
 
 
-def markdown(results: list[SurfaceResult]) -> str:
+DISAGREEMENTS_SHOWN = 20
+
+
+def stored(results: list[SurfaceResult]) -> dict:
+    """What docs/SECURITY.md shows of a run, as JSON (``markdown`` and
+    ``reachable_lists`` render it): per backend its counts, how its filter
+    was known, the names it reaches and what it failed on.  ``to_json`` is
+    the full record, with every number's evidence."""
+    return {"syscalls_probed": len(probe_cases()), "highest_nr": max(linux.SYSCALLS_BY_NR),
+            "backends": [r.summary() for r in results]}
+
+
+def markdown(run: dict) -> str:
+    """The results table of a ``stored`` run."""
     lines = [
         (
             "| backend | reaches host kernel | filtered | emulated | not judged | how the filter was known | "
@@ -658,49 +686,51 @@ def markdown(results: list[SurfaceResult]) -> str:
         ),
         "|---|---:|---:|---:|---:|---|---:|",
     ]
-    for r in results:
-        if r.status != "ok":
-            lines.append(f"| {r.backend} | {r.status} | | | | | |")
+    for r in run["backends"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['backend']} | {r['status']} | | | | | |")
             continue
+        c = r["counts"]
         lines.append(
-            f"| {r.backend} | {r.count(KERNEL)} | {r.count(FILTERED)} | {r.count(EMULATED)} | "
-            f"{r.count(UNKNOWN)} | {r.filter_info or r.method} | {len(r.disagreements)} |"
+            f"| {r['backend']} | {c[KERNEL]} | {c[FILTERED]} | {c[EMULATED]} | "
+            f"{c[UNKNOWN]} | {r['how_known']} | {r['disagreements']} |"
         )
     lines.append("")
     lines.append(
-        f"Syscalls probed: {len(probe_cases())} (every x86-64 number the kernel defines up to "
-        f"{max(linux.SYSCALLS_BY_NR)}), arguments all bits set (msgget: key -1, flags 0)."
+        f"Syscalls probed: {run['syscalls_probed']} (every x86-64 number the kernel defines up to "
+        f"{run['highest_nr']}), arguments all bits set (msgget: key -1, flags 0)."
     )
     lines.append("")
-    for r in results:
-        if r.status != "ok":
+    for r in run["backends"]:
+        if r["status"] != "ok":
             continue
-        cve = [x.name for x in r.reachable() if x.name in CVE_HISTORY]
+        cve = [name for name in r["reachable"] if name in CVE_HISTORY]
         lines.append(
-            f"**{r.backend}** reachable calls with a kernel-CVE history ({len(cve)}): "
+            f"**{r['backend']}** reachable calls with a kernel-CVE history ({len(cve)}): "
             + (", ".join(f"`{c}`" for c in cve) if cve else "none")
         )
         lines.append("")
     return "\n".join(lines)
 
 
-def reachable_lists(results: list[SurfaceResult]) -> str:
+def reachable_lists(run: dict) -> str:
+    """Every reachable name per backend of a ``stored`` run, with the numbers
+    a backend failed on and the disagreements."""
     lines = []
-    for r in results:
-        if r.status != "ok":
+    for r in run["backends"]:
+        if r["status"] != "ok":
             continue
-        names = [x.name for x in r.reachable()]
-        lines.append(f"<details><summary>{r.backend}: {len(names)} reachable</summary>\n")
+        names = r["reachable"]
+        lines.append(f"<details><summary>{r['backend']}: {len(names)} reachable</summary>\n")
         lines.append(", ".join(f"**{n}**" if n in CVE_HISTORY else n for n in names) or "none")
         lines.append("\n</details>\n")
-        failures = [n for n in r.notes if n.startswith("the backend failed")]
-        if failures:
-            lines.append(f"{r.backend}: " + "; ".join(failures))
+        if r["failures"]:
+            lines.append(f"{r['backend']}: " + "; ".join(r["failures"]))
             lines.append("")
-        if r.disagreements:
+        if r["disagreements_shown"]:
             lines.append(
-                f"{r.backend} disagreements between filter and observation: "
-                + "; ".join(r.disagreements[:20])
+                f"{r['backend']} disagreements between filter and observation: "
+                + "; ".join(r["disagreements_shown"])
             )
             lines.append("")
     return "\n".join(lines)
