@@ -307,6 +307,18 @@ def native_as_guest(argv, timeout: float = 60.0, stdin=subprocess.DEVNULL) -> su
                               timeout=timeout, check=False)
 
 
+
+def assert_same_as_native(run, argv, timeout: float = 60.0, **overrides):
+    """argv natively as the guest's identity (native_as_guest) and inside
+    through ``run`` (a guest_runner): both succeed with the same stdout.
+    Returns the run inside."""
+    native = native_as_guest(argv, timeout=timeout)
+    assert native.returncode == 0, native.stderr.decode()
+    inside = run(argv, timeout=timeout, **overrides)
+    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
+    assert inside.stdout == native.stdout.decode(), inside.stderr
+    return inside
+
 # Runs one picoprocess through the Python API and prints its outcome as JSON:
 # the same code for an in-process root monitor and an unprivileged one.
 _GUEST_RUNNER = r"""

@@ -17,22 +17,13 @@ import stat
 import tempfile
 
 import pytest
-from conftest import native_as_guest
+from conftest import assert_same_as_native
 
 from picoproc.scratch import default_inodes, make_scratch
 
 pytestmark = pytest.mark.root
 
 PYTHON = "/usr/bin/python3"
-
-
-def assert_same_as_native(run, argv, **overrides):
-    native = native_as_guest(argv)
-    assert native.returncode == 0, native.stderr.decode()
-    inside = run(argv, **overrides)
-    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
-    assert inside.stdout == native.stdout.decode(), inside.stderr
-    return inside
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ inside (as root and as an unprivileged monitor); their outputs must be equal.
 from __future__ import annotations
 
 import pytest
-from conftest import native_as_guest
+from conftest import assert_same_as_native
 
 pytestmark = pytest.mark.root
 
@@ -15,13 +15,7 @@ PYTHON = "/usr/bin/python3"
 
 
 def same_as_native(run, source: str, timeout: float = 60.0, **overrides):
-    argv = [PYTHON, "-c", source]
-    native = native_as_guest(argv, timeout=timeout)
-    assert native.returncode == 0, native.stderr.decode()
-    inside = run(argv, timeout=timeout, **overrides)
-    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
-    assert inside.stdout == native.stdout.decode(), inside.stderr
-    return inside
+    return assert_same_as_native(run, [PYTHON, "-c", source], timeout=timeout, **overrides)
 
 
 NONBLOCKING_CONNECT = r"""

@@ -22,20 +22,11 @@ import threading
 import time
 
 import pytest
-from conftest import native_as_guest
+from conftest import assert_same_as_native, native_as_guest
 
 pytestmark = pytest.mark.root
 
 PYTHON = "/usr/bin/python3"
-
-
-def assert_same_as_native(run, argv, timeout=60.0, **overrides):
-    native = native_as_guest(argv, timeout=timeout)
-    assert native.returncode == 0, native.stderr.decode()
-    inside = run(argv, timeout=timeout, **overrides)
-    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
-    assert inside.stdout == native.stdout.decode(), inside.stderr
-    return inside
 
 
 @pytest.fixture(scope="module")

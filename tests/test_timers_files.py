@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import native_as_guest
+from conftest import assert_same_as_native, native_as_guest
 
 pytestmark = pytest.mark.root
 
@@ -29,11 +29,7 @@ COMPAT = pathlib.Path(__file__).resolve().parent / "compat"
 
 
 def same_as_native(run, argv, **overrides):
-    native = native_as_guest(argv)
-    assert native.returncode == 0, native.stderr.decode()
-    inside = run(argv, **overrides)
-    assert inside.status == 0, (inside.reason, inside.stderr, inside.unsupported)
-    assert inside.stdout == native.stdout.decode(), inside.stderr
+    inside = assert_same_as_native(run, argv, **overrides)
     assert inside.unsupported == [], inside.unsupported
     return inside
 
