@@ -69,6 +69,17 @@ def wait_raw(pid: int, timeout: float | None = None) -> RawResult:
     return RawResult(pid, os.WEXITSTATUS(status), None)
 
 
+def wait_raw_or_kill(pid: int, timeout: float) -> RawResult:
+    """wait_raw with a timeout that never leaves the guest behind: at the
+    timeout it is killed and reaped, then TimeoutError propagates."""
+    try:
+        return wait_raw(pid, timeout=timeout)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        wait_raw(pid)
+        raise
+
+
 def run_raw(
     argv: list[str], env: dict[str, str] | None = None, stdio=(0, 1, 2), **config
 ) -> RawResult:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import contextlib
 import pathlib
 import select
 import shutil
@@ -151,12 +152,7 @@ def run_raw_guest(argv, env=None, stdin=None, timeout=GUEST_TIMEOUT) -> GuestRun
         stdin_fd = devnull.fileno() if stdin is None else stdin
         spawned = raw.spawn_raw([str(a) for a in argv], env or {},
                                 (stdin_fd, out.fileno(), err.fileno()))
-        try:
-            result = raw.wait_raw(spawned.pid, timeout=timeout)
-        except TimeoutError:
-            os.kill(spawned.pid, signal.SIGKILL)
-            raw.wait_raw(spawned.pid)
-            raise
+        result = raw.wait_raw_or_kill(spawned.pid, timeout)
         return GuestRun(spawned.pid, result.exit_code, result.signal,
                         _read_all(out), _read_all(err))
 
@@ -227,6 +223,19 @@ def unpriv_env(guest_bin, tmp_path_factory):
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+
+@contextlib.contextmanager
+def public_and_secret_tree(prefix: str):
+    """A world-readable temporary tree with pub/x.txt ("PUBLIC") and
+    sec/x.txt ("SECRET"): the shape the mediation tests hide /sec in."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        root = pathlib.Path(d)
+        os.chmod(root, 0o755)
+        for sub, text in (("pub", "PUBLIC"), ("sec", "SECRET")):
+            (root / sub).mkdir(mode=0o755)
+            (root / sub / "x.txt").write_text(text)
+            os.chmod(root / sub / "x.txt", 0o644)
+        yield root
 
 def picoproc_cgroup_dirs(owner: int | None = None) -> set[str]:
     """Run cgroups whose name says they belong to ``owner`` (default: this process)."""

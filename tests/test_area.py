@@ -34,6 +34,7 @@ import sys
 import tempfile
 
 import pytest
+from conftest import public_and_secret_tree
 from picoproc.abi.table import load_table
 from picoproc.monitor import GUEST_SECCOMP_FLAGS, FsPolicy, GuestArea, Monitor
 from picoproc.raw import spawn_raw
@@ -47,13 +48,7 @@ ABI = load_table().constants
 
 @pytest.fixture(scope="module")
 def tree():
-    with tempfile.TemporaryDirectory(prefix="picoproc-area-") as d:
-        root = pathlib.Path(d)
-        os.chmod(root, 0o755)
-        for sub, text in (("pub", "PUBLIC"), ("sec", "SECRET")):
-            (root / sub).mkdir(mode=0o755)
-            (root / sub / "x.txt").write_text(text)
-            os.chmod(root / sub / "x.txt", 0o644)
+    with public_and_secret_tree("picoproc-area-") as root:
         (root / "pub" / "link").symlink_to("x.txt")
         yield root
 

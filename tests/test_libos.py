@@ -160,11 +160,7 @@ class MiniMonitor:
                 os.close(spawned.listener_fd)
             assert handle > 0, f"pico_loop_add_guest: {handle}"
             try:
-                result = raw.wait_raw(spawned.pid, timeout=timeout)
-            except TimeoutError:
-                os.kill(spawned.pid, signal.SIGKILL)
-                raw.wait_raw(spawned.pid)
-                raise
+                result = raw.wait_raw_or_kill(spawned.pid, timeout)
             finally:
                 stats = ffi.new("struct pico_guest_stats *")
                 lib.pico_loop_remove_guest(self.loop, handle, stats)

@@ -35,6 +35,7 @@ import threading
 import time
 
 import pytest
+from conftest import public_and_secret_tree
 from picoproc.manifest import Manifest, Mount, Tmpfs
 from picoproc.monitor import (
     GUEST_SECCOMP_FLAGS,
@@ -511,13 +512,7 @@ def test_escape_bytes_is_unambiguous():
 
 @pytest.fixture
 def race_tree():
-    with tempfile.TemporaryDirectory(prefix="picoproc-race-") as d:
-        root = pathlib.Path(d)
-        os.chmod(root, 0o755)
-        for sub, text in (("pub", "PUBLIC"), ("sec", "SECRET")):
-            (root / sub).mkdir(mode=0o755)
-            (root / sub / "x.txt").write_text(text)
-            os.chmod(root / sub / "x.txt", 0o644)
+    with public_and_secret_tree("picoproc-race-") as root:
         p = FsPolicy()
         p.add_mount("/", str(root))
         p.add_hidden("/sec")

@@ -29,6 +29,7 @@ import threading
 
 import psutil
 import pytest
+from conftest import picoproc_cgroup_dirs
 from picoproc import cgroups
 from picoproc.image import ImageError
 from picoproc.manifest import Limits
@@ -200,19 +201,6 @@ def spawn_guest(guest_bin):
         g.cleanup()
 
 
-def our_cgroup_dirs(owner: int | None = None) -> set[str]:
-    """Run cgroups whose name says they belong to ``owner`` (default: us)."""
-    owner = os.getpid() if owner is None else owner
-    found = set()
-    unified, v1 = cgroups._mounts()
-    for mount in [*v1.values(), *([unified] if unified else [])]:
-        for dirpath, dirnames, _ in os.walk(mount):
-            for d in dirnames:
-                if d.startswith(f"picoproc-{owner}-"):
-                    found.add(os.path.join(dirpath, d))
-    return found
-
-
 @pytest.fixture(autouse=True)
 def no_leftovers():
     """After every test: no child processes, no run cgroups, no new mounts,
@@ -223,7 +211,7 @@ def no_leftovers():
     yield
     after_children = {p.pid for p in psutil.Process().children(recursive=True)} - before_children
     assert not after_children, f"processes left behind: {after_children}"
-    assert our_cgroup_dirs() == set(), "run cgroups left behind"
+    assert picoproc_cgroup_dirs() == set(), "run cgroups left behind"
     assert pathlib.Path("/proc/self/mountinfo").read_text() == before_mounts
     leaked = set(os.listdir("/proc/self/fd")) - before_fds
     # listdir's own fd is closed again by the time we compare.

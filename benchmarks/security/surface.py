@@ -348,12 +348,7 @@ def run_probe_raw(rd: harness.RunDir, cases, *, timeout=600.0) -> ProbeRun:
         argv = [rd.guest("pp-surface"), rd.token, "0"] + [case_arg(nr, a) for nr, a in chunk]
         with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as devnull:
             spawned = raw.spawn_raw(argv, {}, (devnull.fileno(), out.fileno(), 2))
-            try:
-                res = raw.wait_raw(spawned.pid, timeout=timeout)
-            except TimeoutError:
-                os.kill(spawned.pid, signal.SIGKILL)
-                raw.wait_raw(spawned.pid)
-                raise
+            res = raw.wait_raw_or_kill(spawned.pid, timeout)
             out.seek(0)
             text = out.read().decode("utf-8", "replace")
         if "probe done" not in text:
