@@ -95,6 +95,7 @@ class PolicyModel:
                                                                    "urandom")):
         self.manifest = manifest
         self.walked_opaque = False  # the last resolve passed through a tmpfs
+        self.searched: list[str] = []  # the host directories the last resolve looked names up in
         mounts = [ModelMount(m.guest, os.path.realpath(m.host), m.writable, m.exec) for m in manifest.mounts]
         # The library OS's devices are part of what every picoprocess is
         # given (docs/ARCHITECTURE.md, "/dev and /proc"): data only.
@@ -178,6 +179,8 @@ class PolicyModel:
             return None, "invalid: embedded NUL", False
         if len(path) > PATH_MAX:
             return None, "invalid: too long", False
+        self.searched = []
+        dot_tail = path.endswith(b"/.") and len(path) > 2
         while path.endswith(b"/.") and len(path) > 2:
             path = path[:-1]  # "name/." is "name/"
         trailing = path.endswith(b"/")
@@ -192,7 +195,10 @@ class PolicyModel:
             comp = pending[i]
             i += 1
             last = all(c in (b"", b".") for c in pending[i:])
-            if comp in (b"", b"."):
+            if comp == b"":
+                continue
+            self._searching(canon)
+            if comp == b".":
                 continue
             if comp == b"..":
                 if canon:
@@ -240,12 +246,22 @@ class PolicyModel:
                 canon = []
             pending = pending[:0] + target.split(b"/") + pending[i:]
             i = 0
+        if dot_tail:
+            self._searching(canon)  # the "." looked up in the last directory
         cpath = "/" + "/".join(canon)
         if self._hidden_path(cpath):
             return None, f"deny: {cpath} is hidden", False
         if self._mount_of(cpath) is None and not self._is_ancestor(cpath) and cpath != "/":
             return None, f"deny: {cpath} is in no mount", False
         return cpath, "", exists
+
+    def _searching(self, canon: list[str]) -> None:
+        """Notes that a component is looked up in the directory ``canon``
+        names: the host needs search permission on every directory a walk
+        looks a name up in, including one a later ``..`` leaves."""
+        host = self._host_of("/" + "/".join(canon))
+        if host:
+            self.searched.append(host)
 
     def _object_hidden(self, canon: str, follow: bool) -> bool:
         host = self._host_of(canon)
@@ -363,6 +379,8 @@ class PolicyModel:
             shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
             return (st.st_mode >> shift) & bits == bits
 
+        if not all(allows(d, 1) for d in self.searched):
+            return False
         rest = os.path.relpath(host, m.host)
         parts = [] if rest == "." else rest.split("/")
         d = m.host
