@@ -220,8 +220,9 @@ FUZZ_METHOD = """
 `picoproc bench fuzz --calls N` (code: `benchmarks/security/fuzz.py`,
 `fuzz_model.py`, `guests/fuzz_guest.c`).  A freestanding guest, run under the
 library OS with `Sandbox.run` in a monitor process of its own, makes random
-and structure-aware mediated calls: every call number and numbers beside
-the range, flags with unknown and upper bits, lengths (zero, negative, over
+and structure-aware mediated calls: every mediated call its model covers
+({modelled}; names and numbers from the ABI table) and numbers beside the
+range, flags with unknown and upper bits, lengths (zero, negative, over
 the bounds, past the end of the mapping), pointers into unmapped, read-only
 and loader-text memory for inputs and outputs, paths built from the names
 planted in a host tree (mount points, hidden paths and names, host-made
@@ -235,7 +236,7 @@ for the driver, which judges the call against a policy model built from
 the manifest alone (`PolicyModel`: mounts, hidden paths through every
 mount of the same host tree and hard links of hidden files, hidden names,
 read-only and noexec mounts, network grants), on the host tree as that
-call left it.
+call left it.  The mediated calls it leaves out: {not_modelled}.
 
 A **finding** is a defect: a call the model refuses that succeeded; an fd
 or stat result that is a hidden object or one outside every mount; an fd
@@ -247,7 +248,8 @@ monitor's open fds after a run differing from after the first run, or its
 heap in use (malloc_info over every arena) growing by more than
 {heap_slack} KiB from the first run's end to the last.  Mismatches are not
 defects and are counted apart: the monitor refusing (EACCES/EROFS) what the
-manifest and the host's permission bits allow, or acting on a link itself
+manifest and the host's permission bits allow (search permission on every
+directory a name is looked up in, also one a later `..` leaves), or acting on a link itself
 where a path ends in `/`.  The test suite runs the short form and a run
 whose monitor is given the manifest without its hidden paths and names
 (the oracle must report findings then).
@@ -353,12 +355,25 @@ def render(doc: dict) -> str:
     text += "### Evidence\n\n" + corpus.evidence_markdown(sec) + "\n"
     text += CVE_METHOD.format(n_exploits=len(cve.EXPLOITS), exploit_table=cve.exploits_markdown())
     text += cve.markdown(cve.from_stored(doc["cve"])) + "\n"
-    text += FUZZ_METHOD.format(heap_slack=fuzz.HEAP_SLACK_BYTES // 1024)
+    text += FUZZ_METHOD.format(
+        heap_slack=fuzz.HEAP_SLACK_BYTES // 1024,
+        modelled=", ".join(f"`{name}`" for name in fuzz.MODELLED),
+        not_modelled="; ".join(f"`{name}` ({why})" for name, why in fuzz.NOT_MODELLED.items()))
     for run in doc["fuzz"]:
         report = fuzz.from_stored(run["report"])
         how = f"--calls {report.calls}" + (f" --runs {run['runs']}" if run["kind"] == SUITE_FUZZ else "")
         text += f"### {_FUZZ_TITLES[run['kind']]}: `picoproc bench fuzz {how}`\n\n"
         text += fuzz.markdown(report) + "\n\n"
+        made = fuzz.calls_by_name(report)
+        if set(made) & set(fuzz.NOT_MODELLED):
+            # Made by the fuzzer that drew from every mediated number but
+            # the last, written when there were fifteen.
+            later = [m.name for m in fuzz.ABI.mediated
+                     if m.nr > fuzz.NR["note_unsupported"] and m.name in made]
+            text += (f"This run was made by an older fuzzer, which drew its file calls from every mediated "
+                     f"number but the last: it made {', '.join(later)} with path-shaped arguments, judged "
+                     f"without a model (none succeeded), and never inotify.  The fuzzer now draws only the "
+                     f"calls its model covers.\n\n")
     if doc.get("soak"):
         from picoproc.bench.soak import markdown as soak_markdown
 

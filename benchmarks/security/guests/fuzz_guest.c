@@ -3,7 +3,7 @@
  * driver (benchmarks/security/fuzz.py), which judges it against a policy
  * model built from the manifest.
  *
- *   pp-fuzz SEED CALLS CONTROL_SOCKET TRAP_PORT TRAP_UNIX RACE_A RACE_B WORD...
+ *   pp-fuzz SEED CALLS CONTROL_SOCKET TRAP_PORT TRAP_UNIX RACE_A RACE_B FILE_CALLS WORD...
  *
  * Freestanding (no libc): every host call it makes is either an ABI direct
  * call or a mediated call, so it runs unchanged in raw mode and under the
@@ -17,6 +17,12 @@
  * it must not have written changed), writes one record and waits for the
  * driver's one-byte go-ahead, so the driver judges every call against the
  * host tree exactly as that call left it.
+ *
+ * FILE_CALLS is the comma-separated list of mediated call numbers the
+ * "file calls" are drawn from: the calls the driver's model judges
+ * (fuzz.py, MODELLED).  The guest builds arguments shaped for each of them
+ * and refuses a number it has no arguments for, so a call the ABI adds is
+ * never fuzzed with another call's arguments.
  *
  * Paths are built from WORDs (the names the driver planted: the first six
  * are mount points, then files, hidden names, symbolic links) plus `..`, `.`, empty, long and
@@ -52,6 +58,13 @@
 #define O_NOFOLLOW 0400000
 #define O_CLOEXEC 02000000
 #define O_PATH 010000000
+#define S_IFIFO 0010000
+#define S_IFCHR 0020000
+#define S_IFDIR 0040000
+#define S_IFBLK 0060000
+#define S_IFREG 0100000
+#define S_IFLNK 0120000
+#define S_IFSOCK 0140000
 #define F_GETFL 3
 #define PAGE 4096UL
 #define EFAULT 14
@@ -548,6 +561,19 @@ static long small_flag(const long *choices, unsigned long n)
 	return chance(90) ? choices[below(n)] : (long)(1L << below(64));
 }
 
+/* mknod's mode: the types an unprivileged user may make, and the others. */
+static long mknod_mode(void)
+{
+	static const long types[] = {S_IFIFO, S_IFREG, S_IFSOCK, S_IFIFO, S_IFREG, S_IFSOCK,
+				     S_IFCHR, S_IFBLK, S_IFDIR, S_IFLNK, 0};
+	long m = types[below(sizeof(types) / sizeof(types[0]))];
+	return chance(95) ? m | (mode_arg() & 07777) : (long)rnd();
+}
+
+/* The calls the file calls are drawn from (FILE_CALLS). */
+static long file_calls[PICO_MEDIATED_COUNT];
+static unsigned long nfile_calls;
+
 static void one_call(void)
 {
 	long a[6] = {0, 0, 0, 0, 0, 0};
@@ -595,7 +621,7 @@ static void one_call(void)
 			rec.out_kind = OUT_GOOD;
 		}
 	} else { /* file calls */
-		nr = PICO_MEDIATED_BASE + (long)below(PICO_MEDIATED_COUNT - 1);
+		nr = file_calls[below(nfile_calls)];
 		int uri = nr == PICO_NR_OPEN;
 		if (chance(4))
 			bad_input(&a[0], &a[1], p1, &n1);
@@ -669,6 +695,13 @@ static void one_call(void)
 		case PICO_NR_STATFS:
 			out_need = 120;
 			break;
+		case PICO_NR_MKNOD:
+			a[2] = mknod_mode();
+			break;
+		case PICO_NR_NOTE_UNSUPPORTED:
+			break; /* path-shaped garbage: nothing it is given may succeed */
+		default:
+			die("pp-fuzz: FILE_CALLS names a call the guest has no arguments for\n", 2);
 		}
 	}
 	if (out_need) {
@@ -723,8 +756,9 @@ static void one_call(void)
 
 int guest_main(int argc, char **argv)
 {
-	if (argc < 9)
-		die("usage: pp-fuzz SEED CALLS CONTROL_SOCKET TRAP_PORT TRAP_UNIX RACE_A RACE_B WORD...\n", 2);
+	if (argc < 10)
+		die("usage: pp-fuzz SEED CALLS CONTROL_SOCKET TRAP_PORT TRAP_UNIX RACE_A RACE_B FILE_CALLS "
+		    "WORD...\n", 2);
 	rng_state = parse_num(argv[1]) * 2654435761UL + 0x9E3779B97F4A7C15UL;
 	unsigned long calls = parse_num(argv[2]);
 	trap_port = parse_num(argv[4]);
@@ -735,8 +769,23 @@ int guest_main(int argc, char **argv)
 	if (race_len != slen(argv[7]) || race_len >= sizeof(race_buf) || race_len < 6)
 		die("pp-fuzz: RACE_A and RACE_B must be file: URIs of one length\n", 2);
 	memcpy(race_buf, race_vals[0], race_len);
-	words = argv + 8;
-	nwords = (unsigned long)(argc - 8);
+	for (const char *s = argv[8]; *s; s++) {
+		long nr = (long)parse_num(s);
+		if (nr < PICO_MEDIATED_BASE || nr >= PICO_MEDIATED_BASE + PICO_MEDIATED_COUNT ||
+		    nfile_calls == PICO_MEDIATED_COUNT)
+			die("pp-fuzz: FILE_CALLS must list mediated call numbers\n", 2);
+		file_calls[nfile_calls++] = nr;
+		while (*s >= '0' && *s <= '9')
+			s++;
+		if (!*s)
+			break;
+		if (*s != ',')
+			die("pp-fuzz: FILE_CALLS must list mediated call numbers\n", 2);
+	}
+	if (!nfile_calls)
+		die("pp-fuzz: FILE_CALLS is empty\n", 2);
+	words = argv + 9;
+	nwords = (unsigned long)(argc - 9);
 
 	page_pair = (char *)sys(NR_mmap, 0, 2 * PAGE, 3, 0x22, -1, 0);
 	ro_page = (char *)sys(NR_mmap, 0, PAGE, 3, 0x22, -1, 0);
