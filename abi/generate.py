@@ -9,7 +9,6 @@ time (picoproc.abi.bpf), so it cannot drift.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -289,28 +288,15 @@ def outputs(table: ABITable | None = None) -> dict[pathlib.Path, str]:
 
 
 def stale_files(root: pathlib.Path) -> list[pathlib.Path]:
-    return [
-        path
-        for path, text in outputs().items()
-        if not (root / path).exists() or (root / path).read_text() != text
-    ]
+    from picoproc.regen import stale_paths
+
+    return stale_paths(outputs(), root)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."), help="source tree root")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = stale_files(args.root)
-        for path in stale:
-            print(f"out of date: {path} (run `{GENERATED_BY}`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in outputs().items():
-        (args.root / path).parent.mkdir(parents=True, exist_ok=True)
-        (args.root / path).write_text(text)
-        print(f"wrote {path}")
-    return 0
+    from picoproc.regen import generator_main
+
+    return generator_main(__doc__.splitlines()[0], outputs, GENERATED_BY, argv)
 
 
 if __name__ == "__main__":

@@ -80,10 +80,38 @@ def expected(root: pathlib.Path) -> dict[pathlib.Path, tuple[str, str]]:
     return out
 
 
+def stale_paths(outputs: dict[pathlib.Path, str], root: pathlib.Path) -> list[pathlib.Path]:
+    """The paths of ``outputs`` (relative path -> expected text) that are
+    missing under ``root`` or differ."""
+    return [path for path, text in outputs.items()
+            if not (root / path).is_file() or (root / path).read_text() != text]
+
+
 def stale_files(root: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
     """(path, command) of every generated file that is missing or differs."""
-    return [(path, command) for path, (text, command) in expected(root).items()
-            if not (root / path).is_file() or (root / path).read_text() != text]
+    every = expected(root)
+    return [(path, every[path][1]) for path in stale_paths({p: t for p, (t, _) in every.items()}, root)]
+
+
+def generator_main(description: str, outputs: Callable[[], dict[pathlib.Path, str]], command: str,
+                   argv: list[str] | None = None) -> int:
+    """The command line of one generator (``python -m picoproc.abi.generate``
+    ...): write its files, or with --check name the stale ones and exit 1."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
+    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."), help="source tree root")
+    args = parser.parse_args(argv)
+    files = outputs()
+    if args.check:
+        stale = stale_paths(files, args.root)
+        for path in stale:
+            print(f"out of date: {path} (run `{command}`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in files.items():
+        (args.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (args.root / path).write_text(text)
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
