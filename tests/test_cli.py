@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import termios
 import time
 
@@ -681,3 +682,64 @@ def test_input_and_output_arguments_leak_no_fds():
     with pytest.raises(ValueError, match="input="):
         api.run(["cat"], stdin=subprocess.PIPE)
     assert fds() == before
+
+
+# --------------------------------------------------------------------------
+# Nothing left in the host's temporary directories
+
+# Run as root in a mount namespace of its own (unshare -m), so that /tmp,
+# /var/tmp and /dev/shm can be fresh, empty tmpfs that only this run writes
+# to: argv[1] is a JSON list, the picoproc command to run in it (with its
+# environment and, for a monitor of another uid, the setpriv prefix);
+# argv[2], if given, is a directory the command's code lives in, bound at
+# /tmp/.code first (it would be hidden under the new /tmp).  Prints, as
+# JSON, the command's exit status and output and every entry left in the
+# three directories.
+_IN_FRESH_TMP = r"""
+import json, os, subprocess, sys
+cmd, env = json.loads(sys.argv[1])
+code = os.open(sys.argv[2], os.O_PATH) if len(sys.argv) > 2 else None
+for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "picoproc-test", d], check=True)
+if code is not None:
+    os.mkdir("/tmp/.code", 0o755)
+    subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{code}", "/tmp/.code"], check=True)
+p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd="/")
+left = []
+for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    for root, dirs, files in os.walk(d):
+        if root == "/tmp" and ".code" in dirs:
+            dirs.remove(".code")
+        left += [os.path.join(root, n) for n in dirs + files]
+print(json.dumps({"status": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "left": left}))
+"""
+
+_WRITES_SCRATCH = ("echo a > /tmp/f && mkdir /tmp/d && echo b > /tmp/d/g && echo c > /dev/shm/s && "
+                   "python3 -c 'import os, tempfile; os.memfd_create(\"m\"); tempfile.mkstemp()' && "
+                   "cat /tmp/f /tmp/d/g /dev/shm/s")
+
+
+@root_only
+@pytest.mark.parametrize("who", ["root", pytest.param("unprivileged", marks=pytest.mark.unprivileged)])
+def test_a_run_leaves_nothing_in_the_hosts_temporary_directories(who, request):
+    """The guest's /tmp and /dev/shm are scratch that exists in no host
+    directory, and the monitor itself makes nothing in the host's /tmp,
+    /var/tmp or /dev/shm (nor in $TMPDIR): after a run that wrote files and
+    directories there, all three are as empty as before it."""
+    run = ["run", "--", "/bin/sh", "-c", _WRITES_SCRATCH]
+    env = {**os.environ, "TMPDIR": "/tmp"}
+    extra = []
+    if who == "root":
+        cmd = [sys.executable, "-m", "picoproc", *run]
+    else:
+        unpriv = request.getfixturevalue("unpriv_env")
+        env = {**unpriv["env"], "PYTHONPATH": "/tmp/.code", "TMPDIR": "/tmp"}
+        cmd = [*unpriv["prefix"], unpriv["python"], "-m", "picoproc", *run]
+        extra = [str(unpriv["root"])]
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", _IN_FRESH_TMP,
+                           json.dumps([cmd, env]), *extra],
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["status"], out["stdout"]) == (0, "a\nb\nc\n"), out["stderr"]
+    assert out["left"] == [], f"left in the host's temporary directories: {out['left']}"

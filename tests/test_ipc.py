@@ -14,8 +14,11 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
+import threading
 
+import psutil
 import pytest
 from conftest import assert_same_as_native
 
@@ -321,3 +324,128 @@ def test_unix_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest
                      timeout=60)
     assert (r.status, r.stdout) == (0, "tries True some bound True\n"), r.stderr
     assert sorted(os.listdir(os.path.join(data, "secret"))) == ["host.sock"]
+
+
+# ---------------------------------------------------------------------------------------
+# the host's System V objects: out of reach twice over
+# ---------------------------------------------------------------------------------------
+
+# Looks System V objects up by key and by id (argv: JSON {"key", "shm", "msg",
+# "sem"}) and prints, as JSON, the errno of each lookup (0 when it found the
+# object).  Run on the host (the control), in a guest, and inside a guest's
+# IPC namespace.
+_SYSV_LOOKUP = r"""
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+o = json.loads(sys.argv[1])
+IPC_STAT = 2
+buf = ctypes.create_string_buffer(512)
+def err(ret):
+    return 0 if ret != -1 else ctypes.get_errno()
+out = {
+    "shmget": err(libc.shmget(o["key"], 0, 0)),
+    "shmctl": err(libc.shmctl(o["shm"], IPC_STAT, buf)),
+    "msgget": err(libc.msgget(o["key"], 0)),
+    "msgctl": err(libc.msgctl(o["msg"], IPC_STAT, buf)),
+    "semget": err(libc.semget(o["key"], 0, 0)),
+    "semctl": err(libc.semctl(o["sem"], 0, IPC_STAT, buf)),
+}
+shmat = libc.shmat
+shmat.restype = ctypes.c_void_p
+addr = shmat(o["shm"], None, 0)
+out["shmat"] = 0 if addr not in (None, ctypes.c_void_p(-1).value) else ctypes.get_errno()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def host_sysv_objects():
+    """A shared memory segment, a message queue and a semaphore set on the
+    host, world-accessible (mode 0666), under one fresh key: what a guest
+    must not reach.  Removed afterwards."""
+    import ctypes
+    import random
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ipc_creat_excl, ipc_rmid = 0o1000 | 0o2000, 0
+    for _ in range(100):
+        key = random.randrange(0x10000000, 0x7FFFFFFF)
+        shm = libc.shmget(key, 4096, ipc_creat_excl | 0o666)
+        if shm != -1:
+            break
+        assert ctypes.get_errno() == errno.EEXIST, os.strerror(ctypes.get_errno())
+    else:
+        pytest.fail("no free System V key in 100 tries")
+    msg = libc.msgget(key, ipc_creat_excl | 0o666)
+    sem = libc.semget(key, 1, ipc_creat_excl | 0o666)
+    try:
+        assert msg != -1 and sem != -1, os.strerror(ctypes.get_errno())
+        yield {"key": key, "shm": shm, "msg": msg, "sem": sem}
+    finally:
+        libc.shmctl(shm, ipc_rmid, None)
+        if msg != -1:
+            libc.msgctl(msg, ipc_rmid, None)
+        if sem != -1:
+            libc.semctl(sem, 0, ipc_rmid)
+
+
+def _sysv_lookup(prefix: list[str], objects: dict) -> dict:
+    import json
+
+    proc = subprocess.run([*prefix, PYTHON, "-c", _SYSV_LOOKUP, json.dumps(objects)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_host_system_v_objects_are_not_in_a_guests_ipc_namespace(host_sysv_objects):
+    """The guest's IPC namespace is its own: entered from outside (as if the
+    library OS and the filter let every System V call through), the host's
+    segment, queue and semaphores are found by neither key nor id."""
+    from picoproc.api import Sandbox
+    from picoproc.manifest import default_manifest
+
+    if os.geteuid() != 0:
+        pytest.skip("entering another user namespace's IPC namespace needs root")
+    host = _sysv_lookup([], host_sysv_objects)
+    assert set(host.values()) == {0}, f"the control lookup on the host failed: {host}"
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    results = []
+    runner = threading.Thread(target=lambda: results.append(Sandbox(default_manifest()).run(
+        ["/bin/sh", "-c", "echo up; read x; exit 0"], stdin=in_r, stdout=out_w, timeout=60)))
+    runner.start()
+    try:
+        with os.fdopen(out_r, "rb", buffering=0) as out:
+            assert out.readline() == b"up\n"
+            mine = os.readlink("/proc/self/ns/ipc")
+            guest_pid = next(p.pid for p in psutil.Process().children(recursive=True)
+                             if os.readlink(f"/proc/{p.pid}/ns/ipc") != mine)
+            inside = _sysv_lookup(["nsenter", f"--ipc=/proc/{guest_pid}/ns/ipc"], host_sysv_objects)
+    finally:
+        os.close(in_w)
+        runner.join(timeout=60)
+        os.close(in_r)
+        os.close(out_w)
+    assert results and results[0].status == 0, results
+    assert inside == {"shmget": errno.ENOENT, "shmctl": errno.EINVAL, "shmat": errno.EINVAL,
+                      "msgget": errno.ENOENT, "msgctl": errno.EINVAL,
+                      "semget": errno.ENOENT, "semctl": errno.EINVAL}
+
+
+def test_a_guest_reaches_no_host_system_v_object(guest_runner, host_sysv_objects):
+    """From inside, every System V call on the host's key or ids fails, and
+    the host's segment is attached by nobody afterwards."""
+    import ctypes
+    import json
+
+    r = guest_runner([PYTHON, "-c", _SYSV_LOOKUP, json.dumps(host_sysv_objects)])
+    assert r.status == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert set(seen) == {"shmget", "shmctl", "shmat", "msgget", "msgctl", "semget", "semctl"}
+    assert 0 not in seen.values(), f"a guest reached a host System V object: {seen}"
+    # shm_nattch of the host segment: still nobody attached (struct shmid64_ds on x86-64).
+    ds = ctypes.create_string_buffer(512)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.shmctl(host_sysv_objects["shm"], 2, ds) == 0
+    assert int.from_bytes(ds.raw[88:96], "little") == 0
