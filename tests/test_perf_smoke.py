@@ -184,9 +184,15 @@ def test_smoke_json_is_complete(smoke):
         assert math.isclose(c["ratio"], doc["calls"]["pico"]["classes"][cls]["median"] / c["floor_ns"])
     for label in ("/bin/true", "python3 -c pass"):
         entry = doc["startup"]["exec_inside"][label]
-        assert set(entry) == {"native", "pico"}
+        assert set(entry) == {"native", "pico", *workloads.EXEC_FLOORS}
         assert math.isclose(entry["native"]["ratio"], 1.0)
         assert _is_summary(entry["pico"]["loop_ms"]) and _is_summary(entry["pico"]["once_ms"])
+        # The floors ran the same loops: the notifying one saw every exec's
+        # calls naming a file (at least the execve), the filter alone none.
+        floor = entry["notified"]
+        assert _is_summary(floor["loop_ms"]) and floor["calls_per_exec"] >= 1, floor
+        assert entry["filtered"]["calls_per_exec"] == 0
+        assert math.isclose(entry["pico"]["floor_ratio"], entry["pico"]["ms"] / floor["ms"])
     assert _is_summary(doc["startup"]["cli"]["pico"]["interpreter_ms"])
     for n in ("8", "32"):
         s = doc["scale"]["pico"][n]

@@ -412,6 +412,27 @@ def measure_startup_cli(backend: str, runs: int) -> dict:
 # loader's) without the sandbox's own start-up.
 EXEC_LOOP = 41
 EXEC_BACKENDS = ("native", "pico")
+# The floor under it, measured with the same loops natively through
+# benchmarks/floor/exec_floor.c (it describes both): the loop under a filter
+# that allows everything, and under one that sends every call naming a file
+# to a supervisor answering at once.  Keys of the result next to the backends'.
+EXEC_FLOORS = {"filtered": "seccomp filter", "notified": "kernel floor"}
+EXEC_FLOOR_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "floor" / "exec_floor.c"
+
+
+class ExecFloorRunner:
+    """Runs a program natively (the native runner: same environment and
+    working directory) under exec_floor in one mode."""
+
+    def __init__(self, mode: str, native: BackendRunner, binary: pathlib.Path) -> None:
+        self.mode, self._native, self._binary = mode, native, binary
+
+    def run(self, argv: Sequence[str], timeout: float = RUN_TIMEOUT_S) -> Outcome:
+        o = self._native.run([str(self._binary), self.mode, "--", *argv], timeout)
+        for line in o.stderr.decode("ascii", "replace").splitlines():
+            if line.startswith("notifications="):
+                o.mediated_calls = int(line.split("=", 1)[1])
+        return o
 
 
 def exec_inside_programs(manifest) -> dict[str, list[str]]:
@@ -431,27 +452,44 @@ def _exec_loop(sh: str, argv: Sequence[str], n: int) -> list[str]:
 
 def measure_exec_inside(names: Sequence[str], runners: dict[str, BackendRunner], manifest, runs: int,
                         progress: Callable[[str], None] | None = None) -> dict:
-    """{program: {backend: {"ms": marginal ms per exec, "loop_ms", "once_ms"}}},
-    loops interleaved over the backends round by round."""
+    """{program: {backend or floor: {"ms": marginal ms per exec, "loop_ms",
+    "once_ms", "ratio" (to native), "calls_per_exec"?}}}, loops interleaved
+    over the backends and the floors round by round; pico's entry also has
+    "floor_ratio" (to the kernel floor)."""
     sh = _guest_program("sh", manifest)
     if not sh:
         return {"error": "no sh on the manifest's PATH"}
+    runners = dict(runners)
+    backends = [n for n in EXEC_BACKENDS if n in names]
+    floor_error = None
+    if "native" in names:
+        try:
+            from picoproc.bench.bench_floor import build
+
+            binary = build(EXEC_FLOOR_SOURCE)
+            for mode in EXEC_FLOORS:
+                runners[mode] = ExecFloorRunner(mode, runners["native"], binary)
+                backends.append(mode)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            floor_error = f"exec_floor not built: {_one_line(str(exc))}"
     out: dict = {}
     for label, argv in exec_inside_programs(manifest).items():
-        backends = [n for n in EXEC_BACKENDS if n in names]
         long = {n: [] for n in backends}
         once = {n: [] for n in backends}
+        calls = {n: ([], []) for n in backends}
         failed: dict[str, str] = {}
         for r in range(runs):
             for n in backends:
                 if n in failed:
                     continue
-                for loops, into in ((EXEC_LOOP, long), (1, once)):
+                for loops, into, counted in ((EXEC_LOOP, long, calls[n][0]), (1, once, calls[n][1])):
                     o = runners[n].run(_exec_loop(sh, argv, loops))
                     if not o.ok:
                         failed[n] = "fails: " + o.fail_reason()
                         break
                     into[n].append(o.wall_s * 1000.0)
+                    if o.mediated_calls is not None:
+                        counted.append(o.mediated_calls)
             if progress:
                 progress(f"exec inside ({label}) round {r + 1}/{runs}: "
                          + ", ".join(f"{n} {long[n][-1]:.0f}/{once[n][-1]:.1f} ms" if n not in failed
@@ -464,10 +502,17 @@ def measure_exec_inside(names: Sequence[str], runners: dict[str, BackendRunner],
             lm, om = stats.percentile(long[n], 50), stats.percentile(once[n], 50)
             entry[n] = {"ms": (lm - om) / (EXEC_LOOP - 1), "loop_ms": stats.summary(long[n]),
                         "once_ms": stats.summary(once[n])}
+            many, one = calls[n]
+            if many and one:
+                entry[n]["calls_per_exec"] = (stats.percentile(many, 50) - stats.percentile(one, 50)) / (EXEC_LOOP - 1)
         base = entry.get("native", {}).get("ms")
         for e in entry.values():
             if "ms" in e:
                 e["ratio"] = stats.ratio(e["ms"], base)
+        if "ms" in entry.get("pico", {}) and "ms" in entry.get("notified", {}):
+            entry["pico"]["floor_ratio"] = stats.ratio(entry["pico"]["ms"], entry["notified"]["ms"])
+        if floor_error:
+            entry["notified"] = {"error": floor_error}
         out[label] = entry
     return out
 
