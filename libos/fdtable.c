@@ -44,6 +44,8 @@ struct fd_key {
 /* Keys apart from paths so that the (dev, ino) scan touches 24 KiB, not 4 MiB. */
 static struct fd_key fdt_keys[ALL_SLOTS];
 static char fdt_paths[ALL_SLOTS][PICO_MAX_PATH];
+/* One more than the highest fd slot ever filled: execve looks no further. */
+static long fdt_high;
 
 static unsigned ino_home(uint64_t dev, uint64_t ino)
 {
@@ -90,6 +92,12 @@ static void fill_slot(long fd, uint64_t dev, uint64_t ino, const char *abs, size
 		return;
 	memcpy(fdt_paths[fd], abs, len);
 	fdt_paths[fd][len] = 0;
+	if (fd < FDT_SLOTS) {
+		long high = __atomic_load_n(&fdt_high, __ATOMIC_RELAXED);
+		while (fd >= high &&
+		       !__atomic_compare_exchange_n(&fdt_high, &high, fd + 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
+	}
 	k->len = (unsigned)len;
 	k->dev = dev;
 	k->ino = ino;
@@ -240,7 +248,12 @@ size_t libos_fd_exec_options(char *buf, size_t cap, const char **opts, size_t ma
 	char path[PICO_MAX_PATH];
 	struct stat st;
 	struct libos_fd_overlay *ov = libos_current()->fd_overlay;
-	for (long fd = 0; fd < FDT_SLOTS && count < max_opts; fd++) {
+	/* Only fds that have a slot or an overlay entry can carry a path. */
+	long end = __atomic_load_n(&fdt_high, __ATOMIC_RELAXED);
+	for (int i = 0; ov && i < LIBOS_FD_OVERLAY; i++)
+		if (ov[i].fd >= end && ov[i].fd < FDT_SLOTS)
+			end = ov[i].fd + 1;
+	for (long fd = 0; fd < end && count < max_opts; fd++) {
 		struct libos_fd_overlay *e = ov ? overlay_entry(ov, fd, 0) : NULL;
 		if (!e && __atomic_load_n(&fdt_keys[fd].seq, __ATOMIC_RELAXED) == 0)
 			continue;

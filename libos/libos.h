@@ -365,6 +365,11 @@ long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_
  * unmaps it once the child has gone (-1: not a vm child, nothing recorded). */
 int libos_vm_keep_mapping(uint64_t addr, uint64_t len);
 void libos_vm_forget_mapping(int slot);
+/* Scratch for a vm child's execve inside its block, already mapped (NULL:
+ * not a vm child, too large, or in use; the caller maps its own), and its
+ * release when the execve fails. */
+void *libos_vm_exec_scratch(size_t len);
+void libos_vm_exec_scratch_done(void *scratch);
 /* The same, by the mapping's address (a helper thread's stack). */
 void libos_vm_forget_mapping_at(uint64_t addr);
 

@@ -45,10 +45,12 @@ struct image {
 	char interp[PICO_MAX_PATH];
 };
 
-static Elf64_Phdr phdr_bufs[2][MAX_PHDR_BYTES / sizeof(Elf64_Phdr)];
+/* Page-aligned, so that reading a program's headers (a few hundred bytes)
+ * touches one page, not two: each page is a fault in every new image. */
+static Elf64_Phdr phdr_bufs[2][MAX_PHDR_BYTES / sizeof(Elf64_Phdr)] __attribute__((aligned(4096)));
 static struct image main_image, interp_image;
 static char shebang_strings[SHEBANG_DEPTH][SHEBANG_MAX];
-static char resolved_paths[SHEBANG_DEPTH + 2][PICO_MAX_PATH];
+static char resolved_paths[SHEBANG_DEPTH + 2][PICO_MAX_PATH] __attribute__((aligned(4096)));
 static char empty_string[1];
 
 static void __attribute__((noreturn)) die(const char *path, const char *why, long err)

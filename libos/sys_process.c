@@ -125,7 +125,8 @@ LIBOS_SYSCALL(clone3)
 /* fds whose paths follow the program across exec (--fd-path=N:PATH). */
 #define MAX_FD_OPTS 32
 
-/* Scratch for one execve, mmap'd (the handler may run on a small stack). */
+/* Scratch for one execve, mmap'd or, in a vm child, in its block (the
+ * handler may run on a small stack). */
 struct exec_scratch {
 	char room[8];
 	char abs[PICO_MAX_PATH];
@@ -174,7 +175,9 @@ LIBOS_SYSCALL(execveat)
 		return argc;
 	size_t scratch_len = sizeof(struct exec_scratch) + ((size_t)argc + MAX_STATE_OPTS + MAX_FD_OPTS + 8) * sizeof(char *);
 	scratch_len = (scratch_len + PAGE_SIZE_K - 1) & ~(PAGE_SIZE_K - 1);
-	long m = sys6(__NR_mmap, 0, scratch_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *in_block = libos_vm_exec_scratch(scratch_len);
+	long m = in_block ? (long)in_block
+			  : sys6(__NR_mmap, 0, scratch_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m < 0)
 		return m;
 	struct exec_scratch *s = (struct exec_scratch *)m;
@@ -263,9 +266,9 @@ LIBOS_SYSCALL(execveat)
 		new_argv[k++] = argv[i];
 	new_argv[k] = NULL;
 	{
-		/* In a vm child the scratch lives in its parent's memory after a
-		 * successful exec: the parent unmaps it (vmchild.c). */
-		int kept = libos_vm_keep_mapping((uint64_t)m, scratch_len);
+		/* In a vm child a mapped scratch lives in its parent's memory
+		 * after a successful exec: the parent unmaps it (vmchild.c). */
+		int kept = in_block ? -1 : libos_vm_keep_mapping((uint64_t)m, scratch_len);
 		r = sys5(__NR_execveat, PICO_LOADER_FD, "", new_argv, envp, AT_EMPTY_PATH);
 		libos_vm_forget_mapping(kept);
 	}
@@ -273,7 +276,10 @@ LIBOS_SYSCALL(execveat)
 out:
 	if (image_fd >= 0)
 		sys1(__NR_close, image_fd);
-	sys2(__NR_munmap, m, scratch_len);
+	if (in_block)
+		libos_vm_exec_scratch_done(in_block);
+	else
+		sys2(__NR_munmap, m, scratch_len);
 	return r;
 }
 

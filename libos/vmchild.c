@@ -25,8 +25,13 @@
  *     frames below the guest's stack pointer: the parent copies that region
  *     into the block before the clone and back after it (the parent is
  *     suspended until the child execs or exits, CLONE_VFORK);
- *   - mappings the child makes for its execve are recorded in the block and
- *     unmapped by the parent once the child has gone.
+ *   - the child's execve builds the next loader's arguments in the block
+ *     (exec_scratch): blocks are reused, so its pages are already there,
+ *     and nothing is left for the parent to unmap, which would cost it a
+ *     TLB shootdown on the CPU the child ran on;
+ *   - other mappings the child makes for its execve (a scratch too large
+ *     for the block) are recorded in the block and unmapped by the parent
+ *     once the child has gone.
  * The block lives until the child execs or exits: for vfork that is when
  * clone returns in the parent; otherwise the kernel clears the block's
  * `alive` word then (CLONE_CHILD_CLEARTID) and the block is reclaimed on a
@@ -55,6 +60,9 @@
 #define VM_SNAPSHOT (48 * 1024)
 #define VM_FPSTATE (16 * 1024)
 #define VM_MAPS 8
+/* Enough for an execve's scratch (sys_process.c) with a few thousand
+ * arguments; larger ones map their own. */
+#define VM_EXEC_SCRATCH (64 * 1024)
 
 /* What start.S reads: the clone arguments, the parent's stack snapshot and
  * the guest's registers for the child.  The offsets are written out there. */
@@ -81,6 +89,7 @@ struct libos_vm_block {
 	int alive; /* CLONE_CHILD_CLEARTID target: 0 once the child execs or exits */
 	int clear_sighand, own_altstack;
 	int release_sink;
+	int exec_busy; /* exec_scratch is in use (a thread of the child execs) */
 	unsigned nmaps;
 	struct {
 		uint64_t addr, len;
@@ -91,6 +100,7 @@ struct libos_vm_block {
 	unsigned char snapshot[VM_SNAPSHOT];
 	unsigned char altstack[VM_ALTSTACK];
 	unsigned char stack[VM_STACK] __attribute__((aligned(16)));
+	unsigned char exec_scratch[VM_EXEC_SCRATCH] __attribute__((aligned(4096)));
 };
 
 #define BLOCK_BYTES ((sizeof(struct libos_vm_block) + PAGE_SIZE_K - 1) & ~(PAGE_SIZE_K - 1))
@@ -247,6 +257,29 @@ int libos_vm_keep_mapping(uint64_t addr, uint64_t len)
 	return -1;
 }
 
+void *libos_vm_exec_scratch(size_t len)
+{
+	struct libos_process *proc = libos_current();
+	if (proc == &libos_main_process)
+		return NULL;
+	struct libos_vm_block *b = block_of(proc);
+	int expected = 0;
+	if (len > sizeof(b->exec_scratch) ||
+	    !__atomic_compare_exchange_n(&b->exec_busy, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return NULL;
+	return b->exec_scratch;
+}
+
+void libos_vm_exec_scratch_done(void *scratch)
+{
+	struct libos_process *proc = libos_current();
+	if (proc == &libos_main_process)
+		return;
+	struct libos_vm_block *b = block_of(proc);
+	if (scratch == b->exec_scratch)
+		__atomic_store_n(&b->exec_busy, 0, __ATOMIC_RELEASE);
+}
+
 void libos_vm_forget_mapping(int slot)
 {
 	if (slot < 0 || slot >= VM_MAPS)
@@ -361,6 +394,7 @@ long libos_clone_with_block(struct ucontext *uc, uint64_t flags, uint64_t child_
 	b->vfork = vfork;
 	b->nmaps = 0;
 	memset(b->maps, 0, sizeof(b->maps));
+	b->exec_busy = 0;
 	b->clear_sighand = clear_sighand;
 	b->own_altstack = 0;
 	if (!child_sp)

@@ -160,6 +160,29 @@ static __attribute__((noinline)) long scribble(int depth)
 	return r + (big[depth] == (char)0xA5);
 }
 
+/* vfork; the child fails an exec, then runs sh -c 'exit $#' with n
+ * arguments: its status. */
+static int __attribute__((noinline)) vfork_exec_args(int n)
+{
+	char **av = calloc((size_t)n + 4, sizeof(char *));
+	if (!av)
+		return -1;
+	av[0] = "sh";
+	av[1] = "-c";
+	av[2] = "exit $#";
+	for (int k = 0; k < n; k++)
+		av[3 + k] = "arg";
+	pid_t pid = vfork();
+	if (pid == 0) {
+		execl("/nonexistent", "x", (char *)NULL);
+		execv("/bin/sh", av);
+		_exit(126);
+	}
+	int st = wait_status(pid);
+	free(av);
+	return st;
+}
+
 static int cmd_vfork(void)
 {
 	struct state before, after;
@@ -202,6 +225,13 @@ static int cmd_vfork(void)
 		_exit(126);
 	}
 	printf("vfork_exec_sh status=%d\n", wait_status(pid));
+	/* An exec after a failed one, from the same child, with argument
+	 * vectors small and large (the library OS builds the next image's
+	 * arguments in the child's block when they fit, in a mapping of its
+	 * own when not): every argument arrives. */
+	printf("vfork_exec_args n=1 status=%d\n", vfork_exec_args(1));
+	printf("vfork_exec_args n=2000 status=%d\n", vfork_exec_args(2000));
+	printf("vfork_exec_args n=10000 status=%d\n", vfork_exec_args(10000));
 	/* A child that dies by a signal while it shares our stack. */
 	pid = vfork();
 	if (pid == 0) {
