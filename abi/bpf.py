@@ -20,7 +20,8 @@ import struct
 from picoproc.errors import PicoprocError
 from picoproc.native import ffi, lib
 
-from .table import ABITable, load_table
+from . import linux
+from .table import LOADER_ONLY_CALLS, ABITable, load_table
 
 # Kernel SECCOMP_RET_* values (<linux/seccomp.h>); libseccomp's SCMP_ACT_* are the same.
 RET_KILL_PROCESS = 0x80000000
@@ -75,12 +76,9 @@ def _add_rule(ctx, action: int, nr: int, comparisons) -> None:
 
 
 AUDIT_ARCH_X86_64 = 0xC000003E
-NR_RT_SIGACTION = 13
-NR_RT_SIGPROCMASK = 14
 NR_CLONE = 56
 NR_PPOLL = 271
 NR_EPOLL_PWAIT = 281
-NR_GETSOCKNAME = 51
 # <linux/sched.h>
 CLONE_VM = 0x100
 CLONE_THREAD = 0x10000
@@ -168,9 +166,7 @@ def loader_sigaction_prefix(table: ABITable) -> bytes:
         ("", _LD_W_ABS, 0, 0, _OFF_ARCH),
         ("", _JEQ_K, _NEXT, _OUT, AUDIT_ARCH_X86_64),  # foreign arch: libseccomp kills it
         ("", _LD_W_ABS, 0, 0, _OFF_NR),
-        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGACTION),
-        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_RT_SIGPROCMASK),
-        ("", _JEQ_K, "FROM_LOADER", _NEXT, NR_GETSOCKNAME),
+        *[("", _JEQ_K, "FROM_LOADER", _NEXT, linux.SYSCALLS_BY_NAME[name]) for name in LOADER_ONLY_CALLS],
         ("", _JEQ_K, "PPOLL", _NEXT, NR_PPOLL),
         ("", _JEQ_K, "CLONE", _NEXT, NR_CLONE),
         ("", _JEQ_K, "EPOLL", _OUT, NR_EPOLL_PWAIT),  # another call: not ours

@@ -19,6 +19,11 @@ from . import linux
 TABLE_FILE = "abi_v1.toml"
 DIRECT_LIMIT = 60
 MEDIATED_LIMIT = 20
+# Direct calls that the "libos" filter allows only from the loader's own text
+# and traps from anywhere else, whatever their arguments (abi/bpf.py,
+# loader_sigaction_prefix): the program's every call of them reaches the
+# library OS.
+LOADER_ONLY_CALLS = ("rt_sigaction", "rt_sigprocmask", "getsockname")
 
 OPS = ("==", "!=", "<", "<=", ">", ">=")
 _CMP = re.compile(

@@ -319,6 +319,7 @@ const unsigned char libos_call_flags[LIBOS_NR_MAX] = {
 	[2] = LIBOS_CALL_REWRITABLE, /* open */
 	[4] = LIBOS_CALL_REWRITABLE, /* stat */
 	[6] = LIBOS_CALL_REWRITABLE, /* lstat */
+	[13] = LIBOS_CALL_REWRITABLE, /* rt_sigaction */
 	[21] = LIBOS_CALL_REWRITABLE, /* access */
 	[24] = LIBOS_CALL_REWRITABLE, /* sched_yield */
 	[63] = LIBOS_CALL_REWRITABLE, /* uname */

@@ -55,7 +55,7 @@ def parse_calls(text: str, abi=None) -> tuple[LinuxCall, ...]:
     """Parses and validates the table's TOML text against ``abi`` (default: the
     shipped ABI table); rows in the file's order.  Exposed for tests."""
     from picoproc.abi.linux import ERRNO, SECCOMP_PASSTHROUGH, SYSCALLS_BY_NAME
-    from picoproc.abi.table import load_table
+    from picoproc.abi.table import LOADER_ONLY_CALLS, load_table
 
     abi = abi or load_table()
     direct = abi.direct_by_name()
@@ -114,9 +114,10 @@ def parse_calls(text: str, abi=None) -> tuple[LinuxCall, ...]:
             if name in SECCOMP_PASSTHROUGH:
                 raise LinuxCallsError(f"{where}: the kernel exempts it from seccomp")
             if name in direct:
-                if rewritable:
+                if rewritable and name not in LOADER_ONLY_CALLS:
                     # Rewriting a direct call's sites would send every such
-                    # call through the library OS instead of the kernel.
+                    # call through the library OS instead of the kernel (the
+                    # loader-only ones trap from the program anyway).
                     raise LinuxCallsError(f"{where}: a direct call's sites must not be rewritten")
                 if not note.strip():
                     raise LinuxCallsError(f"{where}: direct in the ABI; the note must say which forms trap")
