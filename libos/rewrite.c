@@ -11,9 +11,19 @@
  *     b8 NN NN NN NN      mov $nr, %eax
  *     0f 05               syscall
  *
- * rewrites its first five bytes into `jmp stub`.  The stub, in a page the
- * library OS maps within +-2 GiB of the site, steps over the red zone, calls
- * libos_fast_entry (start.S) with %eax = nr, and jumps back to the
+ * rewrites its first five bytes into `jmp stub`.  glibc's own open (and the
+ * dynamic loader's, in every exec) puts a few register moves between the
+ * two,
+ *
+ *     b8 01 01 00 00      mov $257, %eax
+ *     48 89 fe            mov %rsi, %rdi ... (up to FILLER_MAX bytes)
+ *     0f 05               syscall
+ *
+ * which the stub then makes itself: only moves between registers and of a
+ * 32-bit constant into one, never into %rax or %rsp (filler_insn), so their
+ * bytes run the same anywhere.  The stub, in a page the library OS maps
+ * within +-2 GiB of the site, sets %eax = nr, runs the moves, steps over
+ * the red zone, calls libos_fast_entry (start.S), and jumps back to the
  * instruction after the syscall.  Later calls from that site cost a few
  * function calls instead of a signal.
  *
@@ -22,9 +32,9 @@
  *    handler the SIGSYS path would run, inside the same untrusted process,
  *    and every host call the handler makes still passes the filter (the guest
  *    could always have called the library OS's code itself).
- *  - The `0f 05` is left in place: a thread that had already executed the old
- *    `mov`, or code that jumps straight to the syscall instruction, still
- *    traps and is served the slow way.
+ *  - The `0f 05` (and any moves before it) is left in place: a thread that
+ *    had already executed the old `mov`, or code that jumps straight to a
+ *    later instruction, still traps and is served the slow way.
  *  - The five bytes are replaced by one aligned atomic compare-and-exchange
  *    (8 bytes, or cmpxchg16b when they straddle an 8-byte boundary inside a
  *    16-byte one), so another thread fetches the old `mov` or the new `jmp`,
@@ -154,18 +164,23 @@ static uint32_t get32(const unsigned char *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The stub for one site: every byte position is fixed, see the comments. */
-static void write_stub(unsigned char *s, unsigned nr, uintptr_t back)
+/* The stub for one site (with the site's filler moves, f bytes): every
+ * byte position is fixed, see the comments.  %eax is set first, as at the
+ * site, so a move that reads it sees nr; the moves run on the guest's own
+ * stack pointer, before the stub moves it. */
+static void write_stub(unsigned char *s, unsigned nr, const unsigned char *filler, unsigned f, uintptr_t back)
 {
 	unsigned char *p = s;
 	static const unsigned char below_red_zone[] = {0x48, 0x8d, 0x64, 0x24, 0x80}; /* lea -128(%rsp),%rsp */
 	static const unsigned char call_r11[] = {0x41, 0xff, 0xd3};                   /* call *%r11 */
 	static const unsigned char above_red_zone[] = {0x48, 0x8d, 0xa4, 0x24};       /* lea 128(%rsp),%rsp */
-	memcpy(p, below_red_zone, sizeof(below_red_zone));
-	p += sizeof(below_red_zone);
 	*p++ = 0xb8; /* mov $nr,%eax */
 	put32(p, nr);
 	p += 4;
+	memcpy(p, filler, f);
+	p += f;
+	memcpy(p, below_red_zone, sizeof(below_red_zone));
+	p += sizeof(below_red_zone);
 	*p++ = 0x49; /* movabs $libos_fast_entry,%r11 (the syscall clobbers %r11 anyway) */
 	*p++ = 0xbb;
 	put64(p, (uint64_t)(uintptr_t)libos_fast_entry);
@@ -210,7 +225,7 @@ static uintptr_t map_stub_page(uintptr_t site)
 
 /* Writes a stub for (nr, back) into a page within reach of `site`; returns
  * its address, or 0. */
-static uintptr_t make_stub(uintptr_t site, unsigned nr, uintptr_t back)
+static uintptr_t make_stub(uintptr_t site, unsigned nr, const unsigned char *filler, unsigned f, uintptr_t back)
 {
 	for (int i = 0; i < nstub_pages; i++) {
 		uintptr_t slot = stub_pages[i].base + stub_pages[i].used * STUB_SIZE;
@@ -221,7 +236,7 @@ static uintptr_t make_stub(uintptr_t site, unsigned nr, uintptr_t back)
 		 * executable while it is writable. */
 		if (sys3(__NR_mprotect, stub_pages[i].base, PAGE_SIZE_K, PROT_READ | PROT_WRITE | PROT_EXEC) < 0)
 			return 0;
-		write_stub((unsigned char *)slot, nr, back);
+		write_stub((unsigned char *)slot, nr, filler, f, back);
 		sys3(__NR_mprotect, stub_pages[i].base, PAGE_SIZE_K, PROT_READ | PROT_EXEC);
 		stub_pages[i].used++;
 		return slot;
@@ -231,7 +246,7 @@ static uintptr_t make_stub(uintptr_t site, unsigned nr, uintptr_t back)
 	uintptr_t base = map_stub_page(site);
 	if (!base)
 		return 0;
-	write_stub((unsigned char *)base, nr, back);
+	write_stub((unsigned char *)base, nr, filler, f, back);
 	if (sys3(__NR_mprotect, base, PAGE_SIZE_K, PROT_READ | PROT_EXEC) < 0) {
 		sys2(__NR_munmap, base, PAGE_SIZE_K);
 		return 0;
@@ -314,29 +329,83 @@ static int populate_write_works(void)
 	return sys3(__NR_madvise, own, PAGE_SIZE_K, MADV_POPULATE_WRITE) == 0;
 }
 
-static int is_site(const unsigned char *b, unsigned nr)
+/* The length of one filler instruction at b (before end), or 0: a move
+ * between general registers (89 /r with mod 11, REX.W/R/B allowed) or of a
+ * 32-bit constant into one (b8+r), whose destination is neither %rax (the
+ * call number) nor %rsp (the stub's frame).  Anything else -- memory
+ * operands, %rip-relative addressing, branches -- is not copied. */
+static unsigned filler_insn(const unsigned char *b, const unsigned char *end)
 {
-	return b[0] == 0xb8 && get32(b + 1) == nr && b[5] == 0x0f && b[6] == 0x05;
+	unsigned rex = 0, n = 0;
+	if ((b[0] & 0xf0) == 0x40) {
+		rex = b[0];
+		n = 1;
+	}
+	if ((rex & 0x02) || end - b < (long)n + 2) /* REX.X: no index register in these forms */
+		return 0;
+	unsigned char op = b[n];
+	if (op == 0x89) {
+		unsigned char modrm = b[n + 1];
+		unsigned dst = (modrm & 7) | ((rex & 1) << 3);
+		return (modrm >> 6) == 3 && dst != 0 && dst != 4 ? n + 2 : 0;
+	}
+	if (op >= 0xb8 && op <= 0xbf && !(rex & 0x0c) && end - b >= (long)n + 5) { /* not movabs */
+		unsigned dst = (op & 7u) | ((rex & 1) << 3);
+		return dst != 0 && dst != 4 ? n + 5 : 0;
+	}
+	return 0;
+}
+
+#define FILLER_MAX 16
+/* mov $nr,%eax + filler + the stub's own 31 bytes (write_stub). */
+_Static_assert(5 + FILLER_MAX + 31 <= STUB_SIZE, "a stub with the longest filler fits its slot");
+
+/* The start of the site whose syscall instruction ends at ip (mov $nr,%eax,
+ * filler moves, syscall) and the filler's length, or 0.  The site starts on
+ * the page of the syscall's first byte, which was just executed, so every
+ * byte read here is mapped (the syscall itself may end on the next page:
+ * glibc's open does). */
+static uintptr_t find_site(uintptr_t ip, unsigned nr, unsigned *filler)
+{
+	const unsigned char *sys = (const unsigned char *)(ip - 2);
+	uintptr_t page = (ip - 2) & ~(PAGE_SIZE_K - 1);
+	if (sys[0] != 0x0f || sys[1] != 0x05)
+		return 0;
+	for (unsigned f = 0; f <= FILLER_MAX && ip - 7 - f >= page; f++) {
+		const unsigned char *b = (const unsigned char *)(ip - 7 - f);
+		if (b[0] != 0xb8 || get32(b + 1) != nr)
+			continue;
+		const unsigned char *q = b + 5;
+		unsigned len;
+		while (q < sys && (len = filler_insn(q, sys)) != 0)
+			q += len;
+		if (q == sys) {
+			*filler = f;
+			return (uintptr_t)b;
+		}
+	}
+	return 0;
 }
 
 void libos_rewrite_site(uintptr_t ip, unsigned nr)
 {
 	if (nr >= LIBOS_NR_MAX || !(libos_call_flags[nr] & LIBOS_CALL_REWRITABLE) || ip < PAGE_SIZE_K)
 		return;
-	uintptr_t site = ip - 7, page = site & ~(PAGE_SIZE_K - 1);
-	/* All 7 bytes on the page the syscall instruction was just executed
-	 * from (so they are mapped and readable), and the 5 to replace inside
-	 * one aligned 16-byte block (one atomic store). */
-	if (page != ((ip - 1) & ~(PAGE_SIZE_K - 1)) || (site & 15) > 11)
+	/* Every byte of the site on the page the syscall instruction was just
+	 * executed from (so they are mapped and readable: find_site), and the
+	 * 5 to replace inside one aligned 16-byte block (one atomic store). */
+	unsigned f = 0, f_again = 0;
+	uintptr_t site = find_site(ip, nr, &f), page = site & ~(PAGE_SIZE_K - 1);
+	if (!site || (site & 15) > 11)
 		return;
 	if (site >= PICO_LOADER_TEXT_START && site < PICO_LOADER_TEXT_START + PICO_LOADER_TEXT_SIZE)
 		return;
-	if (!is_site((const unsigned char *)site, nr) || !rewrite_due(site))
+	if (!rewrite_due(site))
 		return;
 	if (__atomic_exchange_n(&rewrite_lock, 1, __ATOMIC_ACQUIRE))
 		return;
 	/* Under the lock: the site may have been rewritten meanwhile. */
-	if (rewrite_disabled || !is_site((const unsigned char *)site, nr) || page_failed(page))
+	if (rewrite_disabled || find_site(ip, nr, &f_again) != site || f_again != f || page_failed(page))
 		goto out;
 	if (!populate_write_known) {
 		if (!populate_write_works()) {
@@ -353,7 +422,9 @@ void libos_rewrite_site(uintptr_t ip, unsigned nr)
 		remember_failed(page);
 		goto out;
 	}
-	uintptr_t stub = make_stub(site, nr, ip);
+	unsigned char filler[FILLER_MAX];
+	memcpy(filler, (const void *)(site + 5), f);
+	uintptr_t stub = make_stub(site, nr, filler, f, ip);
 	if (!stub)
 		remember_failed(page);
 	else if (store_jump(site, stub) == 0)

@@ -5,14 +5,17 @@
  *            five times with every register, the flags (CF and DF set) and
  *            the 128-byte red zone holding known values: all but rax, rcx and
  *            r11 must survive, before and after the site is rewritten (on its
- *            third trap).
+ *            third trap); the same for a site with register moves between
+ *            the mov and the syscall (glibc's open; rewritten, the moves made
+ *            by the stub) and for one with a nop there (left trapping).
  *   threads  8 threads make their first uname/getcwd calls at once (the
  *            rewrite races with other threads on the same sites), while
  *            another thread signals the first one, whose handler calls uname.
  *   pages    sites copied into anonymous pages: read-write-exec (rewritten,
  *            and still writable), read-exec (rewritten, still not writable),
  *            one whose 5 bytes straddle a 16-byte block (left alone), and two
- *            reached only once and twice (left trapping: not worth a rewrite).
+ *            reached only once and twice (left trapping: not worth a rewrite),
+ *            and one whose syscall instruction ends on the next page.
  *   libc     the glibc uname wrapper's site, found by its bytes.
  * Natively nothing is rewritten (rewritten=0) and the checks still pass. */
 #define _GNU_SOURCE
@@ -41,58 +44,69 @@ void regs_call(struct utsname *buf);
 extern const unsigned char regs_site[];
 
 /* regs_call(buf): loads patterns, runs the site, stores what it sees into
- * rw_after without touching the stack (the red zone is under test). */
-__asm__(".text\n"
-	".globl regs_call\n"
-	".type regs_call, @function\n"
-	"regs_call:\n"
-	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n	push %r14\n	push %r15\n"
-	"	movabs $0x1111111111111111, %rbx\n"
-	"	movabs $0x2222222222222222, %rbp\n"
-	"	movabs $0x3333333333333333, %rsi\n"
-	"	movabs $0x4444444444444444, %rdx\n"
-	"	movabs $0x5555555555555555, %r8\n"
-	"	movabs $0x6666666666666666, %r9\n"
-	"	movabs $0x7777777777777777, %r10\n"
-	"	movabs $0x8888888888888888, %r12\n"
-	"	movabs $0x9999999999999999, %r13\n"
-	"	movabs $0xaaaaaaaaaaaaaaaa, %r14\n"
-	"	movabs $0xbbbbbbbbbbbbbbbb, %r15\n"
-	"	movq %r12, %xmm0\n	movq %r13, %xmm1\n	punpcklqdq %xmm1, %xmm0\n"
-	"	movabs $0xfeed000000000000, %rax\n"
-	"	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
-	"	lea \\i(%rax), %r11\n"
-	"	mov %r11, -8-8*\\i(%rsp)\n"
-	"	.endr\n"
-	"	std\n"
-	"	stc\n"
-	"	.balign 16\n"
-	".globl regs_site\n"
-	"regs_site:\n"
-	"	mov $63, %eax\n"
-	"	syscall\n"
-	"	mov %rax, rw_after+96(%rip)\n"
-	"	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
-	"	mov -8-8*\\i(%rsp), %r11\n"
-	"	mov %r11, rw_after+128+8*\\i(%rip)\n"
-	"	.endr\n"
-	"	pushfq\n	pop %r11\n	mov %r11, rw_after+104(%rip)\n"
-	"	cld\n"
-	"	mov %rbx, rw_after+0(%rip)\n"
-	"	mov %rbp, rw_after+8(%rip)\n"
-	"	mov %rsi, rw_after+16(%rip)\n"
-	"	mov %rdx, rw_after+24(%rip)\n"
-	"	mov %r8, rw_after+32(%rip)\n"
-	"	mov %r9, rw_after+40(%rip)\n"
-	"	mov %r10, rw_after+48(%rip)\n"
-	"	mov %r12, rw_after+56(%rip)\n"
-	"	mov %r13, rw_after+64(%rip)\n"
-	"	mov %r14, rw_after+72(%rip)\n"
-	"	mov %r15, rw_after+80(%rip)\n"
-	"	mov %rdi, rw_after+88(%rip)\n"
-	"	movdqu %xmm0, rw_after+112(%rip)\n"
-	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n"
-	"	ret\n");
+ * rw_after without touching the stack (the red zone is under test).
+ * regs_call_filler: the same with a site of glibc's open form, register
+ * moves between the mov and the syscall (the buffer reaches %rdi only
+ * through them); regs_call_nop: a site with a nop there, which the library
+ * OS does not copy (it stays trapping). */
+#define REGS_CALL(name, site, before, between)                                                                  \
+	".text\n"                                                                                              \
+	".globl " name "\n"                                                                                    \
+	".type " name ", @function\n" name ":\n"                                                                \
+	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n	push %r14\n	push %r15\n"                      \
+	"	movabs $0x1111111111111111, %rbx\n"                                                            \
+	"	movabs $0x2222222222222222, %rbp\n"                                                            \
+	"	movabs $0x3333333333333333, %rsi\n"                                                            \
+	"	movabs $0x4444444444444444, %rdx\n"                                                            \
+	"	movabs $0x5555555555555555, %r8\n"                                                             \
+	"	movabs $0x6666666666666666, %r9\n"                                                             \
+	"	movabs $0x7777777777777777, %r10\n"                                                            \
+	"	movabs $0x8888888888888888, %r12\n"                                                            \
+	"	movabs $0x9999999999999999, %r13\n"                                                            \
+	"	movabs $0xaaaaaaaaaaaaaaaa, %r14\n"                                                            \
+	"	movabs $0xbbbbbbbbbbbbbbbb, %r15\n"                                                            \
+	"	movq %r12, %xmm0\n	movq %r13, %xmm1\n	punpcklqdq %xmm1, %xmm0\n"                              \
+	"	movabs $0xfeed000000000000, %rax\n"                                                            \
+	"	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"                                               \
+	"	lea \\i(%rax), %r11\n"                                                                         \
+	"	mov %r11, -8-8*\\i(%rsp)\n"                                                                    \
+	"	.endr\n" before "	std\n"                                                                   \
+	"	stc\n"                                                                                         \
+	"	.balign 16\n"                                                                                  \
+	".globl " site "\n" site ":\n"                                                                         \
+	"	mov $63, %eax\n" between "	syscall\n"                                                       \
+	"	mov %rax, rw_after+96(%rip)\n"                                                                 \
+	"	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"                                               \
+	"	mov -8-8*\\i(%rsp), %r11\n"                                                                    \
+	"	mov %r11, rw_after+128+8*\\i(%rip)\n"                                                          \
+	"	.endr\n"                                                                                       \
+	"	pushfq\n	pop %r11\n	mov %r11, rw_after+104(%rip)\n"                                         \
+	"	cld\n"                                                                                         \
+	"	mov %rbx, rw_after+0(%rip)\n"                                                                  \
+	"	mov %rbp, rw_after+8(%rip)\n"                                                                  \
+	"	mov %rsi, rw_after+16(%rip)\n"                                                                 \
+	"	mov %rdx, rw_after+24(%rip)\n"                                                                 \
+	"	mov %r8, rw_after+32(%rip)\n"                                                                  \
+	"	mov %r9, rw_after+40(%rip)\n"                                                                  \
+	"	mov %r10, rw_after+48(%rip)\n"                                                                 \
+	"	mov %r12, rw_after+56(%rip)\n"                                                                 \
+	"	mov %r13, rw_after+64(%rip)\n"                                                                 \
+	"	mov %r14, rw_after+72(%rip)\n"                                                                 \
+	"	mov %r15, rw_after+80(%rip)\n"                                                                 \
+	"	mov %rdi, rw_after+88(%rip)\n"                                                                 \
+	"	movdqu %xmm0, rw_after+112(%rip)\n"                                                            \
+	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n"                        \
+	"	ret\n"
+
+void regs_call_filler(struct utsname *buf);
+void regs_call_nop(struct utsname *buf);
+extern const unsigned char regs_site_filler[], regs_site_nop[];
+__asm__(REGS_CALL("regs_call", "regs_site", "", ""));
+/* %rdi is 0 up to the site; only the moves give it the buffer back (and
+ * %r8 to itself).  No flag is changed on the way. */
+__asm__(REGS_CALL("regs_call_filler", "regs_site_filler", "	mov %rdi, %rcx\n	mov $0, %edi\n",
+		  "	mov %rcx, %rdi\n	mov %r8, %r8\n"));
+__asm__(REGS_CALL("regs_call_nop", "regs_site_nop", "", "	nop\n"));
 
 static int regs_bad(struct utsname *buf)
 {
@@ -123,18 +137,29 @@ static int regs_bad(struct utsname *buf)
 	return bad;
 }
 
-static int cmd_regs(void)
+static int run_site(void (*call)(struct utsname *))
 {
 	int bad = 0;
 	for (int i = 0; i < 5; i++) {
 		struct utsname u;
 		memset(&u, 0, sizeof(u));
 		memset(&rw_after, 0, sizeof(rw_after));
-		regs_call(&u);
+		call(&u);
 		bad += regs_bad(&u);
 	}
-	printf("regs_bad=%d\n", bad);
+	return bad;
+}
+
+static int cmd_regs(void)
+{
+	printf("regs_bad=%d\n", run_site(regs_call));
 	printf("regs_rewritten=%d\n", regs_site[0] == 0xe9 && regs_site[5] == 0x0f && regs_site[6] == 0x05);
+	/* mov $63,%eax; mov %rcx,%rdi (3 bytes); mov %r8,%r8 (3); syscall */
+	printf("filler_bad=%d\n", run_site(regs_call_filler));
+	printf("filler_rewritten=%d\n", regs_site_filler[0] == 0xe9 && regs_site_filler[5] == 0x48 &&
+					       regs_site_filler[11] == 0x0f && regs_site_filler[12] == 0x05);
+	printf("nop_bad=%d\n", run_site(regs_call_nop));
+	printf("nop_rewritten=%d\n", regs_site_nop[0] == 0xe9);
 	return 0;
 }
 
@@ -264,6 +289,18 @@ static int cmd_pages(void)
 	printf("rwx_rewritten=%d rwx_writable=%d\n", rwx[64] == 0xe9, writable(rwx));
 	printf("rx_rewritten=%d rx_writable=%d\n", rx[64] == 0xe9, writable(rx));
 	printf("straddling_rewritten=%d\n", rx[128 + 12] != 0xb8);
+	/* A syscall instruction that ends on the next page (glibc's open has
+	 * one): its mov is on the first page and is rewritten. */
+	unsigned char *two = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (two == MAP_FAILED)
+		return 1;
+	memcpy(two + 4096 - 6, site_code, sizeof(site_code));
+	if (mprotect(two, 8192, PROT_READ | PROT_EXEC) != 0)
+		return 1;
+	int crossing_bad = 0;
+	for (int i = 0; i < 4; i++)
+		crossing_bad += call_at(two + 4096 - 6) != 0;
+	printf("crossing_bad=%d crossing_rewritten=%d\n", crossing_bad, two[4096 - 6] == 0xe9);
 	/* A page that was writable stays so: the guest's own JIT can go on. */
 	rwx[64 + 8] = 0xc3;
 	return 0;
