@@ -89,6 +89,8 @@ long libos_copy_from_guest(void *dst, const void *src, size_t n);
 /* Copies a NUL-terminated guest string into dst (cap bytes including the
  * NUL); -EFAULT, -ENAMETOOLONG (string longer than cap-1) or its length. */
 long libos_copy_string_from_guest(char *dst, const char *src, size_t cap);
+/* The same when the caller has just probed src's page (copied a byte from it). */
+long libos_copy_string_after_probe(char *dst, const char *src, size_t cap);
 
 /* ---- state.c: per-process library-OS state ----
  * Process-wide like the kernel's: threads share it, fork copies it with the

@@ -20,7 +20,8 @@ long libos_fetch_path(int dirfd, long user_ptr, struct guest_path *out)
 			return r;
 		used = (size_t)r;
 	}
-	r = libos_copy_string_from_guest(out->abs + used, (const char *)user_ptr, sizeof(out->abs) - used);
+	/* The first byte's page was probed just now: one probe per path. */
+	r = libos_copy_string_after_probe(out->abs + used, (const char *)user_ptr, sizeof(out->abs) - used);
 	if (r < 0)
 		return r;
 	out->len = used + (size_t)r;

@@ -95,12 +95,15 @@ long libos_copy_from_guest(void *dst, const void *src, size_t n)
 	return 0;
 }
 
-long libos_copy_string_from_guest(char *dst, const char *src, size_t cap)
+/* first_page_known: the caller has probed the page of src already. */
+static long copy_string(char *dst, const char *src, size_t cap, int first_page_known)
 {
 	uintptr_t a = (uintptr_t)src;
 	uintptr_t checked_until = a; /* bytes below this are known readable */
 	if (a == 0 || a >= USER_SPACE_END)
 		return -EFAULT;
+	if (first_page_known)
+		checked_until = (a & ~(PAGE_SIZE_K - 1)) + PAGE_SIZE_K;
 	if (on_live_stack(a, cap))
 		checked_until = a + cap;
 	for (size_t i = 0; i < cap; i++) {
@@ -114,4 +117,14 @@ long libos_copy_string_from_guest(char *dst, const char *src, size_t cap)
 			return (long)i;
 	}
 	return -ENAMETOOLONG;
+}
+
+long libos_copy_string_from_guest(char *dst, const char *src, size_t cap)
+{
+	return copy_string(dst, src, cap, 0);
+}
+
+long libos_copy_string_after_probe(char *dst, const char *src, size_t cap)
+{
+	return copy_string(dst, src, cap, 1);
 }

@@ -530,7 +530,8 @@ def test_bad_pointers_get_efault_not_a_crash(monitor, probe, kind):
     assert r.exit_code == 0, r.stderr
     kv = parse_kv(r.stdout.replace(" errno=", "\nerrno_"))
     lines = dict(line.split("=", 1) for line in r.stdout.splitlines())
-    for call in ("uname", "uname_prot_none", "getcwd", "stat_path", "chdir", "getresuid", "sysinfo"):
+    for call in ("uname", "uname_prot_none", "getcwd", "stat_path", "chdir", "getresuid", "sysinfo",
+                 "access_crossing"):
         assert lines[call] == "-1 errno=14", (call, r.stdout)
     assert lines["getcwd_small"] == "-1 errno=34"  # ERANGE
     assert lines["access_unterminated"] == "-1 errno=36"  # ENAMETOOLONG, as Linux

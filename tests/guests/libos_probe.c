@@ -164,6 +164,8 @@ static int cmd_efault(void)
 	mprotect(two + 4096, 4096, PROT_NONE);
 	memset(two, 'a', 4096);
 	SHOW("access_unterminated", syscall(SYS_access, two, 0));
+	/* A short path whose NUL would be on the next, unreadable page. */
+	SHOW("access_crossing", syscall(SYS_access, two + 4096 - 6, 0));
 	SHOW("unknown_syscall", syscall(SYS_mbind, 0, 0, 0, 0, 0, 0));
 	return 0;
 }
