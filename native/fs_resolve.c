@@ -282,6 +282,9 @@ static long walk(const struct pico_fs_policy *p, const char *path, size_t len, i
 			return err;
 		if (!r->mount)
 			continue; /* an ancestor of mount points: a directory */
+		if (!r->mount->leaf && r->canon_len == r->mount->guest_len)
+			continue; /* the mount's own directory: its fd, a directory
+				   * (checked when the policy was built), no link */
 		long fd = sys_openat2(r->mount->dirfd, r->rel, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
 		if (fd == -ENOENT && is_last)
 			break; /* the call may create it */

@@ -227,3 +227,14 @@ def test_the_work_of_a_path_with_dotdot_is_bounded_while_the_host_renames(guest_
         plain = _lookups(mon, policy, guest_bin, "/data/f")
         link = _lookups(mon, policy, guest_bin, "/data/lnk")
     assert per_call <= max(plain, link) + 12, (name, per_call, plain, link)
+
+
+def test_a_link_inside_a_mount_costs_the_lookups_of_its_names(guest_bin, policy):
+    """/data/lnk -> f: the link's own name, read, then the target's name;
+    the mount's own directory (its fd, a directory by construction) is never
+    looked up again on the way (the dynamic loader's /lib64 link, in every
+    exec, goes through a mount's root like this)."""
+    with Monitor() as mon:
+        plain = _lookups(mon, policy, guest_bin, "/data/f")
+        link = _lookups(mon, policy, guest_bin, "/data/lnk")
+    assert link - plain <= 3, (plain, link)
