@@ -7,4 +7,4 @@ old .so is never silently used with newer Python code.  Bump it whenever the
 C interface (a cffi-visible declaration in native/*.h) changes.
 """
 
-NATIVE_VERSION = 11
+NATIVE_VERSION = 12

@@ -26,7 +26,6 @@ subprocesses).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import struct
@@ -44,13 +43,10 @@ STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQU
 DEFAULT_STOP_TIMEOUT = 10.0  # seconds, as docker stop
 
 SI_KERNEL = 0x80
-_SFD_NONBLOCK = os.O_NONBLOCK
-_SFD_CLOEXEC = os.O_CLOEXEC
 # struct signalfd_siginfo: 128 bytes; ssi_signo (u32), ssi_errno (i32),
 # ssi_code (i32), ssi_pid (u32) lead.
 _SIGINFO = struct.Struct("<IiiI")
 _SIGINFO_SIZE = 128
-_SIGSET_BYTES = 128  # glibc's sigset_t
 
 
 @records.record(frozen=True)
@@ -71,29 +67,6 @@ class Caught:
         terminal's Ctrl-C, which interrupts what an interactive program
         (a shell, a REPL) is doing and is not a request to end it."""
         return self.signo in STOPPING and not (self.signo == signal.SIGINT and self.from_terminal)
-
-
-_LIBC = None
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        # The C library the interpreter is linked with (ctypes.util.find_library
-        # would run ldconfig: a subprocess in every CLI run).
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-        lib.signalfd.restype = ctypes.c_int
-        _LIBC = lib
-    return _LIBC
-
-
-def _sigset(signals) -> ctypes.Array:
-    buf = (ctypes.c_ubyte * _SIGSET_BYTES)()
-    for sig in signals:
-        bit = int(sig) - 1
-        buf[bit // 8] |= 1 << (bit % 8)
-    return buf
 
 
 @contextlib.contextmanager
@@ -137,13 +110,13 @@ class SignalRelay:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("signals can only be relayed by the main thread "
                                "(forward_signals=True needs the main thread)")
+        from picoproc.native import ffi, lib
+
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-        mask = _sigset(FORWARDED)
-        fd = _libc().signalfd(-1, ctypes.byref(mask), _SFD_NONBLOCK | _SFD_CLOEXEC)
+        fd = lib.pico_signalfd(ffi.new("int[]", [int(s) for s in FORWARDED]), len(FORWARDED))
         if fd < 0:
-            err = ctypes.get_errno()
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
-            raise OSError(err, f"signalfd: {os.strerror(err)}")
+            raise OSError(-fd, f"signalfd: {os.strerror(-fd)}")
         self._fd = fd
         return self
 
