@@ -28,10 +28,8 @@ import os
 import pwd
 import resource
 import select
-import selectors
 import signal as signal_mod
 import stat as stat_mod
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,10 +51,7 @@ from picoproc.result import (
     EXIT_CANNOT_EXECUTE,
     EXIT_NOT_FOUND,
     Result,
-    RunError,
-    RunTimeout,
     Usage,
-    run_error,
 )
 from picoproc.scratch import make_scratch
 from picoproc.signals import DEFAULT_STOP_TIMEOUT, SignalRelay, blocked_in_new_threads
@@ -71,6 +66,17 @@ from picoproc.spawn import (
 
 __all__ = ["Identity", "ProgramNotExecutable", "ProgramNotFound", "Result", "RunError",
            "RunTimeout", "Sandbox", "SandboxError", "Usage", "resolve_identity", "run"]
+
+
+def __getattr__(name: str):
+    # check=True's exceptions, imported with subprocess when first asked for
+    # (picoproc.runerror).
+    if name in ("RunError", "RunTimeout"):
+        from picoproc import runerror
+
+        return getattr(runerror, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Read from the guest's stdout/stderr pipes in chunks of this size.
 _PUMP_CHUNK = 65536
@@ -488,6 +494,8 @@ class _OutputPump:
             self._thread.start()
 
     def _run(self) -> None:
+        import selectors
+
         sel = selectors.DefaultSelector()
         for i in sorted(self._open):
             sel.register(self.fds[i], selectors.EVENT_READ, i)
@@ -722,6 +730,11 @@ def _wait_and_pump(spawned: Spawned, pump: _OutputPump, wall: float | None, *,
     return wait_picoprocess(spawned), ending
 
 
+# subprocess.PIPE, STDOUT and DEVNULL (a run takes subprocess's constants),
+# without importing subprocess on every run.
+_PIPE, _STDOUT, _DEVNULL = -1, -2, -3
+
+
 def _stdin_fd(stdin, input_data) -> tuple[int, int, tuple[int, bytes] | None]:
     """(fd the guest reads, fd of ours to close once the guest has its copy
     or -1, and (pipe write end, bytes) to feed for ``input``)."""
@@ -730,10 +743,10 @@ def _stdin_fd(stdin, input_data) -> tuple[int, int, tuple[int, bytes] | None]:
             raise ValueError("stdin and input arguments may not both be used")
         r, w = os.pipe2(os.O_CLOEXEC)
         return r, r, (w, input_data)
-    if stdin is None or stdin == subprocess.DEVNULL:
+    if stdin is None or stdin == _DEVNULL:
         fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         return fd, fd, None
-    if stdin == subprocess.PIPE:
+    if stdin == _PIPE:
         raise ValueError("stdin=PIPE: a run has no Popen object to write to; pass the data as "
                          "input=")
     if isinstance(stdin, bool):
@@ -748,14 +761,14 @@ def _stdin_fd(stdin, input_data) -> tuple[int, int, tuple[int, bytes] | None]:
 
 def _output_sink(target, capture: bool, default: int) -> tuple[int | None, int]:
     """(fd to relay to or None to capture, fd to close afterwards or -1)."""
-    if capture or target == subprocess.PIPE:
+    if capture or target == _PIPE:
         return None, -1
     if target is None:
         return default, -1
-    if target == subprocess.DEVNULL:
+    if target == _DEVNULL:
         fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         return fd, fd
-    if target == subprocess.STDOUT:
+    if target == _STDOUT:
         raise ValueError("stderr=STDOUT is not supported: give both the same fd instead")
     if isinstance(target, int) and not isinstance(target, bool):
         return target, -1
@@ -1071,6 +1084,8 @@ class Sandbox:
             if kill_log is not None:
                 kill_log.close()
         if check and (result.limit is not None or result.returncode != 0):
+            from picoproc.runerror import run_error
+
             raise run_error(result, wall)
         return result
 

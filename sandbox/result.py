@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import signal as signal_mod
-import subprocess
 from collections.abc import Mapping, Sequence
 TYPE_CHECKING = False  # typing's own flag, without importing typing on every run
 if TYPE_CHECKING:
@@ -171,6 +170,8 @@ class Result:
         """Raises RunError (a CalledProcessError) unless the program exited 0
         with no limit reached."""
         if self.error is not None or self.limit is not None or self.returncode != 0:
+            from picoproc.runerror import run_error
+
             raise run_error(self)
 
     # -- how it ended ---------------------------------------------------------------
@@ -365,46 +366,18 @@ def _text(data: bytes | str | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------
-# check=True
+# check=True: RunError and RunTimeout are subprocess's exception types too,
+# so they live in picoproc.runerror, imported (with subprocess, and through
+# it locale and selectors) only when one is asked for: a run that does not
+# fail a check needs none of it.
 
 
-class RunError(subprocess.CalledProcessError, PicoprocError):
-    """``check=True``: the program did not exit 0, or a limit cut the run
-    short.  A ``subprocess.CalledProcessError`` (``returncode``, ``cmd``,
-    ``output``, ``stderr``) that also carries the whole ``result``."""
+def __getattr__(name: str):
+    if name in ("RunError", "RunTimeout", "run_error"):
+        from picoproc import runerror
 
-    def __init__(self, result: Result) -> None:
-        super().__init__(result.returncode if result.returncode is not None else result.exit_status,
-                         result.argv, result.stdout, result.stderr)
-        self.result = result
-
-    @property
-    def exit_status(self) -> int:
-        """The run's own exit status (``picoproc run`` exits with it)."""
-        return self.result.exit_status
-
-    def __str__(self) -> str:
-        prog = self.result.argv[0] if self.result.argv else "?"
-        return f"{prog}: {self.result.reason}"
-
-
-class RunTimeout(RunError, subprocess.TimeoutExpired):
-    """``check=True`` and the wall-time limit ended the run: both a RunError
-    and a ``subprocess.TimeoutExpired``, so either ``except`` catches it."""
-
-    def __init__(self, result: Result, timeout: float | None) -> None:
-        RunError.__init__(self, result)
-        self.timeout = timeout
-        self.output = result.stdout
-
-    def __str__(self) -> str:
-        return RunError.__str__(self)
-
-
-def run_error(result: Result, timeout: float | None = None) -> RunError:
-    if result.limit == "wall_time":
-        return RunTimeout(result, timeout)
-    return RunError(result)
+        return getattr(runerror, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------
