@@ -32,12 +32,17 @@ from __future__ import annotations
 import errno
 import math
 import os
-import queue
 import resource
 import select
 import signal
 import threading
 from collections.abc import Mapping, Sequence
+
+# queue.SimpleQueue is _queue's, which comes without the rest of queue (heapq...).
+try:
+    from _queue import SimpleQueue
+except ImportError:  # another Python implementation
+    from queue import SimpleQueue
 
 from picoproc import cgroups, records
 from picoproc.abi.compiled import filter_for
@@ -316,7 +321,7 @@ class _SpawnerThread:
     """The thread non-main threads spawn through (see the module docstring)."""
 
     def __init__(self):
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._requests: SimpleQueue = SimpleQueue()
         threading.Thread(target=self._serve, name="picoproc-spawner", daemon=True).start()
 
     def _serve(self):
