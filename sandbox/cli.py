@@ -9,7 +9,6 @@ are not mistaken for the program's (picoproc.result lists them; so does
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import stat
@@ -25,6 +24,36 @@ from picoproc.result import (
     LIMIT_EXIT_STATUS,
     Result,
 )
+
+
+def _argparse():
+    """argparse, imported without gettext when nothing has imported gettext
+    yet.  argparse asks gettext for a translation of each of its messages,
+    and the standard library ships none: importing gettext (and its locale)
+    and searching for catalogues on every run only costs time.  The stand-in
+    is gone from sys.modules afterwards, so whatever imports gettext later
+    gets the real module."""
+    if "argparse" in sys.modules or "gettext" in sys.modules:
+        import argparse
+
+        return argparse
+    stub = type(sys)("gettext")
+    stub.gettext = lambda message: message
+    stub.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+    sys.modules["gettext"] = stub
+    try:
+        import argparse
+    except ImportError:  # an argparse that wants more of gettext: the real one
+        argparse = None
+    finally:
+        if sys.modules.get("gettext") is stub:
+            del sys.modules["gettext"]
+    if argparse is None:
+        import argparse
+    return argparse
+
+
+argparse = _argparse()
 
 EXIT_USAGE = EXIT_PICOPROC_ERROR  # usage errors are picoproc's own failures (docker run: 125)
 EXIT_CANNOT_RUN = EXIT_NOT_FOUND  # older name
