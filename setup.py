@@ -19,6 +19,9 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
+# setuptools has put its own distutils in place (imported above).
+from distutils.command.build_scripts import build_scripts
+
 
 class build_py_with_libos(build_py):
     """Builds libos/picoproc-loader (freestanding C, warnings as errors) before
@@ -50,6 +53,27 @@ class build_ext_replacing(build_ext):
         return outfile, result[1]
 
 
+class build_scripts_editable(build_scripts):
+    """The ``picoproc`` command (sandbox/bin/picoproc) puts picoproc on
+    sys.path itself, without the site module's .pth hooks, so in an editable
+    install it is told where each package's source folder is (what
+    setuptools' import finder is told).  setuptools sets ``editable_mode``
+    on the build commands that have it when it builds an editable wheel."""
+
+    editable_mode = False
+
+    def copy_scripts(self):
+        outfiles, updated = super().copy_scripts()
+        if self.editable_mode:
+            root = pathlib.Path(__file__).resolve().parent
+            folders = {pkg: str(root / path) for pkg, path in self.distribution.package_dir.items()}
+            for out in outfiles:
+                if os.path.basename(out) == "picoproc":
+                    text = pathlib.Path(out).read_text()
+                    pathlib.Path(out).write_text(text.replace("\nEDITABLE = {}\n", f"\nEDITABLE = {folders!r}\n", 1))
+        return outfiles, updated
+
+
 setup(
     packages=["picoproc", "picoproc.abi", "picoproc.backends", "picoproc.oci", "picoproc.libos",
               "picoproc.bench", "picoproc.bench.security", "picoproc.bench.perf", "picoproc.bench.compat"],
@@ -62,7 +86,10 @@ setup(
     package_data={"picoproc": ["*.toml"], "picoproc.abi": ["*.toml", "*.h"], "picoproc.backends": ["data/*.json"],
                   "picoproc.libos": ["picoproc-loader", "*.h", "*.toml"], "picoproc.bench.security": ["guests/*.c"],
                   "picoproc.bench": ["guests/*.c", "floor/*.c", "floor/*.h"]},
-    cmdclass={"build_py": build_py_with_libos, "build_ext": build_ext_replacing},
+    # The `picoproc` command; `picoproc-oci` is a console script (pyproject.toml).
+    scripts=["sandbox/bin/picoproc"],
+    cmdclass={"build_py": build_py_with_libos, "build_ext": build_ext_replacing,
+              "build_scripts": build_scripts_editable},
     cffi_modules=["native/build_native.py:ffibuilder"],
     zip_safe=False,
 )
