@@ -123,14 +123,26 @@ def test_hidden_name_patterns_match_as_fnmatch_does():
             assert manifest.hidden_name_matches(p, f"/d/{n}/e") == fnmatch.fnmatchcase(n, p), (p, n)
 
 
+_AS_THE_COMMAND = r"""
+import marshal, sys
+from importlib.machinery import ModuleSpec, SourceFileLoader
+paths, packages = marshal.loads(bytes.fromhex(sys.argv[1]))
+sys.path.extend(paths)
+class Finder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        where = packages.get(name)
+        if where is None:
+            return None
+        init = where + "/__init__.py"
+        spec = ModuleSpec(name, SourceFileLoader(name, init), origin=init, is_package=True)
+        spec.submodule_search_locations.append(where)
+        spec.has_location = True
+        return spec
+sys.meta_path.append(Finder)
+"""
+
 _WHAT_WAS_IMPORTED = r"""
-import sys
-# An editable install's import finder (site) has loaded these already; an
-# installed package has not, so forget them: the run must not need them.
-for name in ("pathlib", "ipaddress", "urllib.parse"):
-    sys.modules.pop(name, None)
-# What the interpreter's own start-up (site, .pth hooks of installed
-# packages) loaded is not picoproc's doing: only what comes after counts.
 interpreter = set(sys.modules)
 from picoproc.cli import main
 at_import = sorted(sys.modules)
@@ -142,10 +154,28 @@ print(json.dumps({"status": status, "modules": sorted(set(modules) - interpreter
 """
 
 
+def _run_as_the_command(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a Python started as the picoproc command starts it
+    (sandbox/bin/picoproc): -S, with this interpreter's sys.path and the
+    package's folders (an editable install's), so that nothing the site
+    module's hooks load hides what the run itself imports."""
+    import marshal
+
+    import picoproc
+    import picoproc.abi
+    import picoproc.bench
+    import picoproc.libos
+
+    packages = {m.__name__: m.__path__[0] for m in (picoproc, picoproc.abi, picoproc.libos, picoproc.bench)}
+    paths = [p for p in sys.path if p and os.path.isabs(p)]
+    return subprocess.run([sys.executable, "-S", "-c", _AS_THE_COMMAND + code,
+                           marshal.dumps((paths, packages)).hex()],
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd="/")
+
+
 @pytest.mark.root
 def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
-    runs = [subprocess.run([sys.executable, "-c", _WHAT_WAS_IMPORTED], capture_output=True, text=True,
-                           timeout=120, env=_env(), cwd="/") for _ in range(2)]
+    runs = [_run_as_the_command(_WHAT_WAS_IMPORTED) for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr
     second = json.loads(runs[1].stdout.splitlines()[-1])
@@ -162,6 +192,13 @@ def test_a_cli_run_parses_no_toml_and_no_abi_table_and_loads_no_benchmarks():
     # parsers.
     for unwanted in ("dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "shutil", "json", "copy",
                      "pathlib", "ipaddress", "urllib.parse"):
+        assert unwanted not in modules, unwanted
+    # Nor subprocess with its locale and selectors (check=True's exceptions,
+    # picoproc.runerror, are imported when one is raised), ctypes (the
+    # signalfd comes from the C module), gettext (there is no catalogue for
+    # argparse's messages), queue (SimpleQueue is _queue's) or importlib.util.
+    for unwanted in ("subprocess", "selectors", "locale", "ctypes", "gettext", "queue", "heapq",
+                     "importlib.util", "picoproc.runerror"):
         assert unwanted not in modules, unwanted
     # Importing the CLI loads neither the run's own machinery (the Python
     # API, the native module, the manifest's parsing of host state) nor
@@ -181,3 +218,37 @@ def test_a_record_needs_no_dataclasses_until_asked_to_be_one():
             "import dataclasses\nassert dataclasses.replace(m, cwd='/tmp').cwd == '/tmp'\nprint('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_run_takes_subprocess_constants_without_importing_subprocess():
+    from picoproc import api
+
+    assert (api._PIPE, api._STDOUT, api._DEVNULL) == (subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL)
+    # check=True's exceptions are still where they were, and subprocess's.
+    from picoproc.api import RunError, RunTimeout
+    from picoproc.result import RunError as ResultsRunError
+
+    assert RunError is ResultsRunError and issubclass(RunTimeout, subprocess.TimeoutExpired)
+
+
+_ARGPARSE_WITHOUT_GETTEXT = r"""
+import sys
+import picoproc.cli
+assert "gettext" not in sys.modules, "the stand-in stayed"
+import argparse
+p = argparse.ArgumentParser(prog="x", exit_on_error=False)
+p.add_argument("--pair", nargs=2)
+try:
+    p.parse_args(["--pair", "a"])
+except argparse.ArgumentError as exc:
+    print(exc)
+import gettext
+assert hasattr(gettext, "translation") and gettext.gettext("x") == "x"
+"""
+
+
+@pytest.mark.root  # starts a Python process
+def test_argparse_imported_without_gettext_still_words_its_messages():
+    r = _run_as_the_command(_ARGPARSE_WITHOUT_GETTEXT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "argument --pair: expected 2 arguments\n"
