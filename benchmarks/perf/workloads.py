@@ -15,6 +15,7 @@ import dataclasses
 import os
 import pathlib
 import random
+import resource
 import secrets
 import selectors
 import shutil
@@ -361,17 +362,20 @@ def picoproc_cli() -> list[str]:
 
 
 def _cli_interpreter(cmd: list[str]) -> str:
-    """The Python interpreter the CLI command runs on (its script's #! line)."""
+    """The Python interpreter the CLI command runs on: the one on the first
+    line of the console script installed beside it (the ``picoproc`` command
+    itself is a shell launcher that starts that one: sandbox/bin/picoproc),
+    else on its own first line, else this one."""
     if cmd[0] == sys.executable:
         return sys.executable
-    try:
-        with open(cmd[0], "rb") as f:
-            first = f.readline()
-    except OSError:
-        return sys.executable
-    if first.startswith(b"#!"):
-        interp = first[2:].split()
-        if interp and os.path.isabs(interp[0].decode()):
+    for script in (os.path.join(os.path.dirname(cmd[0]), "picoproc-oci"), cmd[0]):
+        try:
+            with open(script, "rb") as f:
+                first = f.readline()
+        except OSError:
+            continue
+        interp = first[2:].split() if first.startswith(b"#!") else []
+        if interp and b"python" in os.path.basename(interp[0]) and os.path.isabs(interp[0].decode()):
             return interp[0].decode()
     return sys.executable
 
@@ -379,31 +383,40 @@ def _cli_interpreter(cmd: list[str]) -> str:
 def measure_startup_cli(backend: str, runs: int) -> dict:
     """``picoproc run --backend B -- /bin/true`` as a subprocess: includes the
     CLI's own Python start-up and imports, which a user pays per run; with
-    the interpreter's own start-up (``python -c pass``) interleaved, its
-    floor.  Bytecode is cached as an installed package has it (the first,
-    untimed run writes it when the environment says not to)."""
+    the interpreter's own start-up interleaved, its floors: ``python -c
+    pass`` (with the site module, and so the .pth hooks of site-packages,
+    which is how a console script starts) and ``python -S -c pass`` (without,
+    which is how the ``picoproc`` command starts its interpreter).  Wall
+    and CPU time (the child's, from its rusage).  Bytecode is cached as an
+    installed package has it (the first, untimed round writes it when the
+    environment says not to)."""
     cmd = [*picoproc_cli(), "run", "--backend", backend, "--", "/bin/true"]
-    bare = [_cli_interpreter(cmd), "-c", "pass"]
+    interp = _cli_interpreter(cmd)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    walls, floor = [], []
+    kinds = {"ms": cmd, "interpreter_ms": [interp, "-c", "pass"],
+             "interpreter_nosite_ms": [interp, "-S", "-c", "pass"]}
+    wall: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
     for i in range(runs + 1):
-        t0 = time.perf_counter()
-        try:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S,
-                               check=False, env=env)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {RUN_TIMEOUT_S:g} s"}
-        wall = time.perf_counter() - t0
-        if p.returncode != 0:
-            return {"error": f"exit status {p.returncode}: {_last_line(p.stderr)}"}
-        t0 = time.perf_counter()
-        subprocess.run(bare, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S, check=False,
-                       env=env)
-        bare_wall = time.perf_counter() - t0
-        if i:  # the first run warms the page cache for the CLI's imports
-            walls.append(wall * 1000.0)
-            floor.append(bare_wall * 1000.0)
-    return {"ms": stats.summary(walls), "interpreter_ms": stats.summary(floor), "command": " ".join(cmd)}
+        for kind, argv in kinds.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            try:
+                p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_S,
+                                   check=False, env=env)
+            except subprocess.TimeoutExpired:
+                return {"error": f"{' '.join(argv)}: timed out after {RUN_TIMEOUT_S:g} s"}
+            elapsed = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if p.returncode != 0:
+                return {"error": f"{' '.join(argv)}: exit status {p.returncode}: {_last_line(p.stderr)}"}
+            if i:  # the first round warms the page cache and writes bytecode
+                wall[kind].append(elapsed * 1000.0)
+                cpu[kind].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000.0)
+    out: dict = {kind: stats.summary(wall[kind]) for kind in kinds}
+    out.update({f"cpu_{kind}": stats.summary(cpu[kind]) for kind in kinds})
+    out["command"] = " ".join(cmd)
+    return out
 
 
 # Exec inside a running sandbox: a shell loop that runs the program
