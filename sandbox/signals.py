@@ -25,7 +25,6 @@ subprocesses).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import struct
@@ -69,15 +68,17 @@ class Caught:
         return self.signo in STOPPING and not (self.signo == signal.SIGINT and self.from_terminal)
 
 
-@contextlib.contextmanager
-def blocked_in_new_threads():
-    """Threads started inside this block start with FORWARDED blocked, so a
-    signal meant for a run's signalfd is never taken by one of them."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+class blocked_in_new_threads:
+    """``with blocked_in_new_threads():`` threads started inside the block
+    start with FORWARDED blocked, so a signal meant for a run's signalfd is
+    never taken by one of them.  (A class rather than a
+    contextlib.contextmanager: a run needs nothing else of contextlib.)"""
+
+    def __enter__(self) -> None:
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+
+    def __exit__(self, *exc) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
 
 
 def unblock_in_child() -> None:
