@@ -973,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
 def console_main() -> int:
     """The ``picoproc`` command (and ``python -m picoproc``): main(), for a
     process that ends when it returns."""
-    status = main()
+    argv = sys.argv[1:]
+    status = main(argv)
     # Everything still alive stays alive until the process ends, so the
     # interpreter's last garbage collections need not walk it: they are
     # most of a short run's exit.  (Not in main(), which a caller's
@@ -981,5 +982,23 @@ def console_main() -> int:
     import gc
 
     gc.freeze()
+    if argv[:1] == ["run"]:
+        _end_process(status)
     return status
 
+
+def _end_process(status: int) -> None:
+    """Ends the process after ``picoproc run`` as the interpreter would,
+    without tearing it down: stdout and stderr flushed, the atexit handlers
+    run, and the threads left (all daemon threads: the monitor's, the
+    spawner's) end with it.  A run leaves nothing else to finish: what it
+    writes (--json) is written and closed before main() returns."""
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)

@@ -252,3 +252,24 @@ def test_argparse_imported_without_gettext_still_words_its_messages():
     r = _run_as_the_command(_ARGPARSE_WITHOUT_GETTEXT)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "argument --pair: expected 2 arguments\n"
+
+
+_ENDS_AFTER_A_RUN = r"""
+import atexit, sys
+atexit.register(lambda: print("atexit ran", flush=True))
+sys.argv = ["picoproc", "run", "--", "/bin/sh", "-c", "exit 9"]
+from picoproc.cli import console_main
+sys.stdout.write("buffered, not flushed; ")
+console_main()
+print("console_main returned")
+"""
+
+
+@pytest.mark.root  # starts a Python process
+def test_the_command_ends_after_a_run_with_its_status_buffers_flushed_and_atexit_run():
+    """console_main ends the process itself after `run` (no interpreter
+    teardown): the run's status, what was buffered on stdout, the atexit
+    handlers, and nothing after it."""
+    r = _run_as_the_command(_ENDS_AFTER_A_RUN)
+    assert r.returncode == 9, r.stderr
+    assert r.stdout == "buffered, not flushed; atexit ran\n"
