@@ -137,8 +137,15 @@ def _identity_aliases(mount_ids: tuple[tuple[str, tuple[str, str]], ...],
     through a bind mount of an ancestor, or of a directory inside it, too.
     ``mount_ids``: (guest path, identity) of every mount."""
     device, path = hidden
-    same_device = MountTable(_HostTree(g, p) for g, (d, p) in mount_ids if d == device)
-    return tuple(alias for _, alias in same_device.guest_paths(path, inside=True))
+    return tuple(alias for _, alias in _mounts_on_device(mount_ids, device).guest_paths(path, inside=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _mounts_on_device(mount_ids: tuple[tuple[str, tuple[str, str]], ...], device: str) -> MountTable:
+    """The mounts whose host object is on file system ``device``, as a table
+    of (guest path, path in that file system): one per device for all the
+    hidden paths of a build, not one per hidden path."""
+    return MountTable(_HostTree(g, p) for g, (d, p) in mount_ids if d == device)
 
 
 def _hidden_aliases(mounts: tuple[tuple[str, str | None], ...], guest: str,
