@@ -37,7 +37,7 @@ TARGET_DIRECT_FLOOR = 1.05
 def _cli_floors(doc: dict, cpu: bool = False) -> str:
     """' (...)': the CLI's floors measured with it: the interpreter with the
     site module (`python -c pass`, a console script's start) and without it
-    (`python -S -c pass`, the `picoproc` command's), and bwrap's own start
+    (`python -S -c pass`, the `picoproc` command's), and bwrap's start
     (Python API) as the peer's reference."""
     startup = doc.get("startup", {})
     cli = startup.get("cli", {}).get("pico", {})
@@ -56,7 +56,7 @@ def _cli_floors(doc: dict, cpu: bool = False) -> str:
         parts.append(f"`python -S -c pass` {ms('interpreter_nosite_ms')}")
     bwrap = startup.get("api", {}).get("bwrap", {}).get("ms", {}).get("median")
     if bwrap is not None:
-        parts.append(f"bwrap's own start {bwrap:.1f} ms")
+        parts.append(f"bwrap through the Python API {bwrap:.1f} ms")
     return f" ({'; '.join(parts)})" if parts else ""
 
 def fmt_ns(ns: float | None) -> str:
