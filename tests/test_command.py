@@ -208,9 +208,19 @@ def test_an_interpreter_line_with_arguments_is_the_ordinary_start(unpriv_env, in
     assert install.mark.exists()
 
 
+def test_without_the_console_script_the_interpreter_beside_it(unpriv_env, install):
+    install.picoproc_on_plain_path()
+    (install.bin / "picoproc-oci").unlink()
+    r = _as_nobody(unpriv_env, install, "run", "--", "/bin/sh", "-c", "exit 5")
+    assert r.returncode == 5, r.stderr
+    assert not install.mark.exists()
+
+
 @pytest.mark.parametrize("script", [None, "#!/no/such/python3\n", "not a script\n"])
 def test_no_interpreter_to_start_is_a_one_line_error(unpriv_env, install, script):
     install.picoproc_on_plain_path()
+    for name in ("python3", "python"):  # nothing beside it either
+        (install.bin / name).unlink()
     if script is None:
         (install.bin / "picoproc-oci").unlink()
     else:
