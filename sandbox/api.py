@@ -22,6 +22,7 @@ and routes its audit records by guest handle.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
@@ -45,6 +46,7 @@ from picoproc.monitor import (
     AuditJsonlWriter,
     GuestArea,
     Monitor,
+    MonitorError,
 )
 from picoproc.mounttable import MountTable
 from picoproc.result import (
@@ -852,6 +854,18 @@ class Sandbox:
         SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to this
         process are passed to the program (main thread only); the run is
         killed ``stop_timeout`` seconds after the first stop signal."""
+        try:
+            return self._run(argv, input, stdin, capture or capture_output, text, encoding, errors, check,
+                             timeout, stdout, stderr, forward_signals, stop_timeout)
+        except MemoryError:
+            # Python itself could not allocate during the run (the monitor's
+            # address space or memory is exhausted): one clear error, as an
+            # ENOMEM from a system call is; the run's clean-up has run.
+            raise MonitorError(errno.ENOMEM, f"the monitor's own memory, during the run: "
+                                             f"{os.strerror(errno.ENOMEM)}") from None
+
+    def _run(self, argv, input, stdin, capture: bool, text: bool, encoding, errors, check: bool, timeout,
+             stdout, stderr, forward_signals: bool, stop_timeout: float) -> Result:
         argv = _as_argv(argv)
         if not argv:
             raise SandboxError("no program given")
@@ -869,7 +883,6 @@ class Sandbox:
                 input_data = input.encode(encoding or "utf-8", errors or "strict")
             else:
                 input_data = bytes(input)
-        capture = capture or capture_output
         manifest = self.manifest
         limits = manifest.limits
         wall = timeout if timeout is not None else limits.wall_time_s

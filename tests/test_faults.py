@@ -177,6 +177,34 @@ def test_enomem_in_the_monitor_is_a_clear_error_and_leaks_nothing():
     _check_sweep(lines, "Cannot allocate memory")
 
 
+def test_python_out_of_memory_during_a_run_is_the_same_clear_error(monkeypatch):
+    """Where Python itself cannot allocate during a run (reading the guest's
+    output, the cgroup's figures), the caller gets a MonitorError with
+    ENOMEM, as for a system call's ENOMEM, not a bare MemoryError; the run
+    is cleaned up and the monitor goes on."""
+    import errno
+
+    from picoproc import api
+    from picoproc.monitor import MonitorError
+
+    sb = api.Sandbox()
+    assert sb.run(["/bin/true"]).status == 0
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    with monkeypatch.context() as m:
+        m.setattr(api, "_wait_and_pump", out_of_memory)
+        with pytest.raises(MonitorError) as info:
+            sb.run(["/bin/sh", "-c", "sleep 5"], capture=True)
+    assert info.value.errno == errno.ENOMEM and "Cannot allocate memory" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert psutil.Process().children(recursive=True) == []
+    assert sb.run(["/bin/true"]).status == 0
+
+
 EMFILE_WHILE_SERVING = """
     import select, threading
     r_in, w_in = os.pipe()
