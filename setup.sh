@@ -29,4 +29,7 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,peers]'
+# A version manager's shims (pyenv) name only the commands they have seen:
+# the `picoproc` command must be one of them for README's first command.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 make -s -C tests/guests
