@@ -8,7 +8,7 @@
  * in-arguments into it and pass area references, so the monitor reads them
  * from its own mapping instead of from this process (one copy, no
  * process_vm_readv); results come back the same way.  An open asks for its
- * fd on the slot's channel (an AF_UNIX datagram socket on PICO_CHANNEL_FD +
+ * fd on the slot's channel (an AF_UNIX seqpacket socket on PICO_CHANNEL_FD +
  * slot): the monitor sends the fd there with the slot's tag and answers at
  * once, and the fd is received here, which spares the two cross-CPU wake-ups
  * of SECCOMP_IOCTL_NOTIF_ADDFD (docs/ARCHITECTURE.md, "Handing fds back").

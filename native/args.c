@@ -271,9 +271,14 @@ int pico_area_make(int n, int *area_fd, int *guest_ends, int *monitor_ends)
 		int sv[2];
 		/* The minimal send buffer: a guest that never takes its fds
 		 * makes the monitor fall back to NOTIF_ADDFD after one or two,
-		 * instead of holding many in flight for it. */
+		 * instead of holding many in flight for it.  SOCK_SEQPACKET,
+		 * not SOCK_DGRAM: the pair lives in the monitor's network
+		 * namespace, and a datagram socket's sendto(2) to an address
+		 * (a direct call for the guest) would reach the host's
+		 * abstract AF_UNIX names; a seqpacket socket's send ignores
+		 * any address and goes only to its peer. */
 		int one = 1;
-		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 			goto fail;
 		if (setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) < 0 || shutdown(sv[1], SHUT_RD) < 0) {
 			close(sv[0]);

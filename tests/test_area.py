@@ -315,3 +315,70 @@ print(max(listed) < first, hidden)
 def test_the_guests_proc_shows_none_of_picoprocs_fds():
     r, _ = _api_run(_PROC_VIEW, ABI["PICO_RESERVED_FD_BASE"])
     assert (r.status, r.stdout) == (0, b"True True\n"), r.stderr
+
+
+_SEND_ON_EVERY_FD = r"""
+import os, socket, sys
+name = b"\0" + sys.argv[1].encode()
+sent = []
+for fd in range(3, 1024):
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:
+        continue
+    for how in ("sendto", "sendmsg"):
+        try:
+            if how == "sendto":
+                s.sendto(b"from %d" % fd, name)
+            else:
+                s.sendmsg([b"from %d" % fd], [], 0, name)
+            sent.append(f"{how} {fd}")
+        except OSError:
+            pass
+    s.detach()
+print(" ".join(sent) or "none")
+"""
+
+
+@pytest.mark.parametrize("who", ["root", pytest.param("unprivileged", marks=pytest.mark.unprivileged)])
+def test_no_socket_a_guest_holds_reaches_a_host_abstract_name(who, request):
+    """The sockets picoproc hands a guest that live in the host's network
+    namespace (its fd channels, relays, granted connections) are connected
+    ones whose send ignores an address: no datagram addressed to a host
+    abstract AF_UNIX name from any fd of the guest arrives."""
+    import json
+    import secrets
+    import socket
+
+    name = "\0picoproc-test-" + secrets.token_hex(8)
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host.bind(name)
+    host.setblocking(False)
+    argv = ["/usr/bin/python3", "-c", _SEND_ON_EVERY_FD, name[1:]]
+    try:
+        if who == "root":
+            from picoproc.api import Sandbox
+            from picoproc.manifest import default_manifest
+
+            r = Sandbox(default_manifest()).run(argv, capture=True, timeout=60)
+            status, out, err = r.status, r.stdout.decode(), r.stderr.decode()
+        else:
+            env = request.getfixturevalue("unpriv_env")
+            script = ("import json, sys\nfrom picoproc.api import Sandbox\n"
+                      "from picoproc.manifest import default_manifest\n"
+                      "r = Sandbox(default_manifest()).run(json.loads(sys.argv[1]), capture=True, timeout=60)\n"
+                      "print(json.dumps([r.status, r.stdout.decode(), r.stderr.decode()]))\n")
+            p = subprocess.run([*env["prefix"], env["python"], "-c", script, json.dumps(argv)], capture_output=True,
+                               text=True, env=env["env"], cwd="/", timeout=120, check=False)
+            assert p.returncode == 0, p.stderr
+            status, out, err = json.loads(p.stdout)
+        assert status == 0, err
+        received = []
+        while True:
+            try:
+                received.append(host.recv(100))
+            except BlockingIOError:
+                break
+    finally:
+        host.close()
+    assert received == [], f"a host abstract socket received from the guest: {received} (sent: {out.strip()})"

@@ -401,7 +401,7 @@ int main(int argc, char **argv)
 			wanted[k] = 1;
 	int sv[2], ch[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ch) < 0)
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ch) < 0)
 		die("socketpair");
 	fflush(stdout);
 	pid_t pid = fork();
