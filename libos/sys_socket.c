@@ -220,12 +220,23 @@ LIBOS_SYSCALL(socket)
 		return -ESOCKTNOSUPPORT;
 	if (domain != AF_UNIX_K && proto != 0 && proto != (base == SOCK_STREAM_K ? IPPROTO_TCP : IPPROTO_UDP))
 		return -EPROTONOSUPPORT;
-	if (domain == AF_UNIX_K && base == SOCK_DGRAM_K)
-		return -ESOCKTNOSUPPORT; /* the monitor offers stream unix: sockets only */
 	struct sock_entry e;
 	memset(&e, 0, sizeof(e));
 	e.domain = domain;
 	e.type = base;
+	if (domain == AF_UNIX_K && base == SOCK_DGRAM_K) {
+		/* A real, unbound datagram socket of the own network: sendto
+		 * and recvfrom are direct calls; bind and connect then happen
+		 * to this very socket (the monitor's unixdg: schemes). */
+		long fd = pico_open("unixdg.new:", 11, O_RDWR | fdflags, 0);
+		if (fd == -EACCES)
+			return -ESOCKTNOSUPPORT; /* no own network: not offered */
+		if (fd >= 0) {
+			e.real = 1;
+			sock_put(fd, &e);
+		}
+		return fd;
+	}
 	if (domain != AF_UNIX_K) {
 		/* Dual-stack, as Linux makes an AF_INET6 socket by default. */
 		const char *uri = base == SOCK_DGRAM_K ? (domain == AF_INET_K ? "udp.new:inet" : "udp.new:inet6?dualstack")
@@ -326,6 +337,19 @@ static long format_unix(struct strbuf *sb, const unsigned char *addr, unsigned l
 	return 0;
 }
 
+/* "?fd=N": the unix datagram socket on fd, which the monitor binds or
+ * connects in place (it keeps its bound address and its options). */
+static void add_own_fd(struct strbuf *sb, long fd)
+{
+	sb_add(sb, "?fd=");
+	sb_addnum(sb, (unsigned)fd);
+}
+
+static int is_unix_dgram(const struct sock_entry *e)
+{
+	return e->domain == AF_UNIX_K && e->type == SOCK_DGRAM_K;
+}
+
 /* Copies a sockaddr argument of len bytes (2..sizeof(sockaddr_un)) whose
  * family must be the socket's. */
 static long fetch_addr(long ptr, unsigned len, int domain, unsigned char *out)
@@ -383,8 +407,8 @@ LIBOS_SYSCALL(connect)
 		sock_put(fd, &e);
 		return 0;
 	}
-	if (e.connected)
-		return -EISCONN;
+	if (e.connected && !is_unix_dgram(&e))
+		return -EISCONN; /* a datagram socket may connect again */
 	long r = fetch_addr(a1, len, e.domain, addr);
 	if (r < 0)
 		return r;
@@ -394,8 +418,10 @@ LIBOS_SYSCALL(connect)
 	if (e.domain == AF_UNIX_K) {
 		if (len == 2)
 			return -EINVAL;
-		sb_add(&sb, "unix:");
+		sb_add(&sb, is_unix_dgram(&e) ? "unixdg:" : "unix:");
 		r = format_unix(&sb, addr, len);
+		if (r == 0 && is_unix_dgram(&e))
+			add_own_fd(&sb, fd);
 	} else {
 		sb_add(&sb, e.type == SOCK_STREAM_K ? "tcp:" : "udp:");
 		r = format_inet(&sb, e.domain, addr, len);
@@ -444,7 +470,15 @@ LIBOS_SYSCALL(bind)
 	struct strbuf sb;
 	unsigned mode = 0;
 	sb_init(&sb, uri, sizeof(uri));
-	if (e.domain == AF_UNIX_K) {
+	if (is_unix_dgram(&e)) {
+		/* A path: this socket, bound in place; an abstract name (or
+		 * autobind): a new socket of the own network bound there. */
+		sb_add(&sb, "unixdg.srv:");
+		r = format_unix(&sb, addr, len);
+		if (r == 0 && len > 2 && addr[2] != 0)
+			add_own_fd(&sb, fd);
+		mode = 0777 & ~libos_current()->pub.umask;
+	} else if (e.domain == AF_UNIX_K) {
 		sb_add(&sb, "unix.srv:");
 		r = format_unix(&sb, addr, len);
 		/* A socket file gets 0777 less the umask, as bind(2) makes it. */

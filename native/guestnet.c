@@ -70,7 +70,7 @@ static int request_ok(const struct pico_gn_request *req)
 	if (req->op == PICO_GN_LISTEN && req->type == SOCK_DGRAM)
 		return 0;
 	if (req->op == PICO_GN_SOCKET)
-		return req->domain != AF_UNIX;
+		return req->domain != AF_UNIX || req->type == SOCK_DGRAM;
 	if (req->addr_len < sizeof(sa_family_t) || req->addr_len > PICO_GN_ADDR_MAX)
 		return 0;
 	memcpy(&family, req->addr, sizeof(family));

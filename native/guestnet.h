@@ -16,8 +16,9 @@
  * capabilities and no_new_privs, under the reaper's seccomp filter; a
  * socket it makes reaches nothing but the guest's own loopback, so even a
  * helper gone wrong gives the guest nothing its own namespace would not.
- * It makes only AF_INET/AF_INET6 stream and datagram sockets and AF_UNIX
- * sockets bound or connected to abstract names (the abstract namespace is
+ * It makes only AF_INET/AF_INET6 stream and datagram sockets, unbound
+ * AF_UNIX datagram sockets and AF_UNIX sockets bound or connected to
+ * abstract names (the abstract namespace is
  * per network namespace, so these are the guest's own too; a path name
  * would be looked up in the guest's empty root and fail).
  *

@@ -698,6 +698,7 @@ long pico_fs_statfs(const struct pico_fs_policy *p, const char *path, size_t len
 struct unix_arg {
 	unsigned int mode;
 	int nonblock;
+	int sock; /* a datagram socket of the guest's, bound or connected in place; or -1 */
 };
 
 static long unix_listen_op(const struct pico_fs_policy *p, const struct resolved *r, void *varg)
@@ -708,7 +709,9 @@ static long unix_listen_op(const struct pico_fs_policy *p, const struct resolved
 	if (ret < 0)
 		return ret;
 	ret = check_name_not_hidden(p, &pa);
-	if (ret == 0)
+	if (ret == 0 && a->sock >= 0)
+		ret = pico_net_unix_dgram_bind_at(a->sock, pa.fd, pa.name, a->mode);
+	else if (ret == 0)
 		ret = pico_net_unix_listen_at(pa.fd, pa.name, a->mode, a->nonblock);
 	close(pa.fd);
 	return ret;
@@ -719,8 +722,17 @@ long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_
 {
 	if (mode & ~0777u)
 		return -EINVAL;
-	struct unix_arg a = {.mode = mode, .nonblock = nonblock};
+	struct unix_arg a = {.mode = mode, .nonblock = nonblock, .sock = -1};
 	/* bind(2) never follows a last component that is a link. */
+	return with_path(p, path, len, 0, unix_listen_op, &a);
+}
+
+long pico_fs_unix_dgram_bind(const struct pico_fs_policy *p, const char *path, size_t len,
+			     unsigned int mode, int sock)
+{
+	if (mode & ~0777u || sock < 0)
+		return -EINVAL;
+	struct unix_arg a = {.mode = mode, .sock = sock};
 	return with_path(p, path, len, 0, unix_listen_op, &a);
 }
 
@@ -735,7 +747,8 @@ static long unix_connect_op(const struct pico_fs_policy *p, const struct resolve
 	long fd = open_checked_path(p, r, 0, NULL, NULL);
 	if (fd < 0)
 		return fd;
-	long ret = pico_net_unix_connect_fd((int)fd, a->nonblock);
+	long ret = a->sock >= 0 ? pico_net_unix_dgram_connect_fd(a->sock, (int)fd)
+				: pico_net_unix_connect_fd((int)fd, a->nonblock);
 	close((int)fd);
 	return ret;
 }
@@ -743,7 +756,16 @@ static long unix_connect_op(const struct pico_fs_policy *p, const struct resolve
 long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
 			  int nonblock)
 {
-	struct unix_arg a = {.nonblock = nonblock};
+	struct unix_arg a = {.nonblock = nonblock, .sock = -1};
+	return with_path(p, path, len, 1, unix_connect_op, &a);
+}
+
+long pico_fs_unix_dgram_connect(const struct pico_fs_policy *p, const char *path, size_t len,
+				int sock)
+{
+	if (sock < 0)
+		return -EINVAL;
+	struct unix_arg a = {.sock = sock};
 	return with_path(p, path, len, 1, unix_connect_op, &a);
 }
 

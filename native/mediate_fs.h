@@ -163,6 +163,13 @@ long pico_fs_unix_listen(const struct pico_fs_policy *p, const char *path, size_
 			 unsigned int mode, int nonblock);
 long pico_fs_unix_connect(const struct pico_fs_policy *p, const char *path, size_t len,
 			  int nonblock);
+/* The same checks for a datagram socket the guest holds (sock, a copy of
+ * its fd): bound in place at the path (mode as for listen), or connected
+ * in place to the socket the path names.  0 or -errno. */
+long pico_fs_unix_dgram_bind(const struct pico_fs_policy *p, const char *path, size_t len,
+			     unsigned int mode, int sock);
+long pico_fs_unix_dgram_connect(const struct pico_fs_policy *p, const char *path, size_t len,
+				int sock);
 
 /* For the guest's /proc (procview.c).  The i-th mount: its guest path (the
  * length is returned, 0 past the last), host device, file-system type

@@ -869,12 +869,14 @@ static void restore_identity(const struct thread_identity *saved)
 	syscall(SYS_setfsgid, saved->fsgid);
 }
 
-int pico_net_unix_connect_fd(int pathfd, int nonblock)
+/* Connects sock to the socket inode pathfd pins, through the monitor's own
+ * /proc/self/fd magic link, as the guest's identity: 0 or -errno. */
+static int connect_to_inode(int sock, int pathfd)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct thread_identity ids;
 	struct stat st;
-	int fd = -1, ret;
+	int ret;
 
 	if (fstat(pathfd, &st) < 0)
 		return -errno;
@@ -886,77 +888,131 @@ int pico_net_unix_connect_fd(int pathfd, int nonblock)
 	ret = take_fs_identity(&ids);
 	if (ret)
 		return ret;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	/* Non-blocking: a full backlog is -EAGAIN instead of a wait. */
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+	if (connect(sock, (struct sockaddr *)&sun, sizeof(sun)) < 0)
 		ret = -errno;
 	restore_identity(&ids);
+	return ret;
+}
+
+int pico_net_unix_connect_fd(int pathfd, int nonblock)
+{
+	int fd, ret;
+
+	/* Non-blocking: a full backlog is -EAGAIN instead of a wait. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ret = connect_to_inode(fd, pathfd);
 	if (!ret)
 		ret = set_nonblock(fd, nonblock);
 	if (ret) {
-		if (fd >= 0)
-			close(fd);
+		close(fd);
 		return ret;
 	}
 	return fd;
+}
+
+int pico_net_unix_dgram_connect_fd(int sock, int pathfd)
+{
+	return connect_to_inode(sock, pathfd);
 }
 
 /* Connects to the socket inode itself, never to a name that could change
  * under us: the path is resolved once with openat2 (no symlink anywhere,
  * so a swapped-in symlink fails with ELOOP), the O_PATH fd pins that
  * inode, and connect goes through its /proc/self/fd magic link. */
-static int unix_connect(const char *path, size_t len, bool nonblock)
+/* The host path of a unix grant, resolved once without any symlink: an
+ * O_PATH fd pinning its inode, or -errno. */
+static int open_granted_path(const char *path, size_t len)
 {
 	char text[PATH_MAX];
 	struct open_how how = {
 		.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
 		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
-	int pathfd, ret;
+	int pathfd;
 
 	memcpy(text, path, len);
 	text[len] = '\0';
 	pathfd = (int)syscall(SYS_openat2, AT_FDCWD, text, &how, sizeof(how));
+	return pathfd < 0 ? -errno : pathfd;
+}
+
+static int unix_connect(const char *path, size_t len, bool nonblock)
+{
+	int pathfd, ret;
+
+	pathfd = open_granted_path(path, len);
 	if (pathfd < 0)
-		return -errno;
+		return pathfd;
 	ret = pico_net_unix_connect_fd(pathfd, nonblock);
 	close(pathfd);
 	return ret;
 }
 
-int pico_net_unix_listen_at(int dirfd, const char *name, unsigned int mode, int nonblock)
+int pico_net_unix_dgram_connect_granted(const struct pico_net_policy *p, const char *path, size_t len,
+					int sock)
+{
+	char shown[128];
+	int pathfd, ret;
+
+	printable(shown, sizeof(shown), path, len);
+	if (!pico_net_unix_granted(p, path, len)) {
+		decide("unixdg connect '%s': not granted", shown);
+		return -EACCES;
+	}
+	pathfd = open_granted_path(path, len);
+	ret = pathfd < 0 ? pathfd : connect_to_inode(sock, pathfd);
+	if (pathfd >= 0)
+		close(pathfd);
+	if (ret == 0)
+		decide("unixdg connect '%s': granted", shown);
+	else
+		decide("unixdg connect '%s': granted, failed: %s", shown, strerror(-ret));
+	return ret;
+}
+
+/* Binds sock to `name` in the directory dirfd with the permission bits
+ * `mode`: 0 or -errno. */
+static int bind_at(int sock, int dirfd, const char *name, unsigned int mode)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	struct thread_identity ids;
 	size_t len = strlen(name);
 	mode_t old_umask;
-	int fd, ret = 0;
+	int ret = 0;
 
 	if (len == 0 || len >= sizeof(sun.sun_path) || strchr(name, '/'))
 		return len >= sizeof(sun.sun_path) ? -ENAMETOOLONG : -EINVAL;
 	if (mode & ~0777u)
 		return -EINVAL;
 	memcpy(sun.sun_path, name, len);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
 	/* bind(2) takes a name, not a directory fd: it runs from the directory
 	 * already resolved and pinned, so only the last component is looked
 	 * up (and bind never follows it: an existing name is EADDRINUSE).  The
 	 * calling thread has a cwd and umask of its own (the event loop
 	 * unshares CLONE_FS); the socket file gets the mode the guest asked
 	 * for, and is owned by the thread's fsuid/fsgid, the guest. */
-	if (fchdir(dirfd) < 0) {
-		ret = -errno;
-		goto out;
-	}
+	if (fchdir(dirfd) < 0)
+		return -errno;
 	old_umask = umask(~mode & 0777);
-	if (bind(fd, (struct sockaddr *)&sun,
+	if (bind(sock, (struct sockaddr *)&sun,
 		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1)) < 0)
 		ret = -errno;
 	umask(old_umask);
 	if (chdir("/") < 0 && !ret)
 		ret = -errno;
+	return ret;
+}
+
+int pico_net_unix_listen_at(int dirfd, const char *name, unsigned int mode, int nonblock)
+{
+	struct thread_identity ids;
+	int fd, ret;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ret = bind_at(fd, dirfd, name, mode);
 	if (ret)
 		goto out;
 	/* listen(2) records the listener's credentials (what a client's
@@ -976,6 +1032,11 @@ unbind:
 out:
 	close(fd);
 	return ret;
+}
+
+int pico_net_unix_dgram_bind_at(int sock, int dirfd, const char *name, unsigned int mode)
+{
+	return bind_at(sock, dirfd, name, mode);
 }
 
 /* ---- UDP proxies: unconnected datagrams to granted destinations -------- */
@@ -1368,7 +1429,7 @@ static bool has_prefix(const char *s, size_t len, const char *prefix)
 }
 
 static const char *const schemes[] = {"tcp:", "udp:", "tcp.srv:", "udp.srv:", "udp.new:", "tcp.new:",
-				      "unix:", "unix.srv:"};
+				      "unix:", "unix.srv:", "unixdg:", "unixdg.srv:", "unixdg.new:"};
 
 int pico_net_is_network_uri(const char *uri, size_t uri_len)
 {
@@ -1458,6 +1519,22 @@ static int start_new(const char *scheme, int type, const char *rest, size_t rest
 
 	if (split_options(rest, rest_len, &body_len, &opts))
 		body_len = 0;
+	if (type == SOCK_DGRAM && !strcmp(scheme, "unixdg.new")) {
+		/* An unbound AF_UNIX datagram socket: made in the guest's own
+		 * network so that the abstract names it can send to with
+		 * sendto(2), a direct call, are the guest's. */
+		if (rest_len != 0) {
+			decide("%s: malformed: want nothing after the colon", scheme);
+			return -EINVAL;
+		}
+		if (!own) {
+			decide("%s: no own network here", scheme);
+			return -EACCES;
+		}
+		own_request(own, PICO_GN_SOCKET, AF_UNIX, SOCK_DGRAM, 0);
+		decide("%s: the guest's own network", scheme);
+		return PICO_NET_OWN;
+	}
 	if (body_len == 4 && !memcmp(rest, "inet", 4))
 		domain = AF_INET;
 	else if (body_len == 5 && !memcmp(rest, "inet6", 5))
@@ -1476,33 +1553,37 @@ static int start_new(const char *scheme, int type, const char *rest, size_t rest
 }
 
 /* unix:@NAME and unix.srv:@NAME (unix.srv:@ alone: a name the kernel
- * picks): abstract names, per network namespace, so the guest's own. */
-static int start_abstract(const char *name, size_t len, bool listen, struct pico_gn_request *own)
+ * picks), and unixdg.srv:@NAME, unixdg.srv:@ for a datagram socket bound
+ * there: abstract names, per network namespace, so the guest's own. */
+static int start_abstract(const char *name, size_t len, bool listen, int type,
+			  struct pico_gn_request *own)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	const char *what = listen ? "listen" : "connect";
+	const char *what = !listen ? "connect" : type == SOCK_DGRAM ? "bind" : "listen";
+	const char *scheme = type == SOCK_DGRAM ? "unixdg" : "unix";
 	char shown[128];
 
 	printable(shown, sizeof(shown), name, len);
 	if (len + 1 > sizeof(sun.sun_path)) {
-		decide("unix %s '@%s': abstract name longer than %zu bytes", what, shown,
+		decide("%s %s '@%s': abstract name longer than %zu bytes", scheme, what, shown,
 		       sizeof(sun.sun_path) - 1);
 		return -EINVAL;
 	}
 	if (!own) {
-		decide("unix %s '@%s': abstract sockets are never granted", what, shown);
+		decide("%s %s '@%s': abstract sockets are never granted", scheme, what, shown);
 		return -EINVAL;
 	}
 	if (len == 0 && !listen) {
-		decide("unix connect '@': an empty abstract name");
+		decide("%s connect '@': an empty abstract name", scheme);
 		return -EINVAL;
 	}
-	own_request(own, listen ? PICO_GN_LISTEN : PICO_GN_CONNECT, AF_UNIX, SOCK_STREAM, 0);
+	own_request(own, !listen ? PICO_GN_CONNECT : type == SOCK_DGRAM ? PICO_GN_BIND : PICO_GN_LISTEN,
+		    AF_UNIX, type, 0);
 	memcpy(sun.sun_path + 1, name, len);
 	own->addr_len = len ? (uint32_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)
 			    : (uint32_t)sizeof(sa_family_t);
 	memcpy(own->addr, &sun, own->addr_len);
-	decide("unix %s '@%s': the guest's own network", what, shown);
+	decide("%s %s '@%s': the guest's own network", scheme, what, shown);
 	return PICO_NET_OWN;
 }
 
@@ -1513,7 +1594,7 @@ static int start_unix(const struct pico_net_policy *p, const char *path, size_t 
 	int ret;
 
 	if (len > 0 && path[0] == '@')
-		return start_abstract(path + 1, len - 1, false, own);
+		return start_abstract(path + 1, len - 1, false, SOCK_STREAM, own);
 	printable(shown, sizeof(shown), path, len);
 	if (len > 0 && path[0] == '\0') {
 		decide("unix connect '%s': abstract sockets are spelled '@NAME'", shown);
@@ -1586,7 +1667,15 @@ int pico_net_start_guest(const struct pico_net_policy *p, const char *uri, size_
 	else if (has_prefix(uri, uri_len, "tcp.new:"))
 		ret = start_new("tcp.new", SOCK_STREAM, uri + 8, uri_len - 8, own);
 	else if (has_prefix(uri, uri_len, "unix.srv:@"))
-		ret = start_abstract(uri + 10, uri_len - 10, true, own);
+		ret = start_abstract(uri + 10, uri_len - 10, true, SOCK_STREAM, own);
+	else if (has_prefix(uri, uri_len, "unixdg.srv:@"))
+		ret = start_abstract(uri + 12, uri_len - 12, true, SOCK_DGRAM, own);
+	else if (has_prefix(uri, uri_len, "unixdg.new:"))
+		ret = start_new("unixdg.new", SOCK_DGRAM, uri + 11, uri_len - 11, own);
+	else if (has_prefix(uri, uri_len, "unixdg.srv:") || has_prefix(uri, uri_len, "unixdg:")) {
+		decide("unixdg: a path, or a connect, is served by the loop on the caller's own socket");
+		ret = -EINVAL;
+	}
 	else if (has_prefix(uri, uri_len, "unix.srv:")) {
 		decide("unix listen: a path is the file policy's (the event loop serves it)");
 		ret = -EINVAL;

@@ -42,6 +42,18 @@
  *                                     (unix.srv:/PATH) is a file in the
  *                                     guest's view: the loop serves it with
  *                                     the file policy (mediate_fs.h).
+ *   unixdg.new:                       unbound AF_UNIX datagram socket (own
+ *                                     network: the abstract names sendto(2)
+ *                                     reaches are the guest's)
+ *   unixdg.srv:@NAME  unixdg.srv:@    AF_UNIX datagram socket bound to an
+ *                                     abstract name (own network)
+ *   unixdg.srv:/PATH?fd=N             the caller's own datagram socket N
+ *   unixdg:/PATH?fd=N  unixdg:@NAME?fd=N  bound to a path, or connected to a
+ *                                     path or abstract name, in place (the
+ *                                     loop serves these: serve.c); never a
+ *                                     new socket of the host's network, whose
+ *                                     sendto(2) would reach the host's
+ *                                     abstract names
  * The inet schemes take options after '?', comma-separated: reuseaddr,
  * reuseport (SO_REUSEADDR/SO_REUSEPORT before bind) and dualstack (an IPv6
  * socket that is not IPV6_V6ONLY).  They apply to sockets of the guest's
@@ -217,6 +229,16 @@ int pico_net_unix_granted(const struct pico_net_policy *p, const char *path, siz
  * with the permission bits `mode`.  Return the fd or -errno. */
 int pico_net_unix_connect_fd(int pathfd, int nonblock);
 int pico_net_unix_listen_at(int dirfd, const char *name, unsigned int mode, int nonblock);
+/* The same for a datagram socket the guest already holds (sock, a copy of
+ * its fd): connected in place to the inode pathfd pins, or bound in place
+ * to `name` in dirfd.  0 or -errno. */
+int pico_net_unix_dgram_connect_fd(int sock, int pathfd);
+int pico_net_unix_dgram_bind_at(int sock, int dirfd, const char *name, unsigned int mode);
+/* Connects sock in place to the host socket a unix grant names (canonical
+ * absolute path, resolved without symlinks): 0, -EACCES not granted, or
+ * -errno.  Sets the audit line. */
+int pico_net_unix_dgram_connect_granted(const struct pico_net_policy *p, const char *path, size_t len,
+					int sock);
 
 /* A socket of the guest's own network whose connect (req) the helper left
  * in progress: remembered like a host connect, so that pico_net_finish

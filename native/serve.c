@@ -7,7 +7,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "denial.h"
@@ -145,6 +148,101 @@ static long open_unix_connect(struct call *c, const struct open_uri *u)
 	return pico_fs_unix_connect(c->guest->fs, u->rest, u->rest_len, !!(u->flags & O_NONBLOCK));
 }
 
+/* unixdg.srv:/PATH?fd=N and unixdg:{/PATH,@NAME}?fd=N (net.h): the
+ * caller's own datagram socket N, bound or connected in place.  In place,
+ * because a new socket would be the monitor's, of the host's network, and
+ * sendto(2) on it, a direct call, would reach the host's abstract names;
+ * and because a socket keeps its bound address when it connects (the
+ * address is a file: a second socket cannot take it).  *path and *len
+ * come back without the "?fd=N"; the copy of the socket, or -errno. */
+static long unixdg_socket(struct call *c, const struct open_uri *u, const char **path, size_t *len)
+{
+	const char *q = NULL;
+	for (size_t i = u->rest_len; i-- > 0;)
+		if (u->rest[i] == '?') {
+			q = u->rest + i;
+			break;
+		}
+	size_t digits = q ? u->rest_len - (size_t)(q - u->rest) - 4 : 0;
+	if (!q || u->rest_len - (size_t)(q - u->rest) < 5 || memcmp(q, "?fd=", 4) || digits > 9)
+		return -EINVAL;
+	long fd = 0;
+	for (size_t i = 0; i < digits; i++) {
+		if (q[4 + i] < '0' || q[4 + i] > '9')
+			return -EINVAL;
+		fd = fd * 10 + (q[4 + i] - '0');
+	}
+	if (!unix_flags_valid(u->flags))
+		return -EINVAL;
+	*path = u->rest;
+	*len = (size_t)(q - u->rest);
+	if (*len > PICO_MAX_PATH)
+		return -ENAMETOOLONG;
+	int sock = copy_guest_fd(c, (int)fd);
+	if (sock < 0)
+		return sock;
+	int domain = 0, type = 0;
+	socklen_t dl = sizeof(domain), tl = sizeof(type);
+	if (getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
+	    getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || domain != AF_UNIX || type != SOCK_DGRAM) {
+		close(sock);
+		return -EINVAL;
+	}
+	return sock;
+}
+
+static long unixdg_done(int sock, long ret)
+{
+	if (ret < 0) {
+		close(sock);
+		return ret;
+	}
+	return sock; /* the same open file: the library OS puts it back on its number */
+}
+
+static long open_unixdg_bind(struct call *c, const struct open_uri *u)
+{
+	if (u->rest_len > 0 && u->rest[0] == '@')
+		return open_network(c, u); /* a new socket of the guest's own network */
+	const char *path;
+	size_t len;
+	long sock = unixdg_socket(c, u, &path, &len);
+	if (sock < 0)
+		return sock;
+	if (len == 0 || path[0] != '/')
+		return unixdg_done((int)sock, -EINVAL);
+	return unixdg_done((int)sock, pico_fs_unix_dgram_bind(c->guest->fs, path, len, u->mode, (int)sock));
+}
+
+static long open_unixdg_connect(struct call *c, const struct open_uri *u)
+{
+	const char *path;
+	size_t len;
+	long sock = unixdg_socket(c, u, &path, &len);
+	if (sock < 0)
+		return sock;
+	long ret;
+	if (len > 1 && path[0] == '@') {
+		/* An abstract name: of the socket's network namespace, the guest's
+		 * own (the monitor makes no unix datagram socket of the host's). */
+		struct sockaddr_un sun = {.sun_family = AF_UNIX};
+		if (len > sizeof(sun.sun_path))
+			return unixdg_done((int)sock, -EINVAL);
+		memcpy(sun.sun_path + 1, path + 1, len - 1);
+		ret = connect((int)sock, (struct sockaddr *)&sun,
+			      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0 ? -errno : 0;
+	} else if (len == 0 || path[0] != '/') {
+		ret = -EINVAL;
+	} else if (pico_net_unix_granted(c->guest->net, path, len)) {
+		ret = pico_net_unix_dgram_connect_granted(c->guest->net, path, len, (int)sock);
+		if (ret == -EACCES)
+			ret = pico_deny(PICO_DENY_NET, ret);
+	} else {
+		ret = pico_fs_unix_dgram_connect(c->guest->fs, path, len, (int)sock);
+	}
+	return unixdg_done((int)sock, ret);
+}
+
 /* Every scheme but the network ones, which net.h owns: a scheme not here
  * is one of those or invalid (open_network decides). */
 static const struct open_scheme {
@@ -157,6 +255,8 @@ static const struct open_scheme {
 	{"pid", 3, open_pid},
 	{"unix.srv", 8, open_unix_listen},
 	{"unix", 4, open_unix_connect},
+	{"unixdg.srv", 10, open_unixdg_bind},
+	{"unixdg", 6, open_unixdg_connect},
 };
 
 /* Implements pico_open(uri, uri_len, flags, mode). */

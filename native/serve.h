@@ -238,6 +238,8 @@ long serve_task_info(struct call *c, char *scratch);
 /* pico_open("pid:N"): a pidfd of the caller's own process N (text: a
  * buffer of cap bytes). */
 long open_pidfd(struct call *c, const char *num, int flags, char *text, size_t cap);
+/* A copy of the caller's fd (pidfd_getfd: the same open file), or -errno. */
+int copy_guest_fd(struct call *c, int fd);
 
 /* ---- args.c: arguments in, results and fds out ---- */
 

@@ -161,8 +161,6 @@ static const struct tty_request {
 	{0x5441 /* TIOCGPTPEER */, TTY_VALUE, 0},
 };
 
-static int copy_guest_fd(struct call *c, int fd);
-
 /* Implements pico_tty_ioctl(fd, request, arg).  The monitor copies the
  * caller's fd (pidfd_getfd: the same open file), checks that it is a
  * character device of the run's own devpts, and makes the call on it. */
@@ -228,7 +226,7 @@ out:
 /* A copy of the caller's fd `fd` (pidfd_getfd: the same open file), or
  * -errno.  The fd number was the caller's: the copy is used only if the
  * caller still waits for the answer. */
-static int copy_guest_fd(struct call *c, int fd)
+int copy_guest_fd(struct call *c, int fd)
 {
 	if (c->n->pid <= 0)
 		return -EPERM;

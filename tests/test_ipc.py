@@ -327,6 +327,240 @@ def test_unix_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest
 
 
 # ---------------------------------------------------------------------------------------
+# AF_UNIX datagram sockets: the same names, the same rules
+# ---------------------------------------------------------------------------------------
+
+UNIX_DGRAM_TALK = r"""
+import asyncio, errno, logging, logging.handlers, os, socket, tempfile
+d = tempfile.mkdtemp()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+print("unbound", repr(srv.getsockname()))
+srv.bind(d + "/srv.sock")
+print("bound", srv.getsockname() == d + "/srv.sock")
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    cli.send(b"x")
+except OSError as e:
+    print("send unconnected", errno.errorcode[e.errno])
+cli.bind(d + "/cli.sock")
+cli.connect(d + "/srv.sock")
+cli.send(b"one"); cli.send(b"two")
+print("recvfrom", srv.recvfrom(100)[0], srv.recv(100))
+print("client still bound", cli.getsockname() == d + "/cli.sock")
+other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); other.bind(d + "/other.sock")
+cli.connect(d + "/other.sock"); cli.send(b"again")   # a datagram socket connects again
+print("reconnected", other.recv(100))
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).connect(d + "/nothing.sock")
+except OSError as e:
+    print("connect missing", errno.errorcode[e.errno])
+# abstract names: bind, sendto (a direct call), connect
+name = "\0picoproc-dgram-%d" % os.getpid()
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a.bind(name)
+print("abstract name", a.getsockname() == name.encode())
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"to abstract", name)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.connect(name); c.send(b"connected abstract")
+print(a.recv(100), a.recv(100))
+# logging to a syslog socket (glibc's syslog(3) and sd_notify do the same)
+h = logging.handlers.SysLogHandler(address=d + "/srv.sock")
+log = logging.getLogger("dgram"); log.addHandler(h); log.warning("hello syslog")
+print("syslog", srv.recv(100))
+# asyncio's datagram endpoints on unix sockets
+async def main():
+    got = asyncio.get_running_loop().create_future()
+    class Server(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.set_result(data)
+    loop = asyncio.get_running_loop()
+    st, _ = await loop.create_datagram_endpoint(Server, local_addr=d + "/aio.sock", family=socket.AF_UNIX)
+    ct, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=d + "/aio.sock",
+                                                family=socket.AF_UNIX)
+    ct.sendto(b"via asyncio")
+    print("asyncio", await asyncio.wait_for(got, 10))
+    ct.close(); st.close()
+asyncio.run(main())
+print("socket file", sorted(os.listdir(d)))
+"""
+
+
+def test_unix_datagram_sockets_bind_connect_and_talk(guest_runner):
+    """socket(AF_UNIX, SOCK_DGRAM), bound at a path or an abstract name,
+    connected (again), with logging's SysLogHandler and asyncio's datagram
+    endpoints: the same as natively."""
+    assert_same_as_native(guest_runner, [PYTHON, "-c", UNIX_DGRAM_TALK])
+
+
+UNIX_DGRAM_TRICKS = r"""
+import os, socket
+def bind(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.bind(path); return "bound"
+    except OSError as e:
+        return e.errno
+    finally:
+        s.close()
+def connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.connect(path); s.send(b"from the guest"); return "sent"
+    except OSError as e:
+        return e.errno
+    finally:
+        s.close()
+os.symlink("/usr", "/tmp/to-usr"); os.symlink("/data/secret", "/data/to-secret")
+os.symlink("/data", "/tmp/to-data")
+for path in ("/usr/x.sock", "/tmp/to-usr/x.sock", "/etc/x.sock", "/nowhere/x.sock",
+             "/data/secret/x.sock", "/data/to-secret/x.sock", "/tmp/id_rsa", "/dev/shm/ok.sock",
+             "/tmp/to-data/through-a-link.sock", "/data/secret", "/data/dgram.sock"):
+    print("bind", path, bind(path))
+for path in ("/ro/dgram.sock", "/data/dgram.sock", "/tmp/to-data/dgram.sock", "/data/secret/dgram.sock",
+             "/data/host.sock"):
+    print("connect", path, connect(path))
+"""
+
+
+def _host_dgram_sockets(dirs):
+    socks = []
+    for d in dirs:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(os.path.join(d, "dgram.sock"))
+        os.chmod(os.path.join(d, "dgram.sock"), 0o777)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _received(sock) -> int:
+    n = 0
+    try:
+        while sock.recv(100) == b"from the guest":
+            n += 1
+    except BlockingIOError:
+        pass
+    return n
+
+
+def test_unix_datagram_names_stay_inside_writable_mounts(guest_runner, unix_tree):
+    """A datagram socket is bound only in a writable mount, never in a
+    read-only or hidden directory nor through a link into one, and connects
+    only to sockets of writable mounts: exactly as a stream one."""
+    data, ro, _ = unix_tree
+    socks = _host_dgram_sockets([data, ro, os.path.join(data, "secret")])
+    try:
+        r = guest_runner([PYTHON, "-c", UNIX_DGRAM_TRICKS], volumes=[f"{data}:/data:rw", f"{ro}:/ro:ro"],
+                         hide=["/data/secret"])
+        assert r.status == 0, r.stderr
+        E = errno
+        assert r.stdout == (
+            f"bind /usr/x.sock {E.EROFS}\n"
+            f"bind /tmp/to-usr/x.sock {E.EROFS}\n"
+            f"bind /etc/x.sock {E.EROFS}\n"
+            f"bind /nowhere/x.sock {E.ENOENT}\n"
+            f"bind /data/secret/x.sock {E.EACCES}\n"
+            f"bind /data/to-secret/x.sock {E.EACCES}\n"
+            f"bind /tmp/id_rsa {E.EACCES}\n"
+            "bind /dev/shm/ok.sock bound\n"
+            "bind /tmp/to-data/through-a-link.sock bound\n"
+            f"bind /data/secret {E.EACCES}\n"
+            f"bind /data/dgram.sock {E.EADDRINUSE}\n"
+            f"connect /ro/dgram.sock {E.EACCES}\n"
+            "connect /data/dgram.sock sent\n"
+            "connect /tmp/to-data/dgram.sock sent\n"
+            f"connect /data/secret/dgram.sock {E.EACCES}\n"
+            f"connect /data/host.sock {E.EPROTOTYPE}\n"), r.stdout
+        assert [_received(s) for s in socks] == [2, 0, 0]
+        made = os.lstat(os.path.join(data, "through-a-link.sock"))
+        assert stat.S_ISSOCK(made.st_mode)
+        assert made.st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+        assert sorted(os.listdir(os.path.join(data, "secret"))) == ["dgram.sock", "host.sock"]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_unix_datagram_abstract_names_are_the_guests_own(guest_runner):
+    """A guest's datagram socket lives in its own network namespace: a host
+    socket at an abstract name receives nothing from a guest sending there
+    (sendto is a direct call: the socket's namespace decides), and the name
+    the guest binds is not the host's."""
+    name = f"\0picoproc-host-dgram-{os.getpid()}"
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host.bind(name)
+    host.setblocking(False)
+    code = ("import errno, socket, sys\n"
+            "name = sys.argv[1].replace('@', '\\0')\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "for how in ('sendto', 'connect'):\n"
+            "    try:\n"
+            "        s.sendto(b'x', name) if how == 'sendto' else s.connect(name)\n"
+            "        print(how, 'reached')\n"
+            "    except OSError as e:\n"
+            "        print(how, errno.errorcode[e.errno])\n"
+            "mine = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); mine.bind(name)\n"
+            "print('bound the same name', mine.getsockname() == name.encode())\n")
+    try:
+        r = guest_runner([PYTHON, "-c", code, name.replace("\0", "@")])
+        assert (r.status, r.stdout) == (0, "sendto ECONNREFUSED\nconnect ECONNREFUSED\n"
+                                           "bound the same name True\n"), r.stderr
+        with pytest.raises(BlockingIOError):
+            host.recv(10)
+    finally:
+        host.close()
+
+
+DGRAM_SWAP_RACE = SWAP_RACE.replace("socket.socket(socket.AF_UNIX)",
+                                    "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)")
+
+
+@pytest.mark.slow
+def test_unix_datagram_bind_racing_a_symlink_swap_never_lands_in_a_hidden_directory(guest_runner, unix_tree):
+    data, ro, _ = unix_tree
+    assert "SOCK_DGRAM" in DGRAM_SWAP_RACE
+    r = guest_runner([PYTHON, "-c", DGRAM_SWAP_RACE], volumes=[f"{data}:/data:rw"], hide=["/data/secret"],
+                     timeout=60)
+    assert (r.status, r.stdout) == (0, "tries True some bound True\n"), r.stderr
+    assert sorted(os.listdir(os.path.join(data, "secret"))) == ["host.sock"]
+
+
+UNIX_DGRAM_MANY = r"""
+import os, socket, sys, tempfile
+kind = sys.argv[1]
+d = tempfile.mkdtemp()
+made = []
+try:
+    for i in range(200):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        made.append(s)
+        if kind == "path":
+            s.bind(f"{d}/{i}.sock")
+        elif kind == "abstract":
+            s.bind(f"\\0picoproc-many-{os.getpid()}-{i}")
+        elif kind == "connected" and i:
+            s.connect(f"{d}/0.sock")
+        elif kind == "connected":
+            s.bind(f"{d}/0.sock")
+    print("no limit")
+except OSError as e:
+    print(kind, "stopped", e.errno, len(made) < 40)
+for s in made[-3:]:
+    s.close()
+r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); r.bind(f"{d}/after.sock")
+w = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); w.connect(f"{d}/after.sock"); w.send(b"still works")
+print(r.recv(100))
+"""
+
+
+@pytest.mark.parametrize("kind", ["unbound", "path", "abstract", "connected"])
+def test_unix_datagram_sockets_are_bounded_by_the_guests_open_files(guest_runner, kind):
+    """Each datagram socket is an fd of the guest's (the monitor keeps
+    nothing for it once answered): the run's open-file limit bounds them,
+    EMFILE past it, and what was made before still works."""
+    r = guest_runner([PYTHON, "-c", UNIX_DGRAM_MANY, kind], open_files=40)
+    assert (r.status, r.stdout) == (0, f"{kind} stopped {errno.EMFILE} True\nb'still works'\n"), r.stderr
+
+
+# ---------------------------------------------------------------------------------------
 # the host's System V objects: out of reach twice over
 # ---------------------------------------------------------------------------------------
 
