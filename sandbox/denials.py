@@ -50,7 +50,8 @@ from picoproc.manifest import (
 # where the host has a listener.
 HIDDEN_RULES = ("hidden_path", "hidden_name", "hidden_object", "holds_hidden")
 
-_NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv")
+_NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv", "unixdg",
+                "unixdg.srv", "unixdg.new")
 # Calls whose record's path may be created, and calls that change what they name.
 _CHANGING_CALLS = {"mkdir", "unlink", "rename", "symlink", "link", "chmod", "chown", "utimens",
                    "truncate"}
@@ -118,10 +119,12 @@ def call_words(rec: Mapping) -> str:
     scheme, _ = record_path(rec)
     if call == "open":
         flags = open_flags(rec)
-        if scheme in ("tcp", "udp", "unix"):
+        if scheme in ("tcp", "udp", "unix", "unixdg"):
             return "connect"
         if scheme in ("tcp.srv", "unix.srv", "udp.srv"):
             return "listen"
+        if scheme == "unixdg.srv":
+            return "bind"
         if flags & PICO_OPEN_EXEC:
             return "exec"
         if flags & O_CREAT:
@@ -338,8 +341,8 @@ class _Explainer:
     # -- network -------------------------------------------------------------
 
     def net_denial(self, scheme: str, rest: str) -> Denial:
-        body = rest.split("?", 1)[0]
-        if scheme in ("unix", "unix.srv"):
+        body = rest.rsplit("?fd=", 1)[0] if scheme in ("unixdg", "unixdg.srv") else rest.split("?", 1)[0]
+        if scheme in ("unix", "unix.srv", "unixdg", "unixdg.srv"):
             real = os.path.realpath(body) if body.startswith("/") else body
             exists = os.path.lexists(body) if body.startswith("/") else None
             note = (f" (the grant is by resolved host path: the program must name it {real})"

@@ -100,8 +100,8 @@ class NetUse:
 
     @property
     def op(self) -> str:
-        return {"tcp.srv": "listen", "udp.srv": "bind", "unix.srv": "listen",
-                "udp.new": "socket", "tcp.new": "socket"}.get(self.scheme, "connect")
+        return {"tcp.srv": "listen", "udp.srv": "bind", "unix.srv": "listen", "unixdg.srv": "bind",
+                "udp.new": "socket", "tcp.new": "socket", "unixdg.new": "socket"}.get(self.scheme, "connect")
 
     def to_json(self) -> dict:
         return {"scheme": self.scheme, "op": self.op, "endpoint": self.endpoint,
@@ -223,9 +223,11 @@ def _file_accesses(rec: Mapping) -> list[tuple[str, str, bool]]:
         follow = not flags & O_NOFOLLOW
         if scheme == "dir":
             return [(path, "list", follow)]
-        if scheme == "unix.srv":
+        if scheme in ("unixdg", "unixdg.srv"):
+            path = path.rsplit("?fd=", 1)[0]  # the program's own socket, bound or connected in place
+        if scheme in ("unix.srv", "unixdg.srv"):
             return [(path, "create", False)]
-        if scheme == "unix":
+        if scheme in ("unix", "unixdg"):
             return [(path, "write", True)]  # a socket of the program's, in a writable mount
         if scheme != "file":
             return []
@@ -279,9 +281,9 @@ def _file_accesses(rec: Mapping) -> list[tuple[str, str, bool]]:
 
 def _network_of(manifest: Manifest, any_host: bool, scheme: str, endpoint: str) -> str:
     """Which network served an allowed network open: "host" or "own"."""
-    if scheme in ("udp.new", "tcp.new", "udp.srv", "unix.srv"):
+    if scheme in ("udp.new", "tcp.new", "udp.srv", "unix.srv", "unixdg.new", "unixdg.srv"):
         return "own"
-    if scheme == "unix":
+    if scheme in ("unix", "unixdg"):
         if endpoint.startswith("@"):
             return "own"
         for granted in manifest.unix_paths:
@@ -303,8 +305,10 @@ def _network_of(manifest: Manifest, any_host: bool, scheme: str, endpoint: str) 
 
 
 def _net_endpoint(scheme: str, rest: str) -> str:
+    if scheme in ("unixdg", "unixdg.srv"):
+        return rest.rsplit("?fd=", 1)[0]
     body = rest.split("?", 1)[0]
-    if scheme in ("unix", "unix.srv", "udp.new", "tcp.new"):
+    if scheme in ("unix", "unix.srv", "udp.new", "tcp.new", "unixdg.new"):
         return body
     try:
         return format_endpoint(parse_endpoint(body))
@@ -312,7 +316,8 @@ def _net_endpoint(scheme: str, rest: str) -> str:
         return body
 
 
-NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv")
+NET_SCHEMES = ("tcp", "udp", "tcp.srv", "udp.srv", "udp.new", "tcp.new", "unix", "unix.srv", "unixdg",
+               "unixdg.srv", "unixdg.new")
 
 
 class ProfileBuilder:
@@ -377,7 +382,8 @@ class ProfileBuilder:
                 use.ok += 1
             elif rec.get("errno_name"):
                 use.errors[rec["errno_name"]] = use.errors.get(rec["errno_name"], 0) + 1
-            if not (scheme in ("unix", "unix.srv") and network == "own" and rest.startswith("/")):
+            if not (scheme in ("unix", "unix.srv", "unixdg", "unixdg.srv") and network == "own"
+                    and rest.startswith("/")):
                 return
         if decision == "deny":
             return  # in the denial summary

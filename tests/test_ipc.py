@@ -683,3 +683,43 @@ def test_a_guest_reaches_no_host_system_v_object(guest_runner, host_sysv_objects
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.shmctl(host_sysv_objects["shm"], 2, ds) == 0
     assert int.from_bytes(ds.raw[88:96], "little") == 0
+
+
+UNIX_DGRAM_HOSTILE = r"""
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def pico_open(uri):
+    r = libc.syscall(ctypes.c_long(4096), ctypes.c_char_p(uri), ctypes.c_long(len(uri)), ctypes.c_long(os.O_RDWR),
+                     ctypes.c_long(0o600))
+    if r < 0:
+        return errno.errorcode[ctypes.get_errno()]
+    os.close(r)
+    return "fd"
+target = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); target.bind("/tmp/target.sock")
+stream = socket.socket(socket.AF_UNIX)
+r, w = os.pipe()
+f = os.open("/tmp/plain", os.O_CREAT | os.O_RDWR, 0o600)
+for uri in (b"unixdg:/tmp/target.sock?fd=%d" % stream.fileno(),   # not a datagram socket
+            b"unixdg:/tmp/target.sock?fd=%d" % r,                  # not a socket
+            b"unixdg.srv:/tmp/made.sock?fd=%d" % f,
+            b"unixdg:/tmp/target.sock?fd=999",                     # no such fd
+            b"unixdg:/tmp/target.sock?fd=99999999999",
+            b"unixdg:/tmp/target.sock?fd=-1", b"unixdg:/tmp/target.sock?fd=", b"unixdg:/tmp/target.sock",
+            b"unixdg:/tmp/target.sock?fd=3x", b"unixdg:relative?fd=%d" % target.fileno(),
+            b"unixdg.srv:?fd=%d" % target.fileno(), b"unixdg:@?fd=%d" % target.fileno(),
+            b"unixdg:/tmp/" + b"a" * 4200 + b"?fd=3"):
+    print(uri[:40], pico_open(uri))
+print("made", os.path.exists("/tmp/made.sock"))
+"""
+
+
+def test_unix_datagram_uris_with_a_bad_socket_are_refused(guest_runner):
+    """The unixdg: schemes act on the caller's own socket, named by its fd:
+    an fd that is no datagram socket (or none at all), or a malformed URI,
+    is refused with EINVAL or EBADF, and nothing is bound or connected."""
+    r = guest_runner([PYTHON, "-c", UNIX_DGRAM_HOSTILE])
+    assert r.status == 0, r.stderr
+    got = [line.rsplit(" ", 1)[1] for line in r.stdout.splitlines()]
+    assert got == ["EINVAL", "EINVAL", "EINVAL", "EBADF", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL",
+                   "EINVAL", "EINVAL", "EINVAL", "ENAMETOOLONG", "False"], r.stdout

@@ -882,7 +882,7 @@ def test_nothing_is_granted_by_default(listeners, tmp_path, unix_listeners):
 
 
 def test_is_network_uri():
-    for uri in (b"tcp:x", b"udp:", b"tcp.srv:", b"unix:/a"):
+    for uri in (b"tcp:x", b"udp:", b"tcp.srv:", b"unix:/a", b"unixdg:/a", b"unixdg.srv:@", b"unixdg.new:"):
         assert lib.pico_net_is_network_uri(uri, len(uri)) == 1
     for uri in (b"file:/a", b"dir:/", b"tcp", b"unix", b""):
         assert lib.pico_net_is_network_uri(uri, len(uri)) == 0
@@ -1065,6 +1065,9 @@ V6ONLY, REUSEADDR, REUSEPORT = lib.PICO_GN_V6ONLY, lib.PICO_GN_REUSEADDR, lib.PI
         (b"unix:@name", lib.PICO_GN_CONNECT, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
         (b"unix.srv:@name", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"\0name",)),
         (b"unix.srv:@", lib.PICO_GN_LISTEN, socket.AF_UNIX, socket.SOCK_STREAM, 0, (b"",)),
+        (b"unixdg.new:", lib.PICO_GN_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM, 0, None),
+        (b"unixdg.srv:@name", lib.PICO_GN_BIND, socket.AF_UNIX, socket.SOCK_DGRAM, 0, (b"\0name",)),
+        (b"unixdg.srv:@", lib.PICO_GN_BIND, socket.AF_UNIX, socket.SOCK_DGRAM, 0, (b"",)),
     ],
 )
 def test_what_is_not_granted_on_loopback_is_the_guests_own(uri, op, domain, type_, options, addr):
@@ -1155,7 +1158,9 @@ def test_what_is_not_granted_elsewhere_is_refused(uri):
     [b"tcp:127.0.0.1:80?", b"tcp:127.0.0.1:80?,", b"tcp:127.0.0.1:80?reuseport,",
      b"tcp:127.0.0.1:80?REUSEPORT", b"tcp:127.0.0.1:80?reuseport?dualstack", b"tcp:127.0.0.1:80?bogus",
      b"udp.new:", b"udp.new:inet4", b"udp.new:inet?bogus", b"unix:@", b"unix:@" + b"n" * 108,
-     b"unix.srv:/tmp/x", b"tcp.srv:?reuseport"],
+     b"unix.srv:/tmp/x", b"tcp.srv:?reuseport", b"unixdg.new:x", b"unixdg.srv:@" + b"n" * 108,
+     # a path, or a connect, is the loop's to serve, on the caller's own socket
+     b"unixdg.srv:/tmp/x?fd=3", b"unixdg:/tmp/x?fd=3", b"unixdg:@name?fd=3"],
 )
 def test_malformed_own_network_uris_are_einval(uri):
     rc, _ = _own(_policy(), uri)
