@@ -723,3 +723,42 @@ def test_unix_datagram_uris_with_a_bad_socket_are_refused(guest_runner):
     got = [line.rsplit(" ", 1)[1] for line in r.stdout.splitlines()]
     assert got == ["EINVAL", "EINVAL", "EINVAL", "EBADF", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL",
                    "EINVAL", "EINVAL", "EINVAL", "ENAMETOOLONG", "False"], r.stdout
+
+
+def test_unix_datagram_connect_to_a_granted_host_socket(guest_runner):
+    """A host's datagram socket (a syslog daemon's /dev/log) is reached by
+    its manifest unix grant, as a stream one is, with the guest's
+    credentials; without the grant the guest's view has no such path, and
+    the host socket receives nothing."""
+    root = tempfile.mkdtemp(prefix="picoproc-dgram-grant-")
+    os.chmod(root, 0o755)
+    path = os.path.join(root, "log")
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host.bind(path)
+    os.chmod(path, 0o666)
+    host.setblocking(False)
+    host.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    code = ("import errno, socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "try:\n"
+            "    s.connect(sys.argv[1]); s.send(b'<12>from the guest\\0'); print('sent')\n"
+            "except OSError as e:\n"
+            "    print(errno.errorcode[e.errno])\n")
+    try:
+        # Not granted: a host path the guest's view does not show.
+        r = guest_runner([PYTHON, "-c", code, path])
+        assert (r.status, r.stdout) == (0, "ENOENT\n"), r.stderr
+        with pytest.raises(BlockingIOError):
+            host.recv(100)
+        r = guest_runner([PYTHON, "-c", code, path], net_unix=[path])
+        assert (r.status, r.stdout) == (0, "sent\n"), r.stderr
+        data, anc, _, _ = host.recvmsg(100, socket.CMSG_SPACE(12))
+        assert data == b"<12>from the guest\x00"
+        creds = [c for c in anc if c[:2] == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)]
+        assert creds, anc
+        import struct
+        _pid, uid, _gid = struct.unpack("iII", creds[0][2][:12])
+        assert uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    finally:
+        host.close()
+        shutil.rmtree(root, ignore_errors=True)
