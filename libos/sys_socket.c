@@ -13,6 +13,13 @@
  *     AF_UNIX socketpair (a real socket fd, so fcntl, setsockopt(SOL_SOCKET)
  *     and poll work on it), and the library OS remembers the domain and
  *     type asked for;
+ *   - socket(AF_UNIX, SOCK_DGRAM) returns a real, unbound datagram socket
+ *     of the own network (unixdg.new:), which bind() to a path and
+ *     connect() then bind or connect in place: the monitor acts on this
+ *     very socket (unixdg.srv:PATH?fd=N, unixdg:ADDR?fd=N), so that it
+ *     keeps its bound address when it connects, and no socket of the
+ *     host's network (whose sendto would reach the host's abstract names)
+ *     ever reaches the program;
  *   - socket(AF_INET*, SOCK_DGRAM) returns a real, unbound UDP socket of the
  *     picoprocess's own network (udp.new:), so that sendto/recvfrom, direct
  *     calls, work on its loopback from the start; socket(AF_INET*,
@@ -41,7 +48,8 @@
  * monitor's; a socket bound before connect() to a granted host endpoint
  * loses its source address;
  * the socket that takes its place keeps only the options replace_with
- * carries; unix datagram sockets are not offered. */
+ * carries; an unconnected unix datagram socket cannot sendto a path (the
+ * kernel looks it up in the picoprocess's empty root: ENOENT). */
 #include "libos.h"
 
 #include <linux/in.h>
