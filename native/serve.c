@@ -9,7 +9,10 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -148,6 +151,26 @@ static long open_unix_connect(struct call *c, const struct open_uri *u)
 	return pico_fs_unix_connect(c->guest->fs, u->rest, u->rest_len, !!(u->flags & O_NONBLOCK));
 }
 
+/* Whether socket sock belongs to a network namespace other than the
+ * monitor's: a guest's own.  Connecting a datagram socket to an abstract
+ * name looks the name up in the socket's namespace, so a socket of the
+ * host's (none is handed to a guest; this holds if one ever were) must
+ * never be connected on a guest's behalf.  SIOCGSKNS needs CAP_NET_ADMIN
+ * over the socket's namespace, which an unprivileged monitor has over the
+ * guest's and not over the host's: a refusal counts as the host's. */
+static int of_another_network(int sock)
+{
+	struct stat own, its;
+	if (stat("/proc/self/ns/net", &own) < 0)
+		return 0;
+	int ns = ioctl(sock, SIOCGSKNS);
+	if (ns < 0)
+		return 0;
+	int ok = fstat(ns, &its) == 0 && !(its.st_dev == own.st_dev && its.st_ino == own.st_ino);
+	close(ns);
+	return ok;
+}
+
 /* unixdg.srv:/PATH?fd=N and unixdg:{/PATH,@NAME}?fd=N (net.h): the
  * caller's own datagram socket N, bound or connected in place.  In place,
  * because a new socket would be the monitor's, of the host's network, and
@@ -184,7 +207,8 @@ static long unixdg_socket(struct call *c, const struct open_uri *u, const char *
 	int domain = 0, type = 0;
 	socklen_t dl = sizeof(domain), tl = sizeof(type);
 	if (getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
-	    getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || domain != AF_UNIX || type != SOCK_DGRAM) {
+	    getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || domain != AF_UNIX || type != SOCK_DGRAM ||
+	    !of_another_network(sock)) {
 		close(sock);
 		return -EINVAL;
 	}
