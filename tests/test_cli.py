@@ -689,28 +689,37 @@ def test_input_and_output_arguments_leak_no_fds():
 
 # Run as root in a mount namespace of its own (unshare -m), so that /tmp,
 # /var/tmp and /dev/shm can be fresh, empty tmpfs that only this run writes
-# to: argv[1] is a JSON list, the picoproc command to run in it (with its
-# environment and, for a monitor of another uid, the setpriv prefix);
-# argv[2], if given, is a directory the command's code lives in, bound at
-# /tmp/.code first (it would be hidden under the new /tmp).  Prints, as
-# JSON, the command's exit status and output and every entry left in the
-# three directories.
+# to: argv[1] is a JSON list, the picoproc command to run in it and its
+# environment; argv[2:] are directories the command's code lives in, bound
+# again at their own paths where a new tmpfs would hide them (a checkout or
+# a copy of the package under /tmp).  Prints, as JSON, the command's exit
+# status and output and every entry left in the three directories (the
+# directories bound again, and the ones made to hold them, aside).
 _IN_FRESH_TMP = r"""
 import json, os, subprocess, sys
 cmd, env = json.loads(sys.argv[1])
-code = os.open(sys.argv[2], os.O_PATH) if len(sys.argv) > 2 else None
-for d in ("/tmp", "/var/tmp", "/dev/shm"):
+tops = ("/tmp", "/var/tmp", "/dev/shm")
+keep = sorted({os.path.realpath(d) for d in sys.argv[2:]})
+keep = [d for d in keep if d.startswith(tuple(t + "/" for t in tops))
+        and not any(d.startswith(k + "/") for k in keep)]
+fds = [os.open(d, os.O_PATH) for d in keep]
+for d in tops:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "picoproc-test", d], check=True)
-if code is not None:
-    os.mkdir("/tmp/.code", 0o755)
-    subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{code}", "/tmp/.code"], check=True)
+for d, fd in zip(keep, fds):
+    os.makedirs(d, 0o755)
+    subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", d], check=True)
 p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd="/")
+holders = set()
+for d in keep:
+    d = os.path.dirname(d)
+    while d not in tops:
+        holders.add(d)
+        d = os.path.dirname(d)
 left = []
-for d in ("/tmp", "/var/tmp", "/dev/shm"):
-    for root, dirs, files in os.walk(d):
-        if root == "/tmp" and ".code" in dirs:
-            dirs.remove(".code")
-        left += [os.path.join(root, n) for n in dirs + files]
+for top in tops:
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [n for n in dirs if os.path.join(root, n) not in keep]
+        left += [q for q in (os.path.join(root, n) for n in dirs + files) if q not in holders]
 print(json.dumps({"status": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "left": left}))
 """
 
@@ -727,17 +736,19 @@ def test_a_run_leaves_nothing_in_the_hosts_temporary_directories(who, request):
     /var/tmp or /dev/shm (nor in $TMPDIR): after a run that wrote files and
     directories there, all three are as empty as before it."""
     run = ["run", "--", "/bin/sh", "-c", _WRITES_SCRATCH]
-    env = {**os.environ, "TMPDIR": "/tmp"}
-    extra = []
     if who == "root":
+        import picoproc
+
+        env = {**os.environ, "TMPDIR": "/tmp"}
         cmd = [sys.executable, "-m", "picoproc", *run]
+        code = [str(pathlib.Path(__file__).resolve().parent.parent), os.path.dirname(picoproc.__file__)]
     else:
         unpriv = request.getfixturevalue("unpriv_env")
-        env = {**unpriv["env"], "PYTHONPATH": "/tmp/.code", "TMPDIR": "/tmp"}
+        env = {**unpriv["env"], "TMPDIR": "/tmp"}
         cmd = [*unpriv["prefix"], unpriv["python"], "-m", "picoproc", *run]
-        extra = [str(unpriv["root"])]
+        code = [str(unpriv["root"])]
     proc = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", _IN_FRESH_TMP,
-                           json.dumps([cmd, env]), *extra],
+                           json.dumps([cmd, env]), *code],
                           capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
