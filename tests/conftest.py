@@ -117,6 +117,36 @@ class GuestRun:
         return self.exit_code if self.signal is None else 128 + self.signal
 
 
+def read_line_of(proc: subprocess.Popen, timeout: float = GUEST_TIMEOUT) -> str:
+    """The next line of a text-mode Popen's stdout; kills the process and
+    raises TimeoutError when none comes within timeout."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        proc.wait()
+        raise TimeoutError("no line from the program")
+    return proc.stdout.readline()
+
+
+def signal_when_ready(proc: subprocess.Popen, *steps, timeout: float = 60.0) -> tuple[str, str]:
+    """Waits for the program's "ready" line, then for each step sends it
+    (a signal) or expects it (a line of stdout), and returns the rest of
+    stdout and stderr once the process has ended.  The process never
+    outlives the call."""
+    try:
+        assert read_line_of(proc, timeout) == "ready\n"
+        for step in steps:
+            if isinstance(step, str):
+                assert read_line_of(proc, timeout) == step
+            else:
+                proc.send_signal(step)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_with_timeout(pid: int, timeout: float) -> int:
     """waitpid(pid) that gives up after ``timeout`` seconds: the process is then
     killed, reaped, and TimeoutError raised.  Returns the raw wait status."""

@@ -26,6 +26,7 @@ import termios
 import time
 
 import pytest
+from conftest import signal_when_ready
 from picoproc import api, cgroups
 from picoproc.manifest import (
     Limits,
@@ -294,30 +295,12 @@ def _start(picoproc_exe, *args, **kw):
     return proc
 
 
-def _read_line(proc, timeout=TIMEOUT) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        proc.kill()
-        proc.wait()
-        raise TimeoutError("no line from the program")
-    return proc.stdout.readline()
-
-
 @pytest.mark.parametrize("backend", ["pico", "native"])
 def test_sigterm_reaches_the_program_and_its_handler_runs(picoproc_exe, tmp_path, backend):
     result = tmp_path / "r.json"
     proc = _start(picoproc_exe, "run", "--backend", backend, "--json", result, "--",
                   "python3", "-c", HANDLES_TERM)
-    try:
-        assert _read_line(proc) == "ready\n"
-        proc.send_signal(signal.SIGUSR1)
-        assert _read_line(proc) == "usr1\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = signal_when_ready(proc, signal.SIGUSR1, "usr1\n", signal.SIGTERM, timeout=TIMEOUT)
     assert out == "cleaned up after SIGTERM\n", err
     assert proc.returncode == 0, err
     assert json.loads(result.read_text())["exit_status"] == 0
@@ -329,14 +312,7 @@ def test_the_stop_timeout_kills_a_program_that_ignores_sigterm(picoproc_exe, tmp
     result = tmp_path / "r.json"
     proc = _start(picoproc_exe, "run", "--stop-timeout", "1", "--json", result, "--",
                   "python3", "-c", ignores)
-    try:
-        assert _read_line(proc) == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _, err = signal_when_ready(proc, signal.SIGTERM, timeout=TIMEOUT)
     assert proc.returncode == 137, err
     assert "stop timeout after SIGTERM" in err
     doc = json.loads(result.read_text())
@@ -410,14 +386,7 @@ def test_signals_reach_the_program_unprivileged(unpriv_env):
         [*unpriv_env["prefix"], unpriv_env["python"], "-m", "picoproc", "run", "--",
          "python3", "-c", HANDLES_TERM],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=unpriv_env["env"], cwd="/")
-    try:
-        assert _read_line(proc) == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = signal_when_ready(proc, signal.SIGTERM, timeout=TIMEOUT)
     assert (proc.returncode, out) == (0, "cleaned up after SIGTERM\n"), err
 
 

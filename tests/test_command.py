@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import select
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, read_line_of, signal_when_ready
 
 pytestmark = pytest.mark.root
 
@@ -37,15 +36,6 @@ HANDLES_TERM = (
     "os.write(1, b'ready\\n')\n"
     "time.sleep(60)\n"
 )
-
-
-def _read_line(proc, timeout: float = TIMEOUT) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        proc.kill()
-        proc.wait()
-        raise TimeoutError("no line from the program")
-    return proc.stdout.readline()
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -64,7 +54,7 @@ def test_the_command_is_the_process_its_caller_started_running_python_without_si
     proc = subprocess.Popen([picoproc_exe, "run", "--", "/bin/sh", "-c", "echo ready; read x; exit 4"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _read_line(proc) == "ready\n"
+        assert read_line_of(proc, TIMEOUT) == "ready\n"
         argv = _cmdline(proc.pid)
         proc.stdin.write("go\n")
         proc.stdin.close()
@@ -236,12 +226,5 @@ def test_sigterm_to_the_command_reaches_the_program_as_nobody(unpriv_env, instal
     proc = subprocess.Popen([*unpriv_env["prefix"], str(install.bin / "picoproc"), "run", "--",
                              "python3", "-c", HANDLES_TERM],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
-    try:
-        assert _read_line(proc) == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = signal_when_ready(proc, signal.SIGTERM, timeout=TIMEOUT)
     assert (proc.returncode, out) == (3, "got SIGTERM\n"), err
